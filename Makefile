@@ -1,0 +1,51 @@
+# Thin wrapper over CMake so that two commands do everything:
+#   make        build (Release, warnings as errors) and run a demonstration
+#   make test   the whole test suite: Release, then ASan+UBSan, then a
+#               bounded libFuzzer run of the .npy parser
+# Other targets: build, install (PREFIX=/usr/local), fuzz (FUZZ_SECONDS=60),
+# clean. Build trees live under build/.
+
+PREFIX ?= /usr/local
+FUZZ_SECONDS ?= 30
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+SAN_CC ?= $(shell command -v clang >/dev/null 2>&1 && echo clang || echo cc)
+CMAKE_FLAGS ?=
+
+.PHONY: all build demo test test-release test-sanitize fuzz install clean deps
+
+all: build demo
+
+deps:
+	@sh scripts/deps.sh
+
+build: deps
+	cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DQKV_WERROR=ON \
+	    -DCMAKE_INSTALL_PREFIX=$(PREFIX) $(CMAKE_FLAGS)
+	cmake --build build/release -j $(JOBS)
+
+demo: build
+	@sh scripts/demo.sh build/release
+
+test: test-release test-sanitize fuzz
+
+test-release: build
+	cd build/release && ctest --output-on-failure -j $(JOBS)
+
+test-sanitize:
+	@sh scripts/deps.sh --test
+	cmake -S . -B build/sanitize -DCMAKE_BUILD_TYPE=Debug -DQKV_WERROR=ON \
+	    -DQKV_SANITIZE=ON -DCMAKE_C_COMPILER=$(SAN_CC) $(CMAKE_FLAGS)
+	cmake --build build/sanitize -j $(JOBS)
+	cd build/sanitize && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    ctest --output-on-failure -j $(JOBS)
+
+fuzz:
+	@sh scripts/deps.sh --test
+	@sh scripts/fuzz.sh $(FUZZ_SECONDS)
+
+install: build
+	cmake --install build/release
+
+clean:
+	rm -rf build

@@ -1,0 +1,246 @@
+/*
+ * qkv.h — the one public header of libqkv: scaled dot-product attention in C.
+ *
+ * What it computes (DESIGN.md §1 is the full contract). Named dimensions:
+ *
+ *   B        batch
+ *   H, Hkv   query heads, key/value heads; H % Hkv == 0 and query head h reads
+ *            kv head h / (H / Hkv)  (MHA when Hkv == H, GQA, MQA when Hkv == 1)
+ *   Lq, Lk   query length, key/value length
+ *   E, Ev    query/key head dim, value head dim (may differ)
+ *
+ *   Q (B, H, Lq, E)   K (B, Hkv, Lk, E)   V (B, Hkv, Lk, Ev)   O (B, H, Lq, Ev)
+ *
+ * For query row i of head h, with scale = 1/sqrt(E) unless given:
+ *   s_j = scale * <q_i, k_j>;  s_j = c * tanh(s_j / c) if a softcap c > 0;
+ *   s_j += mask[i, j] for a float mask;  s_j = -inf where a bool mask is false,
+ *   where causal / the sliding window / the padding length forbid j;
+ *   p_j = exp(s_j - m) / sum_j' exp(s_j' - m),  m = max_j s_j;
+ *   lse_i = m + log sum_j exp(s_j - m);  o_i = sum_j p_j v_j.
+ * A row with no allowed position gives o_i = 0, p = 0, lse = -inf, never NaN.
+ * NaN in an input reaches only the rows that read it.
+ *
+ * Conventions used throughout:
+ *   - Every function that can fail returns a qkv_status. On failure,
+ *     qkv_error_detail() returns a one-line message for the calling thread
+ *     that names the argument and what was expected.
+ *   - The library never prints, never exits and never aborts on bad input.
+ *   - Sizes and indices are int64_t; strides are counted in elements, not
+ *     bytes, and may be zero (broadcast) or negative for inputs.
+ *   - The caller owns every buffer it passes in. Functions that allocate say
+ *     so, and name the function that frees.
+ *   - Thread safety: every function may be called from several threads at
+ *     once on different outputs. Inputs may be shared between threads.
+ */
+#ifndef QKV_H
+#define QKV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- version */
+
+#define QKV_VERSION_MAJOR 0
+#define QKV_VERSION_MINOR 1
+#define QKV_VERSION_PATCH 0
+/* One number for compile-time comparisons: major*10000 + minor*100 + patch. */
+#define QKV_VERSION_NUMBER \
+    (QKV_VERSION_MAJOR * 10000 + QKV_VERSION_MINOR * 100 + QKV_VERSION_PATCH)
+
+/* The version of the library actually linked, as QKV_VERSION_NUMBER. */
+int qkv_version_number(void);
+/* The same as "MAJOR.MINOR.PATCH"; a static string, never freed. */
+const char *qkv_version_string(void);
+
+/* ----------------------------------------------------------------- errors */
+
+typedef enum qkv_status {
+    QKV_OK = 0,
+    QKV_ERR_NULL_ARGUMENT,  /* a required pointer was NULL */
+    QKV_ERR_INVALID_ARGUMENT, /* a value out of its range (scale NaN, ...) */
+    QKV_ERR_SHAPE,          /* shapes do not agree with each other */
+    QKV_ERR_DTYPE,          /* an element type this function does not take */
+    QKV_ERR_OVERFLOW,       /* a size or offset would not fit in int64_t */
+    QKV_ERR_OUT_OF_MEMORY,  /* an allocation failed */
+    QKV_ERR_IO,             /* a file could not be opened, read or written */
+    QKV_ERR_FORMAT,         /* a file's contents are malformed or unsupported */
+    QKV_ERR_THREAD          /* a worker thread could not be started */
+} qkv_status;
+
+/* A short fixed name for a status ("shape mismatch"); static, never NULL,
+ * "unknown status" for values outside the enum. */
+const char *qkv_status_string(qkv_status status);
+
+/* The detail message of the last failing call made by the calling thread,
+ * e.g. "K: head dim 32 differs from Q head dim 64". Empty string when the
+ * thread has seen no failure. Valid until the thread's next qkv call. */
+const char *qkv_error_detail(void);
+
+/* ---------------------------------------------------------------- tensors */
+
+typedef enum qkv_dtype {
+    QKV_DTYPE_F32 = 0, /* IEEE binary32 */
+    QKV_DTYPE_F64,     /* IEEE binary64 */
+    QKV_DTYPE_F16,     /* IEEE binary16 */
+    QKV_DTYPE_BF16,    /* bfloat16 */
+    QKV_DTYPE_BOOL,    /* one byte, 0 = false, anything else = true */
+    QKV_DTYPE_I32,
+    QKV_DTYPE_I64
+} qkv_dtype;
+
+/* Size of one element in bytes; 0 for a value outside the enum. */
+size_t qkv_dtype_size(qkv_dtype dtype);
+/* Lower-case name ("f32", "bool"); "unknown" outside the enum. */
+const char *qkv_dtype_name(qkv_dtype dtype);
+
+/* A strided 4-d view of memory the caller owns. Element (a, b, c, d) lives at
+ * (elem *)data + a*stride[0] + b*stride[1] + c*stride[2] + d*stride[3].
+ * Strides are in elements. A tensor whose data is NULL is "absent" wherever
+ * a function takes an optional tensor. Outputs must not overlap each other
+ * or any input, and must not map two indices to one element. */
+typedef struct qkv_tensor {
+    void *data;
+    qkv_dtype dtype;
+    int64_t shape[4];
+    int64_t stride[4];
+} qkv_tensor;
+
+/* A view of contiguous row-major (C order) memory of shape (n0, n1, n2, n3). */
+qkv_tensor qkv_tensor_contiguous(void *data, qkv_dtype dtype,
+                                 int64_t n0, int64_t n1, int64_t n2, int64_t n3);
+
+/* ---------------------------------------------------------- attention */
+
+/* Where the diagonal d_i of query row i lies, for causal masking and the
+ * sliding window. */
+typedef enum qkv_align {
+    /* d_i = i: row 0 sees key 0 (PyTorch's is_causal=True). */
+    QKV_ALIGN_TOP_LEFT = 0,
+    /* d_i = i + Lk - Lq: the last query sees the last key, as in
+     * FlashAttention's causal and every KV-cache decode step. */
+    QKV_ALIGN_BOTTOM_RIGHT
+} qkv_align;
+
+typedef enum qkv_impl {
+    QKV_IMPL_AUTO = 0,   /* the fastest exact path available (today: the reference) */
+    QKV_IMPL_REFERENCE   /* the reference kernel: plain loops, double accumulation */
+} qkv_impl;
+
+/* Options for qkv_attention_forward. A zero-initialised struct
+ * (qkv_attn_options o = {0};) or a NULL pointer means every default. */
+typedef struct qkv_attn_options {
+    /* Multiplies <q, k>. 0 means the default 1/sqrt(E). Must be finite. */
+    double scale;
+    /* Softcap c: scores become c * tanh(s / c), applied after scaling and
+     * before the mask. 0 means none; otherwise must be finite and > 0. */
+    double softcap;
+    /* Optional mask; mask.data == NULL means none. dtype QKV_DTYPE_F32 is
+     * added to the scores (-INFINITY forbids); QKV_DTYPE_BOOL keeps
+     * positions whose byte is nonzero (true = may attend, as in PyTorch).
+     * Shape (Bm, Hm, Lqm, Lkm) where each dim is 1 (broadcast) or equal to
+     * B, H, Lq, Lk respectively. */
+    qkv_tensor mask;
+    /* Causal: when nonzero, row i may see keys j <= d_i. */
+    int causal;
+    /* Where the diagonal d_i lies, for causal and the window. */
+    qkv_align align;
+    /* Sliding window: when use_window is nonzero, row i may see
+     * d_i - window_left <= j <= d_i + window_right; a negative bound means
+     * unlimited on that side. Combines with causal (both must allow j). */
+    int use_window;
+    int64_t window_left;
+    int64_t window_right;
+    /* Optional per-batch key lengths, B entries, each 0..Lk: in batch b the
+     * keys j >= kv_lens[b] are padding and never attended. NULL = none.
+     * Padding does not move the causal diagonal. */
+    const int64_t *kv_lens;
+    /* Which implementation computes the result. */
+    qkv_impl impl;
+    /* Worker threads; 0 means one per online CPU. The result is bitwise the
+     * same whatever the count. */
+    int num_threads;
+} qkv_attn_options;
+
+/* Forward scaled dot-product attention.
+ *
+ *   o        out, F32 (B, H, Lq, Ev)
+ *   weights  out, optional (NULL or data NULL): F32 (B, H, Lq, Lk), the
+ *            softmax weights p; fully masked rows are all 0
+ *   lse      out, optional (NULL or data NULL): F32 (B, H, Lq, 1), natural
+ *            log-sum-exp of the final scores; -INFINITY for masked rows
+ *   q        F32 (B, H, Lq, E)
+ *   k        F32 (B, Hkv, Lk, E)
+ *   v        F32 (B, Hkv, Lk, Ev)
+ *   opts     options, NULL for every default
+ *
+ * Any dim except E may be 0 (nothing is computed); E >= 1. Lk == 0 makes
+ * every row fully masked. Returns QKV_OK or an error with nothing promised
+ * about the outputs' contents. Allocates O(Lk + Ev) scratch per thread and
+ * frees it before returning. Thread-safe. */
+qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
+                                 const qkv_tensor *lse, const qkv_tensor *q,
+                                 const qkv_tensor *k, const qkv_tensor *v,
+                                 const qkv_attn_options *opts);
+
+/* ------------------------------------------------------------------ arrays */
+
+/* The largest rank a qkv_array holds (NumPy's own limit is 64). */
+#define QKV_ARRAY_MAX_DIMS 32
+
+/* A contiguous row-major n-d array owned by the library (from qkv_npy_read
+ * or qkv_array_convert) or by the caller (when handed to qkv_npy_write).
+ * ndim may be 0 (a scalar, one element). */
+typedef struct qkv_array {
+    void *data;
+    qkv_dtype dtype;
+    int ndim;
+    int64_t shape[QKV_ARRAY_MAX_DIMS];
+} qkv_array;
+
+/* Number of elements (product of shape; 1 for ndim 0). -1 when ndim is out
+ * of range, a dim is negative or the product overflows. */
+int64_t qkv_array_numel(const qkv_array *a);
+
+/* Frees the data of an array the library allocated and zeroes the struct.
+ * NULL, or an array already freed or zeroed, is a no-op. */
+void qkv_array_free(qkv_array *a);
+
+/* Converts src to dtype `to` into a new array *dst (free with
+ * qkv_array_free). Supported: any of F32, F64, F16, BF16 to any of them
+ * (rounding to nearest even); BOOL, I32, I64 to F32/F64 and among each other
+ * (I64 to I32 fails with QKV_ERR_OVERFLOW when a value does not fit). On
+ * failure *dst is zeroed. */
+qkv_status qkv_array_convert(qkv_array *dst, const qkv_array *src, qkv_dtype to);
+
+/* ------------------------------------------------------------------- .npy */
+
+/* Reads a NumPy .npy file (format versions 1.0, 2.0 and 3.0) into *out,
+ * which the caller frees with qkv_array_free.
+ * Accepted: C order, little-endian (or byte-order-free) float32, float64,
+ * float16, bool, int32, int64; rank 0..QKV_ARRAY_MAX_DIMS. Anything else —
+ * Fortran order, big-endian, another dtype, a header that is not the dict
+ * NumPy writes, a data size that differs from the header's shape, a size
+ * that overflows — fails with QKV_ERR_FORMAT (or QKV_ERR_OVERFLOW) and a
+ * detail naming the file. On failure *out is zeroed. */
+qkv_status qkv_npy_read(const char *path, qkv_array *out);
+
+/* The same, from the len bytes at buf; `name` is used in error details
+ * (may be NULL). */
+qkv_status qkv_npy_parse(const void *buf, size_t len, const char *name,
+                         qkv_array *out);
+
+/* Writes a as a .npy file (version 1.0, or 2.0 when the header needs it),
+ * little-endian, C order. Creates or truncates path. On failure the file may
+ * be partly written; callers that need atomic output write to a temporary
+ * name and rename. */
+qkv_status qkv_npy_write(const char *path, const qkv_array *a);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* QKV_H */

@@ -1,0 +1,177 @@
+/* Test helpers; see util.h. */
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+test_rng test_rng_seed(uint64_t seed)
+{
+    test_rng r = {seed * 0x9E3779B97F4A7C15ull + 1};
+    return r;
+}
+
+double test_rand(test_rng *r)
+{
+    r->s ^= r->s >> 12;
+    r->s ^= r->s << 25;
+    r->s ^= r->s >> 27;
+    return (double)((r->s * 0x2545F4914F6CDD1Dull) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+void *test_malloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "test: out of memory (%zu bytes)\n", n);
+        exit(2);
+    }
+    return p;
+}
+
+float *test_rand_f32(test_rng *r, int64_t n, float lo, float hi)
+{
+    float *x = test_malloc((size_t)n * sizeof *x);
+    for (int64_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * (float)test_rand(r);
+    return x;
+}
+
+double test_rel_l2(const float *a, const float *b, int64_t n)
+{
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (isnan(a[i]) || isnan(b[i])) {
+            if (isnan(a[i]) && isnan(b[i])) continue;
+            return INFINITY;
+        }
+        if (isinf(a[i]) || isinf(b[i])) {
+            if (a[i] == b[i]) continue;
+            return INFINITY;
+        }
+        double d = (double)a[i] - (double)b[i];
+        num += d * d;
+        den += (double)b[i] * (double)b[i];
+    }
+    if (den == 0) return num == 0 ? 0 : INFINITY;
+    return sqrt(num / den);
+}
+
+double test_max_abs_diff(const float *a, const float *b, int64_t n)
+{
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (isnan(a[i]) != isnan(b[i])) return INFINITY;
+        if (isnan(a[i]) || a[i] == b[i]) continue;
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= m)) m = d;
+    }
+    return m;
+}
+
+int test_load_oracle(const char *cas, const char *name, qkv_array *out)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/oracle/%s/%s.npy", QKV_TEST_DATA, cas, name);
+    if (qkv_npy_read(path, out) != QKV_OK) {
+        fprintf(stderr, "test: cannot read %s: %s\n", path, qkv_error_detail());
+        return 0;
+    }
+    return 1;
+}
+
+/* Reads all of fd into buf (truncating past len - 1). */
+static void drain(int fd, char *buf, size_t len)
+{
+    size_t used = 0;
+    char tmp[4096];
+    for (;;) {
+        ssize_t got = read(fd, tmp, sizeof tmp);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) break;
+        if (buf && used + 1 < len) {
+            size_t take = (size_t)got;
+            if (take > len - 1 - used) take = len - 1 - used;
+            memcpy(buf + used, tmp, take);
+            used += take;
+        }
+    }
+    if (buf && len) buf[used] = '\0';
+}
+
+int test_run_qkv(char *const argv[], char *out, size_t outlen, char *err, size_t errlen)
+{
+    int po[2], pe[2];
+    if (pipe(po) != 0) return -1;
+    if (pipe(pe) != 0) {
+        close(po[0]);
+        close(po[1]);
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        dup2(po[1], 1);
+        dup2(pe[1], 2);
+        close(po[0]);
+        close(pe[0]);
+        close(po[1]);
+        close(pe[1]);
+        int n = 0;
+        while (argv[n]) n++;
+        char **args = calloc((size_t)n + 1, sizeof *args);
+        if (!args) _exit(127);
+        args[0] = (char *)QKV_BIN;
+        for (int i = 1; i < n; i++) args[i] = argv[i];
+        execv(QKV_BIN, args);
+        _exit(127);
+    }
+    close(po[1]);
+    close(pe[1]);
+    /* stdout first, then stderr: the CLI's stderr is one line or a few, well
+     * under a pipe buffer, so this cannot deadlock. */
+    drain(po[0], out, outlen);
+    drain(pe[0], err, errlen);
+    close(po[0]);
+    close(pe[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) return -1;
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return WEXITSTATUS(status);
+}
+
+char *test_tmpdir(void)
+{
+    const char *base = getenv("TMPDIR");
+    char *dir = test_malloc(strlen(base ? base : "/tmp") + 16);
+    sprintf(dir, "%s/qkvtest-XXXXXX", base ? base : "/tmp");
+    if (!mkdtemp(dir)) {
+        fprintf(stderr, "test: mkdtemp failed: %s\n", strerror(errno));
+        exit(2);
+    }
+    return dir;
+}
+
+void test_rmdir(char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+    free(dir);
+}

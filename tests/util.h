@@ -1,0 +1,40 @@
+/* Helpers shared by the test programs: seeded random data, error measures,
+ * the PyTorch oracle files and running the qkv binary. */
+#ifndef QKV_TEST_UTIL_H
+#define QKV_TEST_UTIL_H
+
+#include "qkv.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* xorshift64*: the same sequence on every machine for a given seed. */
+typedef struct test_rng {
+    uint64_t s;
+} test_rng;
+test_rng test_rng_seed(uint64_t seed);
+double test_rand(test_rng *r); /* uniform in [0, 1) */
+/* n floats uniform in [lo, hi); malloc'd, never NULL (aborts the test). */
+float *test_rand_f32(test_rng *r, int64_t n, float lo, float hi);
+void *test_malloc(size_t n);
+
+/* ||a - b|| / ||b|| over n elements, in double. NaN in the same places in
+ * both is equal; NaN in one only, or a differing infinity, gives INFINITY. */
+double test_rel_l2(const float *a, const float *b, int64_t n);
+double test_max_abs_diff(const float *a, const float *b, int64_t n);
+
+/* Reads QKV_TEST_DATA/oracle/CASE/NAME.npy as f32 (or as stored for bool
+ * and int). Returns 1 on success, 0 (with a message) on failure. */
+int test_load_oracle(const char *cas, const char *name, qkv_array *out);
+
+/* Runs the qkv binary with argv (argv[0] ignored, NULL-terminated); stdout
+ * and stderr are captured into the given buffers (NUL-terminated, may be
+ * NULL). Returns the exit code, or 128 + signal number when it was killed
+ * by a signal, or -1 when it could not be run. */
+int test_run_qkv(char *const argv[], char *out, size_t outlen, char *err, size_t errlen);
+
+/* A fresh temporary directory (mkdtemp) and its removal with contents. */
+char *test_tmpdir(void);
+void test_rmdir(char *dir);
+
+#endif

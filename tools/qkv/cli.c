@@ -1,0 +1,143 @@
+/* Shared CLI helpers; see cli.h. */
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void cli_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "qkv%s%s: ", cmd ? " " : "", cmd ? cmd : "");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+int cli_parse_double(const char *s, double *out)
+{
+    char *end;
+    if (!s || !*s) return 0;
+    errno = 0;
+    double x = strtod(s, &end);
+    if (*end != '\0' || errno == ERANGE) return 0;
+    *out = x;
+    return 1;
+}
+
+int cli_parse_int64(const char *s, int64_t *out)
+{
+    char *end;
+    if (!s || !*s) return 0;
+    errno = 0;
+    long long x = strtoll(s, &end, 10);
+    if (*end != '\0' || errno == ERANGE) return 0;
+    *out = (int64_t)x;
+    return 1;
+}
+
+int cli_load_f32(const char *cmd, const char *flag, const char *path, qkv_array *out)
+{
+    qkv_array raw;
+    if (qkv_npy_read(path, &raw) != QKV_OK) {
+        cli_error(cmd, "%s: %s", flag, qkv_error_detail());
+        return 0;
+    }
+    if (raw.dtype == QKV_DTYPE_F32) {
+        *out = raw;
+        return 1;
+    }
+    if (raw.dtype != QKV_DTYPE_F64 && raw.dtype != QKV_DTYPE_F16) {
+        cli_error(cmd, "%s: %s: dtype %s, expected float32, float64 or float16", flag, path,
+                  qkv_dtype_name(raw.dtype));
+        qkv_array_free(&raw);
+        return 0;
+    }
+    qkv_status st = qkv_array_convert(out, &raw, QKV_DTYPE_F32);
+    qkv_array_free(&raw);
+    if (st != QKV_OK) {
+        cli_error(cmd, "%s: %s: %s", flag, path, qkv_error_detail());
+        return 0;
+    }
+    return 1;
+}
+
+int64_t cli_count_nonfinite(const qkv_array *a, int count_inf)
+{
+    const float *x = a->data;
+    int64_t n = qkv_array_numel(a), bad = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (isnan(x[i]) || (count_inf && isinf(x[i]))) bad++;
+    return bad;
+}
+
+int cli_outputs_add(cli_outputs *outs, const char *cmd, const char *flag, const char *path,
+                    const qkv_array *a)
+{
+    if (outs->n == CLI_MAX_OUTPUTS) {
+        cli_error(cmd, "%s: too many output files", flag);
+        return 0;
+    }
+    size_t len = strlen(path);
+    char *tmp = malloc(len + 16);
+    if (!tmp) {
+        cli_error(cmd, "%s: out of memory", flag);
+        return 0;
+    }
+    memcpy(tmp, path, len);
+    memcpy(tmp + len, ".tmp-XXXXXX", 12);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        cli_error(cmd, "%s: %s: cannot create: %s", flag, path, strerror(errno));
+        free(tmp);
+        return 0;
+    }
+    /* mkstemp makes the file 0600; give it the mode a plain fopen would. */
+    mode_t mask = umask(0);
+    umask(mask);
+    fchmod(fd, 0666 & ~mask);
+    close(fd);
+    int i = outs->n++;
+    outs->final_path[i] = path;
+    outs->flag[i] = flag;
+    outs->tmp_path[i] = tmp;
+    if (qkv_npy_write(tmp, a) != QKV_OK) {
+        cli_error(cmd, "%s: %s: %s", flag, path, qkv_error_detail());
+        return 0;
+    }
+    return 1;
+}
+
+void cli_outputs_abort(cli_outputs *outs)
+{
+    for (int i = 0; i < outs->n; i++) {
+        if (outs->tmp_path[i]) unlink(outs->tmp_path[i]);
+        free(outs->tmp_path[i]);
+        outs->tmp_path[i] = NULL;
+    }
+    outs->n = 0;
+}
+
+int cli_outputs_commit(cli_outputs *outs, const char *cmd)
+{
+    for (int i = 0; i < outs->n; i++) {
+        if (rename(outs->tmp_path[i], outs->final_path[i]) != 0) {
+            cli_error(cmd, "%s: %s: cannot rename into place: %s", outs->flag[i],
+                      outs->final_path[i], strerror(errno));
+            /* All or nothing: take back the files already renamed. */
+            for (int j = 0; j < i; j++) unlink(outs->final_path[j]);
+            cli_outputs_abort(outs);
+            return 0;
+        }
+        free(outs->tmp_path[i]);
+        outs->tmp_path[i] = NULL;
+    }
+    outs->n = 0;
+    return 1;
+}

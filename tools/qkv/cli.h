@@ -1,0 +1,53 @@
+/* Pieces every qkv subcommand shares: the exit-code contract, strict
+ * number parsing, loading .npy inputs as float32, and output files that
+ * appear only when the whole command succeeds. Uses only qkv.h. */
+#ifndef QKV_CLI_H
+#define QKV_CLI_H
+
+#include "qkv.h"
+
+#include <stdint.h>
+
+/* Exit codes: 0 success, 1 any error while doing the work, 2 usage. */
+enum { CLI_OK = 0, CLI_ERROR = 1, CLI_USAGE = 2 };
+
+/* Prints "qkv CMD: message" as one line on stderr. */
+void cli_error(const char *cmd, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* Strict parsers: the whole string must be the number. 0 on failure. */
+int cli_parse_double(const char *s, double *out);
+int cli_parse_int64(const char *s, int64_t *out);
+
+/* Reads a .npy file and converts a float64/float16 one to float32. Other
+ * dtypes fail. On failure prints "qkv CMD: FLAG: detail" and returns 0. */
+int cli_load_f32(const char *cmd, const char *flag, const char *path, qkv_array *out);
+
+/* Counts NaN (and, when count_inf, infinite) elements of an f32 array. */
+int64_t cli_count_nonfinite(const qkv_array *a, int count_inf);
+
+/* A set of output files written under temporary names beside their final
+ * paths and renamed into place only by cli_outputs_commit, so that a
+ * failed command leaves no output behind. */
+#define CLI_MAX_OUTPUTS 8
+typedef struct cli_outputs {
+    int n;
+    const char *final_path[CLI_MAX_OUTPUTS];
+    const char *flag[CLI_MAX_OUTPUTS];
+    char *tmp_path[CLI_MAX_OUTPUTS];
+} cli_outputs;
+
+/* Writes a to a temporary file for `path`; on failure prints an error
+ * naming flag and returns 0 (call cli_outputs_abort). */
+int cli_outputs_add(cli_outputs *outs, const char *cmd, const char *flag, const char *path,
+                    const qkv_array *a);
+/* Renames every temporary into place; on failure removes what remains and
+ * returns 0. */
+int cli_outputs_commit(cli_outputs *outs, const char *cmd);
+/* Removes every temporary file. */
+void cli_outputs_abort(cli_outputs *outs);
+
+#endif

@@ -1,0 +1,8 @@
+/* One entry point per subcommand, each in its own file; argv[0] is the
+ * subcommand's name. Each returns the process exit code (cli.h). */
+#ifndef QKV_COMMANDS_H
+#define QKV_COMMANDS_H
+
+int cmd_run(int argc, char **argv);
+
+#endif

@@ -1,0 +1,38 @@
+/* The qkv command-line tool: dispatches to one subcommand per file. */
+#include "cli.h"
+#include "commands.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: qkv COMMAND [options]\n"
+    "\n"
+    "qkv computes the attention of transformers: softmax(Q K^T / sqrt(d_k)) V.\n"
+    "\n"
+    "commands:\n"
+    "  run        attention on .npy files (qkv run --help)\n"
+    "\n"
+    "  -h, --help      show this help\n"
+    "  --version       show the version of qkv and of libqkv\n";
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return CLI_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(usage, stdout);
+        return CLI_OK;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("qkv %d.%d.%d (libqkv %s)\n", QKV_VERSION_MAJOR, QKV_VERSION_MINOR,
+               QKV_VERSION_PATCH, qkv_version_string());
+        return CLI_OK;
+    }
+    if (strcmp(cmd, "run") == 0) return cmd_run(argc - 1, argv + 1);
+    cli_error(NULL, "unknown command '%s' (see 'qkv --help')", cmd);
+    return CLI_USAGE;
+}

@@ -1,0 +1,338 @@
+/* `qkv run`: attention on .npy files. Q/K/V of rank 2 (L, E), 3 (H, L, E)
+ * or 4 (B, H, L, E) become 4-d views; outputs keep Q's rank. */
+#include "cli.h"
+#include "commands.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char run_usage[] =
+    "usage: qkv run -q Q.npy -k K.npy -v V.npy -o OUT.npy [options]\n"
+    "\n"
+    "Computes softmax(scale * Q K^T + mask) V and writes it to OUT.npy.\n"
+    "Q is (L, E), (H, L, E) or (B, H, L, E); K and V have Q's rank, with\n"
+    "Hkv heads dividing H (grouped-query attention) and any Lk; V's last dim\n"
+    "Ev may differ from E. float64/float16 inputs are read as float32;\n"
+    "outputs are float32 with Q's rank.\n"
+    "\n"
+    "options:\n"
+    "  --mask M.npy           bool (True = may attend) or float (added to the\n"
+    "                         scores), broadcast to (B, H, Lq, Lk) as NumPy does\n"
+    "  --causal               row i sees keys j <= i (PyTorch's is_causal)\n"
+    "  --causal-lower-right   row i sees keys j <= i + Lk - Lq (KV-cache decoding)\n"
+    "  --scale S              score scale, nonzero (default 1/sqrt(E))\n"
+    "  --softcap C            scores become C*tanh(s/C) before the mask, C > 0\n"
+    "  --window LEFT,RIGHT    row i sees keys d-LEFT..d+RIGHT around its diagonal d\n"
+    "                         (aligned like the causal flag, top-left without one);\n"
+    "                         -1 means unlimited on that side\n"
+    "  --kv-lens LENS.npy     int32/int64 (B,): keys j >= LENS[b] are padding\n"
+    "  --weights P.npy        also write the attention weights (.., Lq, Lk)\n"
+    "  --lse LSE.npy          also write the log-sum-exp of the scores (.., Lq)\n"
+    "  --reference            use the reference kernel (double accumulation)\n"
+    "  --threads N            worker threads (default: all CPUs)\n"
+    "  -h, --help             show this help\n"
+    "\n"
+    "Rows with no allowed key give output 0, weights 0 and lse -inf.\n"
+    "Exit status: 0 success, 1 error, 2 usage error. On error no output file\n"
+    "is written.\n";
+
+typedef struct run_args {
+    const char *q, *k, *v, *o, *mask, *kv_lens, *weights, *lse;
+    const char *scale, *softcap, *window, *threads;
+    int causal, causal_lr, reference;
+} run_args;
+
+static int parse_args(int argc, char **argv, run_args *a)
+{
+    struct {
+        const char *name;
+        const char **dst;
+    } valued[] = {
+        {"-q", &a->q},           {"-k", &a->k},           {"-v", &a->v},
+        {"-o", &a->o},           {"--mask", &a->mask},    {"--kv-lens", &a->kv_lens},
+        {"--weights", &a->weights}, {"--lse", &a->lse},   {"--scale", &a->scale},
+        {"--softcap", &a->softcap}, {"--window", &a->window}, {"--threads", &a->threads},
+    };
+    struct {
+        const char *name;
+        int *dst;
+    } flags[] = {
+        {"--causal", &a->causal},
+        {"--causal-lower-right", &a->causal_lr},
+        {"--reference", &a->reference},
+    };
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const char *eq = strncmp(arg, "--", 2) == 0 ? strchr(arg, '=') : NULL;
+        size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
+        int found = 0;
+        for (size_t f = 0; f < sizeof valued / sizeof valued[0] && !found; f++) {
+            if (strlen(valued[f].name) != nlen || strncmp(arg, valued[f].name, nlen) != 0)
+                continue;
+            found = 1;
+            if (*valued[f].dst) {
+                cli_error("run", "%s given twice", valued[f].name);
+                return 0;
+            }
+            if (eq) {
+                *valued[f].dst = eq + 1;
+            } else if (i + 1 < argc) {
+                *valued[f].dst = argv[++i];
+            } else {
+                cli_error("run", "%s needs a value (see 'qkv run --help')", valued[f].name);
+                return 0;
+            }
+        }
+        for (size_t f = 0; f < sizeof flags / sizeof flags[0] && !found; f++) {
+            if (strcmp(arg, flags[f].name) != 0) continue;
+            found = 1;
+            if (*flags[f].dst) {
+                cli_error("run", "%s given twice", flags[f].name);
+                return 0;
+            }
+            *flags[f].dst = 1;
+        }
+        if (!found) {
+            if (eq && (strncmp(arg, "--causal", nlen) == 0 || strncmp(arg, "--reference", nlen) == 0))
+                cli_error("run", "%.*s takes no value", (int)nlen, arg);
+            else
+                cli_error("run", "unknown argument '%s' (see 'qkv run --help')", arg);
+            return 0;
+        }
+    }
+    const char *req[4][2] = {{"-q", a->q}, {"-k", a->k}, {"-v", a->v}, {"-o", a->o}};
+    for (int r = 0; r < 4; r++)
+        if (!req[r][1]) {
+            cli_error("run", "%s is required (see 'qkv run --help')", req[r][0]);
+            return 0;
+        }
+    if (a->causal && a->causal_lr) {
+        cli_error("run", "--causal and --causal-lower-right exclude each other");
+        return 0;
+    }
+    const char *paths[4][2] = {{"-o", a->o}, {"--weights", a->weights}, {"--lse", a->lse}, {0, 0}};
+    for (int x = 0; paths[x][0]; x++)
+        for (int y = x + 1; paths[y][0]; y++)
+            if (paths[x][1] && paths[y][1] && strcmp(paths[x][1], paths[y][1]) == 0) {
+                cli_error("run", "%s and %s name the same file '%s'", paths[x][0], paths[y][0],
+                          paths[x][1]);
+                return 0;
+            }
+    return 1;
+}
+
+/* Option values that are wrong whatever the files hold: usage errors. */
+static int parse_options(const run_args *a, qkv_attn_options *opt)
+{
+    if (a->scale) {
+        if (!cli_parse_double(a->scale, &opt->scale) || !isfinite(opt->scale) ||
+            opt->scale == 0) {
+            cli_error("run", "--scale: '%s', expected a finite nonzero number", a->scale);
+            return 0;
+        }
+    }
+    if (a->softcap) {
+        if (!cli_parse_double(a->softcap, &opt->softcap) || !isfinite(opt->softcap) ||
+            opt->softcap <= 0) {
+            cli_error("run", "--softcap: '%s', expected a finite number > 0", a->softcap);
+            return 0;
+        }
+    }
+    if (a->window) {
+        const char *comma = strchr(a->window, ',');
+        char left[32];
+        size_t ll = comma ? (size_t)(comma - a->window) : 0;
+        if (!comma || ll >= sizeof left ||
+            (memcpy(left, a->window, ll), left[ll] = '\0',
+             !cli_parse_int64(left, &opt->window_left)) ||
+            !cli_parse_int64(comma + 1, &opt->window_right) || opt->window_left < -1 ||
+            opt->window_right < -1) {
+            cli_error("run", "--window: '%s', expected LEFT,RIGHT with integers >= -1 "
+                             "(-1 = unlimited)", a->window);
+            return 0;
+        }
+        opt->use_window = 1;
+    }
+    if (a->threads) {
+        int64_t n;
+        if (!cli_parse_int64(a->threads, &n) || n < 1 || n > 1024) {
+            cli_error("run", "--threads: '%s', expected an integer from 1 to 1024", a->threads);
+            return 0;
+        }
+        opt->num_threads = (int)n;
+    }
+    opt->causal = a->causal || a->causal_lr;
+    opt->align = a->causal_lr ? QKV_ALIGN_BOTTOM_RIGHT : QKV_ALIGN_TOP_LEFT;
+    opt->impl = a->reference ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
+    return 1;
+}
+
+/* Rank 2..4 array as a (B, H, L, E) view. */
+static qkv_tensor as_4d(const qkv_array *a)
+{
+    int64_t s[4] = {1, 1, 1, 1};
+    for (int d = 0; d < a->ndim; d++) s[4 - a->ndim + d] = a->shape[d];
+    return qkv_tensor_contiguous(a->data, a->dtype, s[0], s[1], s[2], s[3]);
+}
+
+static int check_rank(const char *flag, const char *path, const qkv_array *a, int lo, int hi)
+{
+    if (a->ndim < lo || a->ndim > hi) {
+        cli_error("run", "%s: %s: rank %d, expected %d to %d", flag, path, a->ndim, lo, hi);
+        return 0;
+    }
+    return 1;
+}
+
+/* The library names tensors Q, K, V, mask, kv_lens; say which flag and file
+ * that was. */
+static void report_attention_error(const run_args *a)
+{
+    const char *d = qkv_error_detail();
+    struct {
+        const char *prefix, *flag, *path;
+    } names[] = {{"Q: ", "-q", a->q},       {"K: ", "-k", a->k},
+                 {"V: ", "-v", a->v},       {"mask: ", "--mask", a->mask},
+                 {"kv_lens", "--kv-lens", a->kv_lens}};
+    for (size_t n = 0; n < sizeof names / sizeof names[0]; n++) {
+        size_t pl = strlen(names[n].prefix);
+        if (names[n].path && strncmp(d, names[n].prefix, pl) == 0) {
+            cli_error("run", "%s %s: %s", names[n].flag, names[n].path, d);
+            return;
+        }
+    }
+    cli_error("run", "%s", d);
+}
+
+static void warn_nonfinite(const char *flag, const char *path, const qkv_array *a, int count_inf)
+{
+    int64_t bad = cli_count_nonfinite(a, count_inf);
+    if (bad)
+        fprintf(stderr,
+                "qkv run: warning: %s %s holds %lld %s value%s; the rows that read them "
+                "will be NaN\n",
+                flag, path, (long long)bad, count_inf ? "NaN or infinite" : "NaN",
+                bad == 1 ? "" : "s");
+}
+
+int cmd_run(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            fputs(run_usage, stdout);
+            return CLI_OK;
+        }
+    run_args a = {0};
+    qkv_attn_options opt = {0};
+    if (!parse_args(argc, argv, &a) || !parse_options(&a, &opt)) return CLI_USAGE;
+
+    int rc = CLI_ERROR;
+    qkv_array q = {0}, k = {0}, v = {0}, mask = {0}, lens_raw = {0}, lens = {0};
+    qkv_array out = {0}, w = {0}, lse = {0};
+    cli_outputs outs = {0};
+
+    if (!cli_load_f32("run", "-q", a.q, &q) || !check_rank("-q", a.q, &q, 2, 4)) goto done;
+    if (!cli_load_f32("run", "-k", a.k, &k) || !check_rank("-k", a.k, &k, 2, 4)) goto done;
+    if (!cli_load_f32("run", "-v", a.v, &v) || !check_rank("-v", a.v, &v, 2, 4)) goto done;
+    if (k.ndim != q.ndim || v.ndim != q.ndim) {
+        cli_error("run", "-k and -v must have Q's rank %d (got K rank %d, V rank %d)", q.ndim,
+                  k.ndim, v.ndim);
+        goto done;
+    }
+    qkv_tensor tq = as_4d(&q), tk = as_4d(&k), tv = as_4d(&v);
+    const int64_t B = tq.shape[0], H = tq.shape[1], Lq = tq.shape[2];
+    const int64_t Lk = tk.shape[2], Ev = tv.shape[3];
+    warn_nonfinite("-q", a.q, &q, 1);
+    warn_nonfinite("-k", a.k, &k, 1);
+    warn_nonfinite("-v", a.v, &v, 1);
+
+    if (a.mask) {
+        if (qkv_npy_read(a.mask, &mask) != QKV_OK) {
+            cli_error("run", "--mask: %s", qkv_error_detail());
+            goto done;
+        }
+        if (mask.dtype != QKV_DTYPE_BOOL) {
+            qkv_array raw = mask;
+            if (raw.dtype != QKV_DTYPE_F32 && raw.dtype != QKV_DTYPE_F64 &&
+                raw.dtype != QKV_DTYPE_F16) {
+                cli_error("run", "--mask: %s: dtype %s, expected bool or a float type", a.mask,
+                          qkv_dtype_name(raw.dtype));
+                goto done;
+            }
+            if (raw.dtype != QKV_DTYPE_F32) {
+                qkv_status st = qkv_array_convert(&mask, &raw, QKV_DTYPE_F32);
+                qkv_array_free(&raw);
+                if (st != QKV_OK) {
+                    cli_error("run", "--mask: %s: %s", a.mask, qkv_error_detail());
+                    goto done;
+                }
+            }
+            warn_nonfinite("--mask", a.mask, &mask, 0);
+        }
+        if (!check_rank("--mask", a.mask, &mask, 1, 4)) goto done;
+        opt.mask = as_4d(&mask);
+    }
+    if (a.kv_lens) {
+        if (qkv_npy_read(a.kv_lens, &lens_raw) != QKV_OK) {
+            cli_error("run", "--kv-lens: %s", qkv_error_detail());
+            goto done;
+        }
+        if (lens_raw.dtype != QKV_DTYPE_I32 && lens_raw.dtype != QKV_DTYPE_I64) {
+            cli_error("run", "--kv-lens: %s: dtype %s, expected int32 or int64", a.kv_lens,
+                      qkv_dtype_name(lens_raw.dtype));
+            goto done;
+        }
+        if (lens_raw.ndim != 1 || lens_raw.shape[0] != B) {
+            cli_error("run", "--kv-lens: %s: expected shape (%lld,), one length per batch",
+                      a.kv_lens, (long long)B);
+            goto done;
+        }
+        if (qkv_array_convert(&lens, &lens_raw, QKV_DTYPE_I64) != QKV_OK) {
+            cli_error("run", "--kv-lens: %s: %s", a.kv_lens, qkv_error_detail());
+            goto done;
+        }
+        opt.kv_lens = lens.data;
+    }
+
+    /* Outputs keep Q's rank: O (.., Lq, Ev), weights (.., Lq, Lk), lse (.., Lq). */
+    out.dtype = w.dtype = lse.dtype = QKV_DTYPE_F32;
+    out.ndim = w.ndim = q.ndim;
+    lse.ndim = q.ndim - 1;
+    for (int d = 0; d < q.ndim - 1; d++) out.shape[d] = w.shape[d] = lse.shape[d] = q.shape[d];
+    out.shape[q.ndim - 1] = Ev;
+    w.shape[q.ndim - 1] = Lk;
+    qkv_array *bufs[3] = {&out, a.weights ? &w : NULL, a.lse ? &lse : NULL};
+    for (int b = 0; b < 3; b++) {
+        if (!bufs[b]) continue;
+        int64_t n = qkv_array_numel(bufs[b]);
+        if (n < 0 || (uint64_t)n > SIZE_MAX / 4 ||
+            !(bufs[b]->data = malloc(n ? (size_t)n * 4 : 1))) {
+            cli_error("run", "cannot allocate %s output of %lld floats",
+                      b == 0 ? "-o" : b == 1 ? "--weights" : "--lse", (long long)n);
+            goto done;
+        }
+    }
+    qkv_tensor to = qkv_tensor_contiguous(out.data, QKV_DTYPE_F32, B, H, Lq, Ev);
+    qkv_tensor tw = qkv_tensor_contiguous(w.data, QKV_DTYPE_F32, B, H, Lq, Lk);
+    qkv_tensor tl = qkv_tensor_contiguous(lse.data, QKV_DTYPE_F32, B, H, Lq, 1);
+    if (qkv_attention_forward(&to, &tw, &tl, &tq, &tk, &tv, &opt) != QKV_OK) {
+        report_attention_error(&a);
+        goto done;
+    }
+    if (!cli_outputs_add(&outs, "run", "-o", a.o, &out)) goto done;
+    if (a.weights && !cli_outputs_add(&outs, "run", "--weights", a.weights, &w)) goto done;
+    if (a.lse && !cli_outputs_add(&outs, "run", "--lse", a.lse, &lse)) goto done;
+    if (!cli_outputs_commit(&outs, "run")) goto done;
+    rc = CLI_OK;
+
+done:
+    cli_outputs_abort(&outs);
+    qkv_array *all[] = {&q, &k, &v, &mask, &lens_raw, &lens, &out, &w, &lse};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        /* out/w/lse were malloc'd here; qkv_array_free frees data with free(). */
+        qkv_array_free(all[i]);
+    }
+    return rc;
+}
