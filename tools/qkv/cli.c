@@ -1,7 +1,11 @@
 /* Shared CLI helpers; see cli.h. */
+#define _XOPEN_SOURCE 700 /* realpath */
 #include "cli.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <libgen.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,10 +27,12 @@ void cli_error(const char *cmd, const char *fmt, ...)
 int cli_parse_double(const char *s, double *out)
 {
     char *end;
-    if (!s || !*s) return 0;
+    if (!s || !*s || isspace((unsigned char)*s)) return 0;
     errno = 0;
     double x = strtod(s, &end);
-    if (*end != '\0' || errno == ERANGE) return 0;
+    /* ERANGE is overflow, or underflow: a subnormal result is still the
+     * number asked for, a result flushed to zero is not. */
+    if (*end != '\0' || (errno == ERANGE && (isinf(x) || x == 0))) return 0;
     *out = x;
     return 1;
 }
@@ -34,7 +40,7 @@ int cli_parse_double(const char *s, double *out)
 int cli_parse_int64(const char *s, int64_t *out)
 {
     char *end;
-    if (!s || !*s) return 0;
+    if (!s || !*s || isspace((unsigned char)*s)) return 0;
     errno = 0;
     long long x = strtoll(s, &end, 10);
     if (*end != '\0' || errno == ERANGE) return 0;
@@ -42,27 +48,28 @@ int cli_parse_int64(const char *s, int64_t *out)
     return 1;
 }
 
-int cli_load_f32(const char *cmd, const char *flag, const char *path, qkv_array *out)
+int cli_load_f32(const char *cmd, const char *flag, const char *path, int keep_bool,
+                 qkv_array *out)
 {
     qkv_array raw;
     if (qkv_npy_read(path, &raw) != QKV_OK) {
-        cli_error(cmd, "%s: %s", flag, qkv_error_detail());
+        cli_error(cmd, "%s %s", flag, qkv_error_detail()); /* detail starts "PATH: " */
         return 0;
     }
-    if (raw.dtype == QKV_DTYPE_F32) {
+    if (raw.dtype == QKV_DTYPE_F32 || (keep_bool && raw.dtype == QKV_DTYPE_BOOL)) {
         *out = raw;
         return 1;
     }
     if (raw.dtype != QKV_DTYPE_F64 && raw.dtype != QKV_DTYPE_F16) {
-        cli_error(cmd, "%s: %s: dtype %s, expected float32, float64 or float16", flag, path,
-                  qkv_dtype_name(raw.dtype));
+        cli_error(cmd, "%s %s: dtype %s, expected %sfloat32, float64 or float16", flag, path,
+                  qkv_dtype_name(raw.dtype), keep_bool ? "bool, " : "");
         qkv_array_free(&raw);
         return 0;
     }
     qkv_status st = qkv_array_convert(out, &raw, QKV_DTYPE_F32);
     qkv_array_free(&raw);
     if (st != QKV_OK) {
-        cli_error(cmd, "%s: %s: %s", flag, path, qkv_error_detail());
+        cli_error(cmd, "%s %s: %s", flag, path, qkv_error_detail());
         return 0;
     }
     return 1;
@@ -94,7 +101,7 @@ int cli_outputs_add(cli_outputs *outs, const char *cmd, const char *flag, const 
     memcpy(tmp + len, ".tmp-XXXXXX", 12);
     int fd = mkstemp(tmp);
     if (fd < 0) {
-        cli_error(cmd, "%s: %s: cannot create: %s", flag, path, strerror(errno));
+        cli_error(cmd, "%s %s: cannot create: %s", flag, path, strerror(errno));
         free(tmp);
         return 0;
     }
@@ -108,7 +115,7 @@ int cli_outputs_add(cli_outputs *outs, const char *cmd, const char *flag, const 
     outs->flag[i] = flag;
     outs->tmp_path[i] = tmp;
     if (qkv_npy_write(tmp, a) != QKV_OK) {
-        cli_error(cmd, "%s: %s: %s", flag, path, qkv_error_detail());
+        cli_error(cmd, "%s %s: %s", flag, path, qkv_error_detail());
         return 0;
     }
     return 1;
@@ -128,7 +135,7 @@ int cli_outputs_commit(cli_outputs *outs, const char *cmd)
 {
     for (int i = 0; i < outs->n; i++) {
         if (rename(outs->tmp_path[i], outs->final_path[i]) != 0) {
-            cli_error(cmd, "%s: %s: cannot rename into place: %s", outs->flag[i],
+            cli_error(cmd, "%s %s: cannot rename into place: %s", outs->flag[i],
                       outs->final_path[i], strerror(errno));
             /* All or nothing: take back the files already renamed. */
             for (int j = 0; j < i; j++) unlink(outs->final_path[j]);
@@ -140,4 +147,71 @@ int cli_outputs_commit(cli_outputs *outs, const char *cmd)
     }
     outs->n = 0;
     return 1;
+}
+
+/* dirname's realpath + "/" + basename, so that "d/o.npy" and "d/./o.npy"
+ * compare equal; the path itself when the directory cannot be resolved. */
+static char *canonical_output(const char *path)
+{
+    size_t len = strlen(path);
+    char *d = malloc(len + 1), *b = malloc(len + 1), *out = NULL;
+    if (d && b) {
+        memcpy(d, path, len + 1);
+        memcpy(b, path, len + 1);
+        char *dir = realpath(dirname(d), NULL);
+        const char *base = basename(b);
+        if (dir && (out = malloc(strlen(dir) + strlen(base) + 2)))
+            sprintf(out, "%s/%s", dir, base);
+        free(dir);
+    }
+    free(d);
+    free(b);
+    if (!out && (out = malloc(len + 1))) memcpy(out, path, len + 1);
+    return out;
+}
+
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    char *ca = canonical_output(a), *cb = canonical_output(b);
+    int same = ca && cb ? strcmp(ca, cb) == 0 : strcmp(a, b) == 0;
+    free(ca);
+    free(cb);
+    return same;
+}
+
+int cli_check_output_paths(const char *cmd, int n, const char *const flags[],
+                           const char *const paths[])
+{
+    for (int i = 0; i < n; i++) {
+        if (!paths[i]) continue;
+        if (!*paths[i]) {
+            cli_error(cmd, "%s: empty file name", flags[i]);
+            return CLI_USAGE;
+        }
+        for (int j = i + 1; j < n; j++)
+            if (paths[j] && *paths[j] && same_file(paths[i], paths[j])) {
+                cli_error(cmd, "%s and %s name the same file '%s'", flags[i], flags[j], paths[i]);
+                return CLI_USAGE;
+            }
+    }
+    for (int i = 0; i < n; i++) {
+        struct stat st;
+        if (paths[i] && stat(paths[i], &st) == 0 && !S_ISREG(st.st_mode)) {
+            cli_error(cmd, "%s %s: exists and is not a regular file", flags[i], paths[i]);
+            return CLI_ERROR;
+        }
+    }
+    return CLI_OK;
+}
+
+void cli_format_shape(char *buf, size_t len, const qkv_array *a)
+{
+    size_t used = (size_t)snprintf(buf, len, "(");
+    for (int d = 0; d < a->ndim && used < len; d++)
+        used += (size_t)snprintf(buf + used, len - used, "%s%lld", d ? ", " : "",
+                                 (long long)a->shape[d]);
+    if (used < len) snprintf(buf + used, len - used, a->ndim == 1 ? ",)" : ")");
 }

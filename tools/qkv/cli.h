@@ -22,9 +22,14 @@ void cli_error(const char *cmd, const char *fmt, ...)
 int cli_parse_double(const char *s, double *out);
 int cli_parse_int64(const char *s, int64_t *out);
 
-/* Reads a .npy file and converts a float64/float16 one to float32. Other
- * dtypes fail. On failure prints "qkv CMD: FLAG: detail" and returns 0. */
-int cli_load_f32(const char *cmd, const char *flag, const char *path, qkv_array *out);
+/* Reads a .npy file and converts a float64/float16 one to float32; a bool
+ * one is kept as it is when keep_bool is nonzero. Other dtypes fail. On
+ * failure prints "qkv CMD: FLAG PATH: detail" and returns 0. */
+int cli_load_f32(const char *cmd, const char *flag, const char *path, int keep_bool,
+                 qkv_array *out);
+
+/* "(2, 3)", "(5,)" or "()" into buf. */
+void cli_format_shape(char *buf, size_t len, const qkv_array *a);
 
 /* Counts NaN (and, when count_inf, infinite) elements of an f32 array. */
 int64_t cli_count_nonfinite(const qkv_array *a, int count_inf);
@@ -39,6 +44,13 @@ typedef struct cli_outputs {
     const char *flag[CLI_MAX_OUTPUTS];
     char *tmp_path[CLI_MAX_OUTPUTS];
 } cli_outputs;
+
+/* Checks the output paths (NULL entries are skipped) before any work:
+ * empty names and two flags naming one file are usage errors (CLI_USAGE),
+ * a path that exists and is not a regular file is CLI_ERROR. Prints the
+ * error; returns CLI_OK when all is well. */
+int cli_check_output_paths(const char *cmd, int n, const char *const flags[],
+                           const char *const paths[]);
 
 /* Writes a to a temporary file for `path`; on failure prints an error
  * naming flag and returns 0 (call cli_outputs_abort). */

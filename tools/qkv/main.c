@@ -23,11 +23,21 @@ int main(int argc, char **argv)
         return CLI_USAGE;
     }
     const char *cmd = argv[1];
+    int lone = argc == 2; /* top-level flags take nothing after them */
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        if (!lone) {
+            cli_error(NULL, "%s takes no arguments (for a command's help: qkv COMMAND --help)",
+                      cmd);
+            return CLI_USAGE;
+        }
         fputs(usage, stdout);
         return CLI_OK;
     }
     if (strcmp(cmd, "--version") == 0) {
+        if (!lone) {
+            cli_error(NULL, "--version takes no arguments");
+            return CLI_USAGE;
+        }
         printf("qkv %d.%d.%d (libqkv %s)\n", QKV_VERSION_MAJOR, QKV_VERSION_MINOR,
                QKV_VERSION_PATCH, qkv_version_string());
         return CLI_OK;

@@ -44,6 +44,7 @@ typedef struct run_args {
     int causal, causal_lr, reference;
 } run_args;
 
+/* CLI_OK, CLI_USAGE (error printed), or -1 for --help. */
 static int parse_args(int argc, char **argv, run_args *a)
 {
     struct {
@@ -65,6 +66,7 @@ static int parse_args(int argc, char **argv, run_args *a)
     };
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) return -1;
         const char *eq = strncmp(arg, "--", 2) == 0 ? strchr(arg, '=') : NULL;
         size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
         int found = 0;
@@ -74,7 +76,7 @@ static int parse_args(int argc, char **argv, run_args *a)
             found = 1;
             if (*valued[f].dst) {
                 cli_error("run", "%s given twice", valued[f].name);
-                return 0;
+                return CLI_USAGE;
             }
             if (eq) {
                 *valued[f].dst = eq + 1;
@@ -82,7 +84,7 @@ static int parse_args(int argc, char **argv, run_args *a)
                 *valued[f].dst = argv[++i];
             } else {
                 cli_error("run", "%s needs a value (see 'qkv run --help')", valued[f].name);
-                return 0;
+                return CLI_USAGE;
             }
         }
         for (size_t f = 0; f < sizeof flags / sizeof flags[0] && !found; f++) {
@@ -90,37 +92,32 @@ static int parse_args(int argc, char **argv, run_args *a)
             found = 1;
             if (*flags[f].dst) {
                 cli_error("run", "%s given twice", flags[f].name);
-                return 0;
+                return CLI_USAGE;
             }
             *flags[f].dst = 1;
         }
+        for (size_t f = 0; f < sizeof flags / sizeof flags[0] && !found && eq; f++) {
+            if (strlen(flags[f].name) == nlen && strncmp(arg, flags[f].name, nlen) == 0) {
+                cli_error("run", "%s takes no value", flags[f].name);
+                return CLI_USAGE;
+            }
+        }
         if (!found) {
-            if (eq && (strncmp(arg, "--causal", nlen) == 0 || strncmp(arg, "--reference", nlen) == 0))
-                cli_error("run", "%.*s takes no value", (int)nlen, arg);
-            else
-                cli_error("run", "unknown argument '%s' (see 'qkv run --help')", arg);
-            return 0;
+            cli_error("run", "unknown argument '%s' (see 'qkv run --help')", arg);
+            return CLI_USAGE;
         }
     }
     const char *req[4][2] = {{"-q", a->q}, {"-k", a->k}, {"-v", a->v}, {"-o", a->o}};
     for (int r = 0; r < 4; r++)
         if (!req[r][1]) {
             cli_error("run", "%s is required (see 'qkv run --help')", req[r][0]);
-            return 0;
+            return CLI_USAGE;
         }
     if (a->causal && a->causal_lr) {
         cli_error("run", "--causal and --causal-lower-right exclude each other");
-        return 0;
+        return CLI_USAGE;
     }
-    const char *paths[4][2] = {{"-o", a->o}, {"--weights", a->weights}, {"--lse", a->lse}, {0, 0}};
-    for (int x = 0; paths[x][0]; x++)
-        for (int y = x + 1; paths[y][0]; y++)
-            if (paths[x][1] && paths[y][1] && strcmp(paths[x][1], paths[y][1]) == 0) {
-                cli_error("run", "%s and %s name the same file '%s'", paths[x][0], paths[y][0],
-                          paths[x][1]);
-                return 0;
-            }
-    return 1;
+    return CLI_OK;
 }
 
 /* Option values that are wrong whatever the files hold: usage errors. */
@@ -169,7 +166,7 @@ static int parse_options(const run_args *a, qkv_attn_options *opt)
     return 1;
 }
 
-/* Rank 2..4 array as a (B, H, L, E) view. */
+/* Rank 0..4 array as a (B, H, L, E) view, leading dims 1. */
 static qkv_tensor as_4d(const qkv_array *a)
 {
     int64_t s[4] = {1, 1, 1, 1};
@@ -180,117 +177,132 @@ static qkv_tensor as_4d(const qkv_array *a)
 static int check_rank(const char *flag, const char *path, const qkv_array *a, int lo, int hi)
 {
     if (a->ndim < lo || a->ndim > hi) {
-        cli_error("run", "%s: %s: rank %d, expected %d to %d", flag, path, a->ndim, lo, hi);
+        cli_error("run", "%s %s: rank %d, expected %d to %d", flag, path, a->ndim, lo, hi);
         return 0;
     }
     return 1;
 }
 
-/* The library names tensors Q, K, V, mask, kv_lens; say which flag and file
- * that was. */
-static void report_attention_error(const run_args *a)
+/* The library names tensors Q, K, V, O, mask, ...; say which flag and file
+ * that was, and add the shapes as the files hold them, since the library
+ * only sees their 4-d views. */
+static void report_attention_error(const run_args *a, const qkv_array *q, const qkv_array *k,
+                                   const qkv_array *v)
 {
     const char *d = qkv_error_detail();
     struct {
         const char *prefix, *flag, *path;
-    } names[] = {{"Q: ", "-q", a->q},       {"K: ", "-k", a->k},
-                 {"V: ", "-v", a->v},       {"mask: ", "--mask", a->mask},
-                 {"kv_lens", "--kv-lens", a->kv_lens}};
-    for (size_t n = 0; n < sizeof names / sizeof names[0]; n++) {
-        size_t pl = strlen(names[n].prefix);
-        if (names[n].path && strncmp(d, names[n].prefix, pl) == 0) {
-            cli_error("run", "%s %s: %s", names[n].flag, names[n].path, d);
-            return;
+    } names[] = {{"Q: ", "-q", a->q},         {"K: ", "-k", a->k},
+                 {"V: ", "-v", a->v},         {"O: ", "-o", a->o},
+                 {"weights: ", "--weights", a->weights}, {"lse: ", "--lse", a->lse},
+                 {"mask: ", "--mask", a->mask}, {"kv_lens", "--kv-lens", a->kv_lens}};
+    const char *flag = NULL, *path = NULL;
+    for (size_t n = 0; n < sizeof names / sizeof names[0] && !flag; n++)
+        if (names[n].path && strncmp(d, names[n].prefix, strlen(names[n].prefix)) == 0) {
+            flag = names[n].flag;
+            path = names[n].path;
         }
-    }
-    cli_error("run", "%s", d);
+    char sq[128], sk[128], sv[128];
+    cli_format_shape(sq, sizeof sq, q);
+    cli_format_shape(sk, sizeof sk, k);
+    cli_format_shape(sv, sizeof sv, v);
+    if (flag)
+        cli_error("run", "%s %s: %s (Q %s, K %s, V %s)", flag, path, d, sq, sk, sv);
+    else
+        cli_error("run", "%s (Q %s, K %s, V %s)", d, sq, sk, sv);
 }
 
+/* Says, after a successful run, that non-finite inputs made NaN rows. */
 static void warn_nonfinite(const char *flag, const char *path, const qkv_array *a, int count_inf)
 {
-    int64_t bad = cli_count_nonfinite(a, count_inf);
+    int64_t bad = a->data && a->dtype == QKV_DTYPE_F32 ? cli_count_nonfinite(a, count_inf) : 0;
     if (bad)
         fprintf(stderr,
-                "qkv run: warning: %s %s holds %lld %s value%s; the rows that read them "
-                "will be NaN\n",
+                "qkv run: warning: %s %s holds %lld %s value%s; output rows that read them "
+                "may be NaN\n",
                 flag, path, (long long)bad, count_inf ? "NaN or infinite" : "NaN",
                 bad == 1 ? "" : "s");
 }
 
+/* NumPy broadcasting of the mask against (B, H, Lq, Lk), checked here so
+ * that the message shows the mask's own shape. */
+static int check_mask_shape(const char *path, const qkv_array *m, const int64_t full[4])
+{
+    for (int d = 0; d < m->ndim; d++) {
+        int64_t n = m->shape[d], want = full[4 - m->ndim + d];
+        if (n != 1 && n != want) {
+            char sm[128];
+            cli_format_shape(sm, sizeof sm, m);
+            cli_error("run",
+                      "--mask %s: shape %s does not broadcast to (B, H, Lq, Lk) = "
+                      "(%lld, %lld, %lld, %lld)",
+                      path, sm, (long long)full[0], (long long)full[1], (long long)full[2],
+                      (long long)full[3]);
+            return 0;
+        }
+    }
+    return 1;
+}
+
 int cmd_run(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            fputs(run_usage, stdout);
-            return CLI_OK;
-        }
     run_args a = {0};
     qkv_attn_options opt = {0};
-    if (!parse_args(argc, argv, &a) || !parse_options(&a, &opt)) return CLI_USAGE;
+    int prc = parse_args(argc, argv, &a);
+    if (prc == -1) {
+        fputs(run_usage, stdout);
+        return CLI_OK;
+    }
+    if (prc != CLI_OK || !parse_options(&a, &opt)) return CLI_USAGE;
+    const char *const out_flags[3] = {"-o", "--weights", "--lse"};
+    const char *const out_paths[3] = {a.o, a.weights, a.lse};
+    prc = cli_check_output_paths("run", 3, out_flags, out_paths);
+    if (prc != CLI_OK) return prc;
 
     int rc = CLI_ERROR;
     qkv_array q = {0}, k = {0}, v = {0}, mask = {0}, lens_raw = {0}, lens = {0};
     qkv_array out = {0}, w = {0}, lse = {0};
     cli_outputs outs = {0};
 
-    if (!cli_load_f32("run", "-q", a.q, &q) || !check_rank("-q", a.q, &q, 2, 4)) goto done;
-    if (!cli_load_f32("run", "-k", a.k, &k) || !check_rank("-k", a.k, &k, 2, 4)) goto done;
-    if (!cli_load_f32("run", "-v", a.v, &v) || !check_rank("-v", a.v, &v, 2, 4)) goto done;
+    if (!cli_load_f32("run", "-q", a.q, 0, &q) || !check_rank("-q", a.q, &q, 2, 4)) goto done;
+    if (!cli_load_f32("run", "-k", a.k, 0, &k) || !check_rank("-k", a.k, &k, 2, 4)) goto done;
+    if (!cli_load_f32("run", "-v", a.v, 0, &v) || !check_rank("-v", a.v, &v, 2, 4)) goto done;
     if (k.ndim != q.ndim || v.ndim != q.ndim) {
-        cli_error("run", "-k and -v must have Q's rank %d (got K rank %d, V rank %d)", q.ndim,
-                  k.ndim, v.ndim);
+        int kbad = k.ndim != q.ndim;
+        cli_error("run", "%s %s: rank %d, expected Q's rank %d (-q %s)", kbad ? "-k" : "-v",
+                  kbad ? a.k : a.v, kbad ? k.ndim : v.ndim, q.ndim, a.q);
         goto done;
     }
     qkv_tensor tq = as_4d(&q), tk = as_4d(&k), tv = as_4d(&v);
     const int64_t B = tq.shape[0], H = tq.shape[1], Lq = tq.shape[2];
     const int64_t Lk = tk.shape[2], Ev = tv.shape[3];
-    warn_nonfinite("-q", a.q, &q, 1);
-    warn_nonfinite("-k", a.k, &k, 1);
-    warn_nonfinite("-v", a.v, &v, 1);
 
     if (a.mask) {
-        if (qkv_npy_read(a.mask, &mask) != QKV_OK) {
-            cli_error("run", "--mask: %s", qkv_error_detail());
+        const int64_t full[4] = {B, H, Lq, Lk};
+        if (!cli_load_f32("run", "--mask", a.mask, 1, &mask) ||
+            !check_rank("--mask", a.mask, &mask, 0, 4) || !check_mask_shape(a.mask, &mask, full))
             goto done;
-        }
-        if (mask.dtype != QKV_DTYPE_BOOL) {
-            qkv_array raw = mask;
-            if (raw.dtype != QKV_DTYPE_F32 && raw.dtype != QKV_DTYPE_F64 &&
-                raw.dtype != QKV_DTYPE_F16) {
-                cli_error("run", "--mask: %s: dtype %s, expected bool or a float type", a.mask,
-                          qkv_dtype_name(raw.dtype));
-                goto done;
-            }
-            if (raw.dtype != QKV_DTYPE_F32) {
-                qkv_status st = qkv_array_convert(&mask, &raw, QKV_DTYPE_F32);
-                qkv_array_free(&raw);
-                if (st != QKV_OK) {
-                    cli_error("run", "--mask: %s: %s", a.mask, qkv_error_detail());
-                    goto done;
-                }
-            }
-            warn_nonfinite("--mask", a.mask, &mask, 0);
-        }
-        if (!check_rank("--mask", a.mask, &mask, 1, 4)) goto done;
         opt.mask = as_4d(&mask);
     }
     if (a.kv_lens) {
         if (qkv_npy_read(a.kv_lens, &lens_raw) != QKV_OK) {
-            cli_error("run", "--kv-lens: %s", qkv_error_detail());
+            cli_error("run", "--kv-lens %s", qkv_error_detail());
             goto done;
         }
         if (lens_raw.dtype != QKV_DTYPE_I32 && lens_raw.dtype != QKV_DTYPE_I64) {
-            cli_error("run", "--kv-lens: %s: dtype %s, expected int32 or int64", a.kv_lens,
+            cli_error("run", "--kv-lens %s: dtype %s, expected int32 or int64", a.kv_lens,
                       qkv_dtype_name(lens_raw.dtype));
             goto done;
         }
         if (lens_raw.ndim != 1 || lens_raw.shape[0] != B) {
-            cli_error("run", "--kv-lens: %s: expected shape (%lld,), one length per batch",
-                      a.kv_lens, (long long)B);
+            char sl[128];
+            cli_format_shape(sl, sizeof sl, &lens_raw);
+            cli_error("run", "--kv-lens %s: shape %s, expected (%lld,): one length per batch",
+                      a.kv_lens, sl, (long long)B);
             goto done;
         }
         if (qkv_array_convert(&lens, &lens_raw, QKV_DTYPE_I64) != QKV_OK) {
-            cli_error("run", "--kv-lens: %s: %s", a.kv_lens, qkv_error_detail());
+            cli_error("run", "--kv-lens %s: %s", a.kv_lens, qkv_error_detail());
             goto done;
         }
         opt.kv_lens = lens.data;
@@ -309,8 +321,7 @@ int cmd_run(int argc, char **argv)
         int64_t n = qkv_array_numel(bufs[b]);
         if (n < 0 || (uint64_t)n > SIZE_MAX / 4 ||
             !(bufs[b]->data = malloc(n ? (size_t)n * 4 : 1))) {
-            cli_error("run", "cannot allocate %s output of %lld floats",
-                      b == 0 ? "-o" : b == 1 ? "--weights" : "--lse", (long long)n);
+            cli_error("run", "%s: cannot allocate %lld floats", out_flags[b], (long long)n);
             goto done;
         }
     }
@@ -318,21 +329,25 @@ int cmd_run(int argc, char **argv)
     qkv_tensor tw = qkv_tensor_contiguous(w.data, QKV_DTYPE_F32, B, H, Lq, Lk);
     qkv_tensor tl = qkv_tensor_contiguous(lse.data, QKV_DTYPE_F32, B, H, Lq, 1);
     if (qkv_attention_forward(&to, &tw, &tl, &tq, &tk, &tv, &opt) != QKV_OK) {
-        report_attention_error(&a);
+        report_attention_error(&a, &q, &k, &v);
         goto done;
     }
-    if (!cli_outputs_add(&outs, "run", "-o", a.o, &out)) goto done;
-    if (a.weights && !cli_outputs_add(&outs, "run", "--weights", a.weights, &w)) goto done;
-    if (a.lse && !cli_outputs_add(&outs, "run", "--lse", a.lse, &lse)) goto done;
+    for (int b = 0; b < 3; b++)
+        if (bufs[b] && !cli_outputs_add(&outs, "run", out_flags[b], out_paths[b], bufs[b]))
+            goto done;
     if (!cli_outputs_commit(&outs, "run")) goto done;
+    warn_nonfinite("-q", a.q, &q, 1);
+    warn_nonfinite("-k", a.k, &k, 1);
+    warn_nonfinite("-v", a.v, &v, 1);
+    warn_nonfinite("--mask", a.mask, &mask, 0);
     rc = CLI_OK;
 
 done:
     cli_outputs_abort(&outs);
-    qkv_array *all[] = {&q, &k, &v, &mask, &lens_raw, &lens, &out, &w, &lse};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
-        /* out/w/lse were malloc'd here; qkv_array_free frees data with free(). */
-        qkv_array_free(all[i]);
-    }
+    qkv_array *all[] = {&q, &k, &v, &mask, &lens_raw, &lens};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) qkv_array_free(all[i]);
+    free(out.data); /* these three were allocated here */
+    free(w.data);
+    free(lse.data);
     return rc;
 }
