@@ -34,9 +34,9 @@ static int allowed(const qkv_fwd_problem *p, int64_t b, int64_t h, int64_t i, in
     int64_t d = i + p->diag_offset;
     if (p->kv_lens && j >= p->kv_lens[b]) return 0;
     if (p->causal && j > d) return 0;
-    if (p->use_window) {
-        if (p->window_left >= 0 && j < d - p->window_left) return 0;
-        if (p->window_right >= 0 && j > d + p->window_right) return 0;
+    if (p->use_window) { /* d - j and j - d cannot overflow; d - left could */
+        if (p->window_left >= 0 && d - j > p->window_left) return 0;
+        if (p->window_right >= 0 && j - d > p->window_right) return 0;
     }
     if (p->mask && p->mask->dtype == QKV_DTYPE_BOOL) {
         const qkv_tensor *m = p->mask;
