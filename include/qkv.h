@@ -202,11 +202,13 @@ typedef struct qkv_array {
 } qkv_array;
 
 /* Number of elements (product of shape; 1 for ndim 0). -1 when ndim is out
- * of range, a dim is negative or the product overflows. */
+ * of range, a dim is negative or the product of the nonzero dims overflows.
+ * Never fails otherwise and leaves the error detail alone. */
 int64_t qkv_array_numel(const qkv_array *a);
 
 /* Frees the data of an array the library allocated and zeroes the struct.
- * NULL, or an array already freed or zeroed, is a no-op. */
+ * NULL, or an array already freed or zeroed, is a no-op. Leaves the error
+ * detail alone, so a caller may free before printing it. */
 void qkv_array_free(qkv_array *a);
 
 /* Converts src to dtype `to` into a new array *dst (free with
@@ -224,8 +226,10 @@ qkv_status qkv_array_convert(qkv_array *dst, const qkv_array *src, qkv_dtype to)
  * float16, bool, int32, int64; rank 0..QKV_ARRAY_MAX_DIMS. Anything else —
  * Fortran order, big-endian, another dtype, a header that is not the dict
  * NumPy writes, a data size that differs from the header's shape, a size
- * that overflows — fails with QKV_ERR_FORMAT (or QKV_ERR_OVERFLOW) and a
- * detail naming the file. On failure *out is zeroed. */
+ * that overflows (even when another dim is 0) — fails with QKV_ERR_FORMAT
+ * (or QKV_ERR_OVERFLOW) and a detail that starts with the file name. On
+ * success out->data is never NULL, even for zero elements; on failure *out
+ * is zeroed. */
 qkv_status qkv_npy_read(const char *path, qkv_array *out);
 
 /* The same, from the len bytes at buf; `name` is used in error details
@@ -233,8 +237,9 @@ qkv_status qkv_npy_read(const char *path, qkv_array *out);
 qkv_status qkv_npy_parse(const void *buf, size_t len, const char *name,
                          qkv_array *out);
 
-/* Writes a as a .npy file (version 1.0, or 2.0 when the header needs it),
- * little-endian, C order. Creates or truncates path. On failure the file may
+/* Writes a as a .npy file, byte for byte as numpy.save would: version 1.0
+ * (a rank <= 32 header always fits), little-endian, C order. BF16 has no
+ * .npy dtype and fails with QKV_ERR_DTYPE. Creates or truncates path. On failure the file may
  * be partly written; callers that need atomic output write to a temporary
  * name and rename. */
 qkv_status qkv_npy_write(const char *path, const qkv_array *a);
