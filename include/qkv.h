@@ -26,7 +26,8 @@
  *     that names the argument and what was expected.
  *   - The library never prints, never exits and never aborts on bad input.
  *   - Sizes and indices are int64_t; strides are counted in elements, not
- *     bytes, and may be zero (broadcast) or negative for inputs.
+ *     bytes, and may be negative; zero (broadcast) only for inputs. Data
+ *     pointers must be aligned to their element size.
  *   - The caller owns every buffer it passes in. Functions that allocate say
  *     so, and name the function that frees.
  *   - Thread safety: every function may be called from several threads at
@@ -109,7 +110,9 @@ typedef struct qkv_tensor {
     int64_t stride[4];
 } qkv_tensor;
 
-/* A view of contiguous row-major (C order) memory of shape (n0, n1, n2, n3). */
+/* A view of contiguous row-major (C order) memory of shape (n0, n1, n2, n3).
+ * When the strides would overflow int64_t they are set to INT64_MAX, so that
+ * any function given the view fails with QKV_ERR_OVERFLOW. */
 qkv_tensor qkv_tensor_contiguous(void *data, qkv_dtype dtype,
                                  int64_t n0, int64_t n1, int64_t n2, int64_t n3);
 

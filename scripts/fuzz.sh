@@ -19,5 +19,5 @@ echo "fuzz: fuzz_npy for ${seconds}s"
 build/fuzz/fuzz_npy -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 \
     -dict=tests/fuzz/npy.dict \
     "$work" 2>build/fuzz/fuzz.log || { tail -n 40 build/fuzz/fuzz.log; exit 1; }
-grep -E '^stat::number_of_executed_runs' build/fuzz/fuzz.log | sed 's/^/fuzz: /'
+grep -E '^stat::(number_of_executed_units|new_units_added)' build/fuzz/fuzz.log | sed 's/^/fuzz: /'
 echo "fuzz: no crash"

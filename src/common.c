@@ -87,7 +87,8 @@ qkv_tensor qkv_tensor_contiguous(void *data, qkv_dtype dtype, int64_t n0, int64_
     t.shape[3] = n3;
     t.stride[3] = 1;
     t.stride[2] = n3;
-    t.stride[1] = n2 * n3;
-    t.stride[0] = n1 * n2 * n3;
+    if (!qkv_mul_ok(n2, n3, &t.stride[1])) t.stride[1] = INT64_MAX;
+    if (t.stride[1] == INT64_MAX || !qkv_mul_ok(n1, t.stride[1], &t.stride[0]))
+        t.stride[0] = INT64_MAX;
     return t;
 }

@@ -90,19 +90,21 @@ static void ref_row(const qkv_fwd_problem *p, double *s, double *acc, int64_t b,
         return;
     }
 
-    /* Step 5: softmax relative to the row maximum. */
+    /* Step 5: softmax relative to the row maximum. A forbidden position
+     * (score -inf) is marked by a weight of -0.0, which exp never returns:
+     * step 6 skips exactly those, so a NaN value nobody may attend to stays
+     * out, while an allowed one whose weight underflowed to +0 still reads
+     * its value (0 * NaN = NaN, as PyTorch gives). */
     double sum = 0.0;
     for (int64_t j = 0; j < p->Lk; j++) {
-        s[j] = exp(s[j] - m); /* exp(-inf) = 0 for disallowed positions */
+        s[j] = s[j] == -INFINITY && !any_nan ? -0.0 : exp(s[j] - m);
         sum += s[j];
     }
 
-    /* Step 6: weighted sum of values; positions of weight exactly 0 from a
-     * -inf score are skipped so that NaN in a value nobody attends to stays
-     * where it is. */
+    /* Step 6: weighted sum of values. */
     for (int64_t e = 0; e < p->Ev; e++) acc[e] = 0.0;
     for (int64_t j = 0; j < p->Lk; j++) {
-        if (s[j] == 0.0 && !any_nan) continue;
+        if (signbit(s[j])) continue;
         const float *v = at4(p->v, b, hk, j, 0);
         const int64_t vs = p->v->stride[3];
         for (int64_t e = 0; e < p->Ev; e++) acc[e] += s[j] * (double)v[e * vs];
@@ -110,7 +112,8 @@ static void ref_row(const qkv_fwd_problem *p, double *s, double *acc, int64_t b,
     for (int64_t e = 0; e < p->Ev; e++) o[e * os] = (float)(acc[e] / sum);
     if (p->weights) {
         float *w = out4(p->weights, b, h, i, 0);
-        for (int64_t j = 0; j < p->Lk; j++) w[j * p->weights->stride[3]] = (float)(s[j] / sum);
+        for (int64_t j = 0; j < p->Lk; j++)
+            w[j * p->weights->stride[3]] = signbit(s[j]) ? 0.0f : (float)(s[j] / sum);
     }
     if (p->lse) *out4(p->lse, b, h, i, 0) = (float)(m + log(sum));
 }

@@ -1,0 +1,638 @@
+/* The API contract of qkv.h: version, status and dtype names, contiguous
+ * views, every validation error of qkv_attention_forward (status and a
+ * detail that names the argument), the per-thread error detail, and the
+ * meaning of NULL options and absent optional outputs. */
+#include "test.h"
+#include "util.h"
+
+#include "qkv.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ------------------------------------------------------- version, names */
+
+static void check_version(void)
+{
+    CHECK(qkv_version_number() == QKV_VERSION_NUMBER);
+    CHECK(QKV_VERSION_NUMBER ==
+          QKV_VERSION_MAJOR * 10000 + QKV_VERSION_MINOR * 100 + QKV_VERSION_PATCH);
+    char want[64];
+    snprintf(want, sizeof want, "%d.%d.%d", QKV_VERSION_MAJOR, QKV_VERSION_MINOR,
+             QKV_VERSION_PATCH);
+    const char *got = qkv_version_string();
+    CHECK(got != NULL);
+    if (got && strcmp(got, want) != 0)
+        fprintf(stderr, "  version string \"%s\", want \"%s\"\n", got, want);
+    CHECK(got && strcmp(got, want) == 0);
+    CHECK(qkv_version_string() == got); /* static */
+}
+
+static void check_status_strings(void)
+{
+    const qkv_status all[] = {QKV_OK,           QKV_ERR_NULL_ARGUMENT, QKV_ERR_INVALID_ARGUMENT,
+                              QKV_ERR_SHAPE,    QKV_ERR_DTYPE,         QKV_ERR_OVERFLOW,
+                              QKV_ERR_OUT_OF_MEMORY, QKV_ERR_IO,       QKV_ERR_FORMAT,
+                              QKV_ERR_THREAD};
+    const int n = (int)(sizeof all / sizeof all[0]);
+    CHECK(n == QKV_ERR_THREAD + 1); /* the list covers the enum */
+    for (int a = 0; a < n; a++) {
+        const char *s = qkv_status_string(all[a]);
+        CHECK(s != NULL && s[0] != '\0');
+        if (!s) continue;
+        CHECK(strcmp(s, "unknown status") != 0);
+        for (int b = 0; b < a; b++) {
+            const char *t = qkv_status_string(all[b]);
+            if (t && strcmp(s, t) == 0)
+                fprintf(stderr, "  statuses %d and %d share the name \"%s\"\n", a, b, s);
+            CHECK(t == NULL || strcmp(s, t) != 0);
+        }
+    }
+    const char *u = qkv_status_string((qkv_status)999);
+    CHECK(u != NULL && strcmp(u, "unknown status") == 0);
+    u = qkv_status_string((qkv_status)-1);
+    CHECK(u != NULL && strcmp(u, "unknown status") == 0);
+    u = qkv_status_string((qkv_status)(QKV_ERR_THREAD + 1));
+    CHECK(u != NULL && strcmp(u, "unknown status") == 0);
+}
+
+static void check_dtypes(void)
+{
+    const struct {
+        qkv_dtype t;
+        size_t size;
+        const char *name;
+    } want[] = {{QKV_DTYPE_F32, 4, "f32"},   {QKV_DTYPE_F64, 8, "f64"}, {QKV_DTYPE_F16, 2, "f16"},
+                {QKV_DTYPE_BF16, 2, "bf16"}, {QKV_DTYPE_BOOL, 1, "bool"},
+                {QKV_DTYPE_I32, 4, "i32"},   {QKV_DTYPE_I64, 8, "i64"}};
+    for (size_t x = 0; x < sizeof want / sizeof want[0]; x++) {
+        CHECK(qkv_dtype_size(want[x].t) == want[x].size);
+        const char *nm = qkv_dtype_name(want[x].t);
+        if (!nm || strcmp(nm, want[x].name) != 0)
+            fprintf(stderr, "  dtype %d named \"%s\", want \"%s\"\n", (int)want[x].t,
+                    nm ? nm : "(null)", want[x].name);
+        CHECK(nm && strcmp(nm, want[x].name) == 0);
+    }
+    const qkv_dtype bad[] = {(qkv_dtype)7, (qkv_dtype)-1, (qkv_dtype)1000};
+    for (size_t x = 0; x < sizeof bad / sizeof bad[0]; x++) {
+        CHECK(qkv_dtype_size(bad[x]) == 0);
+        const char *nm = qkv_dtype_name(bad[x]);
+        CHECK(nm && strcmp(nm, "unknown") == 0);
+    }
+}
+
+static void check_contiguous(void)
+{
+    float buf[1];
+    qkv_tensor t = qkv_tensor_contiguous(buf, QKV_DTYPE_BF16, 2, 3, 5, 7);
+    CHECK(t.data == buf);
+    CHECK(t.dtype == QKV_DTYPE_BF16);
+    CHECK(t.shape[0] == 2 && t.shape[1] == 3 && t.shape[2] == 5 && t.shape[3] == 7);
+    CHECK(t.stride[0] == 105 && t.stride[1] == 35 && t.stride[2] == 7 && t.stride[3] == 1);
+    t = qkv_tensor_contiguous(NULL, QKV_DTYPE_I64, 1, 1, 1, 1);
+    CHECK(t.data == NULL && t.dtype == QKV_DTYPE_I64);
+    CHECK(t.stride[0] == 1 && t.stride[1] == 1 && t.stride[2] == 1 && t.stride[3] == 1);
+    t = qkv_tensor_contiguous(NULL, QKV_DTYPE_F32, 4, 0, 3, 2);
+    CHECK(t.shape[1] == 0 && t.stride[3] == 1 && t.stride[2] == 2 && t.stride[1] == 6);
+}
+
+/* ---------------------------------------------------------- validation */
+
+/* A valid problem: B 2, H 4, Hkv 2, Lq 3, Lk 5, E 8, Ev 6. */
+enum { B = 2, H = 4, HKV = 2, LQ = 3, LK = 5, E = 8, EV = 6 };
+
+typedef struct call {
+    qkv_tensor o, w, l, q, k, v;
+    const qkv_tensor *po, *pw, *pl, *pq, *pk, *pv;
+    qkv_attn_options opt;
+    int64_t lens[B];
+} call;
+
+static float g_q[B * H * LQ * E], g_k[B * HKV * LK * E], g_v[B * HKV * LK * EV];
+static float g_o[B * H * LQ * EV], g_w[B * H * LQ * LK], g_l[B * H * LQ];
+static float g_mask[B * H * LQ * LK];
+
+static void call_init(call *c)
+{
+    memset(c, 0, sizeof *c);
+    c->q = qkv_tensor_contiguous(g_q, QKV_DTYPE_F32, B, H, LQ, E);
+    c->k = qkv_tensor_contiguous(g_k, QKV_DTYPE_F32, B, HKV, LK, E);
+    c->v = qkv_tensor_contiguous(g_v, QKV_DTYPE_F32, B, HKV, LK, EV);
+    c->o = qkv_tensor_contiguous(g_o, QKV_DTYPE_F32, B, H, LQ, EV);
+    c->w = qkv_tensor_contiguous(g_w, QKV_DTYPE_F32, B, H, LQ, LK);
+    c->l = qkv_tensor_contiguous(g_l, QKV_DTYPE_F32, B, H, LQ, 1);
+    c->po = &c->o;
+    c->pw = &c->w;
+    c->pl = &c->l;
+    c->pq = &c->q;
+    c->pk = &c->k;
+    c->pv = &c->v;
+    c->lens[0] = LK;
+    c->lens[1] = 2;
+}
+
+static qkv_status call_run(call *c)
+{
+    return qkv_attention_forward(c->po, c->pw, c->pl, c->pq, c->pk, c->pv, &c->opt);
+}
+
+/* The call fails with `want` and a detail starting with `prefix` (the
+ * argument's name) and containing `needle` when given. */
+static void expect(const char *what, call *c, qkv_status want, const char *prefix,
+                   const char *needle)
+{
+    qkv_status st = call_run(c);
+    const char *d = qkv_error_detail();
+    int ok_st = st == want;
+    int ok_d = d != NULL && strncmp(d, prefix, strlen(prefix)) == 0 &&
+               (!needle || strstr(d, needle) != NULL) && strlen(d) < 512;
+    if (!ok_st || !ok_d)
+        fprintf(stderr,
+                "  %s: got %s (%d), detail \"%s\"; want %s (%d), detail starting \"%s\"%s%s%s\n",
+                what, qkv_status_string(st), (int)st, d ? d : "(null)", qkv_status_string(want),
+                (int)want, prefix, needle ? " containing \"" : "", needle ? needle : "",
+                needle ? "\"" : "");
+    CHECK(ok_st);
+    CHECK(ok_d);
+}
+
+static void check_valid_base(void)
+{
+    call c;
+    call_init(&c);
+    qkv_status st = call_run(&c);
+    if (st != QKV_OK) fprintf(stderr, "  valid base call: %s\n", qkv_error_detail());
+    CHECK(st == QKV_OK);
+    CHECK(strcmp(qkv_error_detail(), "") == 0);
+}
+
+static void check_null_and_dtype(void)
+{
+    call c;
+    call_init(&c);
+    c.pq = NULL;
+    expect("NULL q", &c, QKV_ERR_NULL_ARGUMENT, "Q", NULL);
+    call_init(&c);
+    c.pk = NULL;
+    expect("NULL k", &c, QKV_ERR_NULL_ARGUMENT, "K", NULL);
+    call_init(&c);
+    c.pv = NULL;
+    expect("NULL v", &c, QKV_ERR_NULL_ARGUMENT, "V", NULL);
+    call_init(&c);
+    c.po = NULL;
+    expect("NULL o", &c, QKV_ERR_NULL_ARGUMENT, "O", NULL);
+
+    const qkv_dtype bad[] = {QKV_DTYPE_F64, QKV_DTYPE_F16, QKV_DTYPE_BF16, QKV_DTYPE_BOOL,
+                             QKV_DTYPE_I32, (qkv_dtype)42};
+    for (size_t x = 0; x < sizeof bad / sizeof bad[0]; x++) {
+        char what[64];
+        qkv_tensor *ts[6];
+        const char *names[6] = {"Q:", "K:", "V:", "O:", "weights:", "lse:"};
+        for (int t = 0; t < 6; t++) {
+            call_init(&c);
+            ts[0] = &c.q;
+            ts[1] = &c.k;
+            ts[2] = &c.v;
+            ts[3] = &c.o;
+            ts[4] = &c.w;
+            ts[5] = &c.l;
+            ts[t]->dtype = bad[x];
+            snprintf(what, sizeof what, "%s dtype %d", names[t], (int)bad[x]);
+            expect(what, &c, QKV_ERR_DTYPE, names[t], NULL);
+        }
+    }
+}
+
+static void check_shapes(void)
+{
+    call c;
+    char what[96];
+    /* Negative dims, each tensor, each dim. */
+    const char *names[6] = {"Q:", "K:", "V:", "O:", "weights:", "lse:"};
+    for (int t = 0; t < 6; t++)
+        for (int d = 0; d < 4; d++) {
+            call_init(&c);
+            qkv_tensor *ts[6] = {&c.q, &c.k, &c.v, &c.o, &c.w, &c.l};
+            ts[t]->shape[d] = -1;
+            snprintf(what, sizeof what, "%s dim %d negative", names[t], d);
+            expect(what, &c, QKV_ERR_SHAPE, names[t], "negative");
+        }
+
+    call_init(&c);
+    c.q.shape[3] = 0;
+    c.k.shape[3] = 0;
+    expect("E == 0", &c, QKV_ERR_SHAPE, "Q:", "head dim");
+    call_init(&c);
+    c.q.shape[3] = 0;
+    expect("E == 0 in Q only", &c, QKV_ERR_SHAPE, "Q:", NULL);
+
+    call_init(&c);
+    c.k.shape[0] = 1;
+    expect("K batch mismatch", &c, QKV_ERR_SHAPE, "K:", "batch");
+    call_init(&c);
+    c.k.shape[3] = E - 1;
+    expect("K head dim mismatch", &c, QKV_ERR_SHAPE, "K: head dim", NULL);
+    call_init(&c);
+    c.k.shape[1] = 3;
+    c.v.shape[1] = 3;
+    expect("H % Hkv != 0", &c, QKV_ERR_SHAPE, "K:", NULL);
+    call_init(&c);
+    c.k.shape[1] = 0;
+    c.v.shape[1] = 0;
+    expect("Hkv == 0 < H", &c, QKV_ERR_SHAPE, "K:", NULL);
+    call_init(&c);
+    c.k.shape[1] = 8; /* more kv heads than query heads */
+    c.v.shape[1] = 8;
+    c.k.stride[0] = 0; /* keep the view inside g_k: we never get that far */
+    c.v.stride[0] = 0;
+    expect("Hkv > H", &c, QKV_ERR_SHAPE, "K:", NULL);
+
+    for (int d = 0; d < 3; d++) {
+        call_init(&c);
+        c.v.shape[d] -= 1;
+        snprintf(what, sizeof what, "V dim %d mismatch", d);
+        expect(what, &c, QKV_ERR_SHAPE, "V:", NULL);
+    }
+    for (int d = 0; d < 4; d++) {
+        snprintf(what, sizeof what, "O dim %d wrong", d);
+        call_init(&c);
+        c.o.shape[d] -= 1;
+        expect(what, &c, QKV_ERR_SHAPE, "O:", NULL);
+        call_init(&c);
+        c.w.shape[d] -= 1;
+        snprintf(what, sizeof what, "weights dim %d wrong", d);
+        expect(what, &c, QKV_ERR_SHAPE, "weights:", NULL);
+        call_init(&c);
+        snprintf(what, sizeof what, "lse dim %d wrong", d);
+        if (d == 3) {
+            c.l.shape[3] = 0; /* (B, H, Lq, 0) instead of (B, H, Lq, 1) */
+        } else {
+            c.l.shape[d] -= 1;
+        }
+        expect(what, &c, QKV_ERR_SHAPE, "lse:", NULL);
+    }
+    /* lse given as (B, H, Lq, 2) is wrong too (a view inside g_w). */
+    call_init(&c);
+    c.l = qkv_tensor_contiguous(g_w, QKV_DTYPE_F32, B, H, LQ, 2);
+    expect("lse last dim 2", &c, QKV_ERR_SHAPE, "lse:", NULL);
+}
+
+static void check_strides(void)
+{
+    call c;
+    /* Outputs whose strides map two indices to one element. */
+    call_init(&c);
+    c.o.stride[2] = 0;
+    expect("O stride 0 with Lq > 1", &c, QKV_ERR_INVALID_ARGUMENT, "O:", "overlap");
+    call_init(&c);
+    c.o.stride[2] = EV - 1;
+    expect("O rows overlapping", &c, QKV_ERR_INVALID_ARGUMENT, "O:", NULL);
+    call_init(&c);
+    c.o.stride[0] = c.o.stride[1];
+    expect("O batch stride == head stride", &c, QKV_ERR_INVALID_ARGUMENT, "O:", NULL);
+    call_init(&c);
+    c.w.stride[3] = 0;
+    expect("weights stride 0 with Lk > 1", &c, QKV_ERR_INVALID_ARGUMENT, "weights:", NULL);
+    call_init(&c);
+    c.l.stride[1] = 0;
+    expect("lse stride 0 with H > 1", &c, QKV_ERR_INVALID_ARGUMENT, "lse:", NULL);
+    call_init(&c);
+    c.l.stride[1] = c.l.stride[2]; /* heads and rows collide */
+    expect("lse heads and rows collide", &c, QKV_ERR_INVALID_ARGUMENT, "lse:", NULL);
+
+    /* Non-overlapping odd outputs are accepted: O written (B, Lq, H, Ev),
+     * lse with any stride on its dim of 1. */
+    call_init(&c);
+    c.o.stride[0] = LQ * H * EV;
+    c.o.stride[1] = EV;
+    c.o.stride[2] = H * EV;
+    c.l.stride[3] = 0;
+    qkv_status st = call_run(&c);
+    if (st != QKV_OK) fprintf(stderr, "  permuted O: %s\n", qkv_error_detail());
+    CHECK(st == QKV_OK);
+
+    /* Inputs may overlap themselves (stride 0 broadcast) and be negative. */
+    call_init(&c);
+    c.q.stride[2] = 0;
+    c.k.stride[0] = 0;
+    c.v.stride[1] = 0;
+    st = call_run(&c);
+    if (st != QKV_OK) fprintf(stderr, "  stride-0 inputs: %s\n", qkv_error_detail());
+    CHECK(st == QKV_OK);
+
+    /* Reach past int64. */
+    const char *names[6] = {"Q:", "K:", "V:", "O:", "weights:", "lse:"};
+    for (int t = 0; t < 6; t++) {
+        char what[96];
+        call_init(&c);
+        qkv_tensor *ts[6] = {&c.q, &c.k, &c.v, &c.o, &c.w, &c.l};
+        ts[t]->stride[2] = INT64_MAX / 2; /* times (Lq or Lk) - 1 >= 2 overflows */
+        snprintf(what, sizeof what, "%s stride INT64_MAX/2", names[t]);
+        expect(what, &c, QKV_ERR_OVERFLOW, names[t], NULL);
+        call_init(&c);
+        ts[t]->stride[0] = INT64_MIN;
+        snprintf(what, sizeof what, "%s stride INT64_MIN", names[t]);
+        expect(what, &c, QKV_ERR_OVERFLOW, names[t], NULL);
+        call_init(&c);
+        ts[t]->stride[0] = INT64_MAX / 4 + 1; /* fits in elements, not in bytes */
+        snprintf(what, sizeof what, "%s byte offset overflow", names[t]);
+        expect(what, &c, QKV_ERR_OVERFLOW, names[t], NULL);
+    }
+    /* A 3-element dim: the brief's example. */
+    call_init(&c);
+    c.q.stride[2] = INT64_MAX / 2;
+    c.q.shape[2] = 3;
+    expect("Q stride INT64_MAX/2 with dim 3", &c, QKV_ERR_OVERFLOW, "Q:", NULL);
+    /* Element count overflow. */
+    call_init(&c);
+    c.q.shape[0] = INT64_MAX / 2;
+    c.q.shape[1] = 3;
+    expect("Q element count overflow", &c, QKV_ERR_OVERFLOW, "Q:", NULL);
+}
+
+static void check_null_data(void)
+{
+    call c;
+    const char *names[4] = {"Q:", "K:", "V:", "O:"};
+    for (int t = 0; t < 4; t++) {
+        call_init(&c);
+        qkv_tensor *ts[4] = {&c.q, &c.k, &c.v, &c.o};
+        ts[t]->data = NULL;
+        char what[64];
+        snprintf(what, sizeof what, "%s data NULL", names[t]);
+        expect(what, &c, QKV_ERR_NULL_ARGUMENT, names[t], NULL);
+    }
+}
+
+static void check_mask_and_options(void)
+{
+    call c;
+    char what[96];
+    call_init(&c);
+    c.opt.mask = qkv_tensor_contiguous(g_mask, QKV_DTYPE_I32, B, H, LQ, LK);
+    expect("mask dtype i32", &c, QKV_ERR_DTYPE, "mask:", NULL);
+    call_init(&c);
+    c.opt.mask = qkv_tensor_contiguous(g_mask, QKV_DTYPE_F64, 1, 1, LQ, 1);
+    expect("mask dtype f64", &c, QKV_ERR_DTYPE, "mask:", NULL);
+    const int64_t full[4] = {B, H, LQ, LK};
+    for (int d = 0; d < 4; d++) {
+        int64_t ms[4] = {1, 1, 1, 1};
+        ms[d] = full[d] + 1; /* neither 1 nor full */
+        call_init(&c);
+        c.opt.mask = qkv_tensor_contiguous(g_mask, QKV_DTYPE_F32, ms[0], ms[1], ms[2], ms[3]);
+        snprintf(what, sizeof what, "mask dim %d = %lld", d, (long long)ms[d]);
+        expect(what, &c, QKV_ERR_SHAPE, "mask:", NULL);
+        call_init(&c);
+        ms[d] = -1;
+        c.opt.mask = qkv_tensor_contiguous(g_mask, QKV_DTYPE_BOOL, ms[0], ms[1], ms[2], ms[3]);
+        snprintf(what, sizeof what, "mask dim %d negative", d);
+        expect(what, &c, QKV_ERR_SHAPE, "mask:", NULL);
+    }
+    call_init(&c);
+    c.opt.mask = qkv_tensor_contiguous(g_mask, QKV_DTYPE_F32, 1, 1, 1, 1);
+    c.opt.mask.stride[0] = INT64_MIN; /* a broadcast dim, yet a bad view */
+    c.opt.mask.shape[3] = LK;
+    c.opt.mask.stride[3] = INT64_MAX / 2;
+    expect("mask stride overflow", &c, QKV_ERR_OVERFLOW, "mask:", NULL);
+    /* Every broadcast shape is accepted. */
+    for (int bits = 0; bits < 16; bits++) {
+        int64_t ms[4];
+        for (int d = 0; d < 4; d++) ms[d] = bits >> d & 1 ? full[d] : 1;
+        call_init(&c);
+        c.opt.mask = qkv_tensor_contiguous(g_mask, bits & 1 ? QKV_DTYPE_BOOL : QKV_DTYPE_F32,
+                                           ms[0], ms[1], ms[2], ms[3]);
+        qkv_status st = call_run(&c);
+        if (st != QKV_OK) fprintf(stderr, "  mask shape bits %d: %s\n", bits, qkv_error_detail());
+        CHECK(st == QKV_OK);
+    }
+
+    call_init(&c);
+    c.lens[1] = -1;
+    c.opt.kv_lens = c.lens;
+    expect("kv_lens negative", &c, QKV_ERR_INVALID_ARGUMENT, "kv_lens[1]", NULL);
+    call_init(&c);
+    c.lens[0] = LK + 1;
+    c.opt.kv_lens = c.lens;
+    expect("kv_lens > Lk", &c, QKV_ERR_INVALID_ARGUMENT, "kv_lens[0]", NULL);
+    call_init(&c);
+    c.lens[0] = 0;
+    c.lens[1] = LK;
+    c.opt.kv_lens = c.lens;
+    CHECK(call_run(&c) == QKV_OK);
+
+    const double bad_scale[] = {NAN, INFINITY, -INFINITY};
+    for (int x = 0; x < 3; x++) {
+        call_init(&c);
+        c.opt.scale = bad_scale[x];
+        snprintf(what, sizeof what, "scale %g", bad_scale[x]);
+        expect(what, &c, QKV_ERR_INVALID_ARGUMENT, "scale", NULL);
+    }
+    call_init(&c);
+    c.opt.scale = -0.5; /* finite: accepted */
+    CHECK(call_run(&c) == QKV_OK);
+    const double bad_cap[] = {-1.0, -1e-300, NAN, INFINITY, -INFINITY};
+    for (int x = 0; x < 5; x++) {
+        call_init(&c);
+        c.opt.softcap = bad_cap[x];
+        snprintf(what, sizeof what, "softcap %g", bad_cap[x]);
+        expect(what, &c, QKV_ERR_INVALID_ARGUMENT, "softcap", NULL);
+    }
+    call_init(&c);
+    c.opt.num_threads = -1;
+    expect("num_threads -1", &c, QKV_ERR_INVALID_ARGUMENT, "num_threads", NULL);
+    const int bad_align[] = {2, -1, 99};
+    for (int x = 0; x < 3; x++) {
+        call_init(&c);
+        c.opt.align = (qkv_align)bad_align[x];
+        snprintf(what, sizeof what, "align %d", bad_align[x]);
+        expect(what, &c, QKV_ERR_INVALID_ARGUMENT, "align", NULL);
+        call_init(&c);
+        c.opt.impl = (qkv_impl)bad_align[x];
+        snprintf(what, sizeof what, "impl %d", bad_align[x]);
+        expect(what, &c, QKV_ERR_INVALID_ARGUMENT, "impl", NULL);
+    }
+}
+
+/* ------------------------------------------------- error detail lifetime */
+
+static void check_detail_cleared(void)
+{
+    call c;
+    call_init(&c);
+    c.opt.scale = NAN;
+    CHECK(call_run(&c) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_error_detail()[0] != '\0');
+    call_init(&c);
+    CHECK(call_run(&c) == QKV_OK);
+    if (qkv_error_detail()[0] != '\0')
+        fprintf(stderr, "  detail after success: \"%s\"\n", qkv_error_detail());
+    CHECK(strcmp(qkv_error_detail(), "") == 0);
+}
+
+typedef struct thread_result {
+    int empty_at_start;
+    int failed_right;
+    char detail[512];
+} thread_result;
+
+static void *thread_fail(void *arg)
+{
+    thread_result *r = arg;
+    r->empty_at_start = strcmp(qkv_error_detail(), "") == 0;
+    call c;
+    call_init(&c);
+    c.opt.num_threads = -3;
+    r->failed_right = call_run(&c) == QKV_ERR_INVALID_ARGUMENT;
+    snprintf(r->detail, sizeof r->detail, "%s", qkv_error_detail());
+    return NULL;
+}
+
+static void check_detail_per_thread(void)
+{
+    /* The main thread: success, so its detail is empty; a thread fails. */
+    call c;
+    call_init(&c);
+    CHECK(call_run(&c) == QKV_OK);
+    thread_result r;
+    memset(&r, 0, sizeof r);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, thread_fail, &r) == 0);
+    CHECK(pthread_join(t, NULL) == 0);
+    CHECK(r.empty_at_start);
+    CHECK(r.failed_right);
+    CHECK(strncmp(r.detail, "num_threads", 11) == 0);
+    if (qkv_error_detail()[0] != '\0')
+        fprintf(stderr, "  main thread sees another thread's detail \"%s\"\n", qkv_error_detail());
+    CHECK(strcmp(qkv_error_detail(), "") == 0);
+
+    /* The main thread fails; the thread's failure does not replace it. */
+    call_init(&c);
+    c.opt.softcap = -2;
+    CHECK(call_run(&c) == QKV_ERR_INVALID_ARGUMENT);
+    char mine[512];
+    snprintf(mine, sizeof mine, "%s", qkv_error_detail());
+    memset(&r, 0, sizeof r);
+    CHECK(pthread_create(&t, NULL, thread_fail, &r) == 0);
+    CHECK(pthread_join(t, NULL) == 0);
+    CHECK(r.empty_at_start); /* a new thread starts clean */
+    CHECK(strcmp(qkv_error_detail(), mine) == 0);
+    CHECK(strncmp(mine, "softcap", 7) == 0);
+}
+
+/* ------------------------------------------ defaults and absent outputs */
+
+static void fill_inputs(void)
+{
+    test_rng r = test_rng_seed(42);
+    for (size_t x = 0; x < sizeof g_q / sizeof g_q[0]; x++) g_q[x] = (float)(2 * test_rand(&r) - 1);
+    for (size_t x = 0; x < sizeof g_k / sizeof g_k[0]; x++) g_k[x] = (float)(2 * test_rand(&r) - 1);
+    for (size_t x = 0; x < sizeof g_v / sizeof g_v[0]; x++) g_v[x] = (float)(2 * test_rand(&r) - 1);
+    for (size_t x = 0; x < sizeof g_mask / sizeof g_mask[0]; x++)
+        g_mask[x] = (float)(test_rand(&r) - 0.5);
+}
+
+static void check_defaults(void)
+{
+    static float o1[sizeof g_o / sizeof g_o[0]], w1[sizeof g_w / sizeof g_w[0]],
+        l1[sizeof g_l / sizeof g_l[0]];
+    call c;
+    call_init(&c);
+    /* opts == NULL */
+    CHECK(qkv_attention_forward(c.po, c.pw, c.pl, c.pq, c.pk, c.pv, NULL) == QKV_OK);
+    memcpy(o1, g_o, sizeof o1);
+    memcpy(w1, g_w, sizeof w1);
+    memcpy(l1, g_l, sizeof l1);
+    /* A zeroed struct: the same bits. */
+    memset(g_o, 0, sizeof g_o);
+    memset(g_w, 0, sizeof g_w);
+    memset(g_l, 0, sizeof g_l);
+    CHECK(call_run(&c) == QKV_OK);
+    CHECK(memcmp(o1, g_o, sizeof o1) == 0);
+    CHECK(memcmp(w1, g_w, sizeof w1) == 0);
+    CHECK(memcmp(l1, g_l, sizeof l1) == 0);
+    /* The default scale is 1/sqrt(E): the weights of row 0 sum to 1 and
+     * follow exp(s_j / sqrt(E)) computed here. */
+    double sj[LK], m = -INFINITY, sum = 0;
+    for (int j = 0; j < LK; j++) {
+        double d = 0;
+        for (int e = 0; e < E; e++) d += (double)g_q[e] * (double)g_k[j * E + e];
+        sj[j] = d / sqrt((double)E);
+        if (sj[j] > m) m = sj[j];
+    }
+    for (int j = 0; j < LK; j++) sum += exp(sj[j] - m);
+    for (int j = 0; j < LK; j++) CHECK_NEAR(w1[j], exp(sj[j] - m) / sum, 1e-6);
+    CHECK_NEAR(l1[0], m + log(sum), 1e-5);
+
+    /* weights / lse absent as NULL or as a tensor with data NULL: O is the
+     * same, and an absent tensor's shape and dtype are not looked at. */
+    for (int variant = 0; variant < 4; variant++) {
+        call_init(&c);
+        memset(g_o, 0, sizeof g_o);
+        memset(g_w, 0x7f, sizeof g_w);
+        memset(g_l, 0x7f, sizeof g_l);
+        if (variant == 0) {
+            c.pw = NULL;
+            c.pl = NULL;
+        } else {
+            c.w.data = NULL;
+            c.l.data = NULL;
+            if (variant >= 2) { /* junk everywhere else */
+                c.w.dtype = QKV_DTYPE_I64;
+                c.w.shape[0] = -5;
+                c.l.shape[3] = 7;
+                c.l.stride[0] = INT64_MIN;
+            }
+            if (variant == 3) c.pl = NULL;
+        }
+        qkv_status st = call_run(&c);
+        if (st != QKV_OK)
+            fprintf(stderr, "  absent weights/lse variant %d: %s\n", variant, qkv_error_detail());
+        CHECK(st == QKV_OK);
+        CHECK(memcmp(o1, g_o, sizeof o1) == 0);
+        /* Nothing was written to the buffers those tensors would name. */
+        int untouched = 1;
+        for (size_t x = 0; x < sizeof g_w; x++) untouched &= ((unsigned char *)g_w)[x] == 0x7f;
+        for (size_t x = 0; x < sizeof g_l; x++) untouched &= ((unsigned char *)g_l)[x] == 0x7f;
+        CHECK(untouched);
+    }
+    /* Only one of them requested. */
+    call_init(&c);
+    c.pw = NULL;
+    memset(g_l, 0, sizeof g_l);
+    CHECK(call_run(&c) == QKV_OK);
+    CHECK(memcmp(l1, g_l, sizeof l1) == 0);
+    call_init(&c);
+    c.l.data = NULL;
+    memset(g_w, 0, sizeof g_w);
+    CHECK(call_run(&c) == QKV_OK);
+    CHECK(memcmp(w1, g_w, sizeof w1) == 0);
+    /* A mask tensor with data NULL is no mask, whatever its other fields. */
+    call_init(&c);
+    c.opt.mask.dtype = QKV_DTYPE_I32;
+    c.opt.mask.shape[0] = 99;
+    memset(g_o, 0, sizeof g_o);
+    CHECK(call_run(&c) == QKV_OK);
+    CHECK(memcmp(o1, g_o, sizeof o1) == 0);
+}
+
+int main(void)
+{
+    fill_inputs();
+    check_version();
+    check_status_strings();
+    check_dtypes();
+    check_contiguous();
+    check_valid_base();
+    check_null_and_dtype();
+    check_shapes();
+    check_strides();
+    check_null_data();
+    check_mask_and_options();
+    check_detail_cleared();
+    check_detail_per_thread();
+    check_defaults();
+    return test_finish("test_api");
+}
