@@ -84,8 +84,8 @@ int64_t cli_count_nonfinite(const qkv_array *a, int count_inf)
     return bad;
 }
 
-int cli_outputs_add(cli_outputs *outs, const char *cmd, const char *flag, const char *path,
-                    const qkv_array *a)
+int cli_outputs_add_with(cli_outputs *outs, const char *cmd, const char *flag,
+                         const char *path, cli_write_fn write, void *ctx)
 {
     if (outs->n == CLI_MAX_OUTPUTS) {
         cli_error(cmd, "%s: too many output files", flag);
@@ -114,11 +114,27 @@ int cli_outputs_add(cli_outputs *outs, const char *cmd, const char *flag, const 
     outs->final_path[i] = path;
     outs->flag[i] = flag;
     outs->tmp_path[i] = tmp;
-    if (qkv_npy_write(tmp, a) != QKV_OK) {
-        cli_error(cmd, "%s %s: %s", flag, path, qkv_error_detail());
+    const char *why = write(tmp, ctx);
+    if (why) {
+        cli_error(cmd, "%s %s: cannot write: %s", flag, path, why);
         return 0;
     }
     return 1;
+}
+
+static const char *write_npy(const char *path, void *ctx)
+{
+    if (qkv_npy_write(path, ctx) == QKV_OK) return NULL;
+    /* The detail starts with the temporary name; keep what follows it. */
+    const char *d = qkv_error_detail();
+    const char *after = strstr(d, ": ");
+    return after ? after + 2 : d;
+}
+
+int cli_outputs_add(cli_outputs *outs, const char *cmd, const char *flag, const char *path,
+                    const qkv_array *a)
+{
+    return cli_outputs_add_with(outs, cmd, flag, path, write_npy, (void *)a);
 }
 
 void cli_outputs_abort(cli_outputs *outs)

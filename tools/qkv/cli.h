@@ -52,8 +52,17 @@ typedef struct cli_outputs {
 int cli_check_output_paths(const char *cmd, int n, const char *const flags[],
                            const char *const paths[]);
 
-/* Writes a to a temporary file for `path`; on failure prints an error
- * naming flag and returns 0 (call cli_outputs_abort). */
+/* Writes the file at `path` (a temporary name); returns NULL on success or
+ * a short reason ("No space left on device") on failure. */
+typedef const char *(*cli_write_fn)(const char *path, void *ctx);
+
+/* Writes an output through `write` to a temporary file beside `path`; on
+ * failure prints "qkv CMD: FLAG PATH: cannot write: reason" and returns 0
+ * (then call cli_outputs_abort). */
+int cli_outputs_add_with(cli_outputs *outs, const char *cmd, const char *flag,
+                         const char *path, cli_write_fn write, void *ctx);
+
+/* The same for an array written as .npy. */
 int cli_outputs_add(cli_outputs *outs, const char *cmd, const char *flag, const char *path,
                     const qkv_array *a);
 /* Renames every temporary into place; on failure removes what remains and
