@@ -166,6 +166,13 @@ typedef struct qkv_attn_options {
     /* Worker threads; 0 means one per online CPU. The result is bitwise the
      * same whatever the count. */
     int num_threads;
+    /* Optional progress report for long calls: when not NULL, called on the
+     * calling thread with progress_user and the fraction of the work done,
+     * from 0 to 1, at most about 200 times per call and last with 1.0 once
+     * everything is written. It must not call back into the library with
+     * the same outputs. */
+    void (*progress)(void *user, double done);
+    void *progress_user;
 } qkv_attn_options;
 
 /* Forward scaled dot-product attention.

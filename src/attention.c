@@ -217,7 +217,12 @@ qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
                         opts->num_threads);
     p.num_threads = opts->num_threads ? opts->num_threads : qkv_cpu_count();
 
+    p.progress = opts->progress;
+    p.progress_user = opts->progress_user;
+
     /* Every implementation today is the reference; faster kernels will be
      * chosen here, with QKV_IMPL_REFERENCE always forcing this one. */
-    return qkv_ref_attention_forward(&p);
+    qkv_status st = qkv_ref_attention_forward(&p);
+    if (st == QKV_OK && p.progress) p.progress(p.progress_user, 1.0);
+    return st;
 }

@@ -20,6 +20,8 @@ typedef struct qkv_fwd_problem {
     int64_t window_left, window_right; /* negative = unlimited */
     const int64_t *kv_lens;    /* NULL or B entries in 0..Lk */
     int num_threads;           /* resolved: >= 1 */
+    void (*progress)(void *user, double done); /* NULL = none; see qkv.h */
+    void *progress_user;
 } qkv_fwd_problem;
 
 /* The reference kernel: DESIGN.md §1 step by step, double accumulation. */

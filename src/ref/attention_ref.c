@@ -124,10 +124,16 @@ static void ref_range(void *vctx, int tid, int64_t begin, int64_t end)
     const qkv_fwd_problem *p = c->p;
     double *s = c->scratch[tid];
     double *acc = s + p->Lk;
+    /* Worker 0 runs on the calling thread (threads.h) and its slice is as
+     * long as any other, so its share done is the call's progress. */
+    const int report = tid == 0 && p->progress;
+    const int64_t step = (end - begin) / 100 + 1;
     for (int64_t r = begin; r < end; r++) {
         int64_t i = r % p->Lq;
         int64_t bh = r / p->Lq;
         ref_row(p, s, acc, bh / p->H, bh % p->H, i);
+        if (report && (r - begin + 1) % step == 0)
+            p->progress(p->progress_user, (double)(r - begin + 1) / (double)(end - begin));
     }
 }
 

@@ -1,5 +1,5 @@
 /* Shared CLI helpers; see cli.h. */
-#define _XOPEN_SOURCE 700 /* realpath */
+#define _XOPEN_SOURCE 700 /* realpath; before any header */
 #include "cli.h"
 
 #include <ctype.h>
@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 void cli_error(const char *cmd, const char *fmt, ...)
@@ -230,4 +231,43 @@ void cli_format_shape(char *buf, size_t len, const qkv_array *a)
         used += (size_t)snprintf(buf + used, len - used, "%s%lld", d ? ", " : "",
                                  (long long)a->shape[d]);
     if (used < len) snprintf(buf + used, len - used, a->ndim == 1 ? ",)" : ")");
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void cli_progress_init(cli_progress *p, const char *cmd, const char *what)
+{
+    p->cmd = cmd;
+    p->what = what;
+    p->start = now_seconds();
+    p->enabled = isatty(STDERR_FILENO);
+    p->shown = 0;
+    p->last_percent = -1;
+}
+
+void cli_progress_update(void *user, double done)
+{
+    cli_progress *p = user;
+    if (!p->enabled) return;
+    double elapsed = now_seconds() - p->start;
+    int percent = (int)(done * 100.0);
+    if (elapsed < CLI_PROGRESS_AFTER || percent == p->last_percent) return;
+    p->last_percent = percent;
+    p->shown = 1;
+    fprintf(stderr, "\rqkv %s: %s %3d%% (%.1f s)", p->cmd, p->what, percent, elapsed);
+    fflush(stderr);
+}
+
+void cli_progress_done(cli_progress *p)
+{
+    if (p->shown) {
+        fputs("\r\033[K", stderr); /* erase the line: errors and warnings start clean */
+        fflush(stderr);
+    }
+    p->shown = 0;
 }

@@ -71,4 +71,18 @@ int cli_outputs_commit(cli_outputs *outs, const char *cmd);
 /* Removes every temporary file. */
 void cli_outputs_abort(cli_outputs *outs);
 
+/* A progress line on stderr for long work: shown only when stderr is a
+ * terminal and the work has run for CLI_PROGRESS_AFTER seconds, redrawn in
+ * place, erased by cli_progress_done. Scripts never see it. */
+#define CLI_PROGRESS_AFTER 0.5
+typedef struct cli_progress {
+    const char *cmd, *what;
+    double start;
+    int enabled, shown, last_percent;
+} cli_progress;
+void cli_progress_init(cli_progress *p, const char *cmd, const char *what);
+/* Has the signature of qkv_attn_options.progress; user is the cli_progress. */
+void cli_progress_update(void *user, double done);
+void cli_progress_done(cli_progress *p);
+
 #endif

@@ -328,7 +328,13 @@ int cmd_run(int argc, char **argv)
     qkv_tensor to = qkv_tensor_contiguous(out.data, QKV_DTYPE_F32, B, H, Lq, Ev);
     qkv_tensor tw = qkv_tensor_contiguous(w.data, QKV_DTYPE_F32, B, H, Lq, Lk);
     qkv_tensor tl = qkv_tensor_contiguous(lse.data, QKV_DTYPE_F32, B, H, Lq, 1);
-    if (qkv_attention_forward(&to, &tw, &tl, &tq, &tk, &tv, &opt) != QKV_OK) {
+    cli_progress prog;
+    cli_progress_init(&prog, "run", "attention");
+    opt.progress = cli_progress_update;
+    opt.progress_user = &prog;
+    qkv_status st = qkv_attention_forward(&to, &tw, &tl, &tq, &tk, &tv, &opt);
+    cli_progress_done(&prog);
+    if (st != QKV_OK) {
         report_attention_error(&a, &q, &k, &v);
         goto done;
     }
