@@ -4,5 +4,6 @@
 #define QKV_COMMANDS_H
 
 int cmd_run(int argc, char **argv);
+int cmd_explain(int argc, char **argv);
 
 #endif

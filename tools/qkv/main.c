@@ -12,6 +12,7 @@ static const char usage[] =
     "\n"
     "commands:\n"
     "  run        attention on .npy files (qkv run --help)\n"
+    "  explain    attention step by step on the worked example or your words\n"
     "\n"
     "  -h, --help      show this help\n"
     "  --version       show the version of qkv and of libqkv\n";
@@ -43,6 +44,7 @@ int main(int argc, char **argv)
         return CLI_OK;
     }
     if (strcmp(cmd, "run") == 0) return cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "explain") == 0) return cmd_explain(argc - 1, argv + 1);
     cli_error(NULL, "unknown command '%s' (see 'qkv --help')", cmd);
     return CLI_USAGE;
 }
