@@ -69,7 +69,8 @@ typedef enum qkv_status {
     QKV_ERR_OUT_OF_MEMORY,  /* an allocation failed */
     QKV_ERR_IO,             /* a file could not be opened, read or written */
     QKV_ERR_FORMAT,         /* a file's contents are malformed or unsupported */
-    QKV_ERR_THREAD          /* a worker thread could not be started */
+    QKV_ERR_THREAD,         /* a worker thread could not be started */
+    QKV_ERR_UNSUPPORTED     /* this build or this CPU cannot do what was asked */
 } qkv_status;
 
 /* A short fixed name for a status ("shape mismatch"); static, never NULL,
@@ -129,9 +130,28 @@ typedef enum qkv_align {
 } qkv_align;
 
 typedef enum qkv_impl {
-    QKV_IMPL_AUTO = 0,   /* the fastest exact path available (today: the reference) */
+    QKV_IMPL_AUTO = 0,   /* the fast path: tiled, online softmax, SIMD, threads */
     QKV_IMPL_REFERENCE   /* the reference kernel: plain loops, double accumulation */
 } qkv_impl;
+
+/* Instruction sets of the fast path. QKV_ISA_AUTO picks the one named by
+ * the environment variable QKV_ISA ("generic", "avx2", "avx512"; read once
+ * per process) or else the best the CPU supports. */
+typedef enum qkv_isa {
+    QKV_ISA_AUTO = 0,
+    QKV_ISA_GENERIC, /* plain C, every build and CPU */
+    QKV_ISA_AVX2,    /* x86-64 with AVX2 and FMA */
+    QKV_ISA_AVX512   /* x86-64 with AVX-512F */
+} qkv_isa;
+
+/* "auto", "generic", "avx2", "avx512"; "unknown" outside the enum. */
+const char *qkv_isa_name(qkv_isa isa);
+/* 1 when this build has the set and this CPU runs it (AUTO: always 1). */
+int qkv_isa_supported(qkv_isa isa);
+/* What QKV_ISA_AUTO means in this process, or QKV_ISA_AUTO when the
+ * QKV_ISA variable names no set this build and CPU can run (calls then fail
+ * with QKV_ERR_UNSUPPORTED and a detail that says so). Thread-safe. */
+qkv_isa qkv_isa_auto(void);
 
 /* Options for qkv_attention_forward. A zero-initialised struct
  * (qkv_attn_options o = {0};) or a NULL pointer means every default. */
@@ -161,8 +181,15 @@ typedef struct qkv_attn_options {
      * keys j >= kv_lens[b] are padding and never attended. NULL = none.
      * Padding does not move the causal diagonal. */
     const int64_t *kv_lens;
-    /* Which implementation computes the result. */
+    /* Which implementation computes the result. The fast path stays
+     * within a relative L2 error of 1e-5 of the reference on inputs of unit
+     * scale. */
     qkv_impl impl;
+    /* The fast path's instruction set (ignored by the reference). A set
+     * this build or CPU lacks fails with QKV_ERR_UNSUPPORTED. Results are
+     * bitwise the same for every thread count with one set; sets differ in
+     * rounding. */
+    qkv_isa isa;
     /* Worker threads; 0 means one per online CPU. The result is bitwise the
      * same whatever the count. */
     int num_threads;
@@ -189,8 +216,11 @@ typedef struct qkv_attn_options {
  *
  * Any dim except E may be 0 (nothing is computed); E >= 1. Lk == 0 makes
  * every row fully masked. Returns QKV_OK or an error with nothing promised
- * about the outputs' contents. Allocates O(Lk + Ev) scratch per thread and
- * frees it before returning. Thread-safe. */
+ * about the outputs' contents. Scratch memory is allocated per call and
+ * freed before returning: the fast path takes O(threads x tile sizes), a
+ * few hundred KiB, never anything proportional to Lq x Lk (except what a
+ * decode-shaped call, Lq small, keeps per key chunk: O(B x H x Lq x Ev x
+ * 64)); the reference O(threads x (Lk + Ev)). Thread-safe. */
 qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
                                  const qkv_tensor *lse, const qkv_tensor *q,
                                  const qkv_tensor *k, const qkv_tensor *v,

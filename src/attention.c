@@ -4,6 +4,7 @@
 #include "attention.h"
 
 #include "common.h"
+#include "cpu/flash.h"
 #include "threads.h"
 
 #include <math.h>
@@ -212,6 +213,8 @@ qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
     }
     if (opts->impl != QKV_IMPL_AUTO && opts->impl != QKV_IMPL_REFERENCE)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "impl: %d is not a qkv_impl", (int)opts->impl);
+    if (opts->isa < QKV_ISA_AUTO || opts->isa > QKV_ISA_AVX512)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "isa: %d is not a qkv_isa", (int)opts->isa);
     if (opts->num_threads < 0)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "num_threads: %d, expected 0 (all CPUs) or more",
                         opts->num_threads);
@@ -220,9 +223,8 @@ qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
     p.progress = opts->progress;
     p.progress_user = opts->progress_user;
 
-    /* Every implementation today is the reference; faster kernels will be
-     * chosen here, with QKV_IMPL_REFERENCE always forcing this one. */
-    qkv_status st = qkv_ref_attention_forward(&p);
+    qkv_status st = opts->impl == QKV_IMPL_REFERENCE ? qkv_ref_attention_forward(&p)
+                                                     : qkv_flash_attention_forward(&p, opts->isa);
     if (st == QKV_OK && p.progress) p.progress(p.progress_user, 1.0);
     return st;
 }

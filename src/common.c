@@ -43,6 +43,7 @@ const char *qkv_status_string(qkv_status status)
     case QKV_ERR_IO: return "i/o error";
     case QKV_ERR_FORMAT: return "malformed file";
     case QKV_ERR_THREAD: return "thread creation failed";
+    case QKV_ERR_UNSUPPORTED: return "unsupported";
     }
     return "unknown status";
 }

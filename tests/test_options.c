@@ -159,11 +159,14 @@ static qkv_status lib(const shape *s, const float *q, const float *k, const floa
     return st;
 }
 
+/* The reference is held to 1e-6 of the naive oracle; the fast path, in
+ * float32, to DESIGN.md's 1e-5 (ctx says which impl ran). */
 static int cmp(const char *ctx, const char *what, const float *got, const float *want, int64_t n)
 {
+    const double tol = strstr(ctx, "impl 0") ? 1e-5 : 1e-6;
     double e = test_rel_l2(got, want, n);
-    if (!(e <= 1e-6)) {
-        fprintf(stderr, "  [%s] %s: relative L2 error %g > 1e-6\n", ctx, what, e);
+    if (!(e <= tol)) {
+        fprintf(stderr, "  [%s] %s: relative L2 error %g > %g\n", ctx, what, e, tol);
         for (int64_t x = 0, shown = 0; x < n && shown < 4; x++)
             if (memcmp(&got[x], &want[x], sizeof(float)) != 0) {
                 fprintf(stderr, "    element %lld: got %.9g, want %.9g\n", (long long)x, got[x],
@@ -171,7 +174,7 @@ static int cmp(const char *ctx, const char *what, const float *got, const float 
                 shown++;
             }
     }
-    return e <= 1e-6;
+    return e <= tol;
 }
 
 /* Random data for shape s, the naive answer, and the library under

@@ -1,0 +1,10 @@
+/* The fast forward path; see flash.c. */
+#ifndef QKV_CPU_FLASH_H
+#define QKV_CPU_FLASH_H
+
+#include "../attention.h"
+
+/* Computes p with the kernels of isa (AUTO resolved by cpu/dispatch.c). */
+qkv_status qkv_flash_attention_forward(const qkv_fwd_problem *p, qkv_isa isa);
+
+#endif

@@ -1,0 +1,82 @@
+/* The kernels in plain C11 for any compiler and CPU: a "vector" is a
+ * struct of 8 floats and every operation a loop the compiler may
+ * vectorise. Always built; the reference for what the SIMD sets do. */
+#include <math.h>
+
+typedef struct {
+    float f[8];
+} VF;
+#define VL 8
+#define QK_NV 2
+#define PV_NV 2
+#define KNAME qkv_kernels_generic
+#define KNAME_STRING "generic"
+
+#define VF_MAP1(name, expr)                                                    \
+    static inline VF name(VF a)                                                \
+    {                                                                          \
+        VF r;                                                                  \
+        for (int i = 0; i < VL; i++) r.f[i] = (expr);                          \
+        return r;                                                              \
+    }
+#define VF_MAP2(name, expr)                                                    \
+    static inline VF name(VF a, VF b)                                          \
+    {                                                                          \
+        VF r;                                                                  \
+        for (int i = 0; i < VL; i++) r.f[i] = (expr);                          \
+        return r;                                                              \
+    }
+
+static inline VF vld(const float *p)
+{
+    VF r;
+    for (int i = 0; i < VL; i++) r.f[i] = p[i];
+    return r;
+}
+static inline void vst(float *p, VF x)
+{
+    for (int i = 0; i < VL; i++) p[i] = x.f[i];
+}
+static inline VF vset1(float x)
+{
+    VF r;
+    for (int i = 0; i < VL; i++) r.f[i] = x;
+    return r;
+}
+static inline VF vzero(void) { return vset1(0.0f); }
+VF_MAP2(vadd, a.f[i] + b.f[i])
+VF_MAP2(vsub, a.f[i] - b.f[i])
+VF_MAP2(vmul, a.f[i] * b.f[i])
+VF_MAP2(vdiv, a.f[i] / b.f[i])
+/* a > b ? a : b gives b for NaN, as the SIMD max does. */
+VF_MAP2(vmax, a.f[i] > b.f[i] ? a.f[i] : b.f[i])
+VF_MAP1(vround, nearbyintf(a.f[i]))
+VF_MAP1(vabs, fabsf(a.f[i]))
+VF_MAP2(vpow2, ldexpf(a.f[i], (int)b.f[i]))
+/* Not fused: fmaf is a slow library call on CPUs without FMA. */
+static inline VF vfma(VF a, VF b, VF c)
+{
+    VF r;
+    for (int i = 0; i < VL; i++) r.f[i] = a.f[i] * b.f[i] + c.f[i];
+    return r;
+}
+static inline VF vsel_lt(VF x, VF y, VF a, VF b)
+{
+    VF r;
+    for (int i = 0; i < VL; i++) r.f[i] = x.f[i] < y.f[i] ? a.f[i] : b.f[i];
+    return r;
+}
+static inline float vhmax(VF x)
+{
+    float m = x.f[0];
+    for (int i = 1; i < VL; i++) m = x.f[i] > m ? x.f[i] : m;
+    return m;
+}
+static inline float vhsum(VF x)
+{
+    float s = 0;
+    for (int i = 0; i < VL; i++) s += x.f[i];
+    return s;
+}
+
+#include "body.h"
