@@ -45,7 +45,9 @@ static void check_library_progress(void)
         opt.progress = on_progress;
         opt.progress_user = &s;
         CHECK(qkv_attention_forward(&to, NULL, NULL, &t, &t, &t, &opt) == QKV_OK);
-        CHECK(s.calls >= 2 && s.calls <= 210);
+        /* One thread reports along the way; with two the other may take
+         * every work item, leaving only the final report. */
+        CHECK(s.calls >= (threads == 1 ? 2 : 1) && s.calls <= 210);
         CHECK(s.rising);
         CHECK(s.last == 1.0);
         CHECK(!s.off_thread);

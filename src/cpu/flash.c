@@ -21,11 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Keys per block: a multiple of QKV_TILE_KEYS. */
+/* Keys per block. */
 #define BLOCK_KEYS 128
-/* Query rows a unit aims for: a multiple of QKV_TILE_ROWS that divides
- * evenly for groups of 1, 2, 3, 4, 6 and 8 heads. */
-#define UNIT_ROWS 72
+/* Query rows a unit aims for, a multiple of QKV_TILE_ROWS. */
+#define UNIT_ROWS 64
 /* Decode-shaped calls: when there are fewer units than this, the keys are
  * split into chunks of at least CHUNK_KEYS (at most MAX_CHUNKS chunks). */
 #define SPLIT_BELOW_UNITS 32
@@ -44,24 +43,23 @@ typedef struct plan {
     int64_t units;     /* B * Hkv * qtiles */
     int64_t chunks;    /* key chunks per unit (1: no split) */
     int64_t chunk;     /* keys per chunk, a multiple of BLOCK_KEYS */
-    int64_t ldq;       /* E padded to 16 */
-    int64_t ldv;       /* Ev padded to QKV_TILE_VALS */
+    int64_t ldo;       /* Ev padded to 16 */
+    int pack_k, pack_v; /* K or V not contiguous along d / c: copy blocks */
     /* Split mode: unnormalised partial results per (unit, chunk). */
-    float *part_o;     /* [units][chunks][rows][ldv] */
+    float *part_o;     /* [units][chunks][rows][ldo] */
     float *part_m;     /* [units][chunks][rows] */
     double *part_l;    /* [units][chunks][rows] */
 } plan;
 
-/* Per-thread scratch, 64-byte aligned buffers. */
+/* Per-thread scratch; the float buffers are 64-byte aligned. */
 typedef struct scratch {
-    float *q;          /* rows x ldq: the unit's queries, times scale */
-    float *kt;         /* E x BLOCK_KEYS: a key block, transposed */
-    float *v;          /* BLOCK_KEYS x ldv: a value block */
-    float *s;          /* rows x BLOCK_KEYS: scores, then weights */
-    float *o;          /* rows x ldv: the running output */
+    float *qt;         /* E x rows: the unit's queries times scale, transposed */
+    float *st;         /* BLOCK_KEYS x rows: scores, then weights, transposed */
+    float *o;          /* rows x ldo: the running output */
+    float *kb, *vb;    /* BLOCK_KEYS x E, x Ev: copies of strided K, V blocks */
     float *mx, *alpha; /* rows */
     double *l;         /* rows */
-    unsigned char *forbid; /* rows x BLOCK_KEYS, for the careful pv */
+    unsigned char *forbid; /* BLOCK_KEYS x rows, for the careful pv */
     int64_t *lo, *hi;  /* rows: the interval of keys each row may see */
     int64_t *head, *qi; /* rows: query head and query index, -1 for padding */
 } scratch;
@@ -80,11 +78,11 @@ static void pack_queries(const plan *pl, scratch *sc, int64_t b, int64_t hk, int
 {
     const qkv_fwd_problem *p = pl->p;
     const float scale = (float)p->scale;
-    for (int64_t r = 0; r < pl->rows; r++) {
-        float *dst = sc->q + r * pl->ldq;
+    const int64_t R = pl->rows;
+    for (int64_t r = 0; r < R; r++) {
         int64_t g = r / pl->bq, i = qt * pl->bq + r % pl->bq;
         if (g >= pl->G || i >= p->Lq) {
-            memset(dst, 0, (size_t)pl->ldq * sizeof *dst);
+            for (int64_t d = 0; d < p->E; d++) sc->qt[d * R + r] = 0.0f;
             sc->head[r] = sc->qi[r] = -1;
             sc->lo[r] = 0;
             sc->hi[r] = -1;
@@ -94,8 +92,7 @@ static void pack_queries(const plan *pl, scratch *sc, int64_t b, int64_t hk, int
         sc->head[r] = h;
         sc->qi[r] = i;
         const float *src = at4(p->q, b, h, i, 0);
-        for (int64_t d = 0; d < p->E; d++) dst[d] = src[d * p->q->stride[3]] * scale;
-        for (int64_t d = p->E; d < pl->ldq; d++) dst[d] = 0.0f;
+        for (int64_t d = 0; d < p->E; d++) sc->qt[d * R + r] = src[d * p->q->stride[3]] * scale;
 
         int64_t diag = i + p->diag_offset, lo = 0, hi = p->Lk - 1;
         if (p->kv_lens && p->kv_lens[b] - 1 < hi) hi = p->kv_lens[b] - 1;
@@ -109,97 +106,89 @@ static void pack_queries(const plan *pl, scratch *sc, int64_t b, int64_t hk, int
     }
 }
 
-/* Keys j0+from..j0+n-1 of kv head hk: K transposed into kt, V into v,
- * zeros elsewhere (keys no row of the unit may see are never read, so a
- * NaN there cannot leak). Returns whether V holds a NaN or infinity. */
-static int pack_keys(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t j0,
-                     int64_t from, int64_t n)
+/* Where keys jb.. of kv head hk are, with the leading dimension to step
+ * through them: in place when the tensor is contiguous along its last dim,
+ * else copied into buf. */
+static const float *key_rows(const qkv_tensor *t, int pack, float *buf, int64_t b, int64_t hk,
+                             int64_t jb, int64_t n, int64_t width, int64_t *ld)
 {
-    const qkv_fwd_problem *p = pl->p;
-    const int64_t ks = p->k->stride[3], vs = p->v->stride[3];
-    for (int64_t j = 0; j < BLOCK_KEYS; j++) {
-        if (j >= from && j < n) {
-            const float *src = at4(p->k, b, hk, j0 + j, 0);
-            for (int64_t d = 0; d < p->E; d++) sc->kt[d * BLOCK_KEYS + j] = src[d * ks];
-        } else {
-            for (int64_t d = 0; d < p->E; d++) sc->kt[d * BLOCK_KEYS + j] = 0.0f;
-        }
+    if (!pack) {
+        *ld = t->stride[2];
+        return at4(t, b, hk, jb, 0);
     }
-    int nonfinite = 0;
-    for (int64_t j = 0; j < BLOCK_KEYS; j++) {
-        float *dst = sc->v + j * pl->ldv;
-        int64_t c = 0;
-        if (j >= from && j < n) {
-            const float *src = at4(p->v, b, hk, j0 + j, 0);
-            for (; c < p->Ev; c++) {
-                dst[c] = src[c * vs];
-                nonfinite |= !isfinite(dst[c]);
-            }
-        }
-        for (; c < pl->ldv; c++) dst[c] = 0.0f;
+    for (int64_t j = 0; j < n; j++) {
+        const float *src = at4(t, b, hk, jb + j, 0);
+        for (int64_t d = 0; d < width; d++) buf[j * width + d] = src[d * t->stride[3]];
     }
-    return nonfinite;
+    *ld = width;
+    return buf;
 }
 
 /* ------------------------------------------------------------ one block */
 
-/* Scores of the unit's rows against keys j0..j0+n-1, in sc->s: scaled
- * (via the packed queries), softcapped, masked. Returns whether any score
- * of a real row and key may be -inf (a forbidden position). */
-static int block_scores(const plan *pl, scratch *sc, int64_t b, int64_t j0, int64_t n,
-                        int64_t npad)
+/* Scores of the unit's rows against the n keys from jb, in sc->st: scaled
+ * (via the packed queries), softcapped, masked. Returns whether a real
+ * row has a forbidden (-inf) position in the block. */
+static int block_scores(const plan *pl, scratch *sc, int64_t b, const float *k, int64_t ldk,
+                        int64_t jb, int64_t n)
 {
     const qkv_fwd_problem *p = pl->p;
-    pl->k->qk(sc->q, pl->ldq, sc->kt, BLOCK_KEYS, sc->s, BLOCK_KEYS, pl->rows, npad, p->E);
+    const int64_t R = pl->rows;
+    pl->k->qk(sc->qt, R, k, ldk, sc->st, R, R, n, p->E);
+    if (p->softcap > 0)
+        for (int64_t j = 0; j < n; j++) pl->k->softcap(sc->st + j * R, R, (float)p->softcap);
     const int fmask = p->mask && p->mask->dtype == QKV_DTYPE_F32;
     const int bmask = p->mask && p->mask->dtype == QKV_DTYPE_BOOL;
     int forbidden = 0;
-    for (int64_t r = 0; r < pl->rows; r++) {
-        float *row = sc->s + r * BLOCK_KEYS;
+    for (int64_t r = 0; r < R; r++) {
+        float *col = sc->st + r;
         if (sc->head[r] < 0) { /* padding row: nothing to see */
-            for (int64_t j = 0; j < npad; j++) row[j] = -INFINITY;
+            for (int64_t j = 0; j < n; j++) col[j * R] = -INFINITY;
             continue;
         }
-        if (p->softcap > 0) pl->k->softcap(row, n, (float)p->softcap);
-        const int64_t lo = sc->lo[r] - j0, hi = sc->hi[r] - j0; /* block-relative */
-        const int inside = lo <= 0 && hi >= n - 1;
-        if (inside && !fmask && !bmask) {
-            for (int64_t j = n; j < npad; j++) row[j] = -INFINITY;
-            continue;
-        }
+        const int64_t lo = sc->lo[r] - jb, hi = sc->hi[r] - jb; /* block-relative */
+        if (lo <= 0 && hi >= n - 1 && !fmask && !bmask) continue;
         forbidden = 1;
         const int64_t h = sc->head[r], i = sc->qi[r];
-        for (int64_t j = 0; j < npad; j++) {
-            if (j >= n || j < lo || j > hi) {
-                row[j] = -INFINITY;
+        for (int64_t j = 0; j < n; j++) {
+            if (j < lo || j > hi) {
+                col[j * R] = -INFINITY;
                 continue;
             }
-            if (fmask) row[j] += *at4(p->mask, b, h, i, j0 + j);
+            if (fmask) col[j * R] += *at4(p->mask, b, h, i, jb + j);
             if (bmask) {
                 const qkv_tensor *m = p->mask;
                 const unsigned char *mb = (const unsigned char *)m->data + b * m->stride[0] +
                                           h * m->stride[1] + i * m->stride[2] +
-                                          (j0 + j) * m->stride[3];
-                if (!*mb) row[j] = -INFINITY;
+                                          (jb + j) * m->stride[3];
+                if (!*mb) col[j * R] = -INFINITY;
             }
         }
     }
     return forbidden;
 }
 
+static int any_nonfinite(const float *v, int64_t ldv, int64_t n, int64_t ev)
+{
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t c = 0; c < ev; c++)
+            if (!isfinite(v[j * ldv + c])) return 1;
+    return 0;
+}
+
 /* o = o * alpha + P V skipping forbidden positions, for the rare block
  * where a forbidden key's value is NaN or infinite (0 * NaN would leak it
  * into rows that may not read it). */
-static void careful_pv(const plan *pl, scratch *sc, int64_t npad)
+static void careful_pv(const plan *pl, scratch *sc, const float *v, int64_t ldv, int64_t n)
 {
-    for (int64_t r = 0; r < pl->rows; r++) {
-        float *o = sc->o + r * pl->ldv;
-        for (int64_t c = 0; c < pl->ldv; c++) o[c] *= sc->alpha[r];
-        for (int64_t j = 0; j < npad; j++) {
-            if (sc->forbid[r * BLOCK_KEYS + j]) continue;
-            const float pj = sc->s[r * BLOCK_KEYS + j];
-            const float *v = sc->v + j * pl->ldv;
-            for (int64_t c = 0; c < pl->ldv; c++) o[c] += pj * v[c];
+    const int64_t R = pl->rows, ev = pl->p->Ev;
+    for (int64_t r = 0; r < R; r++) {
+        float *o = sc->o + r * pl->ldo;
+        for (int64_t c = 0; c < ev; c++) o[c] *= sc->alpha[r];
+        for (int64_t j = 0; j < n; j++) {
+            if (sc->forbid[j * R + r]) continue;
+            const float pj = sc->st[j * R + r];
+            for (int64_t c = 0; c < ev; c++) o[c] += pj * v[j * ldv + c];
         }
     }
 }
@@ -219,46 +208,44 @@ static void unit_key_range(const plan *pl, const scratch *sc, int64_t from, int6
     *last = hi < to ? hi : to;
 }
 
-/* The block at j0 within the unit's range [first, last]: keys j0+from to
- * j0+n-1 are packed, n rounded up to whole kernel tiles is npad. Block
- * starts are multiples of BLOCK_KEYS whatever the unit, so a row's
- * arithmetic does not depend on which rows share its unit. */
-static void block_extent(int64_t j0, int64_t first, int64_t last, int64_t *from, int64_t *n,
-                         int64_t *npad)
+/* Blocks are the multiples of BLOCK_KEYS cut to [first, last], so where
+ * they start does not depend on which rows share a unit, and keys no row
+ * of the unit may see are never read (a NaN there cannot leak). The length
+ * of the block starting at jb: */
+static int64_t block_len(int64_t jb, int64_t last)
 {
-    *from = first > j0 ? first - j0 : 0;
-    *n = last - j0 + 1 < BLOCK_KEYS ? last - j0 + 1 : BLOCK_KEYS;
-    *npad = round_up(*n, QKV_TILE_KEYS);
+    const int64_t end = (jb / BLOCK_KEYS + 1) * BLOCK_KEYS; /* one past the block */
+    return (end < last + 1 ? end : last + 1) - jb;
 }
 
-/* Walks the key blocks of [from, to] for the packed unit: sc->mx, sc->l
- * and sc->o hold the unnormalised running result afterwards. */
+/* Walks the key blocks of [key_from, key_to] for the packed unit: sc->mx,
+ * sc->l and sc->o hold the unnormalised running result afterwards. */
 static void run_keys(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t key_from,
                      int64_t key_to)
 {
-    for (int64_t r = 0; r < pl->rows; r++) {
+    const qkv_fwd_problem *p = pl->p;
+    const int64_t R = pl->rows;
+    for (int64_t r = 0; r < R; r++) {
         sc->mx[r] = -INFINITY;
         sc->l[r] = 0.0;
     }
-    memset(sc->o, 0, (size_t)(pl->rows * pl->ldv) * sizeof *sc->o);
+    memset(sc->o, 0, (size_t)(R * pl->ldo) * sizeof *sc->o);
     int64_t first, last;
     unit_key_range(pl, sc, key_from, key_to, &first, &last);
-    if (first > last) return;
-    for (int64_t j0 = first / BLOCK_KEYS * BLOCK_KEYS; j0 <= last; j0 += BLOCK_KEYS) {
-        int64_t from, n, npad;
-        block_extent(j0, first, last, &from, &n, &npad);
-        const int v_nonfinite = pack_keys(pl, sc, b, hk, j0, from, n);
-        const int forbidden = block_scores(pl, sc, b, j0, n, npad);
-        const int careful = forbidden && v_nonfinite;
+    for (int64_t jb = first, n; jb <= last; jb += n) {
+        n = block_len(jb, last);
+        int64_t ldk, ldv;
+        const float *k = key_rows(p->k, pl->pack_k, sc->kb, b, hk, jb, n, p->E, &ldk);
+        const float *v = key_rows(p->v, pl->pack_v, sc->vb, b, hk, jb, n, p->Ev, &ldv);
+        const int careful =
+            block_scores(pl, sc, b, k, ldk, jb, n) && any_nonfinite(v, ldv, n, p->Ev);
         if (careful)
-            for (int64_t x = 0; x < pl->rows * BLOCK_KEYS; x++)
-                sc->forbid[x] = x % BLOCK_KEYS < npad && sc->s[x] == -INFINITY;
-        pl->k->softmax(sc->s, BLOCK_KEYS, pl->rows, npad, sc->mx, sc->l, sc->alpha);
+            for (int64_t x = 0; x < n * R; x++) sc->forbid[x] = sc->st[x] == -INFINITY;
+        pl->k->softmax(sc->st, R, R, n, sc->mx, sc->l, sc->alpha);
         if (careful)
-            careful_pv(pl, sc, npad);
+            careful_pv(pl, sc, v, ldv, n);
         else
-            pl->k->pv(sc->s, BLOCK_KEYS, sc->v, pl->ldv, sc->o, pl->ldv, sc->alpha, pl->rows,
-                      npad, pl->ldv);
+            pl->k->pv(sc->st, R, v, ldv, sc->o, pl->ldo, sc->alpha, R, n, p->Ev);
     }
 }
 
@@ -276,8 +263,8 @@ static void write_weights(const plan *pl, scratch *sc, int64_t b, int64_t hk)
 {
     const qkv_fwd_problem *p = pl->p;
     const qkv_tensor *w = p->weights;
-    const int64_t ws = w->stride[3];
-    for (int64_t r = 0; r < pl->rows; r++) {
+    const int64_t ws = w->stride[3], R = pl->rows;
+    for (int64_t r = 0; r < R; r++) {
         if (sc->head[r] < 0) continue;
         float *row = out4(w, b, sc->head[r], sc->qi[r], 0);
         const float fill = isnan(sc->l[r]) ? NAN : 0.0f;
@@ -285,20 +272,21 @@ static void write_weights(const plan *pl, scratch *sc, int64_t b, int64_t hk)
     }
     int64_t first, last;
     unit_key_range(pl, sc, 0, p->Lk - 1, &first, &last);
-    if (first > last) return;
-    for (int64_t j0 = first / BLOCK_KEYS * BLOCK_KEYS; j0 <= last; j0 += BLOCK_KEYS) {
-        int64_t from, n, npad;
-        block_extent(j0, first, last, &from, &n, &npad);
-        pack_keys(pl, sc, b, hk, j0, from, n);
-        block_scores(pl, sc, b, j0, n, npad);
-        for (int64_t r = 0; r < pl->rows; r++) {
+    for (int64_t jb = first, n; jb <= last; jb += n) {
+        n = block_len(jb, last);
+        int64_t ldk;
+        const float *k = key_rows(p->k, pl->pack_k, sc->kb, b, hk, jb, n, p->E, &ldk);
+        block_scores(pl, sc, b, k, ldk, jb, n);
+        for (int64_t j = 0; j < n; j++) { /* s - mx, row by row along the vector */
+            float *sj = sc->st + j * R;
+            for (int64_t r = 0; r < R; r++) sj[r] -= sc->mx[r] == -INFINITY ? 0.0f : sc->mx[r];
+            pl->k->exp_inplace(sj, R);
+        }
+        for (int64_t r = 0; r < R; r++) {
             if (sc->head[r] < 0 || sc->mx[r] == -INFINITY || isnan(sc->l[r])) continue;
-            float *s = sc->s + r * BLOCK_KEYS;
-            for (int64_t j = 0; j < n; j++) s[j] -= sc->mx[r];
-            pl->k->exp_inplace(s, n);
             const float inv = (float)(1.0 / sc->l[r]);
             float *row = out4(w, b, sc->head[r], sc->qi[r], 0);
-            for (int64_t j = 0; j < n; j++) row[(j0 + j) * ws] = s[j] * inv;
+            for (int64_t j = 0; j < n; j++) row[(jb + j) * ws] = sc->st[j * R + r] * inv;
         }
     }
 }
@@ -313,7 +301,7 @@ static void finish_unit(const plan *pl, scratch *sc, int64_t b, int64_t hk)
         if (sc->head[r] < 0) continue;
         const int64_t h = sc->head[r], i = sc->qi[r];
         float *o = out4(p->o, b, h, i, 0);
-        const float *acc = sc->o + r * pl->ldv;
+        const float *acc = sc->o + r * pl->ldo;
         float lse;
         if (isnan(sc->l[r])) {
             for (int64_t c = 0; c < p->Ev; c++) o[c * os] = NAN;
@@ -371,7 +359,7 @@ static void item_chunk(const plan *pl, scratch *sc, int64_t it)
     const int64_t to = from + pl->chunk - 1 < pl->p->Lk - 1 ? from + pl->chunk - 1 : pl->p->Lk - 1;
     run_keys(pl, sc, b, hk, from, to);
     const int64_t base = it * pl->rows;
-    memcpy(pl->part_o + base * pl->ldv, sc->o, (size_t)(pl->rows * pl->ldv) * sizeof(float));
+    memcpy(pl->part_o + base * pl->ldo, sc->o, (size_t)(pl->rows * pl->ldo) * sizeof(float));
     memcpy(pl->part_m + base, sc->mx, (size_t)pl->rows * sizeof(float));
     memcpy(pl->part_l + base, sc->l, (size_t)pl->rows * sizeof(double));
 }
@@ -390,16 +378,16 @@ static void item_merge(const plan *pl, scratch *sc, int64_t u)
             m = mc > m ? mc : m;
         }
         double l = 0.0;
-        float *o = sc->o + r * pl->ldv;
-        for (int64_t x = 0; x < pl->ldv; x++) o[x] = 0.0f;
+        float *o = sc->o + r * pl->ldo;
+        for (int64_t x = 0; x < pl->ldo; x++) o[x] = 0.0f;
         for (int64_t c = 0; c < pl->chunks && m != -INFINITY; c++) {
             const int64_t base = (u * pl->chunks + c) * pl->rows + r;
             const float mc = pl->part_m[base];
             if (mc == -INFINITY) continue; /* the chunk saw nothing */
             const double f = exp((double)mc - (double)m);
             l += pl->part_l[base] * f;
-            const float *po = pl->part_o + base * pl->ldv;
-            for (int64_t x = 0; x < pl->ldv; x++) o[x] += (float)(po[x] * f);
+            const float *po = pl->part_o + base * pl->ldo;
+            for (int64_t x = 0; x < pl->ldo; x++) o[x] += (float)(po[x] * f);
         }
         for (int64_t c = 0; c < pl->chunks; c++) /* a NaN chunk makes the row NaN */
             if (isnan(pl->part_l[(u * pl->chunks + c) * pl->rows + r])) l = NAN;
@@ -448,11 +436,11 @@ static void *alloc64(size_t bytes) { return aligned_alloc(64, round_up((int64_t)
 
 static void scratch_free(scratch *sc)
 {
-    free(sc->q);
-    free(sc->kt);
-    free(sc->v);
-    free(sc->s);
+    free(sc->qt);
+    free(sc->st);
     free(sc->o);
+    free(sc->kb);
+    free(sc->vb);
     free(sc->mx);
     free(sc->alpha);
     free(sc->l);
@@ -466,22 +454,23 @@ static void scratch_free(scratch *sc)
 static int scratch_alloc(const plan *pl, scratch *sc)
 {
     const size_t f = sizeof(float), rows = (size_t)pl->rows;
+    const size_t e = (size_t)pl->p->E, ev = (size_t)(pl->p->Ev > 0 ? pl->p->Ev : 1);
     memset(sc, 0, sizeof *sc);
-    sc->q = alloc64(rows * (size_t)pl->ldq * f);
-    sc->kt = alloc64((size_t)pl->p->E * BLOCK_KEYS * f);
-    sc->v = alloc64((size_t)BLOCK_KEYS * (size_t)pl->ldv * f);
-    sc->s = alloc64(rows * BLOCK_KEYS * f);
-    sc->o = alloc64(rows * (size_t)pl->ldv * f);
+    sc->qt = alloc64(e * rows * f);
+    sc->st = alloc64((size_t)BLOCK_KEYS * rows * f);
+    sc->o = alloc64(rows * (size_t)pl->ldo * f);
+    sc->kb = pl->pack_k ? alloc64((size_t)BLOCK_KEYS * e * f) : NULL;
+    sc->vb = pl->pack_v ? alloc64((size_t)BLOCK_KEYS * ev * f) : NULL;
     sc->mx = alloc64(rows * f);
     sc->alpha = alloc64(rows * f);
     sc->l = alloc64(rows * sizeof(double));
-    sc->forbid = alloc64(rows * BLOCK_KEYS);
+    sc->forbid = alloc64((size_t)BLOCK_KEYS * rows);
     sc->lo = alloc64(rows * sizeof(int64_t));
     sc->hi = alloc64(rows * sizeof(int64_t));
     sc->head = alloc64(rows * sizeof(int64_t));
     sc->qi = alloc64(rows * sizeof(int64_t));
-    return sc->q && sc->kt && sc->v && sc->s && sc->o && sc->mx && sc->alpha && sc->l &&
-           sc->forbid && sc->lo && sc->hi && sc->head && sc->qi;
+    return sc->qt && sc->st && sc->o && (sc->kb || !pl->pack_k) && (sc->vb || !pl->pack_v) &&
+           sc->mx && sc->alpha && sc->l && sc->forbid && sc->lo && sc->hi && sc->head && sc->qi;
 }
 
 qkv_status qkv_flash_attention_forward(const qkv_fwd_problem *p, qkv_isa isa)
@@ -497,13 +486,14 @@ qkv_status qkv_flash_attention_forward(const qkv_fwd_problem *p, qkv_isa isa)
                         (long long)p->E, (long long)p->Ev);
     pl.p = p;
     pl.G = p->H / p->Hkv;
-    pl.bq = (UNIT_ROWS + pl.G - 1) / pl.G;
+    pl.bq = UNIT_ROWS / pl.G > 1 ? UNIT_ROWS / pl.G : 1;
     if (pl.bq > p->Lq) pl.bq = p->Lq;
     pl.rows = round_up(pl.G * pl.bq, QKV_TILE_ROWS);
     pl.qtiles = (p->Lq + pl.bq - 1) / pl.bq;
     pl.units = p->B * p->Hkv * pl.qtiles;
-    pl.ldq = round_up(p->E, 16);
-    pl.ldv = round_up(p->Ev > 0 ? p->Ev : 1, QKV_TILE_VALS);
+    pl.ldo = round_up(p->Ev > 0 ? p->Ev : 1, 16);
+    pl.pack_k = p->k->stride[3] != 1;
+    pl.pack_v = p->v->stride[3] != 1;
     pl.chunks = 1;
     pl.chunk = round_up(p->Lk > 0 ? p->Lk : 1, BLOCK_KEYS);
     if (pl.units < SPLIT_BELOW_UNITS && p->Lk >= 2 * CHUNK_KEYS) {
@@ -523,7 +513,7 @@ qkv_status qkv_flash_attention_forward(const qkv_fwd_problem *p, qkv_isa isa)
             st = qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast path: cannot allocate tile buffers");
     if (st == QKV_OK && pl.chunks > 1) {
         const size_t n = (size_t)(items * pl.rows);
-        pl.part_o = alloc64(n * (size_t)pl.ldv * sizeof(float));
+        pl.part_o = alloc64(n * (size_t)pl.ldo * sizeof(float));
         pl.part_m = alloc64(n * sizeof(float));
         pl.part_l = alloc64(n * sizeof(double));
         if (!pl.part_o || !pl.part_m || !pl.part_l)

@@ -1,23 +1,26 @@
 /* The kernels of kernels.h written once against a small vector vocabulary.
  * Each instruction-set file (generic.c, avx2.c, avx512.c) defines the
- * vocabulary and the register-tile widths, then includes this file:
+ * vocabulary and its register-tile sizes, then includes this file:
  *
- *   VF, VL            the vector type and its float count
- *   KNAME             the name of the qkv_cpu_kernels object to define
- *   QK_NV, PV_NV      vectors per register tile along keys (qk) and values (pv)
+ *   VF, VL            the vector type and its float count (VL divides 16)
+ *   KNAME, KNAME_STRING   the qkv_cpu_kernels object to define, its name
+ *   QK_RJ, QK_NV      qk register tile: QK_RJ keys x QK_NV vectors of rows
+ *   PV_RM, PV_NV      pv register tile: PV_RM rows x PV_NV vectors of values
  *   vld(p)            load VL floats from 64-byte-aligned p;  vst(p, x) store
+ *   vldu(p)           load from any address;  vldu_n(p, n) the first n < VL
+ *                     floats, zeros after;  vstu(p, x) store anywhere
  *   vset1(f) vzero()  broadcast, zeros
  *   vadd vsub vmul vdiv vfma(a, b, c) = a * b + c
  *   vmax(a, b)        larger; b when either is NaN (as MAXPS does)
  *   vround(x)         to the nearest integer, ties to even
  *   vpow2(p, n)       p * 2^n for integral n in [-126, 127]
  *   vsel_lt(x, y, a, b)  a where x < y, else b (false for NaN)
+ *   vsel_eq(x, y, a, b)  a where x == y, else b
  *   vabs(x)
- *   vhmax(x) vhsum(x) horizontal max and sum to a float
  *
- * Register tiles: qk keeps QKV_TILE_ROWS x QK_NV accumulators, pv keeps
- * QKV_TILE_ROWS x PV_NV; both must fit the register file with room for the
- * loaded operands. */
+ * Layout (kernels.h): scores are kept transposed, st[j][i] for key j and
+ * row i, so that the rows of a tile lie along the vector and every softmax
+ * step is a vertical operation. */
 
 #include "kernels.h"
 
@@ -49,25 +52,15 @@ static inline VF vexp(VF x)
     return vsel_lt(x, vset1(EXP_FLOOR), vzero(), vpow2(p, n));
 }
 
-/* Scalar edges (tails) go through the same vector code, one lane used. */
-static inline float sexp(float x)
-{
-    _Alignas(64) float buf[VL];
-    for (int i = 0; i < VL; i++) buf[i] = x;
-    vst(buf, vexp(vld(buf)));
-    return buf[0];
-}
-
 static void exp_inplace(float *x, int64_t n)
 {
-    _Alignas(64) float buf[VL];
     int64_t i = 0;
-    for (; i + VL <= n; i += VL) {
-        for (int k = 0; k < VL; k++) buf[k] = x[i + k];
-        vst(buf, vexp(vld(buf)));
-        for (int k = 0; k < VL; k++) x[i + k] = buf[k];
+    for (; i + VL <= n; i += VL) vstu(x + i, vexp(vldu(x + i)));
+    if (i < n) {
+        _Alignas(64) float buf[VL];
+        vst(buf, vexp(vldu_n(x + i, (int)(n - i))));
+        for (int k = 0; i + k < n; k++) x[i + k] = buf[k];
     }
-    for (; i < n; i++) x[i] = sexp(x[i]);
 }
 
 /* c * tanh(y / c) as c * sign(y) * (1 - e) / (1 + e), e = exp(-2|y/c|):
@@ -83,122 +76,144 @@ static inline VF vsoftcap(VF y, VF c, VF inv_c)
 
 static void softcap(float *x, int64_t n, float c)
 {
-    _Alignas(64) float buf[VL];
     const VF vc = vset1(c), vinv = vset1(1.0f / c);
-    for (int64_t i = 0; i < n; i += VL) {
-        int64_t w = n - i < VL ? n - i : VL;
-        for (int k = 0; k < VL; k++) buf[k] = k < w ? x[i + k] : 0.0f;
-        vst(buf, vsoftcap(vld(buf), vc, vinv));
-        for (int k = 0; k < w; k++) x[i + k] = buf[k];
+    int64_t i = 0;
+    for (; i + VL <= n; i += VL) vstu(x + i, vsoftcap(vldu(x + i), vc, vinv));
+    if (i < n) {
+        _Alignas(64) float buf[VL];
+        vst(buf, vsoftcap(vldu_n(x + i, (int)(n - i)), vc, vinv));
+        for (int k = 0; i + k < n; k++) x[i + k] = buf[k];
     }
 }
 
-/* S = Q Kt, one QKV_TILE_ROWS x (QK_NV * VL) register tile at a time. */
-static void qk(const float *q, int64_t ldq, const float *kt, int64_t ldk, float *s, int64_t lds,
+/* ------------------------------------------------------------ scores */
+
+/* st[j0 + r][i0 + c*VL ..] for RJ keys and NV vectors of rows: the keys'
+ * numbers are broadcast, the queries' columns loaded. */
+#define DEFINE_QK_TILE(NAME, RJ, NV)                                                         \
+    static inline void NAME(const float *qt, int64_t ldq, const float *k, int64_t ldk,      \
+                            float *st, int64_t lds, int64_t e)                              \
+    {                                                                                        \
+        VF acc[RJ][NV];                                                                      \
+        _Pragma("GCC unroll 8") for (int r = 0; r < RJ; r++)                                \
+            _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) acc[r][c] = vzero();       \
+        for (int64_t d = 0; d < e; d++) {                                                    \
+            VF qv[NV];                                                                       \
+            _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) qv[c] =                    \
+                vld(qt + d * ldq + c * VL);                                                  \
+            _Pragma("GCC unroll 8") for (int r = 0; r < RJ; r++)                            \
+            {                                                                                \
+                VF kb = vset1(k[r * ldk + d]);                                               \
+                _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) acc[r][c] =            \
+                    vfma(kb, qv[c], acc[r][c]);                                              \
+            }                                                                                \
+        }                                                                                    \
+        _Pragma("GCC unroll 8") for (int r = 0; r < RJ; r++)                                \
+            _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++)                            \
+                vst(st + r * lds + c * VL, acc[r][c]);                                       \
+    }
+
+DEFINE_QK_TILE(qk_wide, QK_RJ, QK_NV)
+DEFINE_QK_TILE(qk_wide_key1, 1, QK_NV)
+DEFINE_QK_TILE(qk_one, QK_RJ, 1)
+DEFINE_QK_TILE(qk_one_key1, 1, 1)
+
+static void qk(const float *qt, int64_t ldq, const float *k, int64_t ldk, float *st, int64_t lds,
                int64_t m, int64_t n, int64_t e)
 {
-    for (int64_t i0 = 0; i0 < m; i0 += QKV_TILE_ROWS) {
-        for (int64_t j0 = 0; j0 < n; j0 += QK_NV * VL) {
-            VF acc[QKV_TILE_ROWS][QK_NV];
-#pragma GCC unroll 8
-            for (int r = 0; r < QKV_TILE_ROWS; r++)
-#pragma GCC unroll 8
-                for (int c = 0; c < QK_NV; c++) acc[r][c] = vzero();
-            const float *kp = kt + j0;
-            const float *qp = q + i0 * ldq;
-            for (int64_t d = 0; d < e; d++, kp += ldk) {
-                VF kv[QK_NV];
-#pragma GCC unroll 8
-                for (int c = 0; c < QK_NV; c++) kv[c] = vld(kp + c * VL);
-#pragma GCC unroll 8
-                for (int r = 0; r < QKV_TILE_ROWS; r++) {
-                    VF qb = vset1(qp[r * ldq + d]);
-#pragma GCC unroll 8
-                    for (int c = 0; c < QK_NV; c++) acc[r][c] = vfma(qb, kv[c], acc[r][c]);
-                }
-            }
-#pragma GCC unroll 8
-            for (int r = 0; r < QKV_TILE_ROWS; r++)
-#pragma GCC unroll 8
-                for (int c = 0; c < QK_NV; c++) vst(s + (i0 + r) * lds + j0 + c * VL, acc[r][c]);
-        }
+    int64_t i0 = 0;
+    for (; i0 + QK_NV * VL <= m; i0 += QK_NV * VL) {
+        int64_t j = 0;
+        for (; j + QK_RJ <= n; j += QK_RJ)
+            qk_wide(qt + i0, ldq, k + j * ldk, ldk, st + j * lds + i0, lds, e);
+        for (; j < n; j++) qk_wide_key1(qt + i0, ldq, k + j * ldk, ldk, st + j * lds + i0, lds, e);
+    }
+    for (; i0 < m; i0 += VL) {
+        int64_t j = 0;
+        for (; j + QK_RJ <= n; j += QK_RJ)
+            qk_one(qt + i0, ldq, k + j * ldk, ldk, st + j * lds + i0, lds, e);
+        for (; j < n; j++) qk_one_key1(qt + i0, ldq, k + j * ldk, ldk, st + j * lds + i0, lds, e);
     }
 }
 
-static void softmax(float *s, int64_t lds, int64_t m, int64_t n, float *mx, double *l,
+/* ------------------------------------------------------------ softmax */
+
+static void softmax(float *st, int64_t lds, int64_t m, int64_t n, float *mx, double *l,
                     float *alpha)
 {
-    for (int64_t i = 0; i < m; i++) {
-        float *row = s + i * lds;
-        VF vm = vset1(-INFINITY);
-        /* A NaN score is passed over here (vmax keeps vm), becomes a NaN
-         * weight below and makes l NaN: the driver reads that as a NaN row. */
-        for (int64_t j = 0; j < n; j += VL) vm = vmax(vld(row + j), vm);
-        float bm = vhmax(vm);
-        float mnew = bm > mx[i] ? bm : mx[i];
-        if (mnew == -INFINITY) { /* nothing allowed yet: weights 0, state kept */
-            for (int64_t j = 0; j < n; j++) {
-                if (isnan(row[j])) l[i] = NAN; /* a row of NaN scores */
-                row[j] = 0.0f;
-            }
-            alpha[i] = 1.0f;
-            continue;
-        }
-        alpha[i] = sexp(mx[i] - mnew);
-        const VF vmn = vset1(mnew);
+    const VF ninf = vset1(-INFINITY);
+    for (int64_t i0 = 0; i0 < m; i0 += VL) {
+        /* A NaN score is passed over by the max (vmax keeps the running
+         * value), becomes a NaN weight below and makes l NaN: the driver
+         * reads that as a NaN row. */
+        VF bm = ninf;
+        for (int64_t j = 0; j < n; j++) bm = vmax(vld(st + j * lds + i0), bm);
+        VF mold = vld(mx + i0);
+        VF mnew = vmax(bm, mold);
+        /* Rows that have seen nothing allowed yet subtract 0 instead of
+         * -inf: their weights are exp(-inf) = 0 and alpha is 0, applied to
+         * an output and sum that are still 0. */
+        VF msafe = vsel_eq(mnew, ninf, vzero(), mnew);
+        vst(alpha + i0, vexp(vsub(mold, msafe)));
         VF sum = vzero();
-        for (int64_t j = 0; j < n; j += VL) {
-            VF p = vexp(vsub(vld(row + j), vmn));
-            vst(row + j, p);
+        for (int64_t j = 0; j < n; j++) {
+            VF p = vexp(vsub(vld(st + j * lds + i0), msafe));
+            vst(st + j * lds + i0, p);
             sum = vadd(sum, p);
         }
-        l[i] = l[i] * alpha[i] + (double)vhsum(sum);
-        mx[i] = mnew;
+        vst(mx + i0, mnew);
+        _Alignas(64) float s[VL];
+        vst(s, sum);
+        for (int r = 0; r < VL; r++) l[i0 + r] = l[i0 + r] * alpha[i0 + r] + (double)s[r];
     }
 }
 
-/* One QKV_TILE_ROWS x (NV * VL) tile of O: load, rescale by alpha, add
- * P V over all n keys, store. */
-#define DEFINE_PV_TILE(NAME, NV)                                                            \
-    static inline void NAME(const float *p, int64_t ldp, const float *v, int64_t ldv,      \
-                            float *o, int64_t ldo, const float *alpha, int64_t n)          \
-    {                                                                                       \
-        VF acc[QKV_TILE_ROWS][NV];                                                          \
-        _Pragma("GCC unroll 8") for (int r = 0; r < QKV_TILE_ROWS; r++)                    \
-        {                                                                                   \
-            VF a = vset1(alpha[r]);                                                         \
-            _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) acc[r][c] =               \
-                vmul(vld(o + r * ldo + c * VL), a);                                         \
-        }                                                                                   \
-        for (int64_t j = 0; j < n; j++) {                                                   \
-            VF vv[NV];                                                                      \
-            _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) vv[c] =                   \
-                vld(v + j * ldv + c * VL);                                                  \
-            _Pragma("GCC unroll 8") for (int r = 0; r < QKV_TILE_ROWS; r++)                \
-            {                                                                               \
-                VF pb = vset1(p[r * ldp + j]);                                              \
-                _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) acc[r][c] =           \
-                    vfma(pb, vv[c], acc[r][c]);                                             \
-            }                                                                               \
-        }                                                                                   \
-        _Pragma("GCC unroll 8") for (int r = 0; r < QKV_TILE_ROWS; r++)                    \
-            _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++)                           \
-                vst(o + r * ldo + c * VL, acc[r][c]);                                       \
+/* ------------------------------------------------------------ output */
+
+/* o[i0 + r][c0 ..] = o * alpha + sum_j pt[j][i0 + r] v[j][c0 ..] for PV_RM
+ * rows and NV vectors of values; the last vector holds only `tail` values
+ * when tail > 0 (V's rows end there). */
+#define DEFINE_PV_TILE(NAME, RM, NV)                                                          \
+    static inline void NAME(const float *pt, int64_t ldp, const float *v, int64_t ldv,       \
+                            float *o, int64_t ldo, const float *alpha, int64_t n, int tail)  \
+    {                                                                                         \
+        VF acc[RM][NV];                                                                       \
+        _Pragma("GCC unroll 8") for (int r = 0; r < RM; r++)                                 \
+        {                                                                                     \
+            VF a = vset1(alpha[r]);                                                           \
+            _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) acc[r][c] =                 \
+                vmul(vld(o + r * ldo + c * VL), a);                                           \
+        }                                                                                     \
+        for (int64_t j = 0; j < n; j++) {                                                     \
+            VF vv[NV];                                                                        \
+            _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) vv[c] =                     \
+                tail && c == NV - 1 ? vldu_n(v + j * ldv + c * VL, tail)                      \
+                                    : vldu(v + j * ldv + c * VL);                             \
+            _Pragma("GCC unroll 8") for (int r = 0; r < RM; r++)                             \
+            {                                                                                 \
+                VF pb = vset1(pt[j * ldp + r]);                                               \
+                _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) acc[r][c] =             \
+                    vfma(pb, vv[c], acc[r][c]);                                               \
+            }                                                                                 \
+        }                                                                                     \
+        _Pragma("GCC unroll 8") for (int r = 0; r < RM; r++)                                 \
+            _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++)                             \
+                vst(o + r * ldo + c * VL, acc[r][c]);                                         \
     }
 
-DEFINE_PV_TILE(pv_tile_wide, PV_NV)
-DEFINE_PV_TILE(pv_tile_one, 1)
+DEFINE_PV_TILE(pv_wide, PV_RM, PV_NV)
+DEFINE_PV_TILE(pv_one, PV_RM, 1)
 
-static void pv(const float *p, int64_t ldp, const float *v, int64_t ldv, float *o, int64_t ldo,
+static void pv(const float *pt, int64_t ldp, const float *v, int64_t ldv, float *o, int64_t ldo,
                const float *alpha, int64_t m, int64_t n, int64_t ev)
 {
-    for (int64_t i0 = 0; i0 < m; i0 += QKV_TILE_ROWS) {
-        const float *pr = p + i0 * ldp;
-        float *orow = o + i0 * ldo;
+    for (int64_t i0 = 0; i0 < m; i0 += PV_RM) {
         int64_t c0 = 0;
         for (; c0 + PV_NV * VL <= ev; c0 += PV_NV * VL)
-            pv_tile_wide(pr, ldp, v + c0, ldv, orow + c0, ldo, alpha + i0, n);
-        for (; c0 < ev; c0 += VL) pv_tile_one(pr, ldp, v + c0, ldv, orow + c0, ldo, alpha + i0, n);
+            pv_wide(pt + i0, ldp, v + c0, ldv, o + i0 * ldo + c0, ldo, alpha + i0, n, 0);
+        for (; c0 < ev; c0 += VL)
+            pv_one(pt + i0, ldp, v + c0, ldv, o + i0 * ldo + c0, ldo, alpha + i0, n,
+                   ev - c0 < VL ? (int)(ev - c0) : 0);
     }
 }
 

@@ -7,7 +7,9 @@ typedef struct {
     float f[8];
 } VF;
 #define VL 8
+#define QK_RJ 4
 #define QK_NV 2
+#define PV_RM 4
 #define PV_NV 2
 #define KNAME qkv_kernels_generic
 #define KNAME_STRING "generic"
@@ -36,6 +38,14 @@ static inline VF vld(const float *p)
 static inline void vst(float *p, VF x)
 {
     for (int i = 0; i < VL; i++) p[i] = x.f[i];
+}
+#define vldu vld
+#define vstu vst
+static inline VF vldu_n(const float *p, int n)
+{
+    VF r;
+    for (int i = 0; i < VL; i++) r.f[i] = i < n ? p[i] : 0.0f;
+    return r;
 }
 static inline VF vset1(float x)
 {
@@ -66,17 +76,11 @@ static inline VF vsel_lt(VF x, VF y, VF a, VF b)
     for (int i = 0; i < VL; i++) r.f[i] = x.f[i] < y.f[i] ? a.f[i] : b.f[i];
     return r;
 }
-static inline float vhmax(VF x)
+static inline VF vsel_eq(VF x, VF y, VF a, VF b)
 {
-    float m = x.f[0];
-    for (int i = 1; i < VL; i++) m = x.f[i] > m ? x.f[i] : m;
-    return m;
-}
-static inline float vhsum(VF x)
-{
-    float s = 0;
-    for (int i = 0; i < VL; i++) s += x.f[i];
-    return s;
+    VF r;
+    for (int i = 0; i < VL; i++) r.f[i] = x.f[i] == y.f[i] ? a.f[i] : b.f[i];
+    return r;
 }
 
 #include "body.h"
