@@ -43,10 +43,10 @@ typedef struct plan {
     int64_t units;     /* B * Hkv * qtiles */
     int64_t chunks;    /* key chunks per unit (1: no split) */
     int64_t chunk;     /* keys per chunk, a multiple of BLOCK_KEYS */
-    int64_t ldo;       /* Ev padded to 16 */
+    int64_t ev;        /* Ev, at least 1 (buffer sizes) */
     int pack_k, pack_v; /* K or V not contiguous along d / c: copy blocks */
     /* Split mode: unnormalised partial results per (unit, chunk). */
-    float *part_o;     /* [units][chunks][rows][ldo] */
+    float *part_o;     /* [units][chunks][ev][rows] */
     float *part_m;     /* [units][chunks][rows] */
     double *part_l;    /* [units][chunks][rows] */
 } plan;
@@ -55,7 +55,7 @@ typedef struct plan {
 typedef struct scratch {
     float *qt;         /* E x rows: the unit's queries times scale, transposed */
     float *st;         /* BLOCK_KEYS x rows: scores, then weights, transposed */
-    float *o;          /* rows x ldo: the running output */
+    float *o;          /* Ev x rows: the running output, transposed */
     float *kb, *vb;    /* BLOCK_KEYS x E, x Ev: copies of strided K, V blocks */
     float *mx, *alpha; /* rows */
     double *l;         /* rows */
@@ -183,12 +183,11 @@ static void careful_pv(const plan *pl, scratch *sc, const float *v, int64_t ldv,
 {
     const int64_t R = pl->rows, ev = pl->p->Ev;
     for (int64_t r = 0; r < R; r++) {
-        float *o = sc->o + r * pl->ldo;
-        for (int64_t c = 0; c < ev; c++) o[c] *= sc->alpha[r];
+        for (int64_t c = 0; c < ev; c++) sc->o[c * R + r] *= sc->alpha[r];
         for (int64_t j = 0; j < n; j++) {
             if (sc->forbid[j * R + r]) continue;
             const float pj = sc->st[j * R + r];
-            for (int64_t c = 0; c < ev; c++) o[c] += pj * v[j * ldv + c];
+            for (int64_t c = 0; c < ev; c++) sc->o[c * R + r] += pj * v[j * ldv + c];
         }
     }
 }
@@ -229,7 +228,7 @@ static void run_keys(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t
         sc->mx[r] = -INFINITY;
         sc->l[r] = 0.0;
     }
-    memset(sc->o, 0, (size_t)(R * pl->ldo) * sizeof *sc->o);
+    memset(sc->o, 0, (size_t)(R * pl->ev) * sizeof *sc->o);
     int64_t first, last;
     unit_key_range(pl, sc, key_from, key_to, &first, &last);
     for (int64_t jb = first, n; jb <= last; jb += n) {
@@ -245,7 +244,7 @@ static void run_keys(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t
         if (careful)
             careful_pv(pl, sc, v, ldv, n);
         else
-            pl->k->pv(sc->st, R, v, ldv, sc->o, pl->ldo, sc->alpha, R, n, p->Ev);
+            pl->k->pv(sc->st, R, v, ldv, sc->o, R, sc->alpha, R, n, p->Ev);
     }
 }
 
@@ -301,7 +300,7 @@ static void finish_unit(const plan *pl, scratch *sc, int64_t b, int64_t hk)
         if (sc->head[r] < 0) continue;
         const int64_t h = sc->head[r], i = sc->qi[r];
         float *o = out4(p->o, b, h, i, 0);
-        const float *acc = sc->o + r * pl->ldo;
+        const float *acc = sc->o + r; /* column r of the transposed output */
         float lse;
         if (isnan(sc->l[r])) {
             for (int64_t c = 0; c < p->Ev; c++) o[c * os] = NAN;
@@ -311,7 +310,7 @@ static void finish_unit(const plan *pl, scratch *sc, int64_t b, int64_t hk)
             lse = -INFINITY;
         } else {
             const double inv = 1.0 / sc->l[r];
-            for (int64_t c = 0; c < p->Ev; c++) o[c * os] = (float)(acc[c] * inv);
+            for (int64_t c = 0; c < p->Ev; c++) o[c * os] = (float)(acc[c * pl->rows] * inv);
             lse = (float)((double)sc->mx[r] + log(sc->l[r]));
         }
         if (p->lse) *out4(p->lse, b, h, i, 0) = lse;
@@ -359,7 +358,7 @@ static void item_chunk(const plan *pl, scratch *sc, int64_t it)
     const int64_t to = from + pl->chunk - 1 < pl->p->Lk - 1 ? from + pl->chunk - 1 : pl->p->Lk - 1;
     run_keys(pl, sc, b, hk, from, to);
     const int64_t base = it * pl->rows;
-    memcpy(pl->part_o + base * pl->ldo, sc->o, (size_t)(pl->rows * pl->ldo) * sizeof(float));
+    memcpy(pl->part_o + it * pl->ev * pl->rows, sc->o, (size_t)(pl->rows * pl->ev) * sizeof(float));
     memcpy(pl->part_m + base, sc->mx, (size_t)pl->rows * sizeof(float));
     memcpy(pl->part_l + base, sc->l, (size_t)pl->rows * sizeof(double));
 }
@@ -378,16 +377,17 @@ static void item_merge(const plan *pl, scratch *sc, int64_t u)
             m = mc > m ? mc : m;
         }
         double l = 0.0;
-        float *o = sc->o + r * pl->ldo;
-        for (int64_t x = 0; x < pl->ldo; x++) o[x] = 0.0f;
+        float *o = sc->o;
+        for (int64_t x = 0; x < pl->ev; x++) o[x * pl->rows + r] = 0.0f;
         for (int64_t c = 0; c < pl->chunks && m != -INFINITY; c++) {
             const int64_t base = (u * pl->chunks + c) * pl->rows + r;
             const float mc = pl->part_m[base];
             if (mc == -INFINITY) continue; /* the chunk saw nothing */
             const double f = exp((double)mc - (double)m);
             l += pl->part_l[base] * f;
-            const float *po = pl->part_o + base * pl->ldo;
-            for (int64_t x = 0; x < pl->ldo; x++) o[x] += (float)(po[x] * f);
+            const float *po = pl->part_o + (u * pl->chunks + c) * pl->ev * pl->rows;
+            for (int64_t x = 0; x < pl->ev; x++)
+                o[x * pl->rows + r] += (float)(po[x * pl->rows + r] * f);
         }
         for (int64_t c = 0; c < pl->chunks; c++) /* a NaN chunk makes the row NaN */
             if (isnan(pl->part_l[(u * pl->chunks + c) * pl->rows + r])) l = NAN;
@@ -458,7 +458,7 @@ static int scratch_alloc(const plan *pl, scratch *sc)
     memset(sc, 0, sizeof *sc);
     sc->qt = alloc64(e * rows * f);
     sc->st = alloc64((size_t)BLOCK_KEYS * rows * f);
-    sc->o = alloc64(rows * (size_t)pl->ldo * f);
+    sc->o = alloc64(rows * (size_t)pl->ev * f);
     sc->kb = pl->pack_k ? alloc64((size_t)BLOCK_KEYS * e * f) : NULL;
     sc->vb = pl->pack_v ? alloc64((size_t)BLOCK_KEYS * ev * f) : NULL;
     sc->mx = alloc64(rows * f);
@@ -491,7 +491,7 @@ qkv_status qkv_flash_attention_forward(const qkv_fwd_problem *p, qkv_isa isa)
     pl.rows = round_up(pl.G * pl.bq, QKV_TILE_ROWS);
     pl.qtiles = (p->Lq + pl.bq - 1) / pl.bq;
     pl.units = p->B * p->Hkv * pl.qtiles;
-    pl.ldo = round_up(p->Ev > 0 ? p->Ev : 1, 16);
+    pl.ev = p->Ev > 0 ? p->Ev : 1;
     pl.pack_k = p->k->stride[3] != 1;
     pl.pack_v = p->v->stride[3] != 1;
     pl.chunks = 1;
@@ -513,7 +513,7 @@ qkv_status qkv_flash_attention_forward(const qkv_fwd_problem *p, qkv_isa isa)
             st = qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast path: cannot allocate tile buffers");
     if (st == QKV_OK && pl.chunks > 1) {
         const size_t n = (size_t)(items * pl.rows);
-        pl.part_o = alloc64(n * (size_t)pl.ldo * sizeof(float));
+        pl.part_o = alloc64(n * (size_t)pl.ev * sizeof(float));
         pl.part_m = alloc64(n * sizeof(float));
         pl.part_l = alloc64(n * sizeof(double));
         if (!pl.part_o || !pl.part_m || !pl.part_l)

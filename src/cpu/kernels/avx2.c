@@ -1,6 +1,5 @@
-/* The kernels for AVX2 with FMA: 8 floats a vector, 16 registers, so the
- * qk tile is 4 keys x 16 rows and the pv tile 4 rows x 16 values (8
- * accumulators each). Compiled with -mavx2 -mfma; chosen only when cpuid
+/* The kernels for AVX2 with FMA: 8 floats a vector, 16 registers, so a
+ * register tile is 4 keys (or value columns) x 16 rows, 8 accumulators. Compiled with -mavx2 -mfma; chosen only when cpuid
  * says the CPU has both (cpu/dispatch.c). */
 #include <immintrin.h>
 
@@ -8,8 +7,6 @@ typedef __m256 VF;
 #define VL 8
 #define QK_RJ 4
 #define QK_NV 2
-#define PV_RM 4
-#define PV_NV 2
 #define KNAME qkv_kernels_avx2
 #define KNAME_STRING "avx2"
 

@@ -1,6 +1,5 @@
-/* The kernels for AVX-512F: 16 floats a vector, 32 registers, so the qk
- * tile is 6 keys x 64 rows and the pv tile 4 rows x 64 values (24 and 16
- * accumulators). Compiled with -mavx512f; chosen only when cpuid
+/* The kernels for AVX-512F: 16 floats a vector, 32 registers, so a
+ * register tile is 6 keys (or value columns) x 64 rows, 24 accumulators. Compiled with -mavx512f; chosen only when cpuid
  * says the CPU has it (cpu/dispatch.c). */
 #include <immintrin.h>
 
@@ -8,8 +7,6 @@ typedef __m512 VF;
 #define VL 16
 #define QK_RJ 6
 #define QK_NV 4
-#define PV_RM 4
-#define PV_NV 4
 #define KNAME qkv_kernels_avx512
 #define KNAME_STRING "avx512"
 

@@ -4,8 +4,8 @@
  *
  *   VF, VL            the vector type and its float count (VL divides 16)
  *   KNAME, KNAME_STRING   the qkv_cpu_kernels object to define, its name
- *   QK_RJ, QK_NV      qk register tile: QK_RJ keys x QK_NV vectors of rows
- *   PV_RM, PV_NV      pv register tile: PV_RM rows x PV_NV vectors of values
+ *   QK_RJ, QK_NV      register tile: QK_RJ keys (qk) or value columns (pv)
+ *                     x QK_NV vectors of rows
  *   vld(p)            load VL floats from 64-byte-aligned p;  vst(p, x) store
  *   vldu(p)           load from any address;  vldu_n(p, n) the first n < VL
  *                     floats, zeros after;  vstu(p, x) store anywhere
@@ -18,9 +18,10 @@
  *   vsel_eq(x, y, a, b)  a where x == y, else b
  *   vabs(x)
  *
- * Layout (kernels.h): scores are kept transposed, st[j][i] for key j and
- * row i, so that the rows of a tile lie along the vector and every softmax
- * step is a vertical operation. */
+ * Layout (kernels.h): scores and output are kept transposed, st[j][i] for
+ * key j and row i, ot[c][i] for value column c, so that the rows of a tile
+ * lie along the vector: both products are one register-tile shape and
+ * every softmax step is a vertical operation. */
 
 #include "kernels.h"
 
@@ -170,50 +171,54 @@ static void softmax(float *st, int64_t lds, int64_t m, int64_t n, float *mx, dou
 
 /* ------------------------------------------------------------ output */
 
-/* o[i0 + r][c0 ..] = o * alpha + sum_j pt[j][i0 + r] v[j][c0 ..] for PV_RM
- * rows and NV vectors of values; the last vector holds only `tail` values
- * when tail > 0 (V's rows end there). */
-#define DEFINE_PV_TILE(NAME, RM, NV)                                                          \
+/* ot[c0 + r][i0 + c*VL ..] = ot * alpha + sum_j v[j][c0 + r] pt[j][i0 ..]
+ * for RC value columns and NV vectors of rows: the same shape of work as
+ * the scores, with the output kept transposed. */
+#define DEFINE_PV_TILE(NAME, RC, NV)                                                          \
     static inline void NAME(const float *pt, int64_t ldp, const float *v, int64_t ldv,       \
-                            float *o, int64_t ldo, const float *alpha, int64_t n, int tail)  \
+                            float *ot, int64_t ldo, const float *alpha, int64_t n)           \
     {                                                                                         \
-        VF acc[RM][NV];                                                                       \
-        _Pragma("GCC unroll 8") for (int r = 0; r < RM; r++)                                 \
-        {                                                                                     \
-            VF a = vset1(alpha[r]);                                                           \
+        VF acc[RC][NV], a[NV];                                                                \
+        _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) a[c] = vld(alpha + c * VL);     \
+        _Pragma("GCC unroll 8") for (int r = 0; r < RC; r++)                                 \
             _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) acc[r][c] =                 \
-                vmul(vld(o + r * ldo + c * VL), a);                                           \
-        }                                                                                     \
+                vmul(vld(ot + r * ldo + c * VL), a[c]);                                       \
         for (int64_t j = 0; j < n; j++) {                                                     \
-            VF vv[NV];                                                                        \
-            _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) vv[c] =                     \
-                tail && c == NV - 1 ? vldu_n(v + j * ldv + c * VL, tail)                      \
-                                    : vldu(v + j * ldv + c * VL);                             \
-            _Pragma("GCC unroll 8") for (int r = 0; r < RM; r++)                             \
+            VF pv[NV];                                                                        \
+            _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) pv[c] =                     \
+                vld(pt + j * ldp + c * VL);                                                   \
+            _Pragma("GCC unroll 8") for (int r = 0; r < RC; r++)                             \
             {                                                                                 \
-                VF pb = vset1(pt[j * ldp + r]);                                               \
+                VF vb = vset1(v[j * ldv + r]);                                                \
                 _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) acc[r][c] =             \
-                    vfma(pb, vv[c], acc[r][c]);                                               \
+                    vfma(vb, pv[c], acc[r][c]);                                               \
             }                                                                                 \
         }                                                                                     \
-        _Pragma("GCC unroll 8") for (int r = 0; r < RM; r++)                                 \
+        _Pragma("GCC unroll 8") for (int r = 0; r < RC; r++)                                 \
             _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++)                             \
-                vst(o + r * ldo + c * VL, acc[r][c]);                                         \
+                vst(ot + r * ldo + c * VL, acc[r][c]);                                        \
     }
 
-DEFINE_PV_TILE(pv_wide, PV_RM, PV_NV)
-DEFINE_PV_TILE(pv_one, PV_RM, 1)
+DEFINE_PV_TILE(pv_wide, QK_RJ, QK_NV)
+DEFINE_PV_TILE(pv_wide_col1, 1, QK_NV)
+DEFINE_PV_TILE(pv_one, QK_RJ, 1)
+DEFINE_PV_TILE(pv_one_col1, 1, 1)
 
-static void pv(const float *pt, int64_t ldp, const float *v, int64_t ldv, float *o, int64_t ldo,
+static void pv(const float *pt, int64_t ldp, const float *v, int64_t ldv, float *ot, int64_t ldo,
                const float *alpha, int64_t m, int64_t n, int64_t ev)
 {
-    for (int64_t i0 = 0; i0 < m; i0 += PV_RM) {
-        int64_t c0 = 0;
-        for (; c0 + PV_NV * VL <= ev; c0 += PV_NV * VL)
-            pv_wide(pt + i0, ldp, v + c0, ldv, o + i0 * ldo + c0, ldo, alpha + i0, n, 0);
-        for (; c0 < ev; c0 += VL)
-            pv_one(pt + i0, ldp, v + c0, ldv, o + i0 * ldo + c0, ldo, alpha + i0, n,
-                   ev - c0 < VL ? (int)(ev - c0) : 0);
+    int64_t i0 = 0;
+    for (; i0 + QK_NV * VL <= m; i0 += QK_NV * VL) {
+        int64_t c = 0;
+        for (; c + QK_RJ <= ev; c += QK_RJ)
+            pv_wide(pt + i0, ldp, v + c, ldv, ot + c * ldo + i0, ldo, alpha + i0, n);
+        for (; c < ev; c++) pv_wide_col1(pt + i0, ldp, v + c, ldv, ot + c * ldo + i0, ldo, alpha + i0, n);
+    }
+    for (; i0 < m; i0 += VL) {
+        int64_t c = 0;
+        for (; c + QK_RJ <= ev; c += QK_RJ)
+            pv_one(pt + i0, ldp, v + c, ldv, ot + c * ldo + i0, ldo, alpha + i0, n);
+        for (; c < ev; c++) pv_one_col1(pt + i0, ldp, v + c, ldv, ot + c * ldo + i0, ldo, alpha + i0, n);
     }
 }
 

@@ -9,8 +9,6 @@ typedef struct {
 #define VL 8
 #define QK_RJ 4
 #define QK_NV 2
-#define PV_RM 4
-#define PV_NV 2
 #define KNAME qkv_kernels_generic
 #define KNAME_STRING "generic"
 

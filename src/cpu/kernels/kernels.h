@@ -3,12 +3,13 @@
  * owns blocking, masks, packing and threads; a kernel computes one tile.
  *
  * Layout: the queries of a tile are packed transposed, qt[d][i] (dim d,
- * row i), and scores are kept transposed too, st[j][i] (key j, row i):
- * rows lie along the vector, so the scores need no transposed copy of K
- * and the softmax works down columns without horizontal reductions.
+ * row i), and scores and output are kept transposed too, st[j][i] (key j),
+ * ot[c][i] (value column c): rows lie along the vector, so neither product
+ * needs a transposed copy of K or V and the softmax works down columns
+ * without horizontal reductions.
  *   rows    m is a multiple of QKV_TILE_ROWS (padded rows hold zeros);
  *   keys    any n; K and V rows are read where they are (d, c contiguous);
- *   values  any ev; the output tile's leading dimension is a multiple of 16.
+ *   values  any ev.
  * Buffers the driver owns (qt, st, o, mx, alpha) are 64-byte aligned with
  * leading dimensions that are multiples of 16 floats. */
 #ifndef QKV_CPU_KERNELS_H
@@ -36,10 +37,10 @@ typedef struct qkv_cpu_kernels {
     void (*softmax)(float *st, int64_t lds, int64_t m, int64_t n, float *mx, double *l,
                     float *alpha);
 
-    /* o[i][c] = o[i][c] * alpha[i] + sum_j pt[j][i] * v[j][c] for i < m,
-     * c < ev (columns of o up to its padding may be written too).
-     *   pt (n, m) ld ldp;  v (n, ev) ld ldv, any alignment;  o (m, *) ld ldo. */
-    void (*pv)(const float *pt, int64_t ldp, const float *v, int64_t ldv, float *o, int64_t ldo,
+    /* ot[c][i] = ot[c][i] * alpha[i] + sum_j v[j][c] * pt[j][i] for c < ev,
+     * i < m: the output, transposed like the scores.
+     *   pt (n, m) ld ldp;  v (n, ev) ld ldv, any alignment;  ot (ev, m) ld ldo. */
+    void (*pv)(const float *pt, int64_t ldp, const float *v, int64_t ldv, float *ot, int64_t ldo,
                const float *alpha, int64_t m, int64_t n, int64_t ev);
 
     /* x[i] = exp(x[i]) in place for x[i] <= 0, -inf or NaN (n any):
