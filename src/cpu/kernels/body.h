@@ -114,27 +114,38 @@ static void softcap(float *x, int64_t n, float c)
                 vst(st + r * lds + c * VL, acc[r][c]);                                       \
     }
 
-DEFINE_QK_TILE(qk_wide, QK_RJ, QK_NV)
-DEFINE_QK_TILE(qk_wide_key1, 1, QK_NV)
-DEFINE_QK_TILE(qk_one, QK_RJ, 1)
-DEFINE_QK_TILE(qk_one_key1, 1, 1)
+/* Every tile shape the drivers below use: QK_RJ keys, then 4, 2, 1 for the
+ * tail, times QK_NV or 1 vectors of rows. */
+#define DEFINE_QK_TILES(NV, SUFFIX)                                                          \
+    DEFINE_QK_TILE(qk_##SUFFIX, QK_RJ, NV)                                                   \
+    DEFINE_QK_TILE(qk_##SUFFIX##_4, 4, NV)                                                   \
+    DEFINE_QK_TILE(qk_##SUFFIX##_2, 2, NV)                                                   \
+    DEFINE_QK_TILE(qk_##SUFFIX##_1, 1, NV)                                                   \
+    static void qk_cols_##SUFFIX(const float *qt, int64_t ldq, const float *k, int64_t ldk,  \
+                                 float *st, int64_t lds, int64_t n, int64_t e)               \
+    {                                                                                         \
+        int64_t j = 0;                                                                        \
+        for (; j + QK_RJ <= n; j += QK_RJ) qk_##SUFFIX(qt, ldq, k + j * ldk, ldk, st + j * lds, lds, e); \
+        if (QK_RJ > 4 && j + 4 <= n) {                                                        \
+            qk_##SUFFIX##_4(qt, ldq, k + j * ldk, ldk, st + j * lds, lds, e);                 \
+            j += 4;                                                                           \
+        }                                                                                     \
+        if (j + 2 <= n) {                                                                     \
+            qk_##SUFFIX##_2(qt, ldq, k + j * ldk, ldk, st + j * lds, lds, e);                 \
+            j += 2;                                                                           \
+        }                                                                                     \
+        if (j < n) qk_##SUFFIX##_1(qt, ldq, k + j * ldk, ldk, st + j * lds, lds, e);         \
+    }
+
+DEFINE_QK_TILES(QK_NV, wide)
+DEFINE_QK_TILES(1, one)
 
 static void qk(const float *qt, int64_t ldq, const float *k, int64_t ldk, float *st, int64_t lds,
                int64_t m, int64_t n, int64_t e)
 {
     int64_t i0 = 0;
-    for (; i0 + QK_NV * VL <= m; i0 += QK_NV * VL) {
-        int64_t j = 0;
-        for (; j + QK_RJ <= n; j += QK_RJ)
-            qk_wide(qt + i0, ldq, k + j * ldk, ldk, st + j * lds + i0, lds, e);
-        for (; j < n; j++) qk_wide_key1(qt + i0, ldq, k + j * ldk, ldk, st + j * lds + i0, lds, e);
-    }
-    for (; i0 < m; i0 += VL) {
-        int64_t j = 0;
-        for (; j + QK_RJ <= n; j += QK_RJ)
-            qk_one(qt + i0, ldq, k + j * ldk, ldk, st + j * lds + i0, lds, e);
-        for (; j < n; j++) qk_one_key1(qt + i0, ldq, k + j * ldk, ldk, st + j * lds + i0, lds, e);
-    }
+    for (; i0 + QK_NV * VL <= m; i0 += QK_NV * VL) qk_cols_wide(qt + i0, ldq, k, ldk, st + i0, lds, n, e);
+    for (; i0 < m; i0 += VL) qk_cols_one(qt + i0, ldq, k, ldk, st + i0, lds, n, e);
 }
 
 /* ------------------------------------------------------------ softmax */
@@ -199,27 +210,39 @@ static void softmax(float *st, int64_t lds, int64_t m, int64_t n, float *mx, dou
                 vst(ot + r * ldo + c * VL, acc[r][c]);                                        \
     }
 
-DEFINE_PV_TILE(pv_wide, QK_RJ, QK_NV)
-DEFINE_PV_TILE(pv_wide_col1, 1, QK_NV)
-DEFINE_PV_TILE(pv_one, QK_RJ, 1)
-DEFINE_PV_TILE(pv_one_col1, 1, 1)
+/* The same tile shapes as the scores, over value columns. */
+#define DEFINE_PV_TILES(NV, SUFFIX)                                                          \
+    DEFINE_PV_TILE(pv_##SUFFIX, QK_RJ, NV)                                                   \
+    DEFINE_PV_TILE(pv_##SUFFIX##_4, 4, NV)                                                   \
+    DEFINE_PV_TILE(pv_##SUFFIX##_2, 2, NV)                                                   \
+    DEFINE_PV_TILE(pv_##SUFFIX##_1, 1, NV)                                                   \
+    static void pv_cols_##SUFFIX(const float *pt, int64_t ldp, const float *v, int64_t ldv,  \
+                                 float *ot, int64_t ldo, const float *alpha, int64_t n,      \
+                                 int64_t ev)                                                 \
+    {                                                                                         \
+        int64_t c = 0;                                                                        \
+        for (; c + QK_RJ <= ev; c += QK_RJ) pv_##SUFFIX(pt, ldp, v + c, ldv, ot + c * ldo, ldo, alpha, n); \
+        if (QK_RJ > 4 && c + 4 <= ev) {                                                       \
+            pv_##SUFFIX##_4(pt, ldp, v + c, ldv, ot + c * ldo, ldo, alpha, n);                \
+            c += 4;                                                                           \
+        }                                                                                     \
+        if (c + 2 <= ev) {                                                                    \
+            pv_##SUFFIX##_2(pt, ldp, v + c, ldv, ot + c * ldo, ldo, alpha, n);                \
+            c += 2;                                                                           \
+        }                                                                                     \
+        if (c < ev) pv_##SUFFIX##_1(pt, ldp, v + c, ldv, ot + c * ldo, ldo, alpha, n);       \
+    }
+
+DEFINE_PV_TILES(QK_NV, wide)
+DEFINE_PV_TILES(1, one)
 
 static void pv(const float *pt, int64_t ldp, const float *v, int64_t ldv, float *ot, int64_t ldo,
                const float *alpha, int64_t m, int64_t n, int64_t ev)
 {
     int64_t i0 = 0;
-    for (; i0 + QK_NV * VL <= m; i0 += QK_NV * VL) {
-        int64_t c = 0;
-        for (; c + QK_RJ <= ev; c += QK_RJ)
-            pv_wide(pt + i0, ldp, v + c, ldv, ot + c * ldo + i0, ldo, alpha + i0, n);
-        for (; c < ev; c++) pv_wide_col1(pt + i0, ldp, v + c, ldv, ot + c * ldo + i0, ldo, alpha + i0, n);
-    }
-    for (; i0 < m; i0 += VL) {
-        int64_t c = 0;
-        for (; c + QK_RJ <= ev; c += QK_RJ)
-            pv_one(pt + i0, ldp, v + c, ldv, ot + c * ldo + i0, ldo, alpha + i0, n);
-        for (; c < ev; c++) pv_one_col1(pt + i0, ldp, v + c, ldv, ot + c * ldo + i0, ldo, alpha + i0, n);
-    }
+    for (; i0 + QK_NV * VL <= m; i0 += QK_NV * VL)
+        pv_cols_wide(pt + i0, ldp, v, ldv, ot + i0, ldo, alpha + i0, n, ev);
+    for (; i0 < m; i0 += VL) pv_cols_one(pt + i0, ldp, v, ldv, ot + i0, ldo, alpha + i0, n, ev);
 }
 
 const qkv_cpu_kernels KNAME = {KNAME_STRING, qk, softmax, pv, exp_inplace, softcap};
