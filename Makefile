@@ -1,7 +1,8 @@
 # Thin wrapper over CMake so that two commands do everything:
 #   make        build (Release, warnings as errors) and run a demonstration
-#   make test   the whole test suite: Release, then ASan+UBSan, then a
-#               bounded libFuzzer run of the .npy parser
+#   make test   the whole test suite: Release, then ASan+UBSan, then the
+#               attention tests on a build with only the generic C kernels,
+#               then a bounded libFuzzer run of the .npy parser
 # Other targets: build, install (PREFIX=/usr/local), fuzz (FUZZ_SECONDS=60),
 # clean. Build trees live under build/.
 
@@ -11,7 +12,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 SAN_CC ?= $(shell command -v clang >/dev/null 2>&1 && echo clang || echo cc)
 CMAKE_FLAGS ?=
 
-.PHONY: all build demo test test-release test-sanitize fuzz install clean deps
+.PHONY: all build demo test test-release test-sanitize test-generic fuzz install clean deps
 
 all: build demo
 
@@ -26,9 +27,10 @@ build: deps
 demo: build
 	@sh scripts/demo.sh build/release
 
-test: test-release test-sanitize fuzz
+test: test-release test-sanitize test-generic fuzz
 
 test-release: build
+	@sh scripts/deps.sh --test
 	cd build/release && ctest --output-on-failure -j $(JOBS)
 
 test-sanitize:
@@ -39,6 +41,14 @@ test-sanitize:
 	cd build/sanitize && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    ctest --output-on-failure -j $(JOBS)
+
+# The portable path alone: no SIMD kernel sets compiled in.
+test-generic:
+	cmake -S . -B build/generic -DCMAKE_BUILD_TYPE=Release -DQKV_WERROR=ON -DQKV_SIMD=OFF \
+	    $(CMAKE_FLAGS)
+	cmake --build build/generic -j $(JOBS)
+	cd build/generic && ctest --output-on-failure -j $(JOBS) \
+	    -R 'test_(kernels|options|properties|oracle|api|worked_example|progress)'
 
 fuzz:
 	@sh scripts/deps.sh --test

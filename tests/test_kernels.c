@@ -1,0 +1,374 @@
+/* The fast path against the reference, for every instruction set this CPU
+ * runs, forced in turn: the vectorised exp and softcap against libm, a
+ * seeded random sweep of shapes and options (head dims 1 to 512, sizes
+ * that are multiples of no vector or block width, GQA, every mask, weights
+ * and lse), bitwise determinism over thread counts, large logits, fully
+ * masked blocks and rows, the decode split, and the memory the fast path
+ * takes for a long sequence. */
+#define _XOPEN_SOURCE 700 /* getrusage, fork */
+#include "test.h"
+#include "util.h"
+
+#include "cpu/kernels/kernels.h"
+#include "qkv.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_UNDER_ASAN 1
+#endif
+#endif
+
+static const qkv_isa isas[] = {QKV_ISA_GENERIC, QKV_ISA_AVX2, QKV_ISA_AVX512};
+
+static const qkv_cpu_kernels *kernels_of(qkv_isa isa)
+{
+    switch (isa) {
+#ifdef QKV_HAVE_X86_KERNELS
+    case QKV_ISA_AVX2: return &qkv_kernels_avx2;
+    case QKV_ISA_AVX512: return &qkv_kernels_avx512;
+#endif
+    case QKV_ISA_GENERIC: return &qkv_kernels_generic;
+    default: return NULL;
+    }
+}
+
+/* exp against libm's double exp over [-87, 0] and its edges; softcap
+ * against tanh. */
+static void check_exp_softcap(qkv_isa isa)
+{
+    const qkv_cpu_kernels *k = kernels_of(isa);
+    if (!k) return;
+    enum { N = 200003 };
+    float *x = test_malloc(N * sizeof *x);
+    for (int i = 0; i < N; i++) x[i] = -87.0f * (float)i / (float)(N - 1);
+    float *y = test_malloc(N * sizeof *y);
+    memcpy(y, x, N * sizeof *y);
+    k->exp_inplace(y, N);
+    double worst = 0;
+    for (int i = 0; i < N; i++) {
+        double want = exp((double)x[i]);
+        double rel = fabs((double)y[i] - want) / want;
+        if (rel > worst) worst = rel;
+    }
+    printf("  %s exp: max relative error %.3g over [-87, 0]\n", k->name, worst);
+    CHECK(worst < 3e-7);
+    float edge[5] = {-INFINITY, NAN, 0.0f, -100.0f, -1e30f};
+    k->exp_inplace(edge, 5);
+    CHECK(edge[0] == 0.0f && !signbit(edge[0]));
+    CHECK(isnan(edge[1]));
+    CHECK(edge[2] == 1.0f);
+    CHECK(edge[3] == 0.0f && edge[4] == 0.0f);
+
+    for (int i = 0; i < N; i++) x[i] = -60.0f + 120.0f * (float)i / (float)(N - 1);
+    memcpy(y, x, N * sizeof *y);
+    const float c = 7.5f;
+    k->softcap(y, N, c);
+    worst = 0;
+    for (int i = 0; i < N; i++) {
+        double err = fabs((double)y[i] - c * tanh((double)x[i] / c));
+        if (err > worst) worst = err;
+    }
+    printf("  %s softcap: max absolute error %.3g x c\n", k->name, worst / c);
+    CHECK(worst < 3e-7 * c);
+    free(x);
+    free(y);
+}
+
+typedef struct problem {
+    int64_t B, H, Hkv, Lq, Lk, E, Ev;
+    float *q, *k, *v, *fmask;
+    unsigned char *bmask;
+    int64_t *lens;
+    qkv_attn_options opt;
+} problem;
+
+typedef struct result {
+    float *o, *w, *l;
+} result;
+
+static void run(const problem *p, qkv_impl impl, qkv_isa isa, int threads, result *r)
+{
+    const int64_t no = p->B * p->H * p->Lq * p->Ev, nw = p->B * p->H * p->Lq * p->Lk;
+    r->o = test_malloc((size_t)no * sizeof(float));
+    r->w = test_malloc((size_t)nw * sizeof(float));
+    r->l = test_malloc((size_t)(p->B * p->H * p->Lq) * sizeof(float));
+    qkv_tensor tq = qkv_tensor_contiguous(p->q, QKV_DTYPE_F32, p->B, p->H, p->Lq, p->E);
+    qkv_tensor tk = qkv_tensor_contiguous(p->k, QKV_DTYPE_F32, p->B, p->Hkv, p->Lk, p->E);
+    qkv_tensor tv = qkv_tensor_contiguous(p->v, QKV_DTYPE_F32, p->B, p->Hkv, p->Lk, p->Ev);
+    qkv_tensor to = qkv_tensor_contiguous(r->o, QKV_DTYPE_F32, p->B, p->H, p->Lq, p->Ev);
+    qkv_tensor tw = qkv_tensor_contiguous(r->w, QKV_DTYPE_F32, p->B, p->H, p->Lq, p->Lk);
+    qkv_tensor tl = qkv_tensor_contiguous(r->l, QKV_DTYPE_F32, p->B, p->H, p->Lq, 1);
+    qkv_attn_options opt = p->opt;
+    opt.impl = impl;
+    opt.isa = isa;
+    opt.num_threads = threads;
+    qkv_status st = qkv_attention_forward(&to, &tw, &tl, &tq, &tk, &tv, &opt);
+    CHECK(st == QKV_OK);
+    if (st != QKV_OK) fprintf(stderr, "  forward: %s\n", qkv_error_detail());
+}
+
+static void result_free(result *r)
+{
+    free(r->o);
+    free(r->w);
+    free(r->l);
+}
+
+static int same_bytes(const result *a, const result *b, const problem *p)
+{
+    const size_t no = (size_t)(p->B * p->H * p->Lq * p->Ev), nw = (size_t)(p->B * p->H * p->Lq * p->Lk);
+    return memcmp(a->o, b->o, no * 4) == 0 && memcmp(a->w, b->w, nw * 4) == 0 &&
+           memcmp(a->l, b->l, (size_t)(p->B * p->H * p->Lq) * 4) == 0;
+}
+
+/* One random problem; options drawn from the seed. */
+static problem make_problem(test_rng *r, int64_t E, float amp)
+{
+    problem p;
+    memset(&p, 0, sizeof p);
+    static const int64_t groups[] = {1, 1, 2, 3, 4};
+    p.B = 1 + (int64_t)(test_rand(r) * 2);
+    p.Hkv = 1 + (int64_t)(test_rand(r) * 2);
+    p.H = p.Hkv * groups[(int)(test_rand(r) * 5)];
+    p.Lq = 1 + (int64_t)(test_rand(r) * 150);
+    p.Lk = 1 + (int64_t)(test_rand(r) * 300);
+    p.E = E;
+    p.Ev = test_rand(r) < 0.5 ? E : 1 + (int64_t)(test_rand(r) * 70);
+    p.q = test_rand_f32(r, p.B * p.H * p.Lq * p.E, -amp, amp);
+    p.k = test_rand_f32(r, p.B * p.Hkv * p.Lk * p.E, -amp, amp);
+    p.v = test_rand_f32(r, p.B * p.Hkv * p.Lk * p.Ev, -1, 1);
+    double u = test_rand(r);
+    p.opt.causal = u < 0.4;
+    p.opt.align = test_rand(r) < 0.5 ? QKV_ALIGN_TOP_LEFT : QKV_ALIGN_BOTTOM_RIGHT;
+    if (test_rand(r) < 0.3) {
+        p.opt.use_window = 1;
+        p.opt.window_left = (int64_t)(test_rand(r) * 40) - 5;
+        p.opt.window_right = (int64_t)(test_rand(r) * 40) - 5;
+    }
+    if (test_rand(r) < 0.3) p.opt.softcap = 1.0 + 20.0 * test_rand(r);
+    if (test_rand(r) < 0.3) {
+        p.lens = test_malloc((size_t)p.B * sizeof *p.lens);
+        for (int64_t b = 0; b < p.B; b++) p.lens[b] = (int64_t)(test_rand(r) * (double)(p.Lk + 1));
+        p.opt.kv_lens = p.lens;
+    }
+    u = test_rand(r);
+    if (u < 0.2) { /* float mask (Lq, Lk) with some -inf */
+        p.fmask = test_rand_f32(r, p.Lq * p.Lk, -2, 2);
+        for (int64_t x = 0; x < p.Lq * p.Lk; x++)
+            if (test_rand(r) < 0.1) p.fmask[x] = -INFINITY;
+        p.opt.mask = qkv_tensor_contiguous(p.fmask, QKV_DTYPE_F32, 1, 1, p.Lq, p.Lk);
+    } else if (u < 0.4) { /* bool mask (B, 1, Lq, Lk) */
+        p.bmask = test_malloc((size_t)(p.B * p.Lq * p.Lk));
+        for (int64_t x = 0; x < p.B * p.Lq * p.Lk; x++) p.bmask[x] = test_rand(r) < 0.8;
+        p.opt.mask = qkv_tensor_contiguous(p.bmask, QKV_DTYPE_BOOL, p.B, 1, p.Lq, p.Lk);
+    }
+    if (test_rand(r) < 0.2) p.opt.scale = 0.05 + test_rand(r);
+    return p;
+}
+
+static void free_problem(problem *p)
+{
+    free(p->q);
+    free(p->k);
+    free(p->v);
+    free(p->fmask);
+    free(p->bmask);
+    free(p->lens);
+}
+
+static void compare(const char *what, const problem *p, const result *got, const result *want,
+                    qkv_isa isa, int seed)
+{
+    const int64_t no = p->B * p->H * p->Lq * p->Ev, nw = p->B * p->H * p->Lq * p->Lk;
+    double eo = test_rel_l2(got->o, want->o, no), ew = test_rel_l2(got->w, want->w, nw),
+           el = test_rel_l2(got->l, want->l, p->B * p->H * p->Lq);
+    int ok = eo <= 1e-5 && ew <= 1e-5 && el <= 1e-5;
+    CHECK(ok);
+    if (!ok)
+        fprintf(stderr,
+                "  %s %s seed %d: B=%lld H=%lld Hkv=%lld Lq=%lld Lk=%lld E=%lld Ev=%lld causal=%d "
+                "align=%d window=%d(%lld,%lld) softcap=%g lens=%d mask=%s: rel L2 O %.3g W %.3g "
+                "lse %.3g\n",
+                what, qkv_isa_name(isa), seed, (long long)p->B, (long long)p->H,
+                (long long)p->Hkv, (long long)p->Lq, (long long)p->Lk, (long long)p->E,
+                (long long)p->Ev, p->opt.causal, (int)p->opt.align, p->opt.use_window,
+                (long long)p->opt.window_left, (long long)p->opt.window_right, p->opt.softcap,
+                p->lens != NULL, p->fmask ? "float" : p->bmask ? "bool" : "none", eo, ew, el);
+}
+
+static void check_sweep(void)
+{
+    static const int64_t dims[] = {1, 3, 8, 17, 64, 80, 128, 256, 512};
+    int cases = 0;
+    for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++) {
+        for (int rep = 0; rep < (dims[d] >= 256 ? 2 : 5); rep++) {
+            int seed = (int)(d * 100 + (size_t)rep);
+            test_rng r = test_rng_seed((uint64_t)seed);
+            problem p = make_problem(&r, dims[d], 1.0f);
+            result want;
+            run(&p, QKV_IMPL_REFERENCE, QKV_ISA_AUTO, 2, &want);
+            for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
+                if (!qkv_isa_supported(isas[i])) continue;
+                result got, got1;
+                run(&p, QKV_IMPL_AUTO, isas[i], 2, &got);
+                compare("sweep", &p, &got, &want, isas[i], seed);
+                run(&p, QKV_IMPL_AUTO, isas[i], 1, &got1);
+                CHECK(same_bytes(&got, &got1, &p)); /* any thread count, same bits */
+                result_free(&got);
+                result_free(&got1);
+                cases++;
+            }
+            result_free(&want);
+            free_problem(&p);
+        }
+    }
+    printf("  sweep: %d problem x instruction-set runs\n", cases);
+}
+
+/* Scores in the thousands: the running max keeps everything finite. */
+static void check_large_logits(void)
+{
+    test_rng r = test_rng_seed(77);
+    problem p = make_problem(&r, 64, 12.0f);
+    result want;
+    run(&p, QKV_IMPL_REFERENCE, QKV_ISA_AUTO, 2, &want);
+    for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
+        if (!qkv_isa_supported(isas[i])) continue;
+        result got;
+        run(&p, QKV_IMPL_AUTO, isas[i], 2, &got);
+        compare("large logits", &p, &got, &want, isas[i], 77);
+        result_free(&got);
+    }
+    result_free(&want);
+    free_problem(&p);
+}
+
+/* Long keys with few queries take the split-and-merge path (decode);
+ * masks that empty whole blocks and rows. */
+static void check_decode_and_empty_blocks(void)
+{
+    for (int c = 0; c < 4; c++) {
+        test_rng r = test_rng_seed(500 + (uint64_t)c);
+        problem p = make_problem(&r, c == 3 ? 128 : 40, 1.0f);
+        free(p.q);
+        free(p.k);
+        free(p.v);
+        p.B = 1;
+        p.H = 8;
+        p.Hkv = 2;
+        p.Lq = c == 0 ? 1 : 3;
+        p.Lk = 3000 + c * 1111;
+        p.Ev = p.E;
+        p.q = test_rand_f32(&r, p.B * p.H * p.Lq * p.E, -1, 1);
+        p.k = test_rand_f32(&r, p.B * p.Hkv * p.Lk * p.E, -1, 1);
+        p.v = test_rand_f32(&r, p.B * p.Hkv * p.Lk * p.Ev, -1, 1);
+        free(p.fmask);
+        free(p.bmask);
+        free(p.lens);
+        p.fmask = NULL;
+        p.bmask = NULL;
+        p.lens = NULL;
+        memset(&p.opt, 0, sizeof p.opt);
+        if (c == 1) { /* a window far from the start: most blocks empty */
+            p.opt.use_window = 1;
+            p.opt.window_left = 300;
+            p.opt.window_right = 0;
+            p.opt.align = QKV_ALIGN_BOTTOM_RIGHT;
+        }
+        if (c == 2) { /* causal top-left with Lq << Lk: rows see only the first keys */
+            p.opt.causal = 1;
+        }
+        result want;
+        run(&p, QKV_IMPL_REFERENCE, QKV_ISA_AUTO, 2, &want);
+        for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
+            if (!qkv_isa_supported(isas[i])) continue;
+            result got, got3;
+            run(&p, QKV_IMPL_AUTO, isas[i], 2, &got);
+            run(&p, QKV_IMPL_AUTO, isas[i], 3, &got3);
+            compare("decode", &p, &got, &want, isas[i], 500 + c);
+            CHECK(same_bytes(&got, &got3, &p));
+            result_free(&got);
+            result_free(&got3);
+        }
+        result_free(&want);
+        free_problem(&p);
+    }
+}
+
+/* A forced set the CPU lacks fails cleanly. */
+static void check_unsupported(void)
+{
+    for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
+        if (qkv_isa_supported(isas[i])) continue;
+        float x = 1;
+        qkv_tensor t = qkv_tensor_contiguous(&x, QKV_DTYPE_F32, 1, 1, 1, 1);
+        qkv_attn_options opt = {0};
+        opt.isa = isas[i];
+        CHECK(qkv_attention_forward(&t, NULL, NULL, &t, &t, &t, &opt) == QKV_ERR_UNSUPPORTED);
+        CHECK(strstr(qkv_error_detail(), "isa") != NULL);
+    }
+    CHECK(qkv_isa_supported(QKV_ISA_GENERIC));
+    CHECK(qkv_isa_auto() != QKV_ISA_AUTO || getenv("QKV_ISA") != NULL);
+}
+
+/* Peak memory of a long self-attention run in a child process: inputs and
+ * outputs plus at most 32 MiB, never anything of size Lq x Lk (which would
+ * be 1 GiB here). Skipped under AddressSanitizer, whose shadow memory
+ * counts in the resident size. */
+static void check_memory_bound(void)
+{
+#ifdef TEST_UNDER_ASAN
+    printf("  memory bound: skipped under AddressSanitizer\n");
+    return;
+#endif
+    const int64_t L = 16384, E = 32;
+    fflush(stdout); /* the child must not repeat what the parent buffered */
+    pid_t pid = fork();
+    if (pid == 0) {
+        float *q = calloc((size_t)(L * E), sizeof(float)), *o = calloc((size_t)(L * E), sizeof(float));
+        if (!q || !o) _exit(3);
+        for (int64_t i = 0; i < L * E; i++) q[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
+        struct rusage before;
+        getrusage(RUSAGE_SELF, &before);
+        qkv_tensor t = qkv_tensor_contiguous(q, QKV_DTYPE_F32, 1, 1, L, E);
+        qkv_tensor to = qkv_tensor_contiguous(o, QKV_DTYPE_F32, 1, 1, L, E);
+        qkv_attn_options opt = {0};
+        opt.causal = 1;
+        if (qkv_attention_forward(&to, NULL, NULL, &t, &t, &t, &opt) != QKV_OK) _exit(4);
+        struct rusage after;
+        getrusage(RUSAGE_SELF, &after);
+        long grew_kib = after.ru_maxrss - before.ru_maxrss;
+        printf("  memory bound: L = %lld self-attention grew the peak by %ld KiB\n",
+               (long long)L, grew_kib);
+        fflush(stdout);
+        _exit(grew_kib <= 32 * 1024 ? 0 : 5);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+int main(void)
+{
+    for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
+        if (qkv_isa_supported(isas[i]))
+            check_exp_softcap(isas[i]);
+        else
+            printf("  %s: not in this build or CPU, skipped\n", qkv_isa_name(isas[i]));
+    }
+    check_sweep();
+    check_large_logits();
+    check_decode_and_empty_blocks();
+    check_unsupported();
+    check_memory_bound();
+    return test_finish("test_kernels");
+}
