@@ -5,5 +5,7 @@
 
 int cmd_run(int argc, char **argv);
 int cmd_explain(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_heatmap(int argc, char **argv);
 
 #endif

@@ -13,6 +13,8 @@ static const char usage[] =
     "commands:\n"
     "  run        attention on .npy files (qkv run --help)\n"
     "  explain    attention step by step on the worked example or your words\n"
+    "  bench      speed against the machine's ceiling (qkv bench --help)\n"
+    "  heatmap    draw attention weights as SVG, PNG or HTML (qkv heatmap --help)\n"
     "\n"
     "  -h, --help      show this help\n"
     "  --version       show the version of qkv and of libqkv\n";
@@ -45,6 +47,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "run") == 0) return cmd_run(argc - 1, argv + 1);
     if (strcmp(cmd, "explain") == 0) return cmd_explain(argc - 1, argv + 1);
+    if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
+    if (strcmp(cmd, "heatmap") == 0) return cmd_heatmap(argc - 1, argv + 1);
     cli_error(NULL, "unknown command '%s' (see 'qkv --help')", cmd);
     return CLI_USAGE;
 }

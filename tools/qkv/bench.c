@@ -1,0 +1,427 @@
+/* `qkv bench`: the speed of forward attention as a ratio to a ceiling
+ * measured in the same process. Compute-bound cases are compared with an
+ * SGEMM from the system BLAS (found at run time with dlopen, so the tool
+ * never depends on one); decode-shaped cases, bound by reading K and V
+ * once, with the bandwidth of a large memory copy. Method: one warm-up
+ * call, then repeated calls until both 3 runs and 0.5 s are reached; the
+ * median time counts. */
+#define _XOPEN_SOURCE 700 /* clock_gettime, strdup */
+#include "cli.h"
+#include "commands.h"
+
+#include <dlfcn.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char bench_usage[] =
+    "usage: qkv bench [options]\n"
+    "\n"
+    "Times forward attention and prints, for each case, the time, GFLOP/s and\n"
+    "the ratio to a ceiling measured in the same run: an SGEMM of the system\n"
+    "BLAS (M = N = min(L, 2048), K = E; none without a BLAS) for compute-bound\n"
+    "cases, a large memory copy for decode (Lq = 1). FLOPs are 4*B*H*Lq*Lk*E,\n"
+    "halved for causal self-attention; decode moves K and V once.\n"
+    "\n"
+    "The fixed suite: H=16, L=Lq=Lk in {1024, 4096}, E=Ev in {64, 128}, causal\n"
+    "and not; decode Lq=1, Lk in {4096, 65536}, H=32, Hkv=8, E=128.\n"
+    "\n"
+    "options:\n"
+    "  --shape B,H,Hkv,Lq,Lk,E[,causal]   time this shape instead (repeatable)\n"
+    "  --quick            the suite at L = 1024 and Lk = 4096 only\n"
+    "  --threads N        worker threads (default: all CPUs)\n"
+    "  --isa NAME         generic, avx2 or avx512 (default: the best here)\n"
+    "  --reference        time the reference kernel instead\n"
+    "  --json             one JSON object per case and line, nothing else\n"
+    "  -h, --help         show this help\n";
+
+typedef struct bcase {
+    char name[64];
+    int64_t B, H, Hkv, Lq, Lk, E;
+    int causal;
+} bcase;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Repeats fn until 3 runs and 0.5 s, after one warm-up; the median. */
+static double time_median(int (*fn)(void *), void *ctx)
+{
+    if (!fn(ctx)) return -1;
+    double t[64];
+    int n = 0;
+    double start = now();
+    while (n < 64 && (n < 3 || now() - start < 0.5)) {
+        double t0 = now();
+        if (!fn(ctx)) return -1;
+        t[n++] = now() - t0;
+    }
+    qsort(t, (size_t)n, sizeof t[0], cmp_double);
+    return t[n / 2];
+}
+
+/* ------------------------------------------------------------ ceilings */
+
+typedef void (*sgemm_fn)(int order, int ta, int tb, int m, int n, int k, float alpha,
+                         const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                         int ldc);
+
+typedef struct blas {
+    void *lib;
+    sgemm_fn sgemm;
+    char name[128];
+} blas;
+
+/* The system BLAS if one can be opened: OpenBLAS first, then whatever
+ * libblas.so.3 is (Debian's alternatives may make it the slow reference
+ * BLAS; the name says so). */
+static void blas_open(blas *b, int threads)
+{
+    static const char *libs[] = {"libopenblas.so.0", "libopenblas.so", "libblas.so.3"};
+    memset(b, 0, sizeof *b);
+    for (size_t i = 0; i < sizeof libs / sizeof libs[0] && !b->sgemm; i++) {
+        void *h = dlopen(libs[i], RTLD_NOW | RTLD_LOCAL);
+        if (!h) continue;
+        sgemm_fn f;
+        *(void **)&f = dlsym(h, "cblas_sgemm");
+        if (!f) {
+            dlclose(h);
+            continue;
+        }
+        void (*set_threads)(int);
+        *(void **)&set_threads = dlsym(h, "openblas_set_num_threads");
+        if (set_threads) set_threads(threads);
+        char *(*config)(void);
+        *(void **)&config = dlsym(h, "openblas_get_config");
+        snprintf(b->name, sizeof b->name, "%s%s%s", libs[i], config ? " " : "",
+                 config ? config() : "");
+        b->lib = h;
+        b->sgemm = f;
+    }
+}
+
+typedef struct gemm_ctx {
+    const blas *b;
+    int m, n, k;
+    float *a, *bm, *c;
+} gemm_ctx;
+
+static int run_gemm(void *vctx)
+{
+    gemm_ctx *g = vctx;
+    /* CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112: C = A B^T
+     * as scores are Q K^T. */
+    g->b->sgemm(101, 111, 112, g->m, g->n, g->k, 1.0f, g->a, g->k, g->bm, g->k, 0.0f, g->c, g->n);
+    return 1;
+}
+
+/* GFLOP/s of an (m x k) (n x k)^T SGEMM; 0 without a BLAS. */
+static double sgemm_ceiling(const blas *b, int m, int n, int k)
+{
+    if (!b->sgemm) return 0;
+    gemm_ctx g = {b, m, n, k, NULL, NULL, NULL};
+    g.a = malloc((size_t)m * (size_t)k * sizeof(float));
+    g.bm = malloc((size_t)n * (size_t)k * sizeof(float));
+    g.c = malloc((size_t)m * (size_t)n * sizeof(float));
+    double gf = 0;
+    if (g.a && g.bm && g.c) {
+        for (size_t i = 0; i < (size_t)m * (size_t)k; i++) g.a[i] = (float)(i % 7) * 0.1f;
+        for (size_t i = 0; i < (size_t)n * (size_t)k; i++) g.bm[i] = (float)(i % 5) * 0.1f;
+        double t = time_median(run_gemm, &g);
+        if (t > 0) gf = 2.0 * m * n * k / t / 1e9;
+    }
+    free(g.a);
+    free(g.bm);
+    free(g.c);
+    return gf;
+}
+
+typedef struct copy_ctx {
+    char *src, *dst;
+    size_t n;
+} copy_ctx;
+
+static int run_copy(void *vctx)
+{
+    copy_ctx *c = vctx;
+    memcpy(c->dst, c->src, c->n);
+    return 1;
+}
+
+/* GB/s of a 256 MiB memcpy, counting the bytes read and written. */
+static double copy_ceiling(void)
+{
+    copy_ctx c = {NULL, NULL, (size_t)256 << 20};
+    c.src = malloc(c.n);
+    c.dst = malloc(c.n);
+    double gbps = 0;
+    if (c.src && c.dst) {
+        memset(c.src, 1, c.n);
+        memset(c.dst, 2, c.n);
+        double t = time_median(run_copy, &c);
+        if (t > 0) gbps = 2.0 * (double)c.n / t / 1e9;
+    }
+    free(c.src);
+    free(c.dst);
+    return gbps;
+}
+
+/* ------------------------------------------------------------ attention */
+
+typedef struct attn_ctx {
+    qkv_tensor q, k, v, o;
+    qkv_attn_options opt;
+} attn_ctx;
+
+static int run_attn(void *vctx)
+{
+    attn_ctx *a = vctx;
+    return qkv_attention_forward(&a->o, NULL, NULL, &a->q, &a->k, &a->v, &a->opt) == QKV_OK;
+}
+
+static float *random_floats(int64_t n, uint64_t seed)
+{
+    float *x = malloc((size_t)n * sizeof *x);
+    if (!x) return NULL;
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int64_t i = 0; i < n; i++) {
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        x[i] = (float)((s * 0x2545F4914F6CDD1Dull) >> 40) / 8388608.0f - 1.0f;
+    }
+    return x;
+}
+
+typedef struct bench_opts {
+    int threads, json, reference;
+    qkv_isa isa;
+} bench_opts;
+
+static int bench_case(const bcase *c, const bench_opts *bo, const blas *bl, double copy_gbps)
+{
+    const int64_t nq = c->B * c->H * c->Lq * c->E, nk = c->B * c->Hkv * c->Lk * c->E;
+    attn_ctx a;
+    memset(&a, 0, sizeof a);
+    float *q = random_floats(nq, 1), *k = random_floats(nk, 2), *v = random_floats(nk, 3);
+    float *o = malloc((size_t)nq * sizeof *o);
+    int ok = 0;
+    if (!q || !k || !v || !o) {
+        cli_error("bench", "%s: cannot allocate the inputs", c->name);
+        goto done;
+    }
+    a.q = qkv_tensor_contiguous(q, QKV_DTYPE_F32, c->B, c->H, c->Lq, c->E);
+    a.k = qkv_tensor_contiguous(k, QKV_DTYPE_F32, c->B, c->Hkv, c->Lk, c->E);
+    a.v = qkv_tensor_contiguous(v, QKV_DTYPE_F32, c->B, c->Hkv, c->Lk, c->E);
+    a.o = qkv_tensor_contiguous(o, QKV_DTYPE_F32, c->B, c->H, c->Lq, c->E);
+    a.opt.causal = c->causal;
+    a.opt.align = QKV_ALIGN_BOTTOM_RIGHT;
+    a.opt.num_threads = bo->threads;
+    a.opt.isa = bo->isa;
+    a.opt.impl = bo->reference ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
+    cli_progress prog;
+    cli_progress_init(&prog, "bench", c->name);
+    a.opt.progress = cli_progress_update;
+    a.opt.progress_user = &prog;
+    double t = time_median(run_attn, &a);
+    cli_progress_done(&prog);
+    if (t < 0) {
+        cli_error("bench", "%s: %s", c->name, qkv_error_detail());
+        goto done;
+    }
+    const int decode = c->Lq == 1;
+    double flops = 4.0 * (double)c->B * (double)c->H * (double)c->Lq * (double)c->Lk * (double)c->E;
+    if (c->causal && c->Lq == c->Lk) flops /= 2;
+    const double gflops = flops / t / 1e9;
+    const double bytes = 2.0 * (double)nk * sizeof(float); /* K and V, read once */
+    const double gbps = bytes / t / 1e9;
+    double ceiling, ratio;
+    if (decode) {
+        ceiling = copy_gbps;
+        ratio = ceiling > 0 ? gbps / ceiling : NAN;
+    } else {
+        int64_t side = c->Lq < 2048 ? c->Lq : 2048;
+        ceiling = sgemm_ceiling(bl, (int)side, (int)side, (int)c->E);
+        ratio = ceiling > 0 ? gflops / ceiling : NAN;
+    }
+    const int threads = bo->threads ? bo->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (bo->json) {
+        printf("{\"name\": \"%s\", \"B\": %lld, \"H\": %lld, \"Hkv\": %lld, \"Lq\": %lld, "
+               "\"Lk\": %lld, \"E\": %lld, \"causal\": %s, \"threads\": %d, \"impl\": \"%s\", "
+               "\"seconds\": %.6g, \"gflops\": %.4g, ",
+               c->name, (long long)c->B, (long long)c->H, (long long)c->Hkv, (long long)c->Lq,
+               (long long)c->Lk, (long long)c->E, c->causal ? "true" : "false", threads,
+               bo->reference ? "reference" : qkv_isa_name(bo->isa ? bo->isa : qkv_isa_auto()),
+               t, gflops);
+        if (decode)
+            printf("\"gbps\": %.4g, \"ceiling_gbps\": %.4g, \"ceiling\": \"memcpy 256 MiB\", ",
+                   gbps, ceiling);
+        else
+            printf("\"ceiling_gflops\": %.4g, \"ceiling\": \"%s\", ", ceiling,
+                   bl->sgemm ? "sgemm" : "none");
+        if (isnan(ratio))
+            printf("\"ratio\": null}\n");
+        else
+            printf("\"ratio\": %.4f}\n", ratio);
+    } else {
+        printf("%-24s %9.4f s %8.1f GFLOP/s", c->name, t, gflops);
+        if (decode)
+            printf(" %7.1f GB/s   copy %6.1f GB/s", gbps, ceiling);
+        else if (ceiling > 0)
+            printf("   sgemm %6.1f GFLOP/s", ceiling);
+        else
+            printf("   (no BLAS: no ceiling)");
+        if (!isnan(ratio)) printf("   ratio %.3f", ratio);
+        printf("\n");
+    }
+    fflush(stdout);
+    ok = 1;
+done:
+    free(q);
+    free(k);
+    free(v);
+    free(o);
+    return ok;
+}
+
+/* "B,H,Hkv,Lq,Lk,E[,causal]" */
+static int parse_shape(const char *s, bcase *c)
+{
+    int64_t x[7] = {0, 0, 0, 0, 0, 0, 0};
+    int n = 0;
+    char *copy = strdup(s), *save = NULL;
+    if (!copy) return 0;
+    for (char *t = strtok_r(copy, ",", &save); t && n < 8; t = strtok_r(NULL, ",", &save), n++)
+        if (n >= 7 || !cli_parse_int64(t, &x[n])) n = 99;
+    free(copy);
+    if (n != 6 && n != 7) return 0;
+    for (int i = 0; i < 6; i++)
+        if (x[i] < 1 || x[i] > (INT64_C(1) << 24)) return 0;
+    if (x[6] != 0 && x[6] != 1) return 0;
+    if (x[1] % x[2] != 0) return 0;
+    c->B = x[0];
+    c->H = x[1];
+    c->Hkv = x[2];
+    c->Lq = x[3];
+    c->Lk = x[4];
+    c->E = x[5];
+    c->causal = (int)x[6];
+    snprintf(c->name, sizeof c->name, "%lld,%lld,%lld,%lld,%lld,%lld%s", (long long)c->B,
+             (long long)c->H, (long long)c->Hkv, (long long)c->Lq, (long long)c->Lk,
+             (long long)c->E, c->causal ? " causal" : "");
+    return 1;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    bench_opts bo = {0, 0, 0, QKV_ISA_AUTO};
+    int quick = 0, nshapes = 0;
+    bcase cases[32];
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+            fputs(bench_usage, stdout);
+            return CLI_OK;
+        } else if (strcmp(arg, "--json") == 0) {
+            bo.json = 1;
+        } else if (strcmp(arg, "--quick") == 0) {
+            quick = 1;
+        } else if (strcmp(arg, "--reference") == 0) {
+            bo.reference = 1;
+        } else if (strcmp(arg, "--threads") == 0) {
+            int64_t n;
+            if (!val || !cli_parse_int64(val, &n) || n < 1 || n > 1024) {
+                cli_error("bench", "--threads: '%s', expected an integer from 1 to 1024",
+                          val ? val : "");
+                return CLI_USAGE;
+            }
+            bo.threads = (int)n;
+            i++;
+        } else if (strcmp(arg, "--isa") == 0) {
+            qkv_isa found = QKV_ISA_AUTO;
+            for (qkv_isa x = QKV_ISA_GENERIC; x <= QKV_ISA_AVX512 && val; x++)
+                if (strcmp(val, qkv_isa_name(x)) == 0) found = x;
+            if (found == QKV_ISA_AUTO) {
+                cli_error("bench", "--isa: '%s', expected generic, avx2 or avx512",
+                          val ? val : "");
+                return CLI_USAGE;
+            }
+            if (!qkv_isa_supported(found)) {
+                cli_error("bench", "--isa: %s is not supported by this build or CPU", val);
+                return CLI_ERROR;
+            }
+            bo.isa = found;
+            i++;
+        } else if (strcmp(arg, "--shape") == 0) {
+            if (nshapes == (int)(sizeof cases / sizeof cases[0])) {
+                cli_error("bench", "--shape: at most %d shapes", nshapes);
+                return CLI_USAGE;
+            }
+            if (!val || !parse_shape(val, &cases[nshapes])) {
+                cli_error("bench", "--shape: '%s', expected B,H,Hkv,Lq,Lk,E[,causal] with "
+                                   "sizes >= 1, Hkv dividing H and causal 0 or 1",
+                          val ? val : "");
+                return CLI_USAGE;
+            }
+            nshapes++;
+            i++;
+        } else {
+            cli_error("bench", "unknown argument '%s' (see 'qkv bench --help')", arg);
+            return CLI_USAGE;
+        }
+    }
+    if (nshapes && quick) {
+        cli_error("bench", "--quick picks from the fixed suite; it does not combine with --shape");
+        return CLI_USAGE;
+    }
+    int n = nshapes;
+    if (!n) {
+        static const int64_t Ls[2] = {1024, 4096}, Es[2] = {64, 128};
+        for (int li = 0; li < (quick ? 1 : 2); li++)
+            for (int ei = 0; ei < 2; ei++)
+                for (int causal = 0; causal < 2; causal++) {
+                    bcase *c = &cases[n++];
+                    *c = (bcase){"", 1, 16, 16, Ls[li], Ls[li], Es[ei], causal};
+                    snprintf(c->name, sizeof c->name, "L%lld E%lld%s", (long long)Ls[li],
+                             (long long)Es[ei], causal ? " causal" : "");
+                }
+        static const int64_t Lks[2] = {4096, 65536};
+        for (int di = 0; di < (quick ? 1 : 2); di++) {
+            bcase *c = &cases[n++];
+            *c = (bcase){"", 1, 32, 8, 1, Lks[di], 128, 0};
+            snprintf(c->name, sizeof c->name, "decode Lk%lld GQA32/8", (long long)Lks[di]);
+        }
+    }
+    blas bl;
+    blas_open(&bl, bo.threads ? bo.threads : 0);
+    int any_decode = 0;
+    for (int i = 0; i < n; i++) any_decode |= cases[i].Lq == 1;
+    double copy_gbps = any_decode ? copy_ceiling() : 0;
+    if (!bo.json) {
+        const int threads = bo.threads ? bo.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+        printf("qkv bench: %s, %d thread%s; ceiling: %s%s\n",
+               bo.reference ? "reference kernel" : qkv_isa_name(bo.isa ? bo.isa : qkv_isa_auto()),
+               threads, threads == 1 ? "" : "s",
+               bl.sgemm ? bl.name : "no BLAS found (install libopenblas0) for SGEMM",
+               any_decode ? "; memcpy for decode" : "");
+    }
+    int rc = CLI_OK;
+    for (int i = 0; i < n; i++)
+        if (!bench_case(&cases[i], &bo, &bl, copy_gbps)) rc = CLI_ERROR;
+    if (bl.lib) dlclose(bl.lib);
+    return rc;
+}
