@@ -6,8 +6,11 @@
  */
 #include "qkv.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
 static uint64_t state = 0x853C49E6748FEA9Bull;
 
@@ -49,9 +52,20 @@ static int write_random(const char *dir, const char *name, int64_t b, int64_t h,
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+        printf("usage: make_inputs DIR [B H Hkv L E]\n\n"
+               "Writes seeded random q.npy (B, H, L, E), k.npy and v.npy (B, Hkv, L, E)\n"
+               "with values in [-1, 1), and kv_lens.npy (B,) int64, into DIR (created\n"
+               "if missing). Defaults: 2 8 2 256 64.\n");
+        return 0;
+    }
     if (argc != 2 && argc != 7) {
         fprintf(stderr, "usage: make_inputs DIR [B H Hkv L E]\n");
         return 2;
+    }
+    if (mkdir(argv[1], 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "make_inputs: %s: cannot create: %s\n", argv[1], strerror(errno));
+        return 1;
     }
     int64_t d[5] = {2, 8, 2, 256, 64};
     for (int i = 0; i < 5 && argc == 7; i++) {

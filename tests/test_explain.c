@@ -47,7 +47,7 @@ static void check_default_example(void)
         "0.0438", "0.5235", "0.1841", "0.2485",               /* step 4 */
         "1.0000   <- the weights sum to 1",
         "o (sum)          0.1061   1.5119   0.8961   0.6585", /* step 5 */
-        "cos(o, pomme)  =  0.9709",                           /* step 6 */
+        "cos(o, pomme) =  0.9709",                           /* step 6 */
         "nearest \"pomme\"", "translation of \"apple\"", NULL};
     expect_all("default", want);
 }
@@ -71,7 +71,7 @@ static void check_knobs(void)
     char *argv[] = {"qkv", "explain", "--causal", "--temperature", "0.5", NULL};
     CHECK(run(argv) == 0);
     const char *const want[] = {"position 2", "0.0070", "0.9930", "(hidden: score -inf)",
-                                "without --causal, --scale and --temperature the weights are "
+                                "without --causal, --temperature the weights are\n  "
                                 "0.0438 0.5235 0.1841 0.2485", NULL};
     expect_all("--causal --temperature", want);
     /* --scale 1 on the default example: softmax(0.13, 5.09, 3.0, 3.6) =

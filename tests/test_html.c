@@ -439,7 +439,7 @@ static void case_two_heads(void)
         check_shows(dom, &p, 1, 2, "sel");
         CHECK(count_of(dom, "<tr data-r=\"") == LQ);
         CHECK(count_of(dom, "<td class=\"sum\">1.00</td>") == LQ);
-        CHECK(strstr(dom, "Head b0 h1: every weight") != NULL);
+        CHECK(strstr(dom, "b0 h1: every weight") != NULL);
         int64_t lines = count_of(dom, "class=\"ln\"");
         CHECK(lines >= 1 && lines <= LK);
     }

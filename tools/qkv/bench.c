@@ -30,7 +30,8 @@ static const char bench_usage[] =
     "and not; decode Lq=1, Lk in {4096, 65536}, H=32, Hkv=8, E=128.\n"
     "\n"
     "options:\n"
-    "  --shape B,H,Hkv,Lq,Lk,E[,causal]   time this shape instead (repeatable)\n"
+    "  --shape B,H,Hkv,Lq,Lk,E[,causal]   time this shape instead (repeatable);\n"
+    "                     the last item is 0, 1 or the word causal\n"
     "  --quick            the suite at L = 1024 and Lk = 4096 only\n"
     "  --threads N        worker threads (default: all CPUs)\n"
     "  --isa NAME         generic, avx2 or avx512 (default: the best here)\n"
@@ -304,8 +305,12 @@ static int parse_shape(const char *s, bcase *c)
     int n = 0;
     char *copy = strdup(s), *save = NULL;
     if (!copy) return 0;
-    for (char *t = strtok_r(copy, ",", &save); t && n < 8; t = strtok_r(NULL, ",", &save), n++)
-        if (n >= 7 || !cli_parse_int64(t, &x[n])) n = 99;
+    for (char *t = strtok_r(copy, ",", &save); t && n < 8; t = strtok_r(NULL, ",", &save), n++) {
+        if (n == 6 && strcmp(t, "causal") == 0)
+            x[6] = 1;
+        else if (n >= 7 || !cli_parse_int64(t, &x[n]))
+            n = 99;
+    }
     free(copy);
     if (n != 6 && n != 7) return 0;
     for (int i = 0; i < 6; i++)

@@ -252,16 +252,18 @@ static int read_vectors(const char *path, const words *const lists[], int nlists
             goto done;
         }
         if (header_dim > 0 && count != header_dim) {
-            cli_error("explain", "--vectors %s:%ld: %d numbers after '%s', expected %lld as the "
-                      "header on line 1 says", path, lineno, count, word, header_dim);
+            cli_error("explain", "--vectors %s:%ld: %d number%s after '%s', expected %lld as the "
+                      "header on line 1 says", path, lineno, count, count == 1 ? "" : "s", word,
+                      header_dim);
             goto done;
         }
         if (lx->dim == 0) {
             lx->dim = count;
             first_line = lineno;
         } else if (count != lx->dim) {
-            cli_error("explain", "--vectors %s:%ld: %d numbers after '%s', expected %d as on "
-                      "line %ld", path, lineno, count, word, lx->dim, first_line);
+            cli_error("explain", "--vectors %s:%ld: %d number%s after '%s', expected %d as on "
+                      "line %ld", path, lineno, count, count == 1 ? "" : "s", word, lx->dim,
+                      first_line);
             goto done;
         }
         data_lines++;
@@ -357,7 +359,7 @@ static void print_vector_row(int width, const char *label, const double *x, int 
 
 static void print_bar(double w)
 {
-    int n = (int)(w * 40.0 + 0.5);
+    int n = (int)(w * 30.0 + 0.5); /* 30 columns: lines stay within 80 */
     printf("  ");
     for (int i = 0; i < n; i++) putchar('#');
 }
@@ -367,6 +369,18 @@ static double dot(const double *a, const double *b, int n)
     double s = 0;
     for (int i = 0; i < n; i++) s += a[i] * b[i];
     return s;
+}
+
+/* The width of the longest "PREFIX word SUFFIX" label over a list, so
+ * that the "=" signs of a step line up. */
+static int label_width(const char *prefix, const words *l, const char *suffix)
+{
+    int w = 0;
+    for (int i = 0; i < l->n; i++) {
+        int n = (int)(strlen(prefix) + strlen(l->w[i]) + strlen(suffix));
+        w = n > w ? n : w;
+    }
+    return w;
 }
 
 /* ------------------------------------------------------------ the maths */
@@ -512,18 +526,18 @@ static int explain_scores(const char *list, double scale, double temp, const cha
     printf(":\n\n  weight_j = exp(s_j - max) / sum_k exp(s_k - max)\n\n");
     if (!print_softmax(width, (const char *const *)items.w, s, n, NULL, w)) goto done;
     double total = 0;
-    int positive = 1;
+    int nonneg = 1;
     for (int j = 0; j < n; j++) {
         total += raw[j];
-        positive &= raw[j] > 0;
+        nonneg &= raw[j] >= 0;
     }
     printf("\nSoftmax is not \"each score's share of the total\"");
-    if (positive && total > 0) {
-        printf(": those shares would be");
+    if (nonneg && total > 0) {
+        printf(". Those shares would be\n ");
         for (int j = 0; j < n; j++) printf(" %.4f", raw[j] / total);
         printf(".\n");
     } else {
-        printf(" (with scores <= 0 that is not even defined).\n");
+        printf(" (with negative scores or a zero\ntotal that is not even defined).\n");
     }
     printf("It depends only on the differences between scores: adding the same number to\n"
            "every score changes nothing, and a gap of 1 always means a ratio of e = 2.718\n"
@@ -716,7 +730,7 @@ int cmd_explain(int argc, char **argv)
 
     int width = 9 + (int)strlen(query.w[0]);
     for (int j = 0; j < n; j++) {
-        int l = 6 + (int)strlen(keys.w[j]), lv = 6 + (int)strlen(values.w[j]);
+        int l = 6 + (int)strlen(keys.w[j]), lv = 7 + (int)strlen(values.w[j]);
         width = l > width ? l : width;
         width = lv > width ? lv : width;
     }
@@ -728,8 +742,8 @@ int cmd_explain(int argc, char **argv)
 
     printf("Step 1. The vectors. The query and the keys are compared; the values are\n"
            "what the output is made of.%s\n\n",
-           lx.features ? " The built-in table's numbers say by hand how much each\n"
-                         "word is an animal, a fruit, a plant and a drink."
+           lx.features ? " The built-in table's numbers say by hand how much\n"
+                         "each word is an animal, a fruit, a plant and a drink."
                        : "");
     print_header_row(width, &lx);
     snprintf(label, sizeof label, "query %s", query.w[0]);
@@ -745,9 +759,11 @@ int cmd_explain(int argc, char **argv)
 
     printf("\nStep 2. Compare the query with each key: the dot product q.k, the sum of\n"
            "the products of matching numbers. The more two words share, the larger it is.\n\n");
+    const int w2 = label_width("q.", &keys, "");
     for (int j = 0; j < n; j++) {
         double p = dot(q, kvec[j], d);
-        printf("  q.%-*s = ", width - 8, keys.w[j]);
+        snprintf(label, sizeof label, "q.%s", keys.w[j]);
+        printf("  %-*s = ", w2, label);
         if (d <= 4) {
             for (int e = 0; e < d; e++)
                 printf("%s%.2f*%.2f", e ? " + " : "", q[e], kvec[j][e]);
@@ -761,20 +777,23 @@ int cmd_explain(int argc, char **argv)
            "vectors, and dividing by sqrt(d_k) = %.4g keeps the scores from growing with it\n"
            "(with the d_k = 64 of many models this divides by 8).",
            d, sqrt((double)d));
-    if (scale != 0) printf(" Here --scale multiplies by %g instead.", scale);
-    if (temp != 1) printf(" --temperature %g then divides by %g: %s.", temp, temp,
-                          temp < 1 ? "the weights get sharper" : "the weights get flatter");
+    if (scale != 0) printf("\nHere --scale multiplies by %g instead.", scale);
+    if (temp != 1)
+        printf("\n--temperature %g then divides by %g: the weights get %s.", temp, temp,
+               temp < 1 ? "sharper" : "flatter");
     printf("\n\n");
-    for (int j = 0; j < n; j++)
-        printf("  score(%s)%*s = %.4f * %.4f = %.4f\n", keys.w[j],
-               width - 8 - (int)strlen(keys.w[j]), "", dot(q, kvec[j], d), eff, s[j]);
+    const int w3 = label_width("score(", &keys, ")");
+    for (int j = 0; j < n; j++) {
+        snprintf(label, sizeof label, "score(%s)", keys.w[j]);
+        printf("  %-*s = %.4f * %.4f = %.4f\n", w3, label, dot(q, kvec[j], d), eff, s[j]);
+    }
 
     printf("\nStep 4. Softmax turns the scores into weights that are positive and sum to 1:\n"
            "weight_j = exp(s_j - max) / sum_k exp(s_k - max). Subtracting the largest score\n"
            "first changes nothing in the result and keeps exp from overflowing.");
     if (a.causal)
-        printf(" --causal:\nthe query stands at position %d (counting from 1), so the keys "
-               "after it are hidden\n(score -inf, weight 0).", pos + 1);
+        printf("\n--causal: the query stands at position %d (counting from 1), so the keys\n"
+               "after it are hidden (score -inf, weight 0).", pos + 1);
     printf("\n\n");
     if (!print_softmax(width - 2, (const char *const *)keys.w, s, n, allowed, w)) goto done;
 
@@ -796,11 +815,12 @@ int cmd_explain(int argc, char **argv)
     int best_v = 0, best_k = 0;
     double best_c = -2;
     const double on = sqrt(dot(o, o, d));
+    const int w6 = label_width("cos(o, ", &values, ")");
     for (int j = 0; j < n; j++) {
         double vn = sqrt(dot(vvec[j], vvec[j], d));
         double c = on > 0 && vn > 0 ? dot(o, vvec[j], d) / (on * vn) : 0;
-        printf("  cos(o, %s)%*s = %7.4f\n", values.w[j], width - 8 - (int)strlen(values.w[j]), "",
-               c);
+        snprintf(label, sizeof label, "cos(o, %s)", values.w[j]);
+        printf("  %-*s = %7.4f\n", w6, label, c);
         if (c > best_c) {
             best_c = c;
             best_v = j;
@@ -819,7 +839,10 @@ int cmd_explain(int argc, char **argv)
 
     if (a.causal || a.scale || a.temperature) {
         if (!attend(q, kvec, vvec, n, d, d, dk_scale, NULL, w0, out0, &lse0)) goto done;
-        printf("\nFor comparison, without --causal, --scale and --temperature the weights are");
+        printf("\nFor comparison, without %s%s%s%s%s the weights are\n ",
+               a.causal ? "--causal" : "", a.causal && (a.scale || a.temperature) ? ", " : "",
+               a.scale ? "--scale" : "", a.scale && a.temperature ? ", " : "",
+               a.temperature ? "--temperature" : "");
         for (int j = 0; j < n; j++) printf(" %.4f", w0[j]);
         printf(".\n");
     }

@@ -302,7 +302,7 @@ static const char *const page_js[] = {
     "  var MAXLINES = stage.classList.contains(\"many\") ? 16 : 64;",
     "",
     "  function lab(a, i) { return a ? a[i] : String(i); }",
-    "  function hname(h) { return D.names ? D.names[h] : String(h); }",
+    "  function hname(h) { return D.names ? D.names[h] : \"Head \" + h; }",
     "  function wt(h, q, k) { var v = D.w[h][q * LK + k]; return typeof v === \"number\" ? v : NaN; }",
     "  function num(v, d) { return isFinite(v) ? v.toFixed(d) : \"NaN\"; }",
     "  function small(v) {",
@@ -323,7 +323,7 @@ static const char *const page_js[] = {
     "  function describe(q, top, max, sum) {",
     "    if (H === 0) return \"There are no heads to show.\";",
     "    if (LQ === 0) return \"There are no query tokens.\";",
-    "    var s = H > 1 ? \"Head \" + hname(head) + \": \" + qname(q) : \"Q\" + qname(q).slice(1);",
+    "    var s = H > 1 ? hname(head) + \": \" + qname(q) : \"Q\" + qname(q).slice(1);",
     "    if (LK === 0) return s + \" has no keys to attend to.\";",
     "    if (!(max > 0)) return s + \" attends to no key: its weights are all 0 (every key is masked).\";",
     "    return s + \" attends most to \" + kname(top) + \" (\" + num(max, 3) + \"); its \" + LK +",
@@ -414,7 +414,7 @@ static const char *const page_js[] = {
     "    heat.textContent = \"\";",
     "    trs = [];",
     "    mark = null;",
-    "    heatTitle.textContent = H > 1 ? \"Head \" + hname(head) + \": every weight\" : \"Every weight\";",
+    "    heatTitle.textContent = H > 1 ? hname(head) + \": every weight\" : \"Every weight\";",
     "    if (H === 0 || LQ === 0) {",
     "      sums.textContent = \"\";",
     "      return;",
@@ -653,14 +653,15 @@ const char *picture_write_html(const char *path, const picture *p, const char *i
     put(&s, "</title>\n<style>\n");
     put_lines(&s, page_css);
     put(&s, "</style>\n</head>\n<body data-ready=\"0\">\n<main>\n");
+    put(&s, "<h1>");
+    put_html(&s, title);
+    put(&s, "</h1>\n");
     if (intro_html) {
         put(&s, "<div class=\"intro\">\n");
         put(&s, intro_html);
         put(&s, "\n</div>\n");
     }
-    put(&s, "<h1>");
-    put_html(&s, title);
-    put(&s, "</h1>\n<p class=\"meta\">");
+    put(&s, "<p class=\"meta\">");
     put_i64(&s, p->heads);
     put(&s, p->heads == 1 ? " head · " : " heads · ");
     put_i64(&s, p->lq);

@@ -20,7 +20,7 @@ typedef struct picture {
 /* The interactive page: one self-contained HTML document (no network) that
  * shows the tokens and, on hover or click of a query token, shades each key
  * by its weight, per head. intro_html (may be NULL) is trusted HTML placed
- * above it. Returns NULL on success or a reason, as cli_write_fn does.
+ * under the title. Returns NULL on success or a reason, as cli_write_fn does.
  * Implemented in html.c. */
 const char *picture_write_html(const char *path, const picture *p, const char *intro_html);
 
