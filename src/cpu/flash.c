@@ -139,32 +139,43 @@ static int block_scores(const plan *pl, scratch *sc, int64_t b, const float *k, 
         for (int64_t j = 0; j < n; j++) pl->k->softcap(sc->st + j * R, R, (float)p->softcap);
     const int fmask = p->mask && p->mask->dtype == QKV_DTYPE_F32;
     const int bmask = p->mask && p->mask->dtype == QKV_DTYPE_BOOL;
-    int forbidden = 0;
+    /* Does a real row see less than the whole block? (Padding rows are
+     * masked too, their column all -inf, but no value reaches them.) */
+    int partial = 0, padded = 0;
     for (int64_t r = 0; r < R; r++) {
-        float *col = sc->st + r;
-        if (sc->head[r] < 0) { /* padding row: nothing to see */
-            for (int64_t j = 0; j < n; j++) col[j * R] = -INFINITY;
-            continue;
-        }
-        const int64_t lo = sc->lo[r] - jb, hi = sc->hi[r] - jb; /* block-relative */
-        if (lo <= 0 && hi >= n - 1 && !fmask && !bmask) continue;
-        forbidden = 1;
-        const int64_t h = sc->head[r], i = sc->qi[r];
+        if (sc->head[r] < 0)
+            padded = 1;
+        else if (sc->lo[r] > jb || sc->hi[r] < jb + n - 1)
+            partial = 1;
+    }
+    if (partial || padded) /* key by key, rows along the contiguous axis */
         for (int64_t j = 0; j < n; j++) {
-            if (j < lo || j > hi) {
-                col[j * R] = -INFINITY;
-                continue;
-            }
-            if (fmask) col[j * R] += *at4(p->mask, b, h, i, jb + j);
-            if (bmask) {
-                const qkv_tensor *m = p->mask;
-                const unsigned char *mb = (const unsigned char *)m->data + b * m->stride[0] +
-                                          h * m->stride[1] + i * m->stride[2] +
-                                          (jb + j) * m->stride[3];
-                if (!*mb) col[j * R] = -INFINITY;
+            float *sj = sc->st + j * R;
+            const int64_t key = jb + j;
+            for (int64_t r = 0; r < R; r++)
+                if (key < sc->lo[r] || key > sc->hi[r]) sj[r] = -INFINITY;
+        }
+    if (fmask || bmask) {
+        const qkv_tensor *m = p->mask;
+        for (int64_t r = 0; r < R; r++) {
+            if (sc->head[r] < 0) continue;
+            const int64_t h = sc->head[r], i = sc->qi[r];
+            const int64_t from = sc->lo[r] > jb ? sc->lo[r] - jb : 0;
+            const int64_t to = sc->hi[r] < jb + n - 1 ? sc->hi[r] - jb : n - 1;
+            for (int64_t j = from; j <= to; j++) {
+                float *x = sc->st + j * R + r;
+                if (fmask) {
+                    *x += *at4(m, b, h, i, jb + j);
+                } else {
+                    const unsigned char *mb = (const unsigned char *)m->data + b * m->stride[0] +
+                                              h * m->stride[1] + i * m->stride[2] +
+                                              (jb + j) * m->stride[3];
+                    if (!*mb) *x = -INFINITY;
+                }
             }
         }
     }
+    const int forbidden = partial || fmask || bmask;
     return forbidden;
 }
 

@@ -1,8 +1,9 @@
 /* `qkv bench`: the speed of forward attention as a ratio to a ceiling
  * measured in the same process. Compute-bound cases are compared with an
  * SGEMM from the system BLAS (found at run time with dlopen, so the tool
- * never depends on one); decode-shaped cases, bound by reading K and V
- * once, with the bandwidth of a large memory copy. Method: one warm-up
+ * never depends on one) and with the FMA peak of the threads used;
+ * decode-shaped cases, bound by reading K and V once, with the bandwidth
+ * of a large memory copy. Method: one warm-up
  * call, then repeated calls until both 3 runs and 0.5 s are reached; the
  * median time counts. */
 #define _XOPEN_SOURCE 700 /* clock_gettime, strdup */
@@ -11,6 +12,7 @@
 
 #include <dlfcn.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +25,8 @@ static const char bench_usage[] =
     "Times forward attention and prints, for each case, the time, GFLOP/s and\n"
     "the ratio to a ceiling measured in the same run: an SGEMM of the system\n"
     "BLAS (M = N = min(L, 2048), K = E; none without a BLAS) for compute-bound\n"
-    "cases, a large memory copy for decode (Lq = 1). FLOPs are 4*B*H*Lq*Lk*E,\n"
+    "cases, also shown as a fraction of the FMA peak of the threads used, and\n"
+    "a large memory copy for decode (Lq = 1). FLOPs are 4*B*H*Lq*Lk*E,\n"
     "halved for causal self-attention; decode moves K and V once.\n"
     "\n"
     "The fixed suite: H=16, L=Lq=Lk in {1024, 4096}, E=Ev in {64, 128}, causal\n"
@@ -180,6 +183,88 @@ static double copy_ceiling(void)
     return gbps;
 }
 
+/* The FMA peak: each thread runs independent chains of vector FMAs, as
+ * many as hide the latency; 2 FLOPs per lane per FMA. Only where the
+ * compiler can target AVX-512 or AVX2 functions on x86; 0 elsewhere. */
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define FMA_ITERS 20000000
+#define FMA_CHAINS 12
+/* Twelve chains in named variables (an array may live in memory at -O2). */
+#define FMA_BODY(T, SET1, FMA, SUM)                                                           \
+    T b = SET1(0.999999f), c = SET1(1e-6f);                                                  \
+    T a0 = SET1(0), a1 = SET1(1), a2 = SET1(2), a3 = SET1(3), a4 = SET1(4), a5 = SET1(5);   \
+    T a6 = SET1(6), a7 = SET1(7), a8 = SET1(8), a9 = SET1(9), a10 = SET1(10), a11 = SET1(11); \
+    for (long it = 0; it < FMA_ITERS; it++) {                                                 \
+        a0 = FMA(a0, b, c); a1 = FMA(a1, b, c); a2 = FMA(a2, b, c); a3 = FMA(a3, b, c);       \
+        a4 = FMA(a4, b, c); a5 = FMA(a5, b, c); a6 = FMA(a6, b, c); a7 = FMA(a7, b, c);       \
+        a8 = FMA(a8, b, c); a9 = FMA(a9, b, c); a10 = FMA(a10, b, c); a11 = FMA(a11, b, c);   \
+    }                                                                                         \
+    T t = a0;                                                                                 \
+    t = SUM(t, a1); t = SUM(t, a2); t = SUM(t, a3); t = SUM(t, a4); t = SUM(t, a5);          \
+    t = SUM(t, a6); t = SUM(t, a7); t = SUM(t, a8); t = SUM(t, a9); t = SUM(t, a10);         \
+    t = SUM(t, a11);
+
+__attribute__((target("avx512f"))) static void *fma_loop_avx512(void *out)
+{
+    FMA_BODY(__m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps)
+    *(float *)out = _mm512_reduce_add_ps(t); /* keeps the loop alive */
+    return NULL;
+}
+__attribute__((target("avx2,fma"))) static void *fma_loop_avx2(void *out)
+{
+    FMA_BODY(__m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps)
+    float lanes[8];
+    _mm256_storeu_ps(lanes, t);
+    *(float *)out = lanes[0];
+    return NULL;
+}
+
+/* GFLOP/s of `threads` threads running the loop of the widest FMA the CPU
+ * has; 0 when it has none. */
+static double fma_peak(int threads)
+{
+    __builtin_cpu_init();
+    void *(*loop)(void *) = NULL;
+    int lanes = 0;
+    if (__builtin_cpu_supports("avx512f")) {
+        loop = fma_loop_avx512;
+        lanes = 16;
+    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        loop = fma_loop_avx2;
+        lanes = 8;
+    }
+    if (!loop || threads < 1 || threads > 1024) return 0;
+    pthread_t *t = calloc((size_t)threads, sizeof *t);
+    float *out = calloc((size_t)threads, sizeof *out);
+    int *started = calloc((size_t)threads, sizeof *started);
+    double gf = 0;
+    if (t && out && started) {
+        double t0 = now();
+        for (int i = 1; i < threads; i++) started[i] = pthread_create(&t[i], NULL, loop, &out[i]) == 0;
+        loop(&out[0]);
+        int ran = 1;
+        for (int i = 1; i < threads; i++)
+            if (started[i]) {
+                pthread_join(t[i], NULL);
+                ran++;
+            }
+        double secs = now() - t0;
+        gf = 2.0 * lanes * FMA_CHAINS * (double)FMA_ITERS * ran / secs / 1e9;
+    }
+    free(t);
+    free(out);
+    free(started);
+    return gf;
+}
+#else
+static double fma_peak(int threads)
+{
+    (void)threads;
+    return 0;
+}
+#endif
+
 /* ------------------------------------------------------------ attention */
 
 typedef struct attn_ctx {
@@ -212,7 +297,8 @@ typedef struct bench_opts {
     qkv_isa isa;
 } bench_opts;
 
-static int bench_case(const bcase *c, const bench_opts *bo, const blas *bl, double copy_gbps)
+static int bench_case(const bcase *c, const bench_opts *bo, const blas *bl, double copy_gbps,
+                      double peak)
 {
     const int64_t nq = c->B * c->H * c->Lq * c->E, nk = c->B * c->Hkv * c->Lk * c->E;
     attn_ctx a;
@@ -267,6 +353,7 @@ static int bench_case(const bcase *c, const bench_opts *bo, const blas *bl, doub
                (long long)c->Lk, (long long)c->E, c->causal ? "true" : "false", threads,
                bo->reference ? "reference" : qkv_isa_name(bo->isa ? bo->isa : qkv_isa_auto()),
                t, gflops);
+        if (peak > 0) printf("\"fma_peak_gflops\": %.4g, \"of_fma_peak\": %.4f, ", peak, gflops / peak);
         if (decode)
             printf("\"gbps\": %.4g, \"ceiling_gbps\": %.4g, \"ceiling\": \"memcpy 256 MiB\", ",
                    gbps, ceiling);
@@ -286,6 +373,7 @@ static int bench_case(const bcase *c, const bench_opts *bo, const blas *bl, doub
         else
             printf("   (no BLAS: no ceiling)");
         if (!isnan(ratio)) printf("   ratio %.3f", ratio);
+        if (peak > 0 && !decode) printf("   %.2f of FMA peak", gflops / peak);
         printf("\n");
     }
     fflush(stdout);
@@ -416,17 +504,20 @@ int cmd_bench(int argc, char **argv)
     int any_decode = 0;
     for (int i = 0; i < n; i++) any_decode |= cases[i].Lq == 1;
     double copy_gbps = any_decode ? copy_ceiling() : 0;
+    const int nthreads = bo.threads ? bo.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    const double peak = bo.reference ? 0 : fma_peak(nthreads);
     if (!bo.json) {
-        const int threads = bo.threads ? bo.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
         printf("qkv bench: %s, %d thread%s; ceiling: %s%s\n",
                bo.reference ? "reference kernel" : qkv_isa_name(bo.isa ? bo.isa : qkv_isa_auto()),
-               threads, threads == 1 ? "" : "s",
+               nthreads, nthreads == 1 ? "" : "s",
                bl.sgemm ? bl.name : "no BLAS found (install libopenblas0) for SGEMM",
                any_decode ? "; memcpy for decode" : "");
+        if (peak > 0) printf("FMA peak of %d thread%s: %.1f GFLOP/s\n", nthreads,
+                             nthreads == 1 ? "" : "s", peak);
     }
     int rc = CLI_OK;
     for (int i = 0; i < n; i++)
-        if (!bench_case(&cases[i], &bo, &bl, copy_gbps)) rc = CLI_ERROR;
+        if (!bench_case(&cases[i], &bo, &bl, copy_gbps, peak)) rc = CLI_ERROR;
     if (bl.lib) dlclose(bl.lib);
     return rc;
 }
