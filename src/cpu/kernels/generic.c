@@ -60,7 +60,9 @@ VF_MAP2(vdiv, a.f[i] / b.f[i])
 VF_MAP2(vmax, a.f[i] > b.f[i] ? a.f[i] : b.f[i])
 VF_MAP1(vround, nearbyintf(a.f[i]))
 VF_MAP1(vabs, fabsf(a.f[i]))
-VF_MAP2(vpow2, ldexpf(a.f[i], (int)b.f[i]))
+/* A NaN exponent (from a NaN argument of exp) stays NaN: converting it to
+ * int would be undefined. */
+VF_MAP2(vpow2, isnan(b.f[i]) ? b.f[i] : ldexpf(a.f[i], (int)b.f[i]))
 /* Not fused: fmaf is a slow library call on CPUs without FMA. */
 static inline VF vfma(VF a, VF b, VF c)
 {
