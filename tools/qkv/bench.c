@@ -3,9 +3,9 @@
  * SGEMM from the system BLAS (found at run time with dlopen, so the tool
  * never depends on one) and with the FMA peak of the threads used;
  * decode-shaped cases, bound by reading K and V once, with the bandwidth
- * of a large memory copy. Method: one warm-up
- * call, then repeated calls until both 3 runs and 0.5 s are reached; the
- * median time counts. */
+ * of a large memory copy. Method: one warm-up call, then repeated calls
+ * until both 3 runs and 0.5 s are reached; the median time counts for
+ * attention, the fastest run for a ceiling (the best the machine did). */
 #define _XOPEN_SOURCE 700 /* clock_gettime, strdup */
 #include "cli.h"
 #include "commands.h"
@@ -61,8 +61,10 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Repeats fn until 3 runs and 0.5 s, after one warm-up; the median. */
-static double time_median(int (*fn)(void *), void *ctx)
+/* Repeats fn until 3 runs and 0.5 s, after one warm-up: the median (for
+ * what is measured) and, through *best, the fastest run (for a ceiling:
+ * the best the machine did). */
+static double time_runs(int (*fn)(void *), void *ctx, double *best)
 {
     if (!fn(ctx)) return -1;
     double t[64];
@@ -74,7 +76,16 @@ static double time_median(int (*fn)(void *), void *ctx)
         t[n++] = now() - t0;
     }
     qsort(t, (size_t)n, sizeof t[0], cmp_double);
+    if (best) *best = t[0];
     return t[n / 2];
+}
+
+static double time_median(int (*fn)(void *), void *ctx) { return time_runs(fn, ctx, NULL); }
+
+static double time_best(int (*fn)(void *), void *ctx)
+{
+    double best = -1;
+    return time_runs(fn, ctx, &best) < 0 ? -1 : best;
 }
 
 /* ------------------------------------------------------------ ceilings */
@@ -144,7 +155,7 @@ static double sgemm_ceiling(const blas *b, int m, int n, int k)
     if (g.a && g.bm && g.c) {
         for (size_t i = 0; i < (size_t)m * (size_t)k; i++) g.a[i] = (float)(i % 7) * 0.1f;
         for (size_t i = 0; i < (size_t)n * (size_t)k; i++) g.bm[i] = (float)(i % 5) * 0.1f;
-        double t = time_median(run_gemm, &g);
+        double t = time_best(run_gemm, &g);
         if (t > 0) gf = 2.0 * m * n * k / t / 1e9;
     }
     free(g.a);
@@ -175,7 +186,7 @@ static double copy_ceiling(void)
     if (c.src && c.dst) {
         memset(c.src, 1, c.n);
         memset(c.dst, 2, c.n);
-        double t = time_median(run_copy, &c);
+        double t = time_best(run_copy, &c);
         if (t > 0) gbps = 2.0 * (double)c.n / t / 1e9;
     }
     free(c.src);
@@ -505,7 +516,11 @@ int cmd_bench(int argc, char **argv)
     for (int i = 0; i < n; i++) any_decode |= cases[i].Lq == 1;
     double copy_gbps = any_decode ? copy_ceiling() : 0;
     const int nthreads = bo.threads ? bo.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    const double peak = bo.reference ? 0 : fma_peak(nthreads);
+    double peak = 0;
+    for (int r = 0; r < 3 && !bo.reference; r++) { /* the best of three */
+        double x = fma_peak(nthreads);
+        peak = x > peak ? x : peak;
+    }
     if (!bo.json) {
         printf("qkv bench: %s, %d thread%s; ceiling: %s%s\n",
                bo.reference ? "reference kernel" : qkv_isa_name(bo.isa ? bo.isa : qkv_isa_auto()),
