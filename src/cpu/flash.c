@@ -21,11 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Keys per block: long blocks amortise the softmax's per-block work over
- * many rows; a tile of few rows (decode) takes short ones, so that the
- * block of V it walks column group by column group stays in L1. */
+/* Keys per block. */
 #define BLOCK_KEYS 128
-#define BLOCK_KEYS_FEW_ROWS 32
 /* Query rows a unit aims for, a multiple of QKV_TILE_ROWS. */
 #define UNIT_ROWS 64
 /* Decode-shaped calls: when there are fewer units than this, the keys are
@@ -45,8 +42,7 @@ typedef struct plan {
     int64_t qtiles;    /* ceil(Lq / bq) */
     int64_t units;     /* B * Hkv * qtiles */
     int64_t chunks;    /* key chunks per unit (1: no split) */
-    int64_t block;     /* keys per block (BLOCK_KEYS or BLOCK_KEYS_FEW_ROWS) */
-    int64_t chunk;     /* keys per chunk, a multiple of block */
+    int64_t chunk;     /* keys per chunk, a multiple of BLOCK_KEYS */
     int64_t ev;        /* Ev, at least 1 (buffer sizes) */
     int pack_k, pack_v; /* K or V not contiguous along d / c: copy blocks */
     /* Split mode: unnormalised partial results per (unit, chunk). */
@@ -58,12 +54,12 @@ typedef struct plan {
 /* Per-thread scratch; the float buffers are 64-byte aligned. */
 typedef struct scratch {
     float *qt;         /* E x rows: the unit's queries times scale, transposed */
-    float *st;         /* block x rows: scores, then weights, transposed */
+    float *st;         /* BLOCK_KEYS x rows: scores, then weights, transposed */
     float *o;          /* Ev x rows: the running output, transposed */
-    float *kb, *vb;    /* block x E, x Ev: copies of strided K, V blocks */
+    float *kb, *vb;    /* BLOCK_KEYS x E, x Ev: copies of strided K, V blocks */
     float *mx, *alpha; /* rows */
     double *l;         /* rows */
-    unsigned char *forbid; /* block x rows, for the careful pv */
+    unsigned char *forbid; /* BLOCK_KEYS x rows, for the careful pv */
     int64_t *lo, *hi;  /* rows: the interval of keys each row may see */
     int64_t *head, *qi; /* rows: query head and query index, -1 for padding */
 } scratch;
@@ -222,13 +218,13 @@ static void unit_key_range(const plan *pl, const scratch *sc, int64_t from, int6
     *last = hi < to ? hi : to;
 }
 
-/* Blocks are the multiples of the block size cut to [first, last], so where
+/* Blocks are the multiples of BLOCK_KEYS cut to [first, last], so where
  * they start does not depend on which rows share a unit, and keys no row
  * of the unit may see are never read (a NaN there cannot leak). The length
  * of the block starting at jb: */
-static int64_t block_len(const plan *pl, int64_t jb, int64_t last)
+static int64_t block_len(int64_t jb, int64_t last)
 {
-    const int64_t end = (jb / pl->block + 1) * pl->block; /* one past the block */
+    const int64_t end = (jb / BLOCK_KEYS + 1) * BLOCK_KEYS; /* one past the block */
     return (end < last + 1 ? end : last + 1) - jb;
 }
 
@@ -247,7 +243,7 @@ static void run_keys(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t
     int64_t first, last;
     unit_key_range(pl, sc, key_from, key_to, &first, &last);
     for (int64_t jb = first, n; jb <= last; jb += n) {
-        n = block_len(pl, jb, last);
+        n = block_len(jb, last);
         int64_t ldk, ldv;
         const float *k = key_rows(p->k, pl->pack_k, sc->kb, b, hk, jb, n, p->E, &ldk);
         const float *v = key_rows(p->v, pl->pack_v, sc->vb, b, hk, jb, n, p->Ev, &ldv);
@@ -287,7 +283,7 @@ static void write_weights(const plan *pl, scratch *sc, int64_t b, int64_t hk)
     int64_t first, last;
     unit_key_range(pl, sc, 0, p->Lk - 1, &first, &last);
     for (int64_t jb = first, n; jb <= last; jb += n) {
-        n = block_len(pl, jb, last);
+        n = block_len(jb, last);
         int64_t ldk;
         const float *k = key_rows(p->k, pl->pack_k, sc->kb, b, hk, jb, n, p->E, &ldk);
         block_scores(pl, sc, b, k, ldk, jb, n);
@@ -472,14 +468,14 @@ static int scratch_alloc(const plan *pl, scratch *sc)
     const size_t e = (size_t)pl->p->E, ev = (size_t)(pl->p->Ev > 0 ? pl->p->Ev : 1);
     memset(sc, 0, sizeof *sc);
     sc->qt = alloc64(e * rows * f);
-    sc->st = alloc64((size_t)pl->block * rows * f);
+    sc->st = alloc64((size_t)BLOCK_KEYS * rows * f);
     sc->o = alloc64(rows * (size_t)pl->ev * f);
-    sc->kb = pl->pack_k ? alloc64((size_t)pl->block * e * f) : NULL;
-    sc->vb = pl->pack_v ? alloc64((size_t)pl->block * ev * f) : NULL;
+    sc->kb = pl->pack_k ? alloc64((size_t)BLOCK_KEYS * e * f) : NULL;
+    sc->vb = pl->pack_v ? alloc64((size_t)BLOCK_KEYS * ev * f) : NULL;
     sc->mx = alloc64(rows * f);
     sc->alpha = alloc64(rows * f);
     sc->l = alloc64(rows * sizeof(double));
-    sc->forbid = alloc64((size_t)pl->block * rows);
+    sc->forbid = alloc64((size_t)BLOCK_KEYS * rows);
     sc->lo = alloc64(rows * sizeof(int64_t));
     sc->hi = alloc64(rows * sizeof(int64_t));
     sc->head = alloc64(rows * sizeof(int64_t));
@@ -510,10 +506,9 @@ qkv_status qkv_flash_attention_forward(const qkv_fwd_problem *p, qkv_isa isa)
     pl.pack_k = p->k->stride[3] != 1;
     pl.pack_v = p->v->stride[3] != 1;
     pl.chunks = 1;
-    pl.block = pl.rows <= QKV_TILE_ROWS ? BLOCK_KEYS_FEW_ROWS : BLOCK_KEYS;
-    pl.chunk = round_up(p->Lk > 0 ? p->Lk : 1, pl.block);
+    pl.chunk = round_up(p->Lk > 0 ? p->Lk : 1, BLOCK_KEYS);
     if (pl.units < SPLIT_BELOW_UNITS && p->Lk >= 2 * CHUNK_KEYS) {
-        pl.chunk = round_up((p->Lk + MAX_CHUNKS - 1) / MAX_CHUNKS, pl.block);
+        pl.chunk = round_up((p->Lk + MAX_CHUNKS - 1) / MAX_CHUNKS, BLOCK_KEYS);
         if (pl.chunk < CHUNK_KEYS) pl.chunk = CHUNK_KEYS;
         pl.chunks = (p->Lk + pl.chunk - 1) / pl.chunk;
     }
