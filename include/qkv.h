@@ -103,7 +103,9 @@ const char *qkv_dtype_name(qkv_dtype dtype);
  * (elem *)data + a*stride[0] + b*stride[1] + c*stride[2] + d*stride[3].
  * Strides are in elements. A tensor whose data is NULL is "absent" wherever
  * a function takes an optional tensor. Outputs must not overlap each other
- * or any input, and must not map two indices to one element. */
+ * or any input; within an output, sorted by |stride|, each dim's stride
+ * must exceed the span of the smaller dims (so no two indices share an
+ * element; layouts that interleave dims some other way are refused). */
 typedef struct qkv_tensor {
     void *data;
     qkv_dtype dtype;
@@ -121,6 +123,9 @@ qkv_tensor qkv_tensor_contiguous(void *data, qkv_dtype dtype,
 
 /* Where the diagonal d_i of query row i lies, for causal masking and the
  * sliding window. */
+/* The most worker threads one call uses. */
+#define QKV_MAX_THREADS 1024
+
 typedef enum qkv_align {
     /* d_i = i: row 0 sees key 0 (PyTorch's is_causal=True). */
     QKV_ALIGN_TOP_LEFT = 0,
@@ -190,14 +195,15 @@ typedef struct qkv_attn_options {
      * bitwise the same for every thread count with one set; sets differ in
      * rounding. */
     qkv_isa isa;
-    /* Worker threads; 0 means one per online CPU. The result is bitwise the
-     * same whatever the count. */
+    /* Worker threads; 0 means one per online CPU, more than
+     * QKV_MAX_THREADS means QKV_MAX_THREADS. The result is bitwise the
+     * same whatever the count. Threads are kept in a pool between calls. */
     int num_threads;
     /* Optional progress report for long calls: when not NULL, called on the
      * calling thread with progress_user and the fraction of the work done,
-     * from 0 to 1, at most about 200 times per call and last with 1.0 once
-     * everything is written. It must not call back into the library with
-     * the same outputs. */
+     * rising from 0 to 1, at most about 200 times per call and last with
+     * 1.0 once everything is written. It must not call back into the
+     * library with the same outputs, and must not fork. */
     void (*progress)(void *user, double done);
     void *progress_user;
 } qkv_attn_options;
@@ -216,11 +222,14 @@ typedef struct qkv_attn_options {
  *
  * Any dim except E may be 0 (nothing is computed); E >= 1. Lk == 0 makes
  * every row fully masked. Returns QKV_OK or an error with nothing promised
- * about the outputs' contents. Scratch memory is allocated per call and
- * freed before returning: the fast path takes O(threads x tile sizes), a
- * few hundred KiB, never anything proportional to Lq x Lk (except what a
- * decode-shaped call, Lq small, keeps per key chunk: O(B x H x Lq x Ev x
- * 64)); the reference O(threads x (Lk + Ev)). Thread-safe. */
+ * about the outputs' contents. The fast path takes head dims up to 2^20
+ * (beyond, QKV_ERR_UNSUPPORTED: use the reference). Scratch memory is
+ * allocated per call and freed before returning: the fast path takes
+ * O(threads x tile), a tile being max(64, H/Hkv) rows x (E + Ev + 128)
+ * floats — a few hundred KiB for common shapes — never anything
+ * proportional to Lq x Lk (a decode-shaped call, Lq small, also keeps
+ * O(B x H x Lq x Ev x 64) for its key chunks); the reference
+ * O(threads x (Lk + Ev)). Thread-safe. */
 qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
                                  const qkv_tensor *lse, const qkv_tensor *q,
                                  const qkv_tensor *k, const qkv_tensor *v,

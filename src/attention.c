@@ -219,6 +219,7 @@ qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "num_threads: %d, expected 0 (all CPUs) or more",
                         opts->num_threads);
     p.num_threads = opts->num_threads ? opts->num_threads : qkv_cpu_count();
+    if (p.num_threads > QKV_MAX_THREADS) p.num_threads = QKV_MAX_THREADS;
 
     p.progress = opts->progress;
     p.progress_user = opts->progress_user;

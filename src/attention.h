@@ -24,6 +24,32 @@ typedef struct qkv_fwd_problem {
     void *progress_user;
 } qkv_fwd_problem;
 
+/* Element (a, b, c, d) of an f32 view. A view without data (one with no
+ * elements: the caller's loop over it runs zero times) gives NULL, so no
+ * arithmetic is ever done on a null pointer. */
+static inline const float *qkv_view_at(const qkv_tensor *t, int64_t a, int64_t b, int64_t c,
+                                       int64_t d)
+{
+    return t->data ? (const float *)t->data + a * t->stride[0] + b * t->stride[1] +
+                         c * t->stride[2] + d * t->stride[3]
+                   : NULL;
+}
+
+static inline float *qkv_view_out(const qkv_tensor *t, int64_t a, int64_t b, int64_t c,
+                                  int64_t d)
+{
+    return t->data ? (float *)t->data + a * t->stride[0] + b * t->stride[1] + c * t->stride[2] +
+                         d * t->stride[3]
+                   : NULL;
+}
+
+/* May row i of (b, h) attend key j, as far as a bool mask says? */
+static inline int qkv_mask_allows(const qkv_tensor *m, int64_t b, int64_t h, int64_t i, int64_t j)
+{
+    return *((const unsigned char *)m->data + b * m->stride[0] + h * m->stride[1] +
+             i * m->stride[2] + j * m->stride[3]) != 0;
+}
+
 /* The reference kernel: DESIGN.md §1 step by step, double accumulation. */
 qkv_status qkv_ref_attention_forward(const qkv_fwd_problem *p);
 

@@ -1,6 +1,6 @@
-/* Scalar float16 (IEEE binary16) and bfloat16 conversions, shared by the
- * array converter, the .npy reader and the kernels. Values travel as their
- * 16-bit patterns. Narrowing rounds to nearest even, overflows to infinity,
+/* Scalar float16 (IEEE binary16) and bfloat16 conversions: the array
+ * converter uses them today, the bf16/fp16 kernels will. Values travel as
+ * their 16-bit patterns. Narrowing rounds to nearest even, overflows to infinity,
  * keeps subnormals, and turns NaN into a quiet NaN of the same sign. */
 #ifndef QKV_HALF_H
 #define QKV_HALF_H

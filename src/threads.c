@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#define MAX_WORKERS 1023
+#define MAX_WORKERS (QKV_MAX_THREADS - 1) /* the caller is one more */
 
 typedef struct job {
     qkv_range_fn fn;

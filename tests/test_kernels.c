@@ -304,6 +304,36 @@ static void check_decode_and_empty_blocks(void)
     }
 }
 
+/* Ev = 0 with no value or output data at all (an empty view may have a
+ * NULL pointer): only the log-sum-exp is computed, and it matches the
+ * reference. */
+static void check_empty_values(void)
+{
+    test_rng r = test_rng_seed(9);
+    float *q = test_rand_f32(&r, 2 * 5 * 4, -1, 1), *k = test_rand_f32(&r, 2 * 3 * 4, -1, 1);
+    qkv_tensor tq = qkv_tensor_contiguous(q, QKV_DTYPE_F32, 1, 2, 5, 4);
+    qkv_tensor tk = qkv_tensor_contiguous(k, QKV_DTYPE_F32, 1, 2, 3, 4);
+    qkv_tensor tv = qkv_tensor_contiguous(NULL, QKV_DTYPE_F32, 1, 2, 3, 0);
+    qkv_tensor to = qkv_tensor_contiguous(NULL, QKV_DTYPE_F32, 1, 2, 5, 0);
+    to.stride[2] = 7; /* a nonzero stride over no elements */
+    float want[10], got[10];
+    qkv_tensor tl = qkv_tensor_contiguous(want, QKV_DTYPE_F32, 1, 2, 5, 1);
+    qkv_attn_options opt = {0};
+    opt.impl = QKV_IMPL_REFERENCE;
+    CHECK(qkv_attention_forward(&to, NULL, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
+    for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
+        if (!qkv_isa_supported(isas[i])) continue;
+        qkv_attn_options f = {0};
+        f.isa = isas[i];
+        tl.data = got;
+        CHECK(qkv_attention_forward(&to, NULL, &tl, &tq, &tk, &tv, &f) == QKV_OK);
+        CHECK(test_rel_l2(got, want, 10) <= 1e-6);
+        tl.data = want;
+    }
+    free(q);
+    free(k);
+}
+
 /* A forced set the CPU lacks fails cleanly. */
 static void check_unsupported(void)
 {
@@ -374,6 +404,7 @@ int main(void)
     check_sweep();
     check_large_logits();
     check_decode_and_empty_blocks();
+    check_empty_values();
     check_unsupported();
     check_memory_bound();
     return test_finish("test_kernels");

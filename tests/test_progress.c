@@ -54,6 +54,23 @@ static void check_library_progress(void)
     }
     free(q);
     free(o);
+
+    /* A decode-shaped call splits its keys and merges them: two loops, one
+     * progress that still only rises. */
+    const int64_t Lk = 5000;
+    float *kv = test_rand_f32(&r, Lk * E, -1, 1), q1[8], o1[8];
+    for (int d = 0; d < 8; d++) q1[d] = 0.1f * (float)d;
+    qkv_tensor tq1 = qkv_tensor_contiguous(q1, QKV_DTYPE_F32, 1, 1, 1, E);
+    qkv_tensor tk1 = qkv_tensor_contiguous(kv, QKV_DTYPE_F32, 1, 1, Lk, E);
+    qkv_tensor to1 = qkv_tensor_contiguous(o1, QKV_DTYPE_F32, 1, 1, 1, E);
+    seen s = {0, 1, 0, 0.0, pthread_self()};
+    qkv_attn_options opt = {0};
+    opt.num_threads = 1;
+    opt.progress = on_progress;
+    opt.progress_user = &s;
+    CHECK(qkv_attention_forward(&to1, NULL, NULL, &tq1, &tk1, &tk1, &opt) == QKV_OK);
+    CHECK(s.calls >= 2 && s.rising && s.last == 1.0);
+    free(kv);
 }
 
 /* Runs `qkv run` on the inputs in dir with stderr on a pseudo-terminal (or

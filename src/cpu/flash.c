@@ -66,12 +66,6 @@ typedef struct scratch {
 
 /* ------------------------------------------------------------ packing */
 
-static const float *at4(const qkv_tensor *t, int64_t a, int64_t b, int64_t c, int64_t d)
-{
-    return (const float *)t->data + a * t->stride[0] + b * t->stride[1] + c * t->stride[2] +
-           d * t->stride[3];
-}
-
 /* Rows of the unit: row r is head hk*G + r / bq, query qt*bq + r % bq.
  * Each row's interval [lo, hi] folds padding, causal and the window. */
 static void pack_queries(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t qt)
@@ -91,7 +85,7 @@ static void pack_queries(const plan *pl, scratch *sc, int64_t b, int64_t hk, int
         int64_t h = hk * pl->G + g;
         sc->head[r] = h;
         sc->qi[r] = i;
-        const float *src = at4(p->q, b, h, i, 0);
+        const float *src = qkv_view_at(p->q, b, h, i, 0);
         for (int64_t d = 0; d < p->E; d++) sc->qt[d * R + r] = src[d * p->q->stride[3]] * scale;
 
         int64_t diag = i + p->diag_offset, lo = 0, hi = p->Lk - 1;
@@ -114,10 +108,10 @@ static const float *key_rows(const qkv_tensor *t, int pack, float *buf, int64_t 
 {
     if (!pack) {
         *ld = t->stride[2];
-        return at4(t, b, hk, jb, 0);
+        return qkv_view_at(t, b, hk, jb, 0);
     }
     for (int64_t j = 0; j < n; j++) {
-        const float *src = at4(t, b, hk, jb + j, 0);
+        const float *src = qkv_view_at(t, b, hk, jb + j, 0);
         for (int64_t d = 0; d < width; d++) buf[j * width + d] = src[d * t->stride[3]];
     }
     *ld = width;
@@ -165,12 +159,9 @@ static int block_scores(const plan *pl, scratch *sc, int64_t b, const float *k, 
             for (int64_t j = from; j <= to; j++) {
                 float *x = sc->st + j * R + r;
                 if (fmask) {
-                    *x += *at4(m, b, h, i, jb + j);
-                } else {
-                    const unsigned char *mb = (const unsigned char *)m->data + b * m->stride[0] +
-                                              h * m->stride[1] + i * m->stride[2] +
-                                              (jb + j) * m->stride[3];
-                    if (!*mb) *x = -INFINITY;
+                    *x += *qkv_view_at(m, b, h, i, jb + j);
+                } else if (!qkv_mask_allows(m, b, h, i, jb + j)) {
+                    *x = -INFINITY;
                 }
             }
         }
@@ -261,12 +252,6 @@ static void run_keys(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t
 
 /* ------------------------------------------------------------ results */
 
-static float *out4(const qkv_tensor *t, int64_t a, int64_t b, int64_t c, int64_t d)
-{
-    return (float *)t->data + a * t->stride[0] + b * t->stride[1] + c * t->stride[2] +
-           d * t->stride[3];
-}
-
 /* The weights of the unit's rows, recomputed block by block from the final
  * max and sum: p = exp(s - mx) / l; zero where no block was visited. */
 static void write_weights(const plan *pl, scratch *sc, int64_t b, int64_t hk)
@@ -276,7 +261,7 @@ static void write_weights(const plan *pl, scratch *sc, int64_t b, int64_t hk)
     const int64_t ws = w->stride[3], R = pl->rows;
     for (int64_t r = 0; r < R; r++) {
         if (sc->head[r] < 0) continue;
-        float *row = out4(w, b, sc->head[r], sc->qi[r], 0);
+        float *row = qkv_view_out(w, b, sc->head[r], sc->qi[r], 0);
         const float fill = isnan(sc->l[r]) ? NAN : 0.0f;
         for (int64_t j = 0; j < p->Lk; j++) row[j * ws] = fill;
     }
@@ -295,7 +280,7 @@ static void write_weights(const plan *pl, scratch *sc, int64_t b, int64_t hk)
         for (int64_t r = 0; r < R; r++) {
             if (sc->head[r] < 0 || sc->mx[r] == -INFINITY || isnan(sc->l[r])) continue;
             const float inv = (float)(1.0 / sc->l[r]);
-            float *row = out4(w, b, sc->head[r], sc->qi[r], 0);
+            float *row = qkv_view_out(w, b, sc->head[r], sc->qi[r], 0);
             for (int64_t j = 0; j < n; j++) row[(jb + j) * ws] = sc->st[j * R + r] * inv;
         }
     }
@@ -310,7 +295,7 @@ static void finish_unit(const plan *pl, scratch *sc, int64_t b, int64_t hk)
     for (int64_t r = 0; r < pl->rows; r++) {
         if (sc->head[r] < 0) continue;
         const int64_t h = sc->head[r], i = sc->qi[r];
-        float *o = out4(p->o, b, h, i, 0);
+        float *o = qkv_view_out(p->o, b, h, i, 0);
         const float *acc = sc->o + r; /* column r of the transposed output */
         float lse;
         if (isnan(sc->l[r])) {
@@ -324,7 +309,7 @@ static void finish_unit(const plan *pl, scratch *sc, int64_t b, int64_t hk)
             for (int64_t c = 0; c < p->Ev; c++) o[c * os] = (float)(acc[c * pl->rows] * inv);
             lse = (float)((double)sc->mx[r] + log(sc->l[r]));
         }
-        if (p->lse) *out4(p->lse, b, h, i, 0) = lse;
+        if (p->lse) *qkv_view_out(p->lse, b, h, i, 0) = lse;
     }
     if (p->weights) write_weights(pl, sc, b, hk);
 }
@@ -339,6 +324,7 @@ typedef struct run_ctx {
     void (*item)(const plan *pl, scratch *sc, int64_t it);
     void (*progress)(void *user, double done);
     void *progress_user;
+    double base, span; /* this loop's share of the call's progress */
 } run_ctx;
 
 static void unit_coords(const plan *pl, int64_t u, int64_t *b, int64_t *hk, int64_t *qt)
@@ -421,12 +407,15 @@ static void worker(void *vctx, int tid, int64_t begin, int64_t end)
         c->item(c->pl, sc, it);
         /* Worker 0 is the calling thread: it reports, others never do. */
         if (tid == 0 && c->progress && it % step == 0)
-            c->progress(c->progress_user, (double)it / (double)c->items);
+            c->progress(c->progress_user, c->base + c->span * (double)it / (double)c->items);
     }
 }
 
+/* Runs item(0 .. items-1) on nthreads threads; progress reports cover
+ * [base, base + span] of the whole call. */
 static qkv_status run_items(const plan *pl, scratch *sc, int nthreads, int64_t items,
-                            void (*item)(const plan *, scratch *, int64_t))
+                            void (*item)(const plan *, scratch *, int64_t), double base,
+                            double span)
 {
     run_ctx c;
     c.pl = pl;
@@ -436,6 +425,8 @@ static qkv_status run_items(const plan *pl, scratch *sc, int nthreads, int64_t i
     c.item = item;
     c.progress = pl->p->progress;
     c.progress_user = pl->p->progress_user;
+    c.base = base;
+    c.span = span;
     /* One slice per thread: the slices are ignored, items are taken from
      * the shared counter so that causal's uneven units balance. */
     return qkv_parallel_for(nthreads, nthreads, worker, &c);
@@ -493,7 +484,7 @@ qkv_status qkv_flash_attention_forward(const qkv_fwd_problem *p, qkv_isa isa)
     if (p->B == 0 || p->H == 0 || p->Lq == 0) return QKV_OK;
     if (p->E > (INT64_C(1) << 20) || p->Ev > (INT64_C(1) << 20))
         return qkv_fail(QKV_ERR_UNSUPPORTED, "fast path: head dims above 2^20 are not "
-                        "supported (E %lld, Ev %lld); use QKV_IMPL_REFERENCE",
+                        "supported (E %lld, Ev %lld); the reference kernel takes them",
                         (long long)p->E, (long long)p->Ev);
     pl.p = p;
     pl.G = p->H / p->Hkv;
@@ -533,12 +524,13 @@ qkv_status qkv_flash_attention_forward(const qkv_fwd_problem *p, qkv_isa isa)
     }
     if (st == QKV_OK) {
         if (pl.chunks == 1) {
-            st = run_items(&pl, sc, nt, pl.units, item_unit);
-        } else {
-            st = run_items(&pl, sc, nt, items, item_chunk);
+            st = run_items(&pl, sc, nt, pl.units, item_unit, 0.0, 1.0);
+        } else { /* progress: the chunks, then the (shorter) merges */
+            const double split = (double)items / (double)(items + pl.units);
+            st = run_items(&pl, sc, nt, items, item_chunk, 0.0, split);
             if (st == QKV_OK) {
                 int nm = nt < pl.units ? nt : (int)pl.units;
-                st = run_items(&pl, sc, nm, pl.units, item_merge);
+                st = run_items(&pl, sc, nm, pl.units, item_merge, split, 1.0 - split);
             }
         }
     }

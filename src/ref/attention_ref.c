@@ -15,18 +15,6 @@ typedef struct ref_ctx {
     double **scratch;
 } ref_ctx;
 
-static const float *at4(const qkv_tensor *t, int64_t a, int64_t b, int64_t c, int64_t d)
-{
-    return (const float *)t->data + a * t->stride[0] + b * t->stride[1] + c * t->stride[2] +
-           d * t->stride[3];
-}
-
-static float *out4(const qkv_tensor *t, int64_t a, int64_t b, int64_t c, int64_t d)
-{
-    return (float *)t->data + a * t->stride[0] + b * t->stride[1] + c * t->stride[2] +
-           d * t->stride[3];
-}
-
 /* Step 4: may row i of (b, h) attend to key j? (The float mask is additive
  * and handled with the scores, not here.) */
 static int allowed(const qkv_fwd_problem *p, int64_t b, int64_t h, int64_t i, int64_t j)
@@ -38,12 +26,8 @@ static int allowed(const qkv_fwd_problem *p, int64_t b, int64_t h, int64_t i, in
         if (p->window_left >= 0 && d - j > p->window_left) return 0;
         if (p->window_right >= 0 && j - d > p->window_right) return 0;
     }
-    if (p->mask && p->mask->dtype == QKV_DTYPE_BOOL) {
-        const qkv_tensor *m = p->mask;
-        const unsigned char *mb = (const unsigned char *)m->data + b * m->stride[0] +
-                                  h * m->stride[1] + i * m->stride[2] + j * m->stride[3];
-        if (!*mb) return 0;
-    }
+    if (p->mask && p->mask->dtype == QKV_DTYPE_BOOL && !qkv_mask_allows(p->mask, b, h, i, j))
+        return 0;
     return 1;
 }
 
@@ -51,7 +35,7 @@ static void ref_row(const qkv_fwd_problem *p, double *s, double *acc, int64_t b,
                     int64_t i)
 {
     const int64_t hk = h / (p->H / p->Hkv);
-    const float *q = at4(p->q, b, h, i, 0);
+    const float *q = qkv_view_at(p->q, b, h, i, 0);
     const int64_t qs = p->q->stride[3];
 
     /* Steps 1-4: scores, softcap, float mask, disallowed -> -inf. */
@@ -62,13 +46,13 @@ static void ref_row(const qkv_fwd_problem *p, double *s, double *acc, int64_t b,
             s[j] = -INFINITY;
             continue;
         }
-        const float *k = at4(p->k, b, hk, j, 0);
+        const float *k = qkv_view_at(p->k, b, hk, j, 0);
         const int64_t ks = p->k->stride[3];
         double dot = 0.0;
         for (int64_t e = 0; e < p->E; e++) dot += (double)q[e * qs] * (double)k[e * ks];
         double sj = p->scale * dot;
         if (p->softcap > 0) sj = p->softcap * tanh(sj / p->softcap);
-        if (p->mask && p->mask->dtype == QKV_DTYPE_F32) sj += (double)*at4(p->mask, b, h, i, j);
+        if (p->mask && p->mask->dtype == QKV_DTYPE_F32) sj += (double)*qkv_view_at(p->mask, b, h, i, j);
         s[j] = sj;
         if (isnan(sj))
             any_nan = 1;
@@ -77,16 +61,16 @@ static void ref_row(const qkv_fwd_problem *p, double *s, double *acc, int64_t b,
     }
     if (any_nan) m = NAN; /* NaN reaches every weight of this row, and only it */
 
-    float *o = out4(p->o, b, h, i, 0);
+    float *o = qkv_view_out(p->o, b, h, i, 0);
     const int64_t os = p->o->stride[3];
     if (m == -INFINITY) {
         /* No allowed position: o = 0, p = 0, lse = -inf (never NaN). */
         for (int64_t e = 0; e < p->Ev; e++) o[e * os] = 0.0f;
         if (p->weights) {
-            float *w = out4(p->weights, b, h, i, 0);
+            float *w = qkv_view_out(p->weights, b, h, i, 0);
             for (int64_t j = 0; j < p->Lk; j++) w[j * p->weights->stride[3]] = 0.0f;
         }
-        if (p->lse) *out4(p->lse, b, h, i, 0) = -INFINITY;
+        if (p->lse) *qkv_view_out(p->lse, b, h, i, 0) = -INFINITY;
         return;
     }
 
@@ -105,17 +89,17 @@ static void ref_row(const qkv_fwd_problem *p, double *s, double *acc, int64_t b,
     for (int64_t e = 0; e < p->Ev; e++) acc[e] = 0.0;
     for (int64_t j = 0; j < p->Lk; j++) {
         if (signbit(s[j])) continue;
-        const float *v = at4(p->v, b, hk, j, 0);
+        const float *v = qkv_view_at(p->v, b, hk, j, 0);
         const int64_t vs = p->v->stride[3];
         for (int64_t e = 0; e < p->Ev; e++) acc[e] += s[j] * (double)v[e * vs];
     }
     for (int64_t e = 0; e < p->Ev; e++) o[e * os] = (float)(acc[e] / sum);
     if (p->weights) {
-        float *w = out4(p->weights, b, h, i, 0);
+        float *w = qkv_view_out(p->weights, b, h, i, 0);
         for (int64_t j = 0; j < p->Lk; j++)
             w[j * p->weights->stride[3]] = signbit(s[j]) ? 0.0f : (float)(s[j] / sum);
     }
-    if (p->lse) *out4(p->lse, b, h, i, 0) = (float)(m + log(sum));
+    if (p->lse) *qkv_view_out(p->lse, b, h, i, 0) = (float)(m + log(sum));
 }
 
 static void ref_range(void *vctx, int tid, int64_t begin, int64_t end)

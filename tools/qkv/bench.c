@@ -446,6 +446,13 @@ static int parse_shape(const char *s, bcase *c)
         if (x[i] < 1 || x[i] > (INT64_C(1) << 24)) return 0;
     if (x[6] != 0 && x[6] != 1) return 0;
     if (x[1] % x[2] != 0) return 0;
+    /* Q (and O) and K (and V) must be sizes a machine can hold: 2^33
+     * floats (32 GiB) each at most, products checked for overflow. */
+    int64_t nq, nk;
+    if (__builtin_mul_overflow(x[0] * x[1], x[3], &nq) || __builtin_mul_overflow(nq, x[5], &nq) ||
+        __builtin_mul_overflow(x[0] * x[2], x[4], &nk) || __builtin_mul_overflow(nk, x[5], &nk) ||
+        nq > (INT64_C(1) << 33) || nk > (INT64_C(1) << 33))
+        return 0;
     c->B = x[0];
     c->H = x[1];
     c->Hkv = x[2];
@@ -507,7 +514,8 @@ int cmd_bench(int argc, char **argv)
             }
             if (!val || !parse_shape(val, &cases[nshapes])) {
                 cli_error("bench", "--shape: '%s', expected B,H,Hkv,Lq,Lk,E[,causal] with "
-                                   "sizes >= 1, Hkv dividing H and causal 0 or 1",
+                                   "sizes >= 1, Hkv dividing H, tensors of at most 2^33 "
+                                   "floats and causal 0, 1 or 'causal'",
                           val ? val : "");
                 return CLI_USAGE;
             }

@@ -451,7 +451,9 @@ static int print_softmax(int width, const char *const *labels, const double *s, 
         print_bar(w[j]);
         printf("\n");
         wsum += w[j];
-        agree &= fabs(e / sum - w[j]) <= 1e-6;
+        /* The library computes in float32 (within 1e-5 of exact): the same
+         * tolerance, relative, with a floor for weights near 0. */
+        agree &= fabs(e / sum - w[j]) <= 1e-5 * (e / sum) + 1e-7;
     }
     printf("  %-*s %9s %9s %9.4f %8.4f   <- the weights sum to 1\n", width, "sum", "", "", sum,
            wsum);
@@ -517,7 +519,8 @@ static int explain_scores(const char *list, double scale, double temp, const cha
     if (!attend(&one, kv, kv, n, 1, 1, eff, NULL, w, &out, &lse)) goto done;
     int width = 5;
     for (int j = 0; j < n; j++) {
-        s[j] = eff * raw[j];
+        /* The scores as the library saw them: scale and score in float32. */
+        s[j] = (double)((float)eff * (float)raw[j]);
         int l = (int)strlen(items.w[j]);
         width = l > width ? l : width;
     }
