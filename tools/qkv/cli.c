@@ -271,3 +271,58 @@ void cli_progress_done(cli_progress *p)
     }
     p->shown = 0;
 }
+
+int cli_parse_args(const char *cmd, int argc, char **argv, const cli_opt *opts, int nopts,
+                   const char **positional)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) return -1;
+        if (positional && (arg[0] != '-' || arg[1] == '\0')) {
+            if (*positional) {
+                cli_error(cmd, "one input only: '%s' and '%s'", *positional, arg);
+                return CLI_USAGE;
+            }
+            *positional = arg;
+            continue;
+        }
+        const char *eq = strncmp(arg, "--", 2) == 0 ? strchr(arg, '=') : NULL;
+        const size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
+        const cli_opt *o = NULL;
+        for (int k = 0; k < nopts && !o; k++)
+            if (strlen(opts[k].name) == nlen && strncmp(arg, opts[k].name, nlen) == 0) o = &opts[k];
+        if (!o) {
+            cli_error(cmd, "unknown argument '%s' (see 'qkv %s --help')", arg, cmd);
+            return CLI_USAGE;
+        }
+        if (o->flag) {
+            if (eq) {
+                cli_error(cmd, "%s takes no value", o->name);
+                return CLI_USAGE;
+            }
+            if (*o->flag) {
+                cli_error(cmd, "%s given twice", o->name);
+                return CLI_USAGE;
+            }
+            *o->flag = 1;
+            continue;
+        }
+        if (*o->value) {
+            cli_error(cmd, "%s given twice", o->name);
+            return CLI_USAGE;
+        }
+        if (eq) {
+            *o->value = eq + 1;
+        } else if (i + 1 < argc) {
+            *o->value = argv[++i];
+        } else {
+            cli_error(cmd, "%s needs a value (see 'qkv %s --help')", o->name, cmd);
+            return CLI_USAGE;
+        }
+        if (!**o->value && !o->empty_ok) {
+            cli_error(cmd, "%s: empty value", o->name);
+            return CLI_USAGE;
+        }
+    }
+    return CLI_OK;
+}

@@ -85,4 +85,24 @@ void cli_progress_init(cli_progress *p, const char *cmd, const char *what);
 void cli_progress_update(void *user, double done);
 void cli_progress_done(cli_progress *p);
 
+/* One option of a subcommand: a flag (flag != NULL, set to 1) or an
+ * option with a value (value != NULL, set to the argument; an empty value
+ * is an error unless empty_ok). */
+typedef struct cli_opt {
+    const char *name; /* "-q" or "--mask" */
+    const char **value;
+    int *flag;
+    int empty_ok;
+} cli_opt;
+
+/* Parses argv[1 ..] against opts: "-x VALUE", "--name VALUE",
+ * "--name=VALUE", flags without a value. When positional is not NULL an
+ * argument that does not start with '-' (or is "-") is stored there, one
+ * at most. Returns -1 for -h or --help (outside a value), CLI_OK, or
+ * CLI_USAGE after printing one line that names the argument: unknown,
+ * given twice, a missing or empty value, a value given to a flag, a second
+ * positional argument. */
+int cli_parse_args(const char *cmd, int argc, char **argv, const cli_opt *opts, int nopts,
+                   const char **positional);
+
 #endif

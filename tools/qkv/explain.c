@@ -569,54 +569,15 @@ typedef struct explain_args {
 /* CLI_OK, CLI_USAGE (printed), or -1 for --help. */
 static int parse_args(int argc, char **argv, explain_args *a)
 {
-    struct {
-        const char *name;
-        const char **dst;
-    } valued[] = {{"--vectors", &a->vectors}, {"--query", &a->query},
-                  {"--keys", &a->keys},       {"--values", &a->values},
-                  {"--scale", &a->scale},     {"--temperature", &a->temperature},
-                  {"--scores", &a->scores},   {"--html", &a->html}};
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) return -1;
-        if (strcmp(arg, "--causal") == 0) {
-            if (a->causal) {
-                cli_error("explain", "--causal given twice");
-                return CLI_USAGE;
-            }
-            a->causal = 1;
-            continue;
-        }
-        const char *eq = strncmp(arg, "--", 2) == 0 ? strchr(arg, '=') : NULL;
-        size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
-        int found = 0;
-        for (size_t f = 0; f < sizeof valued / sizeof valued[0] && !found; f++) {
-            if (strlen(valued[f].name) != nlen || strncmp(arg, valued[f].name, nlen) != 0)
-                continue;
-            found = 1;
-            if (*valued[f].dst) {
-                cli_error("explain", "%s given twice", valued[f].name);
-                return CLI_USAGE;
-            }
-            if (eq)
-                *valued[f].dst = eq + 1;
-            else if (i + 1 < argc)
-                *valued[f].dst = argv[++i];
-            else {
-                cli_error("explain", "%s needs a value (see 'qkv explain --help')",
-                          valued[f].name);
-                return CLI_USAGE;
-            }
-            if (!**valued[f].dst) {
-                cli_error("explain", "%s: empty value", valued[f].name);
-                return CLI_USAGE;
-            }
-        }
-        if (!found) {
-            cli_error("explain", "unknown argument '%s' (see 'qkv explain --help')", arg);
-            return CLI_USAGE;
-        }
-    }
+    const cli_opt opts[] = {
+        {"--vectors", &a->vectors, NULL, 0}, {"--query", &a->query, NULL, 0},
+        {"--keys", &a->keys, NULL, 0},       {"--values", &a->values, NULL, 0},
+        {"--scale", &a->scale, NULL, 0},     {"--temperature", &a->temperature, NULL, 0},
+        {"--scores", &a->scores, NULL, 0},   {"--html", &a->html, NULL, 0},
+        {"--causal", NULL, &a->causal, 0},
+    };
+    int rc = cli_parse_args("explain", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL);
+    if (rc != CLI_OK) return rc;
     if (a->scores && (a->vectors || a->query || a->keys || a->values || a->causal)) {
         cli_error("explain", "--scores works without vectors: drop --vectors, --query, --keys, "
                              "--values and --causal");

@@ -68,62 +68,18 @@ typedef struct hm_args {
 /* CLI_OK, CLI_USAGE (error printed), or -1 for --help. */
 static int parse_args(int argc, char **argv, hm_args *a)
 {
-    struct {
-        const char *name;
-        const char **dst;
-    } valued[] = {
-        {"-o", &a->out},        {"--labels-q", &a->labels_q}, {"--labels-k", &a->labels_k},
-        {"--head", &a->head},   {"--vmax", &a->vmax},         {"--title", &a->title},
+    const cli_opt opts[] = {
+        {"-o", &a->out, NULL, 0},
+        {"--labels-q", &a->labels_q, NULL, 1}, /* "" is one empty label */
+        {"--labels-k", &a->labels_k, NULL, 1},
+        {"--head", &a->head, NULL, 0},
+        {"--vmax", &a->vmax, NULL, 0},
+        {"--title", &a->title, NULL, 1},
+        {"--grid", NULL, &a->grid, 0},
     };
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) return -1;
-        if (arg[0] != '-' || arg[1] == '\0') {
-            if (a->in) {
-                cli_error("heatmap", "one weights file only: '%s' and '%s'", a->in, arg);
-                return CLI_USAGE;
-            }
-            a->in = arg;
-            continue;
-        }
-        const char *eq = strncmp(arg, "--", 2) == 0 ? strchr(arg, '=') : NULL;
-        size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
-        if (nlen == 6 && strncmp(arg, "--grid", 6) == 0) {
-            if (eq) {
-                cli_error("heatmap", "--grid takes no value");
-                return CLI_USAGE;
-            }
-            if (a->grid) {
-                cli_error("heatmap", "--grid given twice");
-                return CLI_USAGE;
-            }
-            a->grid = 1;
-            continue;
-        }
-        int found = 0;
-        for (size_t f = 0; f < sizeof valued / sizeof valued[0] && !found; f++) {
-            if (strlen(valued[f].name) != nlen || strncmp(arg, valued[f].name, nlen) != 0)
-                continue;
-            found = 1;
-            if (*valued[f].dst) {
-                cli_error("heatmap", "%s given twice", valued[f].name);
-                return CLI_USAGE;
-            }
-            if (eq) {
-                *valued[f].dst = eq + 1;
-            } else if (i + 1 < argc) {
-                *valued[f].dst = argv[++i];
-            } else {
-                cli_error("heatmap", "%s needs a value (see 'qkv heatmap --help')",
-                          valued[f].name);
-                return CLI_USAGE;
-            }
-        }
-        if (!found) {
-            cli_error("heatmap", "unknown argument '%s' (see 'qkv heatmap --help')", arg);
-            return CLI_USAGE;
-        }
-    }
+    int rc = cli_parse_args("heatmap", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
+                            &a->in);
+    if (rc != CLI_OK) return rc;
     if (!a->in) {
         cli_error("heatmap", "a weights file P.npy is required (see 'qkv heatmap --help')");
         return CLI_USAGE;

@@ -47,66 +47,18 @@ typedef struct run_args {
 /* CLI_OK, CLI_USAGE (error printed), or -1 for --help. */
 static int parse_args(int argc, char **argv, run_args *a)
 {
-    struct {
-        const char *name;
-        const char **dst;
-    } valued[] = {
-        {"-q", &a->q},           {"-k", &a->k},           {"-v", &a->v},
-        {"-o", &a->o},           {"--mask", &a->mask},    {"--kv-lens", &a->kv_lens},
-        {"--weights", &a->weights}, {"--lse", &a->lse},   {"--scale", &a->scale},
-        {"--softcap", &a->softcap}, {"--window", &a->window}, {"--threads", &a->threads},
+    const cli_opt opts[] = {
+        {"-q", &a->q, NULL, 0},           {"-k", &a->k, NULL, 0},
+        {"-v", &a->v, NULL, 0},           {"-o", &a->o, NULL, 0},
+        {"--mask", &a->mask, NULL, 0},    {"--kv-lens", &a->kv_lens, NULL, 0},
+        {"--weights", &a->weights, NULL, 0}, {"--lse", &a->lse, NULL, 0},
+        {"--scale", &a->scale, NULL, 0},  {"--softcap", &a->softcap, NULL, 0},
+        {"--window", &a->window, NULL, 0}, {"--threads", &a->threads, NULL, 0},
+        {"--causal", NULL, &a->causal, 0}, {"--causal-lower-right", NULL, &a->causal_lr, 0},
+        {"--reference", NULL, &a->reference, 0},
     };
-    struct {
-        const char *name;
-        int *dst;
-    } flags[] = {
-        {"--causal", &a->causal},
-        {"--causal-lower-right", &a->causal_lr},
-        {"--reference", &a->reference},
-    };
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) return -1;
-        const char *eq = strncmp(arg, "--", 2) == 0 ? strchr(arg, '=') : NULL;
-        size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
-        int found = 0;
-        for (size_t f = 0; f < sizeof valued / sizeof valued[0] && !found; f++) {
-            if (strlen(valued[f].name) != nlen || strncmp(arg, valued[f].name, nlen) != 0)
-                continue;
-            found = 1;
-            if (*valued[f].dst) {
-                cli_error("run", "%s given twice", valued[f].name);
-                return CLI_USAGE;
-            }
-            if (eq) {
-                *valued[f].dst = eq + 1;
-            } else if (i + 1 < argc) {
-                *valued[f].dst = argv[++i];
-            } else {
-                cli_error("run", "%s needs a value (see 'qkv run --help')", valued[f].name);
-                return CLI_USAGE;
-            }
-        }
-        for (size_t f = 0; f < sizeof flags / sizeof flags[0] && !found; f++) {
-            if (strcmp(arg, flags[f].name) != 0) continue;
-            found = 1;
-            if (*flags[f].dst) {
-                cli_error("run", "%s given twice", flags[f].name);
-                return CLI_USAGE;
-            }
-            *flags[f].dst = 1;
-        }
-        for (size_t f = 0; f < sizeof flags / sizeof flags[0] && !found && eq; f++) {
-            if (strlen(flags[f].name) == nlen && strncmp(arg, flags[f].name, nlen) == 0) {
-                cli_error("run", "%s takes no value", flags[f].name);
-                return CLI_USAGE;
-            }
-        }
-        if (!found) {
-            cli_error("run", "unknown argument '%s' (see 'qkv run --help')", arg);
-            return CLI_USAGE;
-        }
-    }
+    int rc = cli_parse_args("run", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL);
+    if (rc != CLI_OK) return rc;
     const char *req[4][2] = {{"-q", a->q}, {"-k", a->k}, {"-v", a->v}, {"-o", a->o}};
     for (int r = 0; r < 4; r++)
         if (!req[r][1]) {
