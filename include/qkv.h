@@ -126,6 +126,11 @@ qkv_tensor qkv_tensor_contiguous(void *data, qkv_dtype dtype,
 /* The most worker threads one call uses. */
 #define QKV_MAX_THREADS 1024
 
+/* What num_threads = 0 means: the CPUs this process may run on (its
+ * affinity mask where the system has one, else the online CPUs), from 1 to
+ * QKV_MAX_THREADS. Thread-safe. */
+int qkv_default_num_threads(void);
+
 typedef enum qkv_align {
     /* d_i = i: row 0 sees key 0 (PyTorch's is_causal=True). */
     QKV_ALIGN_TOP_LEFT = 0,
@@ -195,7 +200,7 @@ typedef struct qkv_attn_options {
      * bitwise the same for every thread count with one set; sets differ in
      * rounding. */
     qkv_isa isa;
-    /* Worker threads; 0 means one per online CPU, more than
+    /* Worker threads; 0 means one per CPU this process may run on, more than
      * QKV_MAX_THREADS means QKV_MAX_THREADS. The result is bitwise the
      * same whatever the count. Threads are kept in a pool between calls. */
     int num_threads;

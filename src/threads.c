@@ -6,6 +6,10 @@
  * (the library is called from several threads) starts its own threads for
  * that call instead of waiting. After fork() the child starts with no pool
  * (its workers did not survive the fork). */
+#if defined(__linux__)
+#define _GNU_SOURCE /* sched_getaffinity: the CPUs this process may run on */
+#include <sched.h>
+#endif
 #include "threads.h"
 
 #include "common.h"
@@ -151,11 +155,21 @@ static qkv_status run_spawned(const job *j)
 
 int qkv_cpu_count(void)
 {
+#if defined(__linux__)
+    /* taskset and container CPU sets shrink this below the online count. */
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n >= 1) return n > MAX_WORKERS + 1 ? MAX_WORKERS + 1 : n;
+    }
+#endif
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     if (n < 1) return 1;
     if (n > MAX_WORKERS + 1) return MAX_WORKERS + 1;
     return (int)n;
 }
+
+int qkv_default_num_threads(void) { return qkv_cpu_count(); }
 
 qkv_status qkv_parallel_for(int64_t n, int nthreads, qkv_range_fn fn, void *ctx)
 {

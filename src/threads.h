@@ -18,7 +18,8 @@ typedef void (*qkv_range_fn)(void *ctx, int tid, int64_t begin, int64_t end);
  * (nothing has run then). */
 qkv_status qkv_parallel_for(int64_t n, int nthreads, qkv_range_fn fn, void *ctx);
 
-/* Online CPUs, at least 1. */
+/* The CPUs this process may run on (its affinity mask on Linux, else the
+ * online CPUs), from 1 to QKV_MAX_THREADS. */
 int qkv_cpu_count(void);
 
 #endif

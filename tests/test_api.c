@@ -618,8 +618,16 @@ static void check_defaults(void)
     CHECK(memcmp(o1, g_o, sizeof o1) == 0);
 }
 
+/* num_threads = 0 has a meaning the caller can read. */
+static void check_default_threads(void)
+{
+    int n = qkv_default_num_threads();
+    CHECK(n >= 1 && n <= QKV_MAX_THREADS);
+}
+
 int main(void)
 {
+    check_default_threads();
     fill_inputs();
     check_version();
     check_status_strings();

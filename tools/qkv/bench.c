@@ -385,7 +385,7 @@ static int bench_case(const bcase *c, const bench_opts *bo, const blas *bl, doub
         ceiling = sgemm_ceiling(bl, (int)side, (int)side, (int)c->E);
         ratio = ceiling > 0 ? gflops / ceiling : NAN;
     }
-    const int threads = bo->threads ? bo->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    const int threads = bo->threads ? bo->threads : qkv_default_num_threads();
     if (bo->json) {
         printf("{\"name\": \"%s\", \"B\": %lld, \"H\": %lld, \"Hkv\": %lld, \"Lq\": %lld, "
                "\"Lk\": %lld, \"E\": %lld, \"causal\": %s, \"threads\": %d, \"impl\": \"%s\", "
@@ -552,7 +552,7 @@ int cmd_bench(int argc, char **argv)
     blas_open(&bl, bo.threads ? bo.threads : 0);
     int any_decode = 0;
     for (int i = 0; i < n; i++) any_decode |= cases[i].Lq == 1;
-    const int nthreads = bo.threads ? bo.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    const int nthreads = bo.threads ? bo.threads : qkv_default_num_threads();
     double copy_gbps = any_decode ? copy_ceiling(nthreads) : 0;
     double peak = 0;
     for (int r = 0; r < 3 && !bo.reference; r++) { /* the best of three */
