@@ -12,7 +12,7 @@ static const char usage[] =
     "\n"
     "commands:\n"
     "  run        attention on .npy files (qkv run --help)\n"
-    "  explain    attention step by step on the worked example or your words\n"
+    "  explain    attention step by step, on the worked example or your own words\n"
     "  bench      speed against the machine's ceiling (qkv bench --help)\n"
     "  heatmap    draw attention weights as SVG, PNG or HTML (qkv heatmap --help)\n"
     "\n"

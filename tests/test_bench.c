@@ -1,0 +1,89 @@
+/* `qkv bench` end to end on a tiny shape: the JSON line carries every
+ * field the format promises with values that make sense together (time,
+ * GFLOP/s from the stated FLOP count, ratio = GFLOP/s / ceiling), and the
+ * usage errors exit 2 with one line naming the flag. */
+#include "test.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char out[1 << 14], err[1 << 12];
+
+/* The number after "key": in a one-line JSON object; NAN when absent. */
+static double field(const char *json, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *p = strstr(json, pat);
+    return p ? strtod(p + strlen(pat), NULL) : NAN;
+}
+
+static void check_json(void)
+{
+    char *argv[] = {"qkv", "bench", "--shape", "1,4,2,24,40,16,causal", "--threads", "1",
+                    "--json", NULL};
+    int rc = test_run_qkv(argv, out, sizeof out, err, sizeof err);
+    CHECK(rc == 0);
+    if (rc != 0) fprintf(stderr, "bench: %s\n", err);
+    CHECK(strchr(out, '\n') == out + strlen(out) - 1); /* one line */
+    const char *keys[] = {"\"name\"", "\"B\"", "\"H\"", "\"Hkv\"", "\"Lq\"", "\"Lk\"", "\"E\"",
+                          "\"causal\": true", "\"threads\": 1", "\"seconds\"", "\"gflops\"",
+                          "\"ceiling_gflops\"", "\"ratio\""};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        CHECK(strstr(out, keys[k]) != NULL);
+        if (!strstr(out, keys[k])) fprintf(stderr, "bench JSON lacks %s: %s\n", keys[k], out);
+    }
+    CHECK(field(out, "B") == 1 && field(out, "H") == 4 && field(out, "Hkv") == 2);
+    CHECK(field(out, "Lq") == 24 && field(out, "Lk") == 40 && field(out, "E") == 16);
+    const double s = field(out, "seconds"), gf = field(out, "gflops");
+    CHECK(s > 0);
+    /* 4 B H Lq Lk E, not halved: causal halves only when Lq == Lk. */
+    CHECK(fabs(gf - 4.0 * 4 * 24 * 40 * 16 / s / 1e9) <= 0.01 * gf);
+    const double ceil = field(out, "ceiling_gflops"), ratio = field(out, "ratio");
+    if (ceil > 0) CHECK(fabs(ratio - gf / ceil) <= 0.01 * ratio + 1e-4);
+}
+
+static void check_decode_json(void)
+{
+    char *argv[] = {"qkv", "bench", "--shape", "1,4,1,1,256,8", "--json", NULL};
+    CHECK(test_run_qkv(argv, out, sizeof out, err, sizeof err) == 0);
+    CHECK(strstr(out, "\"ceiling_gbps\"") != NULL && strstr(out, "\"gbps\"") != NULL);
+    const double gbps = field(out, "gbps"), ceil = field(out, "ceiling_gbps");
+    CHECK(gbps > 0 && ceil > 0);
+    CHECK(fabs(field(out, "ratio") - gbps / ceil) <= 0.01 * gbps / ceil + 1e-4);
+}
+
+static void check_errors(void)
+{
+    const char *cases[][4] = {
+        {"--shape", "1,4,3,8,8,8", NULL, "--shape"},  /* Hkv does not divide H */
+        {"--shape", "1,4,2,8,8", NULL, "--shape"},    /* five numbers */
+        {"--shape", "1,4,2,8,8,8,2", NULL, "--shape"},
+        {"--threads", "0", NULL, "--threads"},
+        {"--isa", "sse9", NULL, "--isa"},
+        {"--quick", "--shape", "1,1,1,1,1,1", "--quick"},
+        {"--bogus", NULL, NULL, "--bogus"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char *argv[6] = {"qkv", "bench"};
+        int n = 2;
+        for (int i = 0; i < 3 && cases[c][i]; i++) argv[n++] = (char *)cases[c][i];
+        argv[n] = NULL;
+        int rc = test_run_qkv(argv, out, sizeof out, err, sizeof err);
+        size_t len = strlen(err);
+        CHECK(rc == 2);
+        CHECK(len > 0 && strchr(err, '\n') == err + len - 1);
+        CHECK(strstr(err, cases[c][3]) != NULL);
+        if (rc != 2) fprintf(stderr, "bench case %zu: exit %d, %s\n", c, rc, err);
+    }
+}
+
+int main(void)
+{
+    check_json();
+    check_decode_json();
+    check_errors();
+    return test_finish("test_bench");
+}
