@@ -13,13 +13,12 @@
  * Inputs are generated at run time in a temporary directory. */
 #include "test.h"
 #include "util.h"
+#include "cmdtest.h"
 
 #include "qkv.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,132 +28,14 @@
 
 /* ------------------------------------------------------------ plumbing */
 
-static char *g_in;        /* input fixtures (test_tmpdir) */
-static char g_out[4096];  /* outputs; must be empty between runs */
-static const char *g_ctx = ""; /* what is being tested, shown on failures */
-
-/* The last command run and what it gave, shown with any failed check. */
-static char g_cmd[8192];
-static int g_rc;
-static char g_stdout[16384];
-static char g_stderr[8192];
-
-#define EXPECT(cond)                                                                     \
-    do {                                                                                 \
-        test_checks++;                                                                   \
-        if (!(cond)) {                                                                   \
-            test_failures++;                                                             \
-            fprintf(stderr, "%s:%d: [%s] CHECK failed: %s\n", __FILE__, __LINE__, g_ctx, \
-                    #cond);                                                              \
-            if (g_cmd[0])                                                                \
-                fprintf(stderr, "    command: %s\n    exit %d; stderr: %s%s", g_cmd,     \
-                        g_rc, g_stderr[0] ? g_stderr : "(empty)\n",                      \
-                        g_stderr[0] && !strchr(g_stderr, '\n') ? "\n" : "");             \
-        }                                                                                \
-    } while (0)
-
-/* snprintf that fails the test run on truncation (and keeps GCC's
- * -Wformat-truncation quiet about paths of unknown length). */
-static void fmt(char *dst, size_t len, const char *f, ...)
-#if defined(__GNUC__) || defined(__clang__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-static void fmt(char *dst, size_t len, const char *f, ...)
-{
-    va_list ap;
-    va_start(ap, f);
-    int n = vsnprintf(dst, len, f, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= len) {
-        fprintf(stderr, "test: string too long: %s...\n", dst);
-        exit(2);
-    }
-}
-
-/* Names what the next checks test and forgets the last command. */
-static void set_ctx(const char *ctx)
-{
-    g_ctx = ctx;
-    g_cmd[0] = '\0';
-}
-
-/* Rotating path buffers: "dir/name". */
-static const char *pjoin(const char *dir, const char *name)
-{
-    static char bufs[32][4096];
-    static int next;
-    char *b = bufs[next++ % 32];
-    fmt(b, sizeof bufs[0], "%s/%s", dir, name);
-    return b;
-}
-static const char *in_path(const char *name) { return pjoin(g_in, name); }
-static const char *out_path(const char *name) { return pjoin(g_out, name); }
-
-/* Expands "@name" to the input directory's file and "%name" to the output
- * directory's, also after the '=' of "--opt=@name". */
-static void expand(const char *arg, char *dst, size_t len)
-{
-    const char *eq = strncmp(arg, "--", 2) == 0 ? strchr(arg, '=') : NULL;
-    const char *val = eq ? eq + 1 : arg;
-    int pre = (int)(val - arg);
-    if (val[0] == '@')
-        fmt(dst, len, "%.*s%s/%s", pre, arg, g_in, val + 1);
-    else if (val[0] == '%')
-        fmt(dst, len, "%.*s%s/%s", pre, arg, g_out, val + 1);
-    else
-        fmt(dst, len, "%s", arg);
-}
-
-/* Runs qkv with args (NULL-terminated, without argv[0]); the result lands
- * in g_rc, g_stdout and g_stderr. */
-static int run_args(const char *const *args)
-{
-    static char pool[64][4096];
-    char *argv[66];
-    int n = 0;
-    size_t used = 0;
-    argv[n++] = "qkv";
-    used += (size_t)snprintf(g_cmd, sizeof g_cmd, "qkv");
-    for (; args[n - 1] && n < 65; n++) {
-        expand(args[n - 1], pool[n - 1], sizeof pool[0]);
-        argv[n] = pool[n - 1];
-        if (used < sizeof g_cmd)
-            used += (size_t)snprintf(g_cmd + used, sizeof g_cmd - used, " '%s'", argv[n]);
-    }
-    argv[n] = NULL;
-    g_rc = test_run_qkv(argv, g_stdout, sizeof g_stdout, g_stderr, sizeof g_stderr);
-    return g_rc;
-}
-#define RUN(...) run_args((const char *const[]){__VA_ARGS__, NULL})
+/* The command-test harness (EXPECT, RUN, set_ctx, "@in" and "%out"
+ * arguments, slurp, expect_out_files, ...) is tests/cmdtest.h. */
 
 static int count_char(const char *s, char c)
 {
     int n = 0;
     for (; *s; s++) n += *s == c;
     return n;
-}
-
-/* Exactly one line: one '\n', at the end, and something before it. */
-static int one_line(const char *s)
-{
-    size_t n = strlen(s);
-    return n > 1 && count_char(s, '\n') == 1 && s[n - 1] == '\n';
-}
-
-static void write_array(const char *path, qkv_dtype dt, int ndim, const int64_t *shape,
-                        const void *data)
-{
-    qkv_array a;
-    memset(&a, 0, sizeof a);
-    a.data = (void *)data;
-    a.dtype = dt;
-    a.ndim = ndim;
-    for (int d = 0; d < ndim; d++) a.shape[d] = shape[d];
-    if (qkv_npy_write(path, &a) != QKV_OK) {
-        fprintf(stderr, "test: cannot write fixture %s: %s\n", path, qkv_error_detail());
-        exit(2);
-    }
 }
 
 /* Writes a .npy (version 1.0) by hand: dict padded to 64 bytes, then len
@@ -177,40 +58,6 @@ static void write_raw_npy(const char *path, const char *dict, const void *data, 
     }
 }
 
-static void write_bytes(const char *path, const void *data, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f || (len && fwrite(data, 1, len, f) != len) || fclose(f) != 0) {
-        fprintf(stderr, "test: cannot write %s\n", path);
-        exit(2);
-    }
-}
-
-/* The whole file, malloc'd (NULL if unreadable). */
-static unsigned char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, n = 0;
-    unsigned char *b = test_malloc(cap);
-    for (;;) {
-        size_t got = fread(b + n, 1, cap - n, f);
-        n += got;
-        if (n < cap) break;
-        cap *= 2;
-        unsigned char *nb = realloc(b, cap);
-        if (!nb) {
-            free(b);
-            fclose(f);
-            return NULL;
-        }
-        b = nb;
-    }
-    fclose(f);
-    *len = n;
-    return b;
-}
-
 static int exists(const char *path)
 {
     struct stat sb;
@@ -226,47 +73,6 @@ static int read_out(const char *path, qkv_array *a)
         return 0;
     }
     return 1;
-}
-
-/* Empties the output directory (files and empty subdirectories); returns
- * how many entries it held and lists them into names. */
-static int clear_out(char *names, size_t len)
-{
-    int n = 0;
-    size_t used = 0;
-    if (names && len) names[0] = '\0';
-    DIR *d = opendir(g_out);
-    if (!d) return 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        n++;
-        if (names && used < len)
-            used += (size_t)snprintf(names + used, len - used, " %s", e->d_name);
-        const char *p = out_path(e->d_name);
-        if (unlink(p) != 0) rmdir(p);
-    }
-    closedir(d);
-    return n;
-}
-
-/* Checks that the output directory holds exactly `want` files (any
- * number when want < 0) and no stray ".tmp-" temporaries, and empties it. */
-static void expect_out_files(int want)
-{
-    char names[2048];
-    int tmp = 0;
-    DIR *d = opendir(g_out);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)))
-            if (strstr(e->d_name, ".tmp-")) tmp++;
-        closedir(d);
-    }
-    EXPECT(tmp == 0);
-    int n = clear_out(names, sizeof names);
-    if (want >= 0 && n != want) fprintf(stderr, "    output directory held:%s\n", names);
-    EXPECT(want < 0 || n == want);
 }
 
 static int same_shape(const qkv_array *a, int ndim, const int64_t *shape)
@@ -440,7 +246,7 @@ static void test_oracle(void)
         /* Variants: default, --reference, --threads 1, --threads 2. */
         static const char *const variant[4][3] = {
             {NULL}, {"--reference", NULL}, {"--threads", "1", NULL}, {"--threads", "2", NULL}};
-        unsigned char *files[2][3] = {{0}};
+        char *files[2][3] = {{0}};
         size_t lens[2][3] = {{0}};
         for (int var = 0; var < 4; var++) {
             const char *args[32];
@@ -788,7 +594,7 @@ static void test_dtypes(void)
     qkv_attn_options opt = {0};
     lib_out r;
     EXPECT(lib_forward(&p, opt, &r));
-    unsigned char *base[3] = {0};
+    char *base[3] = {0};
     size_t blen[3] = {0};
     for (size_t c = 0; c < sizeof combos / sizeof combos[0]; c++) {
         static char ctx[64];
@@ -807,7 +613,7 @@ static void test_dtypes(void)
             static const char *const names[3] = {"o.npy", "w.npy", "l.npy"};
             for (int f = 0; f < 3; f++) {
                 size_t len = 0;
-                unsigned char *b = slurp(out_path(names[f]), &len);
+                char *b = slurp(out_path(names[f]), &len);
                 if (c == 0) {
                     base[f] = b;
                     blen[f] = len;
@@ -1217,9 +1023,6 @@ static void make_error_fixtures(void)
     int32_t i32[64] = {0};
     int64_t i64[4] = {0};
     unsigned char b8[64] = {0};
-#define W(name, dt, data, ...)                                                              \
-    write_array(in_path(name), dt, (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), \
-                (int64_t[]){__VA_ARGS__}, data)
     W("q.npy", QKV_DTYPE_F32, x, 2, 2, 3, 4);
     W("k.npy", QKV_DTYPE_F32, x, 2, 2, 5, 4);
     W("v.npy", QKV_DTYPE_F32, x, 2, 2, 5, 6);
@@ -1256,7 +1059,6 @@ static void make_error_fixtures(void)
     x[7] = NAN;
     W("q_nan.npy", QKV_DTYPE_F32, x, 2, 2, 3, 4);
     x[7] = 0.25f;
-#undef W
 
     /* Malformed files, by hand. */
     const char *good = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2, 3, 4), }";
@@ -1455,7 +1257,7 @@ static void test_existing_outputs(void)
     char o[4096];
     size_t len = 0;
     fmt(o, sizeof o, "%s", out_path("o.npy"));
-    unsigned char *b;
+    char *b;
 
     static const struct {
         const char *name;

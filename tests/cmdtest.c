@@ -1,0 +1,170 @@
+/* The command-test harness declared in cmdtest.h: the state of the tests
+ * that run the qkv binary (test_cli, test_heatmap), argument expansion,
+ * running qkv, and the fixture and output-directory helpers. Linked into
+ * every test program; unused by those that do not include cmdtest.h. */
+#include "cmdtest.h"
+
+#include "util.h"
+
+#include <dirent.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+char *g_in;
+char g_out[4096];
+const char *g_ctx = "";
+
+char g_cmd[8192];
+int g_rc;
+char g_stdout[16384];
+char g_stderr[8192];
+
+void fmt(char *dst, size_t len, const char *f, ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    int n = vsnprintf(dst, len, f, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= len) {
+        fprintf(stderr, "test: string too long: %s...\n", dst);
+        exit(2);
+    }
+}
+
+void set_ctx(const char *ctx)
+{
+    g_ctx = ctx;
+    g_cmd[0] = '\0';
+}
+
+const char *pjoin(const char *dir, const char *name)
+{
+    static char bufs[32][4096];
+    static int next;
+    char *b = bufs[next++ % 32];
+    fmt(b, sizeof bufs[0], "%s/%s", dir, name);
+    return b;
+}
+const char *in_path(const char *name) { return pjoin(g_in, name); }
+const char *out_path(const char *name) { return pjoin(g_out, name); }
+
+void expand(const char *arg, char *dst, size_t len)
+{
+    const char *eq = strncmp(arg, "--", 2) == 0 ? strchr(arg, '=') : NULL;
+    const char *val = eq ? eq + 1 : arg;
+    int pre = (int)(val - arg);
+    if (val[0] == '@')
+        fmt(dst, len, "%.*s%s/%s", pre, arg, g_in, val + 1);
+    else if (val[0] == '%')
+        fmt(dst, len, "%.*s%s/%s", pre, arg, g_out, val + 1);
+    else
+        fmt(dst, len, "%s", arg);
+}
+
+int run_args(const char *const *args)
+{
+    static char pool[64][4096];
+    char *argv[66];
+    int n = 0;
+    size_t used = 0;
+    argv[n++] = "qkv";
+    used += (size_t)snprintf(g_cmd, sizeof g_cmd, "qkv");
+    for (; args[n - 1] && n < 65; n++) {
+        expand(args[n - 1], pool[n - 1], sizeof pool[0]);
+        argv[n] = pool[n - 1];
+        if (used < sizeof g_cmd)
+            used += (size_t)snprintf(g_cmd + used, sizeof g_cmd - used, " '%s'", argv[n]);
+    }
+    argv[n] = NULL;
+    g_rc = test_run_qkv(argv, g_stdout, sizeof g_stdout, g_stderr, sizeof g_stderr);
+    return g_rc;
+}
+
+int one_line(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 2 || s[n - 1] != '\n') return 0;
+    return strchr(s, '\n') == s + n - 1;
+}
+
+void write_array(const char *path, qkv_dtype dt, int ndim, const int64_t *shape,
+                 const void *data)
+{
+    qkv_array a;
+    memset(&a, 0, sizeof a);
+    a.data = (void *)data;
+    a.dtype = dt;
+    a.ndim = ndim;
+    for (int d = 0; d < ndim; d++) a.shape[d] = shape[d];
+    if (qkv_npy_write(path, &a) != QKV_OK) {
+        fprintf(stderr, "test: cannot write fixture %s: %s\n", path, qkv_error_detail());
+        exit(2);
+    }
+}
+
+void write_bytes(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f || (len && fwrite(data, 1, len, f) != len) || fclose(f) != 0) {
+        fprintf(stderr, "test: cannot write %s\n", path);
+        exit(2);
+    }
+}
+
+char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *b = test_malloc(cap);
+    for (;;) {
+        n += fread(b + n, 1, cap - n - 1, f);
+        if (n < cap - 1) break;
+        cap *= 2;
+        char *nb = realloc(b, cap);
+        if (!nb) {
+            free(b);
+            fclose(f);
+            return NULL;
+        }
+        b = nb;
+    }
+    fclose(f);
+    b[n] = '\0';
+    if (len) *len = n;
+    return b;
+}
+
+int clear_out(char *names, size_t len)
+{
+    int n = 0;
+    size_t used = 0;
+    if (names && len) names[0] = '\0';
+    DIR *d = opendir(g_out);
+    if (!d) return 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        n++;
+        if (names && used < len)
+            used += (size_t)snprintf(names + used, len - used, " %s", e->d_name);
+        const char *p = out_path(e->d_name);
+        if (unlink(p) != 0) rmdir(p);
+    }
+    closedir(d);
+    return n;
+}
+
+int out_tmp_count(void)
+{
+    int tmp = 0;
+    DIR *d = opendir(g_out);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (strstr(e->d_name, ".tmp-")) tmp++;
+        closedir(d);
+    }
+    return tmp;
+}
