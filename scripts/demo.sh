@@ -1,6 +1,7 @@
 #!/bin/sh
 # The demonstration `make` ends with: qkv run on generated data with the
-# options people use, then on a case whose answer PyTorch computed, checked.
+# options people use, then on a case whose answer PyTorch computed, checked;
+# a usage error as scripts see it; a heatmap; and the worked example.
 set -eu
 bin=${1:-build/release}
 out=$bin/demo
@@ -24,3 +25,11 @@ echo "A usage error, as scripts see it (exit status 2, one line on stderr):"
 set +e
 "$bin/qkv" run -q "$out/q.npy" -k "$out/k.npy" -v "$out/v.npy" -o "$out/x.npy" --scale abc
 echo "exit status $?"
+
+echo
+echo "\$ qkv heatmap p.npy -o p.svg --head 0     (one head of the causal weights above)"
+"$bin/qkv" heatmap "$out/p.npy" -o "$out/p.svg" --head 0
+ls -l "$out/p.svg"
+echo
+echo "\$ qkv explain                              (the worked example, number by number)"
+"$bin/qkv" explain
