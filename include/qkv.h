@@ -240,6 +240,35 @@ qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
                                  const qkv_tensor *k, const qkv_tensor *v,
                                  const qkv_attn_options *opts);
 
+/* Backward of qkv_attention_forward: the gradients of a loss L with
+ * respect to Q, K, V (and a float mask), given dO = dL/dO.
+ *
+ *   dq     out, F32 (B, H, Lq, E)
+ *   dk     out, F32 (B, Hkv, Lk, E): summed over the query heads of each
+ *          kv head's group (GQA)
+ *   dv     out, F32 (B, Hkv, Lk, Ev), summed likewise
+ *   dmask  out, optional (NULL or data NULL): F32 with the float mask's own
+ *          shape (opts->mask must be an F32 mask): dL/dmask, summed over
+ *          the dims the mask was broadcast along
+ *   dout   F32 (B, H, Lq, Ev): dL/dO
+ *   q, k, v, opts   exactly as given to the forward
+ *   o, lse  the forward's results: O (B, H, Lq, Ev) and lse (B, H, Lq, 1)
+ *
+ * With D_i = <dO_i, O_i>: dV = P^T dO, dP = dO V^T, dS = P o (dP - D),
+ * through the softcap dU = dS o (1 - tanh^2(u / c)), dQ = scale dU K,
+ * dK = scale dU^T Q, dmask = dS. Forbidden keys and fully masked rows get
+ * zero gradients, never NaN. Today every call runs the reference backward
+ * (QKV_IMPL_AUTO included): it recomputes P and O from Q, K, V in double,
+ * checks o and lse only for their shapes, and works on B x Hkv groups in
+ * parallel (one thread when dmask is asked for, so that its sums keep one
+ * order); results are bitwise the same for any thread count. Scratch:
+ * O(threads x Lk x (E + Ev)) doubles. Thread-safe. */
+qkv_status qkv_attention_backward(const qkv_tensor *dq, const qkv_tensor *dk,
+                                  const qkv_tensor *dv, const qkv_tensor *dmask,
+                                  const qkv_tensor *dout, const qkv_tensor *q,
+                                  const qkv_tensor *k, const qkv_tensor *v, const qkv_tensor *o,
+                                  const qkv_tensor *lse, const qkv_attn_options *opts);
+
 /* ------------------------------------------------------------------ arrays */
 
 /* The largest rank a qkv_array holds (NumPy's own limit is 64). */

@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Dims must be non-negative, the furthest element's offset must fit in
  * int64_t bytes, and data may be NULL only for an empty tensor. */
@@ -126,21 +127,16 @@ static qkv_status resolve_mask(const qkv_tensor *m, const int64_t full[4], qkv_t
     return QKV_OK;
 }
 
-qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
-                                 const qkv_tensor *lse, const qkv_tensor *q,
-                                 const qkv_tensor *k, const qkv_tensor *v,
-                                 const qkv_attn_options *opts)
+/* Q, K, V and the options, checked and resolved into p (outputs not yet:
+ * the forward and the backward each check their own). `mask` is storage
+ * for the broadcast-resolved mask view that p->mask points to. */
+static qkv_status resolve_inputs(const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
+                                 const qkv_attn_options *opts, qkv_fwd_problem *p,
+                                 qkv_tensor *mask)
 {
-    qkv_clear_error();
-    static const qkv_attn_options defaults;
-    if (!opts) opts = &defaults;
     if (!q) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "Q: NULL tensor");
     if (!k) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "K: NULL tensor");
     if (!v) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "V: NULL tensor");
-    if (!o) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "O: NULL tensor");
-    if (weights && !weights->data) weights = NULL;
-    if (lse && !lse->data) lse = NULL;
-
     int64_t n;
     TRY(check_f32("Q", q));
     TRY(check_f32("K", k));
@@ -149,67 +145,59 @@ qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
     TRY(check_view("K", k, &n));
     TRY(check_view("V", v, &n));
 
-    qkv_fwd_problem p = {0};
-    p.B = q->shape[0];
-    p.H = q->shape[1];
-    p.Lq = q->shape[2];
-    p.E = q->shape[3];
-    p.Hkv = k->shape[1];
-    p.Lk = k->shape[2];
-    p.Ev = v->shape[3];
-    if (p.E < 1) return qkv_fail(QKV_ERR_SHAPE, "Q: head dim E is 0, expected at least 1");
-    if (k->shape[0] != p.B)
+    memset(p, 0, sizeof *p);
+    p->B = q->shape[0];
+    p->H = q->shape[1];
+    p->Lq = q->shape[2];
+    p->E = q->shape[3];
+    p->Hkv = k->shape[1];
+    p->Lk = k->shape[2];
+    p->Ev = v->shape[3];
+    if (p->E < 1) return qkv_fail(QKV_ERR_SHAPE, "Q: head dim E is 0, expected at least 1");
+    if (k->shape[0] != p->B)
         return qkv_fail(QKV_ERR_SHAPE, "K: batch %lld differs from Q batch %lld",
-                        (long long)k->shape[0], (long long)p.B);
-    if (k->shape[3] != p.E)
+                        (long long)k->shape[0], (long long)p->B);
+    if (k->shape[3] != p->E)
         return qkv_fail(QKV_ERR_SHAPE, "K: head dim %lld differs from Q head dim %lld",
-                        (long long)k->shape[3], (long long)p.E);
-    if (p.Hkv == 0 ? p.H != 0 : p.H % p.Hkv != 0)
+                        (long long)k->shape[3], (long long)p->E);
+    if (p->Hkv == 0 ? p->H != 0 : p->H % p->Hkv != 0)
         return qkv_fail(QKV_ERR_SHAPE, "K: %lld heads do not divide Q's %lld heads",
-                        (long long)p.Hkv, (long long)p.H);
-    if (v->shape[0] != p.B || v->shape[1] != p.Hkv || v->shape[2] != p.Lk)
+                        (long long)p->Hkv, (long long)p->H);
+    if (v->shape[0] != p->B || v->shape[1] != p->Hkv || v->shape[2] != p->Lk)
         return qkv_fail(QKV_ERR_SHAPE,
                         "V: shape (%lld, %lld, %lld, Ev) differs from K's (%lld, %lld, %lld, E)",
                         (long long)v->shape[0], (long long)v->shape[1], (long long)v->shape[2],
-                        (long long)p.B, (long long)p.Hkv, (long long)p.Lk);
-    TRY(check_output("O", o, p.B, p.H, p.Lq, p.Ev, "(B, H, Lq, Ev)"));
-    if (weights) TRY(check_output("weights", weights, p.B, p.H, p.Lq, p.Lk, "(B, H, Lq, Lk)"));
-    if (lse) TRY(check_output("lse", lse, p.B, p.H, p.Lq, 1, "(B, H, Lq, 1)"));
-    p.q = q;
-    p.k = k;
-    p.v = v;
-    p.o = o;
-    p.weights = weights;
-    p.lse = lse;
+                        (long long)p->B, (long long)p->Hkv, (long long)p->Lk);
+    p->q = q;
+    p->k = k;
+    p->v = v;
 
-    /* Options. */
     if (!isfinite(opts->scale))
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "scale: %g is not finite", opts->scale);
-    p.scale = opts->scale != 0.0 ? opts->scale : 1.0 / sqrt((double)p.E);
+    p->scale = opts->scale != 0.0 ? opts->scale : 1.0 / sqrt((double)p->E);
     if (!isfinite(opts->softcap) || opts->softcap < 0)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "softcap: %g, expected 0 (none) or finite > 0",
                         opts->softcap);
-    p.softcap = opts->softcap;
+    p->softcap = opts->softcap;
     if (opts->align != QKV_ALIGN_TOP_LEFT && opts->align != QKV_ALIGN_BOTTOM_RIGHT)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "align: %d is not a qkv_align", (int)opts->align);
-    p.causal = opts->causal != 0;
-    p.diag_offset = opts->align == QKV_ALIGN_BOTTOM_RIGHT ? p.Lk - p.Lq : 0;
-    p.use_window = opts->use_window != 0;
-    p.window_left = opts->window_left;
-    p.window_right = opts->window_right;
-    qkv_tensor mask;
+    p->causal = opts->causal != 0;
+    p->diag_offset = opts->align == QKV_ALIGN_BOTTOM_RIGHT ? p->Lk - p->Lq : 0;
+    p->use_window = opts->use_window != 0;
+    p->window_left = opts->window_left;
+    p->window_right = opts->window_right;
     if (opts->mask.data) {
-        const int64_t full[4] = {p.B, p.H, p.Lq, p.Lk};
-        TRY(resolve_mask(&opts->mask, full, &mask));
-        p.mask = &mask;
+        const int64_t full[4] = {p->B, p->H, p->Lq, p->Lk};
+        TRY(resolve_mask(&opts->mask, full, mask));
+        p->mask = mask;
     }
     if (opts->kv_lens) {
-        for (int64_t b = 0; b < p.B; b++)
-            if (opts->kv_lens[b] < 0 || opts->kv_lens[b] > p.Lk)
+        for (int64_t b = 0; b < p->B; b++)
+            if (opts->kv_lens[b] < 0 || opts->kv_lens[b] > p->Lk)
                 return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
                                 "kv_lens[%lld]: %lld is outside 0..Lk = 0..%lld", (long long)b,
-                                (long long)opts->kv_lens[b], (long long)p.Lk);
-        p.kv_lens = opts->kv_lens;
+                                (long long)opts->kv_lens[b], (long long)p->Lk);
+        p->kv_lens = opts->kv_lens;
     }
     if (opts->impl != QKV_IMPL_AUTO && opts->impl != QKV_IMPL_REFERENCE)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "impl: %d is not a qkv_impl", (int)opts->impl);
@@ -218,14 +206,91 @@ qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
     if (opts->num_threads < 0)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "num_threads: %d, expected 0 (all CPUs) or more",
                         opts->num_threads);
-    p.num_threads = opts->num_threads ? opts->num_threads : qkv_cpu_count();
-    if (p.num_threads > QKV_MAX_THREADS) p.num_threads = QKV_MAX_THREADS;
+    p->num_threads = opts->num_threads ? opts->num_threads : qkv_cpu_count();
+    if (p->num_threads > QKV_MAX_THREADS) p->num_threads = QKV_MAX_THREADS;
+    p->progress = opts->progress;
+    p->progress_user = opts->progress_user;
+    return QKV_OK;
+}
 
-    p.progress = opts->progress;
-    p.progress_user = opts->progress_user;
+qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
+                                 const qkv_tensor *lse, const qkv_tensor *q,
+                                 const qkv_tensor *k, const qkv_tensor *v,
+                                 const qkv_attn_options *opts)
+{
+    qkv_clear_error();
+    static const qkv_attn_options defaults;
+    if (!opts) opts = &defaults;
+    qkv_fwd_problem p;
+    qkv_tensor mask;
+    TRY(resolve_inputs(q, k, v, opts, &p, &mask));
+    if (!o) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "O: NULL tensor");
+    if (weights && !weights->data) weights = NULL;
+    if (lse && !lse->data) lse = NULL;
+    TRY(check_output("O", o, p.B, p.H, p.Lq, p.Ev, "(B, H, Lq, Ev)"));
+    if (weights) TRY(check_output("weights", weights, p.B, p.H, p.Lq, p.Lk, "(B, H, Lq, Lk)"));
+    if (lse) TRY(check_output("lse", lse, p.B, p.H, p.Lq, 1, "(B, H, Lq, 1)"));
+    p.o = o;
+    p.weights = weights;
+    p.lse = lse;
 
     qkv_status st = opts->impl == QKV_IMPL_REFERENCE ? qkv_ref_attention_forward(&p)
                                                      : qkv_flash_attention_forward(&p, opts->isa);
     if (st == QKV_OK && p.progress) p.progress(p.progress_user, 1.0);
+    return st;
+}
+
+/* An input of the backward: f32, the given shape. */
+static qkv_status check_input(const char *name, const qkv_tensor *t, int64_t n0, int64_t n1,
+                              int64_t n2, int64_t n3, const char *dims)
+{
+    int64_t n;
+    if (!t) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "%s: NULL tensor", name);
+    TRY(check_f32(name, t));
+    TRY(check_view(name, t, &n));
+    return check_shape(name, t, n0, n1, n2, n3, dims);
+}
+
+qkv_status qkv_attention_backward(const qkv_tensor *dq, const qkv_tensor *dk,
+                                  const qkv_tensor *dv, const qkv_tensor *dmask,
+                                  const qkv_tensor *dout, const qkv_tensor *q,
+                                  const qkv_tensor *k, const qkv_tensor *v, const qkv_tensor *o,
+                                  const qkv_tensor *lse, const qkv_attn_options *opts)
+{
+    qkv_clear_error();
+    static const qkv_attn_options defaults;
+    if (!opts) opts = &defaults;
+    qkv_bwd_problem bp;
+    qkv_fwd_problem *p = &bp.f;
+    qkv_tensor mask;
+    TRY(resolve_inputs(q, k, v, opts, p, &mask));
+    TRY(check_input("dO", dout, p->B, p->H, p->Lq, p->Ev, "(B, H, Lq, Ev)"));
+    TRY(check_input("O", o, p->B, p->H, p->Lq, p->Ev, "(B, H, Lq, Ev)"));
+    TRY(check_input("lse", lse, p->B, p->H, p->Lq, 1, "(B, H, Lq, 1)"));
+    if (!dq) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "dQ: NULL tensor");
+    if (!dk) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "dK: NULL tensor");
+    if (!dv) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "dV: NULL tensor");
+    TRY(check_output("dQ", dq, p->B, p->H, p->Lq, p->E, "(B, H, Lq, E)"));
+    TRY(check_output("dK", dk, p->B, p->Hkv, p->Lk, p->E, "(B, Hkv, Lk, E)"));
+    TRY(check_output("dV", dv, p->B, p->Hkv, p->Lk, p->Ev, "(B, Hkv, Lk, Ev)"));
+    if (dmask && !dmask->data) dmask = NULL;
+    if (dmask) {
+        if (!opts->mask.data || opts->mask.dtype != QKV_DTYPE_F32)
+            return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
+                            "dmask: requested without a float mask in the options");
+        const qkv_tensor *m = &opts->mask;
+        TRY(check_output("dmask", dmask, m->shape[0], m->shape[1], m->shape[2], m->shape[3],
+                         "the mask's shape"));
+    }
+    p->o = o;
+    p->lse = lse;
+    bp.dout = dout;
+    bp.dq = dq;
+    bp.dk = dk;
+    bp.dv = dv;
+    bp.dmask = dmask;
+    /* Only the reference exists so far: QKV_IMPL_AUTO runs it too. */
+    qkv_status st = qkv_ref_attention_backward(&bp);
+    if (st == QKV_OK && p->progress) p->progress(p->progress_user, 1.0);
     return st;
 }

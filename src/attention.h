@@ -53,4 +53,16 @@ static inline int qkv_mask_allows(const qkv_tensor *m, int64_t b, int64_t h, int
 /* The reference kernel: DESIGN.md §1 step by step, double accumulation. */
 qkv_status qkv_ref_attention_forward(const qkv_fwd_problem *p);
 
+/* One backward call: the forward's problem (f.o and f.lse are the given
+ * forward results) plus the incoming gradient and the outputs. */
+typedef struct qkv_bwd_problem {
+    qkv_fwd_problem f;
+    const qkv_tensor *dout;            /* (B, H, Lq, Ev) */
+    const qkv_tensor *dq, *dk, *dv;    /* outputs */
+    const qkv_tensor *dmask;           /* NULL, or the float mask's own shape */
+} qkv_bwd_problem;
+
+/* The reference backward: DESIGN.md §1's formulas, double accumulation. */
+qkv_status qkv_ref_attention_backward(const qkv_bwd_problem *p);
+
 #endif

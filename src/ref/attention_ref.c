@@ -150,3 +150,193 @@ qkv_status qkv_ref_attention_forward(const qkv_fwd_problem *p)
     free(scratch);
     return st;
 }
+
+/* ------------------------------------------------------------ backward */
+
+/* Per-thread scratch of the reference backward, all double: the scores,
+ * weights and softcap derivatives of one row, its output, dQ row, and the
+ * dK, dV of one (b, kv head) group. */
+typedef struct bwd_scratch {
+    double *s, *pw, *deriv, *o, *dq, *dk, *dv;
+} bwd_scratch;
+
+typedef struct bwd_ctx {
+    const qkv_bwd_problem *bp;
+    bwd_scratch *sc;
+    double *dmask; /* NULL, or the mask's own shape, when requested (one thread) */
+} bwd_ctx;
+
+/* Index into the float mask's own (unbroadcast) shape of (b, h, i, j). */
+static int64_t mask_index(const qkv_tensor *m, int64_t b, int64_t h, int64_t i, int64_t j)
+{
+    const int64_t ib = m->shape[0] == 1 ? 0 : b, ih = m->shape[1] == 1 ? 0 : h;
+    const int64_t ii = m->shape[2] == 1 ? 0 : i, ij = m->shape[3] == 1 ? 0 : j;
+    return ((ib * m->shape[1] + ih) * m->shape[2] + ii) * m->shape[3] + ij;
+}
+
+/* One query row: the forward recomputed in double, then
+ *   D = <dO_i, O_i>;  dP_j = <dO_i, v_j>;  dS_j = p_j (dP_j - D);
+ *   through the softcap, dU_j = dS_j (1 - tanh^2(u_j / c));
+ *   dQ_i += scale dU_j k_j;  dK_j += scale dU_j q_i;  dV_j += p_j dO_i;
+ *   the float mask's gradient is dS itself. Forbidden keys get nothing. */
+static void bwd_row(const bwd_ctx *c, bwd_scratch *w, int64_t b, int64_t h, int64_t i)
+{
+    const qkv_bwd_problem *bp = c->bp;
+    const qkv_fwd_problem *p = &bp->f;
+    const int64_t hk = h / (p->H / p->Hkv);
+    const float *q = qkv_view_at(p->q, b, h, i, 0);
+    const float *dout = qkv_view_at(bp->dout, b, h, i, 0);
+    const int64_t qs = p->q->stride[3], ds = bp->dout->stride[3];
+    const int fmask = p->mask && p->mask->dtype == QKV_DTYPE_F32;
+
+    int any_nan = 0;
+    double m = -INFINITY;
+    for (int64_t j = 0; j < p->Lk; j++) {
+        if (!allowed(p, b, h, i, j)) {
+            w->s[j] = -INFINITY;
+            continue;
+        }
+        const float *k = qkv_view_at(p->k, b, hk, j, 0);
+        double dot = 0.0;
+        for (int64_t e = 0; e < p->E; e++) dot += (double)q[e * qs] * (double)k[e * p->k->stride[3]];
+        double u = p->scale * dot, sj = u;
+        w->deriv[j] = 1.0;
+        if (p->softcap > 0) {
+            const double t = tanh(u / p->softcap);
+            sj = p->softcap * t;
+            w->deriv[j] = 1.0 - t * t;
+        }
+        if (fmask) sj += (double)*qkv_view_at(p->mask, b, h, i, j);
+        w->s[j] = sj;
+        if (isnan(sj))
+            any_nan = 1;
+        else if (sj > m)
+            m = sj;
+    }
+    if (any_nan) m = NAN;
+    for (int64_t e = 0; e < p->E; e++) w->dq[e] = 0.0;
+    if (m != -INFINITY) {
+        double sum = 0.0;
+        for (int64_t j = 0; j < p->Lk; j++) {
+            /* -0.0 marks a forbidden key, as in the forward. */
+            w->pw[j] = w->s[j] == -INFINITY && !any_nan ? -0.0 : exp(w->s[j] - m);
+            sum += w->pw[j];
+        }
+        for (int64_t e = 0; e < p->Ev; e++) w->o[e] = 0.0;
+        for (int64_t j = 0; j < p->Lk; j++) {
+            if (signbit(w->pw[j])) continue;
+            w->pw[j] /= sum;
+            const float *v = qkv_view_at(p->v, b, hk, j, 0);
+            for (int64_t e = 0; e < p->Ev; e++) w->o[e] += w->pw[j] * (double)v[e * p->v->stride[3]];
+        }
+        double D = 0.0;
+        for (int64_t e = 0; e < p->Ev; e++) D += (double)dout[e * ds] * w->o[e];
+        for (int64_t j = 0; j < p->Lk; j++) {
+            if (signbit(w->pw[j])) continue;
+            const float *v = qkv_view_at(p->v, b, hk, j, 0);
+            const float *k = qkv_view_at(p->k, b, hk, j, 0);
+            double dp = 0.0;
+            for (int64_t e = 0; e < p->Ev; e++) dp += (double)dout[e * ds] * (double)v[e * p->v->stride[3]];
+            const double dsj = w->pw[j] * (dp - D);
+            if (c->dmask) c->dmask[mask_index(bp->dmask, b, h, i, j)] += dsj;
+            const double du = dsj * w->deriv[j] * p->scale;
+            double *dkj = w->dk + j * p->E, *dvj = w->dv + j * p->Ev;
+            for (int64_t e = 0; e < p->E; e++) {
+                w->dq[e] += du * (double)k[e * p->k->stride[3]];
+                dkj[e] += du * (double)q[e * qs];
+            }
+            for (int64_t e = 0; e < p->Ev; e++) dvj[e] += w->pw[j] * (double)dout[e * ds];
+        }
+    }
+    float *dq = qkv_view_out(bp->dq, b, h, i, 0);
+    for (int64_t e = 0; e < p->E; e++) dq[e * bp->dq->stride[3]] = (float)w->dq[e];
+}
+
+/* Items are (b, kv head) groups: a group's dK and dV belong to it alone, so
+ * no two threads ever add to one element and the sums keep one order. */
+static void bwd_range(void *vctx, int tid, int64_t begin, int64_t end)
+{
+    const bwd_ctx *c = vctx;
+    const qkv_fwd_problem *p = &c->bp->f;
+    bwd_scratch *w = &c->sc[tid];
+    const int64_t G = p->H / p->Hkv;
+    for (int64_t it = begin; it < end; it++) {
+        const int64_t b = it / p->Hkv, hk = it % p->Hkv;
+        for (int64_t x = 0; x < p->Lk * p->E; x++) w->dk[x] = 0.0;
+        for (int64_t x = 0; x < p->Lk * p->Ev; x++) w->dv[x] = 0.0;
+        for (int64_t h = hk * G; h < (hk + 1) * G; h++)
+            for (int64_t i = 0; i < p->Lq; i++) bwd_row(c, w, b, h, i);
+        const qkv_tensor *dk = c->bp->dk, *dv = c->bp->dv;
+        for (int64_t j = 0; j < p->Lk; j++) {
+            float *dkr = qkv_view_out(dk, b, hk, j, 0), *dvr = qkv_view_out(dv, b, hk, j, 0);
+            for (int64_t e = 0; e < p->E; e++) dkr[e * dk->stride[3]] = (float)w->dk[j * p->E + e];
+            for (int64_t e = 0; e < p->Ev; e++) dvr[e * dv->stride[3]] = (float)w->dv[j * p->Ev + e];
+        }
+    }
+}
+
+static void *calloc_doubles(int64_t n) { return calloc((size_t)(n > 0 ? n : 1), sizeof(double)); }
+
+qkv_status qkv_ref_attention_backward(const qkv_bwd_problem *bp)
+{
+    const qkv_fwd_problem *p = &bp->f;
+    const int64_t items = p->B * p->Hkv;
+    if (items == 0) return QKV_OK;
+    /* The mask's gradient sums over its broadcast dims in one fixed order:
+     * one thread then. */
+    int nt = bp->dmask ? 1 : p->num_threads;
+    if (nt > items) nt = (int)items;
+    int64_t per_thread; /* doubles, checked for overflow like every size */
+    if (!qkv_mul_ok(p->Lk, p->E + p->Ev, &per_thread) ||
+        !qkv_add_ok(per_thread, 3 * p->Lk + p->E + p->Ev, &per_thread) ||
+        (uint64_t)per_thread > SIZE_MAX / sizeof(double))
+        return qkv_fail(QKV_ERR_OVERFLOW, "reference backward: scratch of Lk x (E + Ev) overflows");
+    bwd_ctx c = {bp, calloc((size_t)nt, sizeof(bwd_scratch)), NULL};
+    qkv_status st = QKV_OK;
+    if (!c.sc) return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "reference backward: cannot allocate scratch");
+    for (int t = 0; t < nt && st == QKV_OK; t++) {
+        bwd_scratch *w = &c.sc[t];
+        w->s = calloc_doubles(p->Lk);
+        w->pw = calloc_doubles(p->Lk);
+        w->deriv = calloc_doubles(p->Lk);
+        w->o = calloc_doubles(p->Ev);
+        w->dq = calloc_doubles(p->E);
+        w->dk = calloc_doubles(p->Lk * p->E);
+        w->dv = calloc_doubles(p->Lk * p->Ev);
+        if (!w->s || !w->pw || !w->deriv || !w->o || !w->dq || !w->dk || !w->dv)
+            st = qkv_fail(QKV_ERR_OUT_OF_MEMORY,
+                          "reference backward: cannot allocate %lld doubles of scratch",
+                          (long long)per_thread);
+    }
+    int64_t nm = 0;
+    if (st == QKV_OK && bp->dmask) {
+        const qkv_tensor *dm = bp->dmask;
+        nm = dm->shape[0] * dm->shape[1] * dm->shape[2] * dm->shape[3]; /* checked by the caller */
+        if (!(c.dmask = calloc_doubles(nm)))
+            st = qkv_fail(QKV_ERR_OUT_OF_MEMORY, "reference backward: cannot allocate dmask");
+    }
+    if (st == QKV_OK) st = qkv_parallel_for(items, nt, bwd_range, &c);
+    if (st == QKV_OK && c.dmask) {
+        const qkv_tensor *dm = bp->dmask;
+        for (int64_t a = 0; a < dm->shape[0]; a++)
+            for (int64_t h = 0; h < dm->shape[1]; h++)
+                for (int64_t i = 0; i < dm->shape[2]; i++)
+                    for (int64_t j = 0; j < dm->shape[3]; j++)
+                        *qkv_view_out(dm, a, h, i, j) =
+                            (float)c.dmask[((a * dm->shape[1] + h) * dm->shape[2] + i) *
+                                               dm->shape[3] + j];
+    }
+    for (int t = 0; t < nt; t++) {
+        bwd_scratch *w = &c.sc[t];
+        free(w->s);
+        free(w->pw);
+        free(w->deriv);
+        free(w->o);
+        free(w->dq);
+        free(w->dk);
+        free(w->dv);
+    }
+    free(c.sc);
+    free(c.dmask);
+    return st;
+}
