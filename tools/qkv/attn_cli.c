@@ -1,0 +1,251 @@
+/* The command-line attention inputs that `qkv run` and `qkv grad` share;
+ * see attn_cli.h. */
+#include "attn_cli.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int attn_opts(attn_args *a, cli_opt *opts)
+{
+    const cli_opt all[ATTN_OPTS] = {
+        {"-q", &a->q, NULL, 0},           {"-k", &a->k, NULL, 0},
+        {"-v", &a->v, NULL, 0},           {"--mask", &a->mask, NULL, 0},
+        {"--kv-lens", &a->kv_lens, NULL, 0}, {"--scale", &a->scale, NULL, 0},
+        {"--softcap", &a->softcap, NULL, 0}, {"--window", &a->window, NULL, 0},
+        {"--threads", &a->threads, NULL, 0}, {"--causal", NULL, &a->causal, 0},
+        {"--causal-lower-right", NULL, &a->causal_lr, 0}, {"--reference", NULL, &a->reference, 0},
+    };
+    memcpy(opts, all, sizeof all);
+    return ATTN_OPTS;
+}
+
+/* Option values that are wrong whatever the files hold: usage errors. */
+static int parse_values(const char *cmd, const attn_args *a, qkv_attn_options *opt)
+{
+    if (a->scale) {
+        if (!cli_parse_double(a->scale, &opt->scale) || !isfinite(opt->scale) ||
+            opt->scale == 0) {
+            cli_error(cmd, "--scale: '%s', expected a finite nonzero number", a->scale);
+            return 0;
+        }
+    }
+    if (a->softcap) {
+        if (!cli_parse_double(a->softcap, &opt->softcap) || !isfinite(opt->softcap) ||
+            opt->softcap <= 0) {
+            cli_error(cmd, "--softcap: '%s', expected a finite number > 0", a->softcap);
+            return 0;
+        }
+    }
+    if (a->window) {
+        const char *comma = strchr(a->window, ',');
+        char left[32];
+        size_t ll = comma ? (size_t)(comma - a->window) : 0;
+        if (!comma || ll >= sizeof left ||
+            (memcpy(left, a->window, ll), left[ll] = '\0',
+             !cli_parse_int64(left, &opt->window_left)) ||
+            !cli_parse_int64(comma + 1, &opt->window_right) || opt->window_left < -1 ||
+            opt->window_right < -1) {
+            cli_error(cmd, "--window: '%s', expected LEFT,RIGHT with integers >= -1 "
+                             "(-1 = unlimited)", a->window);
+            return 0;
+        }
+        opt->use_window = 1;
+    }
+    if (a->threads) {
+        int64_t n;
+        if (!cli_parse_int64(a->threads, &n) || n < 1 || n > 1024) {
+            cli_error(cmd, "--threads: '%s', expected an integer from 1 to 1024", a->threads);
+            return 0;
+        }
+        opt->num_threads = (int)n;
+    }
+    opt->causal = a->causal || a->causal_lr;
+    opt->align = a->causal_lr ? QKV_ALIGN_BOTTOM_RIGHT : QKV_ALIGN_TOP_LEFT;
+    opt->impl = a->reference ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
+    return 1;
+}
+
+int attn_args_check(const char *cmd, const attn_args *a, qkv_attn_options *opt)
+{
+    const char *req[3][2] = {{"-q", a->q}, {"-k", a->k}, {"-v", a->v}};
+    for (int r = 0; r < 3; r++)
+        if (!req[r][1]) {
+            cli_error(cmd, "%s is required (see 'qkv %s --help')", req[r][0], cmd);
+            return 0;
+        }
+    if (a->causal && a->causal_lr) {
+        cli_error(cmd, "--causal and --causal-lower-right exclude each other");
+        return 0;
+    }
+    return parse_values(cmd, a, opt);
+}
+
+/* Rank 0..4 array as a (B, H, L, E) view, leading dims 1. */
+qkv_tensor attn_as_4d(const qkv_array *a)
+{
+    int64_t s[4] = {1, 1, 1, 1};
+    for (int d = 0; d < a->ndim; d++) s[4 - a->ndim + d] = a->shape[d];
+    return qkv_tensor_contiguous(a->data, a->dtype, s[0], s[1], s[2], s[3]);
+}
+
+static int check_rank(const char *cmd, const char *flag, const char *path, const qkv_array *a, int lo, int hi)
+{
+    if (a->ndim < lo || a->ndim > hi) {
+        cli_error(cmd, "%s %s: rank %d, expected %d to %d", flag, path, a->ndim, lo, hi);
+        return 0;
+    }
+    return 1;
+}
+
+void attn_report_error(const char *cmd, const attn_args *a, const attn_inputs *in,
+                       const attn_name *extra, int n)
+{
+    const char *d = qkv_error_detail();
+    const attn_name names[] = {{"Q: ", "-q", a->q},         {"K: ", "-k", a->k},
+                               {"V: ", "-v", a->v},         {"mask: ", "--mask", a->mask},
+                               {"kv_lens", "--kv-lens", a->kv_lens}};
+    const char *flag = NULL, *path = NULL;
+    for (int x = 0; x < (int)(sizeof names / sizeof names[0]) + n && !flag; x++) {
+        const attn_name *nm = x < (int)(sizeof names / sizeof names[0])
+                                  ? &names[x]
+                                  : &extra[x - (int)(sizeof names / sizeof names[0])];
+        if (nm->path && strncmp(d, nm->prefix, strlen(nm->prefix)) == 0) {
+            flag = nm->flag;
+            path = nm->path;
+        }
+    }
+    char sq[128], sk[128], sv[128];
+    cli_format_shape(sq, sizeof sq, &in->q);
+    cli_format_shape(sk, sizeof sk, &in->k);
+    cli_format_shape(sv, sizeof sv, &in->v);
+    if (flag)
+        cli_error(cmd, "%s %s: %s (Q %s, K %s, V %s)", flag, path, d, sq, sk, sv);
+    else
+        cli_error(cmd, "%s (Q %s, K %s, V %s)", d, sq, sk, sv);
+}
+
+/* Says, after a successful run, that non-finite inputs made NaN rows. */
+static void warn_one(const char *cmd, const char *flag, const char *path, const qkv_array *a,
+                     int count_inf)
+{
+    int64_t bad = a->data && a->dtype == QKV_DTYPE_F32 ? cli_count_nonfinite(a, count_inf) : 0;
+    if (bad)
+        fprintf(stderr,
+                "qkv %s: warning: %s %s holds %lld %s value%s; output rows that read them "
+                "may be NaN\n",
+                cmd, flag, path, (long long)bad, count_inf ? "NaN or infinite" : "NaN",
+                bad == 1 ? "" : "s");
+}
+
+void attn_warn_nonfinite(const char *cmd, const attn_args *a, const attn_inputs *in)
+{
+    warn_one(cmd, "-q", a->q, &in->q, 1);
+    warn_one(cmd, "-k", a->k, &in->k, 1);
+    warn_one(cmd, "-v", a->v, &in->v, 1);
+    warn_one(cmd, "--mask", a->mask, &in->mask, 0);
+}
+
+/* NumPy broadcasting of the mask against (B, H, Lq, Lk), checked here so
+ * that the message shows the mask's own shape. */
+static int check_mask_shape(const char *cmd, const char *path, const qkv_array *m, const int64_t full[4])
+{
+    for (int d = 0; d < m->ndim; d++) {
+        int64_t n = m->shape[d], want = full[4 - m->ndim + d];
+        if (n != 1 && n != want) {
+            char sm[128];
+            cli_format_shape(sm, sizeof sm, m);
+            cli_error(cmd,
+                      "--mask %s: shape %s does not broadcast to (B, H, Lq, Lk) = "
+                      "(%lld, %lld, %lld, %lld)",
+                      path, sm, (long long)full[0], (long long)full[1], (long long)full[2],
+                      (long long)full[3]);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int attn_inputs_load(const char *cmd, const attn_args *a, qkv_attn_options *opt,
+                     attn_inputs *in)
+{
+    memset(in, 0, sizeof *in);
+    if (!cli_load_f32(cmd, "-q", a->q, 0, &in->q) || !check_rank(cmd, "-q", a->q, &in->q, 2, 4))
+        return 0;
+    if (!cli_load_f32(cmd, "-k", a->k, 0, &in->k) || !check_rank(cmd, "-k", a->k, &in->k, 2, 4))
+        return 0;
+    if (!cli_load_f32(cmd, "-v", a->v, 0, &in->v) || !check_rank(cmd, "-v", a->v, &in->v, 2, 4))
+        return 0;
+    if (in->k.ndim != in->q.ndim || in->v.ndim != in->q.ndim) {
+        int kbad = in->k.ndim != in->q.ndim;
+        cli_error(cmd, "%s %s: rank %d, expected Q's rank %d (-q %s)", kbad ? "-k" : "-v",
+                  kbad ? a->k : a->v, kbad ? in->k.ndim : in->v.ndim, in->q.ndim, a->q);
+        return 0;
+    }
+    in->tq = attn_as_4d(&in->q);
+    in->tk = attn_as_4d(&in->k);
+    in->tv = attn_as_4d(&in->v);
+    in->B = in->tq.shape[0];
+    in->H = in->tq.shape[1];
+    in->Lq = in->tq.shape[2];
+    in->E = in->tq.shape[3];
+    in->Hkv = in->tk.shape[1];
+    in->Lk = in->tk.shape[2];
+    in->Ev = in->tv.shape[3];
+
+    if (a->mask) {
+        const int64_t full[4] = {in->B, in->H, in->Lq, in->Lk};
+        if (!cli_load_f32(cmd, "--mask", a->mask, 1, &in->mask) ||
+            !check_rank(cmd, "--mask", a->mask, &in->mask, 0, 4) ||
+            !check_mask_shape(cmd, a->mask, &in->mask, full))
+            return 0;
+        opt->mask = attn_as_4d(&in->mask);
+    }
+    if (a->kv_lens) {
+        if (qkv_npy_read(a->kv_lens, &in->lens_raw) != QKV_OK) {
+            cli_error(cmd, "--kv-lens %s", qkv_error_detail());
+            return 0;
+        }
+        if (in->lens_raw.dtype != QKV_DTYPE_I32 && in->lens_raw.dtype != QKV_DTYPE_I64) {
+            cli_error(cmd, "--kv-lens %s: dtype %s, expected int32 or int64", a->kv_lens,
+                      qkv_dtype_name(in->lens_raw.dtype));
+            return 0;
+        }
+        if (in->lens_raw.ndim != 1 || in->lens_raw.shape[0] != in->B) {
+            char sl[128];
+            cli_format_shape(sl, sizeof sl, &in->lens_raw);
+            cli_error(cmd, "--kv-lens %s: shape %s, expected (%lld,): one length per batch",
+                      a->kv_lens, sl, (long long)in->B);
+            return 0;
+        }
+        if (qkv_array_convert(&in->lens, &in->lens_raw, QKV_DTYPE_I64) != QKV_OK) {
+            cli_error(cmd, "--kv-lens %s: %s", a->kv_lens, qkv_error_detail());
+            return 0;
+        }
+        opt->kv_lens = in->lens.data;
+    }
+    return 1;
+}
+
+void attn_inputs_free(attn_inputs *in)
+{
+    qkv_array *all[] = {&in->q, &in->k, &in->v, &in->mask, &in->lens_raw, &in->lens};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) qkv_array_free(all[i]);
+}
+
+int attn_output_like(const char *cmd, const char *flag, const attn_inputs *in, int64_t last,
+                     int drop_last, qkv_array *out)
+{
+    memset(out, 0, sizeof *out);
+    out->dtype = QKV_DTYPE_F32;
+    out->ndim = drop_last ? in->q.ndim - 1 : in->q.ndim;
+    for (int d = 0; d < in->q.ndim - 1; d++) out->shape[d] = in->q.shape[d];
+    if (!drop_last) out->shape[in->q.ndim - 1] = last;
+    int64_t n = qkv_array_numel(out);
+    if (n < 0 || (uint64_t)n > SIZE_MAX / 4 || !(out->data = malloc(n ? (size_t)n * 4 : 1))) {
+        cli_error(cmd, "%s: cannot allocate %lld floats", flag, (long long)n);
+        return 0;
+    }
+    return 1;
+}
