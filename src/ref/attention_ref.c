@@ -261,6 +261,9 @@ static void bwd_range(void *vctx, int tid, int64_t begin, int64_t end)
     bwd_scratch *w = &c->sc[tid];
     const int64_t G = p->H / p->Hkv;
     for (int64_t it = begin; it < end; it++) {
+        /* Worker 0 is the calling thread: its share done is the call's. */
+        if (tid == 0 && p->progress && it > begin)
+            p->progress(p->progress_user, (double)(it - begin) / (double)(end - begin));
         const int64_t b = it / p->Hkv, hk = it % p->Hkv;
         for (int64_t x = 0; x < p->Lk * p->E; x++) w->dk[x] = 0.0;
         for (int64_t x = 0; x < p->Lk * p->Ev; x++) w->dv[x] = 0.0;

@@ -4,6 +4,7 @@
 #define QKV_COMMANDS_H
 
 int cmd_run(int argc, char **argv);
+int cmd_grad(int argc, char **argv);
 int cmd_explain(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_heatmap(int argc, char **argv);
