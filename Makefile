@@ -2,7 +2,8 @@
 #   make        build (Release, warnings as errors) and run a demonstration
 #   make test   the whole test suite: Release, then ASan+UBSan, then the
 #               attention tests on a build with only the generic C kernels,
-#               then a bounded libFuzzer run of the .npy parser
+#               the Python binding's tests, then a bounded libFuzzer run of
+#               the .npy parser
 # Other targets: build, install (PREFIX=/usr/local), fuzz (FUZZ_SECONDS=60),
 # clean. Build trees live under build/.
 
@@ -12,7 +13,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 SAN_CC ?= $(shell command -v clang >/dev/null 2>&1 && echo clang || echo cc)
 CMAKE_FLAGS ?=
 
-.PHONY: all build demo test test-release test-sanitize test-generic fuzz install clean deps
+.PHONY: all build demo test test-release test-sanitize test-generic test-python fuzz install clean deps
 
 all: build demo
 
@@ -27,7 +28,7 @@ build: deps
 demo: build
 	@sh scripts/demo.sh build/release
 
-test: test-release test-sanitize test-generic fuzz
+test: test-release test-sanitize test-generic test-python fuzz
 
 test-release: build
 	@sh scripts/deps.sh --test
@@ -49,6 +50,11 @@ test-generic:
 	cmake --build build/generic -j $(JOBS)
 	cd build/generic && ctest --output-on-failure -j $(JOBS) \
 	    -R 'test_(kernels|options|properties|oracle|api|worked_example|progress)'
+
+# The Python binding: pytest on the build tree's library, then a pip install
+# into a fresh virtual environment and an import from elsewhere.
+test-python: build
+	@sh scripts/python.sh
 
 fuzz:
 	@sh scripts/deps.sh --test

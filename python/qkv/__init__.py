@@ -1,0 +1,310 @@
+"""qkv: scaled dot-product attention from libqkv, on numpy arrays.
+
+    >>> import numpy as np, qkv
+    >>> q = np.random.rand(2, 8, 128, 64).astype(np.float32)      # (..., L, E)
+    >>> k = np.random.rand(2, 2, 128, 64).astype(np.float32)      # 2 kv heads
+    >>> v = np.random.rand(2, 2, 128, 64).astype(np.float32)
+    >>> o = qkv.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    >>> o.shape
+    (2, 8, 128, 64)
+
+The calling convention is PyTorch's torch.nn.functional.scaled_dot_product_attention
+(attn_mask bool, True = may attend, or float, added; is_causal top-left; scale;
+enable_gqa), with qkv's own options after the `*`. The library is released
+from the GIL while it computes (ctypes releases it for every foreign call).
+"""
+import ctypes
+
+import numpy as np
+
+from . import _lib
+
+__all__ = ["scaled_dot_product_attention", "attention_backward", "version"]
+
+_LIB = _lib.load()
+
+
+def version():
+    """The version of the libqkv that was loaded, e.g. "0.1.0"."""
+    return _LIB.qkv_version_string().decode()
+
+
+def _raise(status, what):
+    detail = _LIB.qkv_error_detail().decode(errors="replace")
+    name = _LIB.qkv_status_string(status).decode()
+    msg = "%s: %s" % (what, detail or name)
+    if status == _lib.ERR_DTYPE:
+        raise TypeError(msg)
+    if status == _lib.ERR_OUT_OF_MEMORY:
+        raise MemoryError(msg)
+    raise ValueError(msg)
+
+
+def _as_float32(name, x):
+    x = np.asarray(x)
+    if x.dtype == np.float32:
+        return x
+    if x.dtype in (np.float64, np.float16):
+        return x.astype(np.float32)
+    raise TypeError("%s: dtype %s, expected float32, float64 or float16" % (name, x.dtype))
+
+
+def _view(x, dtype_code, shape4):
+    """A qkv_tensor over numpy array x, seen with the 4-d shape shape4 (x
+    must already have that many elements in that order; a reshape that
+    needs no copy is made, or a copy)."""
+    x4 = x.reshape(shape4)
+    item = x4.itemsize
+    if any(s % item for s in x4.strides):
+        x4 = np.ascontiguousarray(x4)
+    t = _lib.Tensor()
+    t.data = x4.ctypes.data if x4.size else None
+    t.dtype = dtype_code
+    for d in range(4):
+        t.shape[d] = x4.shape[d]
+        t.stride[d] = x4.strides[d] // item
+    return t, x4
+
+
+def _empty_view():
+    return _lib.Tensor()
+
+
+def _split(name, x):
+    """(..., L, E) -> batch dims, L, E; at least 2 dims."""
+    if x.ndim < 2:
+        raise ValueError("%s: %d dims, expected (..., L, E)" % (name, x.ndim))
+    return x.shape[:-2], x.shape[-2], x.shape[-1]
+
+
+def _heads_and_batch(query, key, value, enable_gqa):
+    """The (B, H, Hkv) of the 4-d views and the broadcast batch shape."""
+    qb, _, _ = _split("query", query)
+    kb, _, _ = _split("key", key)
+    vb, _, _ = _split("value", value)
+    if kb != vb:
+        raise ValueError("key and value: leading dims %s and %s differ" % (kb, vb))
+    if len(qb) == 0:
+        qb, kb = (1,), (1,)
+    if enable_gqa and len(qb) >= 1 and len(kb) >= 1:
+        H, Hkv = qb[-1], kb[-1]
+        if Hkv == 0 or H % Hkv:
+            raise ValueError("key: %d heads do not divide query's %d heads" % (Hkv, H))
+        try:
+            batch = np.broadcast_shapes(qb[:-1], kb[:-1])
+        except ValueError:
+            raise ValueError("query and key: batch dims %s and %s do not broadcast"
+                             % (qb[:-1], kb[:-1])) from None
+        return batch, H, Hkv
+    try:
+        batch = np.broadcast_shapes(qb, kb)
+    except ValueError:
+        raise ValueError("query and key: leading dims %s and %s do not broadcast (for fewer "
+                         "key heads pass enable_gqa=True)" % (qb, kb)) from None
+    return batch[:-1], batch[-1], batch[-1]
+
+
+def _options(query_E, attn_mask, mask_shape4, is_causal, scale, causal_alignment, window,
+             kv_lens, softcap, threads, reference, keep):
+    opt = _lib.Options()
+    if scale is not None:
+        if not np.isfinite(scale) or scale == 0:
+            raise ValueError("scale: %r, expected a finite nonzero number" % (scale,))
+        opt.scale = float(scale)
+    if softcap is not None:
+        if not np.isfinite(softcap) or softcap <= 0:
+            raise ValueError("softcap: %r, expected a finite number > 0" % (softcap,))
+        opt.softcap = float(softcap)
+    if causal_alignment not in ("top_left", "bottom_right"):
+        raise ValueError("causal_alignment: %r, expected 'top_left' or 'bottom_right'"
+                         % (causal_alignment,))
+    opt.causal = 1 if is_causal else 0
+    opt.align = _lib.ALIGN_BOTTOM_RIGHT if causal_alignment == "bottom_right" else 0
+    if window is not None:
+        left, right = window
+        opt.use_window = 1
+        opt.window_left = -1 if left is None else int(left)
+        opt.window_right = -1 if right is None else int(right)
+    if attn_mask is not None:
+        m = np.asarray(attn_mask)
+        if m.dtype == np.bool_:
+            code = _lib.DTYPE_BOOL
+        else:
+            m = _as_float32("attn_mask", m)
+            code = _lib.DTYPE_F32
+        try:
+            m = np.broadcast_to(m, mask_shape4)
+        except ValueError:
+            raise ValueError("attn_mask: shape %s does not broadcast to %s"
+                             % (np.shape(attn_mask), mask_shape4)) from None
+        opt.mask, m4 = _view(m, code, mask_shape4)
+        keep.append(m4)
+    if kv_lens is not None:
+        lens = np.ascontiguousarray(np.asarray(kv_lens), dtype=np.int64).reshape(-1)
+        keep.append(lens)
+        opt.kv_lens = lens.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))
+    if threads is not None:
+        if int(threads) < 1:
+            raise ValueError("threads: %r, expected 1 or more" % (threads,))
+        opt.num_threads = int(threads)
+    opt.impl = _lib.IMPL_REFERENCE if reference else _lib.IMPL_AUTO
+    return opt
+
+
+def _prepare(query, key, value, attn_mask, is_causal, scale, enable_gqa, causal_alignment,
+             window, kv_lens, softcap, threads, reference):
+    query = _as_float32("query", query)
+    key = _as_float32("key", key)
+    value = _as_float32("value", value)
+    batch, H, Hkv = _heads_and_batch(query, key, value, enable_gqa)
+    L, E = query.shape[-2], query.shape[-1]
+    S, Ev = key.shape[-2], value.shape[-1]
+    B = int(np.prod(batch)) if len(batch) else 1
+    qfull = batch + (H, L, E)
+    kfull = batch + (Hkv, S, key.shape[-1])
+    vfull = batch + (Hkv, S, Ev)
+    q = np.broadcast_to(query.reshape((1,) * (len(qfull) - query.ndim) + query.shape), qfull)
+    k = np.broadcast_to(key.reshape((1,) * (len(kfull) - key.ndim) + key.shape), kfull)
+    v = np.broadcast_to(value.reshape((1,) * (len(vfull) - value.ndim) + value.shape), vfull)
+    keep = []
+    tq, q4 = _view(q, _lib.DTYPE_F32, (B, H, L, E))
+    tk, k4 = _view(k, _lib.DTYPE_F32, (B, Hkv, S, key.shape[-1]))
+    tv, v4 = _view(v, _lib.DTYPE_F32, (B, Hkv, S, Ev))
+    keep += [q4, k4, v4]
+    if attn_mask is not None:
+        mshape = batch + (H, L, S)
+        try:
+            m = np.broadcast_to(np.asarray(attn_mask), mshape)
+        except ValueError:
+            raise ValueError("attn_mask: shape %s does not broadcast to %s"
+                             % (np.shape(attn_mask), mshape)) from None
+        attn_mask = m.reshape((B, H, L, S))
+    opt = _options(E, attn_mask, (B, H, L, S), is_causal, scale, causal_alignment, window,
+                   kv_lens, softcap, threads, reference, keep)
+    if kv_lens is not None and len(keep[-1]) != B:
+        raise ValueError("kv_lens: %d lengths, expected one per batch entry (%d)"
+                         % (len(keep[-1]), B))
+    # Rank-2 inputs have no head dim to give back: (L, Ev), as torch does.
+    plain = query.ndim == 2 and key.ndim == 2 and value.ndim == 2
+    return dict(batch=batch, B=B, H=H, Hkv=Hkv, L=L, S=S, E=E, Ev=Ev, tq=tq, tk=tk, tv=tv,
+                opt=opt, keep=keep, lead=() if plain else batch + (H,),
+                kv_lead=() if plain else batch + (Hkv,))
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False, scale=None,
+                                 enable_gqa=False, *, causal_alignment="top_left", window=None,
+                                 kv_lens=None, softcap=None, return_weights=False,
+                                 return_lse=False, threads=None, reference=False):
+    """softmax(scale * query @ key^T + mask) @ value, as torch's function.
+
+    query (..., H, L, E), key (..., Hkv, S, E), value (..., Hkv, S, Ev);
+    leading dims broadcast as numpy does; Hkv == H unless enable_gqa, then
+    H % Hkv == 0 and query head h reads kv head h // (H // Hkv). float64
+    and float16 inputs are converted; the result is a new float32 array
+    (..., H, L, Ev).
+
+    attn_mask: bool (True = may attend) or float (added to the scores),
+        broadcast to (..., H, L, S).
+    is_causal: query i sees keys j <= i (top-left, torch's is_causal), or
+        j <= i + S - L with causal_alignment="bottom_right".
+    scale: default 1 / sqrt(E).
+    window: (left, right): keys d - left .. d + right around the diagonal d
+        (aligned as causal_alignment says); None or -1 = unlimited.
+    kv_lens: one length per batch entry (the product of the leading dims):
+        keys at and past it are padding.
+    softcap: scores become softcap * tanh(s / softcap) before the mask.
+    return_weights, return_lse: also return the softmax weights
+        (..., H, L, S) and the log-sum-exp (..., H, L); the result is then a
+        tuple (out, weights?, lse?).
+    threads: worker threads (default: all CPUs the process may use).
+    reference: use the reference kernel (double accumulation).
+
+    Rows with no allowed key give 0 (lse -inf). Errors raise ValueError or
+    TypeError with libqkv's message, which names the argument.
+    """
+    p = _prepare(query, key, value, attn_mask, is_causal, scale, enable_gqa, causal_alignment,
+                 window, kv_lens, softcap, threads, reference)
+    B, H, L, S, Ev, batch = p["B"], p["H"], p["L"], p["S"], p["Ev"], p["batch"]
+    out = np.empty((B, H, L, Ev), dtype=np.float32)
+    to, _ = _view(out, _lib.DTYPE_F32, out.shape)
+    w = np.empty((B, H, L, S), dtype=np.float32) if return_weights else None
+    lse = np.empty((B, H, L, 1), dtype=np.float32) if return_lse else None
+    tw = _view(w, _lib.DTYPE_F32, w.shape)[0] if w is not None else _empty_view()
+    tl = _view(lse, _lib.DTYPE_F32, lse.shape)[0] if lse is not None else _empty_view()
+    st = _LIB.qkv_attention_forward(ctypes.byref(to), ctypes.byref(tw), ctypes.byref(tl),
+                                    ctypes.byref(p["tq"]), ctypes.byref(p["tk"]),
+                                    ctypes.byref(p["tv"]), ctypes.byref(p["opt"]))
+    if st != _lib.OK:
+        _raise(st, "scaled_dot_product_attention")
+    lead = p["lead"]
+    out = out.reshape(lead + (L, Ev))
+    if not return_weights and not return_lse:
+        return out
+    res = [out]
+    if return_weights:
+        res.append(w.reshape(lead + (L, S)))
+    if return_lse:
+        res.append(lse.reshape(lead + (L,)))
+    return tuple(res)
+
+
+def attention_backward(grad_out, query, key, value, attn_mask=None, is_causal=False, scale=None,
+                       enable_gqa=False, *, causal_alignment="top_left", window=None,
+                       kv_lens=None, softcap=None, return_mask_grad=False, threads=None):
+    """The gradients (dq, dk, dv) of a loss given grad_out = dL/dout, for the
+    attention scaled_dot_product_attention computes with the same
+    arguments. dk and dv have key's and value's shapes after broadcasting
+    the batch dims, summed over the query heads of each kv head. With
+    return_mask_grad and a float attn_mask, also dL/dmask in the mask's own
+    shape (summed over the dims it was broadcast along). Runs libqkv's
+    reference backward (double accumulation)."""
+    p = _prepare(query, key, value, attn_mask, is_causal, scale, enable_gqa, causal_alignment,
+                 window, kv_lens, softcap, threads, False)
+    B, H, Hkv, L, S, E, Ev, batch = (p["B"], p["H"], p["Hkv"], p["L"], p["S"], p["E"], p["Ev"],
+                                     p["batch"])
+    dout = _as_float32("grad_out", grad_out)
+    if dout.shape != batch + (H, L, Ev) and dout.shape != (H, L, Ev) and dout.shape != (L, Ev):
+        raise ValueError("grad_out: shape %s, expected the output's %s"
+                         % (dout.shape, batch + (H, L, Ev)))
+    tdo, do4 = _view(np.ascontiguousarray(dout), _lib.DTYPE_F32, (B, H, L, Ev))
+    o = np.empty((B, H, L, Ev), np.float32)
+    lse = np.empty((B, H, L, 1), np.float32)
+    to, _ = _view(o, _lib.DTYPE_F32, o.shape)
+    tl, _ = _view(lse, _lib.DTYPE_F32, lse.shape)
+    st = _LIB.qkv_attention_forward(ctypes.byref(to), None, ctypes.byref(tl), ctypes.byref(p["tq"]),
+                                    ctypes.byref(p["tk"]), ctypes.byref(p["tv"]),
+                                    ctypes.byref(p["opt"]))
+    if st != _lib.OK:
+        _raise(st, "attention_backward")
+    dq = np.empty((B, H, L, E), np.float32)
+    dk = np.empty((B, Hkv, S, E), np.float32)
+    dv = np.empty((B, Hkv, S, Ev), np.float32)
+    tdq, _ = _view(dq, _lib.DTYPE_F32, dq.shape)
+    tdk, _ = _view(dk, _lib.DTYPE_F32, dk.shape)
+    tdv, _ = _view(dv, _lib.DTYPE_F32, dv.shape)
+    dm = None
+    tdm = _empty_view()
+    if return_mask_grad:
+        m = p["opt"].mask
+        if attn_mask is None or m.dtype != _lib.DTYPE_F32:
+            raise ValueError("return_mask_grad: needs a float attn_mask")
+        dm = np.empty(tuple(m.shape), np.float32)
+        tdm, _ = _view(dm, _lib.DTYPE_F32, dm.shape)
+    st = _LIB.qkv_attention_backward(ctypes.byref(tdq), ctypes.byref(tdk), ctypes.byref(tdv),
+                                     ctypes.byref(tdm), ctypes.byref(tdo), ctypes.byref(p["tq"]),
+                                     ctypes.byref(p["tk"]), ctypes.byref(p["tv"]),
+                                     ctypes.byref(to), ctypes.byref(tl), ctypes.byref(p["opt"]))
+    if st != _lib.OK:
+        _raise(st, "attention_backward")
+    lead, kv_lead = p["lead"], p["kv_lead"]
+    res = (dq.reshape(lead + (L, E)), dk.reshape(kv_lead + (S, E)), dv.reshape(kv_lead + (S, Ev)))
+    if not return_mask_grad:
+        return res
+    return res + (_unbroadcast(dm.reshape(batch + (H, L, S)), np.shape(attn_mask)),)
+
+
+def _unbroadcast(g, shape):
+    """g summed back to `shape`, the shape it was broadcast from."""
+    g = g.sum(axis=tuple(range(g.ndim - len(shape)))) if g.ndim > len(shape) else g
+    axes = tuple(d for d, n in enumerate(shape) if n == 1 and g.shape[d] != 1)
+    return g.sum(axis=axes, keepdims=True) if axes else g

@@ -1,0 +1,213 @@
+"""qkv's Python binding against a float64 numpy implementation written here
+(DESIGN.md section 1 with torch's broadcasting), on random shapes and
+options; strided inputs, GQA, the backward, and the errors."""
+import numpy as np
+import pytest
+
+import qkv
+
+
+def reference(q, k, v, mask=None, causal=False, align="top_left", scale=None, gqa=False,
+              window=None, kv_lens=None, softcap=None):
+    """out, weights, lse in float64; fully masked rows give 0 / 0 / -inf."""
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    if gqa:
+        rep = q.shape[-3] // k.shape[-3]
+        k = np.repeat(k, rep, axis=-3)
+        v = np.repeat(v, rep, axis=-3)
+    L, S, E = q.shape[-2], k.shape[-2], q.shape[-1]
+    s = (scale if scale is not None else 1 / np.sqrt(E)) * q @ np.swapaxes(k, -1, -2)
+    if softcap is not None:
+        s = softcap * np.tanh(s / softcap)
+    ok = np.ones(s.shape, bool)
+    i = np.arange(L)[:, None]
+    j = np.arange(S)[None, :]
+    d = i + (S - L if align == "bottom_right" else 0)
+    if causal:
+        ok &= j <= d
+    if window is not None:
+        left, right = window
+        if left is not None and left >= 0:
+            ok &= j >= d - left
+        if right is not None and right >= 0:
+            ok &= j <= d + right
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.dtype == bool:
+            ok = ok & np.broadcast_to(mask, s.shape)
+        else:
+            s = s + mask.astype(np.float64)
+    if kv_lens is not None:
+        flat = ok.reshape(-1, *ok.shape[-3:])
+        for b, n in enumerate(np.asarray(kv_lens).reshape(-1)):
+            flat[b, :, :, n:] = False
+        ok = flat.reshape(ok.shape)
+    s = np.where(ok, s, -np.inf)
+    m = s.max(-1, keepdims=True)
+    dead = np.isneginf(m)
+    e = np.where(ok, np.exp(s - np.where(dead, 0, m)), 0)
+    tot = e.sum(-1, keepdims=True)
+    p = np.where(dead, 0, e / np.where(dead, 1, tot))
+    lse = np.where(dead[..., 0], -np.inf, (m + np.log(np.where(dead, 1, tot)))[..., 0])
+    return p @ v, p, lse
+
+
+def rel(got, want):
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    both_inf = np.isinf(want) & (got == want)
+    got, want = np.where(both_inf, 0, got), np.where(both_inf, 0, want)
+    den = np.linalg.norm(want)
+    return np.linalg.norm(got - want) / den if den else np.linalg.norm(got)
+
+
+RNG = np.random.default_rng(7)
+
+
+def rand(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+CASES = [
+    dict(),
+    dict(causal=True),
+    dict(causal=True, align="bottom_right"),
+    dict(scale=0.3),
+    dict(softcap=2.0),
+    dict(window=(3, 1)),
+    dict(window=(2, None), causal=True, align="bottom_right"),
+    dict(mask="bool"),
+    dict(mask="float"),
+    dict(kv_lens=True),
+    dict(gqa=True, causal=True, mask="float", softcap=4.0),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1, 1), (2, 4, 13, 29, 16, 8), (3, 6, 40, 17, 33, 33)])
+def test_against_numpy(case, shape):
+    opts = dict(CASES[case])
+    B, H, L, S, E, Ev = shape
+    Hkv = H // 2 if opts.get("gqa") and H % 2 == 0 else H
+    q, k, v = rand(B, H, L, E), rand(B, Hkv, S, E), rand(B, Hkv, S, Ev)
+    kw, ref = {}, {}
+    if opts.get("mask") == "bool":
+        m = RNG.random((B, 1, L, S)) < 0.7
+        m[..., 0, :] = False  # a fully masked row
+        kw["attn_mask"] = ref["mask"] = m
+    elif opts.get("mask") == "float":
+        m = rand(L, S)
+        kw["attn_mask"] = ref["mask"] = m
+    if opts.get("causal"):
+        kw["is_causal"] = ref["causal"] = True
+    if "align" in opts:
+        kw["causal_alignment"] = ref["align"] = opts["align"]
+    for key in ("scale", "softcap", "window"):
+        if key in opts:
+            kw[key] = ref[key] = opts[key]
+    if opts.get("kv_lens"):
+        lens = RNG.integers(0, S + 1, size=B)
+        kw["kv_lens"] = ref["kv_lens"] = lens
+    if Hkv != H:
+        kw["enable_gqa"] = ref["gqa"] = True
+    out, w, lse = qkv.scaled_dot_product_attention(q, k, v, return_weights=True, return_lse=True,
+                                                   **kw)
+    want_o, want_w, want_l = reference(q, k, v, **ref)
+    assert out.dtype == np.float32 and out.shape == (B, H, L, Ev)
+    assert rel(out, want_o) <= 1e-5
+    assert rel(w, want_w) <= 1e-5
+    assert rel(lse, want_l) <= 1e-5
+    again = qkv.scaled_dot_product_attention(q, k, v, reference=True, **kw)
+    assert rel(again, want_o) <= 1e-6
+
+
+def test_ranks_broadcast_and_dtypes():
+    q, k, v = rand(5, 8), rand(7, 8), rand(7, 3)
+    out = qkv.scaled_dot_product_attention(q, k, v)
+    assert out.shape == (5, 3)
+    assert rel(out, reference(q, k, v)[0]) <= 1e-5
+    # batch dims broadcast: one key/value for every batch entry
+    q4 = rand(2, 3, 5, 8)
+    out = qkv.scaled_dot_product_attention(q4, k[None, None], v[None, None])
+    assert rel(out, reference(q4, np.broadcast_to(k, (2, 3, 7, 8)),
+                              np.broadcast_to(v, (2, 3, 7, 3)))[0]) <= 1e-5
+    # float64 and float16 are read as float32
+    out64 = qkv.scaled_dot_product_attention(q.astype(np.float64), k.astype(np.float64),
+                                             v.astype(np.float64))
+    assert np.array_equal(out64, qkv.scaled_dot_product_attention(q, k, v))
+    q16, k16, v16 = (x.astype(np.float16) for x in (q, k, v))
+    out16 = qkv.scaled_dot_product_attention(q16, k16, v16)
+    assert np.array_equal(out16, qkv.scaled_dot_product_attention(
+        q16.astype(np.float32), k16.astype(np.float32), v16.astype(np.float32)))
+
+
+def test_strided_views():
+    # (B, L, H, E) memory seen as (B, H, L, E); keys in reverse; every other value row
+    q = rand(2, 16, 4, 8).transpose(0, 2, 1, 3)
+    k = rand(2, 4, 16, 8)[:, :, ::-1, :]
+    v = rand(2, 4, 32, 8)[:, :, ::2, :]
+    out = qkv.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert rel(out, reference(q, k, v, causal=True)[0]) <= 1e-5
+
+
+def test_gqa_equals_repeated_heads():
+    q, k, v = rand(2, 6, 9, 8), rand(2, 2, 11, 8), rand(2, 2, 11, 5)
+    a = qkv.scaled_dot_product_attention(q, k, v, enable_gqa=True, reference=True)
+    b = qkv.scaled_dot_product_attention(q, np.repeat(k, 3, axis=1), np.repeat(v, 3, axis=1),
+                                         reference=True)
+    assert np.array_equal(a, b)
+
+
+def numpy_grads(q, k, v, dout, mask=None, causal=False, softcap=None, scale=None):
+    """dq, dk, dv, dmask of sum(out * dout), the formulas of DESIGN.md, in float64."""
+    q, k, v, dout = (np.asarray(x, np.float64) for x in (q, k, v, dout))
+    E = q.shape[-1]
+    sc = scale if scale is not None else 1 / np.sqrt(E)
+    u = sc * q @ np.swapaxes(k, -1, -2)
+    s = softcap * np.tanh(u / softcap) if softcap else u
+    if mask is not None:
+        s = s + mask
+    L, S = s.shape[-2:]
+    if causal:
+        s = np.where(np.arange(S)[None, :] <= np.arange(L)[:, None], s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    o = p @ v
+    dv = np.swapaxes(p, -1, -2) @ dout
+    dp = dout @ np.swapaxes(v, -1, -2)
+    ds = p * (dp - (dout * o).sum(-1, keepdims=True))
+    du = ds * (1 - np.tanh(u / softcap) ** 2) if softcap else ds
+    return sc * du @ k, sc * np.swapaxes(du, -1, -2) @ q, dv, ds
+
+
+def test_backward():
+    q, k, v, dout = rand(2, 3, 7, 8), rand(2, 3, 9, 8), rand(2, 3, 9, 4), rand(2, 3, 7, 4)
+    m = rand(7, 9)
+    dq, dk, dv, dm = qkv.attention_backward(dout, q, k, v, attn_mask=m, softcap=3.0,
+                                            return_mask_grad=True)
+    want = numpy_grads(q, k, v, dout, mask=m, softcap=3.0)
+    assert rel(dq, want[0]) <= 1e-5 and rel(dk, want[1]) <= 1e-5 and rel(dv, want[2]) <= 1e-5
+    assert dm.shape == (7, 9)
+    assert rel(dm, want[3].sum(axis=(0, 1))) <= 1e-5
+    dq2, dk2, dv2 = qkv.attention_backward(dout, q, k, v, is_causal=True)
+    want = numpy_grads(q, k, v, dout, causal=True)
+    assert rel(dq2, want[0]) <= 1e-5 and rel(dk2, want[1]) <= 1e-5 and rel(dv2, want[2]) <= 1e-5
+
+
+def test_errors_name_the_argument():
+    q, k, v = rand(1, 2, 4, 8), rand(1, 2, 5, 8), rand(1, 2, 5, 3)
+    with pytest.raises(ValueError, match="K: head dim"):
+        qkv.scaled_dot_product_attention(q, rand(1, 2, 5, 6), v)
+    with pytest.raises(ValueError, match="heads do not divide"):
+        qkv.scaled_dot_product_attention(rand(1, 3, 4, 8), k, v, enable_gqa=True)
+    with pytest.raises(ValueError, match="attn_mask"):
+        qkv.scaled_dot_product_attention(q, k, v, attn_mask=np.ones((3, 3), bool))
+    with pytest.raises(TypeError, match="query"):
+        qkv.scaled_dot_product_attention(q.astype(np.int32), k, v)
+    with pytest.raises(ValueError, match="scale"):
+        qkv.scaled_dot_product_attention(q, k, v, scale=float("nan"))
+    with pytest.raises(ValueError, match="kv_lens"):
+        qkv.scaled_dot_product_attention(q, k, v, kv_lens=[9])
+    with pytest.raises(ValueError, match="causal_alignment"):
+        qkv.scaled_dot_product_attention(q, k, v, causal_alignment="middle")
+    with pytest.raises(ValueError, match="return_mask_grad"):
+        qkv.attention_backward(rand(1, 2, 4, 3), q, k, v, return_mask_grad=True)
