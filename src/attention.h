@@ -43,6 +43,24 @@ static inline float *qkv_view_out(const qkv_tensor *t, int64_t a, int64_t b, int
                    : NULL;
 }
 
+/* The keys [*lo, *hi] query row i of batch b may see by padding, causal
+ * and the window (empty when *lo > *hi); masks come on top. Compared so
+ * that nothing overflows, whatever the window's bounds. */
+static inline void qkv_row_interval(const qkv_fwd_problem *p, int64_t b, int64_t i, int64_t *lo,
+                                    int64_t *hi)
+{
+    const int64_t diag = i + p->diag_offset;
+    int64_t l = 0, h = p->Lk - 1;
+    if (p->kv_lens && p->kv_lens[b] - 1 < h) h = p->kv_lens[b] - 1;
+    if (p->causal && diag < h) h = diag;
+    if (p->use_window) {
+        if (p->window_left >= 0 && p->window_left < diag - l) l = diag - p->window_left;
+        if (p->window_right >= 0 && p->window_right < h - diag) h = diag + p->window_right;
+    }
+    *lo = l;
+    *hi = h;
+}
+
 /* May row i of (b, h) attend key j, as far as a bool mask says? */
 static inline int qkv_mask_allows(const qkv_tensor *m, int64_t b, int64_t h, int64_t i, int64_t j)
 {

@@ -88,15 +88,7 @@ static void pack_queries(const plan *pl, scratch *sc, int64_t b, int64_t hk, int
         const float *src = qkv_view_at(p->q, b, h, i, 0);
         for (int64_t d = 0; d < p->E; d++) sc->qt[d * R + r] = src[d * p->q->stride[3]] * scale;
 
-        int64_t diag = i + p->diag_offset, lo = 0, hi = p->Lk - 1;
-        if (p->kv_lens && p->kv_lens[b] - 1 < hi) hi = p->kv_lens[b] - 1;
-        if (p->causal && diag < hi) hi = diag;
-        if (p->use_window) { /* compared so that nothing overflows */
-            if (p->window_left >= 0 && p->window_left < diag - lo) lo = diag - p->window_left;
-            if (p->window_right >= 0 && p->window_right < hi - diag) hi = diag + p->window_right;
-        }
-        sc->lo[r] = lo;
-        sc->hi[r] = hi;
+        qkv_row_interval(p, b, i, &sc->lo[r], &sc->hi[r]);
     }
 }
 
