@@ -257,12 +257,18 @@ qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
  * With D_i = <dO_i, O_i>: dV = P^T dO, dP = dO V^T, dS = P o (dP - D),
  * through the softcap dU = dS o (1 - tanh^2(u / c)), dQ = scale dU K,
  * dK = scale dU^T Q, dmask = dS. Forbidden keys and fully masked rows get
- * zero gradients, never NaN. Today every call runs the reference backward
- * (QKV_IMPL_AUTO included): it recomputes P and O from Q, K, V in double,
- * checks o and lse only for their shapes, and works on B x Hkv groups in
- * parallel (one thread when dmask is asked for, so that its sums keep one
- * order); results are bitwise the same for any thread count. Scratch:
- * O(threads x Lk x (E + Ev)) doubles. Thread-safe. */
+ * zero gradients, never NaN. QKV_IMPL_AUTO runs the fast backward: it
+ * recomputes the weights tile by tile from o and lse (which must be what
+ * the forward returned for these inputs and options) with the forward's
+ * SIMD kernels, in two passes (dK and dV per tile of keys, then dQ per
+ * tile of queries) so that each output has one owner; O(threads x tiles)
+ * scratch plus B x H x Lq floats; within 1e-5 of the reference. A call
+ * that asks for dmask, or QKV_IMPL_REFERENCE, runs the reference backward:
+ * it recomputes P and O from Q, K, V in double (o and lse are checked for
+ * their shapes only), works on B x Hkv groups in parallel (one thread when
+ * dmask is asked for, so that its sums keep one order) and takes
+ * O(threads x Lk x (E + Ev)) doubles of scratch. Either way results are
+ * bitwise the same for any thread count. Thread-safe. */
 qkv_status qkv_attention_backward(const qkv_tensor *dq, const qkv_tensor *dk,
                                   const qkv_tensor *dv, const qkv_tensor *dmask,
                                   const qkv_tensor *dout, const qkv_tensor *q,

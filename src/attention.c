@@ -289,8 +289,11 @@ qkv_status qkv_attention_backward(const qkv_tensor *dq, const qkv_tensor *dk,
     bp.dk = dk;
     bp.dv = dv;
     bp.dmask = dmask;
-    /* Only the reference exists so far: QKV_IMPL_AUTO runs it too. */
-    qkv_status st = qkv_ref_attention_backward(&bp);
+    /* The float mask's gradient (sums over broadcast dims) is the
+     * reference's alone. */
+    qkv_status st = opts->impl == QKV_IMPL_REFERENCE || dmask
+                        ? qkv_ref_attention_backward(&bp)
+                        : qkv_flash_attention_backward(&bp, opts->isa);
     if (st == QKV_OK && p->progress) p->progress(p->progress_user, 1.0);
     return st;
 }

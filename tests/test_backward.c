@@ -210,17 +210,25 @@ static void check_fd(const char *name, prob *p)
         if (!ok) fprintf(stderr, "  %s: %s against finite differences: rel L2 %.3g\n", name,
                          parts[t].what, rel);
     }
-    /* Any thread count, the same bits (without dmask, which runs on one). */
+    /* Both implementations, any thread count: the same bits for one
+     * implementation (without dmask, which only the reference gives), and
+     * the fast one within 1e-5 of the reference. */
     float *dq3 = test_malloc((size_t)nq * 4), *dk3 = test_malloc((size_t)nk * 4),
           *dv3 = test_malloc((size_t)nv * 4);
     qkv_tensor tdq3 = qkv_tensor_contiguous(dq3, QKV_DTYPE_F32, p->B, p->H, p->Lq, p->E);
     qkv_tensor tdk3 = qkv_tensor_contiguous(dk3, QKV_DTYPE_F32, p->B, p->Hkv, p->Lk, p->E);
     qkv_tensor tdv3 = qkv_tensor_contiguous(dv3, QKV_DTYPE_F32, p->B, p->Hkv, p->Lk, p->Ev);
-    opt.num_threads = 3;
-    CHECK(qkv_attention_backward(&tdq3, &tdk3, &tdv3, NULL, &tdo, &tq, &tk, &tv, &to, &tl, &opt) ==
-          QKV_OK);
-    CHECK(memcmp(dq, dq3, (size_t)nq * 4) == 0 && memcmp(dk, dk3, (size_t)nk * 4) == 0 &&
-          memcmp(dv, dv3, (size_t)nv * 4) == 0);
+    for (int impl = 0; impl < 2; impl++) {
+        opt.impl = impl ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
+        opt.num_threads = 1;
+        CHECK(qkv_attention_backward(&tdq, &tdk, &tdv, NULL, &tdo, &tq, &tk, &tv, &to, &tl, &opt) ==
+              QKV_OK);
+        opt.num_threads = 3;
+        CHECK(qkv_attention_backward(&tdq3, &tdk3, &tdv3, NULL, &tdo, &tq, &tk, &tv, &to, &tl,
+                                     &opt) == QKV_OK);
+        CHECK(memcmp(dq, dq3, (size_t)nq * 4) == 0 && memcmp(dk, dk3, (size_t)nk * 4) == 0 &&
+              memcmp(dv, dv3, (size_t)nv * 4) == 0);
+    }
     for (int64_t i = 0; i < nq; i++) CHECK(!isnan(dq[i]));
     free(g);
     free(q);

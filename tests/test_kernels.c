@@ -334,6 +334,67 @@ static void check_empty_values(void)
     free(k);
 }
 
+/* The fast backward against the reference backward on random problems,
+ * every instruction set, and the same bits for 1 and 3 threads. */
+static void check_backward_sweep(void)
+{
+    int cases = 0;
+    for (int seed = 0; seed < 12; seed++) {
+        test_rng r = test_rng_seed(900 + (uint64_t)seed);
+        static const int64_t dims[] = {1, 7, 16, 33, 64, 80, 128};
+        problem p = make_problem(&r, dims[seed % 7], 1.0f);
+        const int64_t no = p.B * p.H * p.Lq * p.Ev, nq = p.B * p.H * p.Lq * p.E,
+                      nk = p.B * p.Hkv * p.Lk * p.E, nv = p.B * p.Hkv * p.Lk * p.Ev;
+        result fwd;
+        run(&p, QKV_IMPL_REFERENCE, QKV_ISA_AUTO, 2, &fwd);
+        float *dout = test_rand_f32(&r, no, -1, 1);
+        qkv_tensor tq = qkv_tensor_contiguous(p.q, QKV_DTYPE_F32, p.B, p.H, p.Lq, p.E);
+        qkv_tensor tk = qkv_tensor_contiguous(p.k, QKV_DTYPE_F32, p.B, p.Hkv, p.Lk, p.E);
+        qkv_tensor tv = qkv_tensor_contiguous(p.v, QKV_DTYPE_F32, p.B, p.Hkv, p.Lk, p.Ev);
+        qkv_tensor to = qkv_tensor_contiguous(fwd.o, QKV_DTYPE_F32, p.B, p.H, p.Lq, p.Ev);
+        qkv_tensor tl = qkv_tensor_contiguous(fwd.l, QKV_DTYPE_F32, p.B, p.H, p.Lq, 1);
+        qkv_tensor tdo = qkv_tensor_contiguous(dout, QKV_DTYPE_F32, p.B, p.H, p.Lq, p.Ev);
+        float *g[3][3];
+        for (int x = 0; x < 3; x++) {
+            g[x][0] = test_malloc((size_t)nq * 4);
+            g[x][1] = test_malloc((size_t)nk * 4);
+            g[x][2] = test_malloc((size_t)nv * 4);
+        }
+        for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
+            if (!qkv_isa_supported(isas[i])) continue;
+            for (int x = 0; x < 3; x++) { /* 0: reference, 1: fast 1 thread, 2: fast 3 threads */
+                qkv_tensor tdq = qkv_tensor_contiguous(g[x][0], QKV_DTYPE_F32, p.B, p.H, p.Lq, p.E);
+                qkv_tensor tdk = qkv_tensor_contiguous(g[x][1], QKV_DTYPE_F32, p.B, p.Hkv, p.Lk, p.E);
+                qkv_tensor tdv = qkv_tensor_contiguous(g[x][2], QKV_DTYPE_F32, p.B, p.Hkv, p.Lk, p.Ev);
+                qkv_attn_options opt = p.opt;
+                opt.impl = x == 0 ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
+                opt.isa = isas[i];
+                opt.num_threads = x == 2 ? 3 : 1;
+                CHECK(qkv_attention_backward(&tdq, &tdk, &tdv, NULL, &tdo, &tq, &tk, &tv, &to, &tl,
+                                             &opt) == QKV_OK);
+            }
+            double e0 = test_rel_l2(g[1][0], g[0][0], nq), e1 = test_rel_l2(g[1][1], g[0][1], nk),
+                   e2 = test_rel_l2(g[1][2], g[0][2], nv);
+            int ok = e0 <= 1e-5 && e1 <= 1e-5 && e2 <= 1e-5;
+            CHECK(ok);
+            if (!ok)
+                fprintf(stderr, "  backward %s seed %d (E %lld Lq %lld Lk %lld): dQ %.3g dK %.3g "
+                        "dV %.3g\n", qkv_isa_name(isas[i]), seed, (long long)p.E, (long long)p.Lq,
+                        (long long)p.Lk, e0, e1, e2);
+            CHECK(memcmp(g[1][0], g[2][0], (size_t)nq * 4) == 0 &&
+                  memcmp(g[1][1], g[2][1], (size_t)nk * 4) == 0 &&
+                  memcmp(g[1][2], g[2][2], (size_t)nv * 4) == 0);
+            cases++;
+        }
+        for (int x = 0; x < 3; x++)
+            for (int y = 0; y < 3; y++) free(g[x][y]);
+        free(dout);
+        result_free(&fwd);
+        free_problem(&p);
+    }
+    printf("  backward sweep: %d problem x instruction-set runs\n", cases);
+}
+
 /* A forced set the CPU lacks fails cleanly. */
 static void check_unsupported(void)
 {
@@ -405,6 +466,7 @@ int main(void)
     check_large_logits();
     check_decode_and_empty_blocks();
     check_empty_values();
+    check_backward_sweep();
     check_unsupported();
     check_memory_bound();
     return test_finish("test_kernels");

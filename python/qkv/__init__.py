@@ -257,7 +257,8 @@ def attention_backward(grad_out, query, key, value, attn_mask=None, is_causal=Fa
     the batch dims, summed over the query heads of each kv head. With
     return_mask_grad and a float attn_mask, also dL/dmask in the mask's own
     shape (summed over the dims it was broadcast along). Runs libqkv's
-    reference backward (double accumulation)."""
+    fast backward (the reference one when the mask's gradient is asked
+    for)."""
     p = _prepare(query, key, value, attn_mask, is_causal, scale, enable_gqa, causal_alignment,
                  window, kv_lens, softcap, threads, False)
     B, H, Hkv, L, S, E, Ev, batch = (p["B"], p["H"], p["Hkv"], p["L"], p["S"], p["E"], p["Ev"],

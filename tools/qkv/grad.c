@@ -26,7 +26,8 @@ static const char grad_usage[] =
     "  --dmask DM.npy   also write the gradient of a float --mask\n"
     "  -h, --help       show this help\n"
     "\n"
-    "Today every run uses the reference backward (double accumulation).\n"
+    "The fast backward runs unless --reference or --dmask is given (those use\n"
+    "the reference backward, double accumulation).\n"
     "Exit status: 0 success, 1 error, 2 usage error. On error no output file\n"
     "is written.\n";
 
