@@ -42,6 +42,7 @@ typedef struct bscratch {
     float *g1;  /* E x TILE: an accumulated gradient, transposed */
     float *g2;  /* Ev x TILE */
     float *ones;
+    float *tmp;    /* TILE: the softcap's derivatives of a row */
     float *rowbuf; /* STREAM x max(E, Ev): packed rows when a view is strided */
     float *rowbuf2;
 } bscratch;
@@ -77,24 +78,83 @@ static void pack_t(const qkv_tensor *t, float *dst, int64_t a, int64_t b, int64_
     }
 }
 
-/* The mask and the weights of query i (head h) against key j, given the
- * raw score x (scaled, before softcap): the weight P_ij and, through
- * *deriv, the softcap's derivative. 0 for a forbidden pair. */
-static float weight(const bplan *bp, int64_t b, int64_t h, int64_t i, int64_t j, int64_t lo,
-                    int64_t hi, float x, float lse, float *deriv)
+/* The softcap of a row of raw scores, keeping its derivative in tmp. */
+static void softcap_row(const bplan *bl, float *srow, float *tmp, int64_t n)
 {
-    const qkv_fwd_problem *p = bp->p;
-    *deriv = 1.0f;
-    if (j < lo || j > hi || lse == -INFINITY) return 0.0f;
-    if (p->mask && p->mask->dtype == QKV_DTYPE_BOOL && !qkv_mask_allows(p->mask, b, h, i, j))
-        return 0.0f;
-    if (p->softcap > 0) {
-        const float t = tanhf(x / (float)p->softcap);
-        x = (float)p->softcap * t;
-        *deriv = 1.0f - t * t;
+    const float c = (float)bl->p->softcap;
+    bl->k->softcap(srow, n, c);
+    for (int64_t x = 0; x < n; x++) tmp[x] = 1.0f - (srow[x] / c) * (srow[x] / c);
+}
+
+/* P = exp(s - lse) is in srow; dprow (dP) becomes scale dU =
+ * scale P (dP - D) times the softcap's derivative. Weights of exactly 0
+ * give 0 (no 0 * NaN from a value nobody may read). */
+static void grad_row(const bplan *bl, const float *srow, float *dprow, float *tmp,
+                     const float *D, int64_t dstep, int64_t n)
+{
+    const float scale = (float)bl->p->scale;
+    if (bl->p->softcap <= 0)
+        for (int64_t x = 0; x < n; x++) tmp[x] = 1.0f;
+    if (dstep == 0) { /* one D for the row: loops the compiler can vectorise */
+        const float d = D[0];
+        for (int64_t x = 0; x < n; x++) {
+            const float g = srow[x] * (dprow[x] - d) * tmp[x] * scale;
+            dprow[x] = srow[x] == 0.0f ? 0.0f : g;
+        }
+    } else {
+        for (int64_t x = 0; x < n; x++) {
+            const float g = srow[x] * (dprow[x] - D[x]) * tmp[x] * scale;
+            dprow[x] = srow[x] == 0.0f ? 0.0f : g;
+        }
     }
-    if (p->mask && p->mask->dtype == QKV_DTYPE_F32) x += *qkv_view_at(p->mask, b, h, i, j);
-    return x == -INFINITY ? 0.0f : expf(x - lse);
+}
+
+/* Pass 1's row: query i against keys j0 .. j0+n-1 (nk of them real). */
+static void weights_keys(const bplan *bl, float *srow, float *dprow, float *tmp, int64_t b,
+                         int64_t h, int64_t i, int64_t j0, int64_t n, int64_t nk)
+{
+    const qkv_fwd_problem *p = bl->p;
+    int64_t lo, hi;
+    qkv_row_interval(p, b, i, &lo, &hi);
+    const float lse = *qkv_view_at(p->lse, b, h, i, 0);
+    const float D = bl->D[(b * p->H + h) * p->Lq + i];
+    int64_t xlo = lo - j0 > 0 ? lo - j0 : 0, xhi = hi - j0 < nk - 1 ? hi - j0 : nk - 1;
+    if (lse == -INFINITY) xhi = -1; /* a row with nothing allowed */
+    if (p->softcap > 0) softcap_row(bl, srow, tmp, n);
+    if (p->mask)
+        for (int64_t x = xlo; x <= xhi; x++) {
+            if (p->mask->dtype == QKV_DTYPE_BOOL) {
+                if (!qkv_mask_allows(p->mask, b, h, i, j0 + x)) srow[x] = -INFINITY;
+            } else {
+                srow[x] += *qkv_view_at(p->mask, b, h, i, j0 + x);
+            }
+        }
+    for (int64_t x = 0; x < n; x++) srow[x] = x >= xlo && x <= xhi ? srow[x] - lse : -INFINITY;
+    bl->k->exp_inplace(srow, n);
+    grad_row(bl, srow, dprow, tmp, &D, 0, n);
+}
+
+/* Pass 2's row: key j against queries i0 .. i0+n-1, whose intervals, lse
+ * (+inf for a query with nothing allowed, so that s - lse is -inf) and D
+ * are given. */
+static void weights_queries(const bplan *bl, float *srow, float *dprow, float *tmp, int64_t b,
+                            int64_t h, int64_t j, int64_t i0, int64_t n, const int64_t *lo,
+                            const int64_t *hi, const float *lse, const float *D)
+{
+    const qkv_fwd_problem *p = bl->p;
+    if (p->softcap > 0) softcap_row(bl, srow, tmp, n);
+    if (p->mask)
+        for (int64_t x = 0; x < n; x++) {
+            if (j < lo[x] || j > hi[x]) continue;
+            if (p->mask->dtype == QKV_DTYPE_BOOL) {
+                if (!qkv_mask_allows(p->mask, b, h, i0 + x, j)) srow[x] = -INFINITY;
+            } else {
+                srow[x] += *qkv_view_at(p->mask, b, h, i0 + x, j);
+            }
+        }
+    for (int64_t x = 0; x < n; x++) srow[x] = j >= lo[x] && j <= hi[x] ? srow[x] - lse[x] : -INFINITY;
+    bl->k->exp_inplace(srow, n);
+    grad_row(bl, srow, dprow, tmp, D, 1, n);
 }
 
 /* ------------------------------------------------------------ pass 1 */
@@ -118,24 +178,9 @@ static void dkdv_tile(const bplan *bl, bscratch *w, int64_t b, int64_t hk, int64
             /* s[i][j] = scale <q_i, k_j>, dp[i][j] = <dO_i, v_j> (keys along the vector) */
             bl->k->qk(w->at, TILE, q, ldq, w->s, TILE, TILE, n, p->E);
             bl->k->qk(w->bt, TILE, dout, ldo, w->dp, TILE, TILE, n, p->Ev);
-            int any = 0;
-            for (int64_t r = 0; r < n; r++) {
-                const int64_t i = i0 + r;
-                int64_t lo, hi;
-                qkv_row_interval(p, b, i, &lo, &hi);
-                const float lse = *qkv_view_at(p->lse, b, h, i, 0);
-                const float D = bl->D[(b * p->H + h) * p->Lq + i];
-                float *srow = w->s + r * TILE, *dprow = w->dp + r * TILE;
-                for (int64_t c = 0; c < TILE; c++) {
-                    float deriv;
-                    const float pw = c < nk ? weight(bl, b, h, i, j0 + c, lo, hi, srow[c], lse, &deriv)
-                                            : 0.0f;
-                    srow[c] = pw;                                  /* P */
-                    dprow[c] = pw * (dprow[c] - D) * deriv * scale; /* scale dU */
-                    any |= pw != 0.0f;
-                }
-            }
-            if (!any) continue;
+            for (int64_t r = 0; r < n; r++)
+                weights_keys(bl, w->s + r * TILE, w->dp + r * TILE, w->tmp, b, h, i0 + r, j0, TILE,
+                             nk);
             /* dV^T[c][j] += sum_i dO[i][c] P[i][j];  dK^T[d][j] += sum_i Q[i][d] scale dU[i][j] */
             bl->k->pv(w->s, TILE, dout, ldo, w->g2, TILE, w->ones, TILE, n, p->Ev);
             bl->k->pv(w->dp, TILE, q, ldq, w->g1, TILE, w->ones, TILE, n, p->E);
@@ -160,14 +205,22 @@ static void dq_tile(const bplan *bl, bscratch *w, int64_t b, int64_t h, int64_t 
     pack_t(p->q, w->at, b, h, i0, nq, p->E, scale);
     pack_t(bp->dout, w->bt, b, h, i0, nq, p->Ev, 1.0f);
     memset(w->g1, 0, (size_t)(p->E * TILE) * sizeof(float));
+    /* Per query of the tile; padding queries (past nq) and queries with
+     * nothing allowed get an empty interval. */
     int64_t lo[TILE], hi[TILE];
     float lse[TILE], D[TILE];
     int64_t first = INT64_MAX, last = -1;
-    for (int64_t r = 0; r < nq; r++) {
-        qkv_row_interval(p, b, i0 + r, &lo[r], &hi[r]);
+    for (int64_t r = 0; r < TILE; r++) {
+        lo[r] = 0;
+        hi[r] = -1;
+        lse[r] = 0.0f;
+        D[r] = 0.0f;
+        if (r >= nq) continue;
         lse[r] = *qkv_view_at(p->lse, b, h, i0 + r, 0);
         D[r] = bl->D[(b * p->H + h) * p->Lq + i0 + r];
-        if (lo[r] <= hi[r] && lse[r] != -INFINITY) {
+        if (lse[r] == -INFINITY) continue;
+        qkv_row_interval(p, b, i0 + r, &lo[r], &hi[r]);
+        if (lo[r] <= hi[r]) {
             first = lo[r] < first ? lo[r] : first;
             last = hi[r] > last ? hi[r] : last;
         }
@@ -180,16 +233,9 @@ static void dq_tile(const bplan *bl, bscratch *w, int64_t b, int64_t h, int64_t 
         /* s[j][i] = scale <q_i, k_j>, dp[j][i] = <dO_i, v_j> (queries along the vector) */
         bl->k->qk(w->at, TILE, k, ldk, w->s, TILE, TILE, n, p->E);
         bl->k->qk(w->bt, TILE, v, ldv, w->dp, TILE, TILE, n, p->Ev);
-        for (int64_t c = 0; c < n; c++) {
-            float *srow = w->s + c * TILE, *dprow = w->dp + c * TILE;
-            for (int64_t r = 0; r < TILE; r++) {
-                float deriv = 1.0f;
-                const float pw = r < nq ? weight(bl, b, h, i0 + r, j0 + c, lo[r], hi[r], srow[r],
-                                                 lse[r], &deriv)
-                                        : 0.0f;
-                dprow[r] = r < nq ? pw * (dprow[r] - D[r]) * deriv * scale : 0.0f;
-            }
-        }
+        for (int64_t c = 0; c < n; c++)
+            weights_queries(bl, w->s + c * TILE, w->dp + c * TILE, w->tmp, b, h, j0 + c, i0, TILE,
+                            lo, hi, lse, D);
         /* dQ^T[d][i] += sum_j K[j][d] scale dU[j][i] */
         bl->k->pv(w->dp, TILE, k, ldk, w->g1, TILE, w->ones, TILE, n, p->E);
     }
@@ -263,10 +309,11 @@ qkv_status qkv_flash_attention_backward(const qkv_bwd_problem *bp, qkv_isa isa)
         w->g1 = alloc64((size_t)(wide * TILE) * f);
         w->g2 = alloc64((size_t)(wide * TILE) * f);
         w->ones = alloc64((size_t)TILE * f);
+        w->tmp = alloc64((size_t)TILE * f);
         w->rowbuf = alloc64((size_t)(STREAM * wide) * f);
         w->rowbuf2 = alloc64((size_t)(STREAM * wide) * f);
-        if (!w->at || !w->bt || !w->s || !w->dp || !w->g1 || !w->g2 || !w->ones || !w->rowbuf ||
-            !w->rowbuf2) {
+        if (!w->at || !w->bt || !w->s || !w->dp || !w->g1 || !w->g2 || !w->ones || !w->tmp ||
+            !w->rowbuf || !w->rowbuf2) {
             st = qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast backward: cannot allocate tiles");
             break;
         }
@@ -285,6 +332,7 @@ qkv_status qkv_flash_attention_backward(const qkv_bwd_problem *bp, qkv_isa isa)
         free(w->g1);
         free(w->g2);
         free(w->ones);
+        free(w->tmp);
         free(w->rowbuf);
         free(w->rowbuf2);
     }
