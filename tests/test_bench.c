@@ -45,6 +45,17 @@ static void check_json(void)
     if (ceil > 0) CHECK(fabs(ratio - gf / ceil) <= 0.01 * ratio + 1e-4);
 }
 
+/* --backward times forward and backward together, FLOPs 3.5x the forward's. */
+static void check_backward_json(void)
+{
+    char *argv[] = {"qkv", "bench", "--shape", "1,2,1,16,24,8", "--backward", "--threads", "1",
+                    "--json", NULL};
+    CHECK(test_run_qkv(argv, out, sizeof out, err, sizeof err) == 0);
+    CHECK(strstr(out, "\"backward\": true") != NULL);
+    const double s = field(out, "seconds"), gf = field(out, "gflops");
+    CHECK(s > 0 && fabs(gf - 3.5 * 4.0 * 2 * 16 * 24 * 8 / s / 1e9) <= 0.01 * gf);
+}
+
 static void check_decode_json(void)
 {
     char *argv[] = {"qkv", "bench", "--shape", "1,4,1,1,256,8", "--json", NULL};
@@ -83,6 +94,7 @@ static void check_errors(void)
 int main(void)
 {
     check_json();
+    check_backward_json();
     check_decode_json();
     check_errors();
     return test_finish("test_bench");

@@ -38,6 +38,8 @@ static const char bench_usage[] =
     "  --quick            the suite at L = 1024 and Lk = 4096 only\n"
     "  --threads N        worker threads (default: all CPUs)\n"
     "  --isa NAME         generic, avx2 or avx512 (default: the best here)\n"
+    "  --backward         time the forward and the backward together (FLOPs:\n"
+    "                     3.5 times the forward's)\n"
     "  --reference        time the reference kernel instead\n"
     "  --json             one JSON object per case and line, nothing else\n"
     "  -h, --help         show this help\n";
@@ -310,13 +312,20 @@ static double fma_peak(int threads)
 
 typedef struct attn_ctx {
     qkv_tensor q, k, v, o;
+    qkv_tensor lse, dout, dq, dk, dv; /* with --backward */
+    int backward;
     qkv_attn_options opt;
 } attn_ctx;
 
+/* One timed step: the forward, or the forward (with lse) and the backward. */
 static int run_attn(void *vctx)
 {
     attn_ctx *a = vctx;
-    return qkv_attention_forward(&a->o, NULL, NULL, &a->q, &a->k, &a->v, &a->opt) == QKV_OK;
+    if (!a->backward)
+        return qkv_attention_forward(&a->o, NULL, NULL, &a->q, &a->k, &a->v, &a->opt) == QKV_OK;
+    return qkv_attention_forward(&a->o, NULL, &a->lse, &a->q, &a->k, &a->v, &a->opt) == QKV_OK &&
+           qkv_attention_backward(&a->dq, &a->dk, &a->dv, NULL, &a->dout, &a->q, &a->k, &a->v,
+                                  &a->o, &a->lse, &a->opt) == QKV_OK;
 }
 
 static float *random_floats(int64_t n, uint64_t seed)
@@ -334,7 +343,7 @@ static float *random_floats(int64_t n, uint64_t seed)
 }
 
 typedef struct bench_opts {
-    int threads, json, reference;
+    int threads, json, reference, backward;
     qkv_isa isa;
 } bench_opts;
 
@@ -346,10 +355,22 @@ static int bench_case(const bcase *c, const bench_opts *bo, const blas *bl, doub
     memset(&a, 0, sizeof a);
     float *q = random_floats(nq, 1), *k = random_floats(nk, 2), *v = random_floats(nk, 3);
     float *o = malloc((size_t)nq * sizeof *o);
+    float *grads = NULL; /* --backward: lse, dO, dQ, dK, dV in one block */
+    const int64_t nl = c->B * c->H * c->Lq;
     int ok = 0;
-    if (!q || !k || !v || !o) {
+    if (bo->backward) grads = random_floats(nl + 2 * nq + 2 * nk, 4);
+    if (!q || !k || !v || !o || (bo->backward && !grads)) {
         cli_error("bench", "%s: cannot allocate the inputs", c->name);
         goto done;
+    }
+    if (bo->backward) {
+        a.backward = 1;
+        a.lse = qkv_tensor_contiguous(grads, QKV_DTYPE_F32, c->B, c->H, c->Lq, 1);
+        a.dout = qkv_tensor_contiguous(grads + nl, QKV_DTYPE_F32, c->B, c->H, c->Lq, c->E);
+        a.dq = qkv_tensor_contiguous(grads + nl + nq, QKV_DTYPE_F32, c->B, c->H, c->Lq, c->E);
+        a.dk = qkv_tensor_contiguous(grads + nl + 2 * nq, QKV_DTYPE_F32, c->B, c->Hkv, c->Lk, c->E);
+        a.dv = qkv_tensor_contiguous(grads + nl + 2 * nq + nk, QKV_DTYPE_F32, c->B, c->Hkv, c->Lk,
+                                     c->E);
     }
     a.q = qkv_tensor_contiguous(q, QKV_DTYPE_F32, c->B, c->H, c->Lq, c->E);
     a.k = qkv_tensor_contiguous(k, QKV_DTYPE_F32, c->B, c->Hkv, c->Lk, c->E);
@@ -373,6 +394,7 @@ static int bench_case(const bcase *c, const bench_opts *bo, const blas *bl, doub
     const int decode = c->Lq == 1;
     double flops = 4.0 * (double)c->B * (double)c->H * (double)c->Lq * (double)c->Lk * (double)c->E;
     if (c->causal && c->Lq == c->Lk) flops /= 2;
+    if (bo->backward) flops *= 3.5; /* the forward, and the backward counted as 2.5 of it */
     const double gflops = flops / t / 1e9;
     const double bytes = 2.0 * (double)nk * sizeof(float); /* K and V, read once */
     const double gbps = bytes / t / 1e9;
@@ -388,10 +410,12 @@ static int bench_case(const bcase *c, const bench_opts *bo, const blas *bl, doub
     const int threads = bo->threads ? bo->threads : qkv_default_num_threads();
     if (bo->json) {
         printf("{\"name\": \"%s\", \"B\": %lld, \"H\": %lld, \"Hkv\": %lld, \"Lq\": %lld, "
-               "\"Lk\": %lld, \"E\": %lld, \"causal\": %s, \"threads\": %d, \"impl\": \"%s\", "
+               "\"Lk\": %lld, \"E\": %lld, \"causal\": %s, \"backward\": %s, \"threads\": %d, "
+               "\"impl\": \"%s\", "
                "\"seconds\": %.6g, \"gflops\": %.4g, ",
                c->name, (long long)c->B, (long long)c->H, (long long)c->Hkv, (long long)c->Lq,
-               (long long)c->Lk, (long long)c->E, c->causal ? "true" : "false", threads,
+               (long long)c->Lk, (long long)c->E, c->causal ? "true" : "false",
+               bo->backward ? "true" : "false", threads,
                bo->reference ? "reference" : qkv_isa_name(bo->isa ? bo->isa : qkv_isa_auto()),
                t, gflops);
         if (peak > 0) printf("\"fma_peak_gflops\": %.4g, \"of_fma_peak\": %.4f, ", peak, gflops / peak);
@@ -424,6 +448,7 @@ done:
     free(k);
     free(v);
     free(o);
+    free(grads);
     return ok;
 }
 
@@ -468,7 +493,7 @@ static int parse_shape(const char *s, bcase *c)
 
 int cmd_bench(int argc, char **argv)
 {
-    bench_opts bo = {0, 0, 0, QKV_ISA_AUTO};
+    bench_opts bo = {0, 0, 0, 0, QKV_ISA_AUTO};
     int quick = 0, nshapes = 0;
     bcase cases[32];
     for (int i = 1; i < argc; i++) {
@@ -481,6 +506,8 @@ int cmd_bench(int argc, char **argv)
             bo.json = 1;
         } else if (strcmp(arg, "--quick") == 0) {
             quick = 1;
+        } else if (strcmp(arg, "--backward") == 0) {
+            bo.backward = 1;
         } else if (strcmp(arg, "--reference") == 0) {
             bo.reference = 1;
         } else if (strcmp(arg, "--threads") == 0) {
