@@ -90,19 +90,24 @@ static inline uint16_t qkv_f32_to_f16(float f)
     return qkv_narrow16_(sign, e - 127, m, 23, 10, 15, 0x1f);
 }
 
-static inline uint16_t qkv_f64_to_f16(double d)
+/* A double narrowed to a 16-bit format of mbits mantissa bits, exponent
+ * bias `bias` and all-ones exponent emax, rounding once from the double. */
+static inline uint16_t qkv_f64_to_16_(double d, int mbits, int bias, int emax)
 {
     uint64_t b;
     memcpy(&b, &d, sizeof b);
     uint16_t sign = (uint16_t)((b >> 48) & 0x8000);
     int e = (int)((b >> 52) & 0x7ff);
     uint64_t m = b & 0xfffffffffffffull;
-    if (e == 0x7ff)
-        return (uint16_t)(sign | 0x7c00 | (m ? 0x200 | (m >> 42) : 0));
-    if (e == 0)
+    if (e == 0x7ff) /* inf, or NaN made quiet with the payload's top bits */
+        return (uint16_t)(sign | (uint16_t)(emax << mbits) |
+                          (m ? (uint16_t)(1u << (mbits - 1)) | (uint16_t)(m >> (52 - mbits)) : 0));
+    if (e == 0) /* zero or a double subnormal, far below any 16-bit value */
         return sign;
-    return qkv_narrow16_(sign, e - 1023, m, 52, 10, 15, 0x1f);
+    return qkv_narrow16_(sign, e - 1023, m, 52, mbits, bias, emax);
 }
+
+static inline uint16_t qkv_f64_to_f16(double d) { return qkv_f64_to_16_(d, 10, 15, 0x1f); }
 
 static inline float qkv_bf16_to_f32(uint16_t h)
 {
@@ -120,18 +125,6 @@ static inline uint16_t qkv_f32_to_bf16(float f)
     return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1)) >> 16);
 }
 
-static inline uint16_t qkv_f64_to_bf16(double d)
-{
-    uint64_t b;
-    memcpy(&b, &d, sizeof b);
-    uint16_t sign = (uint16_t)((b >> 48) & 0x8000);
-    int e = (int)((b >> 52) & 0x7ff);
-    uint64_t m = b & 0xfffffffffffffull;
-    if (e == 0x7ff)
-        return (uint16_t)(sign | 0x7f80 | (m ? 0x40 | (m >> 45) : 0));
-    if (e == 0)
-        return sign;
-    return qkv_narrow16_(sign, e - 1023, m, 52, 7, 127, 0xff);
-}
+static inline uint16_t qkv_f64_to_bf16(double d) { return qkv_f64_to_16_(d, 7, 127, 0xff); }
 
 #endif
