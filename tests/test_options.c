@@ -13,16 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct shape {
-    int64_t B, H, Hkv, Lq, Lk, E, Ev;
-} shape;
-
-static int64_t n_q(const shape *s) { return s->B * s->H * s->Lq * s->E; }
-static int64_t n_k(const shape *s) { return s->B * s->Hkv * s->Lk * s->E; }
-static int64_t n_v(const shape *s) { return s->B * s->Hkv * s->Lk * s->Ev; }
-static int64_t n_o(const shape *s) { return s->B * s->H * s->Lq * s->Ev; }
-static int64_t n_p(const shape *s) { return s->B * s->H * s->Lq * s->Lk; }
-static int64_t n_l(const shape *s) { return s->B * s->H * s->Lq; }
+typedef test_shape shape; /* tests/util.h */
 
 enum { MASK_NONE, MASK_F32, MASK_BOOL };
 

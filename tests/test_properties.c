@@ -15,9 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
-typedef struct shape {
-    int64_t B, H, Hkv, Lq, Lk, E, Ev;
-} shape;
+typedef test_shape shape; /* tests/util.h */
 
 /* Varied shapes: 1-element dims, Lq != Lk, E != Ev, E not a multiple of
  * 8 or 16, GQA ratios 1, 2, 3 and MQA. */
@@ -38,12 +36,6 @@ typedef struct res {
     qkv_status st;
 } res;
 
-static int64_t n_q(const shape *s) { return s->B * s->H * s->Lq * s->E; }
-static int64_t n_k(const shape *s) { return s->B * s->Hkv * s->Lk * s->E; }
-static int64_t n_v(const shape *s) { return s->B * s->Hkv * s->Lk * s->Ev; }
-static int64_t n_o(const shape *s) { return s->B * s->H * s->Lq * s->Ev; }
-static int64_t n_p(const shape *s) { return s->B * s->H * s->Lq * s->Lk; }
-static int64_t n_l(const shape *s) { return s->B * s->H * s->Lq; }
 
 static void shape_str(const shape *s, char *buf, size_t len)
 {

@@ -8,6 +8,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* An attention problem's sizes in DESIGN.md's names, and the element
+ * counts of Q, K, V, O, the weights and lse for it. */
+typedef struct test_shape {
+    int64_t B, H, Hkv, Lq, Lk, E, Ev;
+} test_shape;
+static inline int64_t n_q(const test_shape *s) { return s->B * s->H * s->Lq * s->E; }
+static inline int64_t n_k(const test_shape *s) { return s->B * s->Hkv * s->Lk * s->E; }
+static inline int64_t n_v(const test_shape *s) { return s->B * s->Hkv * s->Lk * s->Ev; }
+static inline int64_t n_o(const test_shape *s) { return s->B * s->H * s->Lq * s->Ev; }
+static inline int64_t n_p(const test_shape *s) { return s->B * s->H * s->Lq * s->Lk; }
+static inline int64_t n_l(const test_shape *s) { return s->B * s->H * s->Lq; }
+
 /* xorshift64*: the same sequence on every machine for a given seed. */
 typedef struct test_rng {
     uint64_t s;
