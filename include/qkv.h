@@ -333,6 +333,92 @@ qkv_status qkv_npy_parse(const void *buf, size_t len, const char *name,
  * name and rename. */
 qkv_status qkv_npy_write(const char *path, const qkv_array *a);
 
+/* -------------------------------------------------------------------- GEMM */
+
+/* The matrix multiply under the layer's projections, callable on its own. */
+typedef enum qkv_transpose {
+    QKV_NO_TRANS = 0, /* use the matrix as stored */
+    QKV_TRANS         /* use its transpose */
+} qkv_transpose;
+
+/* Options for qkv_sgemm; a NULL pointer or a zeroed struct means the
+ * defaults. isa and num_threads mean what they mean in qkv_attn_options. */
+typedef struct qkv_gemm_options {
+    qkv_isa isa;
+    int num_threads;
+} qkv_gemm_options;
+
+/* C = alpha * op(A) * op(B) + beta * C in F32, every matrix row-major.
+ *
+ *   op(A) is m x k: A is stored m x k (lda >= k) or, with ta == QKV_TRANS,
+ *         k x m (lda >= m); likewise op(B) is k x n: B stored k x n
+ *         (ldb >= n) or, with tb == QKV_TRANS, n x k (ldb >= k); C is m x n
+ *         (ldc >= n). Leading dimensions are in elements.
+ *   beta == 0 means C is only written (NaN or garbage in C does not leak
+ *   through); k == 0 scales C by beta. m, n, k >= 0; any may be 0.
+ *   C must not overlap A or B.
+ *
+ * Our own blocked kernel (packing, cache blocking, threads over blocks of
+ * C): results are bitwise the same for any thread count with one
+ * instruction set. A build configured with -DQKV_BLAS=ON calls the system
+ * BLAS (cblas_sgemm) instead when opts->isa is QKV_ISA_AUTO (its threads are
+ * the BLAS library's own). Scratch: O(threads x cache blocks). Thread-safe. */
+qkv_status qkv_sgemm(qkv_transpose ta, qkv_transpose tb, int64_t m, int64_t n, int64_t k,
+                     float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                     float beta, float *c, int64_t ldc, const qkv_gemm_options *opts);
+
+/* ------------------------------------------------------------ .safetensors */
+
+/* A parsed .safetensors file: a JSON header naming tensors (dtype, shape,
+ * byte offsets) followed by their little-endian data. Opaque; free with
+ * qkv_safetensors_free. */
+typedef struct qkv_safetensors qkv_safetensors;
+
+/* Reads and checks a whole .safetensors file. Strict: the header must be
+ * valid JSON of the documented form (an object mapping names to
+ * {"dtype", "shape", "data_offsets"}, plus an optional "__metadata__" object
+ * of strings), names unique, dtypes among those the format defines, each
+ * tensor's byte length equal to its shape times its element size, and the
+ * tensors' byte ranges must tile the data section exactly. Anything else
+ * fails with QKV_ERR_FORMAT (or QKV_ERR_OVERFLOW) and a detail that starts
+ * with the file name. On failure *out is NULL. */
+qkv_status qkv_safetensors_read(const char *path, qkv_safetensors **out);
+
+/* The same from the len bytes at buf (copied; buf may be freed after the
+ * call); `name` is used in error details (may be NULL). */
+qkv_status qkv_safetensors_parse(const void *buf, size_t len, const char *name,
+                                 qkv_safetensors **out);
+
+/* Frees st; NULL is a no-op. Leaves the error detail alone. */
+void qkv_safetensors_free(qkv_safetensors *st);
+
+/* Number of tensors, and the name of tensor i (0 <= i < count) in the
+ * order of the file's header; the string lives as long as st. NULL for an
+ * i out of range. */
+int64_t qkv_safetensors_count(const qkv_safetensors *st);
+const char *qkv_safetensors_name(const qkv_safetensors *st, int64_t i);
+
+/* Looks a tensor up by name. Returns 1 and, when info is not NULL, fills
+ * info's dtype, ndim and shape (info->data is set to NULL) when st has it;
+ * 0 otherwise. The dtype of a tensor whose format dtype has no qkv_dtype
+ * (I8, U8, ...) is reported as -1 cast to qkv_dtype. Never fails. */
+int qkv_safetensors_find(const qkv_safetensors *st, const char *name, qkv_array *info);
+
+/* Copies tensor `name` into a new array *out of dtype `to` (free with
+ * qkv_array_free), converting as qkv_array_convert does; F32, F16, BF16,
+ * F64, I32, I64 and BOOL tensors are supported. A missing name fails with
+ * QKV_ERR_INVALID_ARGUMENT, an unsupported dtype with QKV_ERR_DTYPE; the
+ * detail names the file and the tensor. On failure *out is zeroed. */
+qkv_status qkv_safetensors_get(const qkv_safetensors *st, const char *name, qkv_dtype to,
+                               qkv_array *out);
+
+/* Writes n named arrays (F32, F64, F16, BF16, I32, I64, BOOL) as a
+ * .safetensors file in the given order, with no metadata. Names must be
+ * unique and non-empty. Creates or truncates path; on failure the file may
+ * be partly written. */
+qkv_status qkv_safetensors_write(const char *path, int64_t n, const char *const *names,
+                                 const qkv_array *arrays);
+
 #ifdef __cplusplus
 }
 #endif
