@@ -419,6 +419,174 @@ qkv_status qkv_safetensors_get(const qkv_safetensors *st, const char *name, qkv_
 qkv_status qkv_safetensors_write(const char *path, int64_t n, const char *const *names,
                                  const qkv_array *arrays);
 
+/* -------------------------------------------------- multi-head attention layer */
+
+/* The layer real models use (DESIGN.md §1, the projections around
+ * attention). With row-major inputs X (B, Lq, D) and context C (B, Lk, Dkv)
+ * (C = X for self-attention):
+ *
+ *   Q = X Wq^T + bq   (B, Lq, H*E)      K = C Wk^T + bk   (B, Lk, Hkv*E)
+ *   V = C Wv^T + bv   (B, Lk, Hkv*Ev)
+ *   Q, K rotated by RoPE at their positions when the layer has it;
+ *   A = attention(Q, K, V) per head, with the attention options given
+ *       (Q, K, V, A read as (B, L, heads, head dim): head h is columns
+ *       h*E .. h*E+E-1 of its row);
+ *   Y = A Wo^T + bo   (B, Lq, D)
+ *
+ * with PyTorch's nn.Linear convention for each weight (out_features x
+ * in_features, row-major): Wq (H*E, D), Wk (Hkv*E, Dkv), Wv (Hkv*Ev, Dkv),
+ * Wo (D, H*Ev); biases bq (H*E), bk (Hkv*E), bv (Hkv*Ev), bo (D). */
+
+/* Rotary position embedding on q and k. A token at position p rotates
+ * each pair (x_a, x_b) of a head's E dims by the angle
+ * p * base^(-2i/E), i = 0 .. E/2-1 indexing the pairs:
+ * x_a' = x_a cos - x_b sin, x_b' = x_a sin + x_b cos. Positions are the
+ * token's index in its sequence (0 .. L-1), in a decode step its index in
+ * the cache. */
+typedef enum qkv_rope {
+    QKV_ROPE_NONE = 0,
+    QKV_ROPE_INTERLEAVED, /* pair i is dims (2i, 2i+1): GPT-J, RoFormer */
+    QKV_ROPE_HALF         /* pair i is dims (i, i + E/2): GPT-NeoX, Llama */
+} qkv_rope;
+
+typedef struct qkv_mha_config {
+    int64_t d_model;    /* D: width of X and of Y (>= 1) */
+    int64_t d_context;  /* Dkv: width of the context; 0 means D */
+    int64_t heads;      /* H (>= 1) */
+    int64_t kv_heads;   /* Hkv; 0 means H; H % Hkv == 0 */
+    int64_t head_dim;   /* E; 0 means D / H (D % H must then be 0) */
+    int64_t v_head_dim; /* Ev; 0 means E */
+    int bias;           /* nonzero: the four projections have biases */
+    qkv_rope rope;      /* RoPE on q and k; E must be even */
+    double rope_base;   /* base frequency; 0 means 10000 */
+} qkv_mha_config;
+
+/* A layer: its configuration and its parameters. Opaque. A layer may be
+ * read by several threads at once (forward, backward, decode) but must not
+ * be written (qkv_mha_param's pointer) meanwhile. */
+typedef struct qkv_mha qkv_mha;
+
+/* Creates a layer with every parameter zero; free with qkv_mha_free. The
+ * config is checked (QKV_ERR_INVALID_ARGUMENT / QKV_ERR_SHAPE / overflow,
+ * the detail names the field); on failure *out is NULL. */
+qkv_status qkv_mha_create(qkv_mha **out, const qkv_mha_config *cfg);
+
+/* Frees m; NULL is a no-op. */
+void qkv_mha_free(qkv_mha *m);
+
+/* The configuration with every 0 default filled in. */
+qkv_mha_config qkv_mha_get_config(const qkv_mha *m);
+
+typedef enum qkv_mha_param {
+    QKV_MHA_WQ = 0, QKV_MHA_WK, QKV_MHA_WV, QKV_MHA_WO,
+    QKV_MHA_BQ, QKV_MHA_BK, QKV_MHA_BV, QKV_MHA_BO
+} qkv_mha_param;
+#define QKV_MHA_NUM_PARAMS 8
+
+/* The layer's own storage for one parameter, row-major, to read or fill;
+ * *rows and *cols (either may be NULL) receive its shape (a bias is
+ * 1 x n). NULL, with *rows = *cols = 0, for a bias the layer does not have
+ * or a value outside the enum. Valid until qkv_mha_free. */
+float *qkv_mha_param_data(qkv_mha *m, qkv_mha_param which, int64_t *rows, int64_t *cols);
+
+/* Creates a layer from parameters in a .safetensors file, converted to
+ * F32 from F32, F16 or BF16. Names, each looked up with `prefix`
+ * prepended (NULL or "" for none, e.g. "layers.0.self_attn."):
+ *   PyTorch nn.MultiheadAttention: in_proj_weight (3D, D) holding Wq, Wk,
+ *     Wv stacked, or q_proj_weight, k_proj_weight, v_proj_weight (when its
+ *     kdim/vdim differ); in_proj_bias (3D); out_proj.weight,
+ *     out_proj.bias;
+ *   separate projections: q_proj.weight, k_proj.weight, v_proj.weight,
+ *     o_proj.weight and optional .bias of each (these allow Hkv < H).
+ * cfg gives heads, kv_heads, rope and rope_base; its dims may be 0, to be
+ * taken from the tensors' shapes, or given, to be checked against them;
+ * bias is taken from the file (all four present, or none). A missing,
+ * duplicated or mis-shaped tensor fails with a detail naming it and the
+ * shape expected. On failure *out is NULL. */
+qkv_status qkv_mha_load(qkv_mha **out, const qkv_mha_config *cfg, const qkv_safetensors *st,
+                        const char *prefix);
+
+/* Saves the layer's parameters to path under the separate-projection names
+ * (q_proj.weight, ..., o_proj.bias) with `prefix` prepended. */
+qkv_status qkv_mha_save(const qkv_mha *m, const char *path, const char *prefix);
+
+/* Forward of the layer.
+ *
+ *   y        out, F32 (B, Lq, D) contiguous
+ *   weights  out, optional (NULL): F32 (B, H, Lq, Lk) contiguous, the
+ *            attention weights of every head
+ *   x        F32 (B, Lq, D) contiguous
+ *   context  F32 (B, Lk, Dkv) contiguous, or NULL for self-attention
+ *            (then Lk = Lq and the context is x; Dkv must equal D)
+ *   opts     the attention options (masks of (B, H, Lq, Lk) broadcasting,
+ *            causal, window, kv_lens, softcap, scale, impl, isa,
+ *            num_threads, progress); NULL for the defaults. The projections
+ *            use opts' isa and num_threads.
+ *
+ * y must not overlap x, context or weights. Scratch: Q, K, V and A, about
+ * B x (Lq (H E + H Ev) + Lk Hkv (E + Ev)) floats, plus the attention's.
+ * Bitwise the same for any thread count. Thread-safe. */
+qkv_status qkv_mha_forward(const qkv_mha *m, float *y, float *weights, const float *x,
+                           int64_t batch, int64_t lq, const float *context, int64_t lk,
+                           const qkv_attn_options *opts);
+
+/* Backward of qkv_mha_forward for the same inputs and options, given
+ * dy = dL/dY (B, Lq, D):
+ *
+ *   grad      out: a layer created with m's configuration whose parameters
+ *             are overwritten with dL/dW and dL/db of m's
+ *   dx        out, optional (NULL): (B, Lq, D) dL/dX; for self-attention
+ *             it includes the paths through K and V
+ *   dcontext  out, optional (NULL): (B, Lk, Dkv) dL/dC; only with a context
+ *
+ * The forward's activations are recomputed from x and context (one more
+ * forward's work), so nothing needs keeping between the calls; the
+ * attention part uses qkv_attention_backward. Bitwise the same for any
+ * thread count. Thread-safe (distinct grad layers). */
+qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *dcontext,
+                            const float *dy, const float *x, int64_t batch, int64_t lq,
+                            const float *context, int64_t lk, const qkv_attn_options *opts);
+
+/* ---------------------------------------------------------------- KV cache */
+
+/* Keys and values (after RoPE) of a batch of sequences for one layer,
+ * each sequence up to max_len tokens, for incremental decoding. Memory:
+ * B x Hkv x max_len x (E + Ev) floats, allocated once. Opaque. */
+typedef struct qkv_kv_cache qkv_kv_cache;
+
+/* Creates an empty cache for `batch` sequences of layer m's shape (the
+ * cache keeps m's Hkv, E, Ev, not m itself). On failure *out is NULL. */
+qkv_status qkv_kv_cache_create(qkv_kv_cache **out, const qkv_mha *m, int64_t batch,
+                               int64_t max_len);
+void qkv_kv_cache_free(qkv_kv_cache *c);
+
+/* Tokens held for sequence b; -1 for a b out of range. */
+int64_t qkv_kv_cache_length(const qkv_kv_cache *c, int64_t b);
+
+/* Keeps the first len tokens of sequence b (0 <= len <= its length);
+ * len = 0 resets it. */
+qkv_status qkv_kv_cache_truncate(qkv_kv_cache *c, int64_t b, int64_t len);
+
+/* Bytes the cache holds (its storage and bookkeeping). */
+size_t qkv_kv_cache_bytes(const qkv_kv_cache *c);
+
+/* One decode step for every sequence of the cache: x (B, n, D) holds n new
+ * tokens per sequence (n >= 1; B is the cache's). Their k and v are
+ * appended to the cache at positions len_b .. len_b + n - 1 (after RoPE
+ * there), then their queries attend the sequence's len_b + n cached tokens
+ * with causal bottom-right alignment (token t sees positions up to
+ * len_b + t), and y (B, n, D) is written; weights, when not NULL, is
+ * (B, H, n, len_max + n) with len_max the longest sequence before the
+ * step, zero beyond each sequence's own length. The same output as the
+ * full sequence through qkv_mha_forward with opts->causal set (to rounding
+ * of the attention's key splitting). opts may set scale, softcap, the
+ * window, impl, isa and num_threads; a mask or kv_lens is refused (the
+ * cache knows the lengths), causal is implied. A step that would pass
+ * max_len fails with QKV_ERR_INVALID_ARGUMENT and leaves the cache as it
+ * was. Not thread-safe on one cache. */
+qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *weights,
+                          const float *x, int64_t n, const qkv_attn_options *opts);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,205 @@
+/* The KV cache and the layer's decode step (qkv.h). The cache stores each
+ * sequence's keys as (Hkv, max_len, E) and values as (Hkv, max_len, Ev),
+ * so that the attention of a step reads every kv head's keys as one
+ * contiguous run and the views need no copy. */
+#include "layer/mha.h"
+
+#include "common.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct qkv_kv_cache {
+    int64_t batch, max_len, kv_heads, head_dim, v_head_dim;
+    int64_t *len; /* tokens held per sequence */
+    float *k, *v; /* (B, Hkv, max_len, E), (B, Hkv, max_len, Ev) */
+    size_t bytes;
+};
+
+qkv_status qkv_kv_cache_create(qkv_kv_cache **out, const qkv_mha *m, int64_t batch,
+                               int64_t max_len)
+{
+    qkv_clear_error();
+    if (!out) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "out: is NULL");
+    *out = NULL;
+    if (!m) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "m: is NULL");
+    if (batch < 1) return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "batch: %lld is not >= 1", (long long)batch);
+    if (max_len < 1)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "max_len: %lld is not >= 1", (long long)max_len);
+    const qkv_mha_config *cfg = &m->cfg;
+    int64_t per, nk, nv;
+    if (!qkv_mul_ok(batch, cfg->kv_heads, &per) || !qkv_mul_ok(per, max_len, &per) ||
+        !qkv_mul_ok(per, cfg->head_dim, &nk) || !qkv_mul_ok(per, cfg->v_head_dim, &nv) ||
+        !qkv_add_ok(nk, nv, &per) || (uint64_t)per > SIZE_MAX / sizeof(float) / 2)
+        return qkv_fail(QKV_ERR_OVERFLOW, "max_len: a cache of %lld x %lld tokens overflows",
+                        (long long)batch, (long long)max_len);
+    qkv_kv_cache *c = calloc(1, sizeof *c);
+    if (!c) return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "cache: out of memory");
+    c->batch = batch;
+    c->max_len = max_len;
+    c->kv_heads = cfg->kv_heads;
+    c->head_dim = cfg->head_dim;
+    c->v_head_dim = cfg->v_head_dim;
+    c->len = calloc((size_t)batch, sizeof *c->len);
+    /* Not zeroed: a position is read only once a step has written it. */
+    c->k = malloc((size_t)nk * sizeof(float));
+    c->v = malloc((size_t)nv * sizeof(float));
+    if (!c->len || !c->k || !c->v) {
+        qkv_kv_cache_free(c);
+        return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "cache: %lld floats do not fit in memory",
+                        (long long)per);
+    }
+    c->bytes = sizeof *c + (size_t)batch * sizeof *c->len + (size_t)per * sizeof(float);
+    *out = c;
+    return QKV_OK;
+}
+
+void qkv_kv_cache_free(qkv_kv_cache *c)
+{
+    if (!c) return;
+    free(c->len);
+    free(c->k);
+    free(c->v);
+    free(c);
+}
+
+int64_t qkv_kv_cache_length(const qkv_kv_cache *c, int64_t b)
+{
+    return c && b >= 0 && b < c->batch ? c->len[b] : -1;
+}
+
+qkv_status qkv_kv_cache_truncate(qkv_kv_cache *c, int64_t b, int64_t len)
+{
+    qkv_clear_error();
+    if (!c) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "c: is NULL");
+    if (b < 0 || b >= c->batch)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "b: %lld is not a sequence of the cache (0..%lld)",
+                        (long long)b, (long long)c->batch - 1);
+    if (len < 0 || len > c->len[b])
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
+                        "len: %lld is not between 0 and sequence %lld's length %lld",
+                        (long long)len, (long long)b, (long long)c->len[b]);
+    c->len[b] = len;
+    return QKV_OK;
+}
+
+size_t qkv_kv_cache_bytes(const qkv_kv_cache *c)
+{
+    return c ? c->bytes : 0;
+}
+
+/* Checks a decode call; *lmax receives the longest sequence before it. */
+static qkv_status check_decode(const qkv_mha *m, const qkv_kv_cache *c, const float *y,
+                               const float *x, int64_t n, const qkv_attn_options *opts,
+                               int64_t *lmax)
+{
+    if (!m) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "m: is NULL");
+    if (!c) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "c: is NULL");
+    if (!x) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "x: is NULL");
+    if (!y) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "y: is NULL");
+    const qkv_mha_config *cfg = &m->cfg;
+    if (c->kv_heads != cfg->kv_heads || c->head_dim != cfg->head_dim ||
+        c->v_head_dim != cfg->v_head_dim)
+        return qkv_fail(QKV_ERR_SHAPE,
+                        "c: made for kv_heads %lld, head_dim %lld, v_head_dim %lld; the layer "
+                        "has %lld, %lld, %lld",
+                        (long long)c->kv_heads, (long long)c->head_dim,
+                        (long long)c->v_head_dim, (long long)cfg->kv_heads,
+                        (long long)cfg->head_dim, (long long)cfg->v_head_dim);
+    if (cfg->d_context != cfg->d_model)
+        return qkv_fail(QKV_ERR_SHAPE,
+                        "m: decode is self-attention, but d_context = %lld differs from "
+                        "d_model = %lld",
+                        (long long)cfg->d_context, (long long)cfg->d_model);
+    if (n < 1) return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "n: %lld is not >= 1", (long long)n);
+    if (opts && opts->mask.data)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
+                        "opts.mask: decode takes no mask (the cache knows the lengths)");
+    if (opts && opts->kv_lens)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
+                        "opts.kv_lens: decode takes no kv_lens (the cache knows the lengths)");
+    *lmax = 0;
+    for (int64_t b = 0; b < c->batch; b++) {
+        if (n > c->max_len - c->len[b])
+            return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
+                            "n: %lld new tokens would take sequence %lld past the cache's "
+                            "max_len %lld (it holds %lld)",
+                            (long long)n, (long long)b, (long long)c->max_len,
+                            (long long)c->len[b]);
+        if (c->len[b] > *lmax) *lmax = c->len[b];
+    }
+    int64_t t;
+    /* The widths' sum fits: qkv_mha_create bounded the parameters. */
+    const int64_t width = cfg->d_model + cfg->heads * (cfg->head_dim + cfg->v_head_dim) +
+                          cfg->kv_heads * (cfg->head_dim + cfg->v_head_dim);
+    if (!qkv_mul_ok(c->batch, n, &t) || !qkv_mul_ok(t, width, &t) ||
+        !qkv_mul_ok(c->batch, cfg->heads, &t) || !qkv_mul_ok(t, n, &t) ||
+        !qkv_mul_ok(t, *lmax + n, &t))
+        return qkv_fail(QKV_ERR_OVERFLOW, "n: %lld new tokens overflow the step's buffers",
+                        (long long)n);
+    return QKV_OK;
+}
+
+qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *weights,
+                          const float *x, int64_t n, const qkv_attn_options *opts)
+{
+    qkv_clear_error();
+    int64_t lmax = 0;
+    qkv_status st = check_decode(m, c, y, x, n, opts, &lmax);
+    if (st) return st;
+    const qkv_mha_config *cfg = &m->cfg;
+    const int64_t B = c->batch, H = cfg->heads, Hkv = cfg->kv_heads, E = cfg->head_dim,
+                  Ev = cfg->v_head_dim, D = cfg->d_model, L = c->max_len, Lw = lmax + n;
+    const int64_t nq = B * n * H * E, nk = B * n * Hkv * E, nv = B * n * Hkv * Ev,
+                  na = B * n * H * Ev;
+    float *block = malloc((size_t)(nq + nk + nv + na) * sizeof(float));
+    if (!block) return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "decode: buffers do not fit in memory");
+    float *q = block, *k = q + nq, *v = k + nk, *a = v + nv;
+
+    qkv_attn_options o = {0};
+    if (opts) o = *opts;
+    o.causal = 1;
+    o.align = QKV_ALIGN_BOTTOM_RIGHT;
+    o.progress = NULL; /* one step is short; per-sequence calls would restart it */
+
+    st = qkv_mha_linear(q, x, B * n, m->param[QKV_MHA_WQ], H * E, D, m->param[QKV_MHA_BQ], &o);
+    if (!st)
+        st = qkv_mha_linear(k, x, B * n, m->param[QKV_MHA_WK], Hkv * E, D, m->param[QKV_MHA_BK],
+                            &o);
+    if (!st)
+        st = qkv_mha_linear(v, x, B * n, m->param[QKV_MHA_WV], Hkv * Ev, D, m->param[QKV_MHA_BV],
+                            &o);
+    for (int64_t b = 0; b < B && !st; b++) {
+        st = qkv_rope_apply(cfg, q + b * n * H * E, n, H * E, H, c->len[b], 0);
+        if (!st) st = qkv_rope_apply(cfg, k + b * n * Hkv * E, n, Hkv * E, Hkv, c->len[b], 0);
+    }
+    if (weights && !st) memset(weights, 0, (size_t)(B * H * n * Lw) * sizeof(float));
+    for (int64_t b = 0; b < B && !st; b++) {
+        /* Append the new tokens past the sequence's end; its length moves
+         * only once the whole step has succeeded. */
+        const int64_t len = c->len[b], lk = len + n;
+        for (int64_t t = 0; t < n; t++)
+            for (int64_t g = 0; g < Hkv; g++) {
+                memcpy(c->k + ((b * Hkv + g) * L + len + t) * E, k + ((b * n + t) * Hkv + g) * E,
+                       (size_t)E * sizeof(float));
+                memcpy(c->v + ((b * Hkv + g) * L + len + t) * Ev,
+                       v + ((b * n + t) * Hkv + g) * Ev, (size_t)Ev * sizeof(float));
+            }
+        qkv_tensor tq = qkv_mha_heads_view(q + b * n * H * E, 1, n, H, E);
+        qkv_tensor ta = qkv_mha_heads_view(a + b * n * H * Ev, 1, n, H, Ev);
+        qkv_tensor tk = {c->k + b * Hkv * L * E, QKV_DTYPE_F32, {1, Hkv, lk, E},
+                         {Hkv * L * E, L * E, E, 1}};
+        qkv_tensor tv = {c->v + b * Hkv * L * Ev, QKV_DTYPE_F32, {1, Hkv, lk, Ev},
+                         {Hkv * L * Ev, L * Ev, Ev, 1}};
+        qkv_tensor tw = {weights ? weights + b * H * n * Lw : NULL, QKV_DTYPE_F32, {1, H, n, lk},
+                         {H * n * Lw, n * Lw, Lw, 1}};
+        st = qkv_attention_forward(&ta, weights ? &tw : NULL, NULL, &tq, &tk, &tv, &o);
+    }
+    if (!st)
+        st = qkv_mha_linear(y, a, B * n, m->param[QKV_MHA_WO], D, H * Ev, m->param[QKV_MHA_BO],
+                            &o);
+    if (!st)
+        for (int64_t b = 0; b < B; b++) c->len[b] += n;
+    free(block);
+    return st;
+}

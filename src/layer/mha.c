@@ -1,0 +1,400 @@
+/* The multi-head attention layer (qkv.h): its configuration, parameters,
+ * forward and backward. The projections are qkv_sgemm calls, the middle is
+ * qkv_attention_forward / _backward on views of the projected rows, so
+ * everything the attention takes (masks, causal, window, kv_lens, softcap)
+ * works here unchanged. */
+#include "layer/mha.h"
+
+#include "common.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ----------------------------------------------------------------- config */
+
+qkv_status qkv_mha_resolve_config(const qkv_mha_config *cfg, qkv_mha_config *out)
+{
+    if (!cfg) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "cfg: is NULL");
+    qkv_mha_config c = *cfg;
+    if (c.d_model < 1)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "d_model: %lld is not >= 1",
+                        (long long)c.d_model);
+    if (c.d_context == 0) c.d_context = c.d_model;
+    if (c.d_context < 1)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "d_context: %lld is not >= 1 (0 means d_model)",
+                        (long long)c.d_context);
+    if (c.heads < 1)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "heads: %lld is not >= 1", (long long)c.heads);
+    if (c.kv_heads == 0) c.kv_heads = c.heads;
+    if (c.kv_heads < 1)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "kv_heads: %lld is not >= 1 (0 means heads)",
+                        (long long)c.kv_heads);
+    if (c.heads % c.kv_heads != 0)
+        return qkv_fail(QKV_ERR_SHAPE, "heads: %lld is not a multiple of kv_heads = %lld",
+                        (long long)c.heads, (long long)c.kv_heads);
+    if (c.head_dim == 0) {
+        if (c.d_model % c.heads != 0)
+            return qkv_fail(QKV_ERR_SHAPE,
+                            "head_dim: 0 means d_model / heads, but d_model = %lld is not a "
+                            "multiple of heads = %lld",
+                            (long long)c.d_model, (long long)c.heads);
+        c.head_dim = c.d_model / c.heads;
+    }
+    if (c.head_dim < 1)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "head_dim: %lld is not >= 1",
+                        (long long)c.head_dim);
+    if (c.v_head_dim == 0) c.v_head_dim = c.head_dim;
+    if (c.v_head_dim < 1)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "v_head_dim: %lld is not >= 1 (0 means head_dim)",
+                        (long long)c.v_head_dim);
+    if (c.rope != QKV_ROPE_NONE && c.rope != QKV_ROPE_INTERLEAVED && c.rope != QKV_ROPE_HALF)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "rope: %d is not a qkv_rope value", (int)c.rope);
+    if (c.rope != QKV_ROPE_NONE && c.head_dim % 2 != 0)
+        return qkv_fail(QKV_ERR_SHAPE, "head_dim: RoPE rotates pairs of dims, but %lld is odd",
+                        (long long)c.head_dim);
+    if (c.rope_base == 0) c.rope_base = 10000;
+    if (!(c.rope_base > 0) || !isfinite(c.rope_base))
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "rope_base: %g is not finite and > 0",
+                        c.rope_base);
+    c.bias = c.bias != 0;
+    /* Every projection's size must fit, and so must their sum. */
+    int64_t hq, hk, hv, total = 0, t;
+    if (!qkv_mul_ok(c.heads, c.head_dim, &hq) || !qkv_mul_ok(c.kv_heads, c.head_dim, &hk) ||
+        !qkv_mul_ok(c.kv_heads, c.v_head_dim, &hv))
+        return qkv_fail(QKV_ERR_OVERFLOW, "cfg: the projection widths overflow int64_t");
+    const int64_t sizes[4][2] = {
+        {hq, c.d_model}, {hk, c.d_context}, {hv, c.d_context}, {c.d_model, c.heads * c.v_head_dim}};
+    if (!qkv_mul_ok(c.heads, c.v_head_dim, &t))
+        return qkv_fail(QKV_ERR_OVERFLOW, "cfg: the projection widths overflow int64_t");
+    for (int i = 0; i < 4; i++) {
+        int64_t n;
+        if (!qkv_mul_ok(sizes[i][0], sizes[i][1], &n) || !qkv_add_ok(total, n, &total) ||
+            !qkv_add_ok(total, sizes[i][0], &total) ||
+            (uint64_t)total > SIZE_MAX / sizeof(float))
+            return qkv_fail(QKV_ERR_OVERFLOW, "cfg: the parameters would not fit in memory");
+    }
+    *out = c;
+    return QKV_OK;
+}
+
+/* ------------------------------------------------------------- parameters */
+
+qkv_status qkv_mha_create(qkv_mha **out, const qkv_mha_config *cfg)
+{
+    qkv_clear_error();
+    if (!out) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "out: is NULL");
+    *out = NULL;
+    qkv_mha_config c;
+    qkv_status st = qkv_mha_resolve_config(cfg, &c);
+    if (st) return st;
+    qkv_mha *m = calloc(1, sizeof *m);
+    if (!m) return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "layer: out of memory");
+    m->cfg = c;
+    const int64_t shape[QKV_MHA_NUM_PARAMS][2] = {
+        {c.heads * c.head_dim, c.d_model},        {c.kv_heads * c.head_dim, c.d_context},
+        {c.kv_heads * c.v_head_dim, c.d_context}, {c.d_model, c.heads * c.v_head_dim},
+        {1, c.heads * c.head_dim},                {1, c.kv_heads * c.head_dim},
+        {1, c.kv_heads * c.v_head_dim},           {1, c.d_model}};
+    int64_t total = 0;
+    for (int i = 0; i < QKV_MHA_NUM_PARAMS; i++) {
+        if (i >= QKV_MHA_BQ && !c.bias) continue;
+        m->rows[i] = shape[i][0];
+        m->cols[i] = shape[i][1];
+        total += shape[i][0] * shape[i][1]; /* bounded by resolve_config */
+    }
+    m->storage = calloc((size_t)(total ? total : 1), sizeof(float));
+    if (!m->storage) {
+        free(m);
+        return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "layer: %lld parameters do not fit in memory",
+                        (long long)total);
+    }
+    float *p = m->storage;
+    for (int i = 0; i < QKV_MHA_NUM_PARAMS; i++) {
+        if (!m->rows[i]) continue;
+        m->param[i] = p;
+        p += m->rows[i] * m->cols[i];
+    }
+    *out = m;
+    return QKV_OK;
+}
+
+void qkv_mha_free(qkv_mha *m)
+{
+    if (!m) return;
+    free(m->storage);
+    free(m);
+}
+
+qkv_mha_config qkv_mha_get_config(const qkv_mha *m)
+{
+    qkv_mha_config none = {0};
+    return m ? m->cfg : none;
+}
+
+float *qkv_mha_param_data(qkv_mha *m, qkv_mha_param which, int64_t *rows, int64_t *cols)
+{
+    int ok = m && (int)which >= 0 && (int)which < QKV_MHA_NUM_PARAMS && m->param[which];
+    if (rows) *rows = ok ? m->rows[which] : 0;
+    if (cols) *cols = ok ? m->cols[which] : 0;
+    return ok ? m->param[which] : NULL;
+}
+
+/* ------------------------------------------------------------ projections */
+
+static qkv_gemm_options gemm_options(const qkv_attn_options *opts)
+{
+    qkv_gemm_options g = {0};
+    if (opts) {
+        g.isa = opts->isa;
+        g.num_threads = opts->num_threads;
+    }
+    return g;
+}
+
+qkv_status qkv_mha_linear(float *y, const float *x, int64_t rows, const float *w, int64_t out,
+                          int64_t in, const float *b, const qkv_attn_options *opts)
+{
+    qkv_gemm_options g = gemm_options(opts);
+    if (b)
+        for (int64_t r = 0; r < rows; r++) memcpy(y + r * out, b, (size_t)out * sizeof(float));
+    return qkv_sgemm(QKV_NO_TRANS, QKV_TRANS, rows, out, in, 1.0f, x, in, w, in, b ? 1.0f : 0.0f,
+                     y, out, &g);
+}
+
+qkv_tensor qkv_mha_heads_view(float *data, int64_t batch, int64_t len, int64_t heads,
+                              int64_t dim)
+{
+    qkv_tensor t = {data, QKV_DTYPE_F32, {batch, heads, len, dim},
+                    {len * heads * dim, dim, heads * dim, 1}};
+    return t;
+}
+
+/* ---------------------------------------------------------------- forward */
+
+/* The activations of one forward, kept for the backward. */
+typedef struct activations {
+    float *q, *k, *v, *a, *lse; /* (B, Lq, H*E), (B, Lk, Hkv*E), ..., (B, H, Lq) */
+    float *block;               /* one allocation behind them */
+} activations;
+
+static void activations_free(activations *act)
+{
+    free(act->block);
+    memset(act, 0, sizeof *act);
+}
+
+/* Checks the arguments common to forward and backward; *lk_out is the
+ * context length (lq for self-attention). */
+static qkv_status check_call(const qkv_mha *m, const float *x, int64_t batch, int64_t lq,
+                             const float *context, int64_t lk, int64_t *lk_out)
+{
+    if (!m) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "m: is NULL");
+    if (batch < 0) return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "batch: %lld is negative", (long long)batch);
+    if (lq < 0) return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "lq: %lld is negative", (long long)lq);
+    if (lk < 0) return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "lk: %lld is negative", (long long)lk);
+    if (!context) {
+        if (lk != lq)
+            return qkv_fail(QKV_ERR_SHAPE,
+                            "lk: %lld differs from lq = %lld, but context is NULL "
+                            "(self-attention)",
+                            (long long)lk, (long long)lq);
+        if (m->cfg.d_context != m->cfg.d_model)
+            return qkv_fail(QKV_ERR_SHAPE,
+                            "context: is NULL (self-attention), but the layer's d_context = %lld "
+                            "differs from d_model = %lld",
+                            (long long)m->cfg.d_context, (long long)m->cfg.d_model);
+    }
+    /* Every buffer of the call must fit; the largest is bounded by these. */
+    const qkv_mha_config *c = &m->cfg;
+    int64_t wide = c->d_model;
+    const int64_t widths[] = {c->d_context, c->heads * c->head_dim, c->heads * c->v_head_dim,
+                              c->kv_heads * c->head_dim, c->kv_heads * c->v_head_dim};
+    for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++)
+        if (widths[i] > wide) wide = widths[i];
+    int64_t rows, n, w;
+    if (!qkv_mul_ok(batch, lq > lk ? lq : lk, &rows) || !qkv_mul_ok(rows, wide, &n) ||
+        !qkv_mul_ok(batch, c->heads, &w) || !qkv_mul_ok(w, lq, &w) || !qkv_mul_ok(w, lk, &w) ||
+        (uint64_t)n > SIZE_MAX / 8)
+        return qkv_fail(QKV_ERR_OVERFLOW, "batch, lq, lk: the layer's buffers would overflow");
+    if (rows * c->d_model > 0 && !x) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "x: is NULL");
+    *lk_out = lk;
+    return QKV_OK;
+}
+
+/* Projects and rotates Q, K, V, runs the attention into act->a and
+ * act->lse, and writes the weights when asked. */
+static qkv_status forward_core(const qkv_mha *m, activations *act, float *weights,
+                               const float *x, int64_t batch, int64_t lq, const float *context,
+                               int64_t lk, const qkv_attn_options *opts)
+{
+    const qkv_mha_config *c = &m->cfg;
+    const int64_t H = c->heads, Hkv = c->kv_heads, E = c->head_dim, Ev = c->v_head_dim;
+    const int64_t nq = batch * lq * H * E, nk = batch * lk * Hkv * E, nv = batch * lk * Hkv * Ev,
+                  na = batch * lq * H * Ev, nl = batch * H * lq;
+    memset(act, 0, sizeof *act);
+    act->block = malloc((size_t)(nq + nk + nv + na + nl + 1) * sizeof(float));
+    if (!act->block) return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "layer: activations do not fit in memory");
+    act->q = act->block;
+    act->k = act->q + nq;
+    act->v = act->k + nk;
+    act->a = act->v + nv;
+    act->lse = act->a + na;
+
+    const float *ctx = context ? context : x;
+    const int64_t dkv = c->d_context;
+    qkv_status st = qkv_mha_linear(act->q, x, batch * lq, m->param[QKV_MHA_WQ], H * E, c->d_model,
+                                   m->param[QKV_MHA_BQ], opts);
+    if (!st)
+        st = qkv_mha_linear(act->k, ctx, batch * lk, m->param[QKV_MHA_WK], Hkv * E, dkv,
+                            m->param[QKV_MHA_BK], opts);
+    if (!st)
+        st = qkv_mha_linear(act->v, ctx, batch * lk, m->param[QKV_MHA_WV], Hkv * Ev, dkv,
+                            m->param[QKV_MHA_BV], opts);
+    if (st) return st;
+    for (int64_t b = 0; b < batch && !st; b++) {
+        st = qkv_rope_apply(c, act->q + b * lq * H * E, lq, H * E, H, 0, 0);
+        if (!st) st = qkv_rope_apply(c, act->k + b * lk * Hkv * E, lk, Hkv * E, Hkv, 0, 0);
+    }
+    if (st) return st;
+    qkv_tensor tq = qkv_mha_heads_view(act->q, batch, lq, H, E);
+    qkv_tensor tk = qkv_mha_heads_view(act->k, batch, lk, Hkv, E);
+    qkv_tensor tv = qkv_mha_heads_view(act->v, batch, lk, Hkv, Ev);
+    qkv_tensor ta = qkv_mha_heads_view(act->a, batch, lq, H, Ev);
+    qkv_tensor tl = qkv_tensor_contiguous(act->lse, QKV_DTYPE_F32, batch, H, lq, 1);
+    qkv_tensor tw = qkv_tensor_contiguous(weights, QKV_DTYPE_F32, batch, H, lq, lk);
+    return qkv_attention_forward(&ta, weights ? &tw : NULL, &tl, &tq, &tk, &tv, opts);
+}
+
+/* Do [a, a + na) and [b, b + nb) floats share memory? */
+static int overlaps(const float *a, int64_t na, const float *b, int64_t nb)
+{
+    if (!a || !b || na <= 0 || nb <= 0) return 0;
+    uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
+    return pa < pb + (uintptr_t)nb * sizeof(float) && pb < pa + (uintptr_t)na * sizeof(float);
+}
+
+qkv_status qkv_mha_forward(const qkv_mha *m, float *y, float *weights, const float *x,
+                           int64_t batch, int64_t lq, const float *context, int64_t lk,
+                           const qkv_attn_options *opts)
+{
+    qkv_clear_error();
+    qkv_status st = check_call(m, x, batch, lq, context, lk, &lk);
+    if (st) return st;
+    const qkv_mha_config *c = &m->cfg;
+    const int64_t ny = batch * lq * c->d_model, nw = batch * c->heads * lq * lk;
+    if (ny > 0 && !y) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "y: is NULL");
+    if (overlaps(y, ny, x, ny) || overlaps(y, ny, context, batch * lk * c->d_context) ||
+        overlaps(y, ny, weights, nw))
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "y: overlaps an input or weights");
+    activations act;
+    st = forward_core(m, &act, weights, x, batch, lq, context, lk, opts);
+    if (!st)
+        st = qkv_mha_linear(y, act.a, batch * lq, m->param[QKV_MHA_WO], c->d_model,
+                            c->heads * c->v_head_dim, m->param[QKV_MHA_BO], opts);
+    activations_free(&act);
+    return st;
+}
+
+/* --------------------------------------------------------------- backward */
+
+/* db[j] = sum over rows of d[r][j], in row order. */
+static void column_sums(float *db, const float *d, int64_t rows, int64_t cols)
+{
+    if (!db) return;
+    memset(db, 0, (size_t)cols * sizeof(float));
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < cols; j++) db[j] += d[r * cols + j];
+}
+
+/* The backward of y = x W^T + b for one projection: dW = dY^T x, db, and
+ * dx (+)= dY W (accumulating when accumulate is nonzero). */
+static qkv_status linear_backward(const float *dy, const float *x, int64_t rows, int64_t out,
+                                  int64_t in, const float *w, float *dw, float *db, float *dx,
+                                  int accumulate, const qkv_attn_options *opts)
+{
+    qkv_gemm_options g = gemm_options(opts);
+    qkv_status st = qkv_sgemm(QKV_TRANS, QKV_NO_TRANS, out, in, rows, 1.0f, dy, out, x, in, 0.0f,
+                              dw, in, &g);
+    if (st) return st;
+    column_sums(db, dy, rows, out);
+    if (!dx) return QKV_OK;
+    return qkv_sgemm(QKV_NO_TRANS, QKV_NO_TRANS, rows, in, out, 1.0f, dy, out, w, in,
+                     accumulate ? 1.0f : 0.0f, dx, in, &g);
+}
+
+qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *dcontext,
+                            const float *dy, const float *x, int64_t batch, int64_t lq,
+                            const float *context, int64_t lk, const qkv_attn_options *opts)
+{
+    qkv_clear_error();
+    qkv_status st = check_call(m, x, batch, lq, context, lk, &lk);
+    if (st) return st;
+    const qkv_mha_config *c = &m->cfg;
+    if (!grad) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "grad: is NULL");
+    if (memcmp(&grad->cfg, c, sizeof *c) != 0)
+        return qkv_fail(QKV_ERR_SHAPE, "grad: its configuration differs from the layer's");
+    if (grad == m) return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "grad: is the layer itself");
+    if (dcontext && !context)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
+                        "dcontext: given, but context is NULL (self-attention: dx holds it)");
+    const int64_t H = c->heads, Hkv = c->kv_heads, E = c->head_dim, Ev = c->v_head_dim;
+    const int64_t D = c->d_model, Dkv = c->d_context;
+    const int64_t ny = batch * lq * D;
+    if (ny > 0 && !dy) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "dy: is NULL");
+
+    activations act;
+    st = forward_core(m, &act, NULL, x, batch, lq, context, lk, opts);
+    if (st) {
+        activations_free(&act);
+        return st;
+    }
+    const int64_t nq = batch * lq * H * E, nk = batch * lk * Hkv * E, nv = batch * lk * Hkv * Ev,
+                  na = batch * lq * H * Ev;
+    float *block = malloc((size_t)(nq + nk + nv + na + 1) * sizeof(float));
+    if (!block) {
+        activations_free(&act);
+        return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "layer: gradients do not fit in memory");
+    }
+    float *dq = block, *dk = dq + nq, *dv = dk + nk, *da = dv + nv;
+    float **gp = grad->param;
+
+    /* Y = A Wo^T + bo. */
+    st = linear_backward(dy, act.a, batch * lq, D, H * Ev, m->param[QKV_MHA_WO], gp[QKV_MHA_WO],
+                         gp[QKV_MHA_BO], da, 0, opts);
+    if (!st) {
+        qkv_tensor tq = qkv_mha_heads_view(act.q, batch, lq, H, E);
+        qkv_tensor tk = qkv_mha_heads_view(act.k, batch, lk, Hkv, E);
+        qkv_tensor tv = qkv_mha_heads_view(act.v, batch, lk, Hkv, Ev);
+        qkv_tensor ta = qkv_mha_heads_view(act.a, batch, lq, H, Ev);
+        qkv_tensor tda = qkv_mha_heads_view(da, batch, lq, H, Ev);
+        qkv_tensor tdq = qkv_mha_heads_view(dq, batch, lq, H, E);
+        qkv_tensor tdk = qkv_mha_heads_view(dk, batch, lk, Hkv, E);
+        qkv_tensor tdv = qkv_mha_heads_view(dv, batch, lk, Hkv, Ev);
+        qkv_tensor tl = qkv_tensor_contiguous(act.lse, QKV_DTYPE_F32, batch, H, lq, 1);
+        st = qkv_attention_backward(&tdq, &tdk, &tdv, NULL, &tda, &tq, &tk, &tv, &ta, &tl, opts);
+    }
+    if (!st) {
+        /* RoPE is a rotation: its backward rotates the gradient back. */
+        for (int64_t b = 0; b < batch && !st; b++) {
+            st = qkv_rope_apply(c, dq + b * lq * H * E, lq, H * E, H, 0, 1);
+            if (!st) st = qkv_rope_apply(c, dk + b * lk * Hkv * E, lk, Hkv * E, Hkv, 0, 1);
+        }
+    }
+    if (!st) {
+        const float *ctx = context ? context : x;
+        float *dctx = context ? dcontext : dx;
+        st = linear_backward(dq, x, batch * lq, H * E, D, m->param[QKV_MHA_WQ], gp[QKV_MHA_WQ],
+                             gp[QKV_MHA_BQ], dx, 0, opts);
+        if (!st)
+            st = linear_backward(dk, ctx, batch * lk, Hkv * E, Dkv, m->param[QKV_MHA_WK],
+                                 gp[QKV_MHA_WK], gp[QKV_MHA_BK], dctx, !context, opts);
+        if (!st)
+            st = linear_backward(dv, ctx, batch * lk, Hkv * Ev, Dkv, m->param[QKV_MHA_WV],
+                                 gp[QKV_MHA_WV], gp[QKV_MHA_BV], dctx, 1, opts);
+    }
+    free(block);
+    activations_free(&act);
+    return st;
+}

@@ -1,0 +1,37 @@
+/* Internals of the multi-head attention layer shared by its parts:
+ * mha.c (config, parameters, forward, backward), rope.c, load.c (from
+ * .safetensors) and cache.c (the KV cache and decode). */
+#ifndef QKV_LAYER_MHA_H
+#define QKV_LAYER_MHA_H
+
+#include "qkv.h"
+
+struct qkv_mha {
+    qkv_mha_config cfg; /* every 0 default resolved */
+    float *param[QKV_MHA_NUM_PARAMS]; /* NULL for absent biases */
+    int64_t rows[QKV_MHA_NUM_PARAMS], cols[QKV_MHA_NUM_PARAMS];
+    float *storage; /* one allocation behind every param */
+};
+
+/* Checks cfg and fills every 0 default into *out; the detail names the
+ * field ("heads: 6 is not a multiple of kv_heads = 4"). */
+qkv_status qkv_mha_resolve_config(const qkv_mha_config *cfg, qkv_mha_config *out);
+
+/* y (rows x out) = x (rows x in) W^T + b, W being (out x in) and b (out)
+ * or NULL, with opts' isa and threads. */
+qkv_status qkv_mha_linear(float *y, const float *x, int64_t rows, const float *w, int64_t out,
+                          int64_t in, const float *b, const qkv_attn_options *opts);
+
+/* Rotates the `heads` heads of head dim E in each of n rows of width
+ * `row_stride` (the heads are the first heads*E columns) by RoPE, row r
+ * being at position pos0 + r (pos_step 1). inverse != 0 rotates by the
+ * negative angles: the transpose, which is RoPE's backward. Nothing is
+ * done when cfg->rope is QKV_ROPE_NONE. Fails only for want of memory. */
+qkv_status qkv_rope_apply(const qkv_mha_config *cfg, float *rows, int64_t n, int64_t row_stride,
+                          int64_t heads, int64_t pos0, int inverse);
+
+/* A (B, L, heads, dim) buffer seen as the attention's (B, heads, L, dim). */
+qkv_tensor qkv_mha_heads_view(float *data, int64_t batch, int64_t len, int64_t heads,
+                              int64_t dim);
+
+#endif

@@ -1,0 +1,728 @@
+/* The multi-head attention layer: forward against a double-precision
+ * layer written out here from the formulas of qkv.h, backward against
+ * central finite differences of that double layer, decoding with the KV
+ * cache against the full sequence, save/load round trips, and the errors. */
+#include "qkv.h"
+#include "test.h"
+#include "util.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------- the layer in double */
+
+typedef struct ref_call {
+    int64_t B, Lq, Lk;
+    int cross;              /* a context of its own */
+    int causal;             /* top-left */
+    const int64_t *kv_lens; /* NULL or B lengths */
+} ref_call;
+
+static void ref_rope(const qkv_mha_config *c, double *row, int64_t heads, int64_t pos)
+{
+    if (c->rope == QKV_ROPE_NONE) return;
+    const int64_t E = c->head_dim, half = E / 2;
+    for (int64_t h = 0; h < heads; h++)
+        for (int64_t i = 0; i < half; i++) {
+            double a = (double)pos * pow(c->rope_base, -2.0 * (double)i / (double)E);
+            int64_t ia = c->rope == QKV_ROPE_INTERLEAVED ? 2 * i : i;
+            int64_t ib = c->rope == QKV_ROPE_INTERLEAVED ? 2 * i + 1 : i + half;
+            double *x = row + h * E, xa = x[ia], xb = x[ib];
+            x[ia] = xa * cos(a) - xb * sin(a);
+            x[ib] = xa * sin(a) + xb * cos(a);
+        }
+}
+
+/* out (rows x n) = in (rows x k) W^T + b. */
+static void ref_linear(double *out, const double *in, int64_t rows, const double *w, int64_t n,
+                       int64_t k, const double *b)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < n; j++) {
+            double s = b ? b[j] : 0;
+            for (int64_t d = 0; d < k; d++) s += in[r * k + d] * w[j * k + d];
+            out[r * n + j] = s;
+        }
+}
+
+/* y (B, Lq, D) and, when w is not NULL, the weights (B, H, Lq, Lk). */
+static void ref_layer(const qkv_mha_config *c, double *const p[QKV_MHA_NUM_PARAMS],
+                      const ref_call *rc, const double *x, const double *ctx, double *y,
+                      double *w)
+{
+    const int64_t B = rc->B, Lq = rc->Lq, Lk = rc->Lk, H = c->heads, Hkv = c->kv_heads,
+                  E = c->head_dim, Ev = c->v_head_dim, D = c->d_model, Dkv = c->d_context;
+    double *q = malloc(sizeof(double) * (size_t)(B * Lq * H * E + 1));
+    double *k = malloc(sizeof(double) * (size_t)(B * Lk * Hkv * E + 1));
+    double *v = malloc(sizeof(double) * (size_t)(B * Lk * Hkv * Ev + 1));
+    double *a = malloc(sizeof(double) * (size_t)(B * Lq * H * Ev + 1));
+    double *s = malloc(sizeof(double) * (size_t)(Lk + 1));
+    if (!ctx) ctx = x;
+    ref_linear(q, x, B * Lq, p[QKV_MHA_WQ], H * E, D, p[QKV_MHA_BQ]);
+    ref_linear(k, ctx, B * Lk, p[QKV_MHA_WK], Hkv * E, Dkv, p[QKV_MHA_BK]);
+    ref_linear(v, ctx, B * Lk, p[QKV_MHA_WV], Hkv * Ev, Dkv, p[QKV_MHA_BV]);
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t i = 0; i < Lq; i++) ref_rope(c, q + (b * Lq + i) * H * E, H, i);
+        for (int64_t j = 0; j < Lk; j++) ref_rope(c, k + (b * Lk + j) * Hkv * E, Hkv, j);
+    }
+    const double scale = 1 / sqrt((double)E);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t i = 0; i < Lq; i++) {
+                const int64_t g = h / (H / Hkv);
+                const double *qi = q + ((b * Lq + i) * H + h) * E;
+                double m = -INFINITY, sum = 0;
+                for (int64_t j = 0; j < Lk; j++) {
+                    int allowed = (!rc->causal || j <= i) && (!rc->kv_lens || j < rc->kv_lens[b]);
+                    double d = 0;
+                    const double *kj = k + ((b * Lk + j) * Hkv + g) * E;
+                    for (int64_t e = 0; e < E; e++) d += qi[e] * kj[e];
+                    s[j] = allowed ? scale * d : -INFINITY;
+                    if (s[j] > m) m = s[j];
+                }
+                for (int64_t j = 0; j < Lk; j++) {
+                    s[j] = m == -INFINITY ? 0 : exp(s[j] - m);
+                    sum += s[j];
+                }
+                double *ai = a + ((b * Lq + i) * H + h) * Ev;
+                for (int64_t e = 0; e < Ev; e++) ai[e] = 0;
+                for (int64_t j = 0; j < Lk; j++) {
+                    double pj = sum > 0 ? s[j] / sum : 0;
+                    if (w) w[((b * H + h) * Lq + i) * Lk + j] = pj;
+                    const double *vj = v + ((b * Lk + j) * Hkv + g) * Ev;
+                    for (int64_t e = 0; e < Ev; e++) ai[e] += pj * vj[e];
+                }
+            }
+    ref_linear(y, a, B * Lq, p[QKV_MHA_WO], D, H * Ev, p[QKV_MHA_BO]);
+    free(q);
+    free(k);
+    free(v);
+    free(a);
+    free(s);
+}
+
+/* ------------------------------------------------------------- fixtures */
+
+static double *to_double(const float *f, int64_t n)
+{
+    double *d = test_malloc(sizeof(double) * (size_t)(n + 1));
+    for (int64_t i = 0; i < n; i++) d[i] = f[i];
+    return d;
+}
+
+static double rel_l2_fd(const float *got, const double *want, int64_t n)
+{
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        num += (got[i] - want[i]) * (got[i] - want[i]);
+        den += want[i] * want[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static qkv_mha *make_layer(const qkv_mha_config *cfg, test_rng *r)
+{
+    qkv_mha *m = NULL;
+    qkv_status st = qkv_mha_create(&m, cfg);
+    CHECK(st == QKV_OK);
+    if (st) {
+        fprintf(stderr, "create: %s\n", qkv_error_detail());
+        exit(1);
+    }
+    for (int i = 0; i < QKV_MHA_NUM_PARAMS; i++) {
+        int64_t rows, cols;
+        float *p = qkv_mha_param_data(m, (qkv_mha_param)i, &rows, &cols);
+        if (!p) continue;
+        double lim = 1 / sqrt((double)cols);
+        if (i >= QKV_MHA_BQ) lim = 0.5;
+        for (int64_t j = 0; j < rows * cols; j++) p[j] = (float)((2 * test_rand(r) - 1) * lim);
+    }
+    return m;
+}
+
+/* The layer's parameters as doubles, and their lengths. */
+static void params_double(qkv_mha *m, double *p[QKV_MHA_NUM_PARAMS], int64_t n[QKV_MHA_NUM_PARAMS])
+{
+    for (int i = 0; i < QKV_MHA_NUM_PARAMS; i++) {
+        int64_t rows, cols;
+        float *f = qkv_mha_param_data(m, (qkv_mha_param)i, &rows, &cols);
+        n[i] = rows * cols;
+        p[i] = f ? to_double(f, n[i]) : NULL;
+    }
+}
+
+static void params_free(double *p[QKV_MHA_NUM_PARAMS])
+{
+    for (int i = 0; i < QKV_MHA_NUM_PARAMS; i++) free(p[i]);
+}
+
+static const char *const param_names[QKV_MHA_NUM_PARAMS] = {"Wq", "Wk", "Wv", "Wo",
+                                                            "bq", "bk", "bv", "bo"};
+
+/* ------------------------------------------------------------- forward */
+
+static void check_forward(const char *name, const qkv_mha_config *cfg, ref_call rc,
+                          qkv_impl impl)
+{
+    test_rng r = test_rng_seed(0x5eed + (uint64_t)cfg->heads * 31 + (uint64_t)rc.Lq);
+    qkv_mha *m = make_layer(cfg, &r);
+    qkv_mha_config c = qkv_mha_get_config(m);
+    if (!rc.cross) rc.Lk = rc.Lq;
+    const int64_t nx = rc.B * rc.Lq * c.d_model, nc = rc.B * rc.Lk * c.d_context,
+                  nw = rc.B * c.heads * rc.Lq * rc.Lk;
+    float *x = test_rand_f32(&r, nx, -1, 1);
+    float *ctx = rc.cross ? test_rand_f32(&r, nc, -1, 1) : NULL;
+    float *y = test_malloc(sizeof(float) * (size_t)(nx + 1));
+    float *w = test_malloc(sizeof(float) * (size_t)(nw + 1));
+    qkv_attn_options o = {0};
+    o.causal = rc.causal;
+    o.kv_lens = rc.kv_lens;
+    o.impl = impl;
+    qkv_status st = qkv_mha_forward(m, y, w, x, rc.B, rc.Lq, ctx, rc.Lk, &o);
+    CHECK(st == QKV_OK);
+    if (st) fprintf(stderr, "%s: %s\n", name, qkv_error_detail());
+
+    double *p[QKV_MHA_NUM_PARAMS];
+    int64_t pn[QKV_MHA_NUM_PARAMS];
+    params_double(m, p, pn);
+    double *xd = to_double(x, nx), *cd = ctx ? to_double(ctx, nc) : NULL;
+    double *yd = test_malloc(sizeof(double) * (size_t)(nx + 1));
+    double *wd = test_malloc(sizeof(double) * (size_t)(nw + 1));
+    ref_layer(&c, p, &rc, xd, cd, yd, wd);
+    double ey = rel_l2_fd(y, yd, nx), ew = rel_l2_fd(w, wd, nw);
+    if (!(ey <= 1e-5 && ew <= 1e-5))
+        fprintf(stderr, "%s: rel L2 y %.3g weights %.3g\n", name, ey, ew);
+    CHECK(ey <= 1e-5);
+    CHECK(ew <= 1e-5);
+    params_free(p);
+    free(xd);
+    free(cd);
+    free(yd);
+    free(wd);
+    free(x);
+    free(ctx);
+    free(y);
+    free(w);
+    qkv_mha_free(m);
+}
+
+static void test_forward(void)
+{
+    const int64_t lens[] = {5, 0, 3};
+    struct {
+        const char *name;
+        qkv_mha_config cfg;
+        ref_call rc;
+    } cases[] = {
+        {"self mha", {.d_model = 16, .heads = 4, .bias = 1}, {.B = 2, .Lq = 7}},
+        {"self no bias", {.d_model = 12, .heads = 3}, {.B = 1, .Lq = 9}},
+        {"causal rope half", {.d_model = 16, .heads = 2, .bias = 1, .rope = QKV_ROPE_HALF},
+         {.B = 2, .Lq = 11, .causal = 1}},
+        {"gqa rope interleaved",
+         {.d_model = 24, .heads = 6, .kv_heads = 2, .rope = QKV_ROPE_INTERLEAVED, .rope_base = 500},
+         {.B = 3, .Lq = 6, .causal = 1, .kv_lens = lens}},
+        {"cross, Ev != E, Dkv != D",
+         {.d_model = 10, .d_context = 7, .heads = 2, .kv_heads = 1, .head_dim = 6,
+          .v_head_dim = 3, .bias = 1},
+         {.B = 3, .Lq = 4, .Lk = 9, .cross = 1, .kv_lens = lens}},
+        {"cross rope causal",
+         {.d_model = 8, .d_context = 5, .heads = 4, .kv_heads = 2, .bias = 1,
+          .rope = QKV_ROPE_HALF},
+         {.B = 1, .Lq = 5, .Lk = 3, .cross = 1, .causal = 1}},
+        {"long", {.d_model = 64, .heads = 4, .kv_heads = 2, .bias = 1, .rope = QKV_ROPE_HALF},
+         {.B = 2, .Lq = 150, .causal = 1}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        check_forward(cases[i].name, &cases[i].cfg, cases[i].rc, QKV_IMPL_AUTO);
+        check_forward(cases[i].name, &cases[i].cfg, cases[i].rc, QKV_IMPL_REFERENCE);
+    }
+}
+
+/* Same bits for 1, 2 and 3 threads. */
+static void test_threads(void)
+{
+    test_rng r = test_rng_seed(77);
+    qkv_mha_config cfg = {.d_model = 96, .heads = 6, .kv_heads = 3, .bias = 1,
+                          .rope = QKV_ROPE_HALF};
+    qkv_mha *m = make_layer(&cfg, &r);
+    const int64_t B = 2, L = 133, n = B * L * 96;
+    float *x = test_rand_f32(&r, n, -1, 1), *dy = test_rand_f32(&r, n, -1, 1);
+    float *y[3], *dx[3];
+    qkv_mha *g[3];
+    for (int t = 0; t < 3; t++) {
+        qkv_attn_options o = {0};
+        o.num_threads = t + 1;
+        o.causal = 1;
+        y[t] = test_malloc(sizeof(float) * (size_t)n);
+        dx[t] = test_malloc(sizeof(float) * (size_t)n);
+        CHECK(qkv_mha_create(&g[t], &cfg) == QKV_OK);
+        CHECK(qkv_mha_forward(m, y[t], NULL, x, B, L, NULL, L, &o) == QKV_OK);
+        CHECK(qkv_mha_backward(m, g[t], dx[t], NULL, dy, x, B, L, NULL, L, &o) == QKV_OK);
+    }
+    for (int t = 1; t < 3; t++) {
+        CHECK(memcmp(y[0], y[t], sizeof(float) * (size_t)n) == 0);
+        CHECK(memcmp(dx[0], dx[t], sizeof(float) * (size_t)n) == 0);
+        for (int i = 0; i < QKV_MHA_NUM_PARAMS; i++) {
+            int64_t rows, cols;
+            float *a = qkv_mha_param_data(g[0], (qkv_mha_param)i, &rows, &cols);
+            float *b = qkv_mha_param_data(g[t], (qkv_mha_param)i, NULL, NULL);
+            CHECK(memcmp(a, b, sizeof(float) * (size_t)(rows * cols)) == 0);
+        }
+    }
+    for (int t = 0; t < 3; t++) {
+        free(y[t]);
+        free(dx[t]);
+        qkv_mha_free(g[t]);
+    }
+    free(x);
+    free(dy);
+    qkv_mha_free(m);
+}
+
+/* ------------------------------------------------------------ backward */
+
+/* L = sum(y * r) of the double layer. */
+static double ref_loss(const qkv_mha_config *c, double *const p[QKV_MHA_NUM_PARAMS],
+                       const ref_call *rc, const double *x, const double *ctx, const double *r,
+                       double *ybuf)
+{
+    ref_layer(c, p, rc, x, ctx, ybuf, NULL);
+    double l = 0;
+    for (int64_t i = 0; i < rc->B * rc->Lq * c->d_model; i++) l += ybuf[i] * r[i];
+    return l;
+}
+
+/* Central differences of the double layer for every element of v (n of
+ * them), into g. */
+static void fd_grad(const qkv_mha_config *c, double *const p[QKV_MHA_NUM_PARAMS],
+                    const ref_call *rc, double *x, double *ctx, const double *r, double *ybuf,
+                    double *v, int64_t n, double *g)
+{
+    const double h = 1e-5;
+    for (int64_t i = 0; i < n; i++) {
+        double keep = v[i];
+        v[i] = keep + h;
+        double lp = ref_loss(c, p, rc, x, ctx, r, ybuf);
+        v[i] = keep - h;
+        double lm = ref_loss(c, p, rc, x, ctx, r, ybuf);
+        v[i] = keep;
+        g[i] = (lp - lm) / (2 * h);
+    }
+}
+
+static void check_backward(const char *name, const qkv_mha_config *cfg, ref_call rc)
+{
+    test_rng r = test_rng_seed(0xbacc + (uint64_t)rc.Lq * 7 + (uint64_t)cfg->heads);
+    qkv_mha *m = make_layer(cfg, &r), *grad = NULL;
+    qkv_mha_config c = qkv_mha_get_config(m);
+    CHECK(qkv_mha_create(&grad, &c) == QKV_OK);
+    if (!rc.cross) rc.Lk = rc.Lq;
+    const int64_t nx = rc.B * rc.Lq * c.d_model, nc = rc.B * rc.Lk * c.d_context;
+    float *x = test_rand_f32(&r, nx, -1, 1);
+    float *ctx = rc.cross ? test_rand_f32(&r, nc, -1, 1) : NULL;
+    float *dy = test_rand_f32(&r, nx, -1, 1);
+    float *dx = test_malloc(sizeof(float) * (size_t)(nx + 1));
+    float *dc = rc.cross ? test_malloc(sizeof(float) * (size_t)(nc + 1)) : NULL;
+    qkv_attn_options o = {0};
+    o.causal = rc.causal;
+    o.kv_lens = rc.kv_lens;
+    qkv_status st = qkv_mha_backward(m, grad, dx, dc, dy, x, rc.B, rc.Lq, ctx, rc.Lk, &o);
+    CHECK(st == QKV_OK);
+    if (st) fprintf(stderr, "%s: %s\n", name, qkv_error_detail());
+
+    double *p[QKV_MHA_NUM_PARAMS];
+    int64_t pn[QKV_MHA_NUM_PARAMS];
+    params_double(m, p, pn);
+    double *xd = to_double(x, nx), *cd = ctx ? to_double(ctx, nc) : NULL, *rd = to_double(dy, nx);
+    double *ybuf = test_malloc(sizeof(double) * (size_t)(nx + 1));
+    int64_t most = nx > nc ? nx : nc;
+    for (int i = 0; i < QKV_MHA_NUM_PARAMS; i++)
+        if (pn[i] > most) most = pn[i];
+    double *g = test_malloc(sizeof(double) * (size_t)(most + 1));
+    for (int i = 0; i < QKV_MHA_NUM_PARAMS; i++) {
+        if (!p[i]) continue;
+        fd_grad(&c, p, &rc, xd, cd, rd, ybuf, p[i], pn[i], g);
+        float *got = qkv_mha_param_data(grad, (qkv_mha_param)i, NULL, NULL);
+        double e = rel_l2_fd(got, g, pn[i]);
+        /* Without RoPE the key bias moves every score of a row alike, so
+         * its true gradient is 0: there the error is an absolute one. */
+        if (i == QKV_MHA_BK && c.rope == QKV_ROPE_NONE) {
+            double norm = 0;
+            for (int64_t j = 0; j < pn[i]; j++) norm += (double)got[j] * got[j];
+            e = sqrt(norm);
+        }
+        if (!(e <= 1e-4)) fprintf(stderr, "%s: d%s rel L2 %.3g\n", name, param_names[i], e);
+        CHECK(e <= 1e-4);
+    }
+    fd_grad(&c, p, &rc, xd, cd, rd, ybuf, xd, nx, g);
+    double ex = rel_l2_fd(dx, g, nx);
+    if (!(ex <= 1e-4)) fprintf(stderr, "%s: dx rel L2 %.3g\n", name, ex);
+    CHECK(ex <= 1e-4);
+    if (ctx) {
+        fd_grad(&c, p, &rc, xd, cd, rd, ybuf, cd, nc, g);
+        double ec = rel_l2_fd(dc, g, nc);
+        if (!(ec <= 1e-4)) fprintf(stderr, "%s: dcontext rel L2 %.3g\n", name, ec);
+        CHECK(ec <= 1e-4);
+    }
+    params_free(p);
+    free(xd);
+    free(cd);
+    free(rd);
+    free(ybuf);
+    free(g);
+    free(x);
+    free(ctx);
+    free(dy);
+    free(dx);
+    free(dc);
+    qkv_mha_free(m);
+    qkv_mha_free(grad);
+}
+
+static void test_backward(void)
+{
+    const int64_t lens[] = {2, 4};
+    check_backward("self", &(qkv_mha_config){.d_model = 8, .heads = 2, .bias = 1},
+                   (ref_call){.B = 2, .Lq = 4});
+    check_backward("self causal rope gqa",
+                   &(qkv_mha_config){.d_model = 8, .heads = 4, .kv_heads = 2, .bias = 1,
+                                     .rope = QKV_ROPE_HALF},
+                   (ref_call){.B = 2, .Lq = 5, .causal = 1});
+    check_backward("self rope interleaved no bias",
+                   &(qkv_mha_config){.d_model = 6, .heads = 3, .head_dim = 4,
+                                     .rope = QKV_ROPE_INTERLEAVED},
+                   (ref_call){.B = 1, .Lq = 4, .causal = 1});
+    check_backward("cross gqa Ev != E kv_lens",
+                   &(qkv_mha_config){.d_model = 6, .d_context = 5, .heads = 4, .kv_heads = 2,
+                                     .head_dim = 4, .v_head_dim = 3, .bias = 1,
+                                     .rope = QKV_ROPE_HALF},
+                   (ref_call){.B = 2, .Lq = 3, .Lk = 4, .cross = 1, .kv_lens = lens});
+}
+
+/* -------------------------------------------------------------- decode */
+
+/* Steps a cache through prefill, truncation and single and multi-token
+ * steps; after each step every sequence's new rows must equal the last
+ * rows of its whole history through qkv_mha_forward with causal set. */
+static void test_decode(void)
+{
+    test_rng r = test_rng_seed(0xdec0de);
+    qkv_mha_config cfg = {.d_model = 32, .heads = 4, .kv_heads = 2, .bias = 1,
+                          .rope = QKV_ROPE_HALF, .rope_base = 100};
+    qkv_mha *m = make_layer(&cfg, &r);
+    const int64_t B = 3, max_len = 48, D = 32, H = 4;
+    qkv_kv_cache *c = NULL;
+    CHECK(qkv_kv_cache_create(&c, m, B, max_len) == QKV_OK);
+    CHECK(qkv_kv_cache_bytes(c) >= (size_t)(B * 2 * max_len * 8 * 2) * sizeof(float));
+    float *hist = test_malloc(sizeof(float) * (size_t)(B * max_len * D));
+    int64_t hlen[3] = {0, 0, 0};
+    const int64_t steps[] = {6, 1, 1, 4, 1, 3, 1};
+    for (size_t s = 0; s < sizeof steps / sizeof steps[0]; s++) {
+        const int64_t n = steps[s];
+        if (s == 2) {
+            CHECK(qkv_kv_cache_truncate(c, 1, 2) == QKV_OK);
+            CHECK(qkv_kv_cache_truncate(c, 2, 0) == QKV_OK);
+            hlen[1] = 2;
+            hlen[2] = 0;
+        }
+        int64_t lmax = 0;
+        for (int64_t b = 0; b < B; b++) {
+            CHECK(qkv_kv_cache_length(c, b) == hlen[b]);
+            if (hlen[b] > lmax) lmax = hlen[b];
+        }
+        const int64_t lw = lmax + n;
+        float *x = test_rand_f32(&r, B * n * D, -1, 1);
+        float *y = test_malloc(sizeof(float) * (size_t)(B * n * D));
+        float *w = test_malloc(sizeof(float) * (size_t)(B * H * n * lw));
+        qkv_status st = qkv_mha_decode(m, c, y, w, x, n, NULL);
+        CHECK(st == QKV_OK);
+        if (st) fprintf(stderr, "decode: %s\n", qkv_error_detail());
+        for (int64_t b = 0; b < B; b++) {
+            memcpy(hist + (b * max_len + hlen[b]) * D, x + b * n * D, sizeof(float) * (size_t)(n * D));
+            hlen[b] += n;
+            CHECK(qkv_kv_cache_length(c, b) == hlen[b]);
+            const int64_t L = hlen[b];
+            float *yf = test_malloc(sizeof(float) * (size_t)(L * D));
+            float *wf = test_malloc(sizeof(float) * (size_t)(H * L * L));
+            qkv_attn_options o = {0};
+            o.causal = 1;
+            CHECK(qkv_mha_forward(m, yf, wf, hist + b * max_len * D, 1, L, NULL, L, &o) == QKV_OK);
+            double e = test_rel_l2(y + b * n * D, yf + (L - n) * D, n * D);
+            if (!(e <= 1e-5)) fprintf(stderr, "decode step %zu seq %lld: rel L2 %.3g\n", s, (long long)b, e);
+            CHECK(e <= 1e-5);
+            for (int64_t h = 0; h < H; h++)
+                for (int64_t t = 0; t < n; t++) {
+                    const float *wd = w + ((b * H + h) * n + t) * lw;
+                    const float *wr = wf + (h * L + L - n + t) * L;
+                    CHECK(test_max_abs_diff(wd, wr, L) <= 1e-6);
+                    for (int64_t j = L; j < lw; j++) CHECK(wd[j] == 0);
+                }
+            free(yf);
+            free(wf);
+        }
+        free(x);
+        free(y);
+        free(w);
+    }
+
+    /* A step past max_len fails and leaves the cache as it was. */
+    float *x = test_rand_f32(&r, B * 40 * D, -1, 1), *y = test_malloc(sizeof(float) * (size_t)(B * 40 * D));
+    int64_t before[3];
+    for (int64_t b = 0; b < B; b++) before[b] = qkv_kv_cache_length(c, b);
+    CHECK(qkv_mha_decode(m, c, y, NULL, x, 40, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(qkv_error_detail(), "max_len") != NULL);
+    for (int64_t b = 0; b < B; b++) CHECK(qkv_kv_cache_length(c, b) == before[b]);
+    /* Masks and kv_lens belong to the cache. */
+    qkv_attn_options o = {0};
+    int64_t lens[3] = {1, 1, 1};
+    o.kv_lens = lens;
+    CHECK(qkv_mha_decode(m, c, y, NULL, x, 1, &o) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(qkv_error_detail(), "kv_lens") != NULL);
+    o.kv_lens = NULL;
+    unsigned char keep = 1;
+    o.mask = qkv_tensor_contiguous(&keep, QKV_DTYPE_BOOL, 1, 1, 1, 1);
+    CHECK(qkv_mha_decode(m, c, y, NULL, x, 1, &o) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(qkv_error_detail(), "mask") != NULL);
+    CHECK(qkv_mha_decode(m, c, y, NULL, x, 0, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_mha_decode(m, NULL, y, NULL, x, 1, NULL) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(qkv_mha_decode(m, c, NULL, NULL, x, 1, NULL) == QKV_ERR_NULL_ARGUMENT);
+    for (int64_t b = 0; b < B; b++) CHECK(qkv_kv_cache_length(c, b) == before[b]);
+    /* Truncation and lengths. */
+    CHECK(qkv_kv_cache_truncate(c, 3, 0) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_kv_cache_truncate(c, 0, before[0] + 1) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_kv_cache_truncate(c, 0, -1) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_kv_cache_truncate(NULL, 0, 0) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(qkv_kv_cache_length(c, 3) == -1);
+    CHECK(qkv_kv_cache_length(c, -1) == -1);
+    CHECK(qkv_kv_cache_length(NULL, 0) == -1);
+    CHECK(qkv_kv_cache_bytes(NULL) == 0);
+    /* A cache of another layer's shape is refused. */
+    qkv_mha *other = NULL;
+    CHECK(qkv_mha_create(&other, &(qkv_mha_config){.d_model = 32, .heads = 4}) == QKV_OK);
+    CHECK(qkv_mha_decode(other, c, y, NULL, x, 1, NULL) == QKV_ERR_SHAPE);
+    qkv_kv_cache *bad = (qkv_kv_cache *)1;
+    CHECK(qkv_kv_cache_create(&bad, m, 0, 4) == QKV_ERR_INVALID_ARGUMENT && bad == NULL);
+    CHECK(qkv_kv_cache_create(&bad, m, 1, 0) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_kv_cache_create(&bad, m, INT64_MAX / 2, INT64_MAX / 2) == QKV_ERR_OVERFLOW);
+    CHECK(qkv_kv_cache_create(&bad, NULL, 1, 1) == QKV_ERR_NULL_ARGUMENT);
+    qkv_kv_cache_free(NULL);
+    qkv_mha_free(other);
+    free(x);
+    free(y);
+    free(hist);
+    qkv_kv_cache_free(c);
+    qkv_mha_free(m);
+}
+
+/* --------------------------------------------------------------- errors */
+
+static int detail_has(const char *s)
+{
+    int ok = strstr(qkv_error_detail(), s) != NULL;
+    if (!ok) fprintf(stderr, "detail '%s' lacks '%s'\n", qkv_error_detail(), s);
+    return ok;
+}
+
+static void test_config_errors(void)
+{
+    qkv_mha *m = (qkv_mha *)1;
+    struct {
+        qkv_mha_config cfg;
+        qkv_status st;
+        const char *field;
+    } bad[] = {
+        {{.d_model = 0, .heads = 1}, QKV_ERR_INVALID_ARGUMENT, "d_model"},
+        {{.d_model = 8, .heads = 0}, QKV_ERR_INVALID_ARGUMENT, "heads"},
+        {{.d_model = 8, .heads = 3}, QKV_ERR_SHAPE, "head_dim"},
+        {{.d_model = 8, .heads = 4, .kv_heads = 3}, QKV_ERR_SHAPE, "kv_heads"},
+        {{.d_model = 8, .heads = 4, .kv_heads = -1}, QKV_ERR_INVALID_ARGUMENT, "kv_heads"},
+        {{.d_model = 8, .d_context = -2, .heads = 4}, QKV_ERR_INVALID_ARGUMENT, "d_context"},
+        {{.d_model = 8, .heads = 4, .head_dim = -1}, QKV_ERR_INVALID_ARGUMENT, "head_dim"},
+        {{.d_model = 8, .heads = 4, .v_head_dim = -1}, QKV_ERR_INVALID_ARGUMENT, "v_head_dim"},
+        {{.d_model = 9, .heads = 3, .rope = QKV_ROPE_HALF}, QKV_ERR_SHAPE, "odd"},
+        {{.d_model = 8, .heads = 2, .rope = (qkv_rope)7}, QKV_ERR_INVALID_ARGUMENT, "rope"},
+        {{.d_model = 8, .heads = 2, .rope = QKV_ROPE_HALF, .rope_base = -1},
+         QKV_ERR_INVALID_ARGUMENT, "rope_base"},
+        {{.d_model = 8, .heads = 2, .rope_base = NAN}, QKV_ERR_INVALID_ARGUMENT, "rope_base"},
+        {{.d_model = INT64_MAX / 2, .heads = 1 << 20, .head_dim = 1 << 20}, QKV_ERR_OVERFLOW,
+         "cfg"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK(qkv_mha_create(&m, &bad[i].cfg) == bad[i].st);
+        CHECK(m == NULL);
+        CHECK(detail_has(bad[i].field));
+    }
+    CHECK(qkv_mha_create(NULL, &bad[0].cfg) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(qkv_mha_create(&m, NULL) == QKV_ERR_NULL_ARGUMENT);
+
+    /* Defaults and parameter shapes. */
+    CHECK(qkv_mha_create(&m, &(qkv_mha_config){.d_model = 12, .d_context = 5, .heads = 4,
+                                               .kv_heads = 2, .v_head_dim = 2}) == QKV_OK);
+    qkv_mha_config c = qkv_mha_get_config(m);
+    CHECK(c.head_dim == 3 && c.v_head_dim == 2 && c.kv_heads == 2 && c.rope_base == 10000);
+    const int64_t shapes[4][2] = {{12, 12}, {6, 5}, {4, 5}, {12, 8}};
+    for (int i = 0; i < 4; i++) {
+        int64_t rows = -1, cols = -1;
+        float *p = qkv_mha_param_data(m, (qkv_mha_param)i, &rows, &cols);
+        CHECK(p != NULL && rows == shapes[i][0] && cols == shapes[i][1]);
+        for (int64_t j = 0; p && j < rows * cols; j++) CHECK(p[j] == 0);
+    }
+    int64_t rows = -1, cols = -1;
+    CHECK(qkv_mha_param_data(m, QKV_MHA_BQ, &rows, &cols) == NULL && rows == 0 && cols == 0);
+    CHECK(qkv_mha_param_data(m, (qkv_mha_param)99, &rows, &cols) == NULL);
+    CHECK(qkv_mha_param_data(NULL, QKV_MHA_WQ, NULL, NULL) == NULL);
+
+    /* Forward and backward arguments. */
+    float x[2 * 3 * 12] = {0}, y[2 * 3 * 12], ctx[2 * 4 * 5] = {0};
+    CHECK(qkv_mha_forward(m, y, NULL, x, 2, 3, NULL, 3, NULL) == QKV_ERR_SHAPE);
+    CHECK(detail_has("d_context"));
+    CHECK(qkv_mha_forward(m, y, NULL, x, 2, 3, ctx, 4, NULL) == QKV_OK);
+    CHECK(qkv_mha_forward(m, NULL, NULL, x, 2, 3, ctx, 4, NULL) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(detail_has("y"));
+    CHECK(qkv_mha_forward(m, y, NULL, NULL, 2, 3, ctx, 4, NULL) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(qkv_mha_forward(m, y, NULL, x, -1, 3, ctx, 4, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_has("batch"));
+    CHECK(qkv_mha_forward(m, y, NULL, x, 2, -3, ctx, 4, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_mha_forward(m, y, NULL, x, 2, 3, ctx, -4, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_mha_forward(m, x, NULL, x, 2, 3, ctx, 4, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_has("overlaps"));
+    CHECK(qkv_mha_forward(NULL, y, NULL, x, 2, 3, ctx, 4, NULL) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(qkv_mha_forward(m, y, NULL, x, INT64_MAX / 4, 3, ctx, 4, NULL) == QKV_ERR_OVERFLOW);
+    /* Attention options reach the attention. */
+    qkv_attn_options o = {0};
+    o.scale = NAN;
+    CHECK(qkv_mha_forward(m, y, NULL, x, 2, 3, ctx, 4, &o) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_has("scale"));
+    /* Zero-size calls are fine. */
+    CHECK(qkv_mha_forward(m, y, NULL, x, 0, 3, ctx, 4, NULL) == QKV_OK);
+    CHECK(qkv_mha_forward(m, y, NULL, x, 2, 0, ctx, 4, NULL) == QKV_OK);
+
+    qkv_mha *g = NULL, *g2 = NULL;
+    CHECK(qkv_mha_create(&g, &c) == QKV_OK);
+    CHECK(qkv_mha_create(&g2, &(qkv_mha_config){.d_model = 12, .heads = 4}) == QKV_OK);
+    float dy[2 * 3 * 12] = {0}, dx[2 * 3 * 12], dc[2 * 4 * 5];
+    CHECK(qkv_mha_backward(m, g, dx, dc, dy, x, 2, 3, ctx, 4, NULL) == QKV_OK);
+    CHECK(qkv_mha_backward(m, g2, dx, dc, dy, x, 2, 3, ctx, 4, NULL) == QKV_ERR_SHAPE);
+    CHECK(detail_has("grad"));
+    CHECK(qkv_mha_backward(m, m, dx, dc, dy, x, 2, 3, ctx, 4, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_mha_backward(m, NULL, dx, dc, dy, x, 2, 3, ctx, 4, NULL) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(qkv_mha_backward(m, g, dx, dc, NULL, x, 2, 3, ctx, 4, NULL) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(detail_has("dy"));
+    CHECK(qkv_mha_backward(g2, g2 == g ? NULL : g, dx, dc, dy, x, 2, 3, NULL, 3, NULL) ==
+          QKV_ERR_SHAPE);
+    qkv_mha *g3 = NULL;
+    CHECK(qkv_mha_create(&g3, &(qkv_mha_config){.d_model = 12, .heads = 4}) == QKV_OK);
+    CHECK(qkv_mha_backward(g2, g3, dx, dc, dy, x, 2, 3, NULL, 3, NULL) ==
+          QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_has("dcontext"));
+    qkv_mha_free(g3);
+    qkv_mha_free(g);
+    qkv_mha_free(g2);
+    qkv_mha_free(m);
+    qkv_mha_free(NULL);
+}
+
+/* -------------------------------------------------------- save and load */
+
+static void test_save_load(void)
+{
+    test_rng r = test_rng_seed(5);
+    char *dir = test_tmpdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/layer.safetensors", dir);
+    qkv_mha_config cfg = {.d_model = 12, .d_context = 7, .heads = 4, .kv_heads = 2,
+                          .v_head_dim = 5, .bias = 1};
+    qkv_mha *m = make_layer(&cfg, &r), *back = NULL;
+    CHECK(qkv_mha_save(m, path, "layers.3.") == QKV_OK);
+    qkv_safetensors *st = NULL;
+    CHECK(qkv_safetensors_read(path, &st) == QKV_OK);
+    qkv_mha_config want = {.heads = 4, .kv_heads = 2};
+    CHECK(qkv_mha_load(&back, &want, st, "layers.3.") == QKV_OK);
+    if (back) {
+        qkv_mha_config a = qkv_mha_get_config(m), b = qkv_mha_get_config(back);
+        CHECK(memcmp(&a, &b, sizeof a) == 0);
+        for (int i = 0; i < QKV_MHA_NUM_PARAMS; i++) {
+            int64_t rows, cols;
+            float *pa = qkv_mha_param_data(m, (qkv_mha_param)i, &rows, &cols);
+            float *pb = qkv_mha_param_data(back, (qkv_mha_param)i, NULL, NULL);
+            CHECK(pa && pb && memcmp(pa, pb, sizeof(float) * (size_t)(rows * cols)) == 0);
+        }
+    }
+    qkv_mha_free(back);
+    back = (qkv_mha *)1;
+    /* Wrong prefix, wrong heads, dims that disagree. */
+    CHECK(qkv_mha_load(&back, &want, st, "") == QKV_ERR_FORMAT && back == NULL);
+    CHECK(detail_has("q_proj.weight"));
+    CHECK(qkv_mha_load(&back, &(qkv_mha_config){.heads = 4, .kv_heads = 4}, st, "layers.3.") ==
+          QKV_ERR_SHAPE);
+    CHECK(detail_has("k_proj.weight"));
+    CHECK(qkv_mha_load(&back, &(qkv_mha_config){.heads = 5}, st, "layers.3.") == QKV_ERR_SHAPE);
+    CHECK(qkv_mha_load(&back, &(qkv_mha_config){.heads = 4, .kv_heads = 2, .d_model = 10}, st,
+                       "layers.3.") == QKV_ERR_SHAPE);
+    CHECK(detail_has("d_model"));
+    CHECK(qkv_mha_load(&back, &(qkv_mha_config){.heads = 0}, st, "layers.3.") ==
+          QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_mha_load(NULL, &want, st, "") == QKV_ERR_NULL_ARGUMENT);
+    CHECK(qkv_mha_load(&back, &want, NULL, "") == QKV_ERR_NULL_ARGUMENT);
+    qkv_safetensors_free(st);
+
+    /* nn.MultiheadAttention's names, with one tensor missing, then
+     * mis-shaped, then right. */
+    const int64_t D = 8;
+    float *w = test_rand_f32(&r, 3 * D * D, -1, 1), *b = test_rand_f32(&r, 3 * D, -1, 1);
+    float *wo = test_rand_f32(&r, D * D, -1, 1), *bo = test_rand_f32(&r, D, -1, 1);
+    qkv_array arr[4] = {{w, QKV_DTYPE_F32, 2, {3 * D, D}},
+                        {b, QKV_DTYPE_F32, 1, {3 * D}},
+                        {wo, QKV_DTYPE_F32, 2, {D, D}},
+                        {bo, QKV_DTYPE_F32, 1, {D}}};
+    const char *names[4] = {"in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"};
+    CHECK(qkv_safetensors_write(path, 3, names, arr) == QKV_OK);
+    CHECK(qkv_safetensors_read(path, &st) == QKV_OK);
+    CHECK(qkv_mha_load(&back, &(qkv_mha_config){.heads = 2}, st, NULL) == QKV_ERR_FORMAT);
+    CHECK(detail_has("in_proj_bias") || detail_has("out_proj.bias"));
+    qkv_safetensors_free(st);
+    arr[1].shape[0] = 3 * D - 1;
+    CHECK(qkv_safetensors_write(path, 4, names, arr) == QKV_OK);
+    CHECK(qkv_safetensors_read(path, &st) == QKV_OK);
+    CHECK(qkv_mha_load(&back, &(qkv_mha_config){.heads = 2}, st, NULL) == QKV_ERR_SHAPE);
+    CHECK(detail_has("in_proj_bias"));
+    qkv_safetensors_free(st);
+    arr[1].shape[0] = 3 * D;
+    CHECK(qkv_safetensors_write(path, 4, names, arr) == QKV_OK);
+    CHECK(qkv_safetensors_read(path, &st) == QKV_OK);
+    CHECK(qkv_mha_load(&back, &(qkv_mha_config){.heads = 2, .kv_heads = 1}, st, NULL) ==
+          QKV_ERR_SHAPE);
+    CHECK(qkv_mha_load(&back, &(qkv_mha_config){.heads = 2}, st, NULL) == QKV_OK);
+    if (back) {
+        qkv_mha_config c = qkv_mha_get_config(back);
+        CHECK(c.d_model == D && c.d_context == D && c.head_dim == D / 2 && c.bias == 1);
+        CHECK(memcmp(qkv_mha_param_data(back, QKV_MHA_WK, NULL, NULL), w + D * D,
+                     sizeof(float) * D * D) == 0);
+        CHECK(memcmp(qkv_mha_param_data(back, QKV_MHA_BV, NULL, NULL), b + 2 * D,
+                     sizeof(float) * D) == 0);
+        CHECK(memcmp(qkv_mha_param_data(back, QKV_MHA_WO, NULL, NULL), wo, sizeof(float) * D * D) ==
+              0);
+    }
+    qkv_mha_free(back);
+    qkv_safetensors_free(st);
+    free(w);
+    free(b);
+    free(wo);
+    free(bo);
+    qkv_mha_free(m);
+    test_rmdir(dir);
+}
+
+int main(void)
+{
+    test_config_errors();
+    test_forward();
+    test_threads();
+    test_backward();
+    test_decode();
+    test_save_load();
+    return test_finish("test_mha");
+}
