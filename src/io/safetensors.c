@@ -1,0 +1,1292 @@
+/* .safetensors files: a strict reader whose JSON parser knows only the shape
+ * of the format's header (so it needs no recursion and no general values),
+ * and a writer. The whole file is kept in memory; tensors are copied out of
+ * it on request, so unaligned data offsets are harmless. */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L /* fileno, fstat, strerror_r */
+#endif
+
+#include "common.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define ST_NO_QKV (-1) /* a format dtype without a qkv_dtype */
+
+/* Every dtype the format defines, with its width in bits (F4 and the F6
+ * pair are packed below a byte) and the qkv_dtype it maps to, if any. */
+static const struct {
+    const char *name;
+    int bits;
+    int qkv;
+} st_dtypes[] = {
+    {"F64", 64, QKV_DTYPE_F64},   {"F32", 32, QKV_DTYPE_F32},
+    {"F16", 16, QKV_DTYPE_F16},   {"BF16", 16, QKV_DTYPE_BF16},
+    {"I64", 64, QKV_DTYPE_I64},   {"I32", 32, QKV_DTYPE_I32},
+    {"BOOL", 8, QKV_DTYPE_BOOL},  {"I16", 16, ST_NO_QKV},
+    {"I8", 8, ST_NO_QKV},         {"U64", 64, ST_NO_QKV},
+    {"U32", 32, ST_NO_QKV},       {"U16", 16, ST_NO_QKV},
+    {"U8", 8, ST_NO_QKV},         {"C64", 64, ST_NO_QKV},
+    {"F8_E4M3", 8, ST_NO_QKV},    {"F8_E5M2", 8, ST_NO_QKV},
+    {"F8_E8M0", 8, ST_NO_QKV},    {"F8_E4M3FNUZ", 8, ST_NO_QKV},
+    {"F8_E5M2FNUZ", 8, ST_NO_QKV}, {"F6_E2M3", 6, ST_NO_QKV},
+    {"F6_E3M2", 6, ST_NO_QKV},    {"F4", 4, ST_NO_QKV},
+};
+#define ST_NDTYPES ((int)(sizeof st_dtypes / sizeof st_dtypes[0]))
+
+typedef struct st_tensor {
+    const char *name; /* in the parser's string arena */
+    int dt;           /* index into st_dtypes */
+    int ndim;
+    int64_t shape[QKV_ARRAY_MAX_DIMS];
+    uint64_t begin, end; /* byte range within the data section */
+} st_tensor;
+
+/* A name and where it is; sorted by name for lookups. */
+typedef struct st_key {
+    const char *s;
+    size_t len;
+    int64_t idx;
+} st_key;
+
+struct qkv_safetensors {
+    char *file;                /* the name used in error details */
+    unsigned char *image;      /* the whole file */
+    const unsigned char *data; /* its data section */
+    uint64_t data_len;
+    char *arena;               /* every decoded header string, NUL-terminated */
+    int64_t count;
+    st_tensor *t;              /* in the header's order */
+    st_key *by_name;           /* count entries sorted by name */
+};
+
+/* qkv_fail with the file name in front, as every detail here starts. */
+static qkv_status st_fail(qkv_status st, const char *file, const char *fmt, ...)
+    QKV_PRINTF(3, 4);
+static qkv_status st_fail(qkv_status st, const char *file, const char *fmt, ...)
+{
+    char msg[448];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return qkv_fail(st, "%s: %s", file, msg);
+}
+
+static qkv_status io_fail(const char *path, const char *what, int err)
+{
+    char buf[128];
+    if (strerror_r(err, buf, sizeof buf) != 0) /* the XSI variant: thread-safe */
+        snprintf(buf, sizeof buf, "error %d", err);
+    return qkv_fail(QKV_ERR_IO, "%s: %s: %s", path, what, buf);
+}
+
+static int host_is_little_endian(void)
+{
+    const uint16_t one = 1;
+    unsigned char b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+
+static void swap_elements(unsigned char *p, size_t nbytes, size_t size)
+{
+    for (size_t i = 0; i + size <= nbytes; i += size)
+        for (size_t j = 0; j < size / 2; j++) {
+            unsigned char t = p[i + j];
+            p[i + j] = p[i + size - 1 - j];
+            p[i + size - 1 - j] = t;
+        }
+}
+
+/* A tensor name fit for a one-line message: at most 60 bytes (cut at a
+ * character boundary, "..." added), control bytes shown as '?'. */
+static const char *show(char *buf, size_t cap, const char *s)
+{
+    size_t n = 0, i = 0, limit = cap - 4 < 60 ? cap - 4 : 60;
+    for (; s[i] && n < limit; i++)
+        buf[n++] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+    if (s[i]) {
+        /* buf holds s[0..n) byte for byte, so back up to a character start. */
+        while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+            n--;
+        memcpy(buf + n, "...", 3);
+        n += 3;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* "[2, 3]", cut short with "...]" when it does not fit. */
+static const char *show_shape(char *buf, size_t cap, const st_tensor *t)
+{
+    size_t n = 1;
+    buf[0] = '[';
+    for (int i = 0; i < t->ndim; i++) {
+        int w = snprintf(buf + n, cap - n, "%s%" PRId64, i ? ", " : "", t->shape[i]);
+        if (w < 0 || (size_t)w + 5 >= cap - n) {
+            snprintf(buf + n, cap - n, "...");
+            n += 3;
+            break;
+        }
+        n += (size_t)w;
+    }
+    snprintf(buf + n, cap - n, "]");
+    return buf;
+}
+
+/* ------------------------------------------------------- header parsing */
+
+typedef struct cursor {
+    const unsigned char *s; /* the header text */
+    size_t n, i;
+    const char *file;
+    char *arena; /* decoded strings go here, one after another */
+    size_t used;
+} cursor;
+
+/* Offsets in details count from the start of the file, as a hex dump
+ * shows them. */
+#define AT(c, pos) ((pos) + 8)
+
+static int peek(const cursor *c) { return c->i < c->n ? c->s[c->i] : -1; }
+
+static void skip_ws(cursor *c)
+{
+    int ch;
+    while ((ch = peek(c)) == ' ' || ch == '\t' || ch == '\n' || ch == '\r')
+        c->i++;
+}
+
+static qkv_status syntax(const cursor *c, const char *expected)
+{
+    char buf[24];
+    int ch = peek(c);
+    if (ch < 0)
+        snprintf(buf, sizeof buf, "the end of the header");
+    else if (ch >= 0x20 && ch < 0x7f)
+        snprintf(buf, sizeof buf, "'%c'", ch);
+    else
+        snprintf(buf, sizeof buf, "byte 0x%02x", ch);
+    return st_fail(QKV_ERR_FORMAT, c->file, "header: expected %s at offset %zu, found %s",
+                   expected, AT(c, c->i), buf);
+}
+
+static int hex_value(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* The four hex digits after "\u" at c->i; -1 if they are not there. */
+static long read_u4(cursor *c)
+{
+    long v = 0;
+    if (c->n - c->i < 4)
+        return -1;
+    for (int k = 0; k < 4; k++) {
+        int h = hex_value(c->s[c->i + (size_t)k]);
+        if (h < 0)
+            return -1;
+        v = v << 4 | h;
+    }
+    c->i += 4;
+    return v;
+}
+
+/* Length of the well-formed UTF-8 sequence at s (n bytes available) that
+ * starts with a byte >= 0x80: 2 to 4, or 0 if it is not well formed
+ * (overlong forms, surrogates and values past U+10FFFF are not). */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned char b = s[0], lo = 0x80, hi = 0xbf;
+    size_t len;
+    if (b >= 0xc2 && b <= 0xdf)
+        len = 2;
+    else if (b >= 0xe0 && b <= 0xef)
+        len = 3;
+    else if (b >= 0xf0 && b <= 0xf4)
+        len = 4;
+    else
+        return 0;
+    if (b == 0xe0)
+        lo = 0xa0;
+    else if (b == 0xed)
+        hi = 0x9f;
+    else if (b == 0xf0)
+        lo = 0x90;
+    else if (b == 0xf4)
+        hi = 0x8f;
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t k = 2; k < len; k++)
+        if (s[k] < 0x80 || s[k] > 0xbf)
+            return 0;
+    return len;
+}
+
+static size_t put_utf8(char *d, unsigned long cp)
+{
+    if (cp < 0x80) {
+        d[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        d[0] = (char)(0xc0 | cp >> 6);
+        d[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        d[0] = (char)(0xe0 | cp >> 12);
+        d[1] = (char)(0x80 | (cp >> 6 & 0x3f));
+        d[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    d[0] = (char)(0xf0 | cp >> 18);
+    d[1] = (char)(0x80 | (cp >> 12 & 0x3f));
+    d[2] = (char)(0x80 | (cp >> 6 & 0x3f));
+    d[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* A JSON string, decoded into the arena (NUL-terminated; *len excludes the
+ * NUL, which the string itself may also contain as \u0000). The decoded
+ * form plus its NUL is never longer than the quoted source, so an arena of
+ * the header's size holds every string of the header. */
+static qkv_status parse_string(cursor *c, const char *what, const char **out, size_t *len)
+{
+    size_t start = c->i;
+    char *d;
+    size_t k = 0;
+    if (peek(c) != '"')
+        return syntax(c, what);
+    d = c->arena + c->used;
+    c->i++;
+    for (;;) {
+        int ch = peek(c);
+        if (ch < 0)
+            return st_fail(QKV_ERR_FORMAT, c->file,
+                           "header: unterminated string starting at offset %zu",
+                           AT(c, start));
+        if (ch == '"')
+            break;
+        if (ch < 0x20)
+            return st_fail(QKV_ERR_FORMAT, c->file,
+                           "header: control byte 0x%02x in a string at offset %zu (JSON "
+                           "needs it escaped)",
+                           ch, AT(c, c->i));
+        if (ch >= 0x80) {
+            size_t u = utf8_len(c->s + c->i, c->n - c->i);
+            if (!u)
+                return st_fail(QKV_ERR_FORMAT, c->file,
+                               "header: invalid UTF-8 at offset %zu", AT(c, c->i));
+            memcpy(d + k, c->s + c->i, u);
+            k += u;
+            c->i += u;
+            continue;
+        }
+        if (ch != '\\') {
+            d[k++] = (char)ch;
+            c->i++;
+            continue;
+        }
+        {
+            size_t esc = c->i;
+            long cp;
+            c->i++;
+            switch (peek(c)) {
+            case '"': d[k++] = '"'; break;
+            case '\\': d[k++] = '\\'; break;
+            case '/': d[k++] = '/'; break;
+            case 'b': d[k++] = '\b'; break;
+            case 'f': d[k++] = '\f'; break;
+            case 'n': d[k++] = '\n'; break;
+            case 'r': d[k++] = '\r'; break;
+            case 't': d[k++] = '\t'; break;
+            case 'u':
+                c->i++;
+                if ((cp = read_u4(c)) < 0)
+                    return st_fail(QKV_ERR_FORMAT, c->file,
+                                   "header: \\u at offset %zu is not followed by four hex "
+                                   "digits",
+                                   AT(c, esc));
+                if (cp >= 0xdc00 && cp <= 0xdfff)
+                    return st_fail(QKV_ERR_FORMAT, c->file,
+                                   "header: lone low surrogate \\u%04lX at offset %zu", cp,
+                                   AT(c, esc));
+                if (cp >= 0xd800 && cp <= 0xdbff) {
+                    long lo = -1;
+                    if (c->n - c->i >= 2 && c->s[c->i] == '\\' && c->s[c->i + 1] == 'u') {
+                        c->i += 2;
+                        lo = read_u4(c);
+                    }
+                    if (lo < 0xdc00 || lo > 0xdfff)
+                        return st_fail(QKV_ERR_FORMAT, c->file,
+                                       "header: high surrogate \\u%04lX at offset %zu is not "
+                                       "followed by a low surrogate",
+                                       cp, AT(c, esc));
+                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                }
+                k += put_utf8(d + k, (unsigned long)cp);
+                continue; /* read_u4 moved past the digits */
+            default:
+                return st_fail(QKV_ERR_FORMAT, c->file,
+                               "header: invalid escape at offset %zu in a string",
+                               AT(c, esc));
+            }
+            c->i++;
+        }
+    }
+    c->i++;
+    d[k] = '\0';
+    c->used += k + 1;
+    *out = d;
+    *len = k;
+    return QKV_OK;
+}
+
+static int str_is(const char *s, size_t len, const char *lit)
+{
+    return len == strlen(lit) && memcmp(s, lit, len) == 0;
+}
+
+/* A JSON number that must be a non-negative integer, into *v; what names
+ * it in details. */
+static qkv_status parse_uint(cursor *c, const char *what, uint64_t *v)
+{
+    size_t start = c->i;
+    int overflow = 0, ch;
+    *v = 0;
+    if (peek(c) == '-')
+        return st_fail(QKV_ERR_FORMAT, c->file, "header: negative number in %s at offset %zu",
+                       what, AT(c, c->i));
+    if (!((ch = peek(c)) >= '0' && ch <= '9')) {
+        char exp[80];
+        snprintf(exp, sizeof exp, "a non-negative integer in %s", what);
+        return syntax(c, exp);
+    }
+    for (; (ch = peek(c)) >= '0' && ch <= '9'; c->i++) {
+        if (*v > (UINT64_MAX - (uint64_t)(ch - '0')) / 10)
+            overflow = 1;
+        *v = *v * 10 + (uint64_t)(ch - '0');
+    }
+    if (ch == '.' || ch == 'e' || ch == 'E')
+        return st_fail(QKV_ERR_FORMAT, c->file,
+                       "header: the number in %s at offset %zu is not an integer", what,
+                       AT(c, start));
+    if (c->s[start] == '0' && c->i - start > 1)
+        return st_fail(QKV_ERR_FORMAT, c->file,
+                       "header: number with a leading zero in %s at offset %zu", what,
+                       AT(c, start));
+    if (overflow)
+        return st_fail(QKV_ERR_OVERFLOW, c->file,
+                       "header: the number in %s at offset %zu does not fit in 64 bits", what,
+                       AT(c, start));
+    return QKV_OK;
+}
+
+/* '[' a, b, ... ']' of non-negative integers, at most max of them. */
+static qkv_status parse_uint_list(cursor *c, const char *what, uint64_t *vals, int max,
+                                  int *count, int *too_many)
+{
+    qkv_status st;
+    char exp[80];
+    *count = 0;
+    *too_many = 0;
+    if (peek(c) != '[') {
+        snprintf(exp, sizeof exp, "'[' opening %s", what);
+        return syntax(c, exp);
+    }
+    c->i++;
+    skip_ws(c);
+    if (peek(c) == ']') {
+        c->i++;
+        return QKV_OK;
+    }
+    for (;;) {
+        uint64_t v;
+        skip_ws(c);
+        if ((st = parse_uint(c, what, &v)) != QKV_OK)
+            return st;
+        if (*count == max) {
+            *too_many = 1; /* the caller says what the limit is */
+            return QKV_OK;
+        }
+        vals[(*count)++] = v;
+        skip_ws(c);
+        if (peek(c) == ']')
+            break;
+        if (peek(c) != ',') {
+            snprintf(exp, sizeof exp, "',' or ']' in %s", what);
+            return syntax(c, exp);
+        }
+        c->i++;
+    }
+    c->i++;
+    return QKV_OK;
+}
+
+/* The entry of one tensor: an object with exactly dtype, shape and
+ * data_offsets. Checks its size against its byte range. */
+static qkv_status parse_tensor(cursor *c, st_tensor *t, uint64_t data_len)
+{
+    static const char *const fields[3] = {"dtype", "shape", "data_offsets"};
+    int seen[3] = {0, 0, 0};
+    char nm[72], sh[160];
+    uint64_t off[2] = {0, 0}, dims[QKV_ARRAY_MAX_DIMS];
+    int64_t numel = 1, bits, nbytes;
+    int zero = 0;
+    qkv_status st;
+    if (peek(c) != '{')
+        return st_fail(QKV_ERR_FORMAT, c->file,
+                       "header: tensor '%s': expected an object at offset %zu",
+                       show(nm, sizeof nm, t->name), AT(c, c->i));
+    c->i++;
+    skip_ws(c);
+    if (peek(c) == '}') {
+        c->i++;
+        return st_fail(QKV_ERR_FORMAT, c->file, "tensor '%s': missing field 'dtype'",
+                       show(nm, sizeof nm, t->name));
+    }
+    for (;;) {
+        const char *key;
+        size_t len, mark = c->used;
+        int k;
+        skip_ws(c);
+        if ((st = parse_string(c, "a quoted field name", &key, &len)) != QKV_OK)
+            return st;
+        for (k = 0; k < 3 && !str_is(key, len, fields[k]); k++)
+            ;
+        if (k == 3)
+            return st_fail(QKV_ERR_FORMAT, c->file,
+                           "tensor '%s': unknown field '%s' (only dtype, shape and "
+                           "data_offsets are allowed)",
+                           show(nm, sizeof nm, t->name), show(sh, 64, key));
+        c->used = mark; /* field names need not be kept */
+        if (seen[k]++)
+            return st_fail(QKV_ERR_FORMAT, c->file, "tensor '%s': duplicate field '%s'",
+                           show(nm, sizeof nm, t->name), fields[k]);
+        skip_ws(c);
+        if (peek(c) != ':')
+            return syntax(c, "':' after a field name");
+        c->i++;
+        skip_ws(c);
+        if (k == 0) {
+            const char *dt;
+            if ((st = parse_string(c, "a quoted dtype", &dt, &len)) != QKV_OK)
+                return st;
+            for (t->dt = 0; t->dt < ST_NDTYPES && !str_is(dt, len, st_dtypes[t->dt].name);
+                 t->dt++)
+                ;
+            if (t->dt == ST_NDTYPES)
+                return st_fail(QKV_ERR_FORMAT, c->file, "tensor '%s': unknown dtype '%s'",
+                               show(nm, sizeof nm, t->name), show(sh, 64, dt));
+            c->used = mark;
+        } else if (k == 1) {
+            int too_many;
+            if ((st = parse_uint_list(c, "'shape'", dims, QKV_ARRAY_MAX_DIMS, &t->ndim,
+                                      &too_many)) != QKV_OK)
+                return st;
+            if (too_many)
+                return st_fail(QKV_ERR_FORMAT, c->file,
+                               "tensor '%s': shape has more than %d dimensions, the most "
+                               "qkv handles (QKV_ARRAY_MAX_DIMS)",
+                               show(nm, sizeof nm, t->name), QKV_ARRAY_MAX_DIMS);
+            for (int i = 0; i < t->ndim; i++) {
+                if (dims[i] > INT64_MAX)
+                    return st_fail(QKV_ERR_OVERFLOW, c->file,
+                                   "tensor '%s': dimension %" PRIu64
+                                   " does not fit in int64_t",
+                                   show(nm, sizeof nm, t->name), dims[i]);
+                t->shape[i] = (int64_t)dims[i];
+            }
+        } else {
+            int n, too_many;
+            if ((st = parse_uint_list(c, "'data_offsets'", off, 2, &n, &too_many)) != QKV_OK)
+                return st;
+            if (n != 2 || too_many)
+                return st_fail(QKV_ERR_FORMAT, c->file,
+                               "tensor '%s': data_offsets must be [begin, end], two numbers",
+                               show(nm, sizeof nm, t->name));
+        }
+        skip_ws(c);
+        if (peek(c) == '}')
+            break;
+        if (peek(c) != ',')
+            return syntax(c, "',' or '}' in a tensor's entry");
+        c->i++;
+    }
+    c->i++;
+    for (int k = 0; k < 3; k++)
+        if (!seen[k])
+            return st_fail(QKV_ERR_FORMAT, c->file, "tensor '%s': missing field '%s'",
+                           show(nm, sizeof nm, t->name), fields[k]);
+
+    t->begin = off[0];
+    t->end = off[1];
+    if (t->end < t->begin)
+        return st_fail(QKV_ERR_FORMAT, c->file,
+                       "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
+                       "] end before they begin",
+                       show(nm, sizeof nm, t->name), t->begin, t->end);
+    if (t->end > data_len)
+        return st_fail(QKV_ERR_FORMAT, c->file,
+                       "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
+                       "] run past the end of the data section (%" PRIu64 " bytes)",
+                       show(nm, sizeof nm, t->name), t->begin, t->end, data_len);
+    /* As qkv_array_numel: the nonzero dims must multiply without overflow
+     * even when another dim is 0. */
+    for (int i = 0; i < t->ndim; i++) {
+        if (t->shape[i] == 0)
+            zero = 1;
+        else if (!qkv_mul_ok(numel, t->shape[i], &numel))
+            return st_fail(QKV_ERR_OVERFLOW, c->file,
+                           "tensor '%s': shape %s has more elements than fit in 64 bits",
+                           show(nm, sizeof nm, t->name), show_shape(sh, sizeof sh, t));
+    }
+    /* Whole-byte dtypes count in bytes, the packed ones (F4, F6) in bits. */
+    bits = st_dtypes[t->dt].bits;
+    if (!qkv_mul_ok(numel, bits % 8 ? bits : bits / 8, &nbytes))
+        return st_fail(QKV_ERR_OVERFLOW, c->file,
+                       "tensor '%s': shape %s of %s has more bytes than fit in 64 bits",
+                       show(nm, sizeof nm, t->name), show_shape(sh, sizeof sh, t),
+                       st_dtypes[t->dt].name);
+    if (zero)
+        nbytes = 0;
+    if (bits % 8) {
+        if (nbytes % 8 != 0)
+            return st_fail(QKV_ERR_FORMAT, c->file,
+                           "tensor '%s': shape %s of %s is not a whole number of bytes",
+                           show(nm, sizeof nm, t->name), show_shape(sh, sizeof sh, t),
+                           st_dtypes[t->dt].name);
+        nbytes /= 8;
+    }
+    if ((uint64_t)nbytes != t->end - t->begin)
+        return st_fail(QKV_ERR_FORMAT, c->file,
+                       "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] hold %" PRIu64
+                       " bytes but shape %s of %s needs %" PRId64,
+                       show(nm, sizeof nm, t->name), t->begin, t->end, t->end - t->begin,
+                       show_shape(sh, sizeof sh, t), st_dtypes[t->dt].name, nbytes);
+    return QKV_OK;
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+    const st_key *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int r = memcmp(x->s, y->s, n);
+    if (r)
+        return r;
+    return x->len < y->len ? -1 : x->len > y->len;
+}
+
+/* Sorts keys by name and reports the first name that occurs twice. */
+static qkv_status sort_unique(st_key *keys, size_t n, const char *file, const char *what)
+{
+    char nm[72];
+    if (n > 1)
+        qsort(keys, n, sizeof keys[0], cmp_key);
+    for (size_t i = 1; i < n; i++)
+        if (cmp_key(&keys[i - 1], &keys[i]) == 0)
+            return st_fail(QKV_ERR_FORMAT, file, "header: duplicate %s '%s'", what,
+                           show(nm, sizeof nm, keys[i].s));
+    return QKV_OK;
+}
+
+/* "__metadata__": an object mapping strings to strings. */
+static qkv_status parse_metadata(cursor *c)
+{
+    st_key *keys = NULL;
+    size_t n = 0, cap = 0;
+    qkv_status st = QKV_OK;
+    if (peek(c) != '{')
+        return syntax(c, "an object of strings for '__metadata__'");
+    c->i++;
+    skip_ws(c);
+    if (peek(c) == '}') {
+        c->i++;
+        return QKV_OK;
+    }
+    for (;;) {
+        const char *s;
+        size_t len;
+        skip_ws(c);
+        if ((st = parse_string(c, "a quoted key in '__metadata__'", &s, &len)) != QKV_OK)
+            break;
+        if (n == cap) {
+            st_key *k2;
+            cap = cap ? 2 * cap : 16;
+            if (!(k2 = realloc(keys, cap * sizeof *keys))) {
+                st = st_fail(QKV_ERR_OUT_OF_MEMORY, c->file,
+                             "cannot allocate the metadata's keys");
+                break;
+            }
+            keys = k2;
+        }
+        keys[n].s = s;
+        keys[n].len = len;
+        keys[n++].idx = 0;
+        skip_ws(c);
+        if (peek(c) != ':') {
+            st = syntax(c, "':' after a key in '__metadata__'");
+            break;
+        }
+        c->i++;
+        skip_ws(c);
+        if ((st = parse_string(c, "a string value in '__metadata__'", &s, &len)) != QKV_OK)
+            break;
+        skip_ws(c);
+        if (peek(c) == '}')
+            break;
+        if (peek(c) != ',') {
+            st = syntax(c, "',' or '}' in '__metadata__'");
+            break;
+        }
+        c->i++;
+    }
+    if (st == QKV_OK) {
+        c->i++;
+        st = sort_unique(keys, n, c->file, "key in '__metadata__'");
+    }
+    free(keys);
+    return st;
+}
+
+/* The header object; fills s->t and s->count. */
+static qkv_status parse_header(cursor *c, qkv_safetensors *s)
+{
+    int64_t cap = 0;
+    int meta = 0;
+    qkv_status st;
+    char nm[72];
+    if (peek(c) != '{')
+        return syntax(c, "'{' opening the header");
+    c->i++;
+    skip_ws(c);
+    if (peek(c) != '}')
+        for (;;) {
+            const char *key;
+            size_t len;
+            skip_ws(c);
+            if ((st = parse_string(c, "a quoted tensor name", &key, &len)) != QKV_OK)
+                return st;
+            skip_ws(c);
+            if (peek(c) != ':')
+                return syntax(c, "':' after a tensor name");
+            c->i++;
+            skip_ws(c);
+            if (str_is(key, len, "__metadata__")) {
+                if (meta++)
+                    return st_fail(QKV_ERR_FORMAT, c->file,
+                                   "header: duplicate key '__metadata__'");
+                if ((st = parse_metadata(c)) != QKV_OK)
+                    return st;
+            } else {
+                st_tensor *t;
+                if (strlen(key) != len)
+                    return st_fail(QKV_ERR_FORMAT, c->file,
+                                   "tensor '%s': the name holds U+0000, which a C string "
+                                   "cannot",
+                                   show(nm, sizeof nm, key));
+                if (s->count == cap) {
+                    st_tensor *t2;
+                    cap = cap ? 2 * cap : 16;
+                    if ((uint64_t)cap > SIZE_MAX / sizeof *t2 ||
+                        !(t2 = realloc(s->t, (size_t)cap * sizeof *t2)))
+                        return st_fail(QKV_ERR_OUT_OF_MEMORY, c->file,
+                                       "cannot allocate the tensor table");
+                    s->t = t2;
+                }
+                t = &s->t[s->count++];
+                memset(t, 0, sizeof *t);
+                t->name = key;
+                if ((st = parse_tensor(c, t, s->data_len)) != QKV_OK)
+                    return st;
+            }
+            skip_ws(c);
+            if (peek(c) == '}')
+                break;
+            if (peek(c) != ',')
+                return syntax(c, "',' or '}' after a tensor's entry");
+            c->i++;
+        }
+    c->i++; /* the closing '}' */
+    while (c->i < c->n && c->s[c->i] == ' ')
+        c->i++;
+    if (c->i < c->n)
+        return syntax(c, "only spaces after the header's closing '}'");
+    return QKV_OK;
+}
+
+/* ---------------------------------------------------------- range tiling */
+
+typedef struct st_range {
+    uint64_t begin, end;
+    int64_t idx;
+} st_range;
+
+static int cmp_range(const void *a, const void *b)
+{
+    const st_range *x = a, *y = b;
+    if (x->begin != y->begin)
+        return x->begin < y->begin ? -1 : 1;
+    if (x->end != y->end)
+        return x->end < y->end ? -1 : 1;
+    return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+/* The tensors' byte ranges, sorted, must follow each other without gap or
+ * overlap from 0 to the end of the data section. */
+static qkv_status check_tiling(const qkv_safetensors *s)
+{
+    st_range *r;
+    uint64_t at = 0;
+    int64_t prev = -1;
+    char a[72], b[72];
+    qkv_status st = QKV_OK;
+    if (s->count == 0) {
+        if (s->data_len)
+            return st_fail(QKV_ERR_FORMAT, s->file,
+                           "the header names no tensor but the data section holds %" PRIu64
+                           " bytes",
+                           s->data_len);
+        return QKV_OK;
+    }
+    if (!(r = malloc((size_t)s->count * sizeof *r)))
+        return st_fail(QKV_ERR_OUT_OF_MEMORY, s->file, "cannot allocate %" PRId64 " ranges",
+                       s->count);
+    for (int64_t i = 0; i < s->count; i++) {
+        r[i].begin = s->t[i].begin;
+        r[i].end = s->t[i].end;
+        r[i].idx = i;
+    }
+    qsort(r, (size_t)s->count, sizeof *r, cmp_range);
+    for (int64_t i = 0; i < s->count && st == QKV_OK; i++) {
+        const st_tensor *t = &s->t[r[i].idx];
+        if (r[i].begin > at)
+            st = st_fail(QKV_ERR_FORMAT, s->file,
+                         "bytes [%" PRIu64 ", %" PRIu64 ") of the data section belong to no "
+                         "tensor (a gap before tensor '%s')",
+                         at, r[i].begin, show(a, sizeof a, t->name));
+        else if (r[i].begin < at)
+            st = st_fail(QKV_ERR_FORMAT, s->file,
+                         "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
+                         "] overlap those of tensor '%s' [%" PRIu64 ", %" PRIu64 "]",
+                         show(a, sizeof a, t->name), t->begin, t->end,
+                         show(b, sizeof b, s->t[prev].name), s->t[prev].begin,
+                         s->t[prev].end);
+        at = r[i].end;
+        if (r[i].end > r[i].begin || prev < 0)
+            prev = r[i].idx;
+    }
+    free(r);
+    if (st == QKV_OK && at != s->data_len)
+        st = st_fail(QKV_ERR_FORMAT, s->file,
+                     "bytes [%" PRIu64 ", %" PRIu64 ") at the end of the data section "
+                     "belong to no tensor",
+                     at, s->data_len);
+    return st;
+}
+
+/* -------------------------------------------------------------- parsing */
+
+/* Parses the len bytes at image, which it takes over (freed on failure). */
+static qkv_status parse_image(unsigned char *image, size_t len, const char *file,
+                              qkv_safetensors **out)
+{
+    qkv_safetensors *s = calloc(1, sizeof *s);
+    uint64_t hlen = 0;
+    cursor c;
+    qkv_status st = QKV_OK;
+    if (!s || !(s->file = malloc(strlen(file) + 1))) {
+        free(s);
+        free(image);
+        return st_fail(QKV_ERR_OUT_OF_MEMORY, file, "cannot allocate the file's table");
+    }
+    strcpy(s->file, file);
+    s->image = image;
+    if (len < 8)
+        st = st_fail(QKV_ERR_FORMAT, file,
+                     "truncated: %zu bytes, shorter than the 8-byte header length", len);
+    else {
+        for (int k = 7; k >= 0; k--)
+            hlen = hlen << 8 | image[k];
+        if (hlen > len - 8)
+            st = st_fail(QKV_ERR_FORMAT, file,
+                         "header length %" PRIu64 " runs past the end of the file (%zu "
+                         "bytes)",
+                         hlen, len);
+    }
+    if (st == QKV_OK) {
+        s->data = image + 8 + hlen;
+        s->data_len = len - 8 - hlen;
+        if (!(s->arena = malloc((size_t)hlen + 1)))
+            st = st_fail(QKV_ERR_OUT_OF_MEMORY, file, "cannot allocate %" PRIu64 " bytes",
+                         hlen + 1);
+    }
+    if (st == QKV_OK) {
+        c.s = image + 8;
+        c.n = (size_t)hlen;
+        c.i = 0;
+        c.file = s->file;
+        c.arena = s->arena;
+        c.used = 0;
+        st = parse_header(&c, s);
+    }
+    if (st == QKV_OK && s->count > 0) {
+        if (!(s->by_name = malloc((size_t)s->count * sizeof *s->by_name)))
+            st = st_fail(QKV_ERR_OUT_OF_MEMORY, file, "cannot allocate the name index");
+        else {
+            for (int64_t i = 0; i < s->count; i++) {
+                s->by_name[i].s = s->t[i].name;
+                s->by_name[i].len = strlen(s->t[i].name);
+                s->by_name[i].idx = i;
+            }
+            st = sort_unique(s->by_name, (size_t)s->count, s->file, "tensor name");
+        }
+    }
+    /* After the duplicate check, whose detail says more than an overlap. */
+    if (st == QKV_OK)
+        st = check_tiling(s);
+    if (st != QKV_OK) {
+        qkv_safetensors_free(s);
+        return st;
+    }
+    *out = s;
+    return QKV_OK;
+}
+
+qkv_status qkv_safetensors_parse(const void *buf, size_t len, const char *name,
+                                 qkv_safetensors **out)
+{
+    const char *nm = name ? name : "<buffer>";
+    unsigned char *image;
+    qkv_clear_error();
+    if (!out)
+        return st_fail(QKV_ERR_NULL_ARGUMENT, nm, "qkv_safetensors_parse: out is NULL");
+    *out = NULL;
+    if (!buf && len > 0)
+        return st_fail(QKV_ERR_NULL_ARGUMENT, nm, "qkv_safetensors_parse: buf is NULL");
+    if (!(image = malloc(len ? len : 1)))
+        return st_fail(QKV_ERR_OUT_OF_MEMORY, nm, "cannot allocate %zu bytes", len);
+    if (len)
+        memcpy(image, buf, len);
+    return parse_image(image, len, nm, out);
+}
+
+/* Reads all of f: regular files in one go, pipes in growing chunks. */
+static qkv_status slurp(FILE *f, const char *path, unsigned char **image, size_t *len)
+{
+    struct stat sb;
+    size_t cap, n = 0, got;
+    unsigned char *p;
+    *image = NULL;
+    if (fstat(fileno(f), &sb) != 0)
+        return io_fail(path, "cannot stat", errno);
+    if (S_ISDIR(sb.st_mode))
+        return st_fail(QKV_ERR_IO, path, "is a directory");
+    if (S_ISREG(sb.st_mode) && (uint64_t)sb.st_size >= SIZE_MAX)
+        return st_fail(QKV_ERR_OUT_OF_MEMORY, path, "too large to read into memory");
+    /* One byte more than the size, so that a regular file's end is seen
+     * by the first read. */
+    cap = S_ISREG(sb.st_mode) ? (size_t)sb.st_size + 1 : 65536;
+    if (!(p = malloc(cap)))
+        return st_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate %zu bytes", cap);
+    for (;;) {
+        got = fread(p + n, 1, cap - n, f);
+        n += got;
+        if (n < cap)
+            break;
+        {
+            unsigned char *p2 = cap <= SIZE_MAX / 2 ? realloc(p, cap * 2) : NULL;
+            if (!p2) {
+                free(p);
+                return st_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate %zu bytes",
+                               cap);
+            }
+            p = p2;
+            cap *= 2;
+        }
+    }
+    if (ferror(f)) {
+        int err = errno;
+        free(p);
+        return io_fail(path, "read failed", err);
+    }
+    *image = p;
+    *len = n;
+    return QKV_OK;
+}
+
+qkv_status qkv_safetensors_read(const char *path, qkv_safetensors **out)
+{
+    FILE *f;
+    unsigned char *image;
+    size_t len = 0;
+    qkv_status st;
+    qkv_clear_error();
+    if (!out)
+        return qkv_fail(QKV_ERR_NULL_ARGUMENT, "qkv_safetensors_read: out is NULL");
+    *out = NULL;
+    if (!path)
+        return qkv_fail(QKV_ERR_NULL_ARGUMENT, "qkv_safetensors_read: path is NULL");
+    if (!(f = fopen(path, "rb")))
+        return io_fail(path, "cannot open", errno);
+    st = slurp(f, path, &image, &len);
+    fclose(f); /* read-only: nothing to lose on close */
+    if (st != QKV_OK)
+        return st;
+    return parse_image(image, len, path, out);
+}
+
+void qkv_safetensors_free(qkv_safetensors *st)
+{
+    if (!st)
+        return;
+    free(st->by_name);
+    free(st->t);
+    free(st->arena);
+    free(st->image);
+    free(st->file);
+    free(st);
+}
+
+int64_t qkv_safetensors_count(const qkv_safetensors *st) { return st ? st->count : 0; }
+
+const char *qkv_safetensors_name(const qkv_safetensors *st, int64_t i)
+{
+    return st && i >= 0 && i < st->count ? st->t[i].name : NULL;
+}
+
+static const st_tensor *lookup(const qkv_safetensors *st, const char *name)
+{
+    st_key key, *hit;
+    if (!st || !name || st->count == 0)
+        return NULL;
+    key.s = name;
+    key.len = strlen(name);
+    key.idx = 0;
+    hit = bsearch(&key, st->by_name, (size_t)st->count, sizeof key, cmp_key);
+    return hit ? &st->t[hit->idx] : NULL;
+}
+
+int qkv_safetensors_find(const qkv_safetensors *st, const char *name, qkv_array *info)
+{
+    const st_tensor *t = lookup(st, name);
+    if (!t)
+        return 0;
+    if (info) {
+        memset(info, 0, sizeof *info);
+        info->dtype = (qkv_dtype)st_dtypes[t->dt].qkv;
+        info->ndim = t->ndim;
+        memcpy(info->shape, t->shape, (size_t)t->ndim * sizeof t->shape[0]);
+    }
+    return 1;
+}
+
+qkv_status qkv_safetensors_get(const qkv_safetensors *st, const char *name, qkv_dtype to,
+                               qkv_array *out)
+{
+    const st_tensor *t;
+    qkv_array src;
+    size_t nbytes;
+    qkv_status s;
+    char nm[72];
+    qkv_clear_error();
+    if (!out)
+        return qkv_fail(QKV_ERR_NULL_ARGUMENT, "qkv_safetensors_get: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!st)
+        return qkv_fail(QKV_ERR_NULL_ARGUMENT, "qkv_safetensors_get: st is NULL");
+    if (!name)
+        return st_fail(QKV_ERR_NULL_ARGUMENT, st->file, "qkv_safetensors_get: name is NULL");
+    if (!(t = lookup(st, name)))
+        return st_fail(QKV_ERR_INVALID_ARGUMENT, st->file, "no tensor named '%s'",
+                       show(nm, sizeof nm, name));
+    if (st_dtypes[t->dt].qkv == ST_NO_QKV)
+        return st_fail(QKV_ERR_DTYPE, st->file,
+                       "tensor '%s': dtype %s is not supported (F32, F16, BF16, F64, I32, "
+                       "I64 and BOOL are)",
+                       show(nm, sizeof nm, name), st_dtypes[t->dt].name);
+    if (qkv_dtype_size(to) == 0)
+        return st_fail(QKV_ERR_DTYPE, st->file, "tensor '%s': target dtype %d is unknown",
+                       show(nm, sizeof nm, name), (int)to);
+    /* A copy at malloc's alignment: the file's offsets need not be. */
+    nbytes = (size_t)(t->end - t->begin);
+    memset(&src, 0, sizeof src);
+    src.dtype = (qkv_dtype)st_dtypes[t->dt].qkv;
+    src.ndim = t->ndim;
+    memcpy(src.shape, t->shape, (size_t)t->ndim * sizeof t->shape[0]);
+    if (!(src.data = malloc(nbytes ? nbytes : 1)))
+        return st_fail(QKV_ERR_OUT_OF_MEMORY, st->file,
+                       "tensor '%s': cannot allocate %zu bytes", show(nm, sizeof nm, name),
+                       nbytes);
+    if (nbytes)
+        memcpy(src.data, st->data + t->begin, nbytes);
+    if (!host_is_little_endian())
+        swap_elements(src.data, nbytes, qkv_dtype_size(src.dtype));
+    if (src.dtype == to) {
+        *out = src;
+        return QKV_OK;
+    }
+    s = qkv_array_convert(out, &src, to);
+    qkv_array_free(&src);
+    if (s != QKV_OK) {
+        /* Put the file and the tensor in front of the converter's words. */
+        static const char prefix[] = "qkv_array_convert: ";
+        char why[400];
+        const char *d = qkv_error_detail();
+        if (strncmp(d, prefix, sizeof prefix - 1) == 0)
+            d += sizeof prefix - 1;
+        snprintf(why, sizeof why, "%s", d);
+        return st_fail(s, st->file, "tensor '%s': %s", show(nm, sizeof nm, name), why);
+    }
+    return QKV_OK;
+}
+
+/* --------------------------------------------------------------- writing */
+
+/* A growing text buffer; ok turns 0 for good on a failed allocation. */
+typedef struct sbuf {
+    char *p;
+    size_t n, cap;
+    int ok;
+} sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n)
+{
+    if (!b->ok)
+        return;
+    if (b->cap - b->n < n) {
+        size_t cap = b->cap ? b->cap : 256;
+        char *p;
+        while (cap - b->n < n && cap <= SIZE_MAX / 2)
+            cap *= 2;
+        if (cap - b->n < n || !(p = realloc(b->p, cap))) {
+            b->ok = 0;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+}
+
+static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+
+/* A JSON string literal of s (valid UTF-8, checked by the caller). */
+static void sb_quoted(sbuf *b, const char *s)
+{
+    sb_put(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        char esc[8];
+        if (ch == '"' || ch == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)ch;
+            sb_put(b, esc, 2);
+        } else if (ch < 0x20) {
+            const char *named = ch == '\n' ? "\\n" : ch == '\t' ? "\\t" : ch == '\r' ? "\\r"
+                              : ch == '\b' ? "\\b" : ch == '\f' ? "\\f" : NULL;
+            if (named)
+                sb_str(b, named);
+            else {
+                snprintf(esc, sizeof esc, "\\u%04x", ch);
+                sb_str(b, esc);
+            }
+        } else {
+            sb_put(b, s, 1);
+        }
+    }
+    sb_put(b, "\"", 1);
+}
+
+static int valid_utf8(const char *s)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        size_t k = u[i] < 0x80 ? 1 : utf8_len(u + i, n - i);
+        if (!k)
+            return 0;
+        i += k;
+    }
+    return 1;
+}
+
+static int cmp_str_ptr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Checks the arguments of qkv_safetensors_write and sizes each array. */
+static qkv_status check_write_args(const char *path, int64_t n, const char *const *names,
+                                   const qkv_array *arrays, int64_t *nbytes)
+{
+    const char **sorted;
+    char nm[72];
+    qkv_status st = QKV_OK;
+    for (int64_t i = 0; i < n; i++) {
+        const qkv_array *a = &arrays[i];
+        int64_t numel;
+        if (!names[i])
+            return st_fail(QKV_ERR_NULL_ARGUMENT, path, "name %" PRId64 " is NULL", i);
+        if (!names[i][0])
+            return st_fail(QKV_ERR_INVALID_ARGUMENT, path, "name %" PRId64 " is empty", i);
+        if (!valid_utf8(names[i]))
+            return st_fail(QKV_ERR_INVALID_ARGUMENT, path,
+                           "name %" PRId64 " is not valid UTF-8", i);
+        if (strcmp(names[i], "__metadata__") == 0)
+            return st_fail(QKV_ERR_INVALID_ARGUMENT, path,
+                           "'__metadata__' is reserved and cannot name a tensor");
+        if (qkv_dtype_size(a->dtype) == 0)
+            return st_fail(QKV_ERR_DTYPE, path, "tensor '%s': dtype %d is unknown",
+                           show(nm, sizeof nm, names[i]), (int)a->dtype);
+        if (a->ndim < 0 || a->ndim > QKV_ARRAY_MAX_DIMS)
+            return st_fail(QKV_ERR_INVALID_ARGUMENT, path,
+                           "tensor '%s': ndim %d is outside 0..%d",
+                           show(nm, sizeof nm, names[i]), a->ndim, QKV_ARRAY_MAX_DIMS);
+        for (int d = 0; d < a->ndim; d++)
+            if (a->shape[d] < 0)
+                return st_fail(QKV_ERR_INVALID_ARGUMENT, path,
+                               "tensor '%s': shape[%d] is %" PRId64 ", negative",
+                               show(nm, sizeof nm, names[i]), d, a->shape[d]);
+        numel = qkv_array_numel(a);
+        if (numel < 0 || !qkv_mul_ok(numel, (int64_t)qkv_dtype_size(a->dtype), &nbytes[i]) ||
+            (uint64_t)nbytes[i] > SIZE_MAX)
+            return st_fail(QKV_ERR_OVERFLOW, path, "tensor '%s': its size overflows",
+                           show(nm, sizeof nm, names[i]));
+        if (nbytes[i] > 0 && !a->data)
+            return st_fail(QKV_ERR_NULL_ARGUMENT, path, "tensor '%s': data is NULL",
+                           show(nm, sizeof nm, names[i]));
+    }
+    if (n < 2)
+        return QKV_OK;
+    if (!(sorted = malloc((size_t)n * sizeof *sorted)))
+        return st_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate %" PRId64 " names", n);
+    memcpy(sorted, names, (size_t)n * sizeof *sorted);
+    qsort(sorted, (size_t)n, sizeof *sorted, cmp_str_ptr);
+    for (int64_t i = 1; i < n && st == QKV_OK; i++)
+        if (strcmp(sorted[i - 1], sorted[i]) == 0)
+            st = st_fail(QKV_ERR_INVALID_ARGUMENT, path, "duplicate name '%s'",
+                         show(nm, sizeof nm, sorted[i]));
+    free(sorted);
+    return st;
+}
+
+static const char *format_name(qkv_dtype t)
+{
+    for (int k = 0; k < ST_NDTYPES; k++)
+        if (st_dtypes[k].qkv == (int)t)
+            return st_dtypes[k].name;
+    return "?";
+}
+
+/* Writes n bytes of little-endian elements of the given size. */
+static int write_data(FILE *f, const unsigned char *p, size_t n, size_t size)
+{
+    unsigned char buf[4096];
+    if (host_is_little_endian())
+        return n == 0 || fwrite(p, 1, n, f) == n;
+    for (size_t off = 0; off < n; off += sizeof buf) {
+        size_t k = n - off < sizeof buf ? n - off : sizeof buf;
+        memcpy(buf, p + off, k);
+        swap_elements(buf, k, size); /* sizeof buf is a multiple of 8 */
+        if (fwrite(buf, 1, k, f) != k)
+            return 0;
+    }
+    return 1;
+}
+
+qkv_status qkv_safetensors_write(const char *path, int64_t n, const char *const *names,
+                                 const qkv_array *arrays)
+{
+    sbuf h = {NULL, 0, 0, 1};
+    int64_t *nbytes = NULL, off = 0;
+    unsigned char len8[8];
+    qkv_status st;
+    FILE *f;
+    int ok;
+    qkv_clear_error();
+    if (!path)
+        return qkv_fail(QKV_ERR_NULL_ARGUMENT, "qkv_safetensors_write: path is NULL");
+    if (n < 0)
+        return st_fail(QKV_ERR_INVALID_ARGUMENT, path, "n is %" PRId64 ", negative", n);
+    if (n > 0 && (!names || !arrays))
+        return st_fail(QKV_ERR_NULL_ARGUMENT, path, "qkv_safetensors_write: %s is NULL",
+                       names ? "arrays" : "names");
+    if ((uint64_t)n > SIZE_MAX / sizeof *nbytes ||
+        !(nbytes = malloc(n ? (size_t)n * sizeof *nbytes : 1)))
+        return st_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate %" PRId64 " sizes", n);
+    if ((st = check_write_args(path, n, names, arrays, nbytes)) != QKV_OK) {
+        free(nbytes);
+        return st;
+    }
+
+    sb_put(&h, "{", 1);
+    for (int64_t i = 0; i < n; i++) {
+        char num[96];
+        int64_t end;
+        if (!qkv_add_ok(off, nbytes[i], &end)) {
+            free(nbytes);
+            free(h.p);
+            return st_fail(QKV_ERR_OVERFLOW, path, "the tensors' total size overflows");
+        }
+        if (i)
+            sb_put(&h, ",", 1);
+        sb_quoted(&h, names[i]);
+        sb_str(&h, ":{\"dtype\":\"");
+        sb_str(&h, format_name(arrays[i].dtype));
+        sb_str(&h, "\",\"shape\":[");
+        for (int d = 0; d < arrays[i].ndim; d++) {
+            snprintf(num, sizeof num, "%s%" PRId64, d ? "," : "", arrays[i].shape[d]);
+            sb_str(&h, num);
+        }
+        snprintf(num, sizeof num, "],\"data_offsets\":[%" PRId64 ",%" PRId64 "]}", off, end);
+        sb_str(&h, num);
+        off = end;
+    }
+    sb_put(&h, "}", 1);
+    /* Spaces so that the data section starts at a multiple of 8. */
+    while (h.ok && h.n % 8 != 0)
+        sb_put(&h, " ", 1);
+    if (!h.ok) {
+        free(nbytes);
+        free(h.p);
+        return st_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate the header");
+    }
+    for (int k = 0; k < 8; k++)
+        len8[k] = (unsigned char)((uint64_t)h.n >> (8 * k));
+
+    if (!(f = fopen(path, "wb"))) {
+        int err = errno;
+        free(nbytes);
+        free(h.p);
+        return io_fail(path, "cannot open for writing", err);
+    }
+    ok = fwrite(len8, 1, 8, f) == 8 && fwrite(h.p, 1, h.n, f) == h.n;
+    for (int64_t i = 0; ok && i < n; i++)
+        ok = write_data(f, arrays[i].data, (size_t)nbytes[i],
+                        qkv_dtype_size(arrays[i].dtype));
+    free(nbytes);
+    free(h.p);
+    if (!ok) {
+        int err = errno;
+        fclose(f);
+        return io_fail(path, "write failed", err);
+    }
+    if (fclose(f) != 0)
+        return io_fail(path, "write failed on close", errno);
+    return QKV_OK;
+}
