@@ -49,7 +49,7 @@ test-generic:
 	    $(CMAKE_FLAGS)
 	cmake --build build/generic -j $(JOBS)
 	cd build/generic && ctest --output-on-failure -j $(JOBS) \
-	    -R 'test_(kernels|options|properties|oracle|api|worked_example|progress)'
+	    -R 'test_(kernels|options|properties|oracle|api|worked_example|progress|gemm)'
 
 # The Python binding: pytest on the build tree's library, then a pip install
 # into a fresh virtual environment and an import from elsewhere.

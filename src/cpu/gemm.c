@@ -1,23 +1,297 @@
-/* qkv_sgemm: C = alpha op(A) op(B) + beta C (qkv.h). A plain loop version;
- * the blocked kernel replaces it. */
-#include "common.h"
+/* qkv_sgemm (qkv.h): C = alpha op(A) op(B) + beta C in the Goto/BLIS plan.
+ * Blocks of op(A) (MC x KC, meant for L3) and op(B) (KC x NC, meant for L2)
+ * are packed into contiguous panels, which takes care of the transposes, so
+ * that one register-tile microkernel per instruction set (kernels.h) serves
+ * all four cases. Threads take rectangles of C. */
+#include "../common.h"
+#include "../threads.h"
+#include "dispatch.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef QKV_HAVE_CBLAS
+#include <cblas.h>
+#include <limits.h>
+#endif
+
+/* Depth of one pass over C. Fixed, so that every element of C sums the
+ * same products in the same order whatever the threads: a thread count
+ * changes which rectangle an element lies in, never its arithmetic. */
+#define GEMM_KC 384
+/* Rows of op(A) packed at once (rounded to the register tile), and
+ * columns of op(B): the B block, KC x NC, stays in L2 while the A
+ * micro-panels stream past it. */
+#define GEMM_MC 1008
+#define GEMM_NC 512
+/* Work below which one more thread costs more than it gives, in FLOPs. */
+#define GEMM_MIN_FLOPS_PER_THREAD 4e6
+
+typedef struct gemm_job {
+    const qkv_cpu_kernels *kern;
+    qkv_transpose ta, tb;
+    int64_t m, n, k;
+    float alpha, beta;
+    const float *a, *b;
+    int64_t lda, ldb;
+    float *c;
+    int64_t ldc;
+    int64_t gm, gn;   /* C is split into gm x gn rectangles, one per thread */
+    int64_t mc, nc;   /* block sizes: multiples of the register tile */
+    float **pa, **pb; /* each thread's packing buffers */
+} gemm_job;
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
+
+/* Rows [i0, i0 + rows) and columns [p0, p0 + kc) of op(A) as micro-panels
+ * of mr rows: panel q holds dst[q * mr * kc + p * mr + r], rows past the
+ * end zero. */
+static void pack_a(const gemm_job *g, float *dst, int64_t i0, int64_t rows, int64_t p0, int64_t kc)
+{
+    const int64_t mr = g->kern->gemm_mr, lda = g->lda;
+    for (int64_t i = 0; i < rows; i += mr, dst += mr * kc) {
+        const int64_t h = min64(mr, rows - i);
+        if (g->ta == QKV_NO_TRANS) {
+            const float *src = g->a + (i0 + i) * lda + p0;
+            for (int64_t r = 0; r < h; r++)
+                for (int64_t p = 0; p < kc; p++) dst[p * mr + r] = src[r * lda + p];
+        } else {
+            const float *src = g->a + p0 * lda + i0 + i;
+            for (int64_t p = 0; p < kc; p++)
+                for (int64_t r = 0; r < h; r++) dst[p * mr + r] = src[p * lda + r];
+        }
+        for (int64_t p = 0; h < mr && p < kc; p++)
+            for (int64_t r = h; r < mr; r++) dst[p * mr + r] = 0.0f;
+    }
+}
+
+/* Rows [p0, p0 + kc) and columns [j0, j0 + cols) of op(B) as micro-panels
+ * of nr columns: panel q holds dst[q * nr * kc + p * nr + j]. */
+static void pack_b(const gemm_job *g, float *dst, int64_t p0, int64_t kc, int64_t j0, int64_t cols)
+{
+    const int64_t nr = g->kern->gemm_nr, ldb = g->ldb;
+    for (int64_t j = 0; j < cols; j += nr, dst += nr * kc) {
+        const int64_t w = min64(nr, cols - j);
+        if (g->tb == QKV_NO_TRANS) {
+            const float *src = g->b + p0 * ldb + j0 + j;
+            for (int64_t p = 0; p < kc; p++) {
+                memcpy(dst + p * nr, src + p * ldb, (size_t)w * sizeof(float));
+                for (int64_t q = w; q < nr; q++) dst[p * nr + q] = 0.0f;
+            }
+        } else {
+            const float *src = g->b + (j0 + j) * ldb + p0;
+            for (int64_t q = 0; q < w; q++)
+                for (int64_t p = 0; p < kc; p++) dst[p * nr + q] = src[q * ldb + p];
+            for (int64_t p = 0; w < nr && p < kc; p++)
+                for (int64_t q = w; q < nr; q++) dst[p * nr + q] = 0.0f;
+        }
+    }
+}
+
+/* C[i0:i1, j0:j1]: for each block of rows and each depth pass, the A block
+ * is packed once and every B block of the rectangle runs past it. */
+static void gemm_rect(const gemm_job *g, float *pa, float *pb, int64_t i0, int64_t i1, int64_t j0,
+                      int64_t j1)
+{
+    const qkv_cpu_kernels *kern = g->kern;
+    const int64_t mr = kern->gemm_mr, nr = kern->gemm_nr;
+    for (int64_t ic = i0; ic < i1; ic += g->mc) {
+        const int64_t mc = min64(g->mc, i1 - ic);
+        for (int64_t pc = 0; pc < g->k; pc += GEMM_KC) {
+            const int64_t kc = min64(GEMM_KC, g->k - pc);
+            const float beta = pc == 0 ? g->beta : 1.0f; /* later passes add */
+            pack_a(g, pa, ic, mc, pc, kc);
+            for (int64_t jc = j0; jc < j1; jc += g->nc) {
+                const int64_t nc = min64(g->nc, j1 - jc);
+                pack_b(g, pb, pc, kc, jc, nc);
+                for (int64_t ir = 0; ir < mc; ir += mr) {
+                    float *crow = g->c + (ic + ir) * g->ldc + jc;
+                    const int rows = (int)min64(mr, mc - ir);
+                    for (int64_t jr = 0; jr < nc; jr += nr)
+                        kern->gemm(kc, pa + ir * kc, pb + jr * kc, g->alpha, beta, crow + jr,
+                                   g->ldc, rows, (int)min64(nr, nc - jr));
+                }
+            }
+        }
+    }
+}
+
+/* Part u of [0, len) in `parts` pieces, cut at multiples of `unit`. */
+static int64_t split_at(int64_t len, int64_t unit, int64_t parts, int64_t u)
+{
+    const int64_t units = (len + unit - 1) / unit;
+    return min64(len, units * u / parts * unit);
+}
+
+static void gemm_worker(void *ctx, int tid, int64_t begin, int64_t end)
+{
+    const gemm_job *g = ctx;
+    const int64_t mr = g->kern->gemm_mr, nr = g->kern->gemm_nr;
+    for (int64_t u = begin; u < end; u++) {
+        const int64_t r = u / g->gn, s = u % g->gn;
+        gemm_rect(g, g->pa[tid], g->pb[tid], split_at(g->m, mr, g->gm, r),
+                  split_at(g->m, mr, g->gm, r + 1), split_at(g->n, nr, g->gn, s),
+                  split_at(g->n, nr, g->gn, s + 1));
+    }
+}
+
+/* The grid of rectangles for up to nt threads: as many rectangles as
+ * threads where the tiles allow, then the shape that packs least per
+ * thread (each packs its rows of A and its columns of B). */
+static void choose_grid(gemm_job *g, int nt)
+{
+    const int64_t mt = (g->m + g->kern->gemm_mr - 1) / g->kern->gemm_mr;
+    const int64_t ntl = (g->n + g->kern->gemm_nr - 1) / g->kern->gemm_nr;
+    g->gm = g->gn = 1;
+    double best = INFINITY;
+    for (int64_t a = 1; a <= nt && a <= mt; a++) {
+        const int64_t b = min64(nt / a, ntl);
+        const double cost = (double)g->m / (double)a + (double)g->n / (double)b;
+        if (a * b > g->gm * g->gn || (a * b == g->gm * g->gn && cost < best)) {
+            g->gm = a;
+            g->gn = b;
+            best = cost;
+        }
+    }
+}
+
+static qkv_status check_matrix(const char *name, const char *ldname, const void *p, int64_t rows,
+                               int64_t cols, int64_t ld, const char *what)
+{
+    if (ld < cols)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "%s: %lld is less than %s", ldname,
+                        (long long)ld, what);
+    if (rows == 0 || cols == 0) return QKV_OK;
+    if (!p)
+        return qkv_fail(QKV_ERR_NULL_ARGUMENT, "%s: NULL for a %lld x %lld matrix", name,
+                        (long long)rows, (long long)cols);
+    /* The last element read or written, in bytes from the first. */
+    int64_t span;
+    if (!qkv_mul_ok(rows - 1, ld, &span) || !qkv_add_ok(span, cols, &span) ||
+        span > INT64_MAX / (int64_t)sizeof(float))
+        return qkv_fail(QKV_ERR_OVERFLOW, "%s: %lld rows of %s = %lld elements overflow", name,
+                        (long long)rows, ldname, (long long)ld);
+    return QKV_OK;
+}
+
+/* C = beta C, for k == 0 or alpha == 0 (A and B are not read then, as in
+ * BLAS); beta == 0 writes zeros without reading C. */
+static void scale_c(float *c, int64_t ldc, int64_t m, int64_t n, float beta)
+{
+    if (beta == 1.0f) return;
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0 ? 0.0f : beta * c[i * ldc + j];
+}
 
 qkv_status qkv_sgemm(qkv_transpose ta, qkv_transpose tb, int64_t m, int64_t n, int64_t k,
                      float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                      float beta, float *c, int64_t ldc, const qkv_gemm_options *opts)
 {
-    (void)opts;
     qkv_clear_error();
-    for (int64_t i = 0; i < m; i++)
-        for (int64_t j = 0; j < n; j++) {
-            float acc = 0;
-            for (int64_t p = 0; p < k; p++) {
-                float x = ta ? a[p * lda + i] : a[i * lda + p];
-                float y = tb ? b[j * ldb + p] : b[p * ldb + j];
-                acc += x * y;
-            }
-            float *cij = &c[i * ldc + j];
-            *cij = alpha * acc + (beta == 0 ? 0 : beta * *cij);
-        }
-    return QKV_OK;
+    static const qkv_gemm_options defaults;
+    if (!opts) opts = &defaults;
+    if (ta != QKV_NO_TRANS && ta != QKV_TRANS)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "ta: %d is not a qkv_transpose", (int)ta);
+    if (tb != QKV_NO_TRANS && tb != QKV_TRANS)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "tb: %d is not a qkv_transpose", (int)tb);
+    const int64_t dims[3] = {m, n, k};
+    for (int i = 0; i < 3; i++)
+        if (dims[i] < 0)
+            return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "%c: %lld is negative", "mnk"[i],
+                            (long long)dims[i]);
+    char what[64];
+    qkv_status st;
+    /* A is stored m x k, or k x m when transposed; B k x n, or n x k. */
+    snprintf(what, sizeof what, ta ? "m = %lld" : "k = %lld", (long long)(ta ? m : k));
+    st = check_matrix("a", "lda", a, ta ? k : m, ta ? m : k, lda, what);
+    if (st != QKV_OK) return st;
+    snprintf(what, sizeof what, tb ? "k = %lld" : "n = %lld", (long long)(tb ? k : n));
+    st = check_matrix("b", "ldb", b, tb ? n : k, tb ? k : n, ldb, what);
+    if (st != QKV_OK) return st;
+    snprintf(what, sizeof what, "n = %lld", (long long)n);
+    st = check_matrix("c", "ldc", c, m, n, ldc, what);
+    if (st != QKV_OK) return st;
+    if (opts->isa < QKV_ISA_AUTO || opts->isa > QKV_ISA_AVX512)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "isa: %d is not a qkv_isa", (int)opts->isa);
+    if (opts->num_threads < 0)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "num_threads: %d, expected 0 (all CPUs) or more",
+                        opts->num_threads);
+
+#ifdef QKV_HAVE_CBLAS
+    const int use_blas = opts->isa == QKV_ISA_AUTO;
+#else
+    const int use_blas = 0;
+#endif
+    gemm_job g;
+    memset(&g, 0, sizeof g);
+    if (!use_blas) {
+        st = qkv_cpu_kernels_get(opts->isa, &g.kern);
+        if (st != QKV_OK) return st;
+    }
+    if (m == 0 || n == 0) return QKV_OK;
+    if (k == 0 || alpha == 0) {
+        scale_c(c, ldc, m, n, beta);
+        return QKV_OK;
+    }
+#ifdef QKV_HAVE_CBLAS
+    /* The BLAS takes int sizes: larger problems stay with our kernel. */
+    if (use_blas && m <= INT_MAX && n <= INT_MAX && k <= INT_MAX && lda <= INT_MAX &&
+        ldb <= INT_MAX && ldc <= INT_MAX) {
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+        return QKV_OK;
+    }
+    if (use_blas) {
+        st = qkv_cpu_kernels_get(QKV_ISA_AUTO, &g.kern);
+        if (st != QKV_OK) return st;
+    }
+#endif
+
+    g.ta = ta;
+    g.tb = tb;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    g.alpha = alpha;
+    g.beta = beta;
+    g.a = a;
+    g.b = b;
+    g.lda = lda;
+    g.ldb = ldb;
+    g.c = c;
+    g.ldc = ldc;
+    int nt = opts->num_threads ? opts->num_threads : qkv_cpu_count();
+    if (nt > QKV_MAX_THREADS) nt = QKV_MAX_THREADS;
+    const double flops = 2.0 * (double)m * (double)n * (double)k;
+    if (flops / GEMM_MIN_FLOPS_PER_THREAD < nt)
+        nt = flops < GEMM_MIN_FLOPS_PER_THREAD ? 1 : (int)(flops / GEMM_MIN_FLOPS_PER_THREAD);
+    choose_grid(&g, nt);
+    nt = (int)(g.gm * g.gn);
+
+    const int64_t mr = g.kern->gemm_mr, nr = g.kern->gemm_nr;
+    const int64_t kc = min64(GEMM_KC, k);
+    g.mc = min64(round_up(GEMM_MC, mr), round_up((m + g.gm - 1) / g.gm + mr, mr));
+    g.nc = min64(round_up(GEMM_NC, nr), round_up((n + g.gn - 1) / g.gn + nr, nr));
+    g.pa = calloc((size_t)nt, sizeof *g.pa);
+    g.pb = calloc((size_t)nt, sizeof *g.pb);
+    st = g.pa && g.pb ? QKV_OK : QKV_ERR_OUT_OF_MEMORY;
+    for (int t = 0; t < nt && st == QKV_OK; t++) {
+        g.pa[t] = aligned_alloc(64, (size_t)round_up(g.mc * kc * (int64_t)sizeof(float), 64));
+        g.pb[t] = aligned_alloc(64, (size_t)round_up(g.nc * kc * (int64_t)sizeof(float), 64));
+        if (!g.pa[t] || !g.pb[t]) st = QKV_ERR_OUT_OF_MEMORY;
+    }
+    if (st == QKV_OK)
+        st = qkv_parallel_for(g.gm * g.gn, nt, gemm_worker, &g);
+    else
+        st = qkv_fail(st, "qkv_sgemm: cannot allocate packing buffers for %d threads", nt);
+    for (int t = 0; t < nt && g.pa && g.pb; t++) {
+        free(g.pa[t]);
+        free(g.pb[t]);
+    }
+    free(g.pa);
+    free(g.pb);
+    return st;
 }

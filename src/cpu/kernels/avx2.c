@@ -7,6 +7,9 @@ typedef __m256 VF;
 #define VL 8
 #define QK_RJ 4
 #define QK_NV 2
+/* SGEMM: 6 rows x 2 vectors, 12 accumulators. */
+#define GEMM_MR 6
+#define GEMM_NV 2
 #define KNAME qkv_kernels_avx2
 #define KNAME_STRING "avx2"
 
@@ -39,6 +42,24 @@ static inline __m256 vpow2(__m256 p, __m256 n)
 {
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* Lane j of the result is the sum of a[j]'s lanes: a transpose and add
+ * in three rounds; reading the inputs in the order the rounds leave the
+ * sums in (an involution) puts sum j in lane j. */
+static inline __m256 vsum_each(const __m256 *a)
+{
+    static const int ord[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+    __m256 b[4], c[2];
+    for (int j = 0; j < 4; j++) {
+        __m256 x = a[ord[j]], y = a[ord[j + 4]];
+        b[j] = _mm256_add_ps(_mm256_permute2f128_ps(x, y, 0x20), _mm256_permute2f128_ps(x, y, 0x31));
+    }
+    for (int j = 0; j < 2; j++)
+        c[j] = _mm256_add_ps(_mm256_shuffle_ps(b[j], b[j + 2], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm256_shuffle_ps(b[j], b[j + 2], _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm256_add_ps(_mm256_shuffle_ps(c[0], c[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm256_shuffle_ps(c[0], c[1], _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
 #include "body.h"

@@ -7,6 +7,9 @@ typedef __m512 VF;
 #define VL 16
 #define QK_RJ 6
 #define QK_NV 4
+/* SGEMM: 14 rows x 2 vectors, 28 accumulators. */
+#define GEMM_MR 14
+#define GEMM_NV 2
 #define KNAME qkv_kernels_avx512
 #define KNAME_STRING "avx512"
 
@@ -28,5 +31,28 @@ typedef __m512 VF;
 #define vsel_lt(x, y, a, b) _mm512_mask_blend_ps(_mm512_cmp_ps_mask((x), (y), _CMP_LT_OQ), (b), (a))
 #define vsel_eq(x, y, a, b) _mm512_mask_blend_ps(_mm512_cmp_ps_mask((x), (y), _CMP_EQ_OQ), (b), (a))
 #define vabs(x) _mm512_abs_ps(x)
+
+/* Lane j of the result is the sum of a[j]'s lanes: a transpose and add
+ * in four rounds of shuffles. The rounds leave the sums in the lane order
+ * VSUM_ORDER, an involution, so reading the inputs in that order puts sum
+ * j in lane j. */
+static inline VF vsum_each(const VF *a)
+{
+    static const int ord[16] = {0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15};
+    VF b[8], c[4], d[2];
+    for (int j = 0; j < 8; j++) {
+        VF x = a[ord[j]], y = a[ord[j + 8]];
+        b[j] = _mm512_add_ps(_mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(3, 2, 3, 2)));
+    }
+    for (int j = 0; j < 4; j++)
+        c[j] = _mm512_add_ps(_mm512_shuffle_f32x4(b[j], b[j + 4], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(b[j], b[j + 4], _MM_SHUFFLE(3, 1, 3, 1)));
+    for (int j = 0; j < 2; j++)
+        d[j] = _mm512_add_ps(_mm512_shuffle_ps(c[j], c[j + 2], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(c[j], c[j + 2], _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm512_add_ps(_mm512_shuffle_ps(d[0], d[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_ps(d[0], d[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
 
 #include "body.h"

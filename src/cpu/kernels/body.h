@@ -6,6 +6,7 @@
  *   KNAME, KNAME_STRING   the qkv_cpu_kernels object to define, its name
  *   QK_RJ, QK_NV      register tile: QK_RJ keys (qk) or value columns (pv)
  *                     x QK_NV vectors of rows
+ *   GEMM_MR, GEMM_NV  the SGEMM register tile: GEMM_MR rows x GEMM_NV vectors
  *   vld(p)            load VL floats from 64-byte-aligned p;  vst(p, x) store
  *   vldu(p)           load from any address;  vldu_n(p, n) the first n < VL
  *                     floats, zeros after;  vstu(p, x) store anywhere
@@ -17,6 +18,8 @@
  *   vsel_lt(x, y, a, b)  a where x < y, else b (false for NaN)
  *   vsel_eq(x, y, a, b)  a where x == y, else b
  *   vabs(x)
+ *   vsum_each(a)      from VL vectors a[0..VL-1], the vector whose lane j is
+ *                     the sum of a[j]'s lanes
  *
  * Layout (kernels.h): scores and output are kept transposed, st[j][i] for
  * key j and row i, ot[c][i] for value column c, so that the rows of a tile
@@ -245,4 +248,182 @@ static void pv(const float *pt, int64_t ldp, const float *v, int64_t ldv, float 
     for (; i0 < m; i0 += VL) pv_cols_one(pt + i0, ldp, v, ldv, ot + i0, ldo, alpha + i0, n, ev);
 }
 
-const qkv_cpu_kernels KNAME = {KNAME_STRING, qk, softmax, pv, exp_inplace, softcap};
+/* ------------------------------------------------------------ rows */
+
+/* Row-major kernels for small tiles (decode): dot products run along the
+ * vector and VL of them are reduced together by vsum_each. */
+
+/* Lane j: sum over d < k of ar[d] * b[j * ldb + d], for the first nj <= VL
+ * rows of b (lanes past nj are 0). */
+static inline VF dot_block(const float *ar, const float *b, int64_t ldb, int nj, int64_t k)
+{
+    VF acc[VL];
+    _Pragma("GCC unroll 16") for (int j = 0; j < VL; j++) acc[j] = vzero();
+    int64_t d = 0;
+    if (nj == VL) {
+        for (; d + VL <= k; d += VL) {
+            const VF av = vldu(ar + d);
+            _Pragma("GCC unroll 16") for (int j = 0; j < VL; j++) acc[j] =
+                vfma(av, vldu(b + j * ldb + d), acc[j]);
+        }
+    } else {
+        for (; d + VL <= k; d += VL) {
+            const VF av = vldu(ar + d);
+            for (int j = 0; j < nj; j++) acc[j] = vfma(av, vldu(b + j * ldb + d), acc[j]);
+        }
+    }
+    if (d < k) {
+        const int t = (int)(k - d);
+        const VF av = vldu_n(ar + d, t);
+        for (int j = 0; j < nj; j++) acc[j] = vfma(av, vldu_n(b + j * ldb + d, t), acc[j]);
+    }
+    return vsum_each(acc);
+}
+
+static void dot_rows(const float *a, int64_t lda, int64_t m, const float *b, int64_t ldb,
+                     float *c, int64_t ldc, int64_t n, int64_t k)
+{
+    for (int64_t j0 = 0; j0 < n; j0 += VL) {
+        const int nj = n - j0 < VL ? (int)(n - j0) : VL;
+        for (int64_t r = 0; r < m; r++) {
+            const VF s = dot_block(a + r * lda, b + j0 * ldb, ldb, nj, k);
+            if (nj == VL) {
+                vstu(c + r * ldc + j0, s);
+            } else {
+                _Alignas(64) float buf[VL];
+                vst(buf, s);
+                for (int j = 0; j < nj; j++) c[r * ldc + j0 + j] = buf[j];
+            }
+        }
+    }
+}
+
+/* o[r][c0 ..] = o * alpha[r] + sum_j p[r][j] v[j][c0 ..] for MR rows and NV
+ * whole vectors of columns: each v row loaded once for all MR rows. */
+#define DEFINE_AXPY_TILE(NAME, MR, NV)                                                        \
+    static inline void NAME(const float *p, int64_t ldp, const float *v, int64_t ldv,        \
+                            float *o, int64_t ldo, const float *alpha, int64_t n)            \
+    {                                                                                         \
+        VF acc[MR][NV];                                                                       \
+        _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)                                 \
+            _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) acc[r][c] =                 \
+                vmul(vldu(o + r * ldo + c * VL), vset1(alpha[r]));                            \
+        for (int64_t j = 0; j < n; j++) {                                                     \
+            VF vv[NV];                                                                        \
+            _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) vv[c] =                     \
+                vldu(v + j * ldv + c * VL);                                                   \
+            _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)                             \
+            {                                                                                 \
+                const VF pb = vset1(p[r * ldp + j]);                                          \
+                _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) acc[r][c] =             \
+                    vfma(pb, vv[c], acc[r][c]);                                               \
+            }                                                                                 \
+        }                                                                                     \
+        _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)                                 \
+            _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++)                             \
+                vstu(o + r * ldo + c * VL, acc[r][c]);                                        \
+    }
+
+DEFINE_AXPY_TILE(axpy_4w, 4, QK_NV)
+DEFINE_AXPY_TILE(axpy_4n, 4, 1)
+DEFINE_AXPY_TILE(axpy_1w, 1, QK_NV)
+DEFINE_AXPY_TILE(axpy_1n, 1, 1)
+
+static void axpy_rows(const float *p, int64_t ldp, int64_t m, const float *v, int64_t ldv,
+                      float *o, int64_t ldo, const float *alpha, int64_t n, int64_t ev)
+{
+    int64_t r = 0;
+    for (; r < m; r += r + 4 <= m ? 4 : 1) {
+        const int four = r + 4 <= m;
+        const float *pr = p + r * ldp;
+        float *orow = o + r * ldo;
+        int64_t c = 0;
+        for (; c + QK_NV * VL <= ev; c += QK_NV * VL) {
+            if (four)
+                axpy_4w(pr, ldp, v + c, ldv, orow + c, ldo, alpha + r, n);
+            else
+                axpy_1w(pr, ldp, v + c, ldv, orow + c, ldo, alpha + r, n);
+        }
+        for (; c + VL <= ev; c += VL) {
+            if (four)
+                axpy_4n(pr, ldp, v + c, ldv, orow + c, ldo, alpha + r, n);
+            else
+                axpy_1n(pr, ldp, v + c, ldv, orow + c, ldo, alpha + r, n);
+        }
+        /* The last columns, fewer than a vector, one by one in the same
+         * order of j. */
+        for (int64_t i = 0; i < (four ? 4 : 1); i++)
+            for (int64_t cc = c; cc < ev; cc++) {
+                float acc = orow[i * ldo + cc] * alpha[r + i];
+                for (int64_t j = 0; j < n; j++) acc = fmaf(pr[i * ldp + j], v[j * ldv + cc], acc);
+                orow[i * ldo + cc] = acc;
+            }
+    }
+}
+
+/* ------------------------------------------------------------ gemm */
+
+/* The SGEMM microkernel of kernels.h: GEMM_MR rows of op(A), each number
+ * broadcast, times GEMM_NV vectors of op(B)'s columns, all accumulators in
+ * registers. A partial tile is staged through a local tile so that every
+ * element goes through the same vector instructions as in a whole one. */
+#define GEMM_NR (GEMM_NV * VL)
+
+static void gemm(int64_t kc, const float *a, const float *b, float alpha, float beta, float *c,
+                 int64_t ldc, int rows, int cols)
+{
+    VF acc[GEMM_MR][GEMM_NV];
+    _Pragma("GCC unroll 16") for (int r = 0; r < GEMM_MR; r++)
+        _Pragma("GCC unroll 8") for (int v = 0; v < GEMM_NV; v++) acc[r][v] = vzero();
+    for (int64_t p = 0; p < kc; p++) {
+        VF bv[GEMM_NV];
+        _Pragma("GCC unroll 8") for (int v = 0; v < GEMM_NV; v++) bv[v] =
+            vld(b + p * GEMM_NR + v * VL);
+        _Pragma("GCC unroll 16") for (int r = 0; r < GEMM_MR; r++)
+        {
+            VF ar = vset1(a[p * GEMM_MR + r]);
+            _Pragma("GCC unroll 8") for (int v = 0; v < GEMM_NV; v++) acc[r][v] =
+                vfma(ar, bv[v], acc[r][v]);
+        }
+    }
+
+    _Alignas(64) float tile[GEMM_MR * GEMM_NR];
+    float *d = c;
+    int64_t ldd = ldc;
+    if (rows < GEMM_MR || cols < GEMM_NR) {
+        d = tile;
+        ldd = GEMM_NR;
+        if (beta != 0)
+            for (int r = 0; r < GEMM_MR; r++)
+                for (int j = 0; j < GEMM_NR; j++)
+                    tile[r * GEMM_NR + j] = r < rows && j < cols ? c[r * ldc + j] : 0.0f;
+    }
+    const VF va = vset1(alpha), vb = vset1(beta);
+    if (beta == 0) {
+        _Pragma("GCC unroll 16") for (int r = 0; r < GEMM_MR; r++)
+            _Pragma("GCC unroll 8") for (int v = 0; v < GEMM_NV; v++)
+                vstu(d + r * ldd + v * VL, vmul(va, acc[r][v]));
+    } else {
+        _Pragma("GCC unroll 16") for (int r = 0; r < GEMM_MR; r++)
+            _Pragma("GCC unroll 8") for (int v = 0; v < GEMM_NV; v++)
+            {
+                float *dp = d + r * ldd + v * VL;
+                vstu(dp, vfma(vb, vldu(dp), vmul(va, acc[r][v])));
+            }
+    }
+    if (d == tile)
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < cols; j++) c[r * ldc + j] = tile[r * GEMM_NR + j];
+}
+
+const qkv_cpu_kernels KNAME = {.name = KNAME_STRING,
+                               .qk = qk,
+                               .softmax = softmax,
+                               .pv = pv,
+                               .exp_inplace = exp_inplace,
+                               .softcap = softcap,
+                               .gemm_mr = GEMM_MR,
+                               .gemm_nr = GEMM_NR,
+                               .gemm = gemm,
+                               .dot_rows = dot_rows,
+                               .axpy_rows = axpy_rows};

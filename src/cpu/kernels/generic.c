@@ -9,6 +9,9 @@ typedef struct {
 #define VL 8
 #define QK_RJ 4
 #define QK_NV 2
+/* SGEMM: 4 rows x 2 vectors. */
+#define GEMM_MR 4
+#define GEMM_NV 2
 #define KNAME qkv_kernels_generic
 #define KNAME_STRING "generic"
 
@@ -80,6 +83,18 @@ static inline VF vsel_eq(VF x, VF y, VF a, VF b)
 {
     VF r;
     for (int i = 0; i < VL; i++) r.f[i] = x.f[i] == y.f[i] ? a.f[i] : b.f[i];
+    return r;
+}
+
+/* Lane j of the result is the sum of a[j]'s lanes. */
+static inline VF vsum_each(const VF *a)
+{
+    VF r;
+    for (int j = 0; j < VL; j++) {
+        float s = 0.0f;
+        for (int i = 0; i < VL; i++) s += a[j].f[i];
+        r.f[j] = s;
+    }
     return r;
 }
 

@@ -51,6 +51,36 @@ typedef struct qkv_cpu_kernels {
     /* x[i] = c * tanh(x[i] / c) in place (n any), absolute error below
      * 3e-7 * c. */
     void (*softcap)(float *x, int64_t n, float c);
+
+    /* The SGEMM microkernel (cpu/gemm.c owns packing, blocking, threads):
+     * a register tile of gemm_mr rows x gemm_nr columns of C,
+     *   acc[i][j] = sum_{p < kc} a[p * gemm_mr + i] * b[p * gemm_nr + j],
+     * summed in order of p, then for i < rows, j < cols (rows <= gemm_mr,
+     * cols <= gemm_nr):
+     *   c[i * ldc + j] = alpha * acc[i][j] + beta * c[i * ldc + j],
+     * where beta == 0 writes alpha * acc[i][j] without reading c. The
+     * arithmetic of an element does not depend on rows and cols (a partial
+     * tile goes through the same vector code), so neither does the result.
+     *   a  packed op(A) panel, kc x gemm_mr, zero-padded, any alignment;
+     *   b  packed op(B) panel, kc x gemm_nr, 64-byte aligned, zero-padded;
+     *   c  any alignment; kc >= 1. */
+    int gemm_mr, gemm_nr;
+    void (*gemm)(int64_t kc, const float *a, const float *b, float alpha, float beta, float *c,
+                 int64_t ldc, int rows, int cols);
+
+    /* Row-major kernels for tiles of few rows (decode-shaped attention,
+     * matrix-vector products), vectors along the long dims:
+     *   dot_rows:  c[r][j] = sum_{d < k} a[r][d] * b[j][d], r < m, j < n;
+     *              a (m, k) ld lda, b (n, k) ld ldb, c (m, n) ld ldc, any
+     *              alignment. Each c[r][j] is summed in an order that
+     *              depends only on k.
+     *   axpy_rows: o[r][c] = o[r][c] * alpha[r] + sum_j p[r][j] * v[j][c],
+     *              r < m, c < ev, j < n summed in order; p (m, n) ld ldp,
+     *              v (n, ev) ld ldv, o (m, ev) ld ldo, any alignment. */
+    void (*dot_rows)(const float *a, int64_t lda, int64_t m, const float *b, int64_t ldb,
+                     float *c, int64_t ldc, int64_t n, int64_t k);
+    void (*axpy_rows)(const float *p, int64_t ldp, int64_t m, const float *v, int64_t ldv,
+                      float *o, int64_t ldo, const float *alpha, int64_t n, int64_t ev);
 } qkv_cpu_kernels;
 
 /* Every set this build has: generic always; the x86 sets when the build

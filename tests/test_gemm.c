@@ -1,0 +1,313 @@
+/* qkv_sgemm against a double-precision triple loop, for every instruction
+ * set this CPU runs (forced through the isa option): all four transpose
+ * cases, shapes with tails of every size and zeros, alpha and beta (beta 0
+ * over a C full of NaN), leading dimensions wider than the rows (the gaps
+ * hold NaN, which must not be read, and C's gaps must not be written),
+ * bitwise determinism over thread counts, and every error case. */
+#define _XOPEN_SOURCE 700 /* fork, setenv */
+#include "test.h"
+#include "util.h"
+
+#include "qkv.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const qkv_isa isas[] = {QKV_ISA_GENERIC, QKV_ISA_AVX2, QKV_ISA_AVX512};
+
+/* A stored matrix: rows x cols inside ld columns, the gaps NaN. */
+static float *stored(test_rng *rng, int64_t rows, int64_t cols, int64_t ld)
+{
+    int64_t n = rows * ld > 0 ? rows * ld : 1;
+    float *x = test_malloc((size_t)n * sizeof *x);
+    for (int64_t i = 0; i < n; i++) x[i] = NAN;
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++) x[i * ld + j] = (float)(2 * test_rand(rng) - 1);
+    return x;
+}
+
+typedef struct problem {
+    qkv_transpose ta, tb;
+    int64_t m, n, k, lda, ldb, ldc;
+    float alpha, beta;
+} problem;
+
+/* One call against the double loop. Each element's error is measured
+ * against the size of what it sums, |alpha| sum |a b| + |beta c|. */
+static void check_one(qkv_isa isa, const problem *pr, test_rng *rng, int threads, double *worst)
+{
+    const int64_t m = pr->m, n = pr->n, k = pr->k;
+    const int64_t ar = pr->ta ? k : m, ac = pr->ta ? m : k;
+    const int64_t br = pr->tb ? n : k, bc = pr->tb ? k : n;
+    float *a = stored(rng, ar, ac, pr->lda);
+    float *b = stored(rng, br, bc, pr->ldb);
+    float *c = stored(rng, m, n, pr->ldc);
+    if (pr->beta == 0) /* beta 0: C is only written */
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) c[i * pr->ldc + j] = NAN;
+    const int64_t nc = m * pr->ldc > 0 ? m * pr->ldc : 1;
+    float *c0 = test_malloc((size_t)nc * sizeof *c0);
+    memcpy(c0, c, (size_t)nc * sizeof *c0);
+
+    qkv_gemm_options o = {isa, threads};
+    qkv_status st = qkv_sgemm(pr->ta, pr->tb, m, n, k, pr->alpha, a, pr->lda, b, pr->ldb, pr->beta,
+                              c, pr->ldc, &o);
+    CHECK(st == QKV_OK);
+    int bad = 0;
+    for (int64_t i = 0; i < m; i++) {
+        for (int64_t j = 0; j < pr->ldc; j++) {
+            const float got = c[i * pr->ldc + j];
+            if (j >= n) { /* C's gap: untouched (NaN stays NaN) */
+                bad += !isnan(got);
+                continue;
+            }
+            double sum = 0, mag = 0;
+            for (int64_t p = 0; p < k; p++) {
+                double x = pr->ta ? a[p * pr->lda + i] : a[i * pr->lda + p];
+                double y = pr->tb ? b[j * pr->ldb + p] : b[p * pr->ldb + j];
+                sum += x * y;
+                mag += fabs(x * y);
+            }
+            double want = (double)pr->alpha * sum;
+            mag = fabs((double)pr->alpha) * mag;
+            if (pr->beta != 0) {
+                want += (double)pr->beta * c0[i * pr->ldc + j];
+                mag += fabs((double)pr->beta * c0[i * pr->ldc + j]);
+            }
+            const double err = fabs((double)got - want) / (mag > 0 ? mag : 1);
+            if (!(err <= 3e-7 * (2 + sqrt((double)k)))) {
+                if (bad < 3)
+                    fprintf(stderr, "  %s ta %d tb %d %lldx%lldx%lld: C[%lld][%lld] = %.9g, want %.9g\n",
+                            qkv_isa_name(isa), pr->ta, pr->tb, (long long)m, (long long)n,
+                            (long long)k, (long long)i, (long long)j, got, want);
+                bad++;
+            } else if (err > *worst) {
+                *worst = err;
+            }
+        }
+    }
+    CHECK(bad == 0);
+    free(a);
+    free(b);
+    free(c);
+    free(c0);
+}
+
+/* The shape sweep: tails of every size around the register tiles (14, 6
+ * and 4 rows; 32 and 16 columns), the depth pass (384) and the blocks. */
+static void check_shapes(qkv_isa isa)
+{
+    static const int64_t sizes[] = {1, 2, 3, 5, 13, 17, 31, 33, 47, 64};
+    static const float ab[][2] = {{1, 0}, {0.5f, -1.25f}, {-2, 1}, {1.5f, 0}};
+    const int nsz = (int)(sizeof sizes / sizeof sizes[0]);
+    test_rng rng = test_rng_seed(42 + (uint64_t)isa);
+    double worst = 0;
+    int count = 0;
+    for (int t = 0; t < 4; t++) {
+        for (int im = 0; im < nsz; im++)
+            for (int in = 0; in < nsz; in++) {
+                /* every (m, n) pair, k cycling through the sizes */
+                const int64_t m = sizes[im], n = sizes[in], k = sizes[(im * 3 + in * 7 + t) % nsz];
+                const int pad = (im + in + t) % 3 == 0 ? 3 : 0;
+                problem pr = {(qkv_transpose)(t & 1), (qkv_transpose)(t >> 1), m, n, k, 0, 0,
+                              n + pad, ab[(im + in) % 4][0], ab[(im + in) % 4][1]};
+                pr.lda = (pr.ta ? m : k) + pad;
+                pr.ldb = (pr.tb ? k : n) + 2 * pad;
+                check_one(isa, &pr, &rng, 1 + (im + in) % 3, &worst);
+                count++;
+            }
+        /* Larger: past the depth pass, the row block and the column block,
+         * and over several threads. */
+        static const int64_t big[][3] = {
+            {1, 1, 1000}, {29, 37, 385}, {1100, 3, 20}, {3, 1100, 20}, {150, 290, 777}, {1019, 67, 2}};
+        for (size_t s = 0; s < sizeof big / sizeof big[0]; s++) {
+            const int64_t m = big[s][0], n = big[s][1], k = big[s][2];
+            problem pr = {(qkv_transpose)(t & 1), (qkv_transpose)(t >> 1), m, n, k,
+                          (t & 1 ? m : k) + 1, (t >> 1 ? k : n) + 5, n + 7, 0.75f,
+                          s % 2 ? 0.0f : 0.5f};
+            check_one(isa, &pr, &rng, 3, &worst);
+            count++;
+        }
+    }
+    printf("  %s: %d products, worst error %.3g of the summed magnitude\n", qkv_isa_name(isa), count,
+           worst);
+}
+
+/* Zero sizes: nothing read where nothing is (NULL is allowed then); k == 0
+ * and alpha == 0 scale C by beta, beta == 0 clearing a NaN C. */
+static void check_zeros(qkv_isa isa)
+{
+    qkv_gemm_options o = {isa, 0};
+    float c[6] = {1, 2, 3, 4, 5, 6}, big[16] = {0};
+    CHECK(qkv_sgemm(QKV_NO_TRANS, QKV_NO_TRANS, 0, 0, 0, 1, NULL, 0, NULL, 0, 0, NULL, 0, &o) ==
+          QKV_OK);
+    CHECK(qkv_sgemm(QKV_NO_TRANS, QKV_NO_TRANS, 0, 3, 5, 1, NULL, 5, big, 3, 0, NULL, 3, &o) ==
+          QKV_OK);
+    CHECK(qkv_sgemm(QKV_TRANS, QKV_TRANS, 3, 0, 5, 1, big, 3, NULL, 5, 0, NULL, 0, &o) == QKV_OK);
+    CHECK(c[0] == 1 && c[5] == 6);
+    /* k == 0: A and B may be NULL; C = beta C. */
+    CHECK(qkv_sgemm(QKV_NO_TRANS, QKV_NO_TRANS, 2, 3, 0, 1, NULL, 0, NULL, 3, 2, c, 3, &o) ==
+          QKV_OK);
+    CHECK(c[0] == 2 && c[5] == 12);
+    for (int i = 0; i < 6; i++) c[i] = NAN;
+    CHECK(qkv_sgemm(QKV_TRANS, QKV_NO_TRANS, 2, 3, 0, 1, NULL, 2, NULL, 3, 0, c, 3, &o) == QKV_OK);
+    for (int i = 0; i < 6; i++) CHECK(c[i] == 0 && !signbit(c[i]));
+    /* alpha == 0: C = beta C, A and B not read (as BLAS does). */
+    float a[4] = {NAN, NAN, NAN, NAN}, b[6] = {NAN, 1, 2, 3, 4, 5};
+    for (int i = 0; i < 6; i++) c[i] = (float)i;
+    CHECK(qkv_sgemm(QKV_NO_TRANS, QKV_NO_TRANS, 2, 3, 2, 0, a, 2, b, 3, -1, c, 3, &o) == QKV_OK);
+    for (int i = 0; i < 6; i++) CHECK(c[i] == -(float)i);
+    /* k == 1, beta == 1: an outer product added. */
+    float x[2] = {2, 3}, y[3] = {1, 10, 100};
+    for (int i = 0; i < 6; i++) c[i] = 1;
+    CHECK(qkv_sgemm(QKV_NO_TRANS, QKV_NO_TRANS, 2, 3, 1, 1, x, 1, y, 3, 1, c, 3, &o) == QKV_OK);
+    CHECK(c[0] == 3 && c[2] == 201 && c[3] == 4 && c[5] == 301);
+}
+
+/* The same call with 1, 2, 3 and 5 threads gives the same bytes. */
+static void check_determinism(qkv_isa isa)
+{
+    test_rng rng = test_rng_seed(7);
+    const int64_t m = 211, n = 301, k = 800;
+    for (int t = 0; t < 4; t++) {
+        const qkv_transpose ta = (qkv_transpose)(t & 1), tb = (qkv_transpose)(t >> 1);
+        float *a = test_rand_f32(&rng, m * k, -1, 1);
+        float *b = test_rand_f32(&rng, k * n, -1, 1);
+        float *c0 = test_rand_f32(&rng, m * n, -1, 1);
+        float *c1 = test_malloc((size_t)(m * n) * sizeof *c1);
+        float *c2 = test_malloc((size_t)(m * n) * sizeof *c2);
+        memcpy(c1, c0, (size_t)(m * n) * sizeof *c1);
+        qkv_gemm_options o = {isa, 1};
+        CHECK(qkv_sgemm(ta, tb, m, n, k, 1.25f, a, ta ? m : k, b, tb ? k : n, 0.5f, c1, n, &o) ==
+              QKV_OK);
+        static const int counts[] = {2, 3, 5};
+        for (int i = 0; i < 3; i++) {
+            memcpy(c2, c0, (size_t)(m * n) * sizeof *c2);
+            o.num_threads = counts[i];
+            CHECK(qkv_sgemm(ta, tb, m, n, k, 1.25f, a, ta ? m : k, b, tb ? k : n, 0.5f, c2, n,
+                            &o) == QKV_OK);
+            CHECK(memcmp(c1, c2, (size_t)(m * n) * sizeof *c1) == 0);
+        }
+        free(a);
+        free(b);
+        free(c0);
+        free(c1);
+        free(c2);
+    }
+}
+
+static int detail_is(const char *want)
+{
+    if (strcmp(qkv_error_detail(), want) == 0) return 1;
+    fprintf(stderr, "  detail \"%s\", expected \"%s\"\n", qkv_error_detail(), want);
+    return 0;
+}
+
+/* Every argument error: the status, a detail naming the argument, C left
+ * alone. */
+static void check_errors(void)
+{
+    float a[12] = {0}, b[12] = {0}, c[12];
+    for (int i = 0; i < 12; i++) c[i] = (float)i;
+    const qkv_transpose N = QKV_NO_TRANS, T = QKV_TRANS;
+#define SGEMM(ta, tb, m, n, k, pa, lda, pb, ldb, pc, ldc, opts) \
+    qkv_sgemm((ta), (tb), (m), (n), (k), 1.0f, (pa), (lda), (pb), (ldb), 0.0f, (pc), (ldc), (opts))
+    CHECK(SGEMM((qkv_transpose)2, N, 3, 4, 2, a, 2, b, 4, c, 4, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_is("ta: 2 is not a qkv_transpose"));
+    CHECK(SGEMM(N, (qkv_transpose)-1, 3, 4, 2, a, 2, b, 4, c, 4, NULL) ==
+          QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_is("tb: -1 is not a qkv_transpose"));
+    CHECK(SGEMM(N, N, -1, 4, 2, a, 2, b, 4, c, 4, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_is("m: -1 is negative"));
+    CHECK(SGEMM(N, N, 3, -4, 2, a, 2, b, 4, c, 4, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_is("n: -4 is negative"));
+    CHECK(SGEMM(N, N, 3, 4, -2, a, 2, b, 4, c, 4, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_is("k: -2 is negative"));
+    CHECK(SGEMM(N, N, 3, 1, 4, a, 3, b, 1, c, 1, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_is("lda: 3 is less than k = 4"));
+    CHECK(SGEMM(T, N, 3, 1, 2, a, 2, b, 1, c, 1, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_is("lda: 2 is less than m = 3"));
+    CHECK(SGEMM(N, N, 3, 4, 2, a, 2, b, 3, c, 4, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_is("ldb: 3 is less than n = 4"));
+    CHECK(SGEMM(N, T, 3, 4, 2, a, 2, b, 1, c, 4, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_is("ldb: 1 is less than k = 2"));
+    CHECK(SGEMM(N, N, 3, 4, 2, a, 2, b, 4, c, 3, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_is("ldc: 3 is less than n = 4"));
+    CHECK(SGEMM(N, N, 0, 0, 0, a, -1, b, 0, c, 0, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_is("lda: -1 is less than k = 0"));
+    CHECK(SGEMM(N, N, 3, 4, 2, NULL, 2, b, 4, c, 4, NULL) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(detail_is("a: NULL for a 3 x 2 matrix"));
+    CHECK(SGEMM(N, T, 3, 4, 2, a, 2, NULL, 2, c, 4, NULL) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(detail_is("b: NULL for a 4 x 2 matrix"));
+    CHECK(SGEMM(N, N, 3, 4, 2, a, 2, b, 4, NULL, 4, NULL) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(detail_is("c: NULL for a 3 x 4 matrix"));
+    /* C is m x n even when k is 0 */
+    CHECK(SGEMM(N, N, 3, 4, 0, NULL, 0, NULL, 4, NULL, 4, NULL) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(SGEMM(N, N, 3, 4, 2, a, INT64_MAX / 2, b, 4, c, 4, NULL) == QKV_ERR_OVERFLOW);
+    CHECK(strncmp(qkv_error_detail(), "a: ", 3) == 0);
+    CHECK(SGEMM(N, N, 3, 4, 2, a, 2, b, 4, c, INT64_MAX / 8, NULL) == QKV_ERR_OVERFLOW);
+    CHECK(strncmp(qkv_error_detail(), "c: ", 3) == 0);
+    qkv_gemm_options o = {(qkv_isa)9, 0};
+    CHECK(SGEMM(N, N, 3, 4, 2, a, 2, b, 4, c, 4, &o) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_is("isa: 9 is not a qkv_isa"));
+    o = (qkv_gemm_options){QKV_ISA_AUTO, -1};
+    CHECK(SGEMM(N, N, 3, 4, 2, a, 2, b, 4, c, 4, &o) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_is("num_threads: -1, expected 0 (all CPUs) or more"));
+    for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
+        if (qkv_isa_supported(isas[i])) continue;
+        o = (qkv_gemm_options){isas[i], 0};
+        CHECK(SGEMM(N, N, 3, 4, 2, a, 2, b, 4, c, 4, &o) == QKV_ERR_UNSUPPORTED);
+        CHECK(strstr(qkv_error_detail(), qkv_isa_name(isas[i])) != NULL);
+    }
+    for (int i = 0; i < 12; i++) CHECK(c[i] == (float)i);
+    /* success clears the detail */
+    CHECK(SGEMM(N, N, 3, 4, 2, a, 2, b, 4, c, 4, NULL) == QKV_OK);
+    CHECK(qkv_error_detail()[0] == '\0');
+#undef SGEMM
+}
+
+/* QKV_ISA naming nothing runnable fails an AUTO call (in a child, as the
+ * variable is read once per process), unless AUTO means the system BLAS. */
+static void check_env(void)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        setenv("QKV_ISA", "sse9", 1);
+        float a[1] = {2}, b[1] = {3}, c[1] = {0};
+        qkv_status st = qkv_sgemm(QKV_NO_TRANS, QKV_NO_TRANS, 1, 1, 1, 1, a, 1, b, 1, 0, c, 1, NULL);
+#ifdef QKV_HAVE_CBLAS
+        _exit(st == QKV_OK && c[0] == 6 ? 0 : 1);
+#else
+        _exit(st == QKV_ERR_UNSUPPORTED && strstr(qkv_error_detail(), "sse9") ? 0 : 1);
+#endif
+    }
+    int status = 0;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+          WEXITSTATUS(status) == 0);
+}
+
+int main(void)
+{
+    check_env();
+    check_errors();
+    for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
+        if (!qkv_isa_supported(isas[i])) {
+            printf("  %s: not supported here, skipped\n", qkv_isa_name(isas[i]));
+            continue;
+        }
+        check_zeros(isas[i]);
+        check_shapes(isas[i]);
+        check_determinism(isas[i]);
+    }
+    /* the defaults: NULL options, AUTO (or the system BLAS) */
+    test_rng rng = test_rng_seed(3);
+    double worst = 0;
+    problem pr = {QKV_NO_TRANS, QKV_TRANS, 67, 45, 129, 129, 129, 45, 1, 0};
+    check_one(QKV_ISA_AUTO, &pr, &rng, 0, &worst);
+    check_zeros(QKV_ISA_AUTO);
+    return test_finish("test_gemm");
+}
