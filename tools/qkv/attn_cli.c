@@ -53,14 +53,7 @@ static int parse_values(const char *cmd, const attn_args *a, qkv_attn_options *o
         }
         opt->use_window = 1;
     }
-    if (a->threads) {
-        int64_t n;
-        if (!cli_parse_int64(a->threads, &n) || n < 1 || n > 1024) {
-            cli_error(cmd, "--threads: '%s', expected an integer from 1 to 1024", a->threads);
-            return 0;
-        }
-        opt->num_threads = (int)n;
-    }
+    if (a->threads && !cli_parse_threads(cmd, a->threads, &opt->num_threads)) return 0;
     opt->causal = a->causal || a->causal_lr;
     opt->align = a->causal_lr ? QKV_ALIGN_BOTTOM_RIGHT : QKV_ALIGN_TOP_LEFT;
     opt->impl = a->reference ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
@@ -126,25 +119,12 @@ void attn_report_error(const char *cmd, const attn_args *a, const attn_inputs *i
         cli_error(cmd, "%s (Q %s, K %s, V %s)", d, sq, sk, sv);
 }
 
-/* Says, after a successful run, that non-finite inputs made NaN rows. */
-static void warn_one(const char *cmd, const char *flag, const char *path, const qkv_array *a,
-                     int count_inf)
-{
-    int64_t bad = a->data && a->dtype == QKV_DTYPE_F32 ? cli_count_nonfinite(a, count_inf) : 0;
-    if (bad)
-        fprintf(stderr,
-                "qkv %s: warning: %s %s holds %lld %s value%s; output rows that read them "
-                "may be NaN\n",
-                cmd, flag, path, (long long)bad, count_inf ? "NaN or infinite" : "NaN",
-                bad == 1 ? "" : "s");
-}
-
 void attn_warn_nonfinite(const char *cmd, const attn_args *a, const attn_inputs *in)
 {
-    warn_one(cmd, "-q", a->q, &in->q, 1);
-    warn_one(cmd, "-k", a->k, &in->k, 1);
-    warn_one(cmd, "-v", a->v, &in->v, 1);
-    warn_one(cmd, "--mask", a->mask, &in->mask, 0);
+    cli_warn_nonfinite(cmd, "-q", a->q, &in->q, 1);
+    cli_warn_nonfinite(cmd, "-k", a->k, &in->k, 1);
+    cli_warn_nonfinite(cmd, "-v", a->v, &in->v, 1);
+    cli_warn_nonfinite(cmd, "--mask", a->mask, &in->mask, 0);
 }
 
 /* NumPy broadcasting of the mask against (B, H, Lq, Lk), checked here so
@@ -203,26 +183,9 @@ int attn_inputs_load(const char *cmd, const attn_args *a, qkv_attn_options *opt,
         opt->mask = attn_as_4d(&in->mask);
     }
     if (a->kv_lens) {
-        if (qkv_npy_read(a->kv_lens, &in->lens_raw) != QKV_OK) {
-            cli_error(cmd, "--kv-lens %s", qkv_error_detail());
+        /* The values are the library's to check (kv_lens in its messages). */
+        if (!cli_load_lens(cmd, "--kv-lens", a->kv_lens, in->B, -1, &in->lens_raw, &in->lens))
             return 0;
-        }
-        if (in->lens_raw.dtype != QKV_DTYPE_I32 && in->lens_raw.dtype != QKV_DTYPE_I64) {
-            cli_error(cmd, "--kv-lens %s: dtype %s, expected int32 or int64", a->kv_lens,
-                      qkv_dtype_name(in->lens_raw.dtype));
-            return 0;
-        }
-        if (in->lens_raw.ndim != 1 || in->lens_raw.shape[0] != in->B) {
-            char sl[128];
-            cli_format_shape(sl, sizeof sl, &in->lens_raw);
-            cli_error(cmd, "--kv-lens %s: shape %s, expected (%lld,): one length per batch",
-                      a->kv_lens, sl, (long long)in->B);
-            return 0;
-        }
-        if (qkv_array_convert(&in->lens, &in->lens_raw, QKV_DTYPE_I64) != QKV_OK) {
-            cli_error(cmd, "--kv-lens %s: %s", a->kv_lens, qkv_error_detail());
-            return 0;
-        }
         opt->kv_lens = in->lens.data;
     }
     return 1;

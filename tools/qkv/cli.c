@@ -85,6 +85,62 @@ int64_t cli_count_nonfinite(const qkv_array *a, int count_inf)
     return bad;
 }
 
+void cli_warn_nonfinite(const char *cmd, const char *flag, const char *path, const qkv_array *a,
+                        int count_inf)
+{
+    int64_t bad = a->data && a->dtype == QKV_DTYPE_F32 ? cli_count_nonfinite(a, count_inf) : 0;
+    if (bad)
+        fprintf(stderr,
+                "qkv %s: warning: %s %s holds %lld %s value%s; output rows that read them "
+                "may be NaN\n",
+                cmd, flag, path, (long long)bad, count_inf ? "NaN or infinite" : "NaN",
+                bad == 1 ? "" : "s");
+}
+
+int cli_load_lens(const char *cmd, const char *flag, const char *path, int64_t batch,
+                  int64_t max_len, qkv_array *raw, qkv_array *lens)
+{
+    if (qkv_npy_read(path, raw) != QKV_OK) {
+        cli_error(cmd, "%s %s", flag, qkv_error_detail()); /* detail starts "PATH: " */
+        return 0;
+    }
+    if (raw->dtype != QKV_DTYPE_I32 && raw->dtype != QKV_DTYPE_I64) {
+        cli_error(cmd, "%s %s: dtype %s, expected int32 or int64", flag, path,
+                  qkv_dtype_name(raw->dtype));
+        return 0;
+    }
+    if (raw->ndim != 1 || raw->shape[0] != batch) {
+        char sl[128];
+        cli_format_shape(sl, sizeof sl, raw);
+        cli_error(cmd, "%s %s: shape %s, expected (%lld,): one length per batch", flag, path, sl,
+                  (long long)batch);
+        return 0;
+    }
+    if (qkv_array_convert(lens, raw, QKV_DTYPE_I64) != QKV_OK) {
+        cli_error(cmd, "%s %s: %s", flag, path, qkv_error_detail());
+        return 0;
+    }
+    const int64_t *v = lens->data;
+    for (int64_t b = 0; max_len >= 0 && b < batch; b++)
+        if (v[b] < 0 || v[b] > max_len) {
+            cli_error(cmd, "%s %s: length %lld in batch %lld is outside 0..%lld (the number of keys)",
+                      flag, path, (long long)v[b], (long long)b, (long long)max_len);
+            return 0;
+        }
+    return 1;
+}
+
+int cli_parse_threads(const char *cmd, const char *s, int *out)
+{
+    int64_t n;
+    if (!cli_parse_int64(s, &n) || n < 1 || n > 1024) {
+        cli_error(cmd, "--threads: '%s', expected an integer from 1 to 1024", s);
+        return 0;
+    }
+    *out = (int)n;
+    return 1;
+}
+
 int cli_outputs_add_with(cli_outputs *outs, const char *cmd, const char *flag,
                          const char *path, cli_write_fn write, void *ctx)
 {

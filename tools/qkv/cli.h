@@ -28,11 +28,28 @@ int cli_parse_int64(const char *s, int64_t *out);
 int cli_load_f32(const char *cmd, const char *flag, const char *path, int keep_bool,
                  qkv_array *out);
 
+/* Reads padding lengths for flag (--kv-lens): an int32 or int64 .npy of
+ * shape (batch,), into *raw as stored and *lens as int64. When max_len >= 0
+ * every value must lie in 0 .. max_len. On failure prints "qkv CMD: FLAG
+ * PATH: detail" and returns 0 (free both arrays either way). */
+int cli_load_lens(const char *cmd, const char *flag, const char *path, int64_t batch,
+                  int64_t max_len, qkv_array *raw, qkv_array *lens);
+
+/* --threads N: an integer from 1 to 1024. Prints a usage error naming the
+ * flag and returns 0 when s is not one. */
+int cli_parse_threads(const char *cmd, const char *s, int *out);
+
 /* "(2, 3)", "(5,)" or "()" into buf. */
 void cli_format_shape(char *buf, size_t len, const qkv_array *a);
 
 /* Counts NaN (and, when count_inf, infinite) elements of an f32 array. */
 int64_t cli_count_nonfinite(const qkv_array *a, int count_inf);
+
+/* After a successful command: one warning line on stderr when the f32
+ * input a (read from FLAG PATH) holds NaN (or, with count_inf, infinite)
+ * values; nothing for other dtypes or an array without data. */
+void cli_warn_nonfinite(const char *cmd, const char *flag, const char *path, const qkv_array *a,
+                        int count_inf);
 
 /* A set of output files written under temporary names beside their final
  * paths and renamed into place only by cli_outputs_commit, so that a

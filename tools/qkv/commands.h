@@ -8,5 +8,6 @@ int cmd_grad(int argc, char **argv);
 int cmd_explain(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_heatmap(int argc, char **argv);
+int cmd_mha(int argc, char **argv);
 
 #endif

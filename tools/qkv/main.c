@@ -13,6 +13,7 @@ static const char usage[] =
     "commands:\n"
     "  run        attention on .npy files (qkv run --help)\n"
     "  grad       its gradients: dQ, dK, dV from dO (qkv grad --help)\n"
+    "  mha        a multi-head attention layer from .safetensors (qkv mha --help)\n"
     "  explain    attention step by step, on the worked example or your own words\n"
     "  bench      speed against the machine's ceiling (qkv bench --help)\n"
     "  heatmap    draw attention weights as SVG, PNG or HTML (qkv heatmap --help)\n"
@@ -48,6 +49,7 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "run") == 0) return cmd_run(argc - 1, argv + 1);
     if (strcmp(cmd, "grad") == 0) return cmd_grad(argc - 1, argv + 1);
+    if (strcmp(cmd, "mha") == 0) return cmd_mha(argc - 1, argv + 1);
     if (strcmp(cmd, "explain") == 0) return cmd_explain(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "heatmap") == 0) return cmd_heatmap(argc - 1, argv + 1);

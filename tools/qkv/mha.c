@@ -1,0 +1,278 @@
+/* `qkv mha`: a multi-head attention layer whose parameters come from a
+ * .safetensors file (qkv_mha_load), run on .npy inputs (qkv_mha_forward).
+ * X of rank 2 (Lq, D) is one sequence, rank 3 (B, Lq, D) a batch; the
+ * outputs keep X's rank. */
+#include "cli.h"
+#include "commands.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char mha_usage[] =
+    "usage: qkv mha --params LAYER.safetensors --heads H --query X.npy -o Y.npy [options]\n"
+    "\n"
+    "Runs a multi-head attention layer: Q = X Wq^T + bq, K = C Wk^T + bk,\n"
+    "V = C Wv^T + bv, attention per head, Y = A Wo^T + bo. X is (B, Lq, D) or\n"
+    "(Lq, D); Y has X's shape. The parameters are read by their PyTorch names:\n"
+    "nn.MultiheadAttention's (in_proj_weight or q/k/v_proj_weight, in_proj_bias,\n"
+    "out_proj.weight, out_proj.bias) or separate projections (q_proj.weight,\n"
+    "k_proj.weight, v_proj.weight, o_proj.weight and optional .bias of each),\n"
+    "stored as F32, F16 or BF16. float64/float16 inputs are read as float32;\n"
+    "outputs are float32.\n"
+    "\n"
+    "options:\n"
+    "  --params P.safetensors  the layer's weights and biases (required)\n"
+    "  --heads H               query heads (required); D / H is the head dim of\n"
+    "                          nn.MultiheadAttention, q_proj rows / H otherwise\n"
+    "  --kv-heads HKV          key/value heads, dividing H (default H; fewer is\n"
+    "                          grouped-query attention, separate projections only)\n"
+    "  --query X.npy           the layer's input (B, Lq, D) or (Lq, D) (required)\n"
+    "  --context C.npy         what the queries attend: (B, Lk, Dkv) or (Lk, Dkv),\n"
+    "                          X's rank (default: X itself, self-attention)\n"
+    "  -o Y.npy                the output, X's shape (required)\n"
+    "  --weights W.npy         also write each head's attention weights:\n"
+    "                          (B, H, Lq, Lk), or (H, Lq, Lk) for a rank-2 X\n"
+    "  --causal                query i sees keys j <= i (PyTorch's is_causal)\n"
+    "  --kv-lens LENS.npy      int32/int64 (B,): keys j >= LENS[b] are padding\n"
+    "                          (PyTorch's key_padding_mask); values 0..Lk\n"
+    "  --rope BASE             rotary position embedding on q and k, with this\n"
+    "                          base (10000 for Llama), positions 0..L-1\n"
+    "  --rope-style STYLE      half (dims i and i+E/2 paired: Llama, GPT-NeoX;\n"
+    "                          the default) or interleaved (2i and 2i+1: GPT-J)\n"
+    "  --prefix NAME           prepended to every parameter name, e.g.\n"
+    "                          model.layers.0.self_attn.\n"
+    "  --reference             use the reference attention kernel\n"
+    "  --threads N             worker threads (default: all CPUs)\n"
+    "  -h, --help              show this help\n"
+    "\n"
+    "Exit status: 0 success, 1 error, 2 usage error. On error no output file\n"
+    "is written.\n";
+
+typedef struct mha_args {
+    const char *params, *heads, *kv_heads, *query, *context, *out, *weights, *kv_lens;
+    const char *rope, *rope_style, *prefix, *threads;
+    int causal, reference;
+} mha_args;
+
+/* Usage checks: what is wrong whatever the files hold. Fills cfg's heads,
+ * kv_heads and rope, and opt. Prints and returns 0 on an error. */
+static int check_args(const mha_args *a, qkv_mha_config *cfg, qkv_attn_options *opt)
+{
+    const char *req[4][2] = {
+        {"--params", a->params}, {"--heads", a->heads}, {"--query", a->query}, {"-o", a->out}};
+    for (int r = 0; r < 4; r++)
+        if (!req[r][1]) {
+            cli_error("mha", "%s is required (see 'qkv mha --help')", req[r][0]);
+            return 0;
+        }
+    if (!cli_parse_int64(a->heads, &cfg->heads) || cfg->heads < 1) {
+        cli_error("mha", "--heads: '%s', expected an integer >= 1", a->heads);
+        return 0;
+    }
+    if (a->kv_heads) {
+        if (!cli_parse_int64(a->kv_heads, &cfg->kv_heads) || cfg->kv_heads < 1) {
+            cli_error("mha", "--kv-heads: '%s', expected an integer >= 1", a->kv_heads);
+            return 0;
+        }
+        if (cfg->heads % cfg->kv_heads != 0) {
+            cli_error("mha", "--kv-heads %s does not divide --heads %s", a->kv_heads, a->heads);
+            return 0;
+        }
+    }
+    if (a->rope) {
+        if (!cli_parse_double(a->rope, &cfg->rope_base) || !isfinite(cfg->rope_base) ||
+            cfg->rope_base <= 0) {
+            cli_error("mha", "--rope: '%s', expected the base, a finite number > 0 "
+                             "(10000 for Llama)", a->rope);
+            return 0;
+        }
+        cfg->rope = QKV_ROPE_HALF;
+    }
+    if (a->rope_style) {
+        if (!a->rope) {
+            cli_error("mha", "--rope-style needs --rope BASE");
+            return 0;
+        }
+        if (strcmp(a->rope_style, "half") == 0) {
+            cfg->rope = QKV_ROPE_HALF;
+        } else if (strcmp(a->rope_style, "interleaved") == 0) {
+            cfg->rope = QKV_ROPE_INTERLEAVED;
+        } else {
+            cli_error("mha", "--rope-style: '%s', expected half or interleaved", a->rope_style);
+            return 0;
+        }
+    }
+    if (a->threads && !cli_parse_threads("mha", a->threads, &opt->num_threads)) return 0;
+    opt->causal = a->causal;
+    opt->align = QKV_ALIGN_TOP_LEFT;
+    opt->impl = a->reference ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
+    return 1;
+}
+
+/* qkv_mha_load's failure, naming --params and the file, and the option
+ * behind a configuration field the detail starts with. */
+static void report_load_error(const mha_args *a)
+{
+    const char *d = qkv_error_detail();
+    const char *why = "";
+    char buf[160];
+    if (strncmp(d, "heads:", 6) == 0 || strncmp(d, "kv_heads:", 9) == 0) {
+        snprintf(buf, sizeof buf, " (--heads %s%s%s)", a->heads, a->kv_heads ? ", --kv-heads " : "",
+                 a->kv_heads ? a->kv_heads : "");
+        why = buf;
+    } else if (strncmp(d, "head_dim:", 9) == 0 && a->rope) {
+        why = " (--rope)";
+    }
+    cli_error("mha", "--params %s: %s%s", a->params, d, why);
+}
+
+/* An f32 output of the given rank and shape, malloc'd (free its data with
+ * free()). Prints and returns 0 on failure. */
+static int alloc_output(const char *flag, int ndim, const int64_t *shape, qkv_array *out)
+{
+    memset(out, 0, sizeof *out);
+    out->dtype = QKV_DTYPE_F32;
+    out->ndim = ndim;
+    for (int d = 0; d < ndim; d++) out->shape[d] = shape[d];
+    int64_t n = qkv_array_numel(out);
+    if (n < 0 || (uint64_t)n > SIZE_MAX / 4 || !(out->data = malloc(n ? (size_t)n * 4 : 1))) {
+        cli_error("mha", "%s: cannot allocate %lld floats", flag, (long long)n);
+        return 0;
+    }
+    return 1;
+}
+
+int cmd_mha(int argc, char **argv)
+{
+    mha_args a;
+    memset(&a, 0, sizeof a);
+    const cli_opt opts[] = {
+        {"--params", &a.params, NULL, 0},   {"--heads", &a.heads, NULL, 0},
+        {"--kv-heads", &a.kv_heads, NULL, 0}, {"--query", &a.query, NULL, 0},
+        {"--context", &a.context, NULL, 0}, {"-o", &a.out, NULL, 0},
+        {"--weights", &a.weights, NULL, 0}, {"--kv-lens", &a.kv_lens, NULL, 0},
+        {"--rope", &a.rope, NULL, 0},       {"--rope-style", &a.rope_style, NULL, 0},
+        {"--prefix", &a.prefix, NULL, 1},   {"--threads", &a.threads, NULL, 0},
+        {"--causal", NULL, &a.causal, 0},   {"--reference", NULL, &a.reference, 0},
+    };
+    int prc = cli_parse_args("mha", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL);
+    if (prc == -1) {
+        fputs(mha_usage, stdout);
+        return CLI_OK;
+    }
+    if (prc != CLI_OK) return prc;
+    qkv_mha_config cfg = {0};
+    qkv_attn_options opt = {0};
+    if (!check_args(&a, &cfg, &opt)) return CLI_USAGE;
+    const char *const out_flags[2] = {"-o", "--weights"};
+    const char *const out_paths[2] = {a.out, a.weights};
+    prc = cli_check_output_paths("mha", 2, out_flags, out_paths);
+    if (prc != CLI_OK) return prc;
+
+    int rc = CLI_ERROR;
+    qkv_safetensors *st = NULL;
+    qkv_mha *m = NULL;
+    qkv_array x = {0}, c = {0}, lens_raw = {0}, lens = {0}, y = {0}, w = {0};
+    cli_outputs outs = {0};
+    char sx[128], sc[128];
+
+    if (qkv_safetensors_read(a.params, &st) != QKV_OK) {
+        cli_error("mha", "--params %s", qkv_error_detail()); /* detail starts "PATH: " */
+        goto done;
+    }
+    if (!cli_load_f32("mha", "--query", a.query, 0, &x)) goto done;
+    cli_format_shape(sx, sizeof sx, &x);
+    if (x.ndim != 2 && x.ndim != 3) {
+        cli_error("mha", "--query %s: shape %s, expected (B, Lq, D) or (Lq, D)", a.query, sx);
+        goto done;
+    }
+    const int batched = x.ndim == 3;
+    const int64_t B = batched ? x.shape[0] : 1, Lq = x.shape[x.ndim - 2],
+                  D = x.shape[x.ndim - 1];
+    int64_t Lk = Lq;
+    if (a.context) {
+        if (!cli_load_f32("mha", "--context", a.context, 0, &c)) goto done;
+        cli_format_shape(sc, sizeof sc, &c);
+        if (c.ndim != x.ndim) {
+            cli_error("mha", "--context %s: shape %s, expected rank %d like --query %s %s",
+                      a.context, sc, x.ndim, a.query, sx);
+            goto done;
+        }
+        if (batched && c.shape[0] != B) {
+            cli_error("mha", "--context %s: batch %lld differs from --query %s's %lld", a.context,
+                      (long long)c.shape[0], a.query, (long long)B);
+            goto done;
+        }
+        Lk = c.shape[c.ndim - 2];
+    }
+
+    /* Every dim comes from the file; X and C are checked against them below. */
+    if (qkv_mha_load(&m, &cfg, st, a.prefix) != QKV_OK) {
+        report_load_error(&a);
+        goto done;
+    }
+    const qkv_mha_config lc = qkv_mha_get_config(m);
+    if (D != lc.d_model) {
+        cli_error("mha", "--query %s: shape %s, but the layer in --params %s has width D = %lld",
+                  a.query, sx, a.params, (long long)lc.d_model);
+        goto done;
+    }
+    if (a.context && c.shape[c.ndim - 1] != lc.d_context) {
+        cli_error("mha",
+                  "--context %s: shape %s, but the layer in --params %s has context width "
+                  "Dkv = %lld",
+                  a.context, sc, a.params, (long long)lc.d_context);
+        goto done;
+    }
+    if (!a.context && lc.d_context != lc.d_model) {
+        cli_error("mha",
+                  "--params %s: the layer's keys and values read a context of width %lld, not "
+                  "X's %lld: give it with --context",
+                  a.params, (long long)lc.d_context, (long long)lc.d_model);
+        goto done;
+    }
+    if (a.kv_lens) {
+        if (!cli_load_lens("mha", "--kv-lens", a.kv_lens, B, Lk, &lens_raw, &lens)) goto done;
+        opt.kv_lens = lens.data;
+    }
+
+    /* Y has X's shape; W is (B, H, Lq, Lk), without B for a rank-2 X. */
+    const int64_t wshape[4] = {B, lc.heads, Lq, Lk};
+    if (!alloc_output("-o", x.ndim, x.shape, &y) ||
+        (a.weights && !alloc_output("--weights", x.ndim + 1, wshape + !batched, &w)))
+        goto done;
+    cli_progress prog;
+    cli_progress_init(&prog, "mha", "attention");
+    opt.progress = cli_progress_update;
+    opt.progress_user = &prog;
+    qkv_status s = qkv_mha_forward(m, y.data, a.weights ? w.data : NULL, x.data, B, Lq,
+                                   a.context ? c.data : NULL, Lk, &opt);
+    cli_progress_done(&prog);
+    if (s != QKV_OK) {
+        /* The checks above leave little to fail here: memory, mostly. */
+        cli_error("mha", "%s (--query %s %s, --params %s)", qkv_error_detail(), a.query, sx,
+                  a.params);
+        goto done;
+    }
+    if (!cli_outputs_add(&outs, "mha", "-o", a.out, &y) ||
+        (a.weights && !cli_outputs_add(&outs, "mha", "--weights", a.weights, &w)) ||
+        !cli_outputs_commit(&outs, "mha"))
+        goto done;
+    cli_warn_nonfinite("mha", "--query", a.query, &x, 1);
+    if (a.context) cli_warn_nonfinite("mha", "--context", a.context, &c, 1);
+    rc = CLI_OK;
+
+done:
+    cli_outputs_abort(&outs);
+    qkv_mha_free(m);
+    qkv_safetensors_free(st);
+    qkv_array_free(&x);
+    qkv_array_free(&c);
+    qkv_array_free(&lens_raw);
+    qkv_array_free(&lens);
+    free(y.data); /* these two were allocated here */
+    free(w.data);
+    return rc;
+}
