@@ -131,7 +131,7 @@ static int same_bytes(const result *a, const result *b, const problem *p)
 }
 
 /* One random problem; options drawn from the seed. */
-static problem make_problem(test_rng *r, int64_t E, float amp)
+static problem make_problem(test_rng *r, int64_t E, float amp, int64_t max_lq)
 {
     problem p;
     memset(&p, 0, sizeof p);
@@ -139,7 +139,7 @@ static problem make_problem(test_rng *r, int64_t E, float amp)
     p.B = 1 + (int64_t)(test_rand(r) * 2);
     p.Hkv = 1 + (int64_t)(test_rand(r) * 2);
     p.H = p.Hkv * groups[(int)(test_rand(r) * 5)];
-    p.Lq = 1 + (int64_t)(test_rand(r) * 150);
+    p.Lq = 1 + (int64_t)(test_rand(r) * (double)max_lq);
     p.Lk = 1 + (int64_t)(test_rand(r) * 300);
     p.E = E;
     p.Ev = test_rand(r) < 0.5 ? E : 1 + (int64_t)(test_rand(r) * 70);
@@ -205,22 +205,24 @@ static void compare(const char *what, const problem *p, const result *got, const
                 p->lens != NULL, p->fmask ? "float" : p->bmask ? "bool" : "none", eo, ew, el);
 }
 
-static void check_sweep(void)
+/* Random problems with Lq up to max_lq; a sweep with max_lq at most 4
+ * exercises the row-major path decode-shaped calls take. */
+static void check_sweep(const char *name, int64_t max_lq, int seed0)
 {
     static const int64_t dims[] = {1, 3, 8, 17, 64, 80, 128, 256, 512};
     int cases = 0;
     for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++) {
         for (int rep = 0; rep < (dims[d] >= 256 ? 2 : 5); rep++) {
-            int seed = (int)(d * 100 + (size_t)rep);
+            int seed = seed0 + (int)(d * 100 + (size_t)rep);
             test_rng r = test_rng_seed((uint64_t)seed);
-            problem p = make_problem(&r, dims[d], 1.0f);
+            problem p = make_problem(&r, dims[d], 1.0f, max_lq);
             result want;
             run(&p, QKV_IMPL_REFERENCE, QKV_ISA_AUTO, 2, &want);
             for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
                 if (!qkv_isa_supported(isas[i])) continue;
                 result got, got1;
                 run(&p, QKV_IMPL_AUTO, isas[i], 2, &got);
-                compare("sweep", &p, &got, &want, isas[i], seed);
+                compare(name, &p, &got, &want, isas[i], seed);
                 run(&p, QKV_IMPL_AUTO, isas[i], 1, &got1);
                 CHECK(same_bytes(&got, &got1, &p)); /* any thread count, same bits */
                 result_free(&got);
@@ -231,14 +233,14 @@ static void check_sweep(void)
             free_problem(&p);
         }
     }
-    printf("  sweep: %d problem x instruction-set runs\n", cases);
+    printf("  %s: %d problem x instruction-set runs\n", name, cases);
 }
 
 /* Scores in the thousands: the running max keeps everything finite. */
 static void check_large_logits(void)
 {
     test_rng r = test_rng_seed(77);
-    problem p = make_problem(&r, 64, 12.0f);
+    problem p = make_problem(&r, 64, 12.0f, 150);
     result want;
     run(&p, QKV_IMPL_REFERENCE, QKV_ISA_AUTO, 2, &want);
     for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
@@ -258,7 +260,7 @@ static void check_decode_and_empty_blocks(void)
 {
     for (int c = 0; c < 4; c++) {
         test_rng r = test_rng_seed(500 + (uint64_t)c);
-        problem p = make_problem(&r, c == 3 ? 128 : 40, 1.0f);
+        problem p = make_problem(&r, c == 3 ? 128 : 40, 1.0f, 150);
         free(p.q);
         free(p.k);
         free(p.v);
@@ -342,7 +344,7 @@ static void check_backward_sweep(void)
     for (int seed = 0; seed < 12; seed++) {
         test_rng r = test_rng_seed(900 + (uint64_t)seed);
         static const int64_t dims[] = {1, 7, 16, 33, 64, 80, 128};
-        problem p = make_problem(&r, dims[seed % 7], 1.0f);
+        problem p = make_problem(&r, dims[seed % 7], 1.0f, 150);
         const int64_t no = p.B * p.H * p.Lq * p.Ev, nq = p.B * p.H * p.Lq * p.E,
                       nk = p.B * p.Hkv * p.Lk * p.E, nv = p.B * p.Hkv * p.Lk * p.Ev;
         result fwd;
@@ -462,7 +464,8 @@ int main(void)
         else
             printf("  %s: not in this build or CPU, skipped\n", qkv_isa_name(isas[i]));
     }
-    check_sweep();
+    check_sweep("sweep", 150, 0);
+    check_sweep("decode sweep", 4, 5000);
     check_large_logits();
     check_decode_and_empty_blocks();
     check_empty_values();

@@ -30,6 +30,13 @@
 #define SPLIT_BELOW_UNITS 32
 #define CHUNK_KEYS 1024
 #define MAX_CHUNKS 64
+/* Calls with at most this many queries (decode) compute their units
+ * row-major with the dot_rows and axpy_rows kernels, so no work goes to
+ * the padding of a QKV_TILE_ROWS tile (4 query heads of a kv head fill a
+ * quarter of a 16-row tile). A row's arithmetic on that path does not
+ * depend on the other rows of its unit, and the choice depends on Lq
+ * alone, so GQA stays bitwise equal to its heads repeated. */
+#define NARROW_QUERIES 4
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -45,6 +52,8 @@ typedef struct plan {
     int64_t chunk;     /* keys per chunk, a multiple of BLOCK_KEYS */
     int64_t ev;        /* Ev, at least 1 (buffer sizes) */
     int pack_k, pack_v; /* K or V not contiguous along d / c: copy blocks */
+    int64_t narrow;    /* 0, or G * bq, the real rows of a unit, when
+                          Lq <= NARROW_QUERIES: the row-major path */
     /* Split mode: unnormalised partial results per (unit, chunk). */
     float *part_o;     /* [units][chunks][ev][rows] */
     float *part_m;     /* [units][chunks][rows] */
@@ -62,6 +71,10 @@ typedef struct scratch {
     unsigned char *forbid; /* BLOCK_KEYS x rows, for the careful pv */
     int64_t *lo, *hi;  /* rows: the interval of keys each row may see */
     int64_t *head, *qi; /* rows: query head and query index, -1 for padding */
+    /* The row-major path only: */
+    float *qr;         /* narrow x E: the queries times scale */
+    float *sr;         /* narrow x BLOCK_KEYS: scores, then weights */
+    float *orr;        /* narrow x Ev: the running output */
 } scratch;
 
 /* ------------------------------------------------------------ packing */
@@ -90,6 +103,9 @@ static void pack_queries(const plan *pl, scratch *sc, int64_t b, int64_t hk, int
 
         qkv_row_interval(p, b, i, &sc->lo[r], &sc->hi[r]);
     }
+    /* The row-major path reads them row by row (padding rows are 0). */
+    for (int64_t r = 0; r < pl->narrow; r++)
+        for (int64_t d = 0; d < p->E; d++) sc->qr[r * p->E + d] = sc->qt[d * R + r];
 }
 
 /* Where keys jb.. of kv head hk are, with the leading dimension to step
@@ -211,12 +227,19 @@ static int64_t block_len(int64_t jb, int64_t last)
     return (end < last + 1 ? end : last + 1) - jb;
 }
 
+static void run_keys_narrow(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t key_from,
+                            int64_t key_to);
+
 /* Walks the key blocks of [key_from, key_to] for the packed unit: sc->mx,
  * sc->l and sc->o hold the unnormalised running result afterwards. */
 static void run_keys(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t key_from,
                      int64_t key_to)
 {
     const qkv_fwd_problem *p = pl->p;
+    if (pl->narrow) {
+        run_keys_narrow(pl, sc, b, hk, key_from, key_to);
+        return;
+    }
     const int64_t R = pl->rows;
     for (int64_t r = 0; r < R; r++) {
         sc->mx[r] = -INFINITY;
@@ -242,6 +265,103 @@ static void run_keys(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t
     }
 }
 
+/* ------------------------------------------------------------ row-major */
+
+/* The scores of the unit's pl->narrow rows against the n keys from jb, row
+ * by row in sc->sr: scaled, softcapped, limited to each row's interval,
+ * masked. Returns whether some row has a forbidden position. */
+static int narrow_scores(const plan *pl, scratch *sc, int64_t b, const float *k, int64_t ldk,
+                         int64_t jb, int64_t n)
+{
+    const qkv_fwd_problem *p = pl->p;
+    const int64_t m = pl->narrow;
+    pl->k->dot_rows(sc->qr, p->E, m, k, ldk, sc->sr, BLOCK_KEYS, n, p->E);
+    const int fmask = p->mask && p->mask->dtype == QKV_DTYPE_F32;
+    const int bmask = p->mask && p->mask->dtype == QKV_DTYPE_BOOL;
+    int forbidden = fmask || bmask;
+    for (int64_t r = 0; r < m; r++) {
+        float *sj = sc->sr + r * BLOCK_KEYS;
+        if (p->softcap > 0) pl->k->softcap(sj, n, (float)p->softcap);
+        /* [from, to]: the block's keys inside the row's interval. */
+        int64_t from = sc->lo[r] - jb, to = sc->hi[r] - jb;
+        from = from < 0 ? 0 : from;
+        to = to > n - 1 ? n - 1 : to;
+        if (from > 0 || to < n - 1) forbidden = 1;
+        for (int64_t j = 0; j < n; j++)
+            if (j < from || j > to) sj[j] = -INFINITY;
+        if (sc->head[r] < 0 || !(fmask || bmask)) continue;
+        const int64_t h = sc->head[r], i = sc->qi[r];
+        for (int64_t j = from; j <= to; j++) {
+            if (fmask)
+                sj[j] += *qkv_view_at(p->mask, b, h, i, jb + j);
+            else if (!qkv_mask_allows(p->mask, b, h, i, jb + j))
+                sj[j] = -INFINITY;
+        }
+    }
+    return forbidden;
+}
+
+/* The online softmax step of kernels.h for the row-major scores. */
+static void narrow_softmax(const plan *pl, scratch *sc, int64_t n)
+{
+    for (int64_t r = 0; r < pl->narrow; r++) {
+        float *sj = sc->sr + r * BLOCK_KEYS;
+        float bm = -INFINITY;
+        for (int64_t j = 0; j < n; j++) bm = sj[j] > bm ? sj[j] : bm; /* NaN passed over */
+        const float mold = sc->mx[r], mnew = bm > mold ? bm : mold;
+        const float msafe = mnew == -INFINITY ? 0.0f : mnew;
+        for (int64_t j = 0; j < n; j++) sj[j] -= msafe;
+        pl->k->exp_inplace(sj, n);
+        float sum = 0.0f;
+        for (int64_t j = 0; j < n; j++) sum += sj[j];
+        sc->alpha[r] = expf(mold - msafe);
+        sc->l[r] = sc->l[r] * sc->alpha[r] + (double)sum;
+        sc->mx[r] = mnew;
+    }
+}
+
+/* run_keys for a narrow unit: the same results, row-major; the output is
+ * transposed into sc->o at the end for the code that follows. */
+static void run_keys_narrow(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t key_from,
+                            int64_t key_to)
+{
+    const qkv_fwd_problem *p = pl->p;
+    const int64_t R = pl->rows, m = pl->narrow, E = p->E, Ev = p->Ev;
+    for (int64_t r = 0; r < R; r++) {
+        sc->mx[r] = -INFINITY;
+        sc->l[r] = 0.0;
+    }
+    memset(sc->orr, 0, (size_t)(m * pl->ev) * sizeof *sc->orr);
+    int64_t first, last;
+    unit_key_range(pl, sc, key_from, key_to, &first, &last);
+    for (int64_t jb = first, n; jb <= last; jb += n) {
+        n = block_len(jb, last);
+        int64_t ldk, ldv;
+        const float *k = key_rows(p->k, pl->pack_k, sc->kb, b, hk, jb, n, E, &ldk);
+        const float *v = key_rows(p->v, pl->pack_v, sc->vb, b, hk, jb, n, Ev, &ldv);
+        const int careful = narrow_scores(pl, sc, b, k, ldk, jb, n) && any_nonfinite(v, ldv, n, Ev);
+        if (careful)
+            for (int64_t x = 0; x < m * BLOCK_KEYS; x++) sc->forbid[x] = sc->sr[x] == -INFINITY;
+        narrow_softmax(pl, sc, n);
+        if (!careful) {
+            pl->k->axpy_rows(sc->sr, BLOCK_KEYS, m, v, ldv, sc->orr, pl->ev, sc->alpha, n, Ev);
+            continue;
+        }
+        /* A forbidden key's non-finite value must not reach the row. */
+        for (int64_t r = 0; r < m; r++) {
+            float *o = sc->orr + r * pl->ev;
+            for (int64_t c = 0; c < Ev; c++) o[c] *= sc->alpha[r];
+            for (int64_t j = 0; j < n; j++) {
+                if (sc->forbid[r * BLOCK_KEYS + j]) continue;
+                for (int64_t c = 0; c < Ev; c++) o[c] += sc->sr[r * BLOCK_KEYS + j] * v[j * ldv + c];
+            }
+        }
+    }
+    memset(sc->o, 0, (size_t)(R * pl->ev) * sizeof *sc->o);
+    for (int64_t r = 0; r < m; r++)
+        for (int64_t c = 0; c < Ev; c++) sc->o[c * R + r] = sc->orr[r * pl->ev + c];
+}
+
 /* ------------------------------------------------------------ results */
 
 /* The weights of the unit's rows, recomputed block by block from the final
@@ -263,6 +383,19 @@ static void write_weights(const plan *pl, scratch *sc, int64_t b, int64_t hk)
         n = block_len(jb, last);
         int64_t ldk;
         const float *k = key_rows(p->k, pl->pack_k, sc->kb, b, hk, jb, n, p->E, &ldk);
+        if (pl->narrow) { /* the scores the run used, row-major */
+            narrow_scores(pl, sc, b, k, ldk, jb, n);
+            for (int64_t r = 0; r < pl->narrow; r++) {
+                if (sc->head[r] < 0 || sc->mx[r] == -INFINITY || isnan(sc->l[r])) continue;
+                float *sj = sc->sr + r * BLOCK_KEYS;
+                for (int64_t j = 0; j < n; j++) sj[j] -= sc->mx[r];
+                pl->k->exp_inplace(sj, n);
+                const float inv = (float)(1.0 / sc->l[r]);
+                float *row = qkv_view_out(w, b, sc->head[r], sc->qi[r], 0);
+                for (int64_t j = 0; j < n; j++) row[(jb + j) * ws] = sj[j] * inv;
+            }
+            continue;
+        }
         block_scores(pl, sc, b, k, ldk, jb, n);
         for (int64_t j = 0; j < n; j++) { /* s - mx, row by row along the vector */
             float *sj = sc->st + j * R;
@@ -443,6 +576,9 @@ static void scratch_free(scratch *sc)
     free(sc->hi);
     free(sc->head);
     free(sc->qi);
+    free(sc->qr);
+    free(sc->sr);
+    free(sc->orr);
 }
 
 static int scratch_alloc(const plan *pl, scratch *sc)
@@ -463,6 +599,13 @@ static int scratch_alloc(const plan *pl, scratch *sc)
     sc->hi = alloc64(rows * sizeof(int64_t));
     sc->head = alloc64(rows * sizeof(int64_t));
     sc->qi = alloc64(rows * sizeof(int64_t));
+    if (pl->narrow) {
+        const size_t m = (size_t)pl->narrow;
+        sc->qr = alloc64(m * e * f);
+        sc->sr = alloc64(m * (size_t)BLOCK_KEYS * f);
+        sc->orr = alloc64(m * (size_t)pl->ev * f);
+        if (!sc->qr || !sc->sr || !sc->orr) return 0;
+    }
     return sc->qt && sc->st && sc->o && (sc->kb || !pl->pack_k) && (sc->vb || !pl->pack_v) &&
            sc->mx && sc->alpha && sc->l && sc->forbid && sc->lo && sc->hi && sc->head && sc->qi;
 }
@@ -483,6 +626,7 @@ qkv_status qkv_flash_attention_forward(const qkv_fwd_problem *p, qkv_isa isa)
     pl.bq = UNIT_ROWS / pl.G > 1 ? UNIT_ROWS / pl.G : 1;
     if (pl.bq > p->Lq) pl.bq = p->Lq;
     pl.rows = round_up(pl.G * pl.bq, QKV_TILE_ROWS);
+    pl.narrow = p->Lq <= NARROW_QUERIES ? pl.G * pl.bq : 0;
     pl.qtiles = (p->Lq + pl.bq - 1) / pl.bq;
     pl.units = p->B * p->Hkv * pl.qtiles;
     pl.ev = p->Ev > 0 ? p->Ev : 1;
