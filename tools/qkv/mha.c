@@ -111,14 +111,15 @@ static int check_args(const mha_args *a, qkv_mha_config *cfg, qkv_attn_options *
     return 1;
 }
 
-/* qkv_mha_load's failure, naming --params and the file, and the option
- * behind a configuration field the detail starts with. */
+/* qkv_mha_load's failure, naming --params and the file, and the options
+ * the detail involves: the head counts, or --rope for an odd head dim. */
 static void report_load_error(const mha_args *a)
 {
     const char *d = qkv_error_detail();
+    if (strncmp(d, "st: ", 4) == 0) d += 4; /* the library's name for the file */
     const char *why = "";
     char buf[160];
-    if (strncmp(d, "heads:", 6) == 0 || strncmp(d, "kv_heads:", 9) == 0) {
+    if (strstr(d, "heads")) {
         snprintf(buf, sizeof buf, " (--heads %s%s%s)", a->heads, a->kv_heads ? ", --kv-heads " : "",
                  a->kv_heads ? a->kv_heads : "");
         why = buf;
