@@ -570,6 +570,20 @@ qkv_status qkv_kv_cache_truncate(qkv_kv_cache *c, int64_t b, int64_t len);
 /* Bytes the cache holds (its storage and bookkeeping). */
 size_t qkv_kv_cache_bytes(const qkv_kv_cache *c);
 
+/* Appends n tokens' keys and values to sequence b as they are to be
+ * stored, i.e. already rotated by RoPE where the layer has it: k (n, Hkv,
+ * E) and v (n, Hkv, Ev) row-major, the layout of the K and V projections'
+ * rows. For keys computed elsewhere (a prompt processed by another
+ * program, a saved cache). Fails, changing nothing, when the sequence
+ * would pass max_len. */
+qkv_status qkv_kv_cache_append(qkv_kv_cache *c, int64_t b, const float *k, const float *v,
+                               int64_t n);
+
+/* Views of sequence b's cached keys (1, Hkv, len, E) and values (1, Hkv,
+ * len, Ev), valid until the cache is freed; their data may be read, and
+ * written to change the cache. Either pointer may be NULL. */
+qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, qkv_tensor *v);
+
 /* One decode step for every sequence of the cache: x (B, n, D) holds n new
  * tokens per sequence (n >= 1; B is the cache's). Their k and v are
  * appended to the cache at positions len_b .. len_b + n - 1 (after RoPE

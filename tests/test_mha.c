@@ -517,6 +517,64 @@ static void test_decode(void)
     qkv_mha_free(m);
 }
 
+static int detail_has(const char *s);
+
+/* A cache filled by qkv_kv_cache_append with another cache's keys and
+ * values decodes exactly as that cache does. */
+static void test_cache_append(void)
+{
+    test_rng r = test_rng_seed(0xa99e);
+    qkv_mha_config cfg = {.d_model = 16, .heads = 4, .kv_heads = 2, .v_head_dim = 3, .bias = 1,
+                          .rope = QKV_ROPE_INTERLEAVED};
+    qkv_mha *m = make_layer(&cfg, &r);
+    const int64_t D = 16, Hkv = 2, E = 4, Ev = 3, n = 6;
+    qkv_kv_cache *a = NULL, *b = NULL;
+    CHECK(qkv_kv_cache_create(&a, m, 1, 10) == QKV_OK);
+    CHECK(qkv_kv_cache_create(&b, m, 2, 10) == QKV_OK);
+    float *x = test_rand_f32(&r, n * D, -1, 1), y[6 * 16];
+    CHECK(qkv_mha_decode(m, a, y, NULL, x, n, NULL) == QKV_OK);
+    qkv_tensor tk, tv;
+    CHECK(qkv_kv_cache_view(a, 0, &tk, &tv) == QKV_OK);
+    CHECK(tk.shape[0] == 1 && tk.shape[1] == Hkv && tk.shape[2] == n && tk.shape[3] == E);
+    CHECK(tv.shape[2] == n && tv.shape[3] == Ev && tv.dtype == QKV_DTYPE_F32);
+    float k[6 * 2 * 4], v[6 * 2 * 3];
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t g = 0; g < Hkv; g++) {
+            for (int64_t e = 0; e < E; e++)
+                k[(t * Hkv + g) * E + e] = *((float *)tk.data + g * tk.stride[1] + t * tk.stride[2] + e);
+            for (int64_t e = 0; e < Ev; e++)
+                v[(t * Hkv + g) * Ev + e] = *((float *)tv.data + g * tv.stride[1] + t * tv.stride[2] + e);
+        }
+    CHECK(qkv_kv_cache_append(b, 1, k, v, n) == QKV_OK);
+    CHECK(qkv_kv_cache_length(b, 1) == n && qkv_kv_cache_length(b, 0) == 0);
+    CHECK(qkv_kv_cache_truncate(b, 0, 0) == QKV_OK);
+    CHECK(qkv_kv_cache_append(b, 0, k, v, n) == QKV_OK);
+    float *x1 = test_rand_f32(&r, 2 * D, -1, 1), ya[16], yb[2 * 16];
+    CHECK(qkv_mha_decode(m, a, ya, NULL, x1, 1, NULL) == QKV_OK);
+    memcpy(x1 + D, x1, sizeof(float) * (size_t)D);
+    CHECK(qkv_mha_decode(m, b, yb, NULL, x1, 1, NULL) == QKV_OK);
+    CHECK(memcmp(ya, yb, sizeof ya) == 0);
+    CHECK(memcmp(ya, yb + D, sizeof ya) == 0);
+    /* Errors change nothing. */
+    CHECK(qkv_kv_cache_append(b, 0, k, v, 4) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_has("max_len"));
+    CHECK(qkv_kv_cache_length(b, 0) == n + 1);
+    CHECK(qkv_kv_cache_append(b, 2, k, v, 1) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_kv_cache_append(b, 0, NULL, v, 1) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(qkv_kv_cache_append(b, 0, k, NULL, 1) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(qkv_kv_cache_append(b, 0, k, v, -1) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_kv_cache_append(b, 0, NULL, NULL, 0) == QKV_OK);
+    CHECK(qkv_kv_cache_append(NULL, 0, k, v, 1) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(qkv_kv_cache_view(b, -1, &tk, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_kv_cache_view(b, 0, NULL, NULL) == QKV_OK);
+    CHECK(qkv_kv_cache_length(b, 0) == n + 1);
+    free(x);
+    free(x1);
+    qkv_kv_cache_free(a);
+    qkv_kv_cache_free(b);
+    qkv_mha_free(m);
+}
+
 /* --------------------------------------------------------------- errors */
 
 static int detail_has(const char *s)
@@ -723,6 +781,7 @@ int main(void)
     test_threads();
     test_backward();
     test_decode();
+    test_cache_append();
     test_save_load();
     return test_finish("test_mha");
 }

@@ -68,13 +68,35 @@ int64_t qkv_kv_cache_length(const qkv_kv_cache *c, int64_t b)
     return c && b >= 0 && b < c->batch ? c->len[b] : -1;
 }
 
-qkv_status qkv_kv_cache_truncate(qkv_kv_cache *c, int64_t b, int64_t len)
+static qkv_status check_sequence(const qkv_kv_cache *c, int64_t b)
 {
-    qkv_clear_error();
     if (!c) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "c: is NULL");
     if (b < 0 || b >= c->batch)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "b: %lld is not a sequence of the cache (0..%lld)",
                         (long long)b, (long long)c->batch - 1);
+    return QKV_OK;
+}
+
+/* Copies n tokens' rows k (n, Hkv, E) and v (n, Hkv, Ev) into sequence b
+ * from position pos on. */
+static void store_tokens(qkv_kv_cache *c, int64_t b, int64_t pos, const float *k, const float *v,
+                         int64_t n)
+{
+    const int64_t Hkv = c->kv_heads, E = c->head_dim, Ev = c->v_head_dim, L = c->max_len;
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t g = 0; g < Hkv; g++) {
+            memcpy(c->k + ((b * Hkv + g) * L + pos + t) * E, k + (t * Hkv + g) * E,
+                   (size_t)E * sizeof(float));
+            memcpy(c->v + ((b * Hkv + g) * L + pos + t) * Ev, v + (t * Hkv + g) * Ev,
+                   (size_t)Ev * sizeof(float));
+        }
+}
+
+qkv_status qkv_kv_cache_truncate(qkv_kv_cache *c, int64_t b, int64_t len)
+{
+    qkv_clear_error();
+    qkv_status st = check_sequence(c, b);
+    if (st) return st;
     if (len < 0 || len > c->len[b])
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
                         "len: %lld is not between 0 and sequence %lld's length %lld",
@@ -86,6 +108,44 @@ qkv_status qkv_kv_cache_truncate(qkv_kv_cache *c, int64_t b, int64_t len)
 size_t qkv_kv_cache_bytes(const qkv_kv_cache *c)
 {
     return c ? c->bytes : 0;
+}
+
+qkv_status qkv_kv_cache_append(qkv_kv_cache *c, int64_t b, const float *k, const float *v,
+                               int64_t n)
+{
+    qkv_clear_error();
+    qkv_status st = check_sequence(c, b);
+    if (st) return st;
+    if (n < 0) return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "n: %lld is negative", (long long)n);
+    if (n > c->max_len - c->len[b])
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
+                        "n: %lld tokens would take sequence %lld past the cache's max_len %lld "
+                        "(it holds %lld)",
+                        (long long)n, (long long)b, (long long)c->max_len, (long long)c->len[b]);
+    if (n > 0 && !k) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "k: is NULL");
+    if (n > 0 && !v) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "v: is NULL");
+    store_tokens(c, b, c->len[b], k, v, n);
+    c->len[b] += n;
+    return QKV_OK;
+}
+
+qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, qkv_tensor *v)
+{
+    qkv_clear_error();
+    qkv_status st = check_sequence(c, b);
+    if (st) return st;
+    const int64_t Hkv = c->kv_heads, E = c->head_dim, Ev = c->v_head_dim, L = c->max_len;
+    if (k) {
+        qkv_tensor t = {c->k + b * Hkv * L * E, QKV_DTYPE_F32, {1, Hkv, c->len[b], E},
+                        {Hkv * L * E, L * E, E, 1}};
+        *k = t;
+    }
+    if (v) {
+        qkv_tensor t = {c->v + b * Hkv * L * Ev, QKV_DTYPE_F32, {1, Hkv, c->len[b], Ev},
+                        {Hkv * L * Ev, L * Ev, Ev, 1}};
+        *v = t;
+    }
+    return QKV_OK;
 }
 
 /* Checks a decode call; *lmax receives the longest sequence before it. */
@@ -178,13 +238,7 @@ qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *we
         /* Append the new tokens past the sequence's end; its length moves
          * only once the whole step has succeeded. */
         const int64_t len = c->len[b], lk = len + n;
-        for (int64_t t = 0; t < n; t++)
-            for (int64_t g = 0; g < Hkv; g++) {
-                memcpy(c->k + ((b * Hkv + g) * L + len + t) * E, k + ((b * n + t) * Hkv + g) * E,
-                       (size_t)E * sizeof(float));
-                memcpy(c->v + ((b * Hkv + g) * L + len + t) * Ev,
-                       v + ((b * n + t) * Hkv + g) * Ev, (size_t)Ev * sizeof(float));
-            }
+        store_tokens(c, b, len, k + b * n * Hkv * E, v + b * n * Hkv * Ev, n);
         qkv_tensor tq = qkv_mha_heads_view(q + b * n * H * E, 1, n, H, E);
         qkv_tensor ta = qkv_mha_heads_view(a + b * n * H * Ev, 1, n, H, Ev);
         qkv_tensor tk = {c->k + b * Hkv * L * E, QKV_DTYPE_F32, {1, Hkv, lk, E},

@@ -344,8 +344,13 @@ qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *d
     const int64_t ny = batch * lq * D;
     if (ny > 0 && !dy) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "dy: is NULL");
 
+    /* The recomputed forward reports no progress, so that the backward's
+     * own reports rise once from 0 to 1. */
+    qkv_attn_options quiet = {0};
+    if (opts) quiet = *opts;
+    quiet.progress = NULL;
     activations act;
-    st = forward_core(m, &act, NULL, x, batch, lq, context, lk, opts);
+    st = forward_core(m, &act, NULL, x, batch, lq, context, lk, &quiet);
     if (st) {
         activations_free(&act);
         return st;
