@@ -19,7 +19,8 @@ import numpy as np
 
 from . import _lib
 
-__all__ = ["scaled_dot_product_attention", "attention_backward", "version"]
+__all__ = ["scaled_dot_product_attention", "attention_backward", "version",
+           "MultiheadAttention", "KVCache"]
 
 _LIB = _lib.load()
 
@@ -37,6 +38,8 @@ def _raise(status, what):
         raise TypeError(msg)
     if status == _lib.ERR_OUT_OF_MEMORY:
         raise MemoryError(msg)
+    if status == _lib.ERR_IO:
+        raise OSError(msg)
     raise ValueError(msg)
 
 
@@ -309,3 +312,7 @@ def _unbroadcast(g, shape):
     g = g.sum(axis=tuple(range(g.ndim - len(shape)))) if g.ndim > len(shape) else g
     axes = tuple(d for d, n in enumerate(shape) if n == 1 and g.shape[d] != 1)
     return g.sum(axis=axes, keepdims=True) if axes else g
+
+
+# The layer's module uses the helpers above.
+from .layer import KVCache, MultiheadAttention  # noqa: E402

@@ -43,9 +43,26 @@ class Options(ctypes.Structure):
     ]
 
 
+class MhaConfig(ctypes.Structure):
+    """qkv_mha_config; a 0 field means its default (see qkv.h)."""
+    _fields_ = [
+        ("d_model", ctypes.c_int64),
+        ("d_context", ctypes.c_int64),
+        ("heads", ctypes.c_int64),
+        ("kv_heads", ctypes.c_int64),
+        ("head_dim", ctypes.c_int64),
+        ("v_head_dim", ctypes.c_int64),
+        ("bias", ctypes.c_int),
+        ("rope", ctypes.c_int),
+        ("rope_base", ctypes.c_double),
+    ]
+
+
 # enum values of qkv.h
 DTYPE_F32, DTYPE_F64, DTYPE_F16, DTYPE_BF16, DTYPE_BOOL, DTYPE_I32, DTYPE_I64 = range(7)
 ALIGN_TOP_LEFT, ALIGN_BOTTOM_RIGHT = 0, 1
+ROPE_NONE, ROPE_INTERLEAVED, ROPE_HALF = range(3)
+MHA_WQ, MHA_WK, MHA_WV, MHA_WO, MHA_BQ, MHA_BK, MHA_BV, MHA_BO = range(8)
 IMPL_AUTO, IMPL_REFERENCE = 0, 1
 (OK, ERR_NULL_ARGUMENT, ERR_INVALID_ARGUMENT, ERR_SHAPE, ERR_DTYPE, ERR_OVERFLOW,
  ERR_OUT_OF_MEMORY, ERR_IO, ERR_FORMAT, ERR_THREAD, ERR_UNSUPPORTED) = range(11)
@@ -96,3 +113,40 @@ def _declare(lib):
     lib.qkv_status_string.restype = ctypes.c_char_p
     lib.qkv_version_string.argtypes = []
     lib.qkv_version_string.restype = ctypes.c_char_p
+    if hasattr(lib, "qkv_mha_create"):  # a libqkv older than the layer still gives attention
+        _declare_layer(lib)
+
+
+def _declare_layer(lib):
+    """The multi-head attention layer, its KV cache and the .safetensors
+    reader the layer's loader takes."""
+    P, I64 = ctypes.c_void_p, ctypes.c_int64  # opaque handles, sizes
+    FP = ctypes.c_void_p  # float *: a numpy array's .ctypes.data, or None
+    pI64 = ctypes.POINTER(ctypes.c_int64)
+    pCfg = ctypes.POINTER(MhaConfig)
+    pOpt = ctypes.POINTER(Options)
+    decl = {
+        "qkv_safetensors_read": ([ctypes.c_char_p, ctypes.POINTER(P)], ctypes.c_int),
+        "qkv_safetensors_free": ([P], None),
+        "qkv_mha_create": ([ctypes.POINTER(P), pCfg], ctypes.c_int),
+        "qkv_mha_free": ([P], None),
+        "qkv_mha_get_config": ([P], MhaConfig),
+        "qkv_mha_param_data": ([P, ctypes.c_int, pI64, pI64], FP),
+        "qkv_mha_load": ([ctypes.POINTER(P), pCfg, P, ctypes.c_char_p], ctypes.c_int),
+        "qkv_mha_save": ([P, ctypes.c_char_p, ctypes.c_char_p], ctypes.c_int),
+        "qkv_mha_forward": ([P, FP, FP, FP, I64, I64, FP, I64, pOpt], ctypes.c_int),
+        "qkv_mha_backward": ([P, P, FP, FP, FP, FP, I64, I64, FP, I64, pOpt], ctypes.c_int),
+        "qkv_kv_cache_create": ([ctypes.POINTER(P), P, I64, I64], ctypes.c_int),
+        "qkv_kv_cache_free": ([P], None),
+        "qkv_kv_cache_length": ([P, I64], I64),
+        "qkv_kv_cache_truncate": ([P, I64, I64], ctypes.c_int),
+        "qkv_kv_cache_bytes": ([P], ctypes.c_size_t),
+        "qkv_kv_cache_append": ([P, I64, FP, FP, I64], ctypes.c_int),
+        "qkv_kv_cache_view": ([P, I64, ctypes.POINTER(Tensor), ctypes.POINTER(Tensor)],
+                              ctypes.c_int),
+        "qkv_mha_decode": ([P, P, FP, FP, FP, I64, pOpt], ctypes.c_int),
+    }
+    for name, (args, res) in decl.items():
+        f = getattr(lib, name)
+        f.argtypes = args
+        f.restype = res
