@@ -34,7 +34,7 @@ _SEPARATE = {"q_proj.weight": _lib.MHA_WQ, "k_proj.weight": _lib.MHA_WK,
 
 
 def _need_layer():
-    if not hasattr(_LIB.qkv_mha_create, "argtypes") or _LIB.qkv_mha_create.argtypes is None:
+    if not hasattr(_LIB, "qkv_mha_create"):
         raise RuntimeError("qkv: the libqkv that was loaded has no multi-head attention layer "
                            "(qkv_mha_*); rebuild it")
 
