@@ -971,6 +971,18 @@ static void test_api_edges(void)
               QKV_ERR_INVALID_ARGUMENT);
         CHECK(strstr(qkv_error_detail(), "nnn...'") != NULL);
         CHECK(strlen(qkv_error_detail()) < 100);
+        /* Cut between characters, never inside one. */
+        for (size_t i = 0; i + 2 < sizeof longname; i += 2)
+            memcpy(longname + i, "\xc3\xa9", 2);
+        longname[sizeof longname - 2] = '\0';
+        for (int shift = 0; shift < 2; shift++) {
+            const char *d, *cut;
+            CHECK(qkv_safetensors_get(st, longname + shift, QKV_DTYPE_F32, &a) ==
+                  QKV_ERR_INVALID_ARGUMENT);
+            d = qkv_error_detail();
+            cut = strstr(d, "...'");
+            CHECK(cut && cut > d && (unsigned char)cut[-1] == 0xa9);
+        }
     }
 
     /* Two parses are independent; frees leave the error detail alone. */
