@@ -12,6 +12,10 @@ The calling convention is PyTorch's torch.nn.functional.scaled_dot_product_atten
 (attn_mask bool, True = may attend, or float, added; is_causal top-left; scale;
 enable_gqa), with qkv's own options after the `*`. The library is released
 from the GIL while it computes (ctypes releases it for every foreign call).
+
+qkv.MultiheadAttention is the whole layer with torch.nn.MultiheadAttention's
+calling convention (and its gradients, `grad`), qkv.KVCache its cache for
+incremental decoding (MultiheadAttention.decode); see qkv.layer.
 """
 import ctypes
 

@@ -216,7 +216,7 @@ class MultiheadAttention:
         try:
             ptr = ctypes.c_void_p()
             _check(_LIB.qkv_mha_load(ctypes.byref(ptr), ctypes.byref(cfg), st,
-                                     prefix.encode()), "from_safetensors")
+                                     (prefix or "").encode()), "from_safetensors")
         finally:
             _LIB.qkv_safetensors_free(st)
         self = cls.__new__(cls)
@@ -228,7 +228,8 @@ class MultiheadAttention:
         separate-projection names q_proj.weight, k_proj.weight,
         v_proj.weight, o_proj.weight (and .bias of each), with `prefix`
         prepended; from_safetensors reads it back."""
-        _check(_LIB.qkv_mha_save(self._handle.ptr, _path(path), prefix.encode()), "save")
+        _check(_LIB.qkv_mha_save(self._handle.ptr, _path(path), (prefix or "").encode()),
+               "save")
 
     # ---------------------------------------------------------- parameters
 

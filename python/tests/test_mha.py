@@ -260,6 +260,26 @@ def test_threads_do_not_change_the_result():
     assert np.array_equal(m1(x, is_causal=True)[0], m3(x, is_causal=True)[0])
 
 
+def test_calls_from_several_python_threads():
+    """libqkv runs without the GIL; one layer serves several threads."""
+    from concurrent.futures import ThreadPoolExecutor
+    m = randomize(qkv.MultiheadAttention(16, 4, batch_first=True, threads=1))
+    xs = [rand(2, 20, 16) for _ in range(8)]
+    want = [m(x, is_causal=True)[0] for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda x: m(x, is_causal=True)[0], xs))
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))
+
+
+def test_empty_inputs():
+    m = randomize(qkv.MultiheadAttention(8, 2, batch_first=True))
+    y, w = m(rand(0, 3, 8))
+    assert y.shape == (0, 3, 8) and w.shape == (0, 3, 3)
+    c = rand(2, 0, 8)
+    y, w = m(rand(2, 3, 8), c, c)  # no keys: the attention gives 0, y = out_proj_bias
+    assert w.shape == (2, 3, 0) and np.allclose(y, m.out_proj_bias)
+
+
 # ------------------------------------------------------ the PyTorch cases
 
 def case_dirs():
