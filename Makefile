@@ -3,7 +3,7 @@
 #   make test   the whole test suite: Release, then ASan+UBSan, then the
 #               attention tests on a build with only the generic C kernels,
 #               the Python binding's tests, then a bounded libFuzzer run of
-#               the .npy parser
+#               the .npy and .safetensors parsers
 # Other targets: build, install (PREFIX=/usr/local), fuzz (FUZZ_SECONDS=60),
 # clean. Build trees live under build/.
 

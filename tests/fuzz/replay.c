@@ -1,5 +1,5 @@
-/* fuzz_npy_replay CORPUS_DIR N: runs the fuzz harness over every file in the
- * corpus, then over N mutations of them from a fixed-seed PRNG, so that the
+/* fuzz_<format>_replay CORPUS_DIR N, one program per harness: runs the
+ * harness over every file in the corpus, then over N mutations of them from a fixed-seed PRNG, so that the
  * harness runs in ctest with any compiler and no libFuzzer. Deterministic:
  * the same N gives the same inputs. A failure is a crash (an abort in the
  * harness, or a sanitizer report), so this only ever exits 0 on its own. */
@@ -37,7 +37,7 @@ static void run(const uint8_t *data, size_t size)
 {
     uint8_t *copy = malloc(size ? size : 1);
     if (!copy) {
-        fprintf(stderr, "fuzz_npy_replay: out of memory\n");
+        fprintf(stderr, "fuzz replay: out of memory\n");
         exit(2);
     }
     if (size)
@@ -214,13 +214,16 @@ int main(int argc, char **argv)
     size_t ncorpus, size;
     long n;
     long long inputs = 0;
+    const char *prog = argc > 0 && strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1
+                       : argc > 0                      ? argv[0]
+                                                       : "fuzz_replay";
     if (argc != 3 || (n = strtol(argv[2], NULL, 10)) < 0) {
-        fprintf(stderr, "usage: fuzz_npy_replay CORPUS_DIR N\n");
+        fprintf(stderr, "usage: %s CORPUS_DIR N\n", prog);
         return 2;
     }
     ncorpus = load_corpus(argv[1], corpus, sizeof corpus / sizeof corpus[0]);
     if (ncorpus == 0) {
-        fprintf(stderr, "fuzz_npy_replay: no corpus files in %s\n", argv[1]);
+        fprintf(stderr, "%s: no corpus files in %s\n", prog, argv[1]);
         return 2;
     }
     run(NULL, 0);
@@ -241,6 +244,6 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < ncorpus; i++)
         free(corpus[i].data);
-    printf("fuzz_npy_replay: %lld inputs, 0 crashes\n", inputs);
+    printf("%s: %lld inputs, 0 crashes\n", prog, inputs);
     return 0;
 }
