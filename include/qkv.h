@@ -379,7 +379,9 @@ typedef struct qkv_safetensors qkv_safetensors;
  * {"dtype", "shape", "data_offsets"}, plus an optional "__metadata__" object
  * of strings), names unique, dtypes among those the format defines, each
  * tensor's byte length equal to its shape times its element size, and the
- * tensors' byte ranges must tile the data section exactly. Anything else
+ * tensors' byte ranges must tile the data section exactly; only spaces may
+ * follow the JSON object, and tensor names may not contain U+0000. There
+ * is no limit on the header's size but the file's. Anything else
  * fails with QKV_ERR_FORMAT (or QKV_ERR_OVERFLOW) and a detail that starts
  * with the file name. On failure *out is NULL. */
 qkv_status qkv_safetensors_read(const char *path, qkv_safetensors **out);
@@ -414,7 +416,8 @@ qkv_status qkv_safetensors_get(const qkv_safetensors *st, const char *name, qkv_
 
 /* Writes n named arrays (F32, F64, F16, BF16, I32, I64, BOOL) as a
  * .safetensors file in the given order, with no metadata. Names must be
- * unique and non-empty. Creates or truncates path; on failure the file may
+ * unique, non-empty, valid UTF-8 and not "__metadata__"
+ * (QKV_ERR_INVALID_ARGUMENT otherwise). Creates or truncates path; on failure the file may
  * be partly written. */
 qkv_status qkv_safetensors_write(const char *path, int64_t n, const char *const *names,
                                  const qkv_array *arrays);
