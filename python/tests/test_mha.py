@@ -653,6 +653,14 @@ def test_cache_truncate_and_append():
     seq1 = np.concatenate([x[1, :2], new[1]])[None]
     assert rel(y[0], m(seq0, is_causal=True)[0][0, -1:]) <= 1e-5
     assert rel(y[1], m(seq1, is_causal=True)[0][0, -1:]) <= 1e-5
+    # sequences of different lengths: each one's weights stop at its own length
+    y, w = m.decode(cache, new, need_weights=True)
+    assert w.shape == (B, 2, 1, T + 2)
+    assert not w[1, :, :, 4:].any()
+    _, w1 = m(np.concatenate([x[1, :2], new[1], new[1]])[None], is_causal=True,
+              average_attn_weights=False)
+    assert rel(w[1, :, 0, :4], w1[0, :, -1]) <= 1e-5
+    cache.truncate(1, 3)
     cache.truncate(0, 0)
     assert cache.lengths() == [0, 3]
     # the views write through to the cache
