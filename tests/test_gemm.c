@@ -98,7 +98,8 @@ static void check_one(qkv_isa isa, const problem *pr, test_rng *rng, int threads
 }
 
 /* The shape sweep: tails of every size around the register tiles (14, 6
- * and 4 rows; 32 and 16 columns), the depth pass (384) and the blocks. */
+ * and 4 rows; 32 and 16 columns), then sizes past the depth of a pass
+ * (512), the row block (1008) and the column block (256). */
 static void check_shapes(qkv_isa isa)
 {
     static const int64_t sizes[] = {1, 2, 3, 5, 13, 17, 31, 33, 47, 64};
@@ -123,7 +124,7 @@ static void check_shapes(qkv_isa isa)
         /* Larger: past the depth pass, the row block and the column block,
          * and over several threads. */
         static const int64_t big[][3] = {
-            {1, 1, 1000}, {29, 37, 385}, {1100, 3, 20}, {3, 1100, 20}, {150, 290, 777}, {1019, 67, 2}};
+            {1, 1, 1000}, {29, 37, 1537}, {2100, 3, 20}, {3, 1100, 20}, {150, 290, 777}, {1019, 67, 2}};
         for (size_t s = 0; s < sizeof big / sizeof big[0]; s++) {
             const int64_t m = big[s][0], n = big[s][1], k = big[s][2];
             problem pr = {(qkv_transpose)(t & 1), (qkv_transpose)(t >> 1), m, n, k,

@@ -1,8 +1,8 @@
 /* qkv_sgemm (qkv.h): C = alpha op(A) op(B) + beta C in the Goto/BLIS plan.
- * Blocks of op(A) (MC x KC, meant for L3) and op(B) (KC x NC, meant for L2)
- * are packed into contiguous panels, which takes care of the transposes, so
- * that one register-tile microkernel per instruction set (kernels.h) serves
- * all four cases. Threads take rectangles of C. */
+ * Blocks of op(A) and op(B) are packed into contiguous micro-panels, which
+ * takes care of the transposes, so that one register-tile microkernel per
+ * instruction set (kernels.h, chosen as for attention) serves all four
+ * cases. Threads take rectangles of C. */
 #include "../common.h"
 #include "../threads.h"
 #include "dispatch.h"
@@ -17,15 +17,17 @@
 #include <limits.h>
 #endif
 
-/* Depth of one pass over C. Fixed, so that every element of C sums the
+/* The most depth of one pass over C: k is cut into equal passes of at
+ * most GEMM_KC. The cut depends on k alone, so every element of C sums the
  * same products in the same order whatever the threads: a thread count
  * changes which rectangle an element lies in, never its arithmetic. */
-#define GEMM_KC 384
-/* Rows of op(A) packed at once (rounded to the register tile), and
- * columns of op(B): the B block, KC x NC, stays in L2 while the A
- * micro-panels stream past it. */
+#define GEMM_KC 512
+/* The most rows of op(A) packed at once (an A block, meant for L3), and
+ * columns of op(B) (a B block, KC x NC, meant for L2): each A micro-panel
+ * sits in L1 while the B block's micro-panels stream past it. Measured on
+ * Cascade Lake against KC 256-1024, NC 128-1024, MC 504-4116. */
 #define GEMM_MC 1008
-#define GEMM_NC 512
+#define GEMM_NC 256
 /* Work below which one more thread costs more than it gives, in FLOPs. */
 #define GEMM_MIN_FLOPS_PER_THREAD 4e6
 
@@ -39,80 +41,110 @@ typedef struct gemm_job {
     float *c;
     int64_t ldc;
     int64_t gm, gn;   /* C is split into gm x gn rectangles, one per thread */
-    int64_t mc, nc;   /* block sizes: multiples of the register tile */
+    int64_t kc;       /* depth of a pass: the same for every thread count */
+    int64_t mc, nc;   /* largest blocks: multiples of the register tile */
     float **pa, **pb; /* each thread's packing buffers */
 } gemm_job;
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
 
-/* Rows [i0, i0 + rows) and columns [p0, p0 + kc) of op(A) as micro-panels
- * of mr rows: panel q holds dst[q * mr * kc + p * mr + r], rows past the
- * end zero. */
-static void pack_a(const gemm_job *g, float *dst, int64_t i0, int64_t rows, int64_t p0, int64_t kc)
+/* Floats from one packed micro-panel of width w (mr or nr) to the next:
+ * its kc x w numbers and one cache line more. Without the extra line,
+ * panels 2^k bytes long would all start in the same L1 set, and packing,
+ * which writes to many panels at once, would evict its own lines. */
+static int64_t panel_stride(int64_t w, int64_t kc) { return round_up(w * kc, 16) + 16; }
+
+/* dst[p * w + r] = src[r * ld + p] for r < h, p < kc: h stored rows become
+ * the columns of one micro-panel, in blocks of 16 so that the part being
+ * written stays in L1; columns h..w-1 are zeroed. */
+static void pack_rows_across(float *dst, int64_t w, const float *src, int64_t ld, int64_t h,
+                             int64_t kc)
 {
-    const int64_t mr = g->kern->gemm_mr, lda = g->lda;
-    for (int64_t i = 0; i < rows; i += mr, dst += mr * kc) {
-        const int64_t h = min64(mr, rows - i);
-        if (g->ta == QKV_NO_TRANS) {
-            const float *src = g->a + (i0 + i) * lda + p0;
-            for (int64_t r = 0; r < h; r++)
-                for (int64_t p = 0; p < kc; p++) dst[p * mr + r] = src[r * lda + p];
-        } else {
-            const float *src = g->a + p0 * lda + i0 + i;
-            for (int64_t p = 0; p < kc; p++)
-                for (int64_t r = 0; r < h; r++) dst[p * mr + r] = src[p * lda + r];
+    for (int64_t p0 = 0; p0 < kc; p0 += 16) {
+        const int64_t pn = min64(16, kc - p0);
+        for (int64_t r = 0; r < h; r++)
+            for (int64_t p = 0; p < pn; p++) dst[(p0 + p) * w + r] = src[r * ld + p0 + p];
+    }
+    for (int64_t p = 0; h < w && p < kc; p++)
+        for (int64_t r = h; r < w; r++) dst[p * w + r] = 0.0f;
+}
+
+/* dst panel q, row p = src[p * ld + q * w ..] for p < kc: kc stored rows
+ * of `len` numbers cut into micro-panels of width w, zero-padded. */
+static void pack_rows_along(float *dst, int64_t w, const float *src, int64_t ld, int64_t len,
+                            int64_t kc)
+{
+    const int64_t stride = panel_stride(w, kc);
+    for (int64_t p = 0; p < kc; p++) {
+        const float *s = src + p * ld;
+        float *d = dst + p * w;
+        int64_t j = 0;
+        for (; j + w <= len; j += w, d += stride) memcpy(d, s + j, (size_t)w * sizeof(float));
+        if (j < len) {
+            memcpy(d, s + j, (size_t)(len - j) * sizeof(float));
+            for (int64_t q = len - j; q < w; q++) d[q] = 0.0f;
         }
-        for (int64_t p = 0; h < mr && p < kc; p++)
-            for (int64_t r = h; r < mr; r++) dst[p * mr + r] = 0.0f;
     }
 }
 
-/* Rows [p0, p0 + kc) and columns [j0, j0 + cols) of op(B) as micro-panels
- * of nr columns: panel q holds dst[q * nr * kc + p * nr + j]. */
+/* rows x kc of op(A) from (i0, p0) as micro-panels of mr rows:
+ * dst[q * stride + p * mr + r] = op(A)[i0 + q * mr + r][p0 + p]. */
+static void pack_a(const gemm_job *g, float *dst, int64_t i0, int64_t rows, int64_t p0, int64_t kc)
+{
+    const int64_t mr = g->kern->gemm_mr, stride = panel_stride(mr, kc);
+    if (g->ta == QKV_NO_TRANS) /* op(A) row i is stored row i */
+        for (int64_t i = 0; i < rows; i += mr, dst += stride)
+            pack_rows_across(dst, mr, g->a + (i0 + i) * g->lda + p0, g->lda, min64(mr, rows - i), kc);
+    else /* op(A) column p is stored row p */
+        pack_rows_along(dst, mr, g->a + p0 * g->lda + i0, g->lda, rows, kc);
+}
+
+/* kc x cols of op(B) from (p0, j0) as micro-panels of nr columns:
+ * dst[q * stride + p * nr + j] = op(B)[p0 + p][j0 + q * nr + j]. */
 static void pack_b(const gemm_job *g, float *dst, int64_t p0, int64_t kc, int64_t j0, int64_t cols)
 {
-    const int64_t nr = g->kern->gemm_nr, ldb = g->ldb;
-    for (int64_t j = 0; j < cols; j += nr, dst += nr * kc) {
-        const int64_t w = min64(nr, cols - j);
-        if (g->tb == QKV_NO_TRANS) {
-            const float *src = g->b + p0 * ldb + j0 + j;
-            for (int64_t p = 0; p < kc; p++) {
-                memcpy(dst + p * nr, src + p * ldb, (size_t)w * sizeof(float));
-                for (int64_t q = w; q < nr; q++) dst[p * nr + q] = 0.0f;
-            }
-        } else {
-            const float *src = g->b + (j0 + j) * ldb + p0;
-            for (int64_t q = 0; q < w; q++)
-                for (int64_t p = 0; p < kc; p++) dst[p * nr + q] = src[q * ldb + p];
-            for (int64_t p = 0; w < nr && p < kc; p++)
-                for (int64_t q = w; q < nr; q++) dst[p * nr + q] = 0.0f;
-        }
-    }
+    const int64_t nr = g->kern->gemm_nr, stride = panel_stride(nr, kc);
+    if (g->tb == QKV_NO_TRANS) /* op(B) row p is stored row p */
+        pack_rows_along(dst, nr, g->b + p0 * g->ldb + j0, g->ldb, cols, kc);
+    else /* op(B) column j is stored row j */
+        for (int64_t j = 0; j < cols; j += nr, dst += stride)
+            pack_rows_across(dst, nr, g->b + (j0 + j) * g->ldb + p0, g->ldb, min64(nr, cols - j), kc);
 }
 
 /* C[i0:i1, j0:j1]: for each block of rows and each depth pass, the A block
  * is packed once and every B block of the rectangle runs past it. */
+/* The block size that cuts len into equal pieces (multiples of unit, at
+ * most `most`), so that no thin last block pays for a whole packing. */
+static int64_t even_block(int64_t len, int64_t most, int64_t unit)
+{
+    const int64_t pieces = (len + most - 1) / most;
+    return round_up((len + pieces - 1) / pieces, unit);
+}
+
 static void gemm_rect(const gemm_job *g, float *pa, float *pb, int64_t i0, int64_t i1, int64_t j0,
                       int64_t j1)
 {
     const qkv_cpu_kernels *kern = g->kern;
     const int64_t mr = kern->gemm_mr, nr = kern->gemm_nr;
-    for (int64_t ic = i0; ic < i1; ic += g->mc) {
-        const int64_t mc = min64(g->mc, i1 - ic);
-        for (int64_t pc = 0; pc < g->k; pc += GEMM_KC) {
-            const int64_t kc = min64(GEMM_KC, g->k - pc);
+    const int64_t mcb = even_block(i1 - i0, g->mc, mr), ncb = even_block(j1 - j0, g->nc, nr);
+    for (int64_t ic = i0; ic < i1; ic += mcb) {
+        const int64_t mc = min64(mcb, i1 - ic);
+        for (int64_t pc = 0; pc < g->k; pc += g->kc) {
+            const int64_t kc = min64(g->kc, g->k - pc);
             const float beta = pc == 0 ? g->beta : 1.0f; /* later passes add */
+            const int64_t sa = panel_stride(mr, kc), sb = panel_stride(nr, kc);
             pack_a(g, pa, ic, mc, pc, kc);
-            for (int64_t jc = j0; jc < j1; jc += g->nc) {
-                const int64_t nc = min64(g->nc, j1 - jc);
+            for (int64_t jc = j0; jc < j1; jc += ncb) {
+                const int64_t nc = min64(ncb, j1 - jc);
                 pack_b(g, pb, pc, kc, jc, nc);
                 for (int64_t ir = 0; ir < mc; ir += mr) {
                     float *crow = g->c + (ic + ir) * g->ldc + jc;
+                    const float *a = pa + ir / mr * sa;
                     const int rows = (int)min64(mr, mc - ir);
                     for (int64_t jr = 0; jr < nc; jr += nr)
-                        kern->gemm(kc, pa + ir * kc, pb + jr * kc, g->alpha, beta, crow + jr,
-                                   g->ldc, rows, (int)min64(nr, nc - jr));
+                        kern->gemm(kc, a, pb + jr / nr * sb, g->alpha, beta, crow + jr, g->ldc,
+                                   rows, (int)min64(nr, nc - jr));
                 }
             }
         }
@@ -272,15 +304,16 @@ qkv_status qkv_sgemm(qkv_transpose ta, qkv_transpose tb, int64_t m, int64_t n, i
     nt = (int)(g.gm * g.gn);
 
     const int64_t mr = g.kern->gemm_mr, nr = g.kern->gemm_nr;
-    const int64_t kc = min64(GEMM_KC, k);
+    g.kc = even_block(k, GEMM_KC, 1);
+    const int64_t kc = g.kc;
     g.mc = min64(round_up(GEMM_MC, mr), round_up((m + g.gm - 1) / g.gm + mr, mr));
     g.nc = min64(round_up(GEMM_NC, nr), round_up((n + g.gn - 1) / g.gn + nr, nr));
     g.pa = calloc((size_t)nt, sizeof *g.pa);
     g.pb = calloc((size_t)nt, sizeof *g.pb);
     st = g.pa && g.pb ? QKV_OK : QKV_ERR_OUT_OF_MEMORY;
     for (int t = 0; t < nt && st == QKV_OK; t++) {
-        g.pa[t] = aligned_alloc(64, (size_t)round_up(g.mc * kc * (int64_t)sizeof(float), 64));
-        g.pb[t] = aligned_alloc(64, (size_t)round_up(g.nc * kc * (int64_t)sizeof(float), 64));
+        g.pa[t] = aligned_alloc(64, (size_t)(g.mc / mr * panel_stride(mr, kc)) * sizeof(float));
+        g.pb[t] = aligned_alloc(64, (size_t)(g.nc / nr * panel_stride(nr, kc)) * sizeof(float));
         if (!g.pa[t] || !g.pb[t]) st = QKV_ERR_OUT_OF_MEMORY;
     }
     if (st == QKV_OK)

@@ -255,16 +255,33 @@ static void pv(const float *pt, int64_t ldp, const float *v, int64_t ldv, float 
 
 /* Lane j: sum over d < k of ar[d] * b[j * ldb + d], for the first nj <= VL
  * rows of b (lanes past nj are 0). */
-static inline VF dot_block(const float *ar, const float *b, int64_t ldb, int nj, int64_t k)
+static inline VF dot_block(const float *ar, const float *b, int64_t ldb, int nj, int64_t k,
+                           const float *pf)
 {
     VF acc[VL];
     _Pragma("GCC unroll 16") for (int j = 0; j < VL; j++) acc[j] = vzero();
     int64_t d = 0;
     if (nj == VL) {
+        /* VL / 4 moving pointers, each row j reached as one of them plus
+         * 0..3 leading dims: few enough registers to keep every address
+         * in a base + index form. */
+        const float *p[VL / 4];
+        _Pragma("GCC unroll 4") for (int g = 0; g < VL / 4; g++) p[g] = b + 4 * g * ldb;
+        const int64_t l1 = ldb, l2 = 2 * ldb, l3 = 3 * ldb;
         for (; d + VL <= k; d += VL) {
             const VF av = vldu(ar + d);
-            _Pragma("GCC unroll 16") for (int j = 0; j < VL; j++) acc[j] =
-                vfma(av, vldu(b + j * ldb + d), acc[j]);
+            /* The next rows of b, a line of each per step, so that they
+             * stream in while these are summed. */
+            if (pf)
+                for (int j = 0; j < VL; j++) __builtin_prefetch(pf + j * ldb + d);
+            _Pragma("GCC unroll 4") for (int g = 0; g < VL / 4; g++)
+            {
+                acc[4 * g] = vfma(av, vldu(p[g]), acc[4 * g]);
+                acc[4 * g + 1] = vfma(av, vldu(p[g] + l1), acc[4 * g + 1]);
+                acc[4 * g + 2] = vfma(av, vldu(p[g] + l2), acc[4 * g + 2]);
+                acc[4 * g + 3] = vfma(av, vldu(p[g] + l3), acc[4 * g + 3]);
+                p[g] += VL;
+            }
         }
     } else {
         for (; d + VL <= k; d += VL) {
@@ -286,7 +303,9 @@ static void dot_rows(const float *a, int64_t lda, int64_t m, const float *b, int
     for (int64_t j0 = 0; j0 < n; j0 += VL) {
         const int nj = n - j0 < VL ? (int)(n - j0) : VL;
         for (int64_t r = 0; r < m; r++) {
-            const VF s = dot_block(a + r * lda, b + j0 * ldb, ldb, nj, k);
+            /* The first row's pass brings the next VL rows of b in. */
+            const float *pf = r == 0 && j0 + 2 * VL <= n ? b + (j0 + VL) * ldb : (const float *)0;
+            const VF s = dot_block(a + r * lda, b + j0 * ldb, ldb, nj, k, pf);
             if (nj == VL) {
                 vstu(c + r * ldc + j0, s);
             } else {
@@ -375,6 +394,12 @@ static void gemm(int64_t kc, const float *a, const float *b, float alpha, float 
     VF acc[GEMM_MR][GEMM_NV];
     _Pragma("GCC unroll 16") for (int r = 0; r < GEMM_MR; r++)
         _Pragma("GCC unroll 8") for (int v = 0; v < GEMM_NV; v++) acc[r][v] = vzero();
+    if (rows == GEMM_MR)
+        _Pragma("GCC unroll 16") for (int r = 0; r < GEMM_MR; r++)
+        {
+            __builtin_prefetch(c + r * ldc, 1, 3);
+            __builtin_prefetch(c + r * ldc + GEMM_NR - 1, 1, 3);
+        }
     for (int64_t p = 0; p < kc; p++) {
         VF bv[GEMM_NV];
         _Pragma("GCC unroll 8") for (int v = 0; v < GEMM_NV; v++) bv[v] =
