@@ -287,8 +287,8 @@ static int narrow_scores(const plan *pl, scratch *sc, int64_t b, const float *k,
         from = from < 0 ? 0 : from;
         to = to > n - 1 ? n - 1 : to;
         if (from > 0 || to < n - 1) forbidden = 1;
-        for (int64_t j = 0; j < n; j++)
-            if (j < from || j > to) sj[j] = -INFINITY;
+        for (int64_t j = 0; j < from && j < n; j++) sj[j] = -INFINITY;
+        for (int64_t j = to + 1 > 0 ? to + 1 : 0; j < n; j++) sj[j] = -INFINITY;
         if (sc->head[r] < 0 || !(fmask || bmask)) continue;
         const int64_t h = sc->head[r], i = sc->qi[r];
         for (int64_t j = from; j <= to; j++) {
@@ -299,25 +299,6 @@ static int narrow_scores(const plan *pl, scratch *sc, int64_t b, const float *k,
         }
     }
     return forbidden;
-}
-
-/* The online softmax step of kernels.h for the row-major scores. */
-static void narrow_softmax(const plan *pl, scratch *sc, int64_t n)
-{
-    for (int64_t r = 0; r < pl->narrow; r++) {
-        float *sj = sc->sr + r * BLOCK_KEYS;
-        float bm = -INFINITY;
-        for (int64_t j = 0; j < n; j++) bm = sj[j] > bm ? sj[j] : bm; /* NaN passed over */
-        const float mold = sc->mx[r], mnew = bm > mold ? bm : mold;
-        const float msafe = mnew == -INFINITY ? 0.0f : mnew;
-        for (int64_t j = 0; j < n; j++) sj[j] -= msafe;
-        pl->k->exp_inplace(sj, n);
-        float sum = 0.0f;
-        for (int64_t j = 0; j < n; j++) sum += sj[j];
-        sc->alpha[r] = expf(mold - msafe);
-        sc->l[r] = sc->l[r] * sc->alpha[r] + (double)sum;
-        sc->mx[r] = mnew;
-    }
 }
 
 /* run_keys for a narrow unit: the same results, row-major; the output is
@@ -342,7 +323,7 @@ static void run_keys_narrow(const plan *pl, scratch *sc, int64_t b, int64_t hk, 
         const int careful = narrow_scores(pl, sc, b, k, ldk, jb, n) && any_nonfinite(v, ldv, n, Ev);
         if (careful)
             for (int64_t x = 0; x < m * BLOCK_KEYS; x++) sc->forbid[x] = sc->sr[x] == -INFINITY;
-        narrow_softmax(pl, sc, n);
+        pl->k->softmax_rows(sc->sr, BLOCK_KEYS, m, n, sc->mx, sc->l, sc->alpha);
         if (!careful) {
             pl->k->axpy_rows(sc->sr, BLOCK_KEYS, m, v, ldv, sc->orr, pl->ev, sc->alpha, n, Ev);
             continue;

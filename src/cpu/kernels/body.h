@@ -255,8 +255,7 @@ static void pv(const float *pt, int64_t ldp, const float *v, int64_t ldv, float 
 
 /* Lane j: sum over d < k of ar[d] * b[j * ldb + d], for the first nj <= VL
  * rows of b (lanes past nj are 0). */
-static inline VF dot_block(const float *ar, const float *b, int64_t ldb, int nj, int64_t k,
-                           const float *pf)
+static inline VF dot_block(const float *ar, const float *b, int64_t ldb, int nj, int64_t k)
 {
     VF acc[VL];
     _Pragma("GCC unroll 16") for (int j = 0; j < VL; j++) acc[j] = vzero();
@@ -270,10 +269,6 @@ static inline VF dot_block(const float *ar, const float *b, int64_t ldb, int nj,
         const int64_t l1 = ldb, l2 = 2 * ldb, l3 = 3 * ldb;
         for (; d + VL <= k; d += VL) {
             const VF av = vldu(ar + d);
-            /* The next rows of b, a line of each per step, so that they
-             * stream in while these are summed. */
-            if (pf)
-                for (int j = 0; j < VL; j++) __builtin_prefetch(pf + j * ldb + d);
             _Pragma("GCC unroll 4") for (int g = 0; g < VL / 4; g++)
             {
                 acc[4 * g] = vfma(av, vldu(p[g]), acc[4 * g]);
@@ -303,9 +298,7 @@ static void dot_rows(const float *a, int64_t lda, int64_t m, const float *b, int
     for (int64_t j0 = 0; j0 < n; j0 += VL) {
         const int nj = n - j0 < VL ? (int)(n - j0) : VL;
         for (int64_t r = 0; r < m; r++) {
-            /* The first row's pass brings the next VL rows of b in. */
-            const float *pf = r == 0 && j0 + 2 * VL <= n ? b + (j0 + VL) * ldb : (const float *)0;
-            const VF s = dot_block(a + r * lda, b + j0 * ldb, ldb, nj, k, pf);
+            const VF s = dot_block(a + r * lda, b + j0 * ldb, ldb, nj, k);
             if (nj == VL) {
                 vstu(c + r * ldc + j0, s);
             } else {
@@ -314,6 +307,48 @@ static void dot_rows(const float *a, int64_t lda, int64_t m, const float *b, int
                 for (int j = 0; j < nj; j++) c[r * ldc + j0 + j] = buf[j];
             }
         }
+    }
+}
+
+/* The online softmax step of softmax() for row-major scores: row r is
+ * s[r * lds ..], n long. The maximum and the sum run along the vector;
+ * the last n % VL scores go through the same vexp one vector at a time. */
+static void softmax_rows(float *s, int64_t lds, int64_t m, int64_t n, float *mx, double *l,
+                         float *alpha)
+{
+    const VF ninf = vset1(-INFINITY);
+    const int64_t nv = n - n % VL, t = n - nv;
+    for (int64_t r = 0; r < m; r++) {
+        float *x = s + r * lds;
+        VF bm = ninf;
+        for (int64_t j = 0; j < nv; j += VL) bm = vmax(vldu(x + j), bm); /* NaN passed over */
+        _Alignas(64) float buf[VL];
+        vst(buf, bm);
+        float mnew = mx[r];
+        for (int i = 0; i < VL; i++) mnew = buf[i] > mnew ? buf[i] : mnew;
+        for (int64_t j = nv; j < n; j++) mnew = x[j] > mnew ? x[j] : mnew;
+        const float msafe = mnew == -INFINITY ? 0.0f : mnew;
+        const VF vm = vset1(msafe);
+        vst(buf, vexp(vsub(vset1(mx[r]), vm)));
+        alpha[r] = buf[0];
+        VF sum = vzero();
+        for (int64_t j = 0; j < nv; j += VL) {
+            const VF p = vexp(vsub(vldu(x + j), vm));
+            vstu(x + j, p);
+            sum = vadd(sum, p);
+        }
+        vst(buf, sum);
+        float total = 0.0f;
+        for (int i = 0; i < VL; i++) total += buf[i];
+        if (t > 0) {
+            vst(buf, vexp(vsub(vldu_n(x + nv, (int)t), vm)));
+            for (int64_t i = 0; i < t; i++) {
+                x[nv + i] = buf[i];
+                total += buf[i];
+            }
+        }
+        l[r] = l[r] * alpha[r] + (double)total;
+        mx[r] = mnew;
     }
 }
 
@@ -451,4 +486,5 @@ const qkv_cpu_kernels KNAME = {.name = KNAME_STRING,
                                .gemm_nr = GEMM_NR,
                                .gemm = gemm,
                                .dot_rows = dot_rows,
+                               .softmax_rows = softmax_rows,
                                .axpy_rows = axpy_rows};

@@ -79,6 +79,10 @@ typedef struct qkv_cpu_kernels {
      *              v (n, ev) ld ldv, o (m, ev) ld ldo, any alignment. */
     void (*dot_rows)(const float *a, int64_t lda, int64_t m, const float *b, int64_t ldb,
                      float *c, int64_t ldc, int64_t n, int64_t k);
+    /* The softmax step above for row-major scores: row r is s[r][j], j < n,
+     * ld lds; the same results up to the order of the sum. */
+    void (*softmax_rows)(float *s, int64_t lds, int64_t m, int64_t n, float *mx, double *l,
+                         float *alpha);
     void (*axpy_rows)(const float *p, int64_t ldp, int64_t m, const float *v, int64_t ldv,
                       float *o, int64_t ldo, const float *alpha, int64_t n, int64_t ev);
 } qkv_cpu_kernels;
