@@ -1,7 +1,7 @@
-/* `qkv bench` end to end on a tiny shape: the JSON line carries every
- * field the format promises with values that make sense together (time,
- * GFLOP/s from the stated FLOP count, ratio = GFLOP/s / ceiling), and the
- * usage errors exit 2 with one line naming the flag. */
+/* `qkv bench` end to end on tiny shapes (attention and SGEMM): the JSON
+ * line carries every field the format promises with values that make sense
+ * together (time, GFLOP/s from the stated FLOP count, ratio = GFLOP/s /
+ * ceiling), and the usage errors exit 2 with one line naming the flag. */
 #include "test.h"
 #include "util.h"
 
@@ -66,6 +66,33 @@ static void check_decode_json(void)
     CHECK(fabs(field(out, "ratio") - gbps / ceil) <= 0.01 * gbps / ceil + 1e-4);
 }
 
+/* An SGEMM case: qkv_sgemm against the BLAS on the same product, FLOPs
+ * 2 M N K, the ratio of the two rates. */
+static void check_gemm_json(void)
+{
+    char *argv[] = {"qkv", "bench", "--gemm-shape", "67,45,33,TN", "--gemm-shape", "5,7,3",
+                    "--threads", "1", "--json", NULL};
+    int rc = test_run_qkv(argv, out, sizeof out, err, sizeof err);
+    CHECK(rc == 0);
+    if (rc != 0) fprintf(stderr, "bench: %s\n", err);
+    const char *second = strchr(out, '\n');
+    CHECK(second && strchr(second + 1, '\n') == out + strlen(out) - 1); /* two lines */
+    const char *keys[] = {"\"name\": \"gemm TN 67x45x33\"", "\"kind\": \"gemm\"",
+                          "\"ops\": \"TN\"", "\"threads\": 1", "\"impl\"", "\"seconds\"",
+                          "\"gflops\"", "\"ceiling_gflops\"", "\"ratio\""};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        CHECK(strstr(out, keys[k]) != NULL);
+        if (!strstr(out, keys[k])) fprintf(stderr, "bench JSON lacks %s: %s\n", keys[k], out);
+    }
+    CHECK(field(out, "M") == 67 && field(out, "N") == 45 && field(out, "K") == 33);
+    const double s = field(out, "seconds"), gf = field(out, "gflops");
+    CHECK(s > 0 && fabs(gf - 2.0 * 67 * 45 * 33 / s / 1e9) <= 0.01 * gf);
+    const double ceil = field(out, "ceiling_gflops"), ratio = field(out, "ratio");
+    if (ceil > 0) CHECK(fabs(ratio - gf / ceil) <= 0.01 * ratio + 1e-4);
+    /* the second case: NT by default */
+    CHECK(second && strstr(second, "\"name\": \"gemm NT 5x7x3\"") != NULL);
+}
+
 static void check_errors(void)
 {
     const char *cases[][4] = {
@@ -76,6 +103,14 @@ static void check_errors(void)
         {"--isa", "sse9", NULL, "--isa"},
         {"--quick", "--shape", "1,1,1,1,1,1", "--quick"},
         {"--bogus", NULL, NULL, "--bogus"},
+        {"--gemm-shape", "4,4", NULL, "--gemm-shape"},
+        {"--gemm-shape", "4,4,0", NULL, "--gemm-shape"},
+        {"--gemm-shape", "4,4,4,NX", NULL, "--gemm-shape"},
+        {"--gemm-shape", "65536,65536,1", NULL, "--gemm-shape"}, /* C of 2^32 floats */
+        {"--gemm", "--shape", "1,1,1,1,1,1", "--gemm"},
+        {"--gemm", "--backward", NULL, "--backward"},
+        {"--reference", "--gemm-shape", "4,4,4", "--reference"},
+        {"--quick", "--gemm-shape", "4,4,4", "--quick"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char *argv[6] = {"qkv", "bench"};
@@ -96,6 +131,7 @@ int main(void)
     check_json();
     check_backward_json();
     check_decode_json();
+    check_gemm_json();
     check_errors();
     return test_finish("test_bench");
 }

@@ -5,7 +5,10 @@
  * decode-shaped cases, bound by reading K and V once, with the bandwidth
  * of a large memory copy. Method: one warm-up call, then repeated calls
  * until both 3 runs and 0.5 s are reached; the median time counts for
- * attention, the fastest run for a ceiling (the best the machine did). */
+ * attention, the fastest run for a ceiling (the best the machine did).
+ * The GEMM cases time qkv_sgemm against the same product by the system
+ * BLAS, the two called in turn, and count each one's fastest run: the
+ * same work on both sides, so the same statistic. */
 #define _XOPEN_SOURCE 700 /* clock_gettime, strdup */
 #include "cli.h"
 #include "commands.h"
@@ -30,12 +33,19 @@ static const char bench_usage[] =
     "4*B*H*Lq*Lk*E, halved for causal self-attention; decode moves K and V once.\n"
     "\n"
     "The fixed suite: H=16, L=Lq=Lk in {1024, 4096}, E=Ev in {64, 128}, causal\n"
-    "and not; decode Lq=1, Lk in {4096, 65536}, H=32, Hkv=8, E=128.\n"
+    "and not; decode Lq=1, Lk in {4096, 65536}, H=32, Hkv=8, E=128; then qkv's\n"
+    "own SGEMM against the system BLAS's on the layer projection shape\n"
+    "(4096 x 1024) x (1024 x 1024): NT (y = x W^T), NN and TN (dW = dY^T X),\n"
+    "FLOPs 2*M*N*K, each side's fastest run counted, the two called in turn.\n"
     "\n"
     "options:\n"
     "  --shape B,H,Hkv,Lq,Lk,E[,causal]   time this shape instead (repeatable);\n"
     "                     the last item is 0, 1 or the word causal\n"
-    "  --quick            the suite at L = 1024 and Lk = 4096 only\n"
+    "  --gemm             the SGEMM cases only\n"
+    "  --gemm-shape M,N,K[,OPS]   time this SGEMM instead (repeatable); OPS is\n"
+    "                     NN, NT (the default), TN or TT: whether A and B are\n"
+    "                     transposed\n"
+    "  --quick            the suite at L = 1024 and Lk = 4096 only, SGEMM NT only\n"
     "  --threads N        worker threads (default: all CPUs)\n"
     "  --isa NAME         generic, avx2 or avx512 (default: the best here)\n"
     "  --backward         time the forward and the backward together (FLOPs:\n"
@@ -130,39 +140,65 @@ static void blas_open(blas *b, int threads)
     }
 }
 
+/* C = op(A) op(B), row-major and contiguous: op(A) is m x k, op(B) k x n,
+ * each stored transposed when its flag is set. */
 typedef struct gemm_ctx {
     const blas *b;
     int m, n, k;
+    int ta, tb;
     float *a, *bm, *c;
+    qkv_gemm_options opt; /* for qkv_sgemm */
 } gemm_ctx;
 
 static int run_gemm(void *vctx)
 {
     gemm_ctx *g = vctx;
-    /* CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112: C = A B^T
-     * as scores are Q K^T. */
-    g->b->sgemm(101, 111, 112, g->m, g->n, g->k, 1.0f, g->a, g->k, g->bm, g->k, 0.0f, g->c, g->n);
+    /* CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112. */
+    g->b->sgemm(101, g->ta ? 112 : 111, g->tb ? 112 : 111, g->m, g->n, g->k, 1.0f, g->a,
+                g->ta ? g->m : g->k, g->bm, g->tb ? g->k : g->n, 0.0f, g->c, g->n);
     return 1;
+}
+
+static int run_qkv_gemm(void *vctx)
+{
+    gemm_ctx *g = vctx;
+    return qkv_sgemm(g->ta ? QKV_TRANS : QKV_NO_TRANS, g->tb ? QKV_TRANS : QKV_NO_TRANS, g->m,
+                     g->n, g->k, 1.0f, g->a, g->ta ? g->m : g->k, g->bm, g->tb ? g->k : g->n,
+                     0.0f, g->c, g->n, &g->opt) == QKV_OK;
+}
+
+/* The operands of g, filled with small repeating values; 0 when out of
+ * memory. */
+static int gemm_alloc(gemm_ctx *g)
+{
+    const size_t m = (size_t)g->m, n = (size_t)g->n, k = (size_t)g->k;
+    g->a = malloc(m * k * sizeof(float));
+    g->bm = malloc(n * k * sizeof(float));
+    g->c = malloc(m * n * sizeof(float));
+    if (!g->a || !g->bm || !g->c) return 0;
+    for (size_t i = 0; i < m * k; i++) g->a[i] = (float)(i % 7) * 0.1f;
+    for (size_t i = 0; i < n * k; i++) g->bm[i] = (float)(i % 5) * 0.1f;
+    return 1;
+}
+
+static void gemm_free(gemm_ctx *g)
+{
+    free(g->a);
+    free(g->bm);
+    free(g->c);
 }
 
 /* GFLOP/s of an (m x k) (n x k)^T SGEMM; 0 without a BLAS. */
 static double sgemm_ceiling(const blas *b, int m, int n, int k)
 {
     if (!b->sgemm) return 0;
-    gemm_ctx g = {b, m, n, k, NULL, NULL, NULL};
-    g.a = malloc((size_t)m * (size_t)k * sizeof(float));
-    g.bm = malloc((size_t)n * (size_t)k * sizeof(float));
-    g.c = malloc((size_t)m * (size_t)n * sizeof(float));
+    gemm_ctx g = {b, m, n, k, 0, 1, NULL, NULL, NULL, {QKV_ISA_AUTO, 0}};
     double gf = 0;
-    if (g.a && g.bm && g.c) {
-        for (size_t i = 0; i < (size_t)m * (size_t)k; i++) g.a[i] = (float)(i % 7) * 0.1f;
-        for (size_t i = 0; i < (size_t)n * (size_t)k; i++) g.bm[i] = (float)(i % 5) * 0.1f;
+    if (gemm_alloc(&g)) {
         double t = time_best(run_gemm, &g);
         if (t > 0) gf = 2.0 * m * n * k / t / 1e9;
     }
-    free(g.a);
-    free(g.bm);
-    free(g.c);
+    gemm_free(&g);
     return gf;
 }
 
@@ -452,6 +488,121 @@ done:
     return ok;
 }
 
+/* ------------------------------------------------------------ SGEMM */
+
+typedef struct gcase {
+    char name[64];
+    int64_t m, n, k;
+    int ta, tb;
+} gcase;
+
+/* The fastest run of qkv_sgemm and of the BLAS's SGEMM on g, called in
+ * turn after one warm-up each, until both 5 runs and 1 s are reached (the
+ * BLAS side is skipped without a BLAS and *theirs left 0). 0 when
+ * qkv_sgemm fails. */
+static int time_gemm_pair(gemm_ctx *g, double *ours, double *theirs)
+{
+    if (!run_qkv_gemm(g)) return 0;
+    if (g->b->sgemm) run_gemm(g);
+    *ours = INFINITY;
+    *theirs = g->b->sgemm ? INFINITY : 0;
+    const double start = now();
+    for (int n = 0; n < 64 && (n < 5 || now() - start < 1.0); n++) {
+        double t0 = now();
+        if (!run_qkv_gemm(g)) return 0;
+        double t1 = now();
+        if (t1 - t0 < *ours) *ours = t1 - t0;
+        if (g->b->sgemm) {
+            run_gemm(g);
+            double t2 = now();
+            if (t2 - t1 < *theirs) *theirs = t2 - t1;
+        }
+    }
+    return 1;
+}
+
+static int bench_gemm_case(const gcase *c, const bench_opts *bo, const blas *bl, double peak)
+{
+    gemm_ctx g = {bl, (int)c->m, (int)c->n, (int)c->k, c->ta, c->tb, NULL, NULL, NULL,
+                  {QKV_ISA_AUTO, bo->threads}};
+    /* Our kernel even where AUTO would mean the system BLAS (QKV_BLAS=ON). */
+    g.opt.isa = bo->isa ? bo->isa : qkv_isa_auto();
+    int ok = 0;
+    double t, tb;
+    if (!gemm_alloc(&g)) {
+        cli_error("bench", "%s: cannot allocate the matrices", c->name);
+    } else if (!time_gemm_pair(&g, &t, &tb)) {
+        cli_error("bench", "%s: %s", c->name, qkv_error_detail());
+    } else {
+        const double flops = 2.0 * (double)c->m * (double)c->n * (double)c->k;
+        const double gflops = flops / t / 1e9, ceiling = tb > 0 ? flops / tb / 1e9 : 0;
+        const double ratio = ceiling > 0 ? gflops / ceiling : NAN;
+        const int threads = bo->threads ? bo->threads : qkv_default_num_threads();
+        const char ops[3] = {c->ta ? 'T' : 'N', c->tb ? 'T' : 'N', '\0'};
+        if (bo->json) {
+            printf("{\"name\": \"%s\", \"kind\": \"gemm\", \"M\": %lld, \"N\": %lld, "
+                   "\"K\": %lld, \"ops\": \"%s\", \"threads\": %d, \"impl\": \"%s\", "
+                   "\"seconds\": %.6g, \"gflops\": %.4g, ",
+                   c->name, (long long)c->m, (long long)c->n, (long long)c->k, ops, threads,
+                   qkv_isa_name(g.opt.isa), t, gflops);
+            if (peak > 0)
+                printf("\"fma_peak_gflops\": %.4g, \"of_fma_peak\": %.4f, ", peak, gflops / peak);
+            printf("\"ceiling_gflops\": %.4g, \"ceiling\": \"%s\", ", ceiling,
+                   bl->sgemm ? "sgemm" : "none");
+            if (isnan(ratio))
+                printf("\"ratio\": null}\n");
+            else
+                printf("\"ratio\": %.4f}\n", ratio);
+        } else {
+            printf("%-24s %9.4f s %8.1f GFLOP/s", c->name, t, gflops);
+            if (ceiling > 0)
+                printf("   sgemm %6.1f GFLOP/s   ratio %.3f", ceiling, ratio);
+            else
+                printf("   (no BLAS: no ceiling)");
+            if (peak > 0) printf("   %.2f of FMA peak", gflops / peak);
+            printf("\n");
+        }
+        fflush(stdout);
+        ok = 1;
+    }
+    gemm_free(&g);
+    return ok;
+}
+
+static void gemm_name(gcase *c)
+{
+    snprintf(c->name, sizeof c->name, "gemm %c%c %lldx%lldx%lld", c->ta ? 'T' : 'N',
+             c->tb ? 'T' : 'N', (long long)c->m, (long long)c->n, (long long)c->k);
+}
+
+/* "M,N,K[,OPS]", OPS one of NN, NT, TN, TT (default NT). */
+static int parse_gemm_shape(const char *s, gcase *c)
+{
+    int64_t x[3] = {0, 0, 0};
+    int n = 0, ta = 0, tb = 1;
+    char *copy = strdup(s), *save = NULL;
+    if (!copy) return 0;
+    for (char *t = strtok_r(copy, ",", &save); t && n < 5; t = strtok_r(NULL, ",", &save), n++) {
+        if (n == 3 && strlen(t) == 2 && strchr("NT", t[0]) && strchr("NT", t[1])) {
+            ta = t[0] == 'T';
+            tb = t[1] == 'T';
+        } else if (n >= 3 || !cli_parse_int64(t, &x[n])) {
+            n = 99;
+        }
+    }
+    free(copy);
+    if (n != 3 && n != 4) return 0;
+    /* The BLAS takes int sizes; each matrix at most 2^31 floats (8 GiB). */
+    for (int i = 0; i < 3; i++)
+        if (x[i] < 1 || x[i] > (INT64_C(1) << 24)) return 0;
+    if (x[0] * x[2] > (INT64_C(1) << 31) || x[1] * x[2] > (INT64_C(1) << 31) ||
+        x[0] * x[1] > (INT64_C(1) << 31))
+        return 0;
+    *c = (gcase){"", x[0], x[1], x[2], ta, tb};
+    gemm_name(c);
+    return 1;
+}
+
 /* "B,H,Hkv,Lq,Lk,E[,causal]" */
 static int parse_shape(const char *s, bcase *c)
 {
@@ -494,8 +645,9 @@ static int parse_shape(const char *s, bcase *c)
 int cmd_bench(int argc, char **argv)
 {
     bench_opts bo = {0, 0, 0, 0, QKV_ISA_AUTO};
-    int quick = 0, nshapes = 0;
+    int quick = 0, nshapes = 0, gemm_only = 0, ngemm = 0;
     bcase cases[32];
+    gcase gcases[32];
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -506,6 +658,22 @@ int cmd_bench(int argc, char **argv)
             bo.json = 1;
         } else if (strcmp(arg, "--quick") == 0) {
             quick = 1;
+        } else if (strcmp(arg, "--gemm") == 0) {
+            gemm_only = 1;
+        } else if (strcmp(arg, "--gemm-shape") == 0) {
+            if (ngemm == (int)(sizeof gcases / sizeof gcases[0])) {
+                cli_error("bench", "--gemm-shape: at most %d shapes", ngemm);
+                return CLI_USAGE;
+            }
+            if (!val || !parse_gemm_shape(val, &gcases[ngemm])) {
+                cli_error("bench", "--gemm-shape: '%s', expected M,N,K[,OPS] with sizes from 1 "
+                                   "to 2^24, matrices of at most 2^31 floats and OPS NN, NT, "
+                                   "TN or TT",
+                          val ? val : "");
+                return CLI_USAGE;
+            }
+            ngemm++;
+            i++;
         } else if (strcmp(arg, "--backward") == 0) {
             bo.backward = 1;
         } else if (strcmp(arg, "--reference") == 0) {
@@ -553,12 +721,33 @@ int cmd_bench(int argc, char **argv)
             return CLI_USAGE;
         }
     }
-    if (nshapes && quick) {
-        cli_error("bench", "--quick picks from the fixed suite; it does not combine with --shape");
+    if ((nshapes || ngemm) && quick) {
+        cli_error("bench", "--quick picks from the fixed suite; it does not combine with %s",
+                  nshapes ? "--shape" : "--gemm-shape");
         return CLI_USAGE;
     }
+    if (gemm_only && (nshapes || ngemm)) {
+        cli_error("bench", "--gemm picks the suite's SGEMM cases; it does not combine with %s",
+                  nshapes ? "--shape" : "--gemm-shape");
+        return CLI_USAGE;
+    }
+    if ((gemm_only || ngemm) && (bo.backward || bo.reference)) {
+        cli_error("bench", "%s times attention only; it does not combine with %s",
+                  bo.backward ? "--backward" : "--reference", gemm_only ? "--gemm" : "--gemm-shape");
+        return CLI_USAGE;
+    }
+    /* The suite: attention, then (unless --backward or --reference, which
+     * are about attention) the SGEMM cases; --gemm keeps the latter. */
+    const int suite = !nshapes && !ngemm;
+    if (suite && !bo.backward && !bo.reference) {
+        static const int ops[3][2] = {{0, 1}, {0, 0}, {1, 0}}; /* NT, NN, TN */
+        for (int i = 0; i < (quick ? 1 : 3); i++) {
+            gcases[ngemm] = (gcase){"", 4096, 1024, 1024, ops[i][0], ops[i][1]};
+            gemm_name(&gcases[ngemm++]);
+        }
+    }
     int n = nshapes;
-    if (!n) {
+    if (suite && !gemm_only) {
         static const int64_t Ls[2] = {1024, 4096}, Es[2] = {64, 128};
         for (int li = 0; li < (quick ? 1 : 2); li++)
             for (int ei = 0; ei < 2; ei++)
@@ -598,6 +787,8 @@ int cmd_bench(int argc, char **argv)
     int rc = CLI_OK;
     for (int i = 0; i < n; i++)
         if (!bench_case(&cases[i], &bo, &bl, copy_gbps, peak)) rc = CLI_ERROR;
+    for (int i = 0; i < ngemm; i++)
+        if (!bench_gemm_case(&gcases[i], &bo, &bl, peak)) rc = CLI_ERROR;
     if (bl.lib) dlclose(bl.lib);
     return rc;
 }
