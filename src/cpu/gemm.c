@@ -112,16 +112,17 @@ static void pack_b(const gemm_job *g, float *dst, int64_t p0, int64_t kc, int64_
             pack_rows_across(dst, nr, g->b + (j0 + j) * g->ldb + p0, g->ldb, min64(nr, cols - j), kc);
 }
 
-/* C[i0:i1, j0:j1]: for each block of rows and each depth pass, the A block
- * is packed once and every B block of the rectangle runs past it. */
 /* The block size that cuts len into equal pieces (multiples of unit, at
- * most `most`), so that no thin last block pays for a whole packing. */
+ * most `most`, itself a multiple of unit), so that no thin last block pays
+ * for a whole packing. */
 static int64_t even_block(int64_t len, int64_t most, int64_t unit)
 {
-    const int64_t pieces = (len + most - 1) / most;
+    const int64_t pieces = len > 0 ? (len + most - 1) / most : 1;
     return round_up((len + pieces - 1) / pieces, unit);
 }
 
+/* C[i0:i1, j0:j1]: for each block of rows and each depth pass, the A block
+ * is packed once and every B block of the rectangle runs past it. */
 static void gemm_rect(const gemm_job *g, float *pa, float *pb, int64_t i0, int64_t i1, int64_t j0,
                       int64_t j1)
 {
