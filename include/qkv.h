@@ -355,12 +355,14 @@ typedef struct qkv_gemm_options {
  *         (ldb >= n) or, with tb == QKV_TRANS, n x k (ldb >= k); C is m x n
  *         (ldc >= n). Leading dimensions are in elements.
  *   beta == 0 means C is only written (NaN or garbage in C does not leak
- *   through); k == 0 scales C by beta. m, n, k >= 0; any may be 0.
+ *   through); k == 0 or alpha == 0 scales C by beta without reading A or
+ *   B. m, n, k >= 0; any may be 0.
  *   C must not overlap A or B.
  *
  * Our own blocked kernel (packing, cache blocking, threads over blocks of
- * C): results are bitwise the same for any thread count with one
- * instruction set. A build configured with -DQKV_BLAS=ON calls the system
+ * C); a C of at most 4 rows (a decode step's projections) skips packing
+ * and reads B where it lies, as a matrix-vector product. Results are
+ * bitwise the same for any thread count with one instruction set. A build configured with -DQKV_BLAS=ON calls the system
  * BLAS (cblas_sgemm) instead when opts->isa is QKV_ISA_AUTO (its threads are
  * the BLAS library's own). Scratch: O(threads x cache blocks). Thread-safe. */
 qkv_status qkv_sgemm(qkv_transpose ta, qkv_transpose tb, int64_t m, int64_t n, int64_t k,

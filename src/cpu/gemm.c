@@ -219,6 +219,80 @@ static void scale_c(float *c, int64_t ldc, int64_t m, int64_t n, float beta)
         for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0 ? 0.0f : beta * c[i * ldc + j];
 }
 
+/* ------------------------------------------------------------ few rows */
+
+/* A C of at most GEMM_SMALL_M rows (the projections of a decode step) is
+ * a matrix-vector product: packing B would cost as much as the whole
+ * product, so B is read where it lies. op(A)'s rows are made contiguous
+ * (m x k, small); each thread takes a run of column slices of C and sums
+ * with dot_rows (B stored n x k: dot products along k) or axpy_rows (B
+ * stored k x n: rows of B scaled and added). An element's sum runs over k
+ * in an order fixed by k, so the thread count does not change it. */
+#define GEMM_SMALL_M 4
+#define SMALL_COLS 64 /* columns of C per slice */
+
+typedef struct small_job {
+    const qkv_cpu_kernels *kern;
+    qkv_transpose tb;
+    int64_t m, n, k;
+    const float *a; /* m x k, ld k */
+    const float *b;
+    int64_t ldb;
+    float alpha, beta;
+    float *c;
+    int64_t ldc;
+    float *tmp; /* per thread: m x SMALL_COLS */
+} small_job;
+
+static void small_worker(void *ctx, int tid, int64_t begin, int64_t end)
+{
+    const small_job *g = ctx;
+    float *t = g->tmp + (int64_t)tid * g->m * SMALL_COLS;
+    static const float zeros[GEMM_SMALL_M];
+    for (int64_t s = begin; s < end; s++) {
+        const int64_t j0 = s * SMALL_COLS, w = min64(SMALL_COLS, g->n - j0);
+        if (g->tb) {
+            g->kern->dot_rows(g->a, g->k, g->m, g->b + j0 * g->ldb, g->ldb, t, SMALL_COLS, w, g->k);
+        } else {
+            memset(t, 0, (size_t)(g->m * SMALL_COLS) * sizeof *t);
+            g->kern->axpy_rows(g->a, g->k, g->m, g->b + j0, g->ldb, t, SMALL_COLS, zeros, g->k, w);
+        }
+        for (int64_t r = 0; r < g->m; r++) {
+            float *cr = g->c + r * g->ldc + j0;
+            const float *tr = t + r * SMALL_COLS;
+            if (g->beta == 0)
+                for (int64_t j = 0; j < w; j++) cr[j] = g->alpha * tr[j];
+            else
+                for (int64_t j = 0; j < w; j++) cr[j] = g->alpha * tr[j] + g->beta * cr[j];
+        }
+    }
+}
+
+static qkv_status gemm_small(const qkv_cpu_kernels *kern, qkv_transpose ta, qkv_transpose tb,
+                             int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                             int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                             int64_t ldc, int nt)
+{
+    small_job g = {kern, tb, m, n, k, NULL, b, ldb, alpha, beta, c, ldc, NULL};
+    const int64_t slices = (n + SMALL_COLS - 1) / SMALL_COLS;
+    if (nt > slices) nt = (int)slices;
+    float *rows = malloc((size_t)(m * k) * sizeof *rows);
+    g.tmp = malloc((size_t)(nt * m * SMALL_COLS) * sizeof *g.tmp);
+    qkv_status st = QKV_OK;
+    if (!rows || !g.tmp) {
+        st = qkv_fail(QKV_ERR_OUT_OF_MEMORY, "qkv_sgemm: cannot allocate %lld x %lld rows of A",
+                      (long long)m, (long long)k);
+    } else {
+        for (int64_t r = 0; r < m; r++)
+            for (int64_t p = 0; p < k; p++) rows[r * k + p] = ta ? a[p * lda + r] : a[r * lda + p];
+        g.a = rows;
+        st = qkv_parallel_for(slices, nt, small_worker, &g);
+    }
+    free(rows);
+    free(g.tmp);
+    return st;
+}
+
 qkv_status qkv_sgemm(qkv_transpose ta, qkv_transpose tb, int64_t m, int64_t n, int64_t k,
                      float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                      float beta, float *c, int64_t ldc, const qkv_gemm_options *opts)
@@ -283,6 +357,14 @@ qkv_status qkv_sgemm(qkv_transpose ta, qkv_transpose tb, int64_t m, int64_t n, i
     }
 #endif
 
+    int nt = opts->num_threads ? opts->num_threads : qkv_cpu_count();
+    if (nt > QKV_MAX_THREADS) nt = QKV_MAX_THREADS;
+    const double flops = 2.0 * (double)m * (double)n * (double)k;
+    if (flops / GEMM_MIN_FLOPS_PER_THREAD < nt)
+        nt = flops < GEMM_MIN_FLOPS_PER_THREAD ? 1 : (int)(flops / GEMM_MIN_FLOPS_PER_THREAD);
+    if (m <= GEMM_SMALL_M)
+        return gemm_small(g.kern, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nt);
+
     g.ta = ta;
     g.tb = tb;
     g.m = m;
@@ -296,11 +378,6 @@ qkv_status qkv_sgemm(qkv_transpose ta, qkv_transpose tb, int64_t m, int64_t n, i
     g.ldb = ldb;
     g.c = c;
     g.ldc = ldc;
-    int nt = opts->num_threads ? opts->num_threads : qkv_cpu_count();
-    if (nt > QKV_MAX_THREADS) nt = QKV_MAX_THREADS;
-    const double flops = 2.0 * (double)m * (double)n * (double)k;
-    if (flops / GEMM_MIN_FLOPS_PER_THREAD < nt)
-        nt = flops < GEMM_MIN_FLOPS_PER_THREAD ? 1 : (int)(flops / GEMM_MIN_FLOPS_PER_THREAD);
     choose_grid(&g, nt);
     nt = (int)(g.gm * g.gn);
 
