@@ -93,6 +93,34 @@ static void check_gemm_json(void)
     CHECK(second && strstr(second, "\"name\": \"gemm NT 5x7x3\"") != NULL);
 }
 
+/* The layer's cases: a decode step against the copy (bytes: the four
+ * weights and the cache read once) and a causal forward against an SGEMM
+ * of L x D x D (FLOPs: the four projections and half the attention). */
+static void check_layer_json(void)
+{
+    char *argv[] = {"qkv", "bench", "--layer-shape", "decode,64,4,2,16,100", "--layer-shape",
+                    "forward,64,4,2,16,50", "--json", NULL};
+    int rc = test_run_qkv(argv, out, sizeof out, err, sizeof err);
+    CHECK(rc == 0);
+    if (rc != 0) fprintf(stderr, "bench: %s\n", err);
+    const char *second = strchr(out, '\n');
+    CHECK(second && strchr(second + 1, '\n') == out + strlen(out) - 1); /* two lines */
+    const char *keys[] = {"\"kind\": \"mha_decode\"", "\"context\": 100", "\"tokens_per_s\"",
+                          "\"gbps\"", "\"ceiling_gbps\"", "\"ratio\""};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) CHECK(strstr(out, keys[k]) != NULL);
+    const double s = field(out, "seconds"), gbps = field(out, "gbps");
+    const double bytes = 4.0 * (64.0 * (2 * 64 + 2 * 32) + 2.0 * 32 * 101);
+    CHECK(s > 0 && fabs(gbps - bytes / s / 1e9) <= 0.01 * gbps);
+    CHECK(fabs(field(out, "tokens_per_s") - 1 / s) <= 0.01 / s);
+    CHECK(fabs(field(out, "ratio") - gbps / field(out, "ceiling_gbps")) <= 0.01 * field(out, "ratio") + 1e-4);
+    if (!second) return;
+    CHECK(strstr(second, "\"kind\": \"mha_forward\"") != NULL);
+    CHECK(field(second, "L") == 50 && field(second, "D") == 64 && field(second, "Hkv") == 2);
+    const double sf = field(second, "seconds"), gf = field(second, "gflops");
+    const double flops = 2.0 * 50 * 64 * (2 * 64 + 2 * 32) + 2.0 * 4 * 50 * 50 * 16;
+    CHECK(sf > 0 && fabs(gf - flops / sf / 1e9) <= 0.01 * gf);
+}
+
 static void check_errors(void)
 {
     const char *cases[][4] = {
@@ -111,6 +139,13 @@ static void check_errors(void)
         {"--gemm", "--backward", NULL, "--backward"},
         {"--reference", "--gemm-shape", "4,4,4", "--reference"},
         {"--quick", "--gemm-shape", "4,4,4", "--quick"},
+        {"--layer-shape", "decode,64,4,3,16,8", NULL, "--layer-shape"}, /* Hkv does not divide */
+        {"--layer-shape", "sideways,64,4,2,16,8", NULL, "--layer-shape"},
+        {"--layer-shape", "forward,64,4,2,16", NULL, "--layer-shape"},
+        {"--layer-shape", "decode,65536,65536,1,65536,1", NULL, "--layer-shape"},
+        {"--layer", "--gemm", NULL, "--layer"},
+        {"--layer", "--backward", NULL, "--backward"},
+        {"--quick", "--layer-shape", "forward,8,1,1,8,8", "--quick"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char *argv[6] = {"qkv", "bench"};
@@ -132,6 +167,7 @@ int main(void)
     check_backward_json();
     check_decode_json();
     check_gemm_json();
+    check_layer_json();
     check_errors();
     return test_finish("test_bench");
 }

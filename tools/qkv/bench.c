@@ -6,9 +6,10 @@
  * of a large memory copy. Method: one warm-up call, then repeated calls
  * until both 3 runs and 0.5 s are reached; the median time counts for
  * attention, the fastest run for a ceiling (the best the machine did).
- * The GEMM cases time qkv_sgemm against the same product by the system
- * BLAS, the two called in turn, and count each one's fastest run: the
- * same work on both sides, so the same statistic. */
+ * The GEMM and layer cases time ours and the ceiling (the system BLAS's
+ * same product, an SGEMM of the projections' size, or the copy) called in
+ * turn, and count each one's fastest run: the same statistic on both
+ * sides, measured in the same moments of a noisy machine. */
 #define _XOPEN_SOURCE 700 /* clock_gettime, strdup */
 #include "cli.h"
 #include "commands.h"
@@ -36,16 +37,26 @@ static const char bench_usage[] =
     "and not; decode Lq=1, Lk in {4096, 65536}, H=32, Hkv=8, E=128; then qkv's\n"
     "own SGEMM against the system BLAS's on the layer projection shape\n"
     "(4096 x 1024) x (1024 x 1024): NT (y = x W^T), NN and TN (dW = dY^T X),\n"
-    "FLOPs 2*M*N*K, each side's fastest run counted, the two called in turn.\n"
+    "FLOPs 2*M*N*K, each side's fastest run counted, the two called in turn;\n"
+    "then the multi-head attention layer: a decode step with the KV cache\n"
+    "(B=1, H=32, Hkv=8, E=128, D=4096, context 4096 and 32768; the bytes of\n"
+    "the four projection weights and the cached K and V read once, against\n"
+    "the copy, and tokens per second) and a causal layer forward (L=D=2048,\n"
+    "H=16; projections and attention FLOPs against an SGEMM of L x D x D).\n"
     "\n"
     "options:\n"
     "  --shape B,H,Hkv,Lq,Lk,E[,causal]   time this shape instead (repeatable);\n"
     "                     the last item is 0, 1 or the word causal\n"
     "  --gemm             the SGEMM cases only\n"
+    "  --layer            the layer cases only\n"
+    "  --layer-shape KIND,D,H,Hkv,E,LEN   time this layer case instead\n"
+    "                     (repeatable): KIND decode (LEN = the context) or\n"
+    "                     forward (LEN = the sequence, causal)\n"
     "  --gemm-shape M,N,K[,OPS]   time this SGEMM instead (repeatable); OPS is\n"
     "                     NN, NT (the default), TN or TT: whether A and B are\n"
     "                     transposed\n"
-    "  --quick            the suite at L = 1024 and Lk = 4096 only, SGEMM NT only\n"
+    "  --quick            the suite at L = 1024 and Lk = 4096 only, SGEMM NT only,\n"
+    "                     the layer at context 4096 and L = D = 1024\n"
     "  --threads N        worker threads (default: all CPUs)\n"
     "  --isa NAME         generic, avx2 or avx512 (default: the best here)\n"
     "  --backward         time the forward and the backward together (FLOPs:\n"
@@ -243,22 +254,38 @@ static int run_copy(void *vctx)
     return 1;
 }
 
-/* GB/s of a 256 MiB memcpy on `threads` threads, counting the bytes read
- * and written. */
+/* A 256 MiB copy on `threads` threads; 0 when out of memory. */
+static int copy_alloc(copy_ctx *c, int threads)
+{
+    *c = (copy_ctx){NULL, NULL, (size_t)256 << 20,
+                    threads < 1 ? 1 : threads > 1024 ? 1024 : threads};
+    c->src = malloc(c->n);
+    c->dst = malloc(c->n);
+    if (!c->src || !c->dst) return 0;
+    memset(c->src, 1, c->n);
+    memset(c->dst, 2, c->n);
+    return 1;
+}
+
+static void copy_free(copy_ctx *c)
+{
+    free(c->src);
+    free(c->dst);
+}
+
+/* GB/s of the copy taking t seconds, counting the bytes read and written. */
+static double copy_gbps_of(const copy_ctx *c, double t) { return 2.0 * (double)c->n / t / 1e9; }
+
+/* GB/s of a 256 MiB memcpy on `threads` threads at its fastest. */
 static double copy_ceiling(int threads)
 {
-    copy_ctx c = {NULL, NULL, (size_t)256 << 20, threads < 1 ? 1 : threads > 1024 ? 1024 : threads};
-    c.src = malloc(c.n);
-    c.dst = malloc(c.n);
+    copy_ctx c;
     double gbps = 0;
-    if (c.src && c.dst) {
-        memset(c.src, 1, c.n);
-        memset(c.dst, 2, c.n);
+    if (copy_alloc(&c, threads)) {
         double t = time_best(run_copy, &c);
-        if (t > 0) gbps = 2.0 * (double)c.n / t / 1e9;
+        if (t > 0) gbps = copy_gbps_of(&c, t);
     }
-    free(c.src);
-    free(c.dst);
+    copy_free(&c);
     return gbps;
 }
 
@@ -496,26 +523,28 @@ typedef struct gcase {
     int ta, tb;
 } gcase;
 
-/* The fastest run of qkv_sgemm and of the BLAS's SGEMM on g, called in
- * turn after one warm-up each, until both 5 runs and 1 s are reached (the
- * BLAS side is skipped without a BLAS and *theirs left 0). 0 when
- * qkv_sgemm fails. */
-static int time_gemm_pair(gemm_ctx *g, double *ours, double *theirs)
+/* The fastest run of ours and of theirs (a ceiling), called in turn after
+ * one warm-up each, until both 5 runs and 1 s are reached: the same
+ * statistic on both sides, and both see the machine in the same moments.
+ * theirs may be NULL (no ceiling: *t_theirs is left 0). 0 when ours
+ * fails. */
+static int time_pair(int (*ours)(void *), void *octx, int (*theirs)(void *), void *tctx,
+                     double *t_ours, double *t_theirs)
 {
-    if (!run_qkv_gemm(g)) return 0;
-    if (g->b->sgemm) run_gemm(g);
-    *ours = INFINITY;
-    *theirs = g->b->sgemm ? INFINITY : 0;
+    if (!ours(octx)) return 0;
+    if (theirs) theirs(tctx);
+    *t_ours = INFINITY;
+    *t_theirs = theirs ? INFINITY : 0;
     const double start = now();
     for (int n = 0; n < 64 && (n < 5 || now() - start < 1.0); n++) {
         double t0 = now();
-        if (!run_qkv_gemm(g)) return 0;
+        if (!ours(octx)) return 0;
         double t1 = now();
-        if (t1 - t0 < *ours) *ours = t1 - t0;
-        if (g->b->sgemm) {
-            run_gemm(g);
+        if (t1 - t0 < *t_ours) *t_ours = t1 - t0;
+        if (theirs) {
+            theirs(tctx);
             double t2 = now();
-            if (t2 - t1 < *theirs) *theirs = t2 - t1;
+            if (t2 - t1 < *t_theirs) *t_theirs = t2 - t1;
         }
     }
     return 1;
@@ -531,7 +560,7 @@ static int bench_gemm_case(const gcase *c, const bench_opts *bo, const blas *bl,
     double t, tb;
     if (!gemm_alloc(&g)) {
         cli_error("bench", "%s: cannot allocate the matrices", c->name);
-    } else if (!time_gemm_pair(&g, &t, &tb)) {
+    } else if (!time_pair(run_qkv_gemm, &g, g.b->sgemm ? run_gemm : NULL, &g, &t, &tb)) {
         cli_error("bench", "%s: %s", c->name, qkv_error_detail());
     } else {
         const double flops = 2.0 * (double)c->m * (double)c->n * (double)c->k;
@@ -569,6 +598,168 @@ static int bench_gemm_case(const gcase *c, const bench_opts *bo, const blas *bl,
     return ok;
 }
 
+/* ------------------------------------------------------------ the layer */
+
+typedef struct lcase {
+    char name[64];
+    int decode;          /* 1: a decode step with the cache; 0: a forward */
+    int64_t D, H, Hkv, E;
+    int64_t len;         /* the context (decode) or the sequence (forward) */
+} lcase;
+
+typedef struct layer_ctx {
+    qkv_mha *m;
+    qkv_kv_cache *cache;
+    float *x, *y;
+    int64_t len;
+    qkv_attn_options opt;
+} layer_ctx;
+
+/* One decode step, then the cache cut back to its context. */
+static int run_layer_decode(void *vctx)
+{
+    layer_ctx *l = vctx;
+    return qkv_mha_decode(l->m, l->cache, l->y, NULL, l->x, 1, &l->opt) == QKV_OK &&
+           qkv_kv_cache_truncate(l->cache, 0, l->len) == QKV_OK;
+}
+
+static int run_layer_forward(void *vctx)
+{
+    layer_ctx *l = vctx;
+    return qkv_mha_forward(l->m, l->y, NULL, l->x, 1, l->len, NULL, l->len, &l->opt) == QKV_OK;
+}
+
+/* A layer with random parameters and, for decode, a cache holding `len`
+ * tokens of random keys and values (appended in pieces). */
+static int layer_setup(const lcase *c, layer_ctx *l)
+{
+    qkv_mha_config cfg = {.d_model = c->D, .heads = c->H, .kv_heads = c->Hkv, .head_dim = c->E,
+                          .rope = QKV_ROPE_HALF};
+    if (qkv_mha_create(&l->m, &cfg) != QKV_OK) return 0;
+    for (int i = 0; i < QKV_MHA_NUM_PARAMS; i++) {
+        int64_t rows, cols;
+        float *p = qkv_mha_param_data(l->m, (qkv_mha_param)i, &rows, &cols);
+        float *r = p ? random_floats(rows * cols, 10 + (uint64_t)i) : NULL;
+        if (p && !r) return 0;
+        for (int64_t j = 0; p && j < rows * cols; j++) p[j] = r[j] / sqrtf((float)cols);
+        free(r);
+    }
+    const int64_t rows = c->decode ? 1 : c->len;
+    l->x = random_floats(rows * c->D, 20);
+    l->y = malloc((size_t)(rows * c->D) * sizeof(float));
+    if (!l->x || !l->y) return 0;
+    if (!c->decode) return 1;
+    if (qkv_kv_cache_create(&l->cache, l->m, 1, c->len + 1) != QKV_OK) return 0;
+    const int64_t piece = 512;
+    float *kv = random_floats(2 * piece * c->Hkv * c->E, 21);
+    int ok = kv != NULL;
+    for (int64_t t = 0; ok && t < c->len; t += piece) {
+        const int64_t n = c->len - t < piece ? c->len - t : piece;
+        ok = qkv_kv_cache_append(l->cache, 0, kv, kv + piece * c->Hkv * c->E, n) == QKV_OK;
+    }
+    free(kv);
+    return ok;
+}
+
+/* The layer's fastest run against its ceiling's, called in turn
+ * (time_pair): a copy for decode, an SGEMM of the projections' size for
+ * the forward. */
+static int bench_layer_case(const lcase *c, const bench_opts *bo, const blas *bl, double peak)
+{
+    layer_ctx l;
+    memset(&l, 0, sizeof l);
+    copy_ctx cp = {NULL, NULL, 0, 1};
+    gemm_ctx g = {bl, (int)c->len, (int)c->D, (int)c->D, 0, 1, NULL, NULL, NULL, {QKV_ISA_AUTO, 0}};
+    const int nthreads = bo->threads ? bo->threads : qkv_default_num_threads();
+    double tc = 0;
+    l.len = c->len;
+    l.opt.num_threads = bo->threads;
+    l.opt.isa = bo->isa;
+    l.opt.causal = 1;
+    int ok = 0;
+    double t = -1;
+    if (!layer_setup(c, &l)) {
+        cli_error("bench", "%s: %s", c->name,
+                  *qkv_error_detail() ? qkv_error_detail() : "cannot allocate the layer");
+        goto done;
+    }
+    if (c->decode ? !copy_alloc(&cp, nthreads) : bl->sgemm && !gemm_alloc(&g)) {
+        cli_error("bench", "%s: cannot allocate the ceiling's buffers", c->name);
+        goto done;
+    }
+    if (!(c->decode ? time_pair(run_layer_decode, &l, run_copy, &cp, &t, &tc)
+                    : time_pair(run_layer_forward, &l, bl->sgemm ? run_gemm : NULL, &g, &t, &tc))) {
+        cli_error("bench", "%s: %s", c->name, qkv_error_detail());
+        goto done;
+    }
+    const double D = (double)c->D, qw = (double)(c->H * c->E), kw = (double)(c->Hkv * c->E);
+    const double weights = D * (2 * qw + 2 * kw); /* Wq, Wk, Wv, Wo */
+    const int threads = nthreads;
+    if (c->decode) {
+        const double copy_gbps = tc > 0 ? copy_gbps_of(&cp, tc) : 0;
+        const double bytes = sizeof(float) * (weights + 2.0 * kw * (double)(c->len + 1));
+        const double gbps = bytes / t / 1e9, ratio = copy_gbps > 0 ? gbps / copy_gbps : NAN;
+        if (bo->json) {
+            printf("{\"name\": \"%s\", \"kind\": \"mha_decode\", \"B\": 1, \"D\": %lld, "
+                   "\"H\": %lld, \"Hkv\": %lld, \"E\": %lld, \"context\": %lld, \"threads\": %d, "
+                   "\"impl\": \"%s\", \"seconds\": %.6g, \"tokens_per_s\": %.4g, \"gbps\": %.4g, "
+                   "\"ceiling_gbps\": %.4g, \"ceiling\": \"memcpy 256 MiB, read+write\", ",
+                   c->name, (long long)c->D, (long long)c->H, (long long)c->Hkv, (long long)c->E,
+                   (long long)c->len, threads, qkv_isa_name(bo->isa ? bo->isa : qkv_isa_auto()),
+                   t, 1.0 / t, gbps, copy_gbps);
+            if (isnan(ratio))
+                printf("\"ratio\": null}\n");
+            else
+                printf("\"ratio\": %.4f}\n", ratio);
+        } else {
+            printf("%-24s %9.4f s %8.1f tokens/s %6.1f GB/s   copy %6.1f GB/s", c->name, t,
+                   1.0 / t, gbps, copy_gbps);
+            if (!isnan(ratio)) printf("   ratio %.3f", ratio);
+            printf("\n");
+        }
+    } else {
+        const double L = (double)c->len;
+        const double flops = 2.0 * L * weights + 2.0 * (double)c->H * L * L * (double)c->E;
+        const double gflops = flops / t / 1e9;
+        const double ceiling = tc > 0 ? 2.0 * L * D * D / tc / 1e9 : 0;
+        const double ratio = ceiling > 0 ? gflops / ceiling : NAN;
+        if (bo->json) {
+            printf("{\"name\": \"%s\", \"kind\": \"mha_forward\", \"B\": 1, \"L\": %lld, "
+                   "\"D\": %lld, \"H\": %lld, \"Hkv\": %lld, \"E\": %lld, \"causal\": true, "
+                   "\"threads\": %d, \"impl\": \"%s\", \"seconds\": %.6g, \"gflops\": %.4g, ",
+                   c->name, (long long)c->len, (long long)c->D, (long long)c->H,
+                   (long long)c->Hkv, (long long)c->E, threads,
+                   qkv_isa_name(bo->isa ? bo->isa : qkv_isa_auto()), t, gflops);
+            if (peak > 0)
+                printf("\"fma_peak_gflops\": %.4g, \"of_fma_peak\": %.4f, ", peak, gflops / peak);
+            printf("\"ceiling_gflops\": %.4g, \"ceiling\": \"%s\", ", ceiling,
+                   bl->sgemm ? "sgemm" : "none");
+            if (isnan(ratio))
+                printf("\"ratio\": null}\n");
+            else
+                printf("\"ratio\": %.4f}\n", ratio);
+        } else {
+            printf("%-24s %9.4f s %8.1f GFLOP/s", c->name, t, gflops);
+            if (ceiling > 0)
+                printf("   sgemm %6.1f GFLOP/s   ratio %.3f", ceiling, ratio);
+            else
+                printf("   (no BLAS: no ceiling)");
+            if (peak > 0) printf("   %.2f of FMA peak", gflops / peak);
+            printf("\n");
+        }
+    }
+    fflush(stdout);
+    ok = 1;
+done:
+    copy_free(&cp);
+    gemm_free(&g);
+    qkv_kv_cache_free(l.cache);
+    qkv_mha_free(l.m);
+    free(l.x);
+    free(l.y);
+    return ok;
+}
+
 static void gemm_name(gcase *c)
 {
     snprintf(c->name, sizeof c->name, "gemm %c%c %lldx%lldx%lld", c->ta ? 'T' : 'N',
@@ -600,6 +791,36 @@ static int parse_gemm_shape(const char *s, gcase *c)
         return 0;
     *c = (gcase){"", x[0], x[1], x[2], ta, tb};
     gemm_name(c);
+    return 1;
+}
+
+/* "decode|forward,D,H,Hkv,E,LEN" */
+static int parse_layer_shape(const char *s, lcase *c)
+{
+    int64_t x[5] = {0, 0, 0, 0, 0};
+    int n = 0, decode = -1;
+    char *copy = strdup(s), *save = NULL;
+    if (!copy) return 0;
+    for (char *t = strtok_r(copy, ",", &save); t && n < 7; t = strtok_r(NULL, ",", &save), n++) {
+        if (n == 0)
+            decode = strcmp(t, "decode") == 0 ? 1 : strcmp(t, "forward") == 0 ? 0 : -1;
+        else if (n > 5 || !cli_parse_int64(t, &x[n - 1]))
+            n = 99;
+    }
+    free(copy);
+    if (n != 6 || decode < 0) return 0;
+    for (int i = 0; i < 5; i++)
+        if (x[i] < 1 || x[i] > (INT64_C(1) << 20)) return 0;
+    if (x[1] % x[2] != 0) return 0;
+    /* Every weight, the cache and the activations at most 2^31 floats. */
+    const int64_t lim = INT64_C(1) << 31;
+    if (x[0] * x[1] * x[3] > lim || x[4] * x[0] > lim || x[4] * x[1] * x[3] > lim ||
+        2 * x[4] * x[2] * x[3] > lim)
+        return 0;
+    *c = (lcase){"", decode, x[0], x[1], x[2], x[3], x[4]};
+    snprintf(c->name, sizeof c->name, "mha %s D%lld H%lld/%lld E%lld %s%lld",
+             decode ? "decode" : "forward", (long long)x[0], (long long)x[1], (long long)x[2],
+             (long long)x[3], decode ? "ctx" : "L", (long long)x[4]);
     return 1;
 }
 
@@ -645,7 +866,8 @@ static int parse_shape(const char *s, bcase *c)
 int cmd_bench(int argc, char **argv)
 {
     bench_opts bo = {0, 0, 0, 0, QKV_ISA_AUTO};
-    int quick = 0, nshapes = 0, gemm_only = 0, ngemm = 0;
+    int quick = 0, nshapes = 0, gemm_only = 0, ngemm = 0, layer_only = 0, nlayer = 0;
+    lcase lcases[32];
     bcase cases[32];
     gcase gcases[32];
     for (int i = 1; i < argc; i++) {
@@ -660,6 +882,22 @@ int cmd_bench(int argc, char **argv)
             quick = 1;
         } else if (strcmp(arg, "--gemm") == 0) {
             gemm_only = 1;
+        } else if (strcmp(arg, "--layer") == 0) {
+            layer_only = 1;
+        } else if (strcmp(arg, "--layer-shape") == 0) {
+            if (nlayer == (int)(sizeof lcases / sizeof lcases[0])) {
+                cli_error("bench", "--layer-shape: at most %d shapes", nlayer);
+                return CLI_USAGE;
+            }
+            if (!val || !parse_layer_shape(val, &lcases[nlayer])) {
+                cli_error("bench", "--layer-shape: '%s', expected decode or forward, then "
+                                   "D,H,Hkv,E,LEN with sizes from 1 to 2^20, Hkv dividing H "
+                                   "and tensors of at most 2^31 floats",
+                          val ? val : "");
+                return CLI_USAGE;
+            }
+            nlayer++;
+            i++;
         } else if (strcmp(arg, "--gemm-shape") == 0) {
             if (ngemm == (int)(sizeof gcases / sizeof gcases[0])) {
                 cli_error("bench", "--gemm-shape: at most %d shapes", ngemm);
@@ -721,14 +959,32 @@ int cmd_bench(int argc, char **argv)
             return CLI_USAGE;
         }
     }
-    if ((nshapes || ngemm) && quick) {
+    const int nlayer_shapes = nlayer;
+    if ((nshapes || ngemm || nlayer_shapes) && quick) {
         cli_error("bench", "--quick picks from the fixed suite; it does not combine with %s",
-                  nshapes ? "--shape" : "--gemm-shape");
+                  nshapes ? "--shape" : ngemm ? "--gemm-shape" : "--layer-shape");
         return CLI_USAGE;
     }
     if (gemm_only && (nshapes || ngemm)) {
         cli_error("bench", "--gemm picks the suite's SGEMM cases; it does not combine with %s",
                   nshapes ? "--shape" : "--gemm-shape");
+        return CLI_USAGE;
+    }
+    if (layer_only && (gemm_only || nshapes || ngemm || nlayer_shapes)) {
+        cli_error("bench", "--layer picks the suite's layer cases; it does not combine with %s",
+                  gemm_only ? "--gemm" : nshapes ? "--shape" : ngemm ? "--gemm-shape"
+                                                                : "--layer-shape");
+        return CLI_USAGE;
+    }
+    if (gemm_only && nlayer_shapes) {
+        cli_error("bench", "--gemm picks the suite's SGEMM cases; it does not combine with "
+                           "--layer-shape");
+        return CLI_USAGE;
+    }
+    if ((layer_only || nlayer_shapes) && (bo.backward || bo.reference)) {
+        cli_error("bench", "--layer times the layer's forward and decode; it does not combine "
+                           "with %s",
+                  bo.backward ? "--backward" : "--reference");
         return CLI_USAGE;
     }
     if ((gemm_only || ngemm) && (bo.backward || bo.reference)) {
@@ -738,8 +994,21 @@ int cmd_bench(int argc, char **argv)
     }
     /* The suite: attention, then (unless --backward or --reference, which
      * are about attention) the SGEMM cases; --gemm keeps the latter. */
-    const int suite = !nshapes && !ngemm;
-    if (suite && !bo.backward && !bo.reference) {
+    const int suite = !nshapes && !ngemm && !nlayer_shapes;
+    if (suite && !bo.backward && !bo.reference && !gemm_only) {
+        /* Llama-like sizes: 32 query heads over 8 kv heads of 128. */
+        static const int64_t ctx[2] = {4096, 32768};
+        for (int i = 0; i < (quick ? 1 : 2); i++) {
+            lcase *c = &lcases[nlayer++];
+            *c = (lcase){"", 1, 4096, 32, 8, 128, ctx[i]};
+            snprintf(c->name, sizeof c->name, "mha decode ctx%lld", (long long)ctx[i]);
+        }
+        const int64_t L = quick ? 1024 : 2048;
+        lcase *c = &lcases[nlayer++];
+        *c = (lcase){"", 0, L, L / 128, L / 128, 128, L};
+        snprintf(c->name, sizeof c->name, "mha forward L%lld D%lld", (long long)L, (long long)L);
+    }
+    if (suite && !bo.backward && !bo.reference && !layer_only) {
         static const int ops[3][2] = {{0, 1}, {0, 0}, {1, 0}}; /* NT, NN, TN */
         for (int i = 0; i < (quick ? 1 : 3); i++) {
             gcases[ngemm] = (gcase){"", 4096, 1024, 1024, ops[i][0], ops[i][1]};
@@ -747,7 +1016,7 @@ int cmd_bench(int argc, char **argv)
         }
     }
     int n = nshapes;
-    if (suite && !gemm_only) {
+    if (suite && !gemm_only && !layer_only) {
         static const int64_t Ls[2] = {1024, 4096}, Es[2] = {64, 128};
         for (int li = 0; li < (quick ? 1 : 2); li++)
             for (int ei = 0; ei < 2; ei++)
@@ -789,6 +1058,8 @@ int cmd_bench(int argc, char **argv)
         if (!bench_case(&cases[i], &bo, &bl, copy_gbps, peak)) rc = CLI_ERROR;
     for (int i = 0; i < ngemm; i++)
         if (!bench_gemm_case(&gcases[i], &bo, &bl, peak)) rc = CLI_ERROR;
+    for (int i = 0; i < nlayer; i++)
+        if (!bench_layer_case(&lcases[i], &bo, &bl, peak)) rc = CLI_ERROR;
     if (bl.lib) dlclose(bl.lib);
     return rc;
 }
