@@ -260,9 +260,12 @@ qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
  * zero gradients, never NaN. QKV_IMPL_AUTO runs the fast backward: it
  * recomputes the weights tile by tile from o and lse (which must be what
  * the forward returned for these inputs and options) with the forward's
- * SIMD kernels, in two passes (dK and dV per tile of keys, then dQ per
- * tile of queries) so that each output has one owner; O(threads x tiles)
- * scratch plus B x H x Lq floats; within 1e-5 of the reference. A call
+ * SIMD kernels, in one pass over tiles of keys: each tile owns its dK and
+ * dV, and the tiles of a kv head add their shares of dQ to each block of
+ * queries in the order of their keys (a tile waits for the one before), so
+ * dQ's sums keep one order; O(threads x tiles) scratch plus B x H x Lq
+ * floats, and B x H x Lq x E more when dq's last dim is strided; within
+ * 1e-5 of the reference. A call
  * that asks for dmask, or QKV_IMPL_REFERENCE, runs the reference backward:
  * it recomputes P and O from Q, K, V in double (o and lse are checked for
  * their shapes only), works on B x Hkv groups in parallel (one thread when

@@ -397,6 +397,69 @@ static void check_backward_sweep(void)
     printf("  backward sweep: %d problem x instruction-set runs\n", cases);
 }
 
+/* The one-pass backward adds every key tile's share of dQ in key order,
+ * tiles waiting for each other: many tiles per kv head, more threads than
+ * CPUs, causal with a window (blocks skipped but passed through in turn),
+ * and a dQ with strided rows (accumulated aside, then copied) all give the
+ * same bits as one thread, and the reference's values. */
+static void check_backward_many_tiles(void)
+{
+    test_rng r = test_rng_seed(4242);
+    const int64_t B = 2, H = 4, Hkv = 2, Lq = 300, Lk = 1000, E = 40, Ev = 24;
+    const int64_t nq = B * H * Lq * E, nk = B * Hkv * Lk * E, nv = B * Hkv * Lk * Ev,
+                  no = B * H * Lq * Ev, nl = B * H * Lq;
+    float *q = test_rand_f32(&r, nq, -1, 1), *k = test_rand_f32(&r, nk, -1, 1);
+    float *v = test_rand_f32(&r, nv, -1, 1), *dout = test_rand_f32(&r, no, -1, 1);
+    float *o = test_malloc((size_t)no * 4), *l = test_malloc((size_t)nl * 4);
+    qkv_tensor tq = qkv_tensor_contiguous(q, QKV_DTYPE_F32, B, H, Lq, E);
+    qkv_tensor tk = qkv_tensor_contiguous(k, QKV_DTYPE_F32, B, Hkv, Lk, E);
+    qkv_tensor tv = qkv_tensor_contiguous(v, QKV_DTYPE_F32, B, Hkv, Lk, Ev);
+    qkv_tensor to = qkv_tensor_contiguous(o, QKV_DTYPE_F32, B, H, Lq, Ev);
+    qkv_tensor tl = qkv_tensor_contiguous(l, QKV_DTYPE_F32, B, H, Lq, 1);
+    qkv_tensor tdo = qkv_tensor_contiguous(dout, QKV_DTYPE_F32, B, H, Lq, Ev);
+    qkv_attn_options opt = {0};
+    opt.causal = 1;
+    opt.align = QKV_ALIGN_BOTTOM_RIGHT;
+    opt.use_window = 1;
+    opt.window_left = 333;
+    opt.window_right = -1;
+    CHECK(qkv_attention_forward(&to, NULL, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
+    float *g[4][3];
+    static const int threads[4] = {0, 1, 2, 5}; /* 0: the reference */
+    for (int x = 0; x < 4; x++) {
+        g[x][0] = test_malloc((size_t)nq * 4 * 2); /* room for strided rows */
+        g[x][1] = test_malloc((size_t)nk * 4);
+        g[x][2] = test_malloc((size_t)nv * 4);
+        qkv_tensor tdq = qkv_tensor_contiguous(g[x][0], QKV_DTYPE_F32, B, H, Lq, E);
+        if (x == 3) { /* every other float: dQ's rows are strided */
+            for (int d = 0; d < 4; d++) tdq.stride[d] *= 2;
+        }
+        qkv_tensor tdk = qkv_tensor_contiguous(g[x][1], QKV_DTYPE_F32, B, Hkv, Lk, E);
+        qkv_tensor tdv = qkv_tensor_contiguous(g[x][2], QKV_DTYPE_F32, B, Hkv, Lk, Ev);
+        qkv_attn_options o2 = opt;
+        o2.impl = x == 0 ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
+        o2.num_threads = x == 0 ? 2 : threads[x];
+        CHECK(qkv_attention_backward(&tdq, &tdk, &tdv, NULL, &tdo, &tq, &tk, &tv, &to, &tl, &o2) ==
+              QKV_OK);
+        if (x == 3) /* gather the strided rows back */
+            for (int64_t e = 0; e < nq; e++) g[x][0][e] = g[x][0][2 * e];
+    }
+    CHECK(test_rel_l2(g[1][0], g[0][0], nq) <= 1e-5);
+    CHECK(test_rel_l2(g[1][1], g[0][1], nk) <= 1e-5);
+    CHECK(test_rel_l2(g[1][2], g[0][2], nv) <= 1e-5);
+    for (int x = 2; x < 4; x++)
+        for (int y = 0; y < 3; y++)
+            CHECK(memcmp(g[1][y], g[x][y], (size_t)(y == 0 ? nq : y == 1 ? nk : nv) * 4) == 0);
+    for (int x = 0; x < 4; x++)
+        for (int y = 0; y < 3; y++) free(g[x][y]);
+    free(q);
+    free(k);
+    free(v);
+    free(dout);
+    free(o);
+    free(l);
+}
+
 /* A forced set the CPU lacks fails cleanly. */
 static void check_unsupported(void)
 {
@@ -470,6 +533,7 @@ int main(void)
     check_decode_and_empty_blocks();
     check_empty_values();
     check_backward_sweep();
+    check_backward_many_tiles();
     check_unsupported();
     check_memory_bound();
     return test_finish("test_kernels");

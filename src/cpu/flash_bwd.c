@@ -1,14 +1,19 @@
 /* The fast backward: the weights are recomputed tile by tile from the
  * forward's lse (nothing of size Lq x Lk is kept), with the forward's
- * kernels (kernels/kernels.h). Two passes, so that every output element has
- * one owner and one order of sums, whatever the thread count:
- *   pass 1, per (batch, kv head, tile of keys): the keys are the tile's
- *     rows; the query rows of the group stream by. dV^T += dO^T P,
- *     dK^T += scale Q^T dU;
- *   pass 2, per (batch, head, tile of queries): as the forward, the
- *     queries are the rows; the keys stream by. dQ^T += scale K^T dU.
- * With P = exp(S - lse), dS = P o (dP - D), D_i = <dO_i, O_i>, and dU = dS
- * times the softcap's derivative. The float mask's gradient is left to the
+ * kernels (kernels/kernels.h). One pass, per (batch, kv head, tile of
+ * keys): the keys are the tile's rows and the query rows of the group
+ * stream by in blocks; for each block
+ *   dV^T += dO^T P,  dK^T += scale Q^T dU   (the tile's own: one owner),
+ *   dQ += scale dU K                         (shared by every key tile),
+ * with P = exp(S - lse), dS = P o (dP - D), D_i = <dO_i, O_i>, and dU = dS
+ * times the softcap's derivative. dQ's sums keep one order whatever the
+ * thread count: the tiles of a kv head add to a block of dQ in the order
+ * of their keys, each waiting (a counter per block) until the tile before
+ * it has added, so that tile t + 1 follows tile t through the query blocks
+ * a step behind. Tiles are taken in key order from a shared counter, so
+ * the tile waited for is always running or done. Blocks that causal, the
+ * window or padding keep entirely from a tile are skipped (but still
+ * passed through the counter). The float mask's gradient is left to the
  * reference. */
 #include "../attention.h"
 #include "../common.h"
@@ -17,11 +22,13 @@
 #include "flash.h"
 
 #include <math.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define TILE 64   /* rows of a tile: keys in pass 1, queries in pass 2 */
-#define STREAM 64 /* the other side, streamed in blocks of this many */
+#define TILE 64   /* keys of a tile */
+#define STREAM 64 /* queries, streamed in blocks of this many (a block of dQ) */
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -31,6 +38,12 @@ typedef struct bplan {
     const qkv_cpu_kernels *k;
     int64_t G;
     float *D; /* B x H x Lq: <dO_i, O_i> */
+    /* dQ, accumulated: the output itself when its rows are contiguous,
+     * else a B x H x Lq x E buffer copied out at the end. */
+    float *dq;
+    int64_t dq_s[3];      /* its strides for b, h, i (d is 1) */
+    int64_t qblocks;      /* ceil(Lq / STREAM) */
+    _Atomic int64_t *done; /* B x H x qblocks: key tiles that have added */
 } bplan;
 
 /* Per-thread buffers, 64-byte aligned. */
@@ -45,6 +58,7 @@ typedef struct bscratch {
     float *tmp;    /* TILE: the softcap's derivatives of a row */
     float *rowbuf; /* STREAM x max(E, Ev): packed rows when a view is strided */
     float *rowbuf2;
+    float *kbuf;   /* TILE x E: the tile's keys when K is strided */
 } bscratch;
 
 static void *alloc64(size_t bytes) { return aligned_alloc(64, (size_t)round_up((int64_t)bytes, 64)); }
@@ -89,27 +103,19 @@ static void softcap_row(const bplan *bl, float *srow, float *tmp, int64_t n)
 /* P = exp(s - lse) is in srow; dprow (dP) becomes scale dU =
  * scale P (dP - D) times the softcap's derivative. Weights of exactly 0
  * give 0 (no 0 * NaN from a value nobody may read). */
-static void grad_row(const bplan *bl, const float *srow, float *dprow, float *tmp,
-                     const float *D, int64_t dstep, int64_t n)
+static void grad_row(const bplan *bl, const float *srow, float *dprow, float *tmp, float d,
+                     int64_t n)
 {
     const float scale = (float)bl->p->scale;
     if (bl->p->softcap <= 0)
         for (int64_t x = 0; x < n; x++) tmp[x] = 1.0f;
-    if (dstep == 0) { /* one D for the row: loops the compiler can vectorise */
-        const float d = D[0];
-        for (int64_t x = 0; x < n; x++) {
-            const float g = srow[x] * (dprow[x] - d) * tmp[x] * scale;
-            dprow[x] = srow[x] == 0.0f ? 0.0f : g;
-        }
-    } else {
-        for (int64_t x = 0; x < n; x++) {
-            const float g = srow[x] * (dprow[x] - D[x]) * tmp[x] * scale;
-            dprow[x] = srow[x] == 0.0f ? 0.0f : g;
-        }
+    for (int64_t x = 0; x < n; x++) {
+        const float g = srow[x] * (dprow[x] - d) * tmp[x] * scale;
+        dprow[x] = srow[x] == 0.0f ? 0.0f : g;
     }
 }
 
-/* Pass 1's row: query i against keys j0 .. j0+n-1 (nk of them real). */
+/* A row of a block: query i against keys j0 .. j0+n-1 (nk of them real). */
 static void weights_keys(const bplan *bl, float *srow, float *dprow, float *tmp, int64_t b,
                          int64_t h, int64_t i, int64_t j0, int64_t n, int64_t nk)
 {
@@ -131,47 +137,53 @@ static void weights_keys(const bplan *bl, float *srow, float *dprow, float *tmp,
         }
     for (int64_t x = 0; x < n; x++) srow[x] = x >= xlo && x <= xhi ? srow[x] - lse : -INFINITY;
     bl->k->exp_inplace(srow, n);
-    grad_row(bl, srow, dprow, tmp, &D, 0, n);
+    grad_row(bl, srow, dprow, tmp, D, n);
 }
 
-/* Pass 2's row: key j against queries i0 .. i0+n-1, whose intervals, lse
- * (+inf for a query with nothing allowed, so that s - lse is -inf) and D
- * are given. */
-static void weights_queries(const bplan *bl, float *srow, float *dprow, float *tmp, int64_t b,
-                            int64_t h, int64_t j, int64_t i0, int64_t n, const int64_t *lo,
-                            const int64_t *hi, const float *lse, const float *D)
+/* ------------------------------------------------------------ one tile */
+
+/* Does some query of rows i0..i0+n-1 of batch b see a key of [j0, j1]? */
+static int block_sees(const qkv_fwd_problem *p, int64_t b, int64_t i0, int64_t n, int64_t j0,
+                      int64_t j1)
 {
-    const qkv_fwd_problem *p = bl->p;
-    if (p->softcap > 0) softcap_row(bl, srow, tmp, n);
-    if (p->mask)
-        for (int64_t x = 0; x < n; x++) {
-            if (j < lo[x] || j > hi[x]) continue;
-            if (p->mask->dtype == QKV_DTYPE_BOOL) {
-                if (!qkv_mask_allows(p->mask, b, h, i0 + x, j)) srow[x] = -INFINITY;
-            } else {
-                srow[x] += *qkv_view_at(p->mask, b, h, i0 + x, j);
-            }
-        }
-    for (int64_t x = 0; x < n; x++) srow[x] = j >= lo[x] && j <= hi[x] ? srow[x] - lse[x] : -INFINITY;
-    bl->k->exp_inplace(srow, n);
-    grad_row(bl, srow, dprow, tmp, D, 1, n);
+    for (int64_t i = i0; i < i0 + n; i++) {
+        int64_t lo, hi;
+        qkv_row_interval(p, b, i, &lo, &hi);
+        if (lo <= j1 && hi >= j0 && lo <= hi) return 1;
+    }
+    return 0;
 }
 
-/* ------------------------------------------------------------ pass 1 */
+/* Waits until `want` key tiles have added to the dQ block behind *cnt. */
+static void wait_turn(_Atomic int64_t *cnt, int64_t want)
+{
+    for (int spins = 0; atomic_load_explicit(cnt, memory_order_acquire) != want; spins++)
+        if (spins > 64) sched_yield();
+}
 
-/* dK and dV of keys j0..j0+nk-1 of (b, hk). */
-static void dkdv_tile(const bplan *bl, bscratch *w, int64_t b, int64_t hk, int64_t j0, int64_t nk)
+/* Key tile t (keys j0..j0+nk-1) of (b, hk): its dK and dV, and its share
+ * of dQ added in turn. */
+static void tile(const bplan *bl, bscratch *w, int64_t b, int64_t hk, int64_t t, int64_t j0,
+                 int64_t nk)
 {
     const qkv_fwd_problem *p = bl->p;
     const qkv_bwd_problem *bp = bl->bp;
     const float scale = (float)p->scale;
     pack_t(p->k, w->at, b, hk, j0, nk, p->E, scale); /* scores come out scaled */
     pack_t(p->v, w->bt, b, hk, j0, nk, p->Ev, 1.0f);
+    int64_t ldkr;
+    const float *krows = rows_of(p->k, w->kbuf, b, hk, j0, nk, p->E, &ldkr);
     memset(w->g1, 0, (size_t)(p->E * TILE) * sizeof(float));
     memset(w->g2, 0, (size_t)(p->Ev * TILE) * sizeof(float));
     for (int64_t h = hk * bl->G; h < (hk + 1) * bl->G; h++) {
         for (int64_t i0 = 0; i0 < p->Lq; i0 += STREAM) {
             const int64_t n = p->Lq - i0 < STREAM ? p->Lq - i0 : STREAM;
+            _Atomic int64_t *cnt = &bl->done[(b * p->H + h) * bl->qblocks + i0 / STREAM];
+            if (!block_sees(p, b, i0, n, j0, j0 + nk - 1)) {
+                wait_turn(cnt, t);
+                atomic_store_explicit(cnt, t + 1, memory_order_release);
+                continue;
+            }
             int64_t ldq, ldo;
             const float *q = rows_of(p->q, w->rowbuf, b, h, i0, n, p->E, &ldq);
             const float *dout = rows_of(bp->dout, w->rowbuf2, b, h, i0, n, p->Ev, &ldo);
@@ -184,6 +196,11 @@ static void dkdv_tile(const bplan *bl, bscratch *w, int64_t b, int64_t hk, int64
             /* dV^T[c][j] += sum_i dO[i][c] P[i][j];  dK^T[d][j] += sum_i Q[i][d] scale dU[i][j] */
             bl->k->pv(w->s, TILE, dout, ldo, w->g2, TILE, w->ones, TILE, n, p->Ev);
             bl->k->pv(w->dp, TILE, q, ldq, w->g1, TILE, w->ones, TILE, n, p->E);
+            /* dQ[i][d] += sum_j scale dU[i][j] K[j][d], after the tile before. */
+            float *dq = bl->dq + b * bl->dq_s[0] + h * bl->dq_s[1] + i0 * bl->dq_s[2];
+            wait_turn(cnt, t);
+            bl->k->axpy_rows(w->dp, TILE, n, krows, ldkr, dq, bl->dq_s[2], w->ones, nk, p->E);
+            atomic_store_explicit(cnt, t + 1, memory_order_release);
         }
     }
     for (int64_t c = 0; c < nk; c++) {
@@ -193,89 +210,36 @@ static void dkdv_tile(const bplan *bl, bscratch *w, int64_t b, int64_t hk, int64
     }
 }
 
-/* ------------------------------------------------------------ pass 2 */
-
-/* dQ of queries i0..i0+nq-1 of (b, h). */
-static void dq_tile(const bplan *bl, bscratch *w, int64_t b, int64_t h, int64_t i0, int64_t nq)
-{
-    const qkv_fwd_problem *p = bl->p;
-    const qkv_bwd_problem *bp = bl->bp;
-    const float scale = (float)p->scale;
-    const int64_t hk = h / bl->G;
-    pack_t(p->q, w->at, b, h, i0, nq, p->E, scale);
-    pack_t(bp->dout, w->bt, b, h, i0, nq, p->Ev, 1.0f);
-    memset(w->g1, 0, (size_t)(p->E * TILE) * sizeof(float));
-    /* Per query of the tile; padding queries (past nq) and queries with
-     * nothing allowed get an empty interval. */
-    int64_t lo[TILE], hi[TILE];
-    float lse[TILE], D[TILE];
-    int64_t first = INT64_MAX, last = -1;
-    for (int64_t r = 0; r < TILE; r++) {
-        lo[r] = 0;
-        hi[r] = -1;
-        lse[r] = 0.0f;
-        D[r] = 0.0f;
-        if (r >= nq) continue;
-        lse[r] = *qkv_view_at(p->lse, b, h, i0 + r, 0);
-        D[r] = bl->D[(b * p->H + h) * p->Lq + i0 + r];
-        if (lse[r] == -INFINITY) continue;
-        qkv_row_interval(p, b, i0 + r, &lo[r], &hi[r]);
-        if (lo[r] <= hi[r]) {
-            first = lo[r] < first ? lo[r] : first;
-            last = hi[r] > last ? hi[r] : last;
-        }
-    }
-    for (int64_t j0 = first; j0 <= last; j0 += STREAM) {
-        const int64_t n = last + 1 - j0 < STREAM ? last + 1 - j0 : STREAM;
-        int64_t ldk, ldv;
-        const float *k = rows_of(p->k, w->rowbuf, b, hk, j0, n, p->E, &ldk);
-        const float *v = rows_of(p->v, w->rowbuf2, b, hk, j0, n, p->Ev, &ldv);
-        /* s[j][i] = scale <q_i, k_j>, dp[j][i] = <dO_i, v_j> (queries along the vector) */
-        bl->k->qk(w->at, TILE, k, ldk, w->s, TILE, TILE, n, p->E);
-        bl->k->qk(w->bt, TILE, v, ldv, w->dp, TILE, TILE, n, p->Ev);
-        for (int64_t c = 0; c < n; c++)
-            weights_queries(bl, w->s + c * TILE, w->dp + c * TILE, w->tmp, b, h, j0 + c, i0, TILE,
-                            lo, hi, lse, D);
-        /* dQ^T[d][i] += sum_j K[j][d] scale dU[j][i] */
-        bl->k->pv(w->dp, TILE, k, ldk, w->g1, TILE, w->ones, TILE, n, p->E);
-    }
-    for (int64_t r = 0; r < nq; r++) {
-        float *dq = qkv_view_out(bp->dq, b, h, i0 + r, 0);
-        for (int64_t d = 0; d < p->E; d++) dq[d * bp->dq->stride[3]] = w->g1[d * TILE + r];
-    }
-}
-
 /* ------------------------------------------------------------ the call */
 
 typedef struct bctx {
     const bplan *bl;
     bscratch *w;
-    int64_t ktiles, qtiles;
-    int pass;
+    int64_t ktiles, items;
+    _Atomic int64_t next; /* the next item: items go in key order */
 } bctx;
 
-static void brange(void *vctx, int tid, int64_t begin, int64_t end)
+static void bworker(void *vctx, int tid, int64_t begin, int64_t end)
 {
-    const bctx *c = vctx;
+    (void)begin;
+    (void)end;
+    bctx *c = vctx;
     const qkv_fwd_problem *p = c->bl->p;
-    for (int64_t it = begin; it < end; it++) {
-        if (c->pass == 1) {
-            const int64_t t = it % c->ktiles, g = it / c->ktiles;
-            const int64_t j0 = t * TILE;
-            dkdv_tile(c->bl, &c->w[tid], g / p->Hkv, g % p->Hkv, j0,
-                      p->Lk - j0 < TILE ? p->Lk - j0 : TILE);
-        } else {
-            const int64_t t = it % c->qtiles, g = it / c->qtiles;
-            const int64_t i0 = t * TILE;
-            dq_tile(c->bl, &c->w[tid], g / p->H, g % p->H, i0, p->Lq - i0 < TILE ? p->Lq - i0 : TILE);
-        }
+    for (;;) {
+        const int64_t it = atomic_fetch_add(&c->next, 1);
+        if (it >= c->items) break;
+        const int64_t t = it % c->ktiles, g = it / c->ktiles, j0 = t * TILE;
+        tile(c->bl, &c->w[tid], g / p->Hkv, g % p->Hkv, t, j0, p->Lk - j0 < TILE ? p->Lk - j0 : TILE);
     }
 }
 
 qkv_status qkv_flash_attention_backward(const qkv_bwd_problem *bp, qkv_isa isa)
 {
     const qkv_fwd_problem *p = &bp->f;
-    bplan bl = {bp, p, NULL, 0, NULL};
+    bplan bl;
+    memset(&bl, 0, sizeof bl);
+    bl.bp = bp;
+    bl.p = p;
     qkv_status st = qkv_cpu_kernels_get(isa, &bl.k);
     if (st != QKV_OK) return st;
     if (p->B == 0 || p->Hkv == 0) return QKV_OK;
@@ -292,11 +256,45 @@ qkv_status qkv_flash_attention_backward(const qkv_bwd_problem *bp, qkv_isa isa)
                     acc += (double)o[c * p->o->stride[3]] * (double)d[c * bp->dout->stride[3]];
                 bl.D[(b * p->H + h) * p->Lq + i] = (float)acc;
             }
-    bctx c = {&bl, NULL, (p->Lk + TILE - 1) / TILE, (p->Lq + TILE - 1) / TILE, 1};
-    const int64_t items1 = p->B * p->Hkv * c.ktiles, items2 = p->B * p->H * c.qtiles;
+    /* dQ starts at 0 and every key tile adds to it. */
+    const qkv_tensor *tdq = bp->dq;
+    const int in_place = tdq->stride[3] == 1 || p->E == 1;
+    const int64_t nq = rows * p->E;
+    bl.qblocks = (p->Lq + STREAM - 1) / STREAM;
+    const int64_t nblocks = p->B * p->H * bl.qblocks;
+    bl.done = malloc((size_t)(nblocks > 0 ? nblocks : 1) * sizeof *bl.done);
+    bl.dq = in_place ? tdq->data : malloc((size_t)(nq > 0 ? nq : 1) * sizeof(float));
+    if (!bl.done || !bl.dq) {
+        free(bl.D);
+        free(bl.done);
+        if (!in_place) free(bl.dq);
+        return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast backward: cannot allocate dQ's blocks");
+    }
+    for (int64_t x = 0; x < nblocks; x++) atomic_init(&bl.done[x], 0);
+    if (in_place) {
+        bl.dq_s[0] = tdq->stride[0];
+        bl.dq_s[1] = tdq->stride[1];
+        bl.dq_s[2] = tdq->stride[2];
+        for (int64_t b = 0; b < p->B; b++)
+            for (int64_t h = 0; h < p->H; h++)
+                for (int64_t i = 0; i < p->Lq; i++) {
+                    float *row = qkv_view_out(tdq, b, h, i, 0);
+                    for (int64_t d = 0; d < p->E; d++) row[d * tdq->stride[3]] = 0.0f;
+                }
+    } else {
+        bl.dq_s[0] = p->H * p->Lq * p->E;
+        bl.dq_s[1] = p->Lq * p->E;
+        bl.dq_s[2] = p->E;
+        memset(bl.dq, 0, (size_t)nq * sizeof(float));
+    }
+    bctx c;
+    c.bl = &bl;
+    c.w = NULL;
+    c.ktiles = (p->Lk + TILE - 1) / TILE;
+    c.items = p->B * p->Hkv * c.ktiles;
+    atomic_init(&c.next, 0);
     int nt = p->num_threads;
-    const int64_t most = items1 > items2 ? items1 : items2;
-    if (nt > most) nt = (int)(most > 0 ? most : 1);
+    if (nt > c.items) nt = (int)(c.items > 0 ? c.items : 1);
     c.w = calloc((size_t)nt, sizeof *c.w);
     const int64_t wide = p->E > p->Ev ? p->E : p->Ev;
     const size_t f = sizeof(float);
@@ -312,17 +310,24 @@ qkv_status qkv_flash_attention_backward(const qkv_bwd_problem *bp, qkv_isa isa)
         w->tmp = alloc64((size_t)TILE * f);
         w->rowbuf = alloc64((size_t)(STREAM * wide) * f);
         w->rowbuf2 = alloc64((size_t)(STREAM * wide) * f);
+        w->kbuf = alloc64((size_t)(TILE * p->E) * f);
         if (!w->at || !w->bt || !w->s || !w->dp || !w->g1 || !w->g2 || !w->ones || !w->tmp ||
-            !w->rowbuf || !w->rowbuf2) {
+            !w->rowbuf || !w->rowbuf2 || !w->kbuf) {
             st = qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast backward: cannot allocate tiles");
             break;
         }
         for (int64_t x = 0; x < TILE; x++) w->ones[x] = 1.0f;
     }
     if (!c.w) st = qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast backward: cannot allocate scratch");
-    if (st == QKV_OK && items1 > 0) st = qkv_parallel_for(items1, nt, brange, &c);
-    c.pass = 2;
-    if (st == QKV_OK && items2 > 0) st = qkv_parallel_for(items2, nt, brange, &c);
+    if (st == QKV_OK && c.items > 0) st = qkv_parallel_for(nt, nt, bworker, &c);
+    if (st == QKV_OK && !in_place)
+        for (int64_t b = 0; b < p->B; b++)
+            for (int64_t h = 0; h < p->H; h++)
+                for (int64_t i = 0; i < p->Lq; i++) {
+                    float *row = qkv_view_out(tdq, b, h, i, 0);
+                    const float *src = bl.dq + b * bl.dq_s[0] + h * bl.dq_s[1] + i * bl.dq_s[2];
+                    for (int64_t d = 0; d < p->E; d++) row[d * tdq->stride[3]] = src[d];
+                }
     for (int t = 0; c.w && t < nt; t++) {
         bscratch *w = &c.w[t];
         free(w->at);
@@ -335,8 +340,11 @@ qkv_status qkv_flash_attention_backward(const qkv_bwd_problem *bp, qkv_isa isa)
         free(w->tmp);
         free(w->rowbuf);
         free(w->rowbuf2);
+        free(w->kbuf);
     }
     free(c.w);
     free(bl.D);
+    free(bl.done);
+    if (!in_place) free(bl.dq);
     return st;
 }
