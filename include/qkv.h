@@ -529,7 +529,8 @@ qkv_status qkv_mha_save(const qkv_mha *m, const char *path, const char *prefix);
  *   opts     the attention options (masks of (B, H, Lq, Lk) broadcasting,
  *            causal, window, kv_lens, softcap, scale, impl, isa,
  *            num_threads, progress); NULL for the defaults. The projections
- *            use opts' isa and num_threads.
+ *            use opts' isa and num_threads; progress reports the
+ *            attention's share of the work.
  *
  * y must not overlap x, context or weights. Scratch: Q, K, V and A, about
  * B x (Lq (H E + H Ev) + Lk Hkv (E + Ev)) floats, plus the attention's.
@@ -603,7 +604,7 @@ qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, qkv_tens
  * full sequence through qkv_mha_forward with opts->causal set (to rounding
  * of the attention's key splitting). opts may set scale, softcap, the
  * window, impl, isa and num_threads; a mask or kv_lens is refused (the
- * cache knows the lengths), causal is implied. A step that would pass
+ * cache knows the lengths), causal is implied, progress is not reported. A step that would pass
  * max_len fails with QKV_ERR_INVALID_ARGUMENT and leaves the cache as it
  * was. Not thread-safe on one cache. */
 qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *weights,
