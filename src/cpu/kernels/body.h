@@ -261,22 +261,22 @@ static inline VF dot_block(const float *ar, const float *b, int64_t ldb, int nj,
     _Pragma("GCC unroll 16") for (int j = 0; j < VL; j++) acc[j] = vzero();
     int64_t d = 0;
     if (nj == VL) {
-        /* VL / 4 moving pointers, each row j reached as one of them plus
-         * 0..3 leading dims: few enough registers to keep every address
-         * in a base + index form. */
-        const float *p[VL / 4];
-        _Pragma("GCC unroll 4") for (int g = 0; g < VL / 4; g++) p[g] = b + 4 * g * ldb;
-        const int64_t l1 = ldb, l2 = 2 * ldb, l3 = 3 * ldb;
+        /* Eight vectors of the row at a time, kept in registers, against
+         * each row of b in turn: b is read in the order it is stored (the
+         * prefetchers see one stream), and each accumulator still sums
+         * along d in order. */
+        for (; d + 8 * VL <= k; d += 8 * VL) {
+            VF av[8];
+            _Pragma("GCC unroll 8") for (int v = 0; v < 8; v++) av[v] = vldu(ar + d + v * VL);
+            const float *pj = b + d;
+            _Pragma("GCC unroll 16") for (int j = 0; j < VL; j++, pj += ldb)
+                _Pragma("GCC unroll 8") for (int v = 0; v < 8; v++) acc[j] =
+                    vfma(av[v], vldu(pj + v * VL), acc[j]);
+        }
         for (; d + VL <= k; d += VL) {
             const VF av = vldu(ar + d);
-            _Pragma("GCC unroll 4") for (int g = 0; g < VL / 4; g++)
-            {
-                acc[4 * g] = vfma(av, vldu(p[g]), acc[4 * g]);
-                acc[4 * g + 1] = vfma(av, vldu(p[g] + l1), acc[4 * g + 1]);
-                acc[4 * g + 2] = vfma(av, vldu(p[g] + l2), acc[4 * g + 2]);
-                acc[4 * g + 3] = vfma(av, vldu(p[g] + l3), acc[4 * g + 3]);
-                p[g] += VL;
-            }
+            _Pragma("GCC unroll 16") for (int j = 0; j < VL; j++) acc[j] =
+                vfma(av, vldu(b + j * ldb + d), acc[j]);
         }
     } else {
         for (; d + VL <= k; d += VL) {
