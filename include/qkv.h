@@ -232,9 +232,10 @@ typedef struct qkv_attn_options {
  * allocated per call and freed before returning: the fast path takes
  * O(threads x tile), a tile being max(64, H/Hkv) rows x (E + Ev + 128)
  * floats — a few hundred KiB for common shapes — never anything
- * proportional to Lq x Lk (a decode-shaped call, Lq small, also keeps
- * O(B x H x Lq x Ev x 64) for its key chunks); the reference
- * O(threads x (Lk + Ev)). Thread-safe. */
+ * proportional to Lq x Lk (a call with at most 1024 query rows in all,
+ * B x H x Lq, and Lk >= 2048 splits the keys into chunks and keeps their
+ * partial results: at most 2048 tiles of them, each the tile's rows x Ev
+ * floats); the reference O(threads x (Lk + Ev)). Thread-safe. */
 qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
                                  const qkv_tensor *lse, const qkv_tensor *q,
                                  const qkv_tensor *k, const qkv_tensor *v,
@@ -365,9 +366,11 @@ typedef struct qkv_gemm_options {
  * Our own blocked kernel (packing, cache blocking, threads over blocks of
  * C); a C of at most 4 rows (a decode step's projections) skips packing
  * and reads B where it lies, as a matrix-vector product. Results are
- * bitwise the same for any thread count with one instruction set. A build configured with -DQKV_BLAS=ON calls the system
- * BLAS (cblas_sgemm) instead when opts->isa is QKV_ISA_AUTO (its threads are
- * the BLAS library's own). Scratch: O(threads x cache blocks). Thread-safe. */
+ * bitwise the same for any thread count with one instruction set. A build
+ * configured with -DQKV_BLAS=ON calls the system BLAS (cblas_sgemm)
+ * instead when opts->isa is QKV_ISA_AUTO (its threads are the BLAS
+ * library's own). Scratch: O(threads x cache blocks), or for at most 4
+ * rows m x k floats plus threads x m x 64. Thread-safe. */
 qkv_status qkv_sgemm(qkv_transpose ta, qkv_transpose tb, int64_t m, int64_t n, int64_t k,
                      float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                      float beta, float *c, int64_t ldc, const qkv_gemm_options *opts);
@@ -501,8 +504,9 @@ float *qkv_mha_param_data(qkv_mha *m, qkv_mha_param which, int64_t *rows, int64_
  * F32 from F32, F16 or BF16. Names, each looked up with `prefix`
  * prepended (NULL or "" for none, e.g. "layers.0.self_attn."):
  *   PyTorch nn.MultiheadAttention: in_proj_weight (3D, D) holding Wq, Wk,
- *     Wv stacked, or q_proj_weight, k_proj_weight, v_proj_weight (when its
- *     kdim/vdim differ); in_proj_bias (3D); out_proj.weight,
+ *     Wv stacked, or q_proj_weight, k_proj_weight, v_proj_weight (when
+ *     kdim = vdim differs from D; kdim != vdim is refused, the layer
+ *     having one context); in_proj_bias (3D); out_proj.weight,
  *     out_proj.bias;
  *   separate projections: q_proj.weight, k_proj.weight, v_proj.weight,
  *     o_proj.weight and optional .bias of each (these allow Hkv < H).

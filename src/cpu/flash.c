@@ -25,9 +25,13 @@
 #define BLOCK_KEYS 128
 /* Query rows a unit aims for, a multiple of QKV_TILE_ROWS. */
 #define UNIT_ROWS 64
-/* Decode-shaped calls: when there are fewer units than this, the keys are
- * split into chunks of at least CHUNK_KEYS (at most MAX_CHUNKS chunks). */
-#define SPLIT_BELOW_UNITS 32
+/* Decode-shaped calls: with at most this many query rows in all (B x H x
+ * Lq), too few units to keep the threads busy, the keys are split into
+ * chunks of at least CHUNK_KEYS (at most MAX_CHUNKS chunks). The choice
+ * counts query heads, not kv heads, so that GQA takes the path its heads
+ * repeated take. */
+#define SPLIT_ROWS 1024
+#define SPLIT_ITEMS 2048
 #define CHUNK_KEYS 1024
 #define MAX_CHUNKS 64
 /* Calls with at most this many queries (decode) compute their units
@@ -615,10 +619,17 @@ qkv_status qkv_flash_attention_forward(const qkv_fwd_problem *p, qkv_isa isa)
     pl.pack_v = p->v->stride[3] != 1;
     pl.chunks = 1;
     pl.chunk = round_up(p->Lk > 0 ? p->Lk : 1, BLOCK_KEYS);
-    if (pl.units < SPLIT_BELOW_UNITS && p->Lk >= 2 * CHUNK_KEYS) {
-        pl.chunk = round_up((p->Lk + MAX_CHUNKS - 1) / MAX_CHUNKS, BLOCK_KEYS);
-        if (pl.chunk < CHUNK_KEYS) pl.chunk = CHUNK_KEYS;
-        pl.chunks = (p->Lk + pl.chunk - 1) / pl.chunk;
+    const int64_t qrows = p->B * p->H * p->Lq;
+    if (qrows <= SPLIT_ROWS && p->Lk >= 2 * CHUNK_KEYS) {
+        /* At most MAX_CHUNKS, and at most SPLIT_ITEMS / qrows, so that
+         * the partial results stay O(SPLIT_ITEMS x tile x Ev). */
+        int64_t most = SPLIT_ITEMS / qrows;
+        most = most < MAX_CHUNKS ? most : MAX_CHUNKS;
+        if (most >= 2) {
+            pl.chunk = round_up((p->Lk + most - 1) / most, BLOCK_KEYS);
+            if (pl.chunk < CHUNK_KEYS) pl.chunk = CHUNK_KEYS;
+            pl.chunks = (p->Lk + pl.chunk - 1) / pl.chunk;
+        }
     }
 
     int nt = p->num_threads;

@@ -264,7 +264,7 @@ qkv_status qkv_flash_attention_backward(const qkv_bwd_problem *bp, qkv_isa isa)
     const int64_t nblocks = p->B * p->H * bl.qblocks;
     bl.done = malloc((size_t)(nblocks > 0 ? nblocks : 1) * sizeof *bl.done);
     bl.dq = in_place ? tdq->data : malloc((size_t)(nq > 0 ? nq : 1) * sizeof(float));
-    if (!bl.done || !bl.dq) {
+    if (!bl.done || (!bl.dq && nq > 0)) {
         free(bl.D);
         free(bl.done);
         if (!in_place) free(bl.dq);

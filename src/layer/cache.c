@@ -212,7 +212,10 @@ qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *we
                   Ev = cfg->v_head_dim, D = cfg->d_model, L = c->max_len, Lw = lmax + n;
     const int64_t nq = B * n * H * E, nk = B * n * Hkv * E, nv = B * n * Hkv * Ev,
                   na = B * n * H * Ev;
-    float *block = malloc((size_t)(nq + nk + nv + na) * sizeof(float));
+    if (!qkv_floats_fit(4, (int64_t[]){nq, nk, nv, na}))
+        return qkv_fail(QKV_ERR_OVERFLOW, "n: %lld new tokens need more memory than exists",
+                        (long long)n);
+    float *block = malloc((size_t)(nq + nk + nv + na + 1) * sizeof(float));
     if (!block) return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "decode: buffers do not fit in memory");
     float *q = block, *k = q + nq, *v = k + nk, *a = v + nv;
 

@@ -50,6 +50,10 @@ static qkv_status expect_shape(const entry *e, int64_t *rows, int64_t *cols)
         /* A 0 in `want` means any size there. */
         return qkv_fail(QKV_ERR_SHAPE, "%s: shape %s, expected %s (0 = any)", e->name, got, want);
     }
+    for (int i = 0; i < ndim; i++)
+        if (a->shape[i] < 1)
+            return qkv_fail(QKV_ERR_SHAPE, "%s: dim %d is %lld; a layer's weights have no empty dims",
+                            e->name, i, (long long)a->shape[i]);
     *rows = a->shape[0];
     if (ndim == 2) *cols = a->shape[1];
     return QKV_OK;

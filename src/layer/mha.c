@@ -185,6 +185,15 @@ static void activations_free(activations *act)
     memset(act, 0, sizeof *act);
 }
 
+/* Whether n buffers of the given float counts fit in one allocation. */
+int qkv_floats_fit(int n, const int64_t *counts)
+{
+    int64_t total = 1; /* the allocations add one float */
+    for (int i = 0; i < n; i++)
+        if (counts[i] < 0 || !qkv_add_ok(total, counts[i], &total)) return 0;
+    return (uint64_t)total <= SIZE_MAX / sizeof(float);
+}
+
 /* Checks the arguments common to forward and backward; *lk_out is the
  * context length (lq for self-attention). */
 static qkv_status check_call(const qkv_mha *m, const float *x, int64_t batch, int64_t lq,
@@ -234,6 +243,9 @@ static qkv_status forward_core(const qkv_mha *m, activations *act, float *weight
     const int64_t nq = batch * lq * H * E, nk = batch * lk * Hkv * E, nv = batch * lk * Hkv * Ev,
                   na = batch * lq * H * Ev, nl = batch * H * lq;
     memset(act, 0, sizeof *act);
+    if (!qkv_floats_fit(5, (int64_t[]){nq, nk, nv, na, nl}))
+        return qkv_fail(QKV_ERR_OVERFLOW, "batch, lq, lk: the layer's activations would not fit "
+                        "in memory");
     act->block = malloc((size_t)(nq + nk + nv + na + nl + 1) * sizeof(float));
     if (!act->block) return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "layer: activations do not fit in memory");
     act->q = act->block;
@@ -357,7 +369,9 @@ qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *d
     }
     const int64_t nq = batch * lq * H * E, nk = batch * lk * Hkv * E, nv = batch * lk * Hkv * Ev,
                   na = batch * lq * H * Ev;
-    float *block = malloc((size_t)(nq + nk + nv + na + 1) * sizeof(float));
+    float *block = qkv_floats_fit(4, (int64_t[]){nq, nk, nv, na})
+                       ? malloc((size_t)(nq + nk + nv + na + 1) * sizeof(float))
+                       : NULL;
     if (!block) {
         activations_free(&act);
         return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "layer: gradients do not fit in memory");
