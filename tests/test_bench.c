@@ -141,6 +141,7 @@ static void check_errors(void)
         {"--quick", "--gemm-shape", "4,4,4", "--quick"},
         {"--layer-shape", "decode,64,4,3,16,8", NULL, "--layer-shape"}, /* Hkv does not divide */
         {"--layer-shape", "sideways,64,4,2,16,8", NULL, "--layer-shape"},
+        {"--layer-shape", "decode,64,2,1,3,16", NULL, "--layer-shape"}, /* odd E */
         {"--layer-shape", "forward,64,4,2,16", NULL, "--layer-shape"},
         {"--layer-shape", "decode,65536,65536,1,65536,1", NULL, "--layer-shape"},
         {"--layer", "--gemm", NULL, "--layer"},

@@ -460,6 +460,42 @@ static void check_backward_many_tiles(void)
     free(l);
 }
 
+/* No queries (Lq = 0, or H = 0): the fast backward, like the reference,
+ * succeeds and writes zero dK and dV; the empty tensors may have no data. */
+static void check_backward_empty(void)
+{
+    const int64_t Lk = 70, E = 8, Ev = 5;
+    for (int c = 0; c < 2; c++) {
+        const int64_t H = c == 0 ? 2 : 0, Hkv = c == 0 ? 1 : 1, Lq = c == 0 ? 0 : 3;
+        test_rng r = test_rng_seed(31 + (uint64_t)c);
+        float *k = test_rand_f32(&r, Hkv * Lk * E, -1, 1), *v = test_rand_f32(&r, Hkv * Lk * Ev, -1, 1);
+        float *dk = test_rand_f32(&r, Hkv * Lk * E, -1, 1), *dv = test_rand_f32(&r, Hkv * Lk * Ev, -1, 1);
+        qkv_tensor tq = qkv_tensor_contiguous(NULL, QKV_DTYPE_F32, 1, H, Lq, E);
+        qkv_tensor to = qkv_tensor_contiguous(NULL, QKV_DTYPE_F32, 1, H, Lq, Ev);
+        qkv_tensor tl = qkv_tensor_contiguous(NULL, QKV_DTYPE_F32, 1, H, Lq, 1);
+        qkv_tensor tk = qkv_tensor_contiguous(k, QKV_DTYPE_F32, 1, Hkv, Lk, E);
+        qkv_tensor tv = qkv_tensor_contiguous(v, QKV_DTYPE_F32, 1, Hkv, Lk, Ev);
+        qkv_tensor tdk = qkv_tensor_contiguous(dk, QKV_DTYPE_F32, 1, Hkv, Lk, E);
+        qkv_tensor tdv = qkv_tensor_contiguous(dv, QKV_DTYPE_F32, 1, Hkv, Lk, Ev);
+        for (int impl = 0; impl < 2; impl++) {
+            qkv_attn_options opt = {0};
+            opt.impl = impl ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
+            qkv_status st = qkv_attention_backward(&tq, &tdk, &tdv, NULL, &to, &tq, &tk, &tv, &to,
+                                                   &tl, &opt);
+            CHECK(st == QKV_OK);
+            if (st) fprintf(stderr, "  empty backward %d/%d: %s\n", c, impl, qkv_error_detail());
+            int zero = 1;
+            for (int64_t x = 0; x < Hkv * Lk * E; x++) zero &= dk[x] == 0.0f;
+            for (int64_t x = 0; x < Hkv * Lk * Ev; x++) zero &= dv[x] == 0.0f;
+            CHECK(zero);
+        }
+        free(k);
+        free(v);
+        free(dk);
+        free(dv);
+    }
+}
+
 /* A forced set the CPU lacks fails cleanly. */
 static void check_unsupported(void)
 {
@@ -534,6 +570,7 @@ int main(void)
     check_empty_values();
     check_backward_sweep();
     check_backward_many_tiles();
+    check_backward_empty();
     check_unsupported();
     check_memory_bound();
     return test_finish("test_kernels");

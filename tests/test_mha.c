@@ -519,6 +519,51 @@ static void test_decode(void)
 
 static int detail_has(const char *s);
 
+/* A decode step over a context long enough for the attention to split its
+ * keys, with a window and a softcap: the same bits for 1 and 3 threads, and
+ * the full sequence's last row through the forward with the same options. */
+static void test_decode_long(void)
+{
+    test_rng r = test_rng_seed(0x10a9);
+    qkv_mha_config cfg = {.d_model = 32, .heads = 4, .kv_heads = 2, .bias = 1,
+                          .rope = QKV_ROPE_HALF};
+    qkv_mha *m = make_layer(&cfg, &r);
+    const int64_t D = 32, L = 2300;
+    float *x = test_rand_f32(&r, L * D, -1, 1);
+    qkv_attn_options o = {0};
+    o.use_window = 1;
+    o.window_left = 1500;
+    o.window_right = -1;
+    o.softcap = 5;
+    float *y[2], *full = test_malloc(sizeof(float) * (size_t)(L * D));
+    for (int t = 0; t < 2; t++) {
+        qkv_kv_cache *c = NULL;
+        CHECK(qkv_kv_cache_create(&c, m, 1, L) == QKV_OK);
+        o.num_threads = t ? 3 : 1;
+        float *yp = test_malloc(sizeof(float) * (size_t)(L * D));
+        CHECK(qkv_mha_decode(m, c, yp, NULL, x, L - 1, &o) == QKV_OK); /* the prompt */
+        y[t] = test_malloc(sizeof(float) * (size_t)D);
+        qkv_status st = qkv_mha_decode(m, c, y[t], NULL, x + (L - 1) * D, 1, &o);
+        CHECK(st == QKV_OK);
+        if (st) fprintf(stderr, "long decode: %s\n", qkv_error_detail());
+        CHECK(qkv_kv_cache_length(c, 0) == L);
+        free(yp);
+        qkv_kv_cache_free(c);
+    }
+    CHECK(memcmp(y[0], y[1], sizeof(float) * (size_t)D) == 0);
+    o.causal = 1;
+    o.num_threads = 0;
+    CHECK(qkv_mha_forward(m, full, NULL, x, 1, L, NULL, L, &o) == QKV_OK);
+    double e = test_rel_l2(y[0], full + (L - 1) * D, D);
+    if (!(e <= 1e-5)) fprintf(stderr, "long decode: rel L2 %.3g\n", e);
+    CHECK(e <= 1e-5);
+    free(y[0]);
+    free(y[1]);
+    free(full);
+    free(x);
+    qkv_mha_free(m);
+}
+
 /* A cache filled by qkv_kv_cache_append with another cache's keys and
  * values decodes exactly as that cache does. */
 static void test_cache_append(void)
@@ -766,6 +811,32 @@ static void test_save_load(void)
     }
     qkv_mha_free(back);
     qkv_safetensors_free(st);
+    /* Empty dims in the file are refused, never taken as "default". */
+    {
+        float one = 0;
+        qkv_array z[4] = {{&one, QKV_DTYPE_F32, 2, {0, 8}},
+                          {&one, QKV_DTYPE_F32, 2, {0, 8}},
+                          {&one, QKV_DTYPE_F32, 2, {0, 8}},
+                          {&one, QKV_DTYPE_F32, 2, {8, 0}}};
+        const char *zn[4] = {"q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"};
+        CHECK(qkv_safetensors_write(path, 4, zn, z) == QKV_OK);
+        CHECK(qkv_safetensors_read(path, &st) == QKV_OK);
+        back = (qkv_mha *)1;
+        CHECK(qkv_mha_load(&back, &(qkv_mha_config){.heads = 2}, st, NULL) == QKV_ERR_SHAPE);
+        CHECK(back == NULL && detail_has("q_proj.weight") && detail_has("dim"));
+        qkv_safetensors_free(st);
+        z[0].shape[0] = 8;
+        z[3].shape[1] = 8;
+        z[1].shape[0] = 8;
+        z[1].shape[1] = 0; /* an empty context width */
+        z[2].shape[0] = 8;
+        z[2].shape[1] = 0;
+        CHECK(qkv_safetensors_write(path, 4, zn, z) == QKV_OK);
+        CHECK(qkv_safetensors_read(path, &st) == QKV_OK);
+        CHECK(qkv_mha_load(&back, &(qkv_mha_config){.heads = 2}, st, NULL) == QKV_ERR_SHAPE);
+        CHECK(detail_has("k_proj.weight"));
+        qkv_safetensors_free(st);
+    }
     free(w);
     free(b);
     free(wo);
@@ -782,6 +853,7 @@ int main(void)
     test_backward();
     test_decode();
     test_cache_append();
+    test_decode_long();
     test_save_load();
     return test_finish("test_mha");
 }

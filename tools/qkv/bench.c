@@ -826,7 +826,7 @@ static int parse_layer_shape(const char *s, lcase *c)
     if (n != 6 || decode < 0) return 0;
     for (int i = 0; i < 5; i++)
         if (x[i] < 1 || x[i] > (INT64_C(1) << 20)) return 0;
-    if (x[1] % x[2] != 0) return 0;
+    if (x[1] % x[2] != 0 || x[3] % 2 != 0) return 0; /* RoPE rotates pairs: E even */
     /* Every weight, the cache and the activations at most 2^31 floats. */
     const int64_t lim = INT64_C(1) << 31;
     if (x[0] * x[1] * x[3] > lim || x[4] * x[0] > lim || x[4] * x[1] * x[3] > lim ||
@@ -906,8 +906,8 @@ int cmd_bench(int argc, char **argv)
             }
             if (!val || !parse_layer_shape(val, &lcases[nlayer])) {
                 cli_error("bench", "--layer-shape: '%s', expected decode or forward, then "
-                                   "D,H,Hkv,E,LEN with sizes from 1 to 2^20, Hkv dividing H "
-                                   "and tensors of at most 2^31 floats",
+                                   "D,H,Hkv,E,LEN with sizes from 1 to 2^20, Hkv dividing H, "
+                                   "E even and tensors of at most 2^31 floats",
                           val ? val : "");
                 return CLI_USAGE;
             }
