@@ -813,11 +813,11 @@ static void test_save_load(void)
     qkv_safetensors_free(st);
     /* Empty dims in the file are refused, never taken as "default". */
     {
-        float one = 0;
-        qkv_array z[4] = {{&one, QKV_DTYPE_F32, 2, {0, 8}},
-                          {&one, QKV_DTYPE_F32, 2, {0, 8}},
-                          {&one, QKV_DTYPE_F32, 2, {0, 8}},
-                          {&one, QKV_DTYPE_F32, 2, {8, 0}}};
+        static float one[64];
+        qkv_array z[4] = {{one, QKV_DTYPE_F32, 2, {0, 8}},
+                          {one, QKV_DTYPE_F32, 2, {0, 8}},
+                          {one, QKV_DTYPE_F32, 2, {0, 8}},
+                          {one, QKV_DTYPE_F32, 2, {8, 0}}};
         const char *zn[4] = {"q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"};
         CHECK(qkv_safetensors_write(path, 4, zn, z) == QKV_OK);
         CHECK(qkv_safetensors_read(path, &st) == QKV_OK);
