@@ -5,6 +5,7 @@
 #include "half.h"
 #include "qkv.h"
 #include "test.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <float.h>
@@ -23,40 +24,6 @@ static void tmp_path(char *buf, size_t n, const char *name)
         buf[0] = '\0'; /* too long: an empty path fails loudly */
 }
 
-static unsigned char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    unsigned char *p = NULL;
-    long n;
-    *len = 0;
-    if (!f)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
-        (p = malloc((size_t)n + 1)) && fread(p, 1, (size_t)n, f) == (size_t)n)
-        *len = (size_t)n;
-    fclose(f);
-    return p;
-}
-
-static int spit(const char *path, const void *p, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    int ok = f && fwrite(p, 1, n, f) == n;
-    if (f && fclose(f) != 0)
-        ok = 0;
-    return ok;
-}
-
-static int starts_with(const char *s, const char *prefix)
-{
-    return strncmp(s, prefix, strlen(prefix)) == 0;
-}
-
-static int is_zeroed(const qkv_array *a)
-{
-    static const qkv_array zero;
-    return memcmp(a, &zero, sizeof zero) == 0;
-}
 
 /* A .npy image: magic, version major.0, header text padded with spaces to
  * 64 bytes and a newline, then dlen bytes of data (a fixed pattern). */
@@ -279,7 +246,7 @@ static void test_numel_free(void)
     qkv_array_free(NULL);
     a = make_array(QKV_DTYPE_F32, malloc(16), 1, s);
     qkv_array_free(&a);
-    CHECK(is_zeroed(&a));
+    CHECK(test_array_zeroed(&a));
     qkv_array_free(&a); /* twice is fine */
 }
 
@@ -340,7 +307,7 @@ static void test_convert(void)
     CHECK(memcmp(d1.data, "\1\0\1", 3) == 0);
     qkv_array_free(&d1);
     st = qkv_array_convert(&d1, &src, QKV_DTYPE_I32);
-    CHECK(st == QKV_ERR_OVERFLOW && is_zeroed(&d1));
+    CHECK(st == QKV_ERR_OVERFLOW && test_array_zeroed(&d1));
     CHECK(strstr(qkv_error_detail(), "element 2") != NULL);
     CHECK(strstr(qkv_error_detail(), "1152921573326323713") != NULL);
     i64[2] = (int64_t)INT32_MIN - 1;
@@ -389,7 +356,7 @@ static void test_convert(void)
 
     /* Refused: float to int or bool, int to half, bad arguments. */
     src = make_array(QKV_DTYPE_F32, f, 2, s23);
-    CHECK(qkv_array_convert(&d1, &src, QKV_DTYPE_I32) == QKV_ERR_DTYPE && is_zeroed(&d1));
+    CHECK(qkv_array_convert(&d1, &src, QKV_DTYPE_I32) == QKV_ERR_DTYPE && test_array_zeroed(&d1));
     CHECK(strstr(qkv_error_detail(), "f32") && strstr(qkv_error_detail(), "i32"));
     CHECK(qkv_array_convert(&d1, &src, QKV_DTYPE_BOOL) == QKV_ERR_DTYPE);
     CHECK(qkv_array_convert(&d1, &src, (qkv_dtype)99) == QKV_ERR_DTYPE);
@@ -463,7 +430,7 @@ static void test_round_trips(void)
             CHECK(memcmp(b.shape, a.shape, sizeof a.shape) == 0);
             CHECK(b.data && memcmp(b.data, a.data, nbytes) == 0);
             /* The data starts 64-aligned, right after the header. */
-            file = slurp(path, &flen);
+            file = test_read_file(path, &flen);
             CHECK(file && flen >= nbytes && (flen - nbytes) % 64 == 0);
             CHECK(file && file[flen - nbytes - 1] == '\n');
             CHECK(file && qkv_npy_parse(file, flen, "rt", &c) == QKV_OK);
@@ -491,7 +458,7 @@ static void check_written(const char *what, const qkv_array *a, const char *text
     want[10 + hlen - 1] = '\n';
     tmp_path(path, sizeof path, "layout.npy");
     CHECK(qkv_npy_write(path, a) == QKV_OK);
-    got = slurp(path, &flen);
+    got = test_read_file(path, &flen);
     CHECK(got && flen == 10 + hlen + nbytes);
     CHECK(got && flen == 10 + hlen + nbytes && memcmp(got, want, 10 + hlen) == 0 &&
           (nbytes == 0 || memcmp(got + 10 + hlen, a->data, nbytes) == 0));
@@ -578,8 +545,8 @@ static void test_oracle_files(void)
             files++;
             CHECK(qkv_npy_read(path, &a) == QKV_OK);
             CHECK(qkv_npy_write(out, &a) == QKV_OK);
-            b1 = slurp(path, &len1);
-            b2 = slurp(out, &len2);
+            b1 = test_read_file(path, &len1);
+            b2 = test_read_file(out, &len2);
             CHECK(b1 && b2 && len1 == len2 && memcmp(b1, b2, len1) == 0);
             free(b1);
             free(b2);
@@ -786,23 +753,23 @@ static void check_bad(const char *what, const unsigned char *buf, size_t len,
         fprintf(stderr, "%s: got %s '%s', want %s '%s'\n", what, qkv_status_string(st),
                 qkv_error_detail(), qkv_status_string(want), detail ? detail : "");
     CHECK(st == want);
-    CHECK(is_zeroed(&a));
-    CHECK(starts_with(qkv_error_detail(), "bad.npy: ") &&
+    CHECK(test_array_zeroed(&a));
+    CHECK(test_starts_with(qkv_error_detail(), "bad.npy: ") &&
           strlen(qkv_error_detail()) > strlen("bad.npy: "));
     CHECK(!detail || strstr(qkv_error_detail(), detail));
     CHECK(qkv_npy_parse(buf, len, NULL, &a) == want);
-    CHECK(starts_with(qkv_error_detail(), "<buffer>: "));
+    CHECK(test_starts_with(qkv_error_detail(), "<buffer>: "));
     /* The file reader takes a different path to the same verdict. */
     tmp_path(path, sizeof path, "bad.npy");
-    CHECK(spit(path, buf, len));
+    CHECK(test_write_file(path, buf, len));
     memset(&a, 0x5a, sizeof a);
     st = qkv_npy_read(path, &a);
     if (st != want || (detail && !strstr(qkv_error_detail(), detail)))
         fprintf(stderr, "%s (file): got %s '%s'\n", what, qkv_status_string(st),
                 qkv_error_detail());
     CHECK(st == want);
-    CHECK(is_zeroed(&a));
-    CHECK(starts_with(qkv_error_detail(), path));
+    CHECK(test_array_zeroed(&a));
+    CHECK(test_starts_with(qkv_error_detail(), path));
     CHECK(!detail || strstr(qkv_error_detail(), detail));
 }
 
@@ -844,10 +811,10 @@ static void test_read_write_errors(void)
     struct stat sb;
 
     CHECK(qkv_npy_read(QKV_TEST_DATA "/no/such/file.npy", &a) == QKV_ERR_IO);
-    CHECK(is_zeroed(&a));
-    CHECK(starts_with(qkv_error_detail(), QKV_TEST_DATA "/no/such/file.npy: "));
+    CHECK(test_array_zeroed(&a));
+    CHECK(test_starts_with(qkv_error_detail(), QKV_TEST_DATA "/no/such/file.npy: "));
     CHECK(qkv_npy_read(tmpdir, &a) == QKV_ERR_IO);
-    CHECK(starts_with(qkv_error_detail(), tmpdir));
+    CHECK(test_starts_with(qkv_error_detail(), tmpdir));
     CHECK(qkv_npy_read(NULL, &a) == QKV_ERR_NULL_ARGUMENT);
     CHECK(qkv_npy_read(tmpdir, NULL) == QKV_ERR_NULL_ARGUMENT);
     CHECK(qkv_npy_parse(NULL, 10, NULL, &a) == QKV_ERR_NULL_ARGUMENT);
@@ -859,7 +826,7 @@ static void test_read_write_errors(void)
     CHECK(qkv_npy_write(NULL, &a) == QKV_ERR_NULL_ARGUMENT);
     CHECK(qkv_npy_write(path, NULL) == QKV_ERR_NULL_ARGUMENT);
     CHECK(qkv_npy_write(QKV_TEST_DATA "/no/such/dir/w.npy", &a) == QKV_ERR_IO);
-    CHECK(starts_with(qkv_error_detail(), QKV_TEST_DATA "/no/such/dir/w.npy: "));
+    CHECK(test_starts_with(qkv_error_detail(), QKV_TEST_DATA "/no/such/dir/w.npy: "));
     CHECK(qkv_npy_write(tmpdir, &a) == QKV_ERR_IO);
     b = a;
     b.dtype = QKV_DTYPE_BF16;
@@ -885,13 +852,13 @@ static void test_read_write_errors(void)
     /* /dev/full takes the open but fails the write. */
     if (stat("/dev/full", &sb) == 0) {
         CHECK(qkv_npy_write("/dev/full", &a) == QKV_ERR_IO);
-        CHECK(starts_with(qkv_error_detail(), "/dev/full: "));
+        CHECK(test_starts_with(qkv_error_detail(), "/dev/full: "));
     }
     /* A file whose data is cut short, through the file reader. */
     {
         size_t len;
-        unsigned char *p = slurp(path, &len);
-        CHECK(p && spit(path, p, len - 3));
+        unsigned char *p = test_read_file(path, &len);
+        CHECK(p && test_write_file(path, p, len - 3));
         CHECK(qkv_npy_read(path, &b) == QKV_ERR_FORMAT);
         CHECK(strstr(qkv_error_detail(),
                      "truncated: header says 8 bytes of data, file has 5") != NULL);

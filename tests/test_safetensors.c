@@ -5,6 +5,7 @@
  * that must fail cleanly, and the API's edges. */
 #include "qkv.h"
 #include "test.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <stdint.h>
@@ -22,40 +23,6 @@ static void tmp_path(char *buf, size_t n, const char *name)
         buf[0] = '\0'; /* too long: an empty path fails loudly */
 }
 
-static unsigned char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    unsigned char *p = NULL;
-    long n;
-    *len = 0;
-    if (!f)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
-        (p = malloc((size_t)n + 1)) && fread(p, 1, (size_t)n, f) == (size_t)n)
-        *len = (size_t)n;
-    fclose(f);
-    return p;
-}
-
-static int spit(const char *path, const void *p, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    int ok = f && fwrite(p, 1, n, f) == n;
-    if (f && fclose(f) != 0)
-        ok = 0;
-    return ok;
-}
-
-static int starts_with(const char *s, const char *prefix)
-{
-    return strncmp(s, prefix, strlen(prefix)) == 0;
-}
-
-static int is_zeroed(const qkv_array *a)
-{
-    static const qkv_array zero;
-    return memcmp(a, &zero, sizeof zero) == 0;
-}
 
 static void put_u64(unsigned char *p, uint64_t v)
 {
@@ -161,7 +128,7 @@ static void test_round_trips(void)
 
     /* The layout: header length, a header padded with spaces to 8 bytes,
      * then the data in the given order with no gaps. */
-    img = slurp(path, &len);
+    img = test_read_file(path, &len);
     CHECK(img != NULL && len > 8);
     if (img && len > 8) {
         uint64_t hlen = 0;
@@ -214,7 +181,7 @@ static void test_round_trips(void)
         img = NULL;
         CHECK(qkv_safetensors_write(path, (int64_t)N_SHAPES, names + first, arrays + first) ==
               QKV_OK);
-        img = slurp(path, &len);
+        img = test_read_file(path, &len);
         st = NULL;
         CHECK(img && qkv_safetensors_parse(img, len, "one.safetensors", &st) == QKV_OK);
         free(img); /* the parse copied it */
@@ -232,7 +199,7 @@ static void test_round_trips(void)
 
     /* No tensors at all: an 8-byte header "{}" and six spaces. */
     CHECK(qkv_safetensors_write(path, 0, NULL, NULL) == QKV_OK);
-    img = slurp(path, &len);
+    img = test_read_file(path, &len);
     CHECK(img && len == 16 && memcmp(img, "\x08\0\0\0\0\0\0\0{}      ", 16) == 0);
     free(img);
     CHECK(qkv_safetensors_read(path, &st) == QKV_OK);
@@ -263,7 +230,7 @@ static void test_write_escapes(void)
     }
     tmp_path(path, sizeof path, "esc.safetensors");
     CHECK(qkv_safetensors_write(path, N, names, arrays) == QKV_OK);
-    img = slurp(path, &len);
+    img = test_read_file(path, &len);
     CHECK(img && strstr((const char *)img + 8, "\"quote\\\"back\\\\slash\"") != NULL);
     CHECK(img && strstr((const char *)img + 8, "\"tab\\there\\nnewline\\u0001\\u001f\"") !=
                      NULL);
@@ -335,8 +302,8 @@ static void test_known_good(void)
          * the file and the tensor. */
         memset(&a, 0x5a, sizeof a);
         CHECK(qkv_safetensors_get(st, "q_proj.weight", QKV_DTYPE_I32, &a) == QKV_ERR_DTYPE);
-        CHECK(is_zeroed(&a));
-        CHECK(starts_with(qkv_error_detail(), "good.safetensors: tensor 'q_proj.weight': "));
+        CHECK(test_array_zeroed(&a));
+        CHECK(test_starts_with(qkv_error_detail(), "good.safetensors: tensor 'q_proj.weight': "));
         CHECK(strstr(qkv_error_detail(), "cannot convert f32 to i32") != NULL);
         qkv_safetensors_free(st);
     }
@@ -385,8 +352,8 @@ static void test_known_good(void)
         CHECK((int)info.dtype == -1 && info.ndim == 1 && info.shape[0] == 3 && !info.data);
         memset(&a, 0x5a, sizeof a);
         CHECK(qkv_safetensors_get(st, "b", QKV_DTYPE_F32, &a) == QKV_ERR_DTYPE);
-        CHECK(is_zeroed(&a));
-        CHECK(starts_with(qkv_error_detail(), "good.safetensors: tensor 'b': "));
+        CHECK(test_array_zeroed(&a));
+        CHECK(test_starts_with(qkv_error_detail(), "good.safetensors: tensor 'b': "));
         CHECK(strstr(qkv_error_detail(), "I8") != NULL);
         qkv_safetensors_free(st);
     }
@@ -484,7 +451,7 @@ static void test_known_good(void)
         /* 0x322b241d160f0801 does not fit in i32: the converter's overflow,
          * with the file and tensor in front. */
         CHECK(qkv_safetensors_get(st, "s", QKV_DTYPE_I32, &a) == QKV_ERR_OVERFLOW);
-        CHECK(starts_with(qkv_error_detail(), "good.safetensors: tensor 's': "));
+        CHECK(test_starts_with(qkv_error_detail(), "good.safetensors: tensor 's': "));
         qkv_safetensors_free(st);
     }
 }
@@ -547,7 +514,7 @@ static void test_reference_files(void)
     CHECK(qkv_safetensors_find(st, "i8_3", &info) == 1 && (int)info.dtype == -1);
     CHECK(qkv_safetensors_find(st, "u8_2", &info) == 1 && (int)info.dtype == -1);
     CHECK(qkv_safetensors_get(st, "u8_2", QKV_DTYPE_I32, &a) == QKV_ERR_DTYPE);
-    CHECK(starts_with(qkv_error_detail(), path));
+    CHECK(test_starts_with(qkv_error_detail(), path));
     CHECK(strstr(qkv_error_detail(), "'u8_2'") && strstr(qkv_error_detail(), "U8"));
     qkv_safetensors_free(st);
 
@@ -834,14 +801,14 @@ static void check_bad(const char *what, const unsigned char *buf, size_t len,
                 qkv_error_detail(), qkv_status_string(want), detail ? detail : "");
     CHECK(s == want);
     CHECK(st == NULL);
-    CHECK(starts_with(qkv_error_detail(), "LAYER.safetensors: ") &&
+    CHECK(test_starts_with(qkv_error_detail(), "LAYER.safetensors: ") &&
           strlen(qkv_error_detail()) > strlen("LAYER.safetensors: "));
     CHECK(!detail || strstr(qkv_error_detail(), detail));
     CHECK(qkv_safetensors_parse(buf, len, NULL, &st) == want);
-    CHECK(starts_with(qkv_error_detail(), "<buffer>: "));
+    CHECK(test_starts_with(qkv_error_detail(), "<buffer>: "));
     /* The file reader reaches the same verdict. */
     tmp_path(path, sizeof path, "bad.safetensors");
-    CHECK(spit(path, buf, len));
+    CHECK(test_write_file(path, buf, len));
     st = (qkv_safetensors *)&st;
     s = qkv_safetensors_read(path, &st);
     if (s != want)
@@ -849,7 +816,7 @@ static void check_bad(const char *what, const unsigned char *buf, size_t len,
                 qkv_error_detail());
     CHECK(s == want);
     CHECK(st == NULL);
-    CHECK(starts_with(qkv_error_detail(), path));
+    CHECK(test_starts_with(qkv_error_detail(), path));
     CHECK(!detail || strstr(qkv_error_detail(), detail));
 }
 
@@ -907,7 +874,7 @@ static void test_api_edges(void)
 
     /* NULL arguments. */
     CHECK(qkv_safetensors_parse(buf, len, "x", NULL) == QKV_ERR_NULL_ARGUMENT);
-    CHECK(starts_with(qkv_error_detail(), "x: "));
+    CHECK(test_starts_with(qkv_error_detail(), "x: "));
     st = (qkv_safetensors *)&st;
     CHECK(qkv_safetensors_parse(NULL, 8, "x", &st) == QKV_ERR_NULL_ARGUMENT && st == NULL);
     CHECK(qkv_safetensors_parse(NULL, 0, "x", &st) == QKV_ERR_FORMAT && st == NULL);
@@ -922,9 +889,9 @@ static void test_api_edges(void)
     st = (qkv_safetensors *)&st;
     CHECK(qkv_safetensors_read(QKV_TEST_DATA "/no/such.safetensors", &st) == QKV_ERR_IO);
     CHECK(st == NULL);
-    CHECK(starts_with(qkv_error_detail(), QKV_TEST_DATA "/no/such.safetensors: "));
+    CHECK(test_starts_with(qkv_error_detail(), QKV_TEST_DATA "/no/such.safetensors: "));
     CHECK(qkv_safetensors_read(tmpdir, &st) == QKV_ERR_IO && st == NULL);
-    CHECK(starts_with(qkv_error_detail(), tmpdir));
+    CHECK(test_starts_with(qkv_error_detail(), tmpdir));
 
     /* A copy: the caller's buffer may go away. */
     {
@@ -949,16 +916,16 @@ static void test_api_edges(void)
     /* _get: missing names, bad targets, NULLs; *out zeroed on failure. */
     memset(&a, 0x5a, sizeof a);
     CHECK(qkv_safetensors_get(st, "b", QKV_DTYPE_F32, &a) == QKV_ERR_INVALID_ARGUMENT);
-    CHECK(is_zeroed(&a));
+    CHECK(test_array_zeroed(&a));
     CHECK(strcmp(qkv_error_detail(), "copy: no tensor named 'b'") == 0);
     CHECK(qkv_safetensors_get(st, NULL, QKV_DTYPE_F32, &a) == QKV_ERR_NULL_ARGUMENT);
-    CHECK(is_zeroed(&a));
+    CHECK(test_array_zeroed(&a));
     CHECK(qkv_safetensors_get(NULL, "a", QKV_DTYPE_F32, &a) == QKV_ERR_NULL_ARGUMENT);
     CHECK(qkv_safetensors_get(st, "a", QKV_DTYPE_F32, NULL) == QKV_ERR_NULL_ARGUMENT);
     memset(&a, 0x5a, sizeof a);
     CHECK(qkv_safetensors_get(st, "a", (qkv_dtype)42, &a) == QKV_ERR_DTYPE);
-    CHECK(is_zeroed(&a));
-    CHECK(starts_with(qkv_error_detail(), "copy: tensor 'a': "));
+    CHECK(test_array_zeroed(&a));
+    CHECK(test_starts_with(qkv_error_detail(), "copy: tensor 'a': "));
     CHECK(qkv_safetensors_get(st, "a", QKV_DTYPE_F32, &a) == QKV_OK);
     CHECK(a.data && ((unsigned char *)a.data)[0] == 1 && ((unsigned char *)a.data)[7] == 50);
     qkv_array_free(&a);
@@ -995,7 +962,7 @@ static void test_api_edges(void)
     /* Reading from a pipe-like path: /dev/stdin is not used; a regular
      * file read twice gives the same tensors. */
     tmp_path(path, sizeof path, "twice.safetensors");
-    CHECK(spit(path, buf, len));
+    CHECK(test_write_file(path, buf, len));
     CHECK(qkv_safetensors_read(path, &st) == QKV_OK);
     CHECK(qkv_safetensors_read(path, &st2) == QKV_OK);
     CHECK(qkv_safetensors_count(st) == qkv_safetensors_count(st2));
@@ -1020,7 +987,7 @@ static void test_write_errors(void)
     CHECK(qkv_safetensors_write(path, -1, names, a) == QKV_ERR_INVALID_ARGUMENT);
     CHECK(qkv_safetensors_write(path, 2, NULL, a) == QKV_ERR_NULL_ARGUMENT);
     CHECK(qkv_safetensors_write(path, 2, names, NULL) == QKV_ERR_NULL_ARGUMENT);
-    CHECK(starts_with(qkv_error_detail(), path));
+    CHECK(test_starts_with(qkv_error_detail(), path));
     {
         const char *dup[2] = {"x", "x"}, *empty[2] = {"x", ""}, *null[2] = {"x", NULL},
                    *meta[2] = {"__metadata__", "y"}, *bad[2] = {"x", "\xc3("};
@@ -1065,11 +1032,11 @@ static void test_write_errors(void)
     CHECK(stat(path, &sb) == 0);
     CHECK(qkv_safetensors_write(QKV_TEST_DATA "/no/such/dir/w.safetensors", 2, names, a) ==
           QKV_ERR_IO);
-    CHECK(starts_with(qkv_error_detail(), QKV_TEST_DATA "/no/such/dir/w.safetensors: "));
+    CHECK(test_starts_with(qkv_error_detail(), QKV_TEST_DATA "/no/such/dir/w.safetensors: "));
     CHECK(qkv_safetensors_write(tmpdir, 2, names, a) == QKV_ERR_IO);
     if (stat("/dev/full", &sb) == 0) {
         CHECK(qkv_safetensors_write("/dev/full", 2, names, a) == QKV_ERR_IO);
-        CHECK(starts_with(qkv_error_detail(), "/dev/full: "));
+        CHECK(test_starts_with(qkv_error_detail(), "/dev/full: "));
     }
     CHECK(qkv_safetensors_write(path, 2, names, a) == QKV_OK);
     CHECK(qkv_error_detail()[0] == '\0');

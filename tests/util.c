@@ -175,3 +175,38 @@ void test_rmdir(char *dir)
     rmdir(dir);
     free(dir);
 }
+
+unsigned char *test_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char *p = NULL;
+    long n;
+    if (len) *len = 0;
+    if (!f) return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (p = malloc((size_t)n + 1)) && fread(p, 1, (size_t)n, f) == (size_t)n) {
+        p[n] = '\0';
+        if (len) *len = (size_t)n;
+    }
+    fclose(f);
+    return p;
+}
+
+int test_write_file(const char *path, const void *p, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    int ok = f && fwrite(p, 1, n, f) == n;
+    if (f && fclose(f) != 0) ok = 0;
+    return ok;
+}
+
+int test_starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+int test_array_zeroed(const qkv_array *a)
+{
+    static const qkv_array zero;
+    return memcmp(a, &zero, sizeof zero) == 0;
+}

@@ -45,6 +45,16 @@ int test_load_oracle(const char *cas, const char *name, qkv_array *out);
  * by a signal, or -1 when it could not be run. */
 int test_run_qkv(char *const argv[], char *out, size_t outlen, char *err, size_t errlen);
 
+/* The whole file at path, malloc'd with a NUL after its len bytes (len
+ * may be NULL); NULL when it cannot be read. */
+unsigned char *test_read_file(const char *path, size_t *len);
+/* Writes n bytes to path; 1 on success, 0 otherwise. */
+int test_write_file(const char *path, const void *p, size_t n);
+/* Does s start with prefix? */
+int test_starts_with(const char *s, const char *prefix);
+/* Is *a all zero bytes (what a failed read leaves)? */
+int test_array_zeroed(const qkv_array *a);
+
 /* A fresh temporary directory (mkdtemp) and its removal with contents. */
 char *test_tmpdir(void);
 void test_rmdir(char *dir);

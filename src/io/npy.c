@@ -7,6 +7,7 @@
 #endif
 
 #include "common.h"
+#include "io/io.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -42,45 +43,6 @@ typedef struct npy_info {
     int64_t nbytes;
 } npy_info;
 
-/* qkv_fail with the file name in front, as every detail here starts. */
-static qkv_status npy_fail(qkv_status st, const char *name, const char *fmt, ...)
-    QKV_PRINTF(3, 4);
-static qkv_status npy_fail(qkv_status st, const char *name, const char *fmt, ...)
-{
-    char msg[400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return qkv_fail(st, "%s: %s", name, msg);
-}
-
-static qkv_status io_fail(const char *path, const char *what, int err)
-{
-    char buf[128];
-    if (strerror_r(err, buf, sizeof buf) != 0) /* the XSI variant: thread-safe */
-        snprintf(buf, sizeof buf, "error %d", err);
-    return qkv_fail(QKV_ERR_IO, "%s: %s: %s", path, what, buf);
-}
-
-/* The file format is little-endian; a big-endian host swaps each element. */
-static int host_is_little_endian(void)
-{
-    const uint16_t one = 1;
-    unsigned char b;
-    memcpy(&b, &one, 1);
-    return b == 1;
-}
-
-static void swap_elements(unsigned char *p, int64_t nbytes, size_t size)
-{
-    for (int64_t i = 0; i + (int64_t)size <= nbytes; i += (int64_t)size)
-        for (size_t j = 0; j < size / 2; j++) {
-            unsigned char t = p[i + (int64_t)j];
-            p[i + (int64_t)j] = p[i + (int64_t)(size - 1 - j)];
-            p[i + (int64_t)(size - 1 - j)] = t;
-        }
-}
 
 static uint32_t load_le(const unsigned char *b, int n)
 {
@@ -96,20 +58,20 @@ static qkv_status npy_preamble(const unsigned char *b, size_t len, const char *n
                                int *major, size_t *hstart, size_t *hlen)
 {
     if (memcmp(b, NPY_MAGIC, len < 6 ? len : 6) != 0)
-        return npy_fail(QKV_ERR_FORMAT, name,
+        return qkv_file_fail(QKV_ERR_FORMAT, name,
                         "not a .npy file (it does not start with \\x93NUMPY)");
     if (len < 8)
-        return npy_fail(QKV_ERR_FORMAT, name, "truncated: %zu bytes, no format version",
+        return qkv_file_fail(QKV_ERR_FORMAT, name, "truncated: %zu bytes, no format version",
                         len);
     if (b[6] < 1 || b[6] > 3 || b[7] != 0)
-        return npy_fail(QKV_ERR_FORMAT, name,
+        return qkv_file_fail(QKV_ERR_FORMAT, name,
                         "unsupported .npy format version %d.%d (1.0, 2.0 and 3.0 are "
                         "read)",
                         b[6], b[7]);
     *major = b[6];
     *hstart = *major == 1 ? 10 : 12;
     if (len < *hstart)
-        return npy_fail(QKV_ERR_FORMAT, name, "truncated: %zu bytes, no header length",
+        return qkv_file_fail(QKV_ERR_FORMAT, name, "truncated: %zu bytes, no header length",
                         len);
     *hlen = load_le(b + 8, *major == 1 ? 2 : 4);
     return QKV_OK;
@@ -147,7 +109,7 @@ static qkv_status syntax(const cursor *c, const char *expected)
         snprintf(buf, sizeof buf, "'%c'", ch);
     else
         snprintf(buf, sizeof buf, "byte 0x%02x", ch);
-    return npy_fail(QKV_ERR_FORMAT, c->name, "header: expected %s at offset %zu, found %s",
+    return qkv_file_fail(QKV_ERR_FORMAT, c->name, "header: expected %s at offset %zu, found %s",
                     expected, c->i, buf);
 }
 
@@ -161,7 +123,7 @@ static qkv_status parse_string(cursor *c, const char **str, size_t *len)
     start = ++c->i;
     for (int ch = peek(c); ch != q; ch = peek(c)) {
         if (ch < 0 || ch == '\n')
-            return npy_fail(QKV_ERR_FORMAT, c->name,
+            return qkv_file_fail(QKV_ERR_FORMAT, c->name,
                             "header: unterminated string at offset %zu", start - 1);
         if (ch == '\\' || ch < 0x20 || ch >= 0x7f)
             return syntax(c, "a plain printable ASCII character in the string");
@@ -184,7 +146,7 @@ static qkv_status parse_descr(cursor *c, npy_info *h)
     size_t len;
     qkv_status st;
     if (peek(c) == '[')
-        return npy_fail(QKV_ERR_FORMAT, c->name, "structured dtypes are not supported");
+        return qkv_file_fail(QKV_ERR_FORMAT, c->name, "structured dtypes are not supported");
     if ((st = parse_string(c, &s, &len)) != QKV_OK)
         return st;
     for (size_t k = 0; k < NPY_NTYPES; k++)
@@ -193,10 +155,10 @@ static qkv_status parse_descr(cursor *c, npy_info *h)
             return QKV_OK;
         }
     if (len > 0 && s[0] == '>')
-        return npy_fail(QKV_ERR_FORMAT, c->name,
+        return qkv_file_fail(QKV_ERR_FORMAT, c->name,
                         "big-endian data is not supported (descr '%.*s')",
                         (int)(len < 40 ? len : 40), s);
-    return npy_fail(QKV_ERR_FORMAT, c->name,
+    return qkv_file_fail(QKV_ERR_FORMAT, c->name,
                     "unsupported dtype descr '%.*s' (supported: <f4 <f8 <f2 |b1 <i4 "
                     "<i8)",
                     (int)(len < 40 ? len : 40), s);
@@ -212,7 +174,7 @@ static qkv_status parse_fortran(cursor *c)
     if (str_is(c->s + start, c->i - start, "False"))
         return QKV_OK;
     if (str_is(c->s + start, c->i - start, "True"))
-        return npy_fail(QKV_ERR_FORMAT, c->name,
+        return qkv_file_fail(QKV_ERR_FORMAT, c->name,
                         "Fortran-order arrays are not supported (fortran_order is True)");
     c->i = start;
     return syntax(c, "True or False for 'fortran_order'");
@@ -224,7 +186,7 @@ static qkv_status parse_dim(cursor *c, int64_t *dim)
     int64_t v = 0;
     int overflow = 0, ch;
     if (peek(c) == '-')
-        return npy_fail(QKV_ERR_FORMAT, c->name,
+        return qkv_file_fail(QKV_ERR_FORMAT, c->name,
                         "header: negative dimension in 'shape' at offset %zu", c->i);
     if (!is_digit(peek(c)))
         return syntax(c, "a non-negative integer in 'shape'");
@@ -232,12 +194,12 @@ static qkv_status parse_dim(cursor *c, int64_t *dim)
         if (!qkv_mul_ok(v, 10, &v) || !qkv_add_ok(v, ch - '0', &v))
             overflow = 1;
     if (overflow)
-        return npy_fail(QKV_ERR_OVERFLOW, c->name,
+        return qkv_file_fail(QKV_ERR_OVERFLOW, c->name,
                         "header: dimension %.*s%s does not fit in 64 bits",
                         (int)(c->i - start < 30 ? c->i - start : 30), c->s + start,
                         c->i - start > 30 ? "..." : "");
     if (c->s[start] == '0' && c->i - start > 1)
-        return npy_fail(QKV_ERR_FORMAT, c->name,
+        return qkv_file_fail(QKV_ERR_FORMAT, c->name,
                         "header: dimension with a leading zero at offset %zu", start);
     /* Headers written by Python 2 spell ints as 2L; NumPy's own reader
      * accepts that in the formats of that era. */
@@ -246,7 +208,7 @@ static qkv_status parse_dim(cursor *c, int64_t *dim)
     ch = peek(c);
     if (ch == '.' || ch == '_' || is_digit(ch) || (ch >= 'A' && ch <= 'Z') ||
         (ch >= 'a' && ch <= 'z'))
-        return npy_fail(QKV_ERR_FORMAT, c->name,
+        return qkv_file_fail(QKV_ERR_FORMAT, c->name,
                         "header: dimension at offset %zu is not an integer", start);
     *dim = v;
     return QKV_OK;
@@ -263,7 +225,7 @@ static qkv_status parse_shape(cursor *c, npy_info *h)
     h->ndim = 0;
     while (peek(c) != ')') {
         if (h->ndim == QKV_ARRAY_MAX_DIMS)
-            return npy_fail(QKV_ERR_FORMAT, c->name,
+            return qkv_file_fail(QKV_ERR_FORMAT, c->name,
                             "header: 'shape' has more than %d dimensions",
                             QKV_ARRAY_MAX_DIMS);
         if ((st = parse_dim(c, &h->shape[h->ndim++])) != QKV_OK)
@@ -276,7 +238,7 @@ static qkv_status parse_shape(cursor *c, npy_info *h)
             return syntax(c, "',' or ')' in 'shape'");
         } else if (h->ndim == 1) {
             /* (5) is the int 5 in Python, not a tuple. */
-            return npy_fail(QKV_ERR_FORMAT, c->name,
+            return qkv_file_fail(QKV_ERR_FORMAT, c->name,
                             "header: 'shape' (%" PRId64 ") is not a tuple; a one-element "
                             "tuple needs a trailing comma",
                             h->shape[0]);
@@ -307,12 +269,12 @@ static qkv_status parse_dict(cursor *c, npy_info *h)
         for (k = 0; k < 3 && !str_is(key, len, keys[k]); k++)
             ;
         if (k == 3)
-            return npy_fail(QKV_ERR_FORMAT, c->name,
+            return qkv_file_fail(QKV_ERR_FORMAT, c->name,
                             "header: unexpected key '%.*s' (only 'descr', "
                             "'fortran_order' and 'shape' are allowed)",
                             (int)(len < 40 ? len : 40), key);
         if (seen[k]++)
-            return npy_fail(QKV_ERR_FORMAT, c->name, "header: duplicate key '%s'",
+            return qkv_file_fail(QKV_ERR_FORMAT, c->name, "header: duplicate key '%s'",
                             keys[k]);
         skip_space(c);
         if (peek(c) != ':')
@@ -334,7 +296,7 @@ static qkv_status parse_dict(cursor *c, npy_info *h)
         return syntax(c, "only whitespace after the closing '}'");
     for (int k = 0; k < 3; k++)
         if (!seen[k])
-            return npy_fail(QKV_ERR_FORMAT, c->name, "header: missing key '%s'", keys[k]);
+            return qkv_file_fail(QKV_ERR_FORMAT, c->name, "header: missing key '%s'", keys[k]);
     return QKV_OK;
 }
 
@@ -347,7 +309,7 @@ static qkv_status parse_header(const char *s, size_t hlen, int major, const char
     int zero = 0;
     qkv_status st;
     if (hlen == 0 || s[hlen - 1] != '\n')
-        return npy_fail(QKV_ERR_FORMAT, name, "header does not end with a newline");
+        return qkv_file_fail(QKV_ERR_FORMAT, name, "header does not end with a newline");
     if ((st = parse_dict(&c, h)) != QKV_OK)
         return st;
     /* As NumPy does, refuse shapes whose nonzero dims overflow even if
@@ -356,11 +318,11 @@ static qkv_status parse_header(const char *s, size_t hlen, int major, const char
         if (h->shape[i] == 0)
             zero = 1;
         else if (!qkv_mul_ok(n, h->shape[i], &n))
-            return npy_fail(QKV_ERR_OVERFLOW, name,
+            return qkv_file_fail(QKV_ERR_OVERFLOW, name,
                             "shape has more elements than fit in 64 bits");
     }
     if (!qkv_mul_ok(n, (int64_t)qkv_dtype_size(h->dtype), &h->nbytes))
-        return npy_fail(QKV_ERR_OVERFLOW, name, "data size does not fit in 64 bits");
+        return qkv_file_fail(QKV_ERR_OVERFLOW, name, "data size does not fit in 64 bits");
     if (zero)
         h->nbytes = 0;
     return QKV_OK;
@@ -369,11 +331,11 @@ static qkv_status parse_header(const char *s, size_t hlen, int major, const char
 static qkv_status check_data_size(const char *name, int64_t want, uint64_t have)
 {
     if (have < (uint64_t)want)
-        return npy_fail(QKV_ERR_FORMAT, name,
+        return qkv_file_fail(QKV_ERR_FORMAT, name,
                         "truncated: header says %" PRId64 " bytes of data, file has %" PRIu64,
                         want, have);
     if (have > (uint64_t)want)
-        return npy_fail(QKV_ERR_FORMAT, name,
+        return qkv_file_fail(QKV_ERR_FORMAT, name,
                         "trailing bytes: header says %" PRId64
                         " bytes of data, file has %" PRIu64,
                         want, have);
@@ -386,7 +348,7 @@ static qkv_status alloc_array(qkv_array *out, const npy_info *h, const char *nam
 {
     if ((uint64_t)h->nbytes > SIZE_MAX ||
         !(out->data = malloc(h->nbytes ? (size_t)h->nbytes : 1)))
-        return npy_fail(QKV_ERR_OUT_OF_MEMORY, name, "cannot allocate %" PRId64 " bytes",
+        return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, name, "cannot allocate %" PRId64 " bytes",
                         h->nbytes);
     out->dtype = h->dtype;
     out->ndim = h->ndim;
@@ -404,14 +366,14 @@ qkv_status qkv_npy_parse(const void *buf, size_t len, const char *name, qkv_arra
     qkv_status st;
     qkv_clear_error();
     if (!out)
-        return npy_fail(QKV_ERR_NULL_ARGUMENT, nm, "qkv_npy_parse: out is NULL");
+        return qkv_file_fail(QKV_ERR_NULL_ARGUMENT, nm, "qkv_npy_parse: out is NULL");
     memset(out, 0, sizeof *out);
     if (!buf && len > 0)
-        return npy_fail(QKV_ERR_NULL_ARGUMENT, nm, "qkv_npy_parse: buf is NULL");
+        return qkv_file_fail(QKV_ERR_NULL_ARGUMENT, nm, "qkv_npy_parse: buf is NULL");
     if ((st = npy_preamble(b, len, nm, &major, &hstart, &hlen)) != QKV_OK)
         return st;
     if (hlen > len - hstart)
-        return npy_fail(QKV_ERR_FORMAT, nm,
+        return qkv_file_fail(QKV_ERR_FORMAT, nm,
                         "header length %zu runs past the end of the file (%zu bytes)", hlen,
                         len);
     if ((st = parse_header((const char *)b + hstart, hlen, major, nm, &h)) != QKV_OK ||
@@ -419,8 +381,8 @@ qkv_status qkv_npy_parse(const void *buf, size_t len, const char *name, qkv_arra
         (st = alloc_array(out, &h, nm)) != QKV_OK)
         return st;
     memcpy(out->data, b + hstart + hlen, (size_t)h.nbytes);
-    if (!host_is_little_endian())
-        swap_elements(out->data, h.nbytes, qkv_dtype_size(h.dtype));
+    if (!qkv_host_little_endian())
+        qkv_swap_elements(out->data, (size_t)h.nbytes, qkv_dtype_size(h.dtype));
     return QKV_OK;
 }
 
@@ -431,7 +393,7 @@ static qkv_status read_bytes(FILE *f, const char *path, void *p, size_t n, size_
 {
     *got = fread(p, 1, n, f);
     if (*got < n && ferror(f))
-        return io_fail(path, "read failed", errno);
+        return qkv_io_fail(path, "read failed", errno);
     return QKV_OK;
 }
 
@@ -448,9 +410,9 @@ static qkv_status read_npy(FILE *f, const char *path, qkv_array *out)
     struct stat sb;
     qkv_status st;
     if (fstat(fileno(f), &sb) != 0)
-        return io_fail(path, "cannot stat", errno);
+        return qkv_io_fail(path, "cannot stat", errno);
     if (S_ISDIR(sb.st_mode))
-        return npy_fail(QKV_ERR_IO, path, "is a directory");
+        return qkv_file_fail(QKV_ERR_IO, path, "is a directory");
     /* 10 bytes hold a 1.0 preamble; later versions have 2 more. */
     if ((st = read_bytes(f, path, pre, 10, &got)) != QKV_OK)
         return st;
@@ -463,15 +425,15 @@ static qkv_status read_npy(FILE *f, const char *path, qkv_array *out)
         return st;
     /* A regular file's size exposes a lying header before any allocation. */
     if (S_ISREG(sb.st_mode) && (uint64_t)sb.st_size < (uint64_t)hstart + hlen)
-        return npy_fail(QKV_ERR_FORMAT, path,
+        return qkv_file_fail(QKV_ERR_FORMAT, path,
                         "header length %zu runs past the end of the file (%" PRIu64
                         " bytes)",
                         hlen, (uint64_t)sb.st_size);
     if (!(hdr = malloc(hlen ? hlen : 1)))
-        return npy_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate %zu bytes", hlen);
+        return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate %zu bytes", hlen);
     st = read_bytes(f, path, hdr, hlen, &got);
     if (st == QKV_OK && got < hlen)
-        st = npy_fail(QKV_ERR_FORMAT, path,
+        st = qkv_file_fail(QKV_ERR_FORMAT, path,
                       "header length %zu runs past the end of the file (%zu bytes)", hlen,
                       hstart + got);
     if (st == QKV_OK)
@@ -499,8 +461,8 @@ static qkv_status read_npy(FILE *f, const char *path, qkv_array *out)
     }
     if ((st = check_data_size(path, h.nbytes, have)) != QKV_OK)
         return st;
-    if (!host_is_little_endian())
-        swap_elements(out->data, h.nbytes, qkv_dtype_size(h.dtype));
+    if (!qkv_host_little_endian())
+        qkv_swap_elements(out->data, (size_t)h.nbytes, qkv_dtype_size(h.dtype));
     return QKV_OK;
 }
 
@@ -515,7 +477,7 @@ qkv_status qkv_npy_read(const char *path, qkv_array *out)
     if (!path)
         return qkv_fail(QKV_ERR_NULL_ARGUMENT, "qkv_npy_read: path is NULL");
     if (!(f = fopen(path, "rb")))
-        return io_fail(path, "cannot open", errno);
+        return qkv_io_fail(path, "cannot open", errno);
     st = read_npy(f, path, out);
     fclose(f); /* read-only: nothing to lose on close */
     if (st != QKV_OK)
@@ -529,12 +491,12 @@ qkv_status qkv_npy_read(const char *path, qkv_array *out)
 static int write_data(FILE *f, const unsigned char *p, int64_t n, size_t size)
 {
     unsigned char buf[4096];
-    if (host_is_little_endian())
+    if (qkv_host_little_endian())
         return n == 0 || fwrite(p, 1, (size_t)n, f) == (size_t)n;
     for (int64_t off = 0; off < n; off += (int64_t)sizeof buf) {
         size_t k = n - off < (int64_t)sizeof buf ? (size_t)(n - off) : sizeof buf;
         memcpy(buf, p + off, k);
-        swap_elements(buf, (int64_t)k, size); /* sizeof buf is a multiple of 8 */
+        qkv_swap_elements(buf, k, size); /* sizeof buf is a multiple of 8 */
         if (fwrite(buf, 1, k, f) != k)
             return 0;
     }
@@ -557,28 +519,28 @@ qkv_status qkv_npy_write(const char *path, const qkv_array *a)
     if (!path)
         return qkv_fail(QKV_ERR_NULL_ARGUMENT, "qkv_npy_write: path is NULL");
     if (!a)
-        return npy_fail(QKV_ERR_NULL_ARGUMENT, path, "qkv_npy_write: array is NULL");
+        return qkv_file_fail(QKV_ERR_NULL_ARGUMENT, path, "qkv_npy_write: array is NULL");
     if (a->ndim < 0 || a->ndim > QKV_ARRAY_MAX_DIMS)
-        return npy_fail(QKV_ERR_INVALID_ARGUMENT, path, "ndim %d is outside 0..%d",
+        return qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, path, "ndim %d is outside 0..%d",
                         a->ndim, QKV_ARRAY_MAX_DIMS);
     for (int i = 0; i < a->ndim; i++)
         if (a->shape[i] < 0)
-            return npy_fail(QKV_ERR_INVALID_ARGUMENT, path,
+            return qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, path,
                             "shape[%d] is %" PRId64 ", negative", i, a->shape[i]);
     if (a->dtype == QKV_DTYPE_BF16)
-        return npy_fail(QKV_ERR_DTYPE, path,
+        return qkv_file_fail(QKV_ERR_DTYPE, path,
                         ".npy has no bfloat16; convert to f32 first");
     for (size_t k = 0; k < NPY_NTYPES; k++)
         if (npy_types[k].dtype == a->dtype)
             descr = npy_types[k].descr;
     if (!descr)
-        return npy_fail(QKV_ERR_DTYPE, path, "dtype %d is unknown", (int)a->dtype);
+        return qkv_file_fail(QKV_ERR_DTYPE, path, "dtype %d is unknown", (int)a->dtype);
     numel = qkv_array_numel(a);
     if (numel < 0 || !qkv_mul_ok(numel, (int64_t)qkv_dtype_size(a->dtype), &nbytes) ||
         (uint64_t)nbytes > SIZE_MAX)
-        return npy_fail(QKV_ERR_OVERFLOW, path, "the array's size overflows");
+        return qkv_file_fail(QKV_ERR_OVERFLOW, path, "the array's size overflows");
     if (nbytes > 0 && !a->data)
-        return npy_fail(QKV_ERR_NULL_ARGUMENT, path, "data is NULL");
+        return qkv_file_fail(QKV_ERR_NULL_ARGUMENT, path, "data is NULL");
 
     /* Python's repr of the shape tuple: (), (5,), (2, 3). */
     shape[pos++] = '(';
@@ -604,15 +566,15 @@ qkv_status qkv_npy_write(const char *path, const qkv_array *a)
                              (unsigned char)(len >> 8)};
 
     if (!(f = fopen(path, "wb")))
-        return io_fail(path, "cannot open for writing", errno);
+        return qkv_io_fail(path, "cannot open for writing", errno);
     ok = fwrite(pre, 1, sizeof pre, f) == sizeof pre && fwrite(hdr, 1, len, f) == len &&
          write_data(f, a->data, nbytes, qkv_dtype_size(a->dtype));
     if (!ok) {
         int err = errno;
         fclose(f);
-        return io_fail(path, "write failed", err);
+        return qkv_io_fail(path, "write failed", err);
     }
     if (fclose(f) != 0)
-        return io_fail(path, "write failed on close", errno);
+        return qkv_io_fail(path, "write failed on close", errno);
     return QKV_OK;
 }

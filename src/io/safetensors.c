@@ -7,6 +7,7 @@
 #endif
 
 #include "common.h"
+#include "io/io.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -65,44 +66,6 @@ struct qkv_safetensors {
     st_key *by_name;           /* count entries sorted by name */
 };
 
-/* qkv_fail with the file name in front, as every detail here starts. */
-static qkv_status st_fail(qkv_status st, const char *file, const char *fmt, ...)
-    QKV_PRINTF(3, 4);
-static qkv_status st_fail(qkv_status st, const char *file, const char *fmt, ...)
-{
-    char msg[448];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return qkv_fail(st, "%s: %s", file, msg);
-}
-
-static qkv_status io_fail(const char *path, const char *what, int err)
-{
-    char buf[128];
-    if (strerror_r(err, buf, sizeof buf) != 0) /* the XSI variant: thread-safe */
-        snprintf(buf, sizeof buf, "error %d", err);
-    return qkv_fail(QKV_ERR_IO, "%s: %s: %s", path, what, buf);
-}
-
-static int host_is_little_endian(void)
-{
-    const uint16_t one = 1;
-    unsigned char b;
-    memcpy(&b, &one, 1);
-    return b == 1;
-}
-
-static void swap_elements(unsigned char *p, size_t nbytes, size_t size)
-{
-    for (size_t i = 0; i + size <= nbytes; i += size)
-        for (size_t j = 0; j < size / 2; j++) {
-            unsigned char t = p[i + j];
-            p[i + j] = p[i + size - 1 - j];
-            p[i + size - 1 - j] = t;
-        }
-}
 
 /* A tensor name fit for a one-line message: at most 60 bytes (cut at a
  * character boundary, "..." added), control bytes shown as '?'. */
@@ -173,7 +136,7 @@ static qkv_status syntax(const cursor *c, const char *expected)
         snprintf(buf, sizeof buf, "'%c'", ch);
     else
         snprintf(buf, sizeof buf, "byte 0x%02x", ch);
-    return st_fail(QKV_ERR_FORMAT, c->file, "header: expected %s at offset %zu, found %s",
+    return qkv_file_fail(QKV_ERR_FORMAT, c->file, "header: expected %s at offset %zu, found %s",
                    expected, AT(c, c->i), buf);
 }
 
@@ -275,20 +238,20 @@ static qkv_status parse_string(cursor *c, const char *what, const char **out, si
     for (;;) {
         int ch = peek(c);
         if (ch < 0)
-            return st_fail(QKV_ERR_FORMAT, c->file,
+            return qkv_file_fail(QKV_ERR_FORMAT, c->file,
                            "header: unterminated string starting at offset %zu",
                            AT(c, start));
         if (ch == '"')
             break;
         if (ch < 0x20)
-            return st_fail(QKV_ERR_FORMAT, c->file,
+            return qkv_file_fail(QKV_ERR_FORMAT, c->file,
                            "header: control byte 0x%02x in a string at offset %zu (JSON "
                            "needs it escaped)",
                            ch, AT(c, c->i));
         if (ch >= 0x80) {
             size_t u = utf8_len(c->s + c->i, c->n - c->i);
             if (!u)
-                return st_fail(QKV_ERR_FORMAT, c->file,
+                return qkv_file_fail(QKV_ERR_FORMAT, c->file,
                                "header: invalid UTF-8 at offset %zu", AT(c, c->i));
             memcpy(d + k, c->s + c->i, u);
             k += u;
@@ -316,12 +279,12 @@ static qkv_status parse_string(cursor *c, const char *what, const char **out, si
             case 'u':
                 c->i++;
                 if ((cp = read_u4(c)) < 0)
-                    return st_fail(QKV_ERR_FORMAT, c->file,
+                    return qkv_file_fail(QKV_ERR_FORMAT, c->file,
                                    "header: \\u at offset %zu is not followed by four hex "
                                    "digits",
                                    AT(c, esc));
                 if (cp >= 0xdc00 && cp <= 0xdfff)
-                    return st_fail(QKV_ERR_FORMAT, c->file,
+                    return qkv_file_fail(QKV_ERR_FORMAT, c->file,
                                    "header: lone low surrogate \\u%04lX at offset %zu", cp,
                                    AT(c, esc));
                 if (cp >= 0xd800 && cp <= 0xdbff) {
@@ -331,7 +294,7 @@ static qkv_status parse_string(cursor *c, const char *what, const char **out, si
                         lo = read_u4(c);
                     }
                     if (lo < 0xdc00 || lo > 0xdfff)
-                        return st_fail(QKV_ERR_FORMAT, c->file,
+                        return qkv_file_fail(QKV_ERR_FORMAT, c->file,
                                        "header: high surrogate \\u%04lX at offset %zu is not "
                                        "followed by a low surrogate",
                                        cp, AT(c, esc));
@@ -340,7 +303,7 @@ static qkv_status parse_string(cursor *c, const char *what, const char **out, si
                 k += put_utf8(d + k, (unsigned long)cp);
                 continue; /* read_u4 moved past the digits */
             default:
-                return st_fail(QKV_ERR_FORMAT, c->file,
+                return qkv_file_fail(QKV_ERR_FORMAT, c->file,
                                "header: invalid escape at offset %zu in a string",
                                AT(c, esc));
             }
@@ -368,7 +331,7 @@ static qkv_status parse_uint(cursor *c, const char *what, uint64_t *v)
     int overflow = 0, ch;
     *v = 0;
     if (peek(c) == '-')
-        return st_fail(QKV_ERR_FORMAT, c->file, "header: negative number in %s at offset %zu",
+        return qkv_file_fail(QKV_ERR_FORMAT, c->file, "header: negative number in %s at offset %zu",
                        what, AT(c, c->i));
     if (!((ch = peek(c)) >= '0' && ch <= '9')) {
         char exp[80];
@@ -381,15 +344,15 @@ static qkv_status parse_uint(cursor *c, const char *what, uint64_t *v)
         *v = *v * 10 + (uint64_t)(ch - '0');
     }
     if (ch == '.' || ch == 'e' || ch == 'E')
-        return st_fail(QKV_ERR_FORMAT, c->file,
+        return qkv_file_fail(QKV_ERR_FORMAT, c->file,
                        "header: the number in %s at offset %zu is not an integer", what,
                        AT(c, start));
     if (c->s[start] == '0' && c->i - start > 1)
-        return st_fail(QKV_ERR_FORMAT, c->file,
+        return qkv_file_fail(QKV_ERR_FORMAT, c->file,
                        "header: number with a leading zero in %s at offset %zu", what,
                        AT(c, start));
     if (overflow)
-        return st_fail(QKV_ERR_OVERFLOW, c->file,
+        return qkv_file_fail(QKV_ERR_OVERFLOW, c->file,
                        "header: the number in %s at offset %zu does not fit in 64 bits", what,
                        AT(c, start));
     return QKV_OK;
@@ -448,14 +411,14 @@ static qkv_status parse_tensor(cursor *c, st_tensor *t, uint64_t data_len)
     int zero = 0;
     qkv_status st;
     if (peek(c) != '{')
-        return st_fail(QKV_ERR_FORMAT, c->file,
+        return qkv_file_fail(QKV_ERR_FORMAT, c->file,
                        "header: tensor '%s': expected an object at offset %zu",
                        show(nm, sizeof nm, t->name), AT(c, c->i));
     c->i++;
     skip_ws(c);
     if (peek(c) == '}') {
         c->i++;
-        return st_fail(QKV_ERR_FORMAT, c->file, "tensor '%s': missing field 'dtype'",
+        return qkv_file_fail(QKV_ERR_FORMAT, c->file, "tensor '%s': missing field 'dtype'",
                        show(nm, sizeof nm, t->name));
     }
     for (;;) {
@@ -468,13 +431,13 @@ static qkv_status parse_tensor(cursor *c, st_tensor *t, uint64_t data_len)
         for (k = 0; k < 3 && !str_is(key, len, fields[k]); k++)
             ;
         if (k == 3)
-            return st_fail(QKV_ERR_FORMAT, c->file,
+            return qkv_file_fail(QKV_ERR_FORMAT, c->file,
                            "tensor '%s': unknown field '%s' (only dtype, shape and "
                            "data_offsets are allowed)",
                            show(nm, sizeof nm, t->name), show(sh, 64, key));
         c->used = mark; /* field names need not be kept */
         if (seen[k]++)
-            return st_fail(QKV_ERR_FORMAT, c->file, "tensor '%s': duplicate field '%s'",
+            return qkv_file_fail(QKV_ERR_FORMAT, c->file, "tensor '%s': duplicate field '%s'",
                            show(nm, sizeof nm, t->name), fields[k]);
         skip_ws(c);
         if (peek(c) != ':')
@@ -489,7 +452,7 @@ static qkv_status parse_tensor(cursor *c, st_tensor *t, uint64_t data_len)
                  t->dt++)
                 ;
             if (t->dt == ST_NDTYPES)
-                return st_fail(QKV_ERR_FORMAT, c->file, "tensor '%s': unknown dtype '%s'",
+                return qkv_file_fail(QKV_ERR_FORMAT, c->file, "tensor '%s': unknown dtype '%s'",
                                show(nm, sizeof nm, t->name), show(sh, 64, dt));
             c->used = mark;
         } else if (k == 1) {
@@ -498,13 +461,13 @@ static qkv_status parse_tensor(cursor *c, st_tensor *t, uint64_t data_len)
                                       &too_many)) != QKV_OK)
                 return st;
             if (too_many)
-                return st_fail(QKV_ERR_FORMAT, c->file,
+                return qkv_file_fail(QKV_ERR_FORMAT, c->file,
                                "tensor '%s': shape has more than %d dimensions, the most "
                                "qkv handles (QKV_ARRAY_MAX_DIMS)",
                                show(nm, sizeof nm, t->name), QKV_ARRAY_MAX_DIMS);
             for (int i = 0; i < t->ndim; i++) {
                 if (dims[i] > INT64_MAX)
-                    return st_fail(QKV_ERR_OVERFLOW, c->file,
+                    return qkv_file_fail(QKV_ERR_OVERFLOW, c->file,
                                    "tensor '%s': dimension %" PRIu64
                                    " does not fit in int64_t",
                                    show(nm, sizeof nm, t->name), dims[i]);
@@ -515,7 +478,7 @@ static qkv_status parse_tensor(cursor *c, st_tensor *t, uint64_t data_len)
             if ((st = parse_uint_list(c, "'data_offsets'", off, 2, &n, &too_many)) != QKV_OK)
                 return st;
             if (n != 2 || too_many)
-                return st_fail(QKV_ERR_FORMAT, c->file,
+                return qkv_file_fail(QKV_ERR_FORMAT, c->file,
                                "tensor '%s': data_offsets must be [begin, end], two numbers",
                                show(nm, sizeof nm, t->name));
         }
@@ -529,18 +492,18 @@ static qkv_status parse_tensor(cursor *c, st_tensor *t, uint64_t data_len)
     c->i++;
     for (int k = 0; k < 3; k++)
         if (!seen[k])
-            return st_fail(QKV_ERR_FORMAT, c->file, "tensor '%s': missing field '%s'",
+            return qkv_file_fail(QKV_ERR_FORMAT, c->file, "tensor '%s': missing field '%s'",
                            show(nm, sizeof nm, t->name), fields[k]);
 
     t->begin = off[0];
     t->end = off[1];
     if (t->end < t->begin)
-        return st_fail(QKV_ERR_FORMAT, c->file,
+        return qkv_file_fail(QKV_ERR_FORMAT, c->file,
                        "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
                        "] end before they begin",
                        show(nm, sizeof nm, t->name), t->begin, t->end);
     if (t->end > data_len)
-        return st_fail(QKV_ERR_FORMAT, c->file,
+        return qkv_file_fail(QKV_ERR_FORMAT, c->file,
                        "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
                        "] run past the end of the data section (%" PRIu64 " bytes)",
                        show(nm, sizeof nm, t->name), t->begin, t->end, data_len);
@@ -550,14 +513,14 @@ static qkv_status parse_tensor(cursor *c, st_tensor *t, uint64_t data_len)
         if (t->shape[i] == 0)
             zero = 1;
         else if (!qkv_mul_ok(numel, t->shape[i], &numel))
-            return st_fail(QKV_ERR_OVERFLOW, c->file,
+            return qkv_file_fail(QKV_ERR_OVERFLOW, c->file,
                            "tensor '%s': shape %s has more elements than fit in 64 bits",
                            show(nm, sizeof nm, t->name), show_shape(sh, sizeof sh, t));
     }
     /* Whole-byte dtypes count in bytes, the packed ones (F4, F6) in bits. */
     bits = st_dtypes[t->dt].bits;
     if (!qkv_mul_ok(numel, bits % 8 ? bits : bits / 8, &nbytes))
-        return st_fail(QKV_ERR_OVERFLOW, c->file,
+        return qkv_file_fail(QKV_ERR_OVERFLOW, c->file,
                        "tensor '%s': shape %s of %s has more bytes than fit in 64 bits",
                        show(nm, sizeof nm, t->name), show_shape(sh, sizeof sh, t),
                        st_dtypes[t->dt].name);
@@ -565,14 +528,14 @@ static qkv_status parse_tensor(cursor *c, st_tensor *t, uint64_t data_len)
         nbytes = 0;
     if (bits % 8) {
         if (nbytes % 8 != 0)
-            return st_fail(QKV_ERR_FORMAT, c->file,
+            return qkv_file_fail(QKV_ERR_FORMAT, c->file,
                            "tensor '%s': shape %s of %s is not a whole number of bytes",
                            show(nm, sizeof nm, t->name), show_shape(sh, sizeof sh, t),
                            st_dtypes[t->dt].name);
         nbytes /= 8;
     }
     if ((uint64_t)nbytes != t->end - t->begin)
-        return st_fail(QKV_ERR_FORMAT, c->file,
+        return qkv_file_fail(QKV_ERR_FORMAT, c->file,
                        "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] hold %" PRIu64
                        " bytes but shape %s of %s needs %" PRId64,
                        show(nm, sizeof nm, t->name), t->begin, t->end, t->end - t->begin,
@@ -598,7 +561,7 @@ static qkv_status sort_unique(st_key *keys, size_t n, const char *file, const ch
         qsort(keys, n, sizeof keys[0], cmp_key);
     for (size_t i = 1; i < n; i++)
         if (cmp_key(&keys[i - 1], &keys[i]) == 0)
-            return st_fail(QKV_ERR_FORMAT, file, "header: duplicate %s '%s'", what,
+            return qkv_file_fail(QKV_ERR_FORMAT, file, "header: duplicate %s '%s'", what,
                            show(nm, sizeof nm, keys[i].s));
     return QKV_OK;
 }
@@ -627,7 +590,7 @@ static qkv_status parse_metadata(cursor *c)
             st_key *k2;
             cap = cap ? 2 * cap : 16;
             if (!(k2 = realloc(keys, cap * sizeof *keys))) {
-                st = st_fail(QKV_ERR_OUT_OF_MEMORY, c->file,
+                st = qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, c->file,
                              "cannot allocate the metadata's keys");
                 break;
             }
@@ -687,14 +650,14 @@ static qkv_status parse_header(cursor *c, qkv_safetensors *s)
             skip_ws(c);
             if (str_is(key, len, "__metadata__")) {
                 if (meta++)
-                    return st_fail(QKV_ERR_FORMAT, c->file,
+                    return qkv_file_fail(QKV_ERR_FORMAT, c->file,
                                    "header: duplicate key '__metadata__'");
                 if ((st = parse_metadata(c)) != QKV_OK)
                     return st;
             } else {
                 st_tensor *t;
                 if (strlen(key) != len)
-                    return st_fail(QKV_ERR_FORMAT, c->file,
+                    return qkv_file_fail(QKV_ERR_FORMAT, c->file,
                                    "tensor '%s': the name holds U+0000, which a C string "
                                    "cannot",
                                    show(nm, sizeof nm, key));
@@ -703,7 +666,7 @@ static qkv_status parse_header(cursor *c, qkv_safetensors *s)
                     cap = cap ? 2 * cap : 16;
                     if ((uint64_t)cap > SIZE_MAX / sizeof *t2 ||
                         !(t2 = realloc(s->t, (size_t)cap * sizeof *t2)))
-                        return st_fail(QKV_ERR_OUT_OF_MEMORY, c->file,
+                        return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, c->file,
                                        "cannot allocate the tensor table");
                     s->t = t2;
                 }
@@ -756,14 +719,14 @@ static qkv_status check_tiling(const qkv_safetensors *s)
     qkv_status st = QKV_OK;
     if (s->count == 0) {
         if (s->data_len)
-            return st_fail(QKV_ERR_FORMAT, s->file,
+            return qkv_file_fail(QKV_ERR_FORMAT, s->file,
                            "the header names no tensor but the data section holds %" PRIu64
                            " bytes",
                            s->data_len);
         return QKV_OK;
     }
     if (!(r = malloc((size_t)s->count * sizeof *r)))
-        return st_fail(QKV_ERR_OUT_OF_MEMORY, s->file, "cannot allocate %" PRId64 " ranges",
+        return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, s->file, "cannot allocate %" PRId64 " ranges",
                        s->count);
     for (int64_t i = 0; i < s->count; i++) {
         r[i].begin = s->t[i].begin;
@@ -774,12 +737,12 @@ static qkv_status check_tiling(const qkv_safetensors *s)
     for (int64_t i = 0; i < s->count && st == QKV_OK; i++) {
         const st_tensor *t = &s->t[r[i].idx];
         if (r[i].begin > at)
-            st = st_fail(QKV_ERR_FORMAT, s->file,
+            st = qkv_file_fail(QKV_ERR_FORMAT, s->file,
                          "bytes [%" PRIu64 ", %" PRIu64 ") of the data section belong to no "
                          "tensor (a gap before tensor '%s')",
                          at, r[i].begin, show(a, sizeof a, t->name));
         else if (r[i].begin < at)
-            st = st_fail(QKV_ERR_FORMAT, s->file,
+            st = qkv_file_fail(QKV_ERR_FORMAT, s->file,
                          "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
                          "] overlap those of tensor '%s' [%" PRIu64 ", %" PRIu64 "]",
                          show(a, sizeof a, t->name), t->begin, t->end,
@@ -791,7 +754,7 @@ static qkv_status check_tiling(const qkv_safetensors *s)
     }
     free(r);
     if (st == QKV_OK && at != s->data_len)
-        st = st_fail(QKV_ERR_FORMAT, s->file,
+        st = qkv_file_fail(QKV_ERR_FORMAT, s->file,
                      "bytes [%" PRIu64 ", %" PRIu64 ") at the end of the data section "
                      "belong to no tensor",
                      at, s->data_len);
@@ -811,18 +774,18 @@ static qkv_status parse_image(unsigned char *image, size_t len, const char *file
     if (!s || !(s->file = malloc(strlen(file) + 1))) {
         free(s);
         free(image);
-        return st_fail(QKV_ERR_OUT_OF_MEMORY, file, "cannot allocate the file's table");
+        return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, file, "cannot allocate the file's table");
     }
     strcpy(s->file, file);
     s->image = image;
     if (len < 8)
-        st = st_fail(QKV_ERR_FORMAT, file,
+        st = qkv_file_fail(QKV_ERR_FORMAT, file,
                      "truncated: %zu bytes, shorter than the 8-byte header length", len);
     else {
         for (int k = 7; k >= 0; k--)
             hlen = hlen << 8 | image[k];
         if (hlen > len - 8)
-            st = st_fail(QKV_ERR_FORMAT, file,
+            st = qkv_file_fail(QKV_ERR_FORMAT, file,
                          "header length %" PRIu64 " runs past the end of the file (%zu "
                          "bytes)",
                          hlen, len);
@@ -831,7 +794,7 @@ static qkv_status parse_image(unsigned char *image, size_t len, const char *file
         s->data = image + 8 + hlen;
         s->data_len = len - 8 - hlen;
         if (!(s->arena = malloc((size_t)hlen + 1)))
-            st = st_fail(QKV_ERR_OUT_OF_MEMORY, file, "cannot allocate %" PRIu64 " bytes",
+            st = qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, file, "cannot allocate %" PRIu64 " bytes",
                          hlen + 1);
     }
     if (st == QKV_OK) {
@@ -845,7 +808,7 @@ static qkv_status parse_image(unsigned char *image, size_t len, const char *file
     }
     if (st == QKV_OK && s->count > 0) {
         if (!(s->by_name = malloc((size_t)s->count * sizeof *s->by_name)))
-            st = st_fail(QKV_ERR_OUT_OF_MEMORY, file, "cannot allocate the name index");
+            st = qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, file, "cannot allocate the name index");
         else {
             for (int64_t i = 0; i < s->count; i++) {
                 s->by_name[i].s = s->t[i].name;
@@ -873,12 +836,12 @@ qkv_status qkv_safetensors_parse(const void *buf, size_t len, const char *name,
     unsigned char *image;
     qkv_clear_error();
     if (!out)
-        return st_fail(QKV_ERR_NULL_ARGUMENT, nm, "qkv_safetensors_parse: out is NULL");
+        return qkv_file_fail(QKV_ERR_NULL_ARGUMENT, nm, "qkv_safetensors_parse: out is NULL");
     *out = NULL;
     if (!buf && len > 0)
-        return st_fail(QKV_ERR_NULL_ARGUMENT, nm, "qkv_safetensors_parse: buf is NULL");
+        return qkv_file_fail(QKV_ERR_NULL_ARGUMENT, nm, "qkv_safetensors_parse: buf is NULL");
     if (!(image = malloc(len ? len : 1)))
-        return st_fail(QKV_ERR_OUT_OF_MEMORY, nm, "cannot allocate %zu bytes", len);
+        return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, nm, "cannot allocate %zu bytes", len);
     if (len)
         memcpy(image, buf, len);
     return parse_image(image, len, nm, out);
@@ -892,16 +855,16 @@ static qkv_status slurp(FILE *f, const char *path, unsigned char **image, size_t
     unsigned char *p;
     *image = NULL;
     if (fstat(fileno(f), &sb) != 0)
-        return io_fail(path, "cannot stat", errno);
+        return qkv_io_fail(path, "cannot stat", errno);
     if (S_ISDIR(sb.st_mode))
-        return st_fail(QKV_ERR_IO, path, "is a directory");
+        return qkv_file_fail(QKV_ERR_IO, path, "is a directory");
     if (S_ISREG(sb.st_mode) && (uint64_t)sb.st_size >= SIZE_MAX)
-        return st_fail(QKV_ERR_OUT_OF_MEMORY, path, "too large to read into memory");
+        return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, path, "too large to read into memory");
     /* One byte more than the size, so that a regular file's end is seen
      * by the first read. */
     cap = S_ISREG(sb.st_mode) ? (size_t)sb.st_size + 1 : 65536;
     if (!(p = malloc(cap)))
-        return st_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate %zu bytes", cap);
+        return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate %zu bytes", cap);
     for (;;) {
         got = fread(p + n, 1, cap - n, f);
         n += got;
@@ -911,7 +874,7 @@ static qkv_status slurp(FILE *f, const char *path, unsigned char **image, size_t
             unsigned char *p2 = cap <= SIZE_MAX / 2 ? realloc(p, cap * 2) : NULL;
             if (!p2) {
                 free(p);
-                return st_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate %zu bytes",
+                return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate %zu bytes",
                                cap);
             }
             p = p2;
@@ -921,7 +884,7 @@ static qkv_status slurp(FILE *f, const char *path, unsigned char **image, size_t
     if (ferror(f)) {
         int err = errno;
         free(p);
-        return io_fail(path, "read failed", err);
+        return qkv_io_fail(path, "read failed", err);
     }
     *image = p;
     *len = n;
@@ -941,7 +904,7 @@ qkv_status qkv_safetensors_read(const char *path, qkv_safetensors **out)
     if (!path)
         return qkv_fail(QKV_ERR_NULL_ARGUMENT, "qkv_safetensors_read: path is NULL");
     if (!(f = fopen(path, "rb")))
-        return io_fail(path, "cannot open", errno);
+        return qkv_io_fail(path, "cannot open", errno);
     st = slurp(f, path, &image, &len);
     fclose(f); /* read-only: nothing to lose on close */
     if (st != QKV_OK)
@@ -1009,17 +972,17 @@ qkv_status qkv_safetensors_get(const qkv_safetensors *st, const char *name, qkv_
     if (!st)
         return qkv_fail(QKV_ERR_NULL_ARGUMENT, "qkv_safetensors_get: st is NULL");
     if (!name)
-        return st_fail(QKV_ERR_NULL_ARGUMENT, st->file, "qkv_safetensors_get: name is NULL");
+        return qkv_file_fail(QKV_ERR_NULL_ARGUMENT, st->file, "qkv_safetensors_get: name is NULL");
     if (!(t = lookup(st, name)))
-        return st_fail(QKV_ERR_INVALID_ARGUMENT, st->file, "no tensor named '%s'",
+        return qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, st->file, "no tensor named '%s'",
                        show(nm, sizeof nm, name));
     if (st_dtypes[t->dt].qkv == ST_NO_QKV)
-        return st_fail(QKV_ERR_DTYPE, st->file,
+        return qkv_file_fail(QKV_ERR_DTYPE, st->file,
                        "tensor '%s': dtype %s is not supported (F32, F16, BF16, F64, I32, "
                        "I64 and BOOL are)",
                        show(nm, sizeof nm, name), st_dtypes[t->dt].name);
     if (qkv_dtype_size(to) == 0)
-        return st_fail(QKV_ERR_DTYPE, st->file, "tensor '%s': target dtype %d is unknown",
+        return qkv_file_fail(QKV_ERR_DTYPE, st->file, "tensor '%s': target dtype %d is unknown",
                        show(nm, sizeof nm, name), (int)to);
     /* A copy at malloc's alignment: the file's offsets need not be. */
     nbytes = (size_t)(t->end - t->begin);
@@ -1028,13 +991,13 @@ qkv_status qkv_safetensors_get(const qkv_safetensors *st, const char *name, qkv_
     src.ndim = t->ndim;
     memcpy(src.shape, t->shape, (size_t)t->ndim * sizeof t->shape[0]);
     if (!(src.data = malloc(nbytes ? nbytes : 1)))
-        return st_fail(QKV_ERR_OUT_OF_MEMORY, st->file,
+        return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, st->file,
                        "tensor '%s': cannot allocate %zu bytes", show(nm, sizeof nm, name),
                        nbytes);
     if (nbytes)
         memcpy(src.data, st->data + t->begin, nbytes);
-    if (!host_is_little_endian())
-        swap_elements(src.data, nbytes, qkv_dtype_size(src.dtype));
+    if (!qkv_host_little_endian())
+        qkv_swap_elements(src.data, nbytes, qkv_dtype_size(src.dtype));
     if (src.dtype == to) {
         *out = src;
         return QKV_OK;
@@ -1049,7 +1012,7 @@ qkv_status qkv_safetensors_get(const qkv_safetensors *st, const char *name, qkv_
         if (strncmp(d, prefix, sizeof prefix - 1) == 0)
             d += sizeof prefix - 1;
         snprintf(why, sizeof why, "%s", d);
-        return st_fail(s, st->file, "tensor '%s': %s", show(nm, sizeof nm, name), why);
+        return qkv_file_fail(s, st->file, "tensor '%s': %s", show(nm, sizeof nm, name), why);
     }
     return QKV_OK;
 }
@@ -1141,45 +1104,45 @@ static qkv_status check_write_args(const char *path, int64_t n, const char *cons
         const qkv_array *a = &arrays[i];
         int64_t numel;
         if (!names[i])
-            return st_fail(QKV_ERR_NULL_ARGUMENT, path, "name %" PRId64 " is NULL", i);
+            return qkv_file_fail(QKV_ERR_NULL_ARGUMENT, path, "name %" PRId64 " is NULL", i);
         if (!names[i][0])
-            return st_fail(QKV_ERR_INVALID_ARGUMENT, path, "name %" PRId64 " is empty", i);
+            return qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, path, "name %" PRId64 " is empty", i);
         if (!valid_utf8(names[i]))
-            return st_fail(QKV_ERR_INVALID_ARGUMENT, path,
+            return qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, path,
                            "name %" PRId64 " is not valid UTF-8", i);
         if (strcmp(names[i], "__metadata__") == 0)
-            return st_fail(QKV_ERR_INVALID_ARGUMENT, path,
+            return qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, path,
                            "'__metadata__' is reserved and cannot name a tensor");
         if (qkv_dtype_size(a->dtype) == 0)
-            return st_fail(QKV_ERR_DTYPE, path, "tensor '%s': dtype %d is unknown",
+            return qkv_file_fail(QKV_ERR_DTYPE, path, "tensor '%s': dtype %d is unknown",
                            show(nm, sizeof nm, names[i]), (int)a->dtype);
         if (a->ndim < 0 || a->ndim > QKV_ARRAY_MAX_DIMS)
-            return st_fail(QKV_ERR_INVALID_ARGUMENT, path,
+            return qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, path,
                            "tensor '%s': ndim %d is outside 0..%d",
                            show(nm, sizeof nm, names[i]), a->ndim, QKV_ARRAY_MAX_DIMS);
         for (int d = 0; d < a->ndim; d++)
             if (a->shape[d] < 0)
-                return st_fail(QKV_ERR_INVALID_ARGUMENT, path,
+                return qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, path,
                                "tensor '%s': shape[%d] is %" PRId64 ", negative",
                                show(nm, sizeof nm, names[i]), d, a->shape[d]);
         numel = qkv_array_numel(a);
         if (numel < 0 || !qkv_mul_ok(numel, (int64_t)qkv_dtype_size(a->dtype), &nbytes[i]) ||
             (uint64_t)nbytes[i] > SIZE_MAX)
-            return st_fail(QKV_ERR_OVERFLOW, path, "tensor '%s': its size overflows",
+            return qkv_file_fail(QKV_ERR_OVERFLOW, path, "tensor '%s': its size overflows",
                            show(nm, sizeof nm, names[i]));
         if (nbytes[i] > 0 && !a->data)
-            return st_fail(QKV_ERR_NULL_ARGUMENT, path, "tensor '%s': data is NULL",
+            return qkv_file_fail(QKV_ERR_NULL_ARGUMENT, path, "tensor '%s': data is NULL",
                            show(nm, sizeof nm, names[i]));
     }
     if (n < 2)
         return QKV_OK;
     if (!(sorted = malloc((size_t)n * sizeof *sorted)))
-        return st_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate %" PRId64 " names", n);
+        return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate %" PRId64 " names", n);
     memcpy(sorted, names, (size_t)n * sizeof *sorted);
     qsort(sorted, (size_t)n, sizeof *sorted, cmp_str_ptr);
     for (int64_t i = 1; i < n && st == QKV_OK; i++)
         if (strcmp(sorted[i - 1], sorted[i]) == 0)
-            st = st_fail(QKV_ERR_INVALID_ARGUMENT, path, "duplicate name '%s'",
+            st = qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, path, "duplicate name '%s'",
                          show(nm, sizeof nm, sorted[i]));
     free(sorted);
     return st;
@@ -1197,12 +1160,12 @@ static const char *format_name(qkv_dtype t)
 static int write_data(FILE *f, const unsigned char *p, size_t n, size_t size)
 {
     unsigned char buf[4096];
-    if (host_is_little_endian())
+    if (qkv_host_little_endian())
         return n == 0 || fwrite(p, 1, n, f) == n;
     for (size_t off = 0; off < n; off += sizeof buf) {
         size_t k = n - off < sizeof buf ? n - off : sizeof buf;
         memcpy(buf, p + off, k);
-        swap_elements(buf, k, size); /* sizeof buf is a multiple of 8 */
+        qkv_swap_elements(buf, k, size); /* sizeof buf is a multiple of 8 */
         if (fwrite(buf, 1, k, f) != k)
             return 0;
     }
@@ -1222,13 +1185,13 @@ qkv_status qkv_safetensors_write(const char *path, int64_t n, const char *const 
     if (!path)
         return qkv_fail(QKV_ERR_NULL_ARGUMENT, "qkv_safetensors_write: path is NULL");
     if (n < 0)
-        return st_fail(QKV_ERR_INVALID_ARGUMENT, path, "n is %" PRId64 ", negative", n);
+        return qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, path, "n is %" PRId64 ", negative", n);
     if (n > 0 && (!names || !arrays))
-        return st_fail(QKV_ERR_NULL_ARGUMENT, path, "qkv_safetensors_write: %s is NULL",
+        return qkv_file_fail(QKV_ERR_NULL_ARGUMENT, path, "qkv_safetensors_write: %s is NULL",
                        names ? "arrays" : "names");
     if ((uint64_t)n > SIZE_MAX / sizeof *nbytes ||
         !(nbytes = malloc(n ? (size_t)n * sizeof *nbytes : 1)))
-        return st_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate %" PRId64 " sizes", n);
+        return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate %" PRId64 " sizes", n);
     if ((st = check_write_args(path, n, names, arrays, nbytes)) != QKV_OK) {
         free(nbytes);
         return st;
@@ -1241,7 +1204,7 @@ qkv_status qkv_safetensors_write(const char *path, int64_t n, const char *const 
         if (!qkv_add_ok(off, nbytes[i], &end)) {
             free(nbytes);
             free(h.p);
-            return st_fail(QKV_ERR_OVERFLOW, path, "the tensors' total size overflows");
+            return qkv_file_fail(QKV_ERR_OVERFLOW, path, "the tensors' total size overflows");
         }
         if (i)
             sb_put(&h, ",", 1);
@@ -1264,7 +1227,7 @@ qkv_status qkv_safetensors_write(const char *path, int64_t n, const char *const 
     if (!h.ok) {
         free(nbytes);
         free(h.p);
-        return st_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate the header");
+        return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate the header");
     }
     for (int k = 0; k < 8; k++)
         len8[k] = (unsigned char)((uint64_t)h.n >> (8 * k));
@@ -1273,7 +1236,7 @@ qkv_status qkv_safetensors_write(const char *path, int64_t n, const char *const 
         int err = errno;
         free(nbytes);
         free(h.p);
-        return io_fail(path, "cannot open for writing", err);
+        return qkv_io_fail(path, "cannot open for writing", err);
     }
     ok = fwrite(len8, 1, 8, f) == 8 && fwrite(h.p, 1, h.n, f) == h.n;
     for (int64_t i = 0; ok && i < n; i++)
@@ -1284,9 +1247,9 @@ qkv_status qkv_safetensors_write(const char *path, int64_t n, const char *const 
     if (!ok) {
         int err = errno;
         fclose(f);
-        return io_fail(path, "write failed", err);
+        return qkv_io_fail(path, "write failed", err);
     }
     if (fclose(f) != 0)
-        return io_fail(path, "write failed on close", errno);
+        return qkv_io_fail(path, "write failed on close", errno);
     return QKV_OK;
 }

@@ -1,0 +1,45 @@
+/* Helpers shared by the file formats (io.h). */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L /* strerror_r, the XSI variant */
+#endif
+#include "io/io.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+qkv_status qkv_file_fail(qkv_status st, const char *file, const char *fmt, ...)
+{
+    char msg[448];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return qkv_fail(st, "%s: %s", file, msg);
+}
+
+qkv_status qkv_io_fail(const char *path, const char *what, int err)
+{
+    char buf[128];
+    if (strerror_r(err, buf, sizeof buf) != 0) /* the XSI variant: thread-safe */
+        snprintf(buf, sizeof buf, "error %d", err);
+    return qkv_fail(QKV_ERR_IO, "%s: %s: %s", path, what, buf);
+}
+
+int qkv_host_little_endian(void)
+{
+    const uint16_t one = 1;
+    unsigned char b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+
+void qkv_swap_elements(unsigned char *p, size_t nbytes, size_t size)
+{
+    for (size_t i = 0; i + size <= nbytes; i += size)
+        for (size_t j = 0; j < size / 2; j++) {
+            unsigned char t = p[i + j];
+            p[i + j] = p[i + size - 1 - j];
+            p[i + size - 1 - j] = t;
+        }
+}
