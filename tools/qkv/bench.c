@@ -565,6 +565,32 @@ static int time_pair(int (*ours)(void *), void *octx, int (*theirs)(void *), voi
     return 1;
 }
 
+/* The end of a compute-bound case's JSON object, after its own fields:
+ * the FMA peak, the SGEMM ceiling and the ratio. */
+static void json_gflops_tail(double gflops, double peak, double ceiling, int have_blas,
+                             double ratio)
+{
+    if (peak > 0) printf("\"fma_peak_gflops\": %.4g, \"of_fma_peak\": %.4f, ", peak, gflops / peak);
+    printf("\"ceiling_gflops\": %.4g, \"ceiling\": \"%s\", ", ceiling, have_blas ? "sgemm" : "none");
+    if (isnan(ratio))
+        printf("\"ratio\": null}\n");
+    else
+        printf("\"ratio\": %.4f}\n", ratio);
+}
+
+/* A compute-bound case's line of text. */
+static void text_gflops_line(const char *name, double t, double gflops, double peak,
+                             double ceiling, double ratio)
+{
+    printf("%-24s %9.4f s %8.1f GFLOP/s", name, t, gflops);
+    if (ceiling > 0)
+        printf("   sgemm %6.1f GFLOP/s   ratio %.3f", ceiling, ratio);
+    else
+        printf("   (no BLAS: no ceiling)");
+    if (peak > 0) printf("   %.2f of FMA peak", gflops / peak);
+    printf("\n");
+}
+
 static int bench_gemm_case(const gcase *c, const bench_opts *bo, const blas *bl, double peak)
 {
     gemm_ctx g = {bl, (int)c->m, (int)c->n, (int)c->k, c->ta, c->tb, NULL, NULL, NULL,
@@ -589,22 +615,9 @@ static int bench_gemm_case(const gcase *c, const bench_opts *bo, const blas *bl,
                    "\"seconds\": %.6g, \"gflops\": %.4g, ",
                    c->name, (long long)c->m, (long long)c->n, (long long)c->k, ops, threads,
                    qkv_isa_name(g.opt.isa), t, gflops);
-            if (peak > 0)
-                printf("\"fma_peak_gflops\": %.4g, \"of_fma_peak\": %.4f, ", peak, gflops / peak);
-            printf("\"ceiling_gflops\": %.4g, \"ceiling\": \"%s\", ", ceiling,
-                   bl->sgemm ? "sgemm" : "none");
-            if (isnan(ratio))
-                printf("\"ratio\": null}\n");
-            else
-                printf("\"ratio\": %.4f}\n", ratio);
+            json_gflops_tail(gflops, peak, ceiling, bl->sgemm != NULL, ratio);
         } else {
-            printf("%-24s %9.4f s %8.1f GFLOP/s", c->name, t, gflops);
-            if (ceiling > 0)
-                printf("   sgemm %6.1f GFLOP/s   ratio %.3f", ceiling, ratio);
-            else
-                printf("   (no BLAS: no ceiling)");
-            if (peak > 0) printf("   %.2f of FMA peak", gflops / peak);
-            printf("\n");
+            text_gflops_line(c->name, t, gflops, peak, ceiling, ratio);
         }
         fflush(stdout);
         ok = 1;
@@ -745,22 +758,9 @@ static int bench_layer_case(const lcase *c, const bench_opts *bo, const blas *bl
                    c->name, (long long)c->len, (long long)c->D, (long long)c->H,
                    (long long)c->Hkv, (long long)c->E, threads,
                    qkv_isa_name(bo->isa ? bo->isa : qkv_isa_auto()), t, gflops);
-            if (peak > 0)
-                printf("\"fma_peak_gflops\": %.4g, \"of_fma_peak\": %.4f, ", peak, gflops / peak);
-            printf("\"ceiling_gflops\": %.4g, \"ceiling\": \"%s\", ", ceiling,
-                   bl->sgemm ? "sgemm" : "none");
-            if (isnan(ratio))
-                printf("\"ratio\": null}\n");
-            else
-                printf("\"ratio\": %.4f}\n", ratio);
+            json_gflops_tail(gflops, peak, ceiling, bl->sgemm != NULL, ratio);
         } else {
-            printf("%-24s %9.4f s %8.1f GFLOP/s", c->name, t, gflops);
-            if (ceiling > 0)
-                printf("   sgemm %6.1f GFLOP/s   ratio %.3f", ceiling, ratio);
-            else
-                printf("   (no BLAS: no ceiling)");
-            if (peak > 0) printf("   %.2f of FMA peak", gflops / peak);
-            printf("\n");
+            text_gflops_line(c->name, t, gflops, peak, ceiling, ratio);
         }
     }
     fflush(stdout);
