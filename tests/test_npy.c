@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char tmpdir[64];
+static char *tmpdir; /* test_tmpdir(), removed by test_rmdir() */
 
 /* ------------------------------------------------------------- helpers */
 
@@ -867,30 +867,9 @@ static void test_read_write_errors(void)
     remove(path);
 }
 
-static void remove_tmpdir(void)
-{
-    DIR *d = opendir(tmpdir);
-    struct dirent *e;
-    char path[512];
-    while (d && (e = readdir(d)))
-        if (e->d_name[0] != '.') {
-            tmp_path(path, sizeof path, e->d_name);
-            remove(path);
-        }
-    if (d)
-        closedir(d);
-    rmdir(tmpdir);
-}
-
 int main(void)
 {
-    const char *base = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/qkv_test_npy.XXXXXX",
-             base && strlen(base) < 32 ? base : "/tmp");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    tmpdir = test_tmpdir();
     test_f16_known_values();
     test_f16_exhaustive();
     test_bf16();
@@ -902,6 +881,6 @@ int main(void)
     test_header_variants();
     test_malformed();
     test_read_write_errors();
-    remove_tmpdir();
+    test_rmdir(tmpdir);
     return test_finish("test_npy");
 }

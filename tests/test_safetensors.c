@@ -7,13 +7,12 @@
 #include "test.h"
 #include "util.h"
 
-#include <dirent.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char tmpdir[64];
+static char *tmpdir; /* test_tmpdir(), removed by test_rmdir() */
 
 /* ------------------------------------------------------------- helpers */
 
@@ -1043,30 +1042,9 @@ static void test_write_errors(void)
     remove(path);
 }
 
-static void remove_tmpdir(void)
-{
-    DIR *d = opendir(tmpdir);
-    struct dirent *e;
-    char path[512];
-    while (d && (e = readdir(d)))
-        if (e->d_name[0] != '.') {
-            tmp_path(path, sizeof path, e->d_name);
-            remove(path);
-        }
-    if (d)
-        closedir(d);
-    rmdir(tmpdir);
-}
-
 int main(void)
 {
-    const char *base = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/qkv_test_st.XXXXXX",
-             base && strlen(base) < 32 ? base : "/tmp");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    tmpdir = test_tmpdir();
     test_round_trips();
     test_write_escapes();
     test_known_good();
@@ -1074,6 +1052,6 @@ int main(void)
     test_malformed();
     test_api_edges();
     test_write_errors();
-    remove_tmpdir();
+    test_rmdir(tmpdir);
     return test_finish("test_safetensors");
 }
