@@ -26,6 +26,17 @@ qkv_status qkv_io_fail(const char *path, const char *what, int err)
     return qkv_fail(QKV_ERR_IO, "%s: %s: %s", path, what, buf);
 }
 
+const char *qkv_byte_name(char buf[24], int ch, const char *end)
+{
+    if (ch < 0)
+        snprintf(buf, 24, "%s", end);
+    else if (ch >= 0x20 && ch < 0x7f)
+        snprintf(buf, 24, "'%c'", ch);
+    else
+        snprintf(buf, 24, "byte 0x%02x", ch);
+    return buf;
+}
+
 int qkv_host_little_endian(void)
 {
     const uint16_t one = 1;

@@ -13,6 +13,10 @@ qkv_status qkv_file_fail(qkv_status st, const char *file, const char *fmt, ...) 
 /* QKV_ERR_IO: "PATH: WHAT: strerror(err)". */
 qkv_status qkv_io_fail(const char *path, const char *what, int err);
 
+/* How a found byte reads in a syntax error: 'x' when printable, else
+ * "byte 0xNN"; `end` for ch < 0 (past the end). Returns buf (24 bytes). */
+const char *qkv_byte_name(char buf[24], int ch, const char *end);
+
 /* Both formats store little-endian numbers; a big-endian host swaps. */
 int qkv_host_little_endian(void);
 

@@ -59,20 +59,20 @@ static qkv_status npy_preamble(const unsigned char *b, size_t len, const char *n
 {
     if (memcmp(b, NPY_MAGIC, len < 6 ? len : 6) != 0)
         return qkv_file_fail(QKV_ERR_FORMAT, name,
-                        "not a .npy file (it does not start with \\x93NUMPY)");
+                             "not a .npy file (it does not start with \\x93NUMPY)");
     if (len < 8)
         return qkv_file_fail(QKV_ERR_FORMAT, name, "truncated: %zu bytes, no format version",
-                        len);
+                             len);
     if (b[6] < 1 || b[6] > 3 || b[7] != 0)
         return qkv_file_fail(QKV_ERR_FORMAT, name,
-                        "unsupported .npy format version %d.%d (1.0, 2.0 and 3.0 are "
-                        "read)",
-                        b[6], b[7]);
+                             "unsupported .npy format version %d.%d (1.0, 2.0 and 3.0 are "
+                             "read)",
+                             b[6], b[7]);
     *major = b[6];
     *hstart = *major == 1 ? 10 : 12;
     if (len < *hstart)
         return qkv_file_fail(QKV_ERR_FORMAT, name, "truncated: %zu bytes, no header length",
-                        len);
+                             len);
     *hlen = load_le(b + 8, *major == 1 ? 2 : 4);
     return QKV_OK;
 }
@@ -102,15 +102,8 @@ static void skip_space(cursor *c)
 static qkv_status syntax(const cursor *c, const char *expected)
 {
     char buf[24];
-    int ch = peek(c);
-    if (ch < 0)
-        snprintf(buf, sizeof buf, "the end");
-    else if (ch >= 0x20 && ch < 0x7f)
-        snprintf(buf, sizeof buf, "'%c'", ch);
-    else
-        snprintf(buf, sizeof buf, "byte 0x%02x", ch);
     return qkv_file_fail(QKV_ERR_FORMAT, c->name, "header: expected %s at offset %zu, found %s",
-                    expected, c->i, buf);
+                         expected, c->i, qkv_byte_name(buf, peek(c), "the end"));
 }
 
 /* A quoted string without escapes (NumPy never writes any). */
@@ -124,7 +117,7 @@ static qkv_status parse_string(cursor *c, const char **str, size_t *len)
     for (int ch = peek(c); ch != q; ch = peek(c)) {
         if (ch < 0 || ch == '\n')
             return qkv_file_fail(QKV_ERR_FORMAT, c->name,
-                            "header: unterminated string at offset %zu", start - 1);
+                                 "header: unterminated string at offset %zu", start - 1);
         if (ch == '\\' || ch < 0x20 || ch >= 0x7f)
             return syntax(c, "a plain printable ASCII character in the string");
         c->i++;
@@ -156,12 +149,12 @@ static qkv_status parse_descr(cursor *c, npy_info *h)
         }
     if (len > 0 && s[0] == '>')
         return qkv_file_fail(QKV_ERR_FORMAT, c->name,
-                        "big-endian data is not supported (descr '%.*s')",
-                        (int)(len < 40 ? len : 40), s);
+                             "big-endian data is not supported (descr '%.*s')",
+                             (int)(len < 40 ? len : 40), s);
     return qkv_file_fail(QKV_ERR_FORMAT, c->name,
-                    "unsupported dtype descr '%.*s' (supported: <f4 <f8 <f2 |b1 <i4 "
-                    "<i8)",
-                    (int)(len < 40 ? len : 40), s);
+                         "unsupported dtype descr '%.*s' (supported: <f4 <f8 <f2 |b1 <i4 "
+                         "<i8)",
+                         (int)(len < 40 ? len : 40), s);
 }
 
 static qkv_status parse_fortran(cursor *c)
@@ -175,7 +168,7 @@ static qkv_status parse_fortran(cursor *c)
         return QKV_OK;
     if (str_is(c->s + start, c->i - start, "True"))
         return qkv_file_fail(QKV_ERR_FORMAT, c->name,
-                        "Fortran-order arrays are not supported (fortran_order is True)");
+                             "Fortran-order arrays are not supported (fortran_order is True)");
     c->i = start;
     return syntax(c, "True or False for 'fortran_order'");
 }
@@ -187,7 +180,7 @@ static qkv_status parse_dim(cursor *c, int64_t *dim)
     int overflow = 0, ch;
     if (peek(c) == '-')
         return qkv_file_fail(QKV_ERR_FORMAT, c->name,
-                        "header: negative dimension in 'shape' at offset %zu", c->i);
+                             "header: negative dimension in 'shape' at offset %zu", c->i);
     if (!is_digit(peek(c)))
         return syntax(c, "a non-negative integer in 'shape'");
     for (; is_digit(ch = peek(c)); c->i++)
@@ -195,12 +188,12 @@ static qkv_status parse_dim(cursor *c, int64_t *dim)
             overflow = 1;
     if (overflow)
         return qkv_file_fail(QKV_ERR_OVERFLOW, c->name,
-                        "header: dimension %.*s%s does not fit in 64 bits",
-                        (int)(c->i - start < 30 ? c->i - start : 30), c->s + start,
-                        c->i - start > 30 ? "..." : "");
+                             "header: dimension %.*s%s does not fit in 64 bits",
+                             (int)(c->i - start < 30 ? c->i - start : 30), c->s + start,
+                             c->i - start > 30 ? "..." : "");
     if (c->s[start] == '0' && c->i - start > 1)
         return qkv_file_fail(QKV_ERR_FORMAT, c->name,
-                        "header: dimension with a leading zero at offset %zu", start);
+                             "header: dimension with a leading zero at offset %zu", start);
     /* Headers written by Python 2 spell ints as 2L; NumPy's own reader
      * accepts that in the formats of that era. */
     if (c->major < 3 && peek(c) == 'L')
@@ -209,7 +202,7 @@ static qkv_status parse_dim(cursor *c, int64_t *dim)
     if (ch == '.' || ch == '_' || is_digit(ch) || (ch >= 'A' && ch <= 'Z') ||
         (ch >= 'a' && ch <= 'z'))
         return qkv_file_fail(QKV_ERR_FORMAT, c->name,
-                        "header: dimension at offset %zu is not an integer", start);
+                             "header: dimension at offset %zu is not an integer", start);
     *dim = v;
     return QKV_OK;
 }
@@ -226,8 +219,8 @@ static qkv_status parse_shape(cursor *c, npy_info *h)
     while (peek(c) != ')') {
         if (h->ndim == QKV_ARRAY_MAX_DIMS)
             return qkv_file_fail(QKV_ERR_FORMAT, c->name,
-                            "header: 'shape' has more than %d dimensions",
-                            QKV_ARRAY_MAX_DIMS);
+                                 "header: 'shape' has more than %d dimensions",
+                                 QKV_ARRAY_MAX_DIMS);
         if ((st = parse_dim(c, &h->shape[h->ndim++])) != QKV_OK)
             return st;
         skip_space(c);
@@ -239,9 +232,9 @@ static qkv_status parse_shape(cursor *c, npy_info *h)
         } else if (h->ndim == 1) {
             /* (5) is the int 5 in Python, not a tuple. */
             return qkv_file_fail(QKV_ERR_FORMAT, c->name,
-                            "header: 'shape' (%" PRId64 ") is not a tuple; a one-element "
-                            "tuple needs a trailing comma",
-                            h->shape[0]);
+                                 "header: 'shape' (%" PRId64 ") is not a tuple; a one-element "
+                                 "tuple needs a trailing comma",
+                                 h->shape[0]);
         }
     }
     c->i++;
@@ -270,12 +263,12 @@ static qkv_status parse_dict(cursor *c, npy_info *h)
             ;
         if (k == 3)
             return qkv_file_fail(QKV_ERR_FORMAT, c->name,
-                            "header: unexpected key '%.*s' (only 'descr', "
-                            "'fortran_order' and 'shape' are allowed)",
-                            (int)(len < 40 ? len : 40), key);
+                                 "header: unexpected key '%.*s' (only 'descr', "
+                                 "'fortran_order' and 'shape' are allowed)",
+                                 (int)(len < 40 ? len : 40), key);
         if (seen[k]++)
             return qkv_file_fail(QKV_ERR_FORMAT, c->name, "header: duplicate key '%s'",
-                            keys[k]);
+                                 keys[k]);
         skip_space(c);
         if (peek(c) != ':')
             return syntax(c, "':' after the key");
@@ -319,7 +312,7 @@ static qkv_status parse_header(const char *s, size_t hlen, int major, const char
             zero = 1;
         else if (!qkv_mul_ok(n, h->shape[i], &n))
             return qkv_file_fail(QKV_ERR_OVERFLOW, name,
-                            "shape has more elements than fit in 64 bits");
+                                 "shape has more elements than fit in 64 bits");
     }
     if (!qkv_mul_ok(n, (int64_t)qkv_dtype_size(h->dtype), &h->nbytes))
         return qkv_file_fail(QKV_ERR_OVERFLOW, name, "data size does not fit in 64 bits");
@@ -332,13 +325,13 @@ static qkv_status check_data_size(const char *name, int64_t want, uint64_t have)
 {
     if (have < (uint64_t)want)
         return qkv_file_fail(QKV_ERR_FORMAT, name,
-                        "truncated: header says %" PRId64 " bytes of data, file has %" PRIu64,
-                        want, have);
+                             "truncated: header says %" PRId64 " bytes of data, file has %" PRIu64,
+                             want, have);
     if (have > (uint64_t)want)
         return qkv_file_fail(QKV_ERR_FORMAT, name,
-                        "trailing bytes: header says %" PRId64
-                        " bytes of data, file has %" PRIu64,
-                        want, have);
+                             "trailing bytes: header says %" PRId64
+                             " bytes of data, file has %" PRIu64,
+                             want, have);
     return QKV_OK;
 }
 
@@ -349,7 +342,7 @@ static qkv_status alloc_array(qkv_array *out, const npy_info *h, const char *nam
     if ((uint64_t)h->nbytes > SIZE_MAX ||
         !(out->data = malloc(h->nbytes ? (size_t)h->nbytes : 1)))
         return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, name, "cannot allocate %" PRId64 " bytes",
-                        h->nbytes);
+                             h->nbytes);
     out->dtype = h->dtype;
     out->ndim = h->ndim;
     memcpy(out->shape, h->shape, (size_t)h->ndim * sizeof h->shape[0]);
@@ -374,8 +367,8 @@ qkv_status qkv_npy_parse(const void *buf, size_t len, const char *name, qkv_arra
         return st;
     if (hlen > len - hstart)
         return qkv_file_fail(QKV_ERR_FORMAT, nm,
-                        "header length %zu runs past the end of the file (%zu bytes)", hlen,
-                        len);
+                             "header length %zu runs past the end of the file (%zu bytes)", hlen,
+                             len);
     if ((st = parse_header((const char *)b + hstart, hlen, major, nm, &h)) != QKV_OK ||
         (st = check_data_size(nm, h.nbytes, len - hstart - hlen)) != QKV_OK ||
         (st = alloc_array(out, &h, nm)) != QKV_OK)
@@ -426,16 +419,16 @@ static qkv_status read_npy(FILE *f, const char *path, qkv_array *out)
     /* A regular file's size exposes a lying header before any allocation. */
     if (S_ISREG(sb.st_mode) && (uint64_t)sb.st_size < (uint64_t)hstart + hlen)
         return qkv_file_fail(QKV_ERR_FORMAT, path,
-                        "header length %zu runs past the end of the file (%" PRIu64
-                        " bytes)",
-                        hlen, (uint64_t)sb.st_size);
+                             "header length %zu runs past the end of the file (%" PRIu64
+                             " bytes)",
+                             hlen, (uint64_t)sb.st_size);
     if (!(hdr = malloc(hlen ? hlen : 1)))
         return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate %zu bytes", hlen);
     st = read_bytes(f, path, hdr, hlen, &got);
     if (st == QKV_OK && got < hlen)
         st = qkv_file_fail(QKV_ERR_FORMAT, path,
-                      "header length %zu runs past the end of the file (%zu bytes)", hlen,
-                      hstart + got);
+                           "header length %zu runs past the end of the file (%zu bytes)", hlen,
+                           hstart + got);
     if (st == QKV_OK)
         st = parse_header(hdr, hlen, major, path, &h);
     free(hdr);
@@ -522,14 +515,14 @@ qkv_status qkv_npy_write(const char *path, const qkv_array *a)
         return qkv_file_fail(QKV_ERR_NULL_ARGUMENT, path, "qkv_npy_write: array is NULL");
     if (a->ndim < 0 || a->ndim > QKV_ARRAY_MAX_DIMS)
         return qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, path, "ndim %d is outside 0..%d",
-                        a->ndim, QKV_ARRAY_MAX_DIMS);
+                             a->ndim, QKV_ARRAY_MAX_DIMS);
     for (int i = 0; i < a->ndim; i++)
         if (a->shape[i] < 0)
             return qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, path,
-                            "shape[%d] is %" PRId64 ", negative", i, a->shape[i]);
+                                 "shape[%d] is %" PRId64 ", negative", i, a->shape[i]);
     if (a->dtype == QKV_DTYPE_BF16)
         return qkv_file_fail(QKV_ERR_DTYPE, path,
-                        ".npy has no bfloat16; convert to f32 first");
+                             ".npy has no bfloat16; convert to f32 first");
     for (size_t k = 0; k < NPY_NTYPES; k++)
         if (npy_types[k].dtype == a->dtype)
             descr = npy_types[k].descr;

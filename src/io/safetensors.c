@@ -129,15 +129,8 @@ static void skip_ws(cursor *c)
 static qkv_status syntax(const cursor *c, const char *expected)
 {
     char buf[24];
-    int ch = peek(c);
-    if (ch < 0)
-        snprintf(buf, sizeof buf, "the end of the header");
-    else if (ch >= 0x20 && ch < 0x7f)
-        snprintf(buf, sizeof buf, "'%c'", ch);
-    else
-        snprintf(buf, sizeof buf, "byte 0x%02x", ch);
     return qkv_file_fail(QKV_ERR_FORMAT, c->file, "header: expected %s at offset %zu, found %s",
-                   expected, AT(c, c->i), buf);
+                         expected, AT(c, c->i), qkv_byte_name(buf, peek(c), "the end of the header"));
 }
 
 static int hex_value(int ch)
@@ -239,20 +232,20 @@ static qkv_status parse_string(cursor *c, const char *what, const char **out, si
         int ch = peek(c);
         if (ch < 0)
             return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                           "header: unterminated string starting at offset %zu",
-                           AT(c, start));
+                                 "header: unterminated string starting at offset %zu",
+                                 AT(c, start));
         if (ch == '"')
             break;
         if (ch < 0x20)
             return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                           "header: control byte 0x%02x in a string at offset %zu (JSON "
-                           "needs it escaped)",
-                           ch, AT(c, c->i));
+                                 "header: control byte 0x%02x in a string at offset %zu (JSON "
+                                 "needs it escaped)",
+                                 ch, AT(c, c->i));
         if (ch >= 0x80) {
             size_t u = utf8_len(c->s + c->i, c->n - c->i);
             if (!u)
                 return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                               "header: invalid UTF-8 at offset %zu", AT(c, c->i));
+                                     "header: invalid UTF-8 at offset %zu", AT(c, c->i));
             memcpy(d + k, c->s + c->i, u);
             k += u;
             c->i += u;
@@ -280,13 +273,13 @@ static qkv_status parse_string(cursor *c, const char *what, const char **out, si
                 c->i++;
                 if ((cp = read_u4(c)) < 0)
                     return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                                   "header: \\u at offset %zu is not followed by four hex "
-                                   "digits",
-                                   AT(c, esc));
+                                         "header: \\u at offset %zu is not followed by four hex "
+                                         "digits",
+                                         AT(c, esc));
                 if (cp >= 0xdc00 && cp <= 0xdfff)
                     return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                                   "header: lone low surrogate \\u%04lX at offset %zu", cp,
-                                   AT(c, esc));
+                                         "header: lone low surrogate \\u%04lX at offset %zu", cp,
+                                         AT(c, esc));
                 if (cp >= 0xd800 && cp <= 0xdbff) {
                     long lo = -1;
                     if (c->n - c->i >= 2 && c->s[c->i] == '\\' && c->s[c->i + 1] == 'u') {
@@ -295,17 +288,17 @@ static qkv_status parse_string(cursor *c, const char *what, const char **out, si
                     }
                     if (lo < 0xdc00 || lo > 0xdfff)
                         return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                                       "header: high surrogate \\u%04lX at offset %zu is not "
-                                       "followed by a low surrogate",
-                                       cp, AT(c, esc));
+                                             "header: high surrogate \\u%04lX at offset %zu is not "
+                                             "followed by a low surrogate",
+                                             cp, AT(c, esc));
                     cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
                 }
                 k += put_utf8(d + k, (unsigned long)cp);
                 continue; /* read_u4 moved past the digits */
             default:
                 return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                               "header: invalid escape at offset %zu in a string",
-                               AT(c, esc));
+                                     "header: invalid escape at offset %zu in a string",
+                                     AT(c, esc));
             }
             c->i++;
         }
@@ -332,7 +325,7 @@ static qkv_status parse_uint(cursor *c, const char *what, uint64_t *v)
     *v = 0;
     if (peek(c) == '-')
         return qkv_file_fail(QKV_ERR_FORMAT, c->file, "header: negative number in %s at offset %zu",
-                       what, AT(c, c->i));
+                             what, AT(c, c->i));
     if (!((ch = peek(c)) >= '0' && ch <= '9')) {
         char exp[80];
         snprintf(exp, sizeof exp, "a non-negative integer in %s", what);
@@ -345,16 +338,16 @@ static qkv_status parse_uint(cursor *c, const char *what, uint64_t *v)
     }
     if (ch == '.' || ch == 'e' || ch == 'E')
         return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                       "header: the number in %s at offset %zu is not an integer", what,
-                       AT(c, start));
+                             "header: the number in %s at offset %zu is not an integer", what,
+                             AT(c, start));
     if (c->s[start] == '0' && c->i - start > 1)
         return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                       "header: number with a leading zero in %s at offset %zu", what,
-                       AT(c, start));
+                             "header: number with a leading zero in %s at offset %zu", what,
+                             AT(c, start));
     if (overflow)
         return qkv_file_fail(QKV_ERR_OVERFLOW, c->file,
-                       "header: the number in %s at offset %zu does not fit in 64 bits", what,
-                       AT(c, start));
+                             "header: the number in %s at offset %zu does not fit in 64 bits", what,
+                             AT(c, start));
     return QKV_OK;
 }
 
@@ -412,14 +405,14 @@ static qkv_status parse_tensor(cursor *c, st_tensor *t, uint64_t data_len)
     qkv_status st;
     if (peek(c) != '{')
         return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                       "header: tensor '%s': expected an object at offset %zu",
-                       show(nm, sizeof nm, t->name), AT(c, c->i));
+                             "header: tensor '%s': expected an object at offset %zu",
+                             show(nm, sizeof nm, t->name), AT(c, c->i));
     c->i++;
     skip_ws(c);
     if (peek(c) == '}') {
         c->i++;
         return qkv_file_fail(QKV_ERR_FORMAT, c->file, "tensor '%s': missing field 'dtype'",
-                       show(nm, sizeof nm, t->name));
+                             show(nm, sizeof nm, t->name));
     }
     for (;;) {
         const char *key;
@@ -432,13 +425,13 @@ static qkv_status parse_tensor(cursor *c, st_tensor *t, uint64_t data_len)
             ;
         if (k == 3)
             return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                           "tensor '%s': unknown field '%s' (only dtype, shape and "
-                           "data_offsets are allowed)",
-                           show(nm, sizeof nm, t->name), show(sh, 64, key));
+                                 "tensor '%s': unknown field '%s' (only dtype, shape and "
+                                 "data_offsets are allowed)",
+                                 show(nm, sizeof nm, t->name), show(sh, 64, key));
         c->used = mark; /* field names need not be kept */
         if (seen[k]++)
             return qkv_file_fail(QKV_ERR_FORMAT, c->file, "tensor '%s': duplicate field '%s'",
-                           show(nm, sizeof nm, t->name), fields[k]);
+                                 show(nm, sizeof nm, t->name), fields[k]);
         skip_ws(c);
         if (peek(c) != ':')
             return syntax(c, "':' after a field name");
@@ -453,7 +446,7 @@ static qkv_status parse_tensor(cursor *c, st_tensor *t, uint64_t data_len)
                 ;
             if (t->dt == ST_NDTYPES)
                 return qkv_file_fail(QKV_ERR_FORMAT, c->file, "tensor '%s': unknown dtype '%s'",
-                               show(nm, sizeof nm, t->name), show(sh, 64, dt));
+                                     show(nm, sizeof nm, t->name), show(sh, 64, dt));
             c->used = mark;
         } else if (k == 1) {
             int too_many;
@@ -462,15 +455,15 @@ static qkv_status parse_tensor(cursor *c, st_tensor *t, uint64_t data_len)
                 return st;
             if (too_many)
                 return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                               "tensor '%s': shape has more than %d dimensions, the most "
-                               "qkv handles (QKV_ARRAY_MAX_DIMS)",
-                               show(nm, sizeof nm, t->name), QKV_ARRAY_MAX_DIMS);
+                                     "tensor '%s': shape has more than %d dimensions, the most "
+                                     "qkv handles (QKV_ARRAY_MAX_DIMS)",
+                                     show(nm, sizeof nm, t->name), QKV_ARRAY_MAX_DIMS);
             for (int i = 0; i < t->ndim; i++) {
                 if (dims[i] > INT64_MAX)
                     return qkv_file_fail(QKV_ERR_OVERFLOW, c->file,
-                                   "tensor '%s': dimension %" PRIu64
-                                   " does not fit in int64_t",
-                                   show(nm, sizeof nm, t->name), dims[i]);
+                                         "tensor '%s': dimension %" PRIu64
+                                         " does not fit in int64_t",
+                                         show(nm, sizeof nm, t->name), dims[i]);
                 t->shape[i] = (int64_t)dims[i];
             }
         } else {
@@ -479,8 +472,8 @@ static qkv_status parse_tensor(cursor *c, st_tensor *t, uint64_t data_len)
                 return st;
             if (n != 2 || too_many)
                 return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                               "tensor '%s': data_offsets must be [begin, end], two numbers",
-                               show(nm, sizeof nm, t->name));
+                                     "tensor '%s': data_offsets must be [begin, end], two numbers",
+                                     show(nm, sizeof nm, t->name));
         }
         skip_ws(c);
         if (peek(c) == '}')
@@ -493,20 +486,20 @@ static qkv_status parse_tensor(cursor *c, st_tensor *t, uint64_t data_len)
     for (int k = 0; k < 3; k++)
         if (!seen[k])
             return qkv_file_fail(QKV_ERR_FORMAT, c->file, "tensor '%s': missing field '%s'",
-                           show(nm, sizeof nm, t->name), fields[k]);
+                                 show(nm, sizeof nm, t->name), fields[k]);
 
     t->begin = off[0];
     t->end = off[1];
     if (t->end < t->begin)
         return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                       "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
-                       "] end before they begin",
-                       show(nm, sizeof nm, t->name), t->begin, t->end);
+                             "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
+                             "] end before they begin",
+                             show(nm, sizeof nm, t->name), t->begin, t->end);
     if (t->end > data_len)
         return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                       "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
-                       "] run past the end of the data section (%" PRIu64 " bytes)",
-                       show(nm, sizeof nm, t->name), t->begin, t->end, data_len);
+                             "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
+                             "] run past the end of the data section (%" PRIu64 " bytes)",
+                             show(nm, sizeof nm, t->name), t->begin, t->end, data_len);
     /* As qkv_array_numel: the nonzero dims must multiply without overflow
      * even when another dim is 0. */
     for (int i = 0; i < t->ndim; i++) {
@@ -514,32 +507,32 @@ static qkv_status parse_tensor(cursor *c, st_tensor *t, uint64_t data_len)
             zero = 1;
         else if (!qkv_mul_ok(numel, t->shape[i], &numel))
             return qkv_file_fail(QKV_ERR_OVERFLOW, c->file,
-                           "tensor '%s': shape %s has more elements than fit in 64 bits",
-                           show(nm, sizeof nm, t->name), show_shape(sh, sizeof sh, t));
+                                 "tensor '%s': shape %s has more elements than fit in 64 bits",
+                                 show(nm, sizeof nm, t->name), show_shape(sh, sizeof sh, t));
     }
     /* Whole-byte dtypes count in bytes, the packed ones (F4, F6) in bits. */
     bits = st_dtypes[t->dt].bits;
     if (!qkv_mul_ok(numel, bits % 8 ? bits : bits / 8, &nbytes))
         return qkv_file_fail(QKV_ERR_OVERFLOW, c->file,
-                       "tensor '%s': shape %s of %s has more bytes than fit in 64 bits",
-                       show(nm, sizeof nm, t->name), show_shape(sh, sizeof sh, t),
-                       st_dtypes[t->dt].name);
+                             "tensor '%s': shape %s of %s has more bytes than fit in 64 bits",
+                             show(nm, sizeof nm, t->name), show_shape(sh, sizeof sh, t),
+                             st_dtypes[t->dt].name);
     if (zero)
         nbytes = 0;
     if (bits % 8) {
         if (nbytes % 8 != 0)
             return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                           "tensor '%s': shape %s of %s is not a whole number of bytes",
-                           show(nm, sizeof nm, t->name), show_shape(sh, sizeof sh, t),
-                           st_dtypes[t->dt].name);
+                                 "tensor '%s': shape %s of %s is not a whole number of bytes",
+                                 show(nm, sizeof nm, t->name), show_shape(sh, sizeof sh, t),
+                                 st_dtypes[t->dt].name);
         nbytes /= 8;
     }
     if ((uint64_t)nbytes != t->end - t->begin)
         return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                       "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] hold %" PRIu64
-                       " bytes but shape %s of %s needs %" PRId64,
-                       show(nm, sizeof nm, t->name), t->begin, t->end, t->end - t->begin,
-                       show_shape(sh, sizeof sh, t), st_dtypes[t->dt].name, nbytes);
+                             "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] hold %" PRIu64
+                             " bytes but shape %s of %s needs %" PRId64,
+                             show(nm, sizeof nm, t->name), t->begin, t->end, t->end - t->begin,
+                             show_shape(sh, sizeof sh, t), st_dtypes[t->dt].name, nbytes);
     return QKV_OK;
 }
 
@@ -562,7 +555,7 @@ static qkv_status sort_unique(st_key *keys, size_t n, const char *file, const ch
     for (size_t i = 1; i < n; i++)
         if (cmp_key(&keys[i - 1], &keys[i]) == 0)
             return qkv_file_fail(QKV_ERR_FORMAT, file, "header: duplicate %s '%s'", what,
-                           show(nm, sizeof nm, keys[i].s));
+                                 show(nm, sizeof nm, keys[i].s));
     return QKV_OK;
 }
 
@@ -591,7 +584,7 @@ static qkv_status parse_metadata(cursor *c)
             cap = cap ? 2 * cap : 16;
             if (!(k2 = realloc(keys, cap * sizeof *keys))) {
                 st = qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, c->file,
-                             "cannot allocate the metadata's keys");
+                                   "cannot allocate the metadata's keys");
                 break;
             }
             keys = k2;
@@ -651,23 +644,23 @@ static qkv_status parse_header(cursor *c, qkv_safetensors *s)
             if (str_is(key, len, "__metadata__")) {
                 if (meta++)
                     return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                                   "header: duplicate key '__metadata__'");
+                                         "header: duplicate key '__metadata__'");
                 if ((st = parse_metadata(c)) != QKV_OK)
                     return st;
             } else {
                 st_tensor *t;
                 if (strlen(key) != len)
                     return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                                   "tensor '%s': the name holds U+0000, which a C string "
-                                   "cannot",
-                                   show(nm, sizeof nm, key));
+                                         "tensor '%s': the name holds U+0000, which a C string "
+                                         "cannot",
+                                         show(nm, sizeof nm, key));
                 if (s->count == cap) {
                     st_tensor *t2;
                     cap = cap ? 2 * cap : 16;
                     if ((uint64_t)cap > SIZE_MAX / sizeof *t2 ||
                         !(t2 = realloc(s->t, (size_t)cap * sizeof *t2)))
                         return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, c->file,
-                                       "cannot allocate the tensor table");
+                                             "cannot allocate the tensor table");
                     s->t = t2;
                 }
                 t = &s->t[s->count++];
@@ -720,14 +713,14 @@ static qkv_status check_tiling(const qkv_safetensors *s)
     if (s->count == 0) {
         if (s->data_len)
             return qkv_file_fail(QKV_ERR_FORMAT, s->file,
-                           "the header names no tensor but the data section holds %" PRIu64
-                           " bytes",
-                           s->data_len);
+                                 "the header names no tensor but the data section holds %" PRIu64
+                                 " bytes",
+                                 s->data_len);
         return QKV_OK;
     }
     if (!(r = malloc((size_t)s->count * sizeof *r)))
         return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, s->file, "cannot allocate %" PRId64 " ranges",
-                       s->count);
+                             s->count);
     for (int64_t i = 0; i < s->count; i++) {
         r[i].begin = s->t[i].begin;
         r[i].end = s->t[i].end;
@@ -738,16 +731,16 @@ static qkv_status check_tiling(const qkv_safetensors *s)
         const st_tensor *t = &s->t[r[i].idx];
         if (r[i].begin > at)
             st = qkv_file_fail(QKV_ERR_FORMAT, s->file,
-                         "bytes [%" PRIu64 ", %" PRIu64 ") of the data section belong to no "
-                         "tensor (a gap before tensor '%s')",
-                         at, r[i].begin, show(a, sizeof a, t->name));
+                               "bytes [%" PRIu64 ", %" PRIu64 ") of the data section belong to no "
+                               "tensor (a gap before tensor '%s')",
+                               at, r[i].begin, show(a, sizeof a, t->name));
         else if (r[i].begin < at)
             st = qkv_file_fail(QKV_ERR_FORMAT, s->file,
-                         "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
-                         "] overlap those of tensor '%s' [%" PRIu64 ", %" PRIu64 "]",
-                         show(a, sizeof a, t->name), t->begin, t->end,
-                         show(b, sizeof b, s->t[prev].name), s->t[prev].begin,
-                         s->t[prev].end);
+                               "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
+                               "] overlap those of tensor '%s' [%" PRIu64 ", %" PRIu64 "]",
+                               show(a, sizeof a, t->name), t->begin, t->end,
+                               show(b, sizeof b, s->t[prev].name), s->t[prev].begin,
+                               s->t[prev].end);
         at = r[i].end;
         if (r[i].end > r[i].begin || prev < 0)
             prev = r[i].idx;
@@ -755,9 +748,9 @@ static qkv_status check_tiling(const qkv_safetensors *s)
     free(r);
     if (st == QKV_OK && at != s->data_len)
         st = qkv_file_fail(QKV_ERR_FORMAT, s->file,
-                     "bytes [%" PRIu64 ", %" PRIu64 ") at the end of the data section "
-                     "belong to no tensor",
-                     at, s->data_len);
+                           "bytes [%" PRIu64 ", %" PRIu64 ") at the end of the data section "
+                           "belong to no tensor",
+                           at, s->data_len);
     return st;
 }
 
@@ -780,22 +773,22 @@ static qkv_status parse_image(unsigned char *image, size_t len, const char *file
     s->image = image;
     if (len < 8)
         st = qkv_file_fail(QKV_ERR_FORMAT, file,
-                     "truncated: %zu bytes, shorter than the 8-byte header length", len);
+                           "truncated: %zu bytes, shorter than the 8-byte header length", len);
     else {
         for (int k = 7; k >= 0; k--)
             hlen = hlen << 8 | image[k];
         if (hlen > len - 8)
             st = qkv_file_fail(QKV_ERR_FORMAT, file,
-                         "header length %" PRIu64 " runs past the end of the file (%zu "
-                         "bytes)",
-                         hlen, len);
+                               "header length %" PRIu64 " runs past the end of the file (%zu "
+                               "bytes)",
+                               hlen, len);
     }
     if (st == QKV_OK) {
         s->data = image + 8 + hlen;
         s->data_len = len - 8 - hlen;
         if (!(s->arena = malloc((size_t)hlen + 1)))
             st = qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, file, "cannot allocate %" PRIu64 " bytes",
-                         hlen + 1);
+                               hlen + 1);
     }
     if (st == QKV_OK) {
         c.s = image + 8;
@@ -875,7 +868,7 @@ static qkv_status slurp(FILE *f, const char *path, unsigned char **image, size_t
             if (!p2) {
                 free(p);
                 return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate %zu bytes",
-                               cap);
+                                     cap);
             }
             p = p2;
             cap *= 2;
@@ -975,15 +968,15 @@ qkv_status qkv_safetensors_get(const qkv_safetensors *st, const char *name, qkv_
         return qkv_file_fail(QKV_ERR_NULL_ARGUMENT, st->file, "qkv_safetensors_get: name is NULL");
     if (!(t = lookup(st, name)))
         return qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, st->file, "no tensor named '%s'",
-                       show(nm, sizeof nm, name));
+                             show(nm, sizeof nm, name));
     if (st_dtypes[t->dt].qkv == ST_NO_QKV)
         return qkv_file_fail(QKV_ERR_DTYPE, st->file,
-                       "tensor '%s': dtype %s is not supported (F32, F16, BF16, F64, I32, "
-                       "I64 and BOOL are)",
-                       show(nm, sizeof nm, name), st_dtypes[t->dt].name);
+                             "tensor '%s': dtype %s is not supported (F32, F16, BF16, F64, I32, "
+                             "I64 and BOOL are)",
+                             show(nm, sizeof nm, name), st_dtypes[t->dt].name);
     if (qkv_dtype_size(to) == 0)
         return qkv_file_fail(QKV_ERR_DTYPE, st->file, "tensor '%s': target dtype %d is unknown",
-                       show(nm, sizeof nm, name), (int)to);
+                             show(nm, sizeof nm, name), (int)to);
     /* A copy at malloc's alignment: the file's offsets need not be. */
     nbytes = (size_t)(t->end - t->begin);
     memset(&src, 0, sizeof src);
@@ -992,8 +985,8 @@ qkv_status qkv_safetensors_get(const qkv_safetensors *st, const char *name, qkv_
     memcpy(src.shape, t->shape, (size_t)t->ndim * sizeof t->shape[0]);
     if (!(src.data = malloc(nbytes ? nbytes : 1)))
         return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, st->file,
-                       "tensor '%s': cannot allocate %zu bytes", show(nm, sizeof nm, name),
-                       nbytes);
+                             "tensor '%s': cannot allocate %zu bytes", show(nm, sizeof nm, name),
+                             nbytes);
     if (nbytes)
         memcpy(src.data, st->data + t->begin, nbytes);
     if (!qkv_host_little_endian())
@@ -1109,30 +1102,30 @@ static qkv_status check_write_args(const char *path, int64_t n, const char *cons
             return qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, path, "name %" PRId64 " is empty", i);
         if (!valid_utf8(names[i]))
             return qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, path,
-                           "name %" PRId64 " is not valid UTF-8", i);
+                                 "name %" PRId64 " is not valid UTF-8", i);
         if (strcmp(names[i], "__metadata__") == 0)
             return qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, path,
-                           "'__metadata__' is reserved and cannot name a tensor");
+                                 "'__metadata__' is reserved and cannot name a tensor");
         if (qkv_dtype_size(a->dtype) == 0)
             return qkv_file_fail(QKV_ERR_DTYPE, path, "tensor '%s': dtype %d is unknown",
-                           show(nm, sizeof nm, names[i]), (int)a->dtype);
+                                 show(nm, sizeof nm, names[i]), (int)a->dtype);
         if (a->ndim < 0 || a->ndim > QKV_ARRAY_MAX_DIMS)
             return qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, path,
-                           "tensor '%s': ndim %d is outside 0..%d",
-                           show(nm, sizeof nm, names[i]), a->ndim, QKV_ARRAY_MAX_DIMS);
+                                 "tensor '%s': ndim %d is outside 0..%d",
+                                 show(nm, sizeof nm, names[i]), a->ndim, QKV_ARRAY_MAX_DIMS);
         for (int d = 0; d < a->ndim; d++)
             if (a->shape[d] < 0)
                 return qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, path,
-                               "tensor '%s': shape[%d] is %" PRId64 ", negative",
-                               show(nm, sizeof nm, names[i]), d, a->shape[d]);
+                                     "tensor '%s': shape[%d] is %" PRId64 ", negative",
+                                     show(nm, sizeof nm, names[i]), d, a->shape[d]);
         numel = qkv_array_numel(a);
         if (numel < 0 || !qkv_mul_ok(numel, (int64_t)qkv_dtype_size(a->dtype), &nbytes[i]) ||
             (uint64_t)nbytes[i] > SIZE_MAX)
             return qkv_file_fail(QKV_ERR_OVERFLOW, path, "tensor '%s': its size overflows",
-                           show(nm, sizeof nm, names[i]));
+                                 show(nm, sizeof nm, names[i]));
         if (nbytes[i] > 0 && !a->data)
             return qkv_file_fail(QKV_ERR_NULL_ARGUMENT, path, "tensor '%s': data is NULL",
-                           show(nm, sizeof nm, names[i]));
+                                 show(nm, sizeof nm, names[i]));
     }
     if (n < 2)
         return QKV_OK;
@@ -1143,7 +1136,7 @@ static qkv_status check_write_args(const char *path, int64_t n, const char *cons
     for (int64_t i = 1; i < n && st == QKV_OK; i++)
         if (strcmp(sorted[i - 1], sorted[i]) == 0)
             st = qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, path, "duplicate name '%s'",
-                         show(nm, sizeof nm, sorted[i]));
+                               show(nm, sizeof nm, sorted[i]));
     free(sorted);
     return st;
 }
@@ -1188,7 +1181,7 @@ qkv_status qkv_safetensors_write(const char *path, int64_t n, const char *const 
         return qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, path, "n is %" PRId64 ", negative", n);
     if (n > 0 && (!names || !arrays))
         return qkv_file_fail(QKV_ERR_NULL_ARGUMENT, path, "qkv_safetensors_write: %s is NULL",
-                       names ? "arrays" : "names");
+                             names ? "arrays" : "names");
     if ((uint64_t)n > SIZE_MAX / sizeof *nbytes ||
         !(nbytes = malloc(n ? (size_t)n * sizeof *nbytes : 1)))
         return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate %" PRId64 " sizes", n);
