@@ -13,6 +13,23 @@
 
 char *g_in;
 char g_out[4096];
+static char *out_dir; /* g_out's allocation, for test_rmdir */
+
+void cmdtest_open(void)
+{
+    g_in = test_tmpdir();
+    out_dir = test_tmpdir();
+    fmt(g_out, sizeof g_out, "%s", out_dir);
+}
+
+void cmdtest_close(void)
+{
+    clear_out(NULL, 0);
+    test_rmdir(g_in);
+    test_rmdir(out_dir);
+    g_in = out_dir = NULL;
+    g_out[0] = '\0';
+}
 const char *g_ctx = "";
 
 char g_cmd[8192];

@@ -1,5 +1,5 @@
 /* The harness of the tests that run the qkv binary as a child process
- * (test_cli, test_heatmap): an input and an output directory, "@name" and
+ * (test_cli, test_heatmap, test_mha_cli): an input and an output directory, "@name" and
  * "%name" arguments naming files in them, the last command's exit code and
  * output kept for the failure messages of EXPECT, and small file helpers.
  * The definitions are in cmdtest.c; EXPECT and expect_out_files count into
@@ -17,8 +17,14 @@
 #include <stdio.h>
 #include <string.h>
 
-extern char *g_in;          /* input fixtures (test_tmpdir), set by main */
+extern char *g_in;          /* input fixtures, a fresh directory (cmdtest_open) */
 extern char g_out[4096];    /* outputs; emptied by expect_out_files after each case */
+
+/* Makes g_in and g_out, fresh temporary directories; main calls it first. */
+void cmdtest_open(void);
+/* Empties and removes both (subdirectories a test made are its own to
+ * remove before); main calls it last. */
+void cmdtest_close(void);
 extern const char *g_ctx;   /* what is being tested, shown on failures */
 
 /* The last command run and what it gave, shown with any failed check. */

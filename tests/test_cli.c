@@ -1322,9 +1322,7 @@ static void test_existing_outputs(void)
 
 int main(void)
 {
-    g_in = test_tmpdir();
-    char *outdir = test_tmpdir();
-    snprintf(g_out, sizeof g_out, "%s", outdir);
+    cmdtest_open();
 
     test_help_version();
     test_oracle();
@@ -1339,9 +1337,7 @@ int main(void)
     printf("test_cli: %zu oracle cases, %zu option runs, %zu error cases\n",
            sizeof oracle_cases / sizeof oracle_cases[0],
            sizeof opt_cases / sizeof opt_cases[0], sizeof err_cases / sizeof err_cases[0]);
-    clear_out(NULL, 0);
     rmdir(in_path("adir.npy"));
-    test_rmdir(g_in);
-    test_rmdir(outdir);
+    cmdtest_close();
     return test_finish("test_cli");
 }

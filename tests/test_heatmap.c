@@ -1165,9 +1165,7 @@ static void test_errors(void)
 
 int main(void)
 {
-    g_in = test_tmpdir();
-    char *outdir = test_tmpdir();
-    snprintf(g_out, sizeof g_out, "%s", outdir);
+    cmdtest_open();
 
     test_help();
     make_fixtures();
@@ -1183,13 +1181,8 @@ int main(void)
     test_errors();
 
     printf("test_heatmap: %zu error cases\n", sizeof err_cases / sizeof err_cases[0]);
-    clear_out(NULL, 0);
-    char *adir = test_malloc(strlen(g_in) + 16);
-    sprintf(adir, "%s/adir.npy", g_in);
-    rmdir(adir);
-    free(adir);
-    test_rmdir(g_in);
-    test_rmdir(outdir);
+    rmdir(in_path("adir.npy"));
+    cmdtest_close();
     free(g_w12);
     return test_finish("test_heatmap");
 }

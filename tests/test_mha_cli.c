@@ -656,9 +656,7 @@ static void test_errors(void)
 
 int main(void)
 {
-    g_in = test_tmpdir();
-    char *outdir = test_tmpdir();
-    fmt(g_out, sizeof g_out, "%s", outdir);
+    cmdtest_open();
 
     test_oracles();
     make_fixtures();
@@ -667,8 +665,6 @@ int main(void)
 
     printf("test_mha_cli: %zu PyTorch cases, %zu error cases\n", NCASES,
            sizeof err_cases / sizeof err_cases[0]);
-    clear_out(NULL, 0);
-    test_rmdir(g_in);
-    test_rmdir(outdir);
+    cmdtest_close();
     return test_finish("test_mha_cli");
 }
