@@ -231,44 +231,6 @@ static int64_t block_len(int64_t jb, int64_t last)
     return (end < last + 1 ? end : last + 1) - jb;
 }
 
-static void run_keys_narrow(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t key_from,
-                            int64_t key_to);
-
-/* Walks the key blocks of [key_from, key_to] for the packed unit: sc->mx,
- * sc->l and sc->o hold the unnormalised running result afterwards. */
-static void run_keys(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t key_from,
-                     int64_t key_to)
-{
-    const qkv_fwd_problem *p = pl->p;
-    if (pl->narrow) {
-        run_keys_narrow(pl, sc, b, hk, key_from, key_to);
-        return;
-    }
-    const int64_t R = pl->rows;
-    for (int64_t r = 0; r < R; r++) {
-        sc->mx[r] = -INFINITY;
-        sc->l[r] = 0.0;
-    }
-    memset(sc->o, 0, (size_t)(R * pl->ev) * sizeof *sc->o);
-    int64_t first, last;
-    unit_key_range(pl, sc, key_from, key_to, &first, &last);
-    for (int64_t jb = first, n; jb <= last; jb += n) {
-        n = block_len(jb, last);
-        int64_t ldk, ldv;
-        const float *k = key_rows(p->k, pl->pack_k, sc->kb, b, hk, jb, n, p->E, &ldk);
-        const float *v = key_rows(p->v, pl->pack_v, sc->vb, b, hk, jb, n, p->Ev, &ldv);
-        const int careful =
-            block_scores(pl, sc, b, k, ldk, jb, n) && any_nonfinite(v, ldv, n, p->Ev);
-        if (careful)
-            for (int64_t x = 0; x < n * R; x++) sc->forbid[x] = sc->st[x] == -INFINITY;
-        pl->k->softmax(sc->st, R, R, n, sc->mx, sc->l, sc->alpha);
-        if (careful)
-            careful_pv(pl, sc, v, ldv, n);
-        else
-            pl->k->pv(sc->st, R, v, ldv, sc->o, R, sc->alpha, R, n, p->Ev);
-    }
-}
-
 /* ------------------------------------------------------------ row-major */
 
 /* The scores of the unit's pl->narrow rows against the n keys from jb, row
@@ -305,46 +267,67 @@ static int narrow_scores(const plan *pl, scratch *sc, int64_t b, const float *k,
     return forbidden;
 }
 
-/* run_keys for a narrow unit: the same results, row-major; the output is
- * transposed into sc->o at the end for the code that follows. */
-static void run_keys_narrow(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t key_from,
-                            int64_t key_to)
+/* careful_pv for the row-major output. */
+static void careful_rows(const plan *pl, scratch *sc, const float *v, int64_t ldv, int64_t n)
+{
+    const int64_t Ev = pl->p->Ev;
+    for (int64_t r = 0; r < pl->narrow; r++) {
+        float *o = sc->orr + r * pl->ev;
+        for (int64_t c = 0; c < Ev; c++) o[c] *= sc->alpha[r];
+        for (int64_t j = 0; j < n; j++) {
+            if (sc->forbid[r * BLOCK_KEYS + j]) continue;
+            for (int64_t c = 0; c < Ev; c++) o[c] += sc->sr[r * BLOCK_KEYS + j] * v[j * ldv + c];
+        }
+    }
+}
+
+/* ------------------------------------------------------------ the walk */
+
+/* Walks the key blocks of [key_from, key_to] for the packed unit: sc->mx,
+ * sc->l and sc->o hold the unnormalised running result afterwards. A
+ * narrow unit works row-major (sc->sr, sc->orr) and transposes its output
+ * into sc->o at the end for the code that follows. */
+static void run_keys(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t key_from,
+                     int64_t key_to)
 {
     const qkv_fwd_problem *p = pl->p;
-    const int64_t R = pl->rows, m = pl->narrow, E = p->E, Ev = p->Ev;
+    const int64_t R = pl->rows, m = pl->narrow;
     for (int64_t r = 0; r < R; r++) {
         sc->mx[r] = -INFINITY;
         sc->l[r] = 0.0;
     }
-    memset(sc->orr, 0, (size_t)(m * pl->ev) * sizeof *sc->orr);
+    memset(sc->o, 0, (size_t)(R * pl->ev) * sizeof *sc->o);
+    if (m) memset(sc->orr, 0, (size_t)(m * pl->ev) * sizeof *sc->orr);
+    /* The scores of a block and their count, in the layout of the path. */
+    float *const s = m ? sc->sr : sc->st;
     int64_t first, last;
     unit_key_range(pl, sc, key_from, key_to, &first, &last);
     for (int64_t jb = first, n; jb <= last; jb += n) {
         n = block_len(jb, last);
         int64_t ldk, ldv;
-        const float *k = key_rows(p->k, pl->pack_k, sc->kb, b, hk, jb, n, E, &ldk);
-        const float *v = key_rows(p->v, pl->pack_v, sc->vb, b, hk, jb, n, Ev, &ldv);
-        const int careful = narrow_scores(pl, sc, b, k, ldk, jb, n) && any_nonfinite(v, ldv, n, Ev);
+        const float *k = key_rows(p->k, pl->pack_k, sc->kb, b, hk, jb, n, p->E, &ldk);
+        const float *v = key_rows(p->v, pl->pack_v, sc->vb, b, hk, jb, n, p->Ev, &ldv);
+        const int forbidden =
+            m ? narrow_scores(pl, sc, b, k, ldk, jb, n) : block_scores(pl, sc, b, k, ldk, jb, n);
+        const int careful = forbidden && any_nonfinite(v, ldv, n, p->Ev);
         if (careful)
-            for (int64_t x = 0; x < m * BLOCK_KEYS; x++) sc->forbid[x] = sc->sr[x] == -INFINITY;
-        pl->k->softmax_rows(sc->sr, BLOCK_KEYS, m, n, sc->mx, sc->l, sc->alpha);
-        if (!careful) {
-            pl->k->axpy_rows(sc->sr, BLOCK_KEYS, m, v, ldv, sc->orr, pl->ev, sc->alpha, n, Ev);
-            continue;
-        }
-        /* A forbidden key's non-finite value must not reach the row. */
-        for (int64_t r = 0; r < m; r++) {
-            float *o = sc->orr + r * pl->ev;
-            for (int64_t c = 0; c < Ev; c++) o[c] *= sc->alpha[r];
-            for (int64_t j = 0; j < n; j++) {
-                if (sc->forbid[r * BLOCK_KEYS + j]) continue;
-                for (int64_t c = 0; c < Ev; c++) o[c] += sc->sr[r * BLOCK_KEYS + j] * v[j * ldv + c];
-            }
-        }
+            for (int64_t x = 0; x < (m ? m * BLOCK_KEYS : n * R); x++)
+                sc->forbid[x] = s[x] == -INFINITY;
+        if (m)
+            pl->k->softmax_rows(sc->sr, BLOCK_KEYS, m, n, sc->mx, sc->l, sc->alpha);
+        else
+            pl->k->softmax(sc->st, R, R, n, sc->mx, sc->l, sc->alpha);
+        if (careful && m)
+            careful_rows(pl, sc, v, ldv, n);
+        else if (careful)
+            careful_pv(pl, sc, v, ldv, n);
+        else if (m)
+            pl->k->axpy_rows(sc->sr, BLOCK_KEYS, m, v, ldv, sc->orr, pl->ev, sc->alpha, n, p->Ev);
+        else
+            pl->k->pv(sc->st, R, v, ldv, sc->o, R, sc->alpha, R, n, p->Ev);
     }
-    memset(sc->o, 0, (size_t)(R * pl->ev) * sizeof *sc->o);
     for (int64_t r = 0; r < m; r++)
-        for (int64_t c = 0; c < Ev; c++) sc->o[c * R + r] = sc->orr[r * pl->ev + c];
+        for (int64_t c = 0; c < p->Ev; c++) sc->o[c * R + r] = sc->orr[r * pl->ev + c];
 }
 
 /* ------------------------------------------------------------ results */
