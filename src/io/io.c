@@ -4,6 +4,7 @@
 #endif
 #include "io/io.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -53,4 +54,29 @@ void qkv_swap_elements(unsigned char *p, size_t nbytes, size_t size)
             p[i + j] = p[i + size - 1 - j];
             p[i + size - 1 - j] = t;
         }
+}
+
+int qkv_write_le(FILE *f, const void *p, size_t n, size_t size)
+{
+    const unsigned char *b = p;
+    unsigned char buf[4096];
+    if (qkv_host_little_endian()) return n == 0 || fwrite(b, 1, n, f) == n;
+    for (size_t off = 0; off < n; off += sizeof buf) {
+        size_t k = n - off < sizeof buf ? n - off : sizeof buf;
+        memcpy(buf, b + off, k);
+        qkv_swap_elements(buf, k, size); /* sizeof buf is a multiple of 8 */
+        if (fwrite(buf, 1, k, f) != k) return 0;
+    }
+    return 1;
+}
+
+qkv_status qkv_close_written(FILE *f, const char *path, int ok)
+{
+    if (!ok) {
+        int err = errno;
+        fclose(f);
+        return qkv_io_fail(path, "write failed", err);
+    }
+    if (fclose(f) != 0) return qkv_io_fail(path, "write failed on close", errno);
+    return QKV_OK;
 }

@@ -6,6 +6,7 @@
 #include "common.h"
 
 #include <stddef.h>
+#include <stdio.h>
 
 /* qkv_fail with "FILE: " in front, as every detail of a file starts. */
 qkv_status qkv_file_fail(qkv_status st, const char *file, const char *fmt, ...) QKV_PRINTF(3, 4);
@@ -22,5 +23,13 @@ int qkv_host_little_endian(void);
 
 /* Reverses the bytes of each size-byte element of the nbytes at p. */
 void qkv_swap_elements(unsigned char *p, size_t nbytes, size_t size);
+
+/* Writes the n bytes at p, elements of `size` bytes, little-endian (a
+ * big-endian host swaps a copy); 1 on success. */
+int qkv_write_le(FILE *f, const void *p, size_t n, size_t size);
+
+/* Closes a file opened for writing: QKV_OK when ok (every write went
+ * through) and fclose succeeds, else QKV_ERR_IO naming path and errno. */
+qkv_status qkv_close_written(FILE *f, const char *path, int ok);
 
 #endif

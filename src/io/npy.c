@@ -480,22 +480,6 @@ qkv_status qkv_npy_read(const char *path, qkv_array *out)
 
 /* ----------------------------------------------------------- file write */
 
-/* Writes n bytes, little-endian elements of the given size. */
-static int write_data(FILE *f, const unsigned char *p, int64_t n, size_t size)
-{
-    unsigned char buf[4096];
-    if (qkv_host_little_endian())
-        return n == 0 || fwrite(p, 1, (size_t)n, f) == (size_t)n;
-    for (int64_t off = 0; off < n; off += (int64_t)sizeof buf) {
-        size_t k = n - off < (int64_t)sizeof buf ? (size_t)(n - off) : sizeof buf;
-        memcpy(buf, p + off, k);
-        qkv_swap_elements(buf, k, size); /* sizeof buf is a multiple of 8 */
-        if (fwrite(buf, 1, k, f) != k)
-            return 0;
-    }
-    return 1;
-}
-
 qkv_status qkv_npy_write(const char *path, const qkv_array *a)
 {
     /* The largest header: 32 dims of 19 digits, growth room and padding;
@@ -561,13 +545,6 @@ qkv_status qkv_npy_write(const char *path, const qkv_array *a)
     if (!(f = fopen(path, "wb")))
         return qkv_io_fail(path, "cannot open for writing", errno);
     ok = fwrite(pre, 1, sizeof pre, f) == sizeof pre && fwrite(hdr, 1, len, f) == len &&
-         write_data(f, a->data, nbytes, qkv_dtype_size(a->dtype));
-    if (!ok) {
-        int err = errno;
-        fclose(f);
-        return qkv_io_fail(path, "write failed", err);
-    }
-    if (fclose(f) != 0)
-        return qkv_io_fail(path, "write failed on close", errno);
-    return QKV_OK;
+         qkv_write_le(f, a->data, (size_t)nbytes, qkv_dtype_size(a->dtype));
+    return qkv_close_written(f, path, ok);
 }

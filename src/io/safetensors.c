@@ -1149,22 +1149,6 @@ static const char *format_name(qkv_dtype t)
     return "?";
 }
 
-/* Writes n bytes of little-endian elements of the given size. */
-static int write_data(FILE *f, const unsigned char *p, size_t n, size_t size)
-{
-    unsigned char buf[4096];
-    if (qkv_host_little_endian())
-        return n == 0 || fwrite(p, 1, n, f) == n;
-    for (size_t off = 0; off < n; off += sizeof buf) {
-        size_t k = n - off < sizeof buf ? n - off : sizeof buf;
-        memcpy(buf, p + off, k);
-        qkv_swap_elements(buf, k, size); /* sizeof buf is a multiple of 8 */
-        if (fwrite(buf, 1, k, f) != k)
-            return 0;
-    }
-    return 1;
-}
-
 qkv_status qkv_safetensors_write(const char *path, int64_t n, const char *const *names,
                                  const qkv_array *arrays)
 {
@@ -1233,16 +1217,8 @@ qkv_status qkv_safetensors_write(const char *path, int64_t n, const char *const 
     }
     ok = fwrite(len8, 1, 8, f) == 8 && fwrite(h.p, 1, h.n, f) == h.n;
     for (int64_t i = 0; ok && i < n; i++)
-        ok = write_data(f, arrays[i].data, (size_t)nbytes[i],
-                        qkv_dtype_size(arrays[i].dtype));
+        ok = qkv_write_le(f, arrays[i].data, (size_t)nbytes[i], qkv_dtype_size(arrays[i].dtype));
     free(nbytes);
     free(h.p);
-    if (!ok) {
-        int err = errno;
-        fclose(f);
-        return qkv_io_fail(path, "write failed", err);
-    }
-    if (fclose(f) != 0)
-        return qkv_io_fail(path, "write failed on close", errno);
-    return QKV_OK;
+    return qkv_close_written(f, path, ok);
 }
