@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 char *g_in;
@@ -184,4 +185,10 @@ int out_tmp_count(void)
         closedir(d);
     }
     return tmp;
+}
+
+int exists(const char *path)
+{
+    struct stat sb;
+    return lstat(path, &sb) == 0;
 }

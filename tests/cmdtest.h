@@ -97,6 +97,9 @@ void write_bytes(const char *path, const void *data, size_t len);
  * (when len is not NULL) gets its length without the NUL. */
 char *slurp(const char *path, size_t *len);
 
+/* Is there a file (or anything) at path? lstat, so a dangling link counts. */
+int exists(const char *path);
+
 /* Empties the output directory (files and empty subdirectories); returns
  * how many entries it held and lists them into names (may be NULL). */
 int clear_out(char *names, size_t len);

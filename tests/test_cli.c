@@ -58,12 +58,6 @@ static void write_raw_npy(const char *path, const char *dict, const void *data, 
     }
 }
 
-static int exists(const char *path)
-{
-    struct stat sb;
-    return lstat(path, &sb) == 0;
-}
-
 /* Reads an output file; 0 (and a failed check) if it cannot be read. */
 static int read_out(const char *path, qkv_array *a)
 {
@@ -72,14 +66,6 @@ static int read_out(const char *path, qkv_array *a)
         memset(a, 0, sizeof *a);
         return 0;
     }
-    return 1;
-}
-
-static int same_shape(const qkv_array *a, int ndim, const int64_t *shape)
-{
-    if (a->ndim != ndim) return 0;
-    for (int d = 0; d < ndim; d++)
-        if (a->shape[d] != shape[d]) return 0;
     return 1;
 }
 
@@ -205,7 +191,7 @@ static void expect_close(const char *path, const qkv_array *want, double tol, co
     EXPECT(read_out(path, &got));
     if (!got.data) return;
     EXPECT(got.dtype == QKV_DTYPE_F32);
-    int shape_ok = same_shape(&got, want->ndim, want->shape);
+    int shape_ok = test_same_shape(&got, want->ndim, want->shape);
     if (!shape_ok) {
         print_shape(what, &got);
         print_shape("expected", want);
@@ -299,13 +285,13 @@ static void test_oracle(void)
                 for (int d = 0; d < q.ndim - 1; d++) ws[d] = ls[d] = q.shape[d];
                 ws[q.ndim - 1] = lk;
                 if (read_out(out_path("w.npy"), &w)) {
-                    EXPECT(same_shape(&w, q.ndim, ws));
+                    EXPECT(test_same_shape(&w, q.ndim, ws));
                     qkv_array_free(&w);
                 } else {
                     EXPECT(!"weights readable");
                 }
                 if (read_out(out_path("l.npy"), &l)) {
-                    EXPECT(same_shape(&l, q.ndim - 1, ls));
+                    EXPECT(test_same_shape(&l, q.ndim - 1, ls));
                     qkv_array_free(&l);
                 } else {
                     EXPECT(!"lse readable");
@@ -399,7 +385,7 @@ static void expect_file_equals(const char *path, const float *want, int64_t n, i
     EXPECT(read_out(path, &got));
     if (!got.data) return;
     EXPECT(got.dtype == QKV_DTYPE_F32);
-    int shape_ok = same_shape(&got, ndim, shape);
+    int shape_ok = test_same_shape(&got, ndim, shape);
     if (!shape_ok) {
         qkv_array w = {0};
         w.ndim = ndim;

@@ -46,12 +46,6 @@ static const char *case_file(const char *cas, const char *name)
     return b;
 }
 
-static int exists(const char *path)
-{
-    struct stat sb;
-    return lstat(path, &sb) == 0;
-}
-
 /* An .npy of the case; a zeroed array when `optional` and absent. */
 static int load_case(const char *cas, const char *name, int optional, qkv_array *out)
 {
@@ -62,14 +56,6 @@ static int load_case(const char *cas, const char *name, int optional, qkv_array 
         fprintf(stderr, "    cannot read %s: %s\n", path, qkv_error_detail());
         return 0;
     }
-    return 1;
-}
-
-static int same_shape(const qkv_array *a, int ndim, const int64_t *shape)
-{
-    if (a->ndim != ndim) return 0;
-    for (int d = 0; d < ndim; d++)
-        if (a->shape[d] != shape[d]) return 0;
     return 1;
 }
 
@@ -94,8 +80,8 @@ static double expect_file(const char *path, int ndim, const int64_t *shape, cons
     }
     double e = INFINITY;
     EXPECT(got.dtype == QKV_DTYPE_F32);
-    EXPECT(same_shape(&got, ndim, shape));
-    if (got.dtype == QKV_DTYPE_F32 && same_shape(&got, ndim, shape))
+    EXPECT(test_same_shape(&got, ndim, shape));
+    if (got.dtype == QKV_DTYPE_F32 && test_same_shape(&got, ndim, shape))
         e = expect_close(got.data, want, qkv_array_numel(&got), what);
     qkv_array_free(&got);
     return e;
@@ -489,7 +475,7 @@ static void test_help_and_successes(void)
     qkv_array w;
     if (qkv_npy_read(out_path("w.npy"), &w) == QKV_OK) {
         const int64_t ws[4] = {2, 2, 5, 7};
-        EXPECT(same_shape(&w, 4, ws));
+        EXPECT(test_same_shape(&w, 4, ws));
         /* Batch 1 has one key: every weight row of it is (1, 0, ...). */
         const float *p = (const float *)w.data + 2 * 5 * 7;
         int ok = 1;
@@ -508,7 +494,7 @@ static void test_help_and_successes(void)
     qkv_array y;
     if (qkv_npy_read(out_path("y.npy"), &y) == QKV_OK) {
         const int64_t s[2] = {5, 8};
-        EXPECT(same_shape(&y, 2, s));
+        EXPECT(test_same_shape(&y, 2, s));
         qkv_array_free(&y);
     }
     expect_out_files(1);

@@ -61,16 +61,6 @@ static qkv_array make_array(qkv_dtype t, void *data, int ndim, const int64_t *sh
     return a;
 }
 
-static int same_shape(const qkv_array *a, int ndim, const int64_t *shape)
-{
-    if (a->ndim != ndim)
-        return 0;
-    for (int i = 0; i < ndim; i++)
-        if (a->shape[i] != shape[i])
-            return 0;
-    return 1;
-}
-
 /* ---------------------------------------------------------- round trips */
 
 static const qkv_dtype all_dtypes[] = {QKV_DTYPE_F32, QKV_DTYPE_F64, QKV_DTYPE_F16,
@@ -165,10 +155,10 @@ static void test_round_trips(void)
         memset(&info, 0x5a, sizeof info);
         CHECK(qkv_safetensors_find(st, names[i], &info) == 1);
         CHECK(info.data == NULL && info.dtype == arrays[i].dtype);
-        CHECK(same_shape(&info, arrays[i].ndim, arrays[i].shape));
+        CHECK(test_same_shape(&info, arrays[i].ndim, arrays[i].shape));
         CHECK(qkv_safetensors_get(st, names[i], arrays[i].dtype, &got) == QKV_OK);
         CHECK(got.data != NULL && got.dtype == arrays[i].dtype);
-        CHECK(same_shape(&got, arrays[i].ndim, arrays[i].shape));
+        CHECK(test_same_shape(&got, arrays[i].ndim, arrays[i].shape));
         CHECK(got.data && memcmp(got.data, arrays[i].data, nb) == 0);
         qkv_array_free(&got);
     }
@@ -283,7 +273,7 @@ static void test_known_good(void)
         CHECK(strcmp(qkv_safetensors_name(st, 0), "q_proj.weight") == 0);
         CHECK(qkv_safetensors_find(st, "__metadata__", NULL) == 0);
         CHECK(qkv_safetensors_get(st, "q_proj.weight", QKV_DTYPE_F32, &a) == QKV_OK);
-        CHECK(same_shape(&a, 2, sh) && a.dtype == QKV_DTYPE_F32);
+        CHECK(test_same_shape(&a, 2, sh) && a.dtype == QKV_DTYPE_F32);
         for (int i = 0; i < 6; i++)
             CHECK(a.data && ((float *)a.data)[i] == (float)(i + 1));
         qkv_array_free(&a);
@@ -335,12 +325,12 @@ static void test_known_good(void)
         CHECK(a.data && ((float *)a.data)[0] == -2.5f && ((float *)a.data)[1] == 0.25f);
         qkv_array_free(&a);
         CHECK(qkv_safetensors_get(st, "h", QKV_DTYPE_F32, &a) == QKV_OK);
-        CHECK(same_shape(&a, 3, sh_h));
+        CHECK(test_same_shape(&a, 3, sh_h));
         CHECK(a.data && ((float *)a.data)[0] == 1.0f && ((float *)a.data)[1] == -2.0f &&
               isinf(((float *)a.data)[2]) && isnan(((float *)a.data)[3]));
         qkv_array_free(&a);
         CHECK(qkv_safetensors_get(st, "z_end", QKV_DTYPE_F32, &a) == QKV_OK);
-        CHECK(a.data != NULL && same_shape(&a, 2, sh_z) && qkv_array_numel(&a) == 0);
+        CHECK(a.data != NULL && test_same_shape(&a, 2, sh_z) && qkv_array_numel(&a) == 0);
         qkv_array_free(&a);
         CHECK(qkv_safetensors_get(st, "z0", QKV_DTYPE_I64, &a) == QKV_OK);
         CHECK(a.data != NULL && a.ndim == 1 && a.shape[0] == 0);
@@ -427,7 +417,7 @@ static void test_known_good(void)
         len = make_st(buf, sizeof buf, hdr, 4);
         st = parse_ok("rank 32", buf, len);
         CHECK(qkv_safetensors_get(st, "r", QKV_DTYPE_F32, &a) == QKV_OK);
-        CHECK(same_shape(&a, QKV_ARRAY_MAX_DIMS, shape));
+        CHECK(test_same_shape(&a, QKV_ARRAY_MAX_DIMS, shape));
         qkv_array_free(&a);
         qkv_safetensors_free(st);
 
@@ -477,10 +467,10 @@ static void check_reference(const char *cas, const char *const *names,
                  npy_names[i]);
         CHECK(qkv_npy_read(path, &want) == QKV_OK);
         CHECK(qkv_safetensors_find(st, names[i], &info) == 1);
-        CHECK(same_shape(&info, want.ndim, want.shape));
+        CHECK(test_same_shape(&info, want.ndim, want.shape));
         /* The .npy holds bf16 as f32; compare in the .npy's dtype. */
         CHECK(qkv_safetensors_get(st, names[i], want.dtype, &got) == QKV_OK);
-        CHECK(got.dtype == want.dtype && same_shape(&got, want.ndim, want.shape));
+        CHECK(got.dtype == want.dtype && test_same_shape(&got, want.ndim, want.shape));
         numel = qkv_array_numel(&want);
         if (got.data && want.data && numel > 0)
             same = memcmp(got.data, want.data, (size_t)numel * qkv_dtype_size(want.dtype)) == 0;

@@ -205,6 +205,14 @@ int test_starts_with(const char *s, const char *prefix)
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+int test_same_shape(const qkv_array *a, int ndim, const int64_t *shape)
+{
+    if (a->ndim != ndim) return 0;
+    for (int d = 0; d < ndim; d++)
+        if (a->shape[d] != shape[d]) return 0;
+    return 1;
+}
+
 int test_array_zeroed(const qkv_array *a)
 {
     static const qkv_array zero;

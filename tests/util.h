@@ -52,6 +52,8 @@ unsigned char *test_read_file(const char *path, size_t *len);
 int test_write_file(const char *path, const void *p, size_t n);
 /* Does s start with prefix? */
 int test_starts_with(const char *s, const char *prefix);
+/* Has a exactly rank ndim and these dims? */
+int test_same_shape(const qkv_array *a, int ndim, const int64_t *shape);
 /* Is *a all zero bytes (what a failed read leaves)? */
 int test_array_zeroed(const qkv_array *a);
 
