@@ -194,10 +194,9 @@ int qkv_floats_fit(int n, const int64_t *counts)
     return (uint64_t)total <= SIZE_MAX / sizeof(float);
 }
 
-/* Checks the arguments common to forward and backward; *lk_out is the
- * context length (lq for self-attention). */
+/* Checks the arguments common to forward and backward. */
 static qkv_status check_call(const qkv_mha *m, const float *x, int64_t batch, int64_t lq,
-                             const float *context, int64_t lk, int64_t *lk_out)
+                             const float *context, int64_t lk)
 {
     if (!m) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "m: is NULL");
     if (batch < 0) return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "batch: %lld is negative", (long long)batch);
@@ -228,7 +227,6 @@ static qkv_status check_call(const qkv_mha *m, const float *x, int64_t batch, in
         (uint64_t)n > SIZE_MAX / 8)
         return qkv_fail(QKV_ERR_OVERFLOW, "batch, lq, lk: the layer's buffers would overflow");
     if (rows * c->d_model > 0 && !x) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "x: is NULL");
-    *lk_out = lk;
     return QKV_OK;
 }
 
@@ -292,7 +290,7 @@ qkv_status qkv_mha_forward(const qkv_mha *m, float *y, float *weights, const flo
                            const qkv_attn_options *opts)
 {
     qkv_clear_error();
-    qkv_status st = check_call(m, x, batch, lq, context, lk, &lk);
+    qkv_status st = check_call(m, x, batch, lq, context, lk);
     if (st) return st;
     const qkv_mha_config *c = &m->cfg;
     const int64_t ny = batch * lq * c->d_model, nw = batch * c->heads * lq * lk;
@@ -341,7 +339,7 @@ qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *d
                             const float *context, int64_t lk, const qkv_attn_options *opts)
 {
     qkv_clear_error();
-    qkv_status st = check_call(m, x, batch, lq, context, lk, &lk);
+    qkv_status st = check_call(m, x, batch, lq, context, lk);
     if (st) return st;
     const qkv_mha_config *c = &m->cfg;
     if (!grad) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "grad: is NULL");
