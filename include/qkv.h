@@ -279,6 +279,22 @@ qkv_status qkv_attention_backward(const qkv_tensor *dq, const qkv_tensor *dk,
                                   const qkv_tensor *k, const qkv_tensor *v, const qkv_tensor *o,
                                   const qkv_tensor *lse, const qkv_attn_options *opts);
 
+/* ------------------------------------------------------------------ memory */
+
+/* Memory for large tensors, uninitialised: 64-byte aligned; a block of 2 MiB
+ * or more is 2 MiB-aligned and, on Linux, marked for transparent huge pages
+ * (madvise MADV_HUGEPAGE), which the kernel grants when its THP policy is
+ * "madvise" or "always". Streaming K and V from huge pages is faster
+ * (decode; BENCHMARKS.md), so this is where a caller's KV tensors are best
+ * kept; the library's own large buffers (KV cache, layer parameters, .npy
+ * data) come from it. NULL when bytes is 0 (QKV_ERR_INVALID_ARGUMENT's
+ * detail) or the allocation fails (QKV_ERR_OUT_OF_MEMORY's). Free with
+ * qkv_free, or free(). */
+void *qkv_alloc(size_t bytes);
+
+/* Frees a block from qkv_alloc; NULL is a no-op. */
+void qkv_free(void *p);
+
 /* ------------------------------------------------------------------ arrays */
 
 /* The largest rank a qkv_array holds (NumPy's own limit is 64). */

@@ -31,7 +31,7 @@ void qkv_array_free(qkv_array *a)
 {
     if (!a)
         return;
-    free(a->data);
+    qkv_free(a->data);
     memset(a, 0, sizeof *a);
 }
 
@@ -134,7 +134,7 @@ static qkv_status prepare(qkv_array *out, const qkv_array *src, qkv_dtype to,
                         " elements",
                         n);
     /* One byte at least, so that a successful result always has data. */
-    out->data = malloc(nbytes ? (size_t)nbytes : 1);
+    out->data = qkv_alloc(nbytes ? (size_t)nbytes : 1);
     if (!out->data)
         return qkv_fail(QKV_ERR_OUT_OF_MEMORY,
                         "qkv_array_convert: cannot allocate %" PRId64 " bytes", nbytes);

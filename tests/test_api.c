@@ -625,8 +625,33 @@ static void check_default_threads(void)
     CHECK(n >= 1 && n <= QKV_MAX_THREADS);
 }
 
+/* qkv_alloc: the alignment it promises, memory that can be written end to
+ * end (ASan sees an overrun), 0 bytes and an impossible size refused with
+ * a detail. Whether the OS gave huge pages is not the API's promise. */
+static void check_alloc(void)
+{
+    const size_t sizes[] = {1, 63, 64, 4097, (size_t)2 << 20, ((size_t)2 << 20) + 1,
+                            (size_t)5 << 20};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        unsigned char *p = qkv_alloc(sizes[i]);
+        CHECK(p != NULL);
+        if (!p) continue;
+        const uintptr_t align = sizes[i] >= ((size_t)2 << 20) ? (uintptr_t)2 << 20 : 64;
+        CHECK((uintptr_t)p % align == 0);
+        memset(p, 0xA5, sizes[i]);
+        CHECK(p[0] == 0xA5 && p[sizes[i] - 1] == 0xA5);
+        qkv_free(p);
+    }
+    qkv_free(NULL);
+    CHECK(qkv_alloc(0) == NULL);
+    CHECK(strstr(qkv_error_detail(), "bytes is 0") != NULL);
+    CHECK(qkv_alloc(SIZE_MAX) == NULL);
+    CHECK(strstr(qkv_error_detail(), "qkv_alloc") != NULL);
+}
+
 int main(void)
 {
+    check_alloc();
     check_default_threads();
     fill_inputs();
     check_version();

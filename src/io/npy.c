@@ -340,7 +340,7 @@ static qkv_status check_data_size(const char *name, int64_t want, uint64_t have)
 static qkv_status alloc_array(qkv_array *out, const npy_info *h, const char *name)
 {
     if ((uint64_t)h->nbytes > SIZE_MAX ||
-        !(out->data = malloc(h->nbytes ? (size_t)h->nbytes : 1)))
+        !(out->data = qkv_alloc(h->nbytes ? (size_t)h->nbytes : 1)))
         return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, name, "cannot allocate %" PRId64 " bytes",
                              h->nbytes);
     out->dtype = h->dtype;

@@ -104,7 +104,9 @@ qkv_status qkv_mha_create(qkv_mha **out, const qkv_mha_config *cfg)
         m->cols[i] = shape[i][1];
         total += shape[i][0] * shape[i][1]; /* bounded by resolve_config */
     }
-    m->storage = calloc((size_t)(total ? total : 1), sizeof(float));
+    /* Decode reads every weight once per step: huge pages, as for the cache. */
+    m->storage = qkv_alloc((size_t)(total ? total : 1) * sizeof(float));
+    if (m->storage) memset(m->storage, 0, (size_t)(total ? total : 1) * sizeof(float));
     if (!m->storage) {
         free(m);
         return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "layer: %lld parameters do not fit in memory",
@@ -123,7 +125,7 @@ qkv_status qkv_mha_create(qkv_mha **out, const qkv_mha_config *cfg)
 void qkv_mha_free(qkv_mha *m)
 {
     if (!m) return;
-    free(m->storage);
+    qkv_free(m->storage);
     free(m);
 }
 

@@ -32,6 +32,8 @@ static const char bench_usage[] =
     "cases, also shown as a fraction of the FMA peak of the threads used, and\n"
     "a large memory copy on as many threads for decode (Lq = 1). FLOPs are\n"
     "4*B*H*Lq*Lk*E, halved for causal self-attention; decode moves K and V once.\n"
+    "Every buffer, timed or ceiling, comes from qkv_alloc: 2 MiB huge pages\n"
+    "where Linux grants them (the header says the THP policy).\n"
     "\n"
     "The fixed suite: H=16, L=Lq=Lk in {1024, 4096}, E=Ev in {64, 128}, causal\n"
     "and not; decode Lq=1, Lk in {4096, 65536}, H=32, Hkv=8, E=128; then qkv's\n"
@@ -183,9 +185,9 @@ static int run_qkv_gemm(void *vctx)
 static int gemm_alloc(gemm_ctx *g)
 {
     const size_t m = (size_t)g->m, n = (size_t)g->n, k = (size_t)g->k;
-    g->a = malloc(m * k * sizeof(float));
-    g->bm = malloc(n * k * sizeof(float));
-    g->c = malloc(m * n * sizeof(float));
+    g->a = qkv_alloc(m * k * sizeof(float));
+    g->bm = qkv_alloc(n * k * sizeof(float));
+    g->c = qkv_alloc(m * n * sizeof(float));
     if (!g->a || !g->bm || !g->c) return 0;
     for (size_t i = 0; i < m * k; i++) g->a[i] = (float)(i % 7) * 0.1f;
     for (size_t i = 0; i < n * k; i++) g->bm[i] = (float)(i % 5) * 0.1f;
@@ -194,9 +196,9 @@ static int gemm_alloc(gemm_ctx *g)
 
 static void gemm_free(gemm_ctx *g)
 {
-    free(g->a);
-    free(g->bm);
-    free(g->c);
+    qkv_free(g->a);
+    qkv_free(g->bm);
+    qkv_free(g->c);
 }
 
 /* GFLOP/s of an (m x k) (n x k)^T SGEMM; 0 without a BLAS. */
@@ -211,6 +213,24 @@ static double sgemm_ceiling(const blas *b, int m, int n, int k)
     }
     gemm_free(&g);
     return gf;
+}
+
+/* The kernel's transparent huge page policy, the bracketed word of
+ * /sys/kernel/mm/transparent_hugepage/enabled ("always", "madvise" or
+ * "never": qkv_alloc's advice counts for the first two), or "unknown". */
+static const char *thp_policy(char *buf, size_t size)
+{
+    char line[128] = "";
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (f) {
+        if (!fgets(line, sizeof line, f)) line[0] = '\0';
+        fclose(f);
+    }
+    const char *open = strchr(line, '['), *close = open ? strchr(open, ']') : NULL;
+    if (!close || (size_t)(close - open - 1) >= size) return "unknown";
+    memcpy(buf, open + 1, (size_t)(close - open - 1));
+    buf[close - open - 1] = '\0';
+    return buf;
 }
 
 typedef struct copy_ctx {
@@ -259,8 +279,8 @@ static int copy_alloc(copy_ctx *c, int threads)
 {
     *c = (copy_ctx){NULL, NULL, (size_t)256 << 20,
                     threads < 1 ? 1 : threads > 1024 ? 1024 : threads};
-    c->src = malloc(c->n);
-    c->dst = malloc(c->n);
+    c->src = qkv_alloc(c->n);
+    c->dst = qkv_alloc(c->n);
     if (!c->src || !c->dst) return 0;
     memset(c->src, 1, c->n);
     memset(c->dst, 2, c->n);
@@ -269,8 +289,8 @@ static int copy_alloc(copy_ctx *c, int threads)
 
 static void copy_free(copy_ctx *c)
 {
-    free(c->src);
-    free(c->dst);
+    qkv_free(c->src);
+    qkv_free(c->dst);
 }
 
 /* GB/s of the copy taking t seconds, counting the bytes read and written. */
@@ -408,7 +428,7 @@ static int run_attn(void *vctx)
 
 static float *random_floats(int64_t n, uint64_t seed)
 {
-    float *x = malloc((size_t)n * sizeof *x);
+    float *x = qkv_alloc((size_t)n * sizeof *x);
     if (!x) return NULL;
     uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
     for (int64_t i = 0; i < n; i++) {
@@ -432,7 +452,7 @@ static int bench_case(const bcase *c, const bench_opts *bo, const blas *bl, doub
     attn_ctx a;
     memset(&a, 0, sizeof a);
     float *q = random_floats(nq, 1), *k = random_floats(nk, 2), *v = random_floats(nk, 3);
-    float *o = malloc((size_t)nq * sizeof *o);
+    float *o = qkv_alloc((size_t)nq * sizeof *o);
     float *grads = NULL; /* --backward: lse, dO, dQ, dK, dV in one block */
     const int64_t nl = c->B * c->H * c->Lq;
     int ok = 0;
@@ -522,11 +542,11 @@ static int bench_case(const bcase *c, const bench_opts *bo, const blas *bl, doub
     fflush(stdout);
     ok = 1;
 done:
-    free(q);
-    free(k);
-    free(v);
-    free(o);
-    free(grads);
+    qkv_free(q);
+    qkv_free(k);
+    qkv_free(v);
+    qkv_free(o);
+    qkv_free(grads);
     return ok;
 }
 
@@ -670,11 +690,11 @@ static int layer_setup(const lcase *c, layer_ctx *l)
         float *r = p ? random_floats(rows * cols, 10 + (uint64_t)i) : NULL;
         if (p && !r) return 0;
         for (int64_t j = 0; p && j < rows * cols; j++) p[j] = r[j] / sqrtf((float)cols);
-        free(r);
+        qkv_free(r);
     }
     const int64_t rows = c->decode ? 1 : c->len;
     l->x = random_floats(rows * c->D, 20);
-    l->y = malloc((size_t)(rows * c->D) * sizeof(float));
+    l->y = qkv_alloc((size_t)(rows * c->D) * sizeof(float));
     if (!l->x || !l->y) return 0;
     if (!c->decode) return 1;
     if (qkv_kv_cache_create(&l->cache, l->m, 1, c->len + 1) != QKV_OK) return 0;
@@ -685,7 +705,7 @@ static int layer_setup(const lcase *c, layer_ctx *l)
         const int64_t n = c->len - t < piece ? c->len - t : piece;
         ok = qkv_kv_cache_append(l->cache, 0, kv, kv + piece * c->Hkv * c->E, n) == QKV_OK;
     }
-    free(kv);
+    qkv_free(kv);
     return ok;
 }
 
@@ -770,8 +790,8 @@ done:
     gemm_free(&g);
     qkv_kv_cache_free(l.cache);
     qkv_mha_free(l.m);
-    free(l.x);
-    free(l.y);
+    qkv_free(l.x);
+    qkv_free(l.y);
     return ok;
 }
 
@@ -1065,6 +1085,8 @@ int cmd_bench(int argc, char **argv)
                nthreads, nthreads == 1 ? "" : "s",
                bl.sgemm ? bl.name : "no BLAS found (install libopenblas0) for SGEMM",
                any_decode ? "; memcpy for decode" : "");
+        char thp[32];
+        printf("memory: qkv_alloc; transparent huge pages: %s\n", thp_policy(thp, sizeof thp));
         if (peak > 0) printf("FMA peak of %d thread%s: %.1f GFLOP/s\n", nthreads,
                              nthreads == 1 ? "" : "s", peak);
     }

@@ -7,6 +7,9 @@ typedef __m512 VF;
 #define VL 16
 #define QK_RJ 6
 #define QK_NV 4
+/* Row-major output (decode): 4 rows x 8 vectors, a whole 128-float row of
+ * V per pass; 32 accumulators, the compiler keeps V in memory operands. */
+#define AXPY_NV 8
 /* SGEMM: 14 rows x 2 vectors, 28 accumulators. */
 #define GEMM_MR 14
 #define GEMM_NV 2

@@ -378,8 +378,18 @@ static void softmax_rows(float *s, int64_t lds, int64_t m, int64_t n, float *mx,
                 vstu(o + r * ldo + c * VL, acc[r][c]);                                        \
     }
 
+/* The widest tile takes whole rows of V where it can (AXPY_NV vectors, an
+ * ISA may set it above QK_NV), so that each line of V is read from memory
+ * by one pass, then QK_NV and single vectors take what is left. Each
+ * column's sum runs over j in the same order in every tile, so the tiling
+ * does not change the result. */
+#ifndef AXPY_NV
+#define AXPY_NV QK_NV
+#endif
+DEFINE_AXPY_TILE(axpy_4x, 4, AXPY_NV)
 DEFINE_AXPY_TILE(axpy_4w, 4, QK_NV)
 DEFINE_AXPY_TILE(axpy_4n, 4, 1)
+DEFINE_AXPY_TILE(axpy_1x, 1, AXPY_NV)
 DEFINE_AXPY_TILE(axpy_1w, 1, QK_NV)
 DEFINE_AXPY_TILE(axpy_1n, 1, 1)
 
@@ -392,6 +402,12 @@ static void axpy_rows(const float *p, int64_t ldp, int64_t m, const float *v, in
         const float *pr = p + r * ldp;
         float *orow = o + r * ldo;
         int64_t c = 0;
+        for (; c + AXPY_NV * VL <= ev; c += AXPY_NV * VL) {
+            if (four)
+                axpy_4x(pr, ldp, v + c, ldv, orow + c, ldo, alpha + r, n);
+            else
+                axpy_1x(pr, ldp, v + c, ldv, orow + c, ldo, alpha + r, n);
+        }
         for (; c + QK_NV * VL <= ev; c += QK_NV * VL) {
             if (four)
                 axpy_4w(pr, ldp, v + c, ldv, orow + c, ldo, alpha + r, n);
