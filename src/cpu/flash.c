@@ -27,17 +27,18 @@
 #define UNIT_ROWS 64
 /* Decode-shaped calls: with at most this many query rows in all (B x H x
  * Lq), too few units to keep the threads busy, the keys are split into
- * chunks so that there are about WANT_ITEMS work items, enough for the
- * threads of a large machine: more, smaller chunks only add packing, a
- * merge and a restart of the prefetchers' stream each (1024-key chunks
- * read 4-5 % slower than 4096-key ones here). Chunks have at least
+ * chunks, as many as make about WANT_ROW_CHUNKS query rows x chunks
+ * (B=1, H=32, Lq=1: 16 chunks; with 8 kv heads, 128 work items): enough
+ * for the threads of a large machine, while more, smaller chunks only add
+ * packing, a merge and a restart of the prefetchers' stream each (1024-key
+ * chunks read 4-5 % slower than 4096-key ones here). Chunks have at least
  * CHUNK_KEYS keys and there are at most MAX_CHUNKS of them. The choice
  * depends on the shape alone (never on the thread count) and counts query
  * heads, not kv heads, so that GQA takes the path its heads repeated
  * take. */
 #define SPLIT_ROWS 1024
 #define SPLIT_ITEMS 2048
-#define WANT_ITEMS 128
+#define WANT_ROW_CHUNKS 512
 #define CHUNK_KEYS 1024
 #define MAX_CHUNKS 64
 /* Calls with at most this many queries (decode) compute their units
@@ -610,12 +611,13 @@ qkv_status qkv_flash_attention_forward(const qkv_fwd_problem *p, qkv_isa isa)
     pl.chunk = round_up(p->Lk > 0 ? p->Lk : 1, BLOCK_KEYS);
     const int64_t qrows = p->B * p->H * p->Lq;
     if (qrows <= SPLIT_ROWS && p->Lk >= 2 * CHUNK_KEYS) {
-        /* About WANT_ITEMS items; at most MAX_CHUNKS chunks, and at most
+        /* About WANT_ROW_CHUNKS / qrows; at most MAX_CHUNKS, and at most
          * SPLIT_ITEMS / qrows, so that the partial results stay
          * O(SPLIT_ITEMS x tile x Ev). */
         int64_t most = SPLIT_ITEMS / qrows;
         most = most < MAX_CHUNKS ? most : MAX_CHUNKS;
-        const int64_t want = (WANT_ITEMS + pl.units - 1) / pl.units;
+        int64_t want = (WANT_ROW_CHUNKS + qrows - 1) / qrows;
+        want = want < 2 ? 2 : want;
         most = want < most ? want : most;
         if (most >= 2) {
             pl.chunk = round_up((p->Lk + most - 1) / most, BLOCK_KEYS);
