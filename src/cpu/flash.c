@@ -100,7 +100,10 @@ static void pack_queries(const plan *pl, scratch *sc, int64_t b, int64_t hk, int
     for (int64_t r = 0; r < R; r++) {
         int64_t g = r / pl->bq, i = qt * pl->bq + r % pl->bq;
         if (g >= pl->G || i >= p->Lq) {
-            for (int64_t d = 0; d < p->E; d++) sc->qt[d * R + r] = 0.0f;
+            if (r < pl->narrow)
+                for (int64_t d = 0; d < p->E; d++) sc->qr[r * p->E + d] = 0.0f;
+            else if (!pl->narrow)
+                for (int64_t d = 0; d < p->E; d++) sc->qt[d * R + r] = 0.0f;
             sc->head[r] = sc->qi[r] = -1;
             sc->lo[r] = 0;
             sc->hi[r] = -1;
@@ -110,13 +113,14 @@ static void pack_queries(const plan *pl, scratch *sc, int64_t b, int64_t hk, int
         sc->head[r] = h;
         sc->qi[r] = i;
         const float *src = qkv_view_at(p->q, b, h, i, 0);
-        for (int64_t d = 0; d < p->E; d++) sc->qt[d * R + r] = src[d * p->q->stride[3]] * scale;
+        const int64_t qs = p->q->stride[3];
+        if (pl->narrow) /* the row-major path reads them row by row */
+            for (int64_t d = 0; d < p->E; d++) sc->qr[r * p->E + d] = src[d * qs] * scale;
+        else
+            for (int64_t d = 0; d < p->E; d++) sc->qt[d * R + r] = src[d * qs] * scale;
 
         qkv_row_interval(p, b, i, &sc->lo[r], &sc->hi[r]);
     }
-    /* The row-major path reads them row by row (padding rows are 0). */
-    for (int64_t r = 0; r < pl->narrow; r++)
-        for (int64_t d = 0; d < p->E; d++) sc->qr[r * p->E + d] = sc->qt[d * R + r];
 }
 
 /* Where keys jb.. of kv head hk are, with the leading dimension to step
