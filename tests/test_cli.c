@@ -175,15 +175,6 @@ static int read_meta(const char *cas, int *causal, double *scale)
     return 1;
 }
 
-static const char *oracle_file(const char *cas, const char *name)
-{
-    static char bufs[8][4096];
-    static int next;
-    char *b = bufs[next++ % 8];
-    snprintf(b, sizeof bufs[0], "%s/oracle/%s/%s.npy", QKV_TEST_DATA, cas, name);
-    return b;
-}
-
 /* Compares an output file to an expected array: same shape, rel L2 <= tol. */
 static void expect_close(const char *path, const qkv_array *want, double tol, const char *what)
 {
@@ -220,8 +211,8 @@ static void test_oracle(void)
             EXPECT(!"oracle files readable");
             continue;
         }
-        int has_w = access(oracle_file(cas, "weights"), F_OK) == 0;
-        int has_mask = access(oracle_file(cas, "mask"), F_OK) == 0;
+        int has_w = access(test_oracle_path(cas, "weights"), F_OK) == 0;
+        int has_mask = access(test_oracle_path(cas, "mask"), F_OK) == 0;
         if (has_w) {
             EXPECT(test_load_oracle(cas, "weights", &want_w));
             EXPECT(test_load_oracle(cas, "lse", &want_l));
@@ -239,11 +230,11 @@ static void test_oracle(void)
             int n = 0;
             args[n++] = "run";
             args[n++] = "-q";
-            args[n++] = oracle_file(cas, "q");
+            args[n++] = test_oracle_path(cas, "q");
             args[n++] = "-k";
-            args[n++] = oracle_file(cas, "k");
+            args[n++] = test_oracle_path(cas, "k");
             args[n++] = "-v";
-            args[n++] = oracle_file(cas, "v");
+            args[n++] = test_oracle_path(cas, "v");
             args[n++] = "-o";
             args[n++] = "%o.npy";
             args[n++] = "--weights";
@@ -252,7 +243,7 @@ static void test_oracle(void)
             args[n++] = "%l.npy";
             if (has_mask) {
                 args[n++] = "--mask";
-                args[n++] = oracle_file(cas, "mask");
+                args[n++] = test_oracle_path(cas, "mask");
             }
             if (causal == 1) args[n++] = "--causal";
             if (causal == 2) args[n++] = "--causal-lower-right";

@@ -24,14 +24,6 @@ static const char *path(const char *name)
     return b;
 }
 
-static const char *oracle(const char *cas, const char *name)
-{
-    static char bufs[16][1024];
-    static int next;
-    char *b = bufs[next++ % 16];
-    snprintf(b, sizeof bufs[0], "%s/oracle/%s/%s.npy", QKV_TEST_DATA, cas, name);
-    return b;
-}
 
 static int run(char **argv) { return test_run_qkv(argv, out, sizeof out, err, sizeof err); }
 
@@ -53,23 +45,23 @@ static double compare(const char *got_path, const char *want_path)
 
 static void check_oracle(const char *cas, const char *flag, int has_mask)
 {
-    char *argv[20] = {"qkv", "grad", "-q", (char *)oracle(cas, "q"), "-k", (char *)oracle(cas, "k"),
-                      "-v", (char *)oracle(cas, "v"), "--dout", (char *)oracle(cas, "dout"),
+    char *argv[20] = {"qkv", "grad", "-q", (char *)test_oracle_path(cas, "q"), "-k", (char *)test_oracle_path(cas, "k"),
+                      "-v", (char *)test_oracle_path(cas, "v"), "--dout", (char *)test_oracle_path(cas, "dout"),
                       "--dq", (char *)path("dq.npy"), "--dk", (char *)path("dk.npy"), "--dv",
                       (char *)path("dv.npy")};
     int n = 16;
     if (flag) argv[n++] = (char *)flag;
     if (has_mask) {
         argv[n++] = "--mask";
-        argv[n++] = (char *)oracle(cas, "mask");
+        argv[n++] = (char *)test_oracle_path(cas, "mask");
     }
     argv[n] = NULL;
     int rc = run(argv);
     CHECK(rc == 0);
     if (rc) fprintf(stderr, "%s: %s\n", cas, err);
-    double e1 = compare(path("dq.npy"), oracle(cas, "dq"));
-    double e2 = compare(path("dk.npy"), oracle(cas, "dk"));
-    double e3 = compare(path("dv.npy"), oracle(cas, "dv"));
+    double e1 = compare(path("dq.npy"), test_oracle_path(cas, "dq"));
+    double e2 = compare(path("dk.npy"), test_oracle_path(cas, "dk"));
+    double e3 = compare(path("dv.npy"), test_oracle_path(cas, "dv"));
     printf("  qkv grad %s vs PyTorch: dQ %.2g dK %.2g dV %.2g\n", cas, e1, e2, e3);
     CHECK(e1 <= 1e-4 && e2 <= 1e-4 && e3 <= 1e-4);
 }

@@ -75,10 +75,18 @@ double test_max_abs_diff(const float *a, const float *b, int64_t n)
     return m;
 }
 
+const char *test_oracle_path(const char *cas, const char *name)
+{
+    static char bufs[16][1024];
+    static int next;
+    char *b = bufs[next++ % 16];
+    snprintf(b, sizeof bufs[0], "%s/oracle/%s/%s.npy", QKV_TEST_DATA, cas, name);
+    return b;
+}
+
 int test_load_oracle(const char *cas, const char *name, qkv_array *out)
 {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/oracle/%s/%s.npy", QKV_TEST_DATA, cas, name);
+    const char *path = test_oracle_path(cas, name);
     if (qkv_npy_read(path, out) != QKV_OK) {
         fprintf(stderr, "test: cannot read %s: %s\n", path, qkv_error_detail());
         return 0;

@@ -35,6 +35,10 @@ void *test_malloc(size_t n);
 double test_rel_l2(const float *a, const float *b, int64_t n);
 double test_max_abs_diff(const float *a, const float *b, int64_t n);
 
+/* QKV_TEST_DATA/oracle/CASE/NAME.npy, in one of 16 static buffers used in
+ * turn (so a few may be held at once). */
+const char *test_oracle_path(const char *cas, const char *name);
+
 /* Reads QKV_TEST_DATA/oracle/CASE/NAME.npy as f32 (or as stored for bool
  * and int). Returns 1 on success, 0 (with a message) on failure. */
 int test_load_oracle(const char *cas, const char *name, qkv_array *out);

@@ -97,13 +97,15 @@ static void pack_queries(const plan *pl, scratch *sc, int64_t b, int64_t hk, int
     const qkv_fwd_problem *p = pl->p;
     const float scale = (float)p->scale;
     const int64_t R = pl->rows;
+    /* Row r goes along row r of sc->qr on the row-major path (whose rows
+     * past pl->narrow are padding that nothing reads), else down column r
+     * of sc->qt. */
+    const int64_t step = pl->narrow ? 1 : R;
     for (int64_t r = 0; r < R; r++) {
         int64_t g = r / pl->bq, i = qt * pl->bq + r % pl->bq;
+        float *dst = !pl->narrow ? sc->qt + r : r < pl->narrow ? sc->qr + r * p->E : NULL;
         if (g >= pl->G || i >= p->Lq) {
-            if (r < pl->narrow)
-                for (int64_t d = 0; d < p->E; d++) sc->qr[r * p->E + d] = 0.0f;
-            else if (!pl->narrow)
-                for (int64_t d = 0; d < p->E; d++) sc->qt[d * R + r] = 0.0f;
+            for (int64_t d = 0; dst && d < p->E; d++) dst[d * step] = 0.0f;
             sc->head[r] = sc->qi[r] = -1;
             sc->lo[r] = 0;
             sc->hi[r] = -1;
@@ -113,11 +115,7 @@ static void pack_queries(const plan *pl, scratch *sc, int64_t b, int64_t hk, int
         sc->head[r] = h;
         sc->qi[r] = i;
         const float *src = qkv_view_at(p->q, b, h, i, 0);
-        const int64_t qs = p->q->stride[3];
-        if (pl->narrow) /* the row-major path reads them row by row */
-            for (int64_t d = 0; d < p->E; d++) sc->qr[r * p->E + d] = src[d * qs] * scale;
-        else
-            for (int64_t d = 0; d < p->E; d++) sc->qt[d * R + r] = src[d * qs] * scale;
+        for (int64_t d = 0; d < p->E; d++) dst[d * step] = src[d * p->q->stride[3]] * scale;
 
         qkv_row_interval(p, b, i, &sc->lo[r], &sc->hi[r]);
     }

@@ -43,8 +43,8 @@ qkv_status qkv_kv_cache_create(qkv_kv_cache **out, const qkv_mha *m, int64_t bat
     c->len = calloc((size_t)batch, sizeof *c->len);
     /* Not zeroed: a position is read only once a step has written it. On
      * huge pages where the OS gives them: decode streams the whole cache. */
-    c->k = qkv_alloc((size_t)(nk ? nk : 1) * sizeof(float));
-    c->v = qkv_alloc((size_t)(nv ? nv : 1) * sizeof(float));
+    c->k = qkv_alloc((size_t)nk * sizeof(float));
+    c->v = qkv_alloc((size_t)nv * sizeof(float));
     if (!c->len || !c->k || !c->v) {
         qkv_kv_cache_free(c);
         return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "cache: %lld floats do not fit in memory",

@@ -105,13 +105,14 @@ qkv_status qkv_mha_create(qkv_mha **out, const qkv_mha_config *cfg)
         total += shape[i][0] * shape[i][1]; /* bounded by resolve_config */
     }
     /* Decode reads every weight once per step: huge pages, as for the cache. */
-    m->storage = qkv_alloc((size_t)(total ? total : 1) * sizeof(float));
-    if (m->storage) memset(m->storage, 0, (size_t)(total ? total : 1) * sizeof(float));
+    const size_t bytes = (size_t)(total ? total : 1) * sizeof(float);
+    m->storage = qkv_alloc(bytes);
     if (!m->storage) {
         free(m);
         return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "layer: %lld parameters do not fit in memory",
                         (long long)total);
     }
+    memset(m->storage, 0, bytes);
     float *p = m->storage;
     for (int i = 0; i < QKV_MHA_NUM_PARAMS; i++) {
         if (!m->rows[i]) continue;
