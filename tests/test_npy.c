@@ -6,6 +6,7 @@
 #include "qkv.h"
 #include "test.h"
 #include "util.h"
+#include "stream.h"
 
 #include <dirent.h>
 #include <float.h>
@@ -867,6 +868,116 @@ static void test_read_write_errors(void)
     remove(path);
 }
 
+/* ------------------------------------------------------------ streams */
+
+/* A FIFO's reader cannot know the size in advance: the header bounds the
+ * read, and one byte more than it promises is an error, found without
+ * reading on to an end that /dev/zero never reaches. */
+
+typedef struct stream_case {
+    const unsigned char *img;
+    size_t len; /* bytes fed before the end or the zeros */
+    int zeros;  /* then endless zero bytes */
+    qkv_status want;
+    const char *detail; /* in the error detail, or NULL */
+} stream_case;
+
+static char fifo[160];
+
+static int read_fifo(const void *arg)
+{
+    const stream_case *c = arg;
+    int before = test_failures;
+    qkv_array a;
+    pid_t pid = stream_feed(fifo, c->img, c->len, c->zeros);
+    qkv_status s = qkv_npy_read(fifo, &a);
+    stream_reap(pid);
+    if (s != c->want || (c->detail && !strstr(qkv_error_detail(), c->detail)))
+        fprintf(stderr, "read_fifo: got %s '%s', want %s '%s'\n", qkv_status_string(s),
+                qkv_error_detail(), qkv_status_string(c->want), c->detail ? c->detail : "");
+    CHECK(s == c->want);
+    CHECK(!c->detail || strstr(qkv_error_detail(), c->detail));
+    if (s == QKV_OK) {
+        /* The data bytes as fed: make_npy's pattern. */
+        const unsigned char *d = a.data;
+        CHECK(a.dtype == QKV_DTYPE_F32 && a.ndim == 2 && a.shape[0] == 2 && a.shape[1] == 3);
+        for (int i = 0; i < 24; i++) CHECK(d[i] == (unsigned char)(i * 7 + 1));
+    } else {
+        CHECK(test_array_zeroed(&a));
+        CHECK(test_starts_with(qkv_error_detail(), fifo));
+    }
+    qkv_array_free(&a);
+    return test_failures - before;
+}
+
+/* `qkv run -q FIFO`, the FIFO fed a good Q and then zeros: one line that
+ * names -q and the trailing bytes, exit 1, no output. */
+static int run_fifo(const void *arg)
+{
+    const stream_case *c = arg;
+    int before = test_failures;
+    char k[160], out[160], err[1024];
+    tmp_path(k, sizeof k, "k.npy");
+    tmp_path(out, sizeof out, "o.npy");
+    pid_t pid = stream_feed(fifo, c->img, c->len, c->zeros);
+    char *argv[] = {"qkv", "run", "-q", fifo, "-k", k, "-v", k, "-o", out, NULL};
+    int rc = test_run_qkv(argv, NULL, 0, err, sizeof err);
+    stream_reap(pid);
+    if (rc != 1 || !strstr(err, "trailing bytes")) fprintf(stderr, "run_fifo: exit %d: %s", rc, err);
+    CHECK(rc == 1);
+    CHECK(test_starts_with(err, "qkv run: -q ") && strstr(err, fifo));
+    CHECK(strstr(err, "trailing bytes") != NULL);
+    CHECK(strchr(err, '\n') == err + strlen(err) - 1);
+    struct stat sb;
+    CHECK(stat(out, &sb) != 0);
+    return test_failures - before;
+}
+
+static void test_streams(void)
+{
+    unsigned char img[256];
+    size_t n = make_npy(img, sizeof img - 1, 1,
+                        "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 24);
+    img[n] = 0; /* one byte past the data */
+    tmp_path(fifo, sizeof fifo, "in.fifo");
+    CHECK(n > 0 && mkfifo(fifo, 0600) == 0);
+    const stream_case cases[] = {
+        {img, n, 0, QKV_OK, NULL},
+        {img, n, 1, QKV_ERR_FORMAT, "trailing bytes after the 24 bytes of data"},
+        {img, n + 1, 0, QKV_ERR_FORMAT, "trailing bytes after the 24 bytes of data"},
+        {img, n - 1, 0, QKV_ERR_FORMAT, "truncated: header says 24 bytes of data, file has 23"},
+        {img, 40, 0, QKV_ERR_FORMAT, "runs past the end of the file (40 bytes)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int bad = stream_bounded(read_fifo, &cases[i]);
+        if (bad) fprintf(stderr, "test_streams: FIFO case %zu failed\n", i);
+        CHECK(bad == 0);
+    }
+
+    /* /dev/zero has no magic; its endless bytes must not be read on. */
+    {
+        qkv_array a;
+        CHECK(qkv_npy_read("/dev/zero", &a) == QKV_ERR_FORMAT);
+        CHECK(strstr(qkv_error_detail(), "not a .npy file") != NULL);
+    }
+
+    /* Through the CLI, with K and V a good (1, 2, 3) file. */
+    {
+        float kv[6] = {1, 2, 3, 4, 5, 6};
+        int64_t s3[3] = {1, 2, 3};
+        qkv_array k = make_array(QKV_DTYPE_F32, kv, 3, s3);
+        char kp[160];
+        tmp_path(kp, sizeof kp, "k.npy");
+        CHECK(qkv_npy_write(kp, &k) == QKV_OK);
+        n = make_npy(img, sizeof img, 1,
+                     "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2, 3), }", 24);
+        const stream_case c = {img, n, 1, QKV_ERR_FORMAT, NULL};
+        CHECK(stream_bounded(run_fifo, &c) == 0);
+        remove(kp);
+    }
+    remove(fifo);
+}
+
 int main(void)
 {
     tmpdir = test_tmpdir();
@@ -881,6 +992,7 @@ int main(void)
     test_header_variants();
     test_malformed();
     test_read_write_errors();
+    test_streams();
     test_rmdir(tmpdir);
     return test_finish("test_npy");
 }

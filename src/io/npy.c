@@ -397,7 +397,7 @@ static qkv_status read_npy(FILE *f, const char *path, qkv_array *out)
     unsigned char pre[12];
     char *hdr;
     size_t got, more, hstart = 0, hlen = 0;
-    uint64_t have;
+    unsigned char rest[1];
     int major = 0;
     npy_info h;
     struct stat sb;
@@ -439,21 +439,18 @@ static qkv_status read_npy(FILE *f, const char *path, qkv_array *out)
                               (uint64_t)sb.st_size - hstart - hlen)) != QKV_OK)
         return st;
     if ((st = alloc_array(out, &h, path)) != QKV_OK ||
-        (st = read_bytes(f, path, out->data, (size_t)h.nbytes, &got)) != QKV_OK)
+        (st = read_bytes(f, path, out->data, (size_t)h.nbytes, &got)) != QKV_OK ||
+        (st = check_data_size(path, h.nbytes, got)) != QKV_OK)
         return st;
-    /* Pipes, or a file that changed since fstat: count what is really
-     * there. */
-    have = got;
-    if (got == (size_t)h.nbytes) {
-        char rest[4096];
-        do {
-            if ((st = read_bytes(f, path, rest, sizeof rest, &more)) != QKV_OK)
-                return st;
-            have += more;
-        } while (more == sizeof rest);
-    }
-    if ((st = check_data_size(path, h.nbytes, have)) != QKV_OK)
+    /* A pipe (or a file that grew since fstat) may go on for ever, as
+     * /dev/zero does: one byte past the data settles it. */
+    if ((st = read_bytes(f, path, rest, 1, &more)) != QKV_OK)
         return st;
+    if (more)
+        return qkv_file_fail(QKV_ERR_FORMAT, path,
+                             "trailing bytes after the %" PRId64 " bytes of data the header "
+                             "promises",
+                             h.nbytes);
     if (!qkv_host_little_endian())
         qkv_swap_elements(out->data, (size_t)h.nbytes, qkv_dtype_size(h.dtype));
     return QKV_OK;
