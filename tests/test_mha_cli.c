@@ -12,6 +12,7 @@
 #include "test.h"
 #include "util.h"
 #include "cmdtest.h"
+#include "stream.h"
 
 #include "qkv.h"
 
@@ -640,6 +641,90 @@ static void test_errors(void)
     expect_out_files(1);
 }
 
+/* ---------------------------------------------- non-finite parameters */
+
+/* Like `qkv run` for its inputs, `qkv mha` succeeds but warns on stderr,
+ * one line per tensor of --params that holds NaN or infinities. */
+static void test_nonfinite_params(void)
+{
+    qkv_mha_config cfg = {0};
+    cfg.d_model = 8;
+    cfg.heads = 2;
+    cfg.bias = 1;
+    qkv_mha *m = NULL;
+    test_rng rng = test_rng_seed(707);
+    EXPECT(qkv_mha_create(&m, &cfg) == QKV_OK);
+    for (int p = 0; m && p < QKV_MHA_NUM_PARAMS; p++) {
+        int64_t r, c;
+        float *d = qkv_mha_param_data(m, (qkv_mha_param)p, &r, &c);
+        for (int64_t i = 0; d && i < r * c; i++) d[i] = (float)(test_rand(&rng) - 0.5);
+        if (p == QKV_MHA_WK) d[5] = d[9] = NAN;
+        if (p == QKV_MHA_BO) d[0] = INFINITY;
+    }
+    EXPECT(m && qkv_mha_save(m, in_path("p_nan.safetensors"), "l.") == QKV_OK);
+    qkv_mha_free(m);
+
+    set_ctx("NaN and inf in --params: warnings");
+    EXPECT(RUN("mha", "--params", "@p_nan.safetensors", "--prefix", "l.", HD, X, "-o",
+               "%y.npy") == 0);
+    /* Two lines, each a warning. */
+    const char *nl = strchr(g_stderr, '\n');
+    EXPECT(test_starts_with(g_stderr, "qkv mha: warning: --params ") && nl &&
+           test_starts_with(nl + 1, "qkv mha: warning: --params ") && one_line(nl + 1));
+    EXPECT(strstr(g_stderr, "p_nan.safetensors: tensor 'l.k_proj.weight' holds 2 NaN or "
+                            "infinite values") != NULL);
+    EXPECT(strstr(g_stderr, "p_nan.safetensors: tensor 'l.o_proj.bias' holds 1 NaN or "
+                            "infinite value;") != NULL);
+    EXPECT(g_stdout[0] == '\0');
+    expect_out_files(1);
+
+    set_ctx("finite --params: no warning");
+    EXPECT_OK(RUN("mha", GOOD));
+    expect_out_files(1);
+}
+
+/* ------------------------------------------------------------ streams */
+
+/* --params that never ends: /dev/zero (a header length of 0) and a FIFO fed
+ * a good layer and then zeros; each fails at once with one line, bounded so
+ * that a reader which reads on fails this test instead of hanging it. */
+static char fifo[4200];
+
+static int params_stream(const void *arg)
+{
+    const char *what = arg;
+    int before = test_failures;
+    pid_t pid = 0;
+    if (strcmp(what, "fifo") == 0) {
+        size_t len = 0;
+        char *img = slurp(in_path("p.safetensors"), &len);
+        EXPECT(img != NULL);
+        pid = stream_feed(fifo, img, len, 1);
+        free(img);
+        EXPECT(RUN("mha", "--params", fifo, HD, X, Y) == 1);
+        EXPECT(strstr(g_stderr, "trailing bytes after the") != NULL);
+    } else {
+        EXPECT(RUN("mha", "--params", "/dev/zero", HD, X, Y) == 1);
+        EXPECT(strstr(g_stderr, "qkv mha: --params /dev/zero: header length 0") == g_stderr);
+    }
+    stream_reap(pid);
+    EXPECT(one_line(g_stderr));
+    return test_failures - before;
+}
+
+static void test_param_streams(void)
+{
+    set_ctx("--params /dev/zero");
+    EXPECT(stream_bounded(params_stream, "zero") == 0);
+    expect_out_files(0);
+    set_ctx("--params FIFO: a good layer, then zeros");
+    fmt(fifo, sizeof fifo, "%s", in_path("p.fifo"));
+    EXPECT(mkfifo(fifo, 0600) == 0);
+    EXPECT(stream_bounded(params_stream, "fifo") == 0);
+    remove(fifo);
+    expect_out_files(0);
+}
+
 int main(void)
 {
     cmdtest_open();
@@ -648,6 +733,8 @@ int main(void)
     make_fixtures();
     test_help_and_successes();
     test_errors();
+    test_nonfinite_params();
+    test_param_streams();
 
     printf("test_mha_cli: %zu PyTorch cases, %zu error cases\n", NCASES,
            sizeof err_cases / sizeof err_cases[0]);

@@ -6,6 +6,7 @@
 #include "qkv.h"
 #include "test.h"
 #include "util.h"
+#include "stream.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -550,7 +551,9 @@ static const struct {
     const char *detail;
 } bad_headers[] = {
     /* The outer object. */
-    {F, "", 0, "expected '{' opening the header at offset 8, found the end"},
+    {F, "", 0, "header length 0: no JSON header follows"},
+    {F, " ", 0, "expected '{' opening the header at offset 8, found ' '"},
+    {F, "{", 0, "expected a quoted tensor name at offset 9, found the end of the header"},
     {F, " " T("[0,8]"), 8, "'{' opening the header"},
     {F, "\xef\xbb\xbf" T("[0,8]"), 8, "'{' opening the header"},
     {F, "[" A8 "]", 8, "'{' opening the header"},
@@ -770,10 +773,14 @@ static size_t make_raw(int which, unsigned char *buf, size_t cap, const char **d
         memcpy(buf, "\x93NUMPY\x01\x00", 8);
         *detail = "runs past the end";
         return n;
-    case 11: /* only the length */
+    case 11: /* only the length, 0: what /dev/zero starts with */
         put_u64(buf, 0);
-        *detail = "'{' opening the header";
+        *detail = "header length 0";
         return 8;
+    case 12: /* a length of 0 before a header */
+        put_u64(buf, 0);
+        *detail = "header length 0";
+        return n;
     default: return (size_t)-1;
     }
 }
@@ -1032,6 +1039,108 @@ static void test_write_errors(void)
     remove(path);
 }
 
+/* -------------------------------------------------------------- streams */
+
+/* From a pipe, the 8-byte length bounds the header, the data_offsets the
+ * data, and one byte more than they promise is an error; nothing is read
+ * past that, nor allocated beyond it. */
+
+typedef struct stream_case {
+    const unsigned char *img;
+    size_t len; /* bytes fed before the end or the zeros */
+    int zeros;  /* then endless zero bytes */
+    qkv_status want;
+    const char *detail; /* in the error detail, or NULL */
+} stream_case;
+
+static char fifo[160];
+
+static int check_read(const char *path, const stream_case *c)
+{
+    int before = test_failures;
+    qkv_safetensors *st = (qkv_safetensors *)&st;
+    pid_t pid = c->img ? stream_feed(path, c->img, c->len, c->zeros) : 0;
+    qkv_status s = qkv_safetensors_read(path, &st);
+    stream_reap(pid);
+    if (s != c->want || (c->detail && !strstr(qkv_error_detail(), c->detail)))
+        fprintf(stderr, "check_read: got %s '%s', want %s '%s'\n", qkv_status_string(s),
+                qkv_error_detail(), qkv_status_string(c->want), c->detail ? c->detail : "");
+    CHECK(s == c->want);
+    CHECK(!c->detail || strstr(qkv_error_detail(), c->detail));
+    if (s == QKV_OK) {
+        qkv_array a;
+        CHECK(qkv_safetensors_count(st) == 1);
+        CHECK(qkv_safetensors_get(st, "a", QKV_DTYPE_F32, &a) == QKV_OK);
+        /* make_st's data pattern, read back as bytes. */
+        for (int i = 0; i < 8 && a.data; i++)
+            CHECK(((unsigned char *)a.data)[i] == (unsigned char)(i * 7 + 1));
+        qkv_array_free(&a);
+    } else {
+        CHECK(st == NULL);
+        CHECK(test_starts_with(qkv_error_detail(), path));
+    }
+    qkv_safetensors_free(st);
+    return test_failures - before;
+}
+
+static int read_fifo(const void *arg) { return check_read(fifo, arg); }
+static int read_dev_zero(const void *arg) { return check_read("/dev/zero", arg); }
+
+static void test_streams(void)
+{
+    static const char good[] = T("[0,8]");
+    static const unsigned char zero8[8];
+    unsigned char img[256], huge[16], big_data[256];
+    size_t n = make_st(img, sizeof img - 1, good, 8);
+    img[n] = 0; /* one byte past the data */
+    put_u64(huge, (uint64_t)1 << 40); /* a length no header needs */
+    memset(huge + 8, ' ', 8);
+    /* Offsets that promise 2^40 bytes of data from a stream that has 8. */
+    size_t nb = make_st(big_data, sizeof big_data,
+                        "{\"a\":{\"dtype\":\"U8\",\"shape\":[1099511627776],"
+                        "\"data_offsets\":[0,1099511627776]}}",
+                        8);
+    tmp_path(fifo, sizeof fifo, "in.fifo");
+    CHECK(n > 0 && nb > 0 && mkfifo(fifo, 0600) == 0);
+    const stream_case cases[] = {
+        {img, n, 0, QKV_OK, NULL},
+        {img, n, 1, QKV_ERR_FORMAT, "trailing bytes after the 8 bytes of data"},
+        {img, n + 1, 0, QKV_ERR_FORMAT, "trailing bytes after the 8 bytes of data"},
+        {img, n - 1, 0, QKV_ERR_FORMAT, "truncated: the data_offsets need 8 bytes of data, "
+                                        "the file has 7"},
+        {img, 20, 0, QKV_ERR_FORMAT, "header length 54 runs past the end of the file (20 "
+                                     "bytes)"},
+        {img, 5, 0, QKV_ERR_FORMAT, "truncated: 5 bytes, shorter than the 8-byte header"},
+        {huge, 16, 1, QKV_ERR_FORMAT, "header length 1099511627776 is more than the "
+                                      "100000000 bytes"},
+        {zero8, 8, 1, QKV_ERR_FORMAT, "header length 0"},
+        {big_data, nb, 0, QKV_ERR_FORMAT, "the file has 8"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int bad = stream_bounded(read_fifo, &cases[i]);
+        if (bad) fprintf(stderr, "test_streams: FIFO case %zu failed\n", i);
+        CHECK(bad == 0);
+    }
+    {
+        const stream_case z = {NULL, 0, 0, QKV_ERR_FORMAT, "header length 0"};
+        CHECK(stream_bounded(read_dev_zero, &z) == 0);
+    }
+    remove(fifo);
+
+    /* A regular file is bounded by its size: a length past it fails before
+     * anything is allocated for it. */
+    {
+        char path[160];
+        tmp_path(path, sizeof path, "huge.safetensors");
+        CHECK(test_write_file(path, huge, 16));
+        const stream_case c = {NULL, 0, 0, QKV_ERR_FORMAT,
+                               "header length 1099511627776 runs past the end of the file (16 "
+                               "bytes)"};
+        CHECK(check_read(path, &c) == 0);
+        remove(path);
+    }
+}
+
 int main(void)
 {
     tmpdir = test_tmpdir();
@@ -1042,6 +1151,7 @@ int main(void)
     test_malformed();
     test_api_edges();
     test_write_errors();
+    test_streams();
     test_rmdir(tmpdir);
     return test_finish("test_safetensors");
 }

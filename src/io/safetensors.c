@@ -1,7 +1,9 @@
 /* .safetensors files: a strict reader whose JSON parser knows only the shape
  * of the format's header (so it needs no recursion and no general values),
  * and a writer. The whole file is kept in memory; tensors are copied out of
- * it on request, so unaligned data offsets are harmless. */
+ * it on request, so unaligned data offsets are harmless. A pipe is read no
+ * further than its header length and data_offsets promise, plus one byte to
+ * see that it ends there. */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L /* fileno, fstat, strerror_r */
 #endif
@@ -18,6 +20,11 @@
 #include <sys/stat.h>
 
 #define ST_NO_QKV (-1) /* a format dtype without a qkv_dtype */
+
+/* The most header bytes a file may declare: the reference implementation's
+ * limit (MAX_HEADER_SIZE in the safetensors crate). Real headers are
+ * kilobytes; the limit keeps a stream's length field from being believed. */
+#define ST_MAX_HEADER 100000000u
 
 /* Every dtype the format defines, with its width in bits (F4 and the F6
  * pair are packed below a byte) and the qkv_dtype it maps to, if any. */
@@ -756,42 +763,56 @@ static qkv_status check_tiling(const qkv_safetensors *s)
 
 /* -------------------------------------------------------------- parsing */
 
-/* Parses the len bytes at image, which it takes over (freed on failure). */
-static qkv_status parse_image(unsigned char *image, size_t len, const char *file,
-                              qkv_safetensors **out)
+/* The 8-byte header length against what is known of the file: avail is
+ * how many bytes follow the length field (known is 0 for a pipe). */
+static qkv_status check_hlen(const char *file, uint64_t hlen, int known, uint64_t avail)
+{
+    if (hlen == 0)
+        return qkv_file_fail(QKV_ERR_FORMAT, file,
+                             "header length 0: no JSON header follows (a .safetensors file "
+                             "starts with its header's length, at least 2 for \"{}\")");
+    if (known && hlen > avail)
+        return qkv_file_fail(QKV_ERR_FORMAT, file,
+                             "header length %" PRIu64 " runs past the end of the file (%" PRIu64
+                             " bytes)",
+                             hlen, avail + 8);
+    if (hlen > ST_MAX_HEADER)
+        return qkv_file_fail(QKV_ERR_FORMAT, file,
+                             "header length %" PRIu64 " is more than the %u bytes a header may "
+                             "have",
+                             hlen, ST_MAX_HEADER);
+    return QKV_OK;
+}
+
+/* A table for file whose image (freed on failure) holds the length field
+ * and hlen header bytes at least; NULL when out of memory. */
+static qkv_safetensors *new_table(unsigned char *image, const char *file)
 {
     qkv_safetensors *s = calloc(1, sizeof *s);
-    uint64_t hlen = 0;
-    cursor c;
-    qkv_status st = QKV_OK;
     if (!s || !(s->file = malloc(strlen(file) + 1))) {
         free(s);
         free(image);
-        return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, file, "cannot allocate the file's table");
+        qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, file, "cannot allocate the file's table");
+        return NULL;
     }
     strcpy(s->file, file);
     s->image = image;
-    if (len < 8)
-        st = qkv_file_fail(QKV_ERR_FORMAT, file,
-                           "truncated: %zu bytes, shorter than the 8-byte header length", len);
-    else {
-        for (int k = 7; k >= 0; k--)
-            hlen = hlen << 8 | image[k];
-        if (hlen > len - 8)
-            st = qkv_file_fail(QKV_ERR_FORMAT, file,
-                               "header length %" PRIu64 " runs past the end of the file (%zu "
-                               "bytes)",
-                               hlen, len);
-    }
+    return s;
+}
+
+/* Parses the hlen header bytes of s->image into s's table, the tensors'
+ * byte ranges checked against s->data_len. UINT64_MAX there means a stream
+ * whose size is unknown: the data section is then taken to end where the
+ * tensors do, and s->data_len is set so. Frees s on failure. */
+static qkv_status parse_table(qkv_safetensors *s, uint64_t hlen)
+{
+    cursor c;
+    qkv_status st = QKV_OK;
+    if (!(s->arena = malloc((size_t)hlen + 1)))
+        st = qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, s->file, "cannot allocate %" PRIu64 " bytes",
+                           hlen + 1);
     if (st == QKV_OK) {
-        s->data = image + 8 + hlen;
-        s->data_len = len - 8 - hlen;
-        if (!(s->arena = malloc((size_t)hlen + 1)))
-            st = qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, file, "cannot allocate %" PRIu64 " bytes",
-                               hlen + 1);
-    }
-    if (st == QKV_OK) {
-        c.s = image + 8;
+        c.s = s->image + 8;
         c.n = (size_t)hlen;
         c.i = 0;
         c.file = s->file;
@@ -801,7 +822,7 @@ static qkv_status parse_image(unsigned char *image, size_t len, const char *file
     }
     if (st == QKV_OK && s->count > 0) {
         if (!(s->by_name = malloc((size_t)s->count * sizeof *s->by_name)))
-            st = qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, file, "cannot allocate the name index");
+            st = qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, s->file, "cannot allocate the name index");
         else {
             for (int64_t i = 0; i < s->count; i++) {
                 s->by_name[i].s = s->t[i].name;
@@ -811,13 +832,45 @@ static qkv_status parse_image(unsigned char *image, size_t len, const char *file
             st = sort_unique(s->by_name, (size_t)s->count, s->file, "tensor name");
         }
     }
+    if (st == QKV_OK && s->data_len == UINT64_MAX) {
+        s->data_len = 0;
+        for (int64_t i = 0; i < s->count; i++)
+            if (s->t[i].end > s->data_len)
+                s->data_len = s->t[i].end;
+    }
     /* After the duplicate check, whose detail says more than an overlap. */
     if (st == QKV_OK)
         st = check_tiling(s);
+    if (st != QKV_OK)
+        qkv_safetensors_free(s);
+    return st;
+}
+
+/* Parses the len bytes at image, which it takes over (freed on failure). */
+static qkv_status parse_image(unsigned char *image, size_t len, const char *file,
+                              qkv_safetensors **out)
+{
+    qkv_safetensors *s = new_table(image, file);
+    uint64_t hlen = 0;
+    qkv_status st = QKV_OK;
+    if (!s)
+        return QKV_ERR_OUT_OF_MEMORY;
+    if (len < 8)
+        st = qkv_file_fail(QKV_ERR_FORMAT, file,
+                           "truncated: %zu bytes, shorter than the 8-byte header length", len);
+    else {
+        for (int k = 7; k >= 0; k--)
+            hlen = hlen << 8 | image[k];
+        st = check_hlen(file, hlen, 1, len - 8);
+    }
     if (st != QKV_OK) {
         qkv_safetensors_free(s);
         return st;
     }
+    s->data_len = len - 8 - hlen;
+    if ((st = parse_table(s, hlen)) != QKV_OK)
+        return st;
+    s->data = image + 8 + hlen;
     *out = s;
     return QKV_OK;
 }
@@ -840,55 +893,119 @@ qkv_status qkv_safetensors_parse(const void *buf, size_t len, const char *name,
     return parse_image(image, len, nm, out);
 }
 
-/* Reads all of f: regular files in one go, pipes in growing chunks. */
-static qkv_status slurp(FILE *f, const char *path, unsigned char **image, size_t *len)
+/* Reads up to want bytes of f into *buf from offset at, growing the
+ * buffer (realloc) as the bytes arrive, so that a stream which ends early
+ * never costs what it promised; *got is how many came. A regular file
+ * (sized set), whose size bounded want, is read in one go. */
+static qkv_status read_grow(FILE *f, const char *path, unsigned char **buf, size_t at,
+                            size_t want, int sized, size_t *got)
+{
+    size_t step = sized || want < 65536 ? want : 65536;
+    *got = 0;
+    for (;;) {
+        unsigned char *p = realloc(*buf, at + *got + step ? at + *got + step : 1);
+        size_t k;
+        if (!p)
+            return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate %zu bytes",
+                                 at + *got + step);
+        *buf = p;
+        k = fread(p + at + *got, 1, step, f);
+        *got += k;
+        if (k < step) {
+            if (ferror(f))
+                return qkv_io_fail(path, "read failed", errno);
+            return QKV_OK;
+        }
+        if (*got == want)
+            return QKV_OK;
+        /* Double what is held, up to what was promised. */
+        step = want - *got < *got ? want - *got : *got;
+    }
+}
+
+/* Reads the length field, then the header it announces, parses it, then
+ * reads the data section its offsets cover (for a regular file, what its
+ * size leaves), then one byte more, which must not be there. */
+static qkv_status read_file(FILE *f, const char *path, qkv_safetensors **out)
 {
     struct stat sb;
-    size_t cap, n = 0, got;
-    unsigned char *p;
-    *image = NULL;
+    unsigned char *image = NULL;
+    qkv_safetensors *s;
+    uint64_t hlen = 0, avail = 0;
+    size_t got;
+    int known;
+    qkv_status st;
     if (fstat(fileno(f), &sb) != 0)
         return qkv_io_fail(path, "cannot stat", errno);
     if (S_ISDIR(sb.st_mode))
         return qkv_file_fail(QKV_ERR_IO, path, "is a directory");
-    if (S_ISREG(sb.st_mode) && (uint64_t)sb.st_size >= SIZE_MAX)
+    known = S_ISREG(sb.st_mode);
+    if (known && (uint64_t)sb.st_size >= SIZE_MAX)
         return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, path, "too large to read into memory");
-    /* One byte more than the size, so that a regular file's end is seen
-     * by the first read. */
-    cap = S_ISREG(sb.st_mode) ? (size_t)sb.st_size + 1 : 65536;
-    if (!(p = malloc(cap)))
-        return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate %zu bytes", cap);
-    for (;;) {
-        got = fread(p + n, 1, cap - n, f);
-        n += got;
-        if (n < cap)
-            break;
-        {
-            unsigned char *p2 = cap <= SIZE_MAX / 2 ? realloc(p, cap * 2) : NULL;
-            if (!p2) {
-                free(p);
-                return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate %zu bytes",
-                                     cap);
-            }
-            p = p2;
-            cap *= 2;
-        }
+    if ((st = read_grow(f, path, &image, 0, 8, 1, &got)) != QKV_OK) {
+        free(image);
+        return st;
     }
-    if (ferror(f)) {
-        int err = errno;
-        free(p);
-        return qkv_io_fail(path, "read failed", err);
+    if (got < 8) {
+        free(image);
+        return qkv_file_fail(QKV_ERR_FORMAT, path,
+                             "truncated: %zu bytes, shorter than the 8-byte header length", got);
     }
-    *image = p;
-    *len = n;
+    for (int k = 7; k >= 0; k--)
+        hlen = hlen << 8 | image[k];
+    if (known)
+        avail = (uint64_t)sb.st_size > 8 ? (uint64_t)sb.st_size - 8 : 0;
+    if ((st = check_hlen(path, hlen, known, avail)) != QKV_OK ||
+        (st = read_grow(f, path, &image, 8, (size_t)hlen, known, &got)) != QKV_OK) {
+        free(image);
+        return st;
+    }
+    if (got < hlen) {
+        free(image);
+        return qkv_file_fail(QKV_ERR_FORMAT, path,
+                             "header length %" PRIu64 " runs past the end of the file (%zu "
+                             "bytes)",
+                             hlen, 8 + got);
+    }
+    if (!(s = new_table(image, path)))
+        return QKV_ERR_OUT_OF_MEMORY;
+    s->data_len = known ? avail - hlen : UINT64_MAX;
+    if ((st = parse_table(s, hlen)) != QKV_OK)
+        return st;
+    if (s->data_len > SIZE_MAX - 8 - hlen) {
+        st = qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, path,
+                           "the data_offsets need %" PRIu64 " bytes of data, more than can be "
+                           "held in memory",
+                           s->data_len);
+    } else if ((st = read_grow(f, path, &s->image, 8 + (size_t)hlen, (size_t)s->data_len,
+                               known, &got)) == QKV_OK) {
+        unsigned char one;
+        if (got < s->data_len)
+            st = qkv_file_fail(QKV_ERR_FORMAT, path,
+                               "truncated: the data_offsets need %" PRIu64 " bytes of data, the "
+                               "file has %zu",
+                               s->data_len, got);
+        else if (fread(&one, 1, 1, f) == 1)
+            /* A pipe, or a regular file that grew since fstat. */
+            st = qkv_file_fail(QKV_ERR_FORMAT, path,
+                               "trailing bytes after the %" PRIu64 " bytes of data the "
+                               "data_offsets cover",
+                               s->data_len);
+        else if (ferror(f))
+            st = qkv_io_fail(path, "read failed", errno);
+    }
+    if (st != QKV_OK) {
+        qkv_safetensors_free(s);
+        return st;
+    }
+    s->data = s->image + 8 + hlen;
+    *out = s;
     return QKV_OK;
 }
 
 qkv_status qkv_safetensors_read(const char *path, qkv_safetensors **out)
 {
     FILE *f;
-    unsigned char *image;
-    size_t len = 0;
     qkv_status st;
     qkv_clear_error();
     if (!out)
@@ -898,11 +1015,9 @@ qkv_status qkv_safetensors_read(const char *path, qkv_safetensors **out)
         return qkv_fail(QKV_ERR_NULL_ARGUMENT, "qkv_safetensors_read: path is NULL");
     if (!(f = fopen(path, "rb")))
         return qkv_io_fail(path, "cannot open", errno);
-    st = slurp(f, path, &image, &len);
+    st = read_file(f, path, out);
     fclose(f); /* read-only: nothing to lose on close */
-    if (st != QKV_OK)
-        return st;
-    return parse_image(image, len, path, out);
+    return st;
 }
 
 void qkv_safetensors_free(qkv_safetensors *st)

@@ -129,6 +129,32 @@ static void report_load_error(const mha_args *a)
     cli_error("mha", "--params %s: %s%s", a->params, d, why);
 }
 
+/* Every name qkv_mha_load reads a parameter by (qkv.h), both schemes; one
+ * loaded layer holds one scheme's, as the help says. */
+static const char *const param_names[] = {
+    "in_proj_weight", "in_proj_bias",  "q_proj_weight", "k_proj_weight", "v_proj_weight",
+    "out_proj.weight", "out_proj.bias", "q_proj.weight", "k_proj.weight", "v_proj.weight",
+    "o_proj.weight",  "q_proj.bias",   "k_proj.bias",   "v_proj.bias",   "o_proj.bias",
+};
+
+/* As for the inputs: a warning for each of the layer's parameters in
+ * --params that holds NaN or infinities, naming the file and the tensor. */
+static void warn_nonfinite_params(const mha_args *a, const qkv_safetensors *st)
+{
+    const char *prefix = a->prefix ? a->prefix : "";
+    for (size_t i = 0; i < sizeof param_names / sizeof param_names[0]; i++) {
+        char name[512], what[1024];
+        qkv_array p;
+        if (snprintf(name, sizeof name, "%s%s", prefix, param_names[i]) >= (int)sizeof name ||
+            !qkv_safetensors_find(st, name, NULL) ||
+            qkv_safetensors_get(st, name, QKV_DTYPE_F32, &p) != QKV_OK)
+            continue; /* the load read it, so get fails only for memory */
+        snprintf(what, sizeof what, "%s: tensor '%s'", a->params, name);
+        cli_warn_nonfinite("mha", "--params", what, &p, 1);
+        qkv_array_free(&p);
+    }
+}
+
 /* An f32 output of the given rank and shape, malloc'd (free its data with
  * free()). Prints and returns 0 on failure. */
 static int alloc_output(const char *flag, int ndim, const int64_t *shape, qkv_array *out)
@@ -263,6 +289,7 @@ int cmd_mha(int argc, char **argv)
         goto done;
     cli_warn_nonfinite("mha", "--query", a.query, &x, 1);
     if (a.context) cli_warn_nonfinite("mha", "--context", a.context, &c, 1);
+    warn_nonfinite_params(&a, st);
     rc = CLI_OK;
 
 done:
