@@ -3,6 +3,7 @@
  * out of order, unaligned data), files the reference `safetensors` package
  * wrote (tests/data/safetensors/make.py), a long table of malformed headers
  * that must fail cleanly, and the API's edges. */
+#include "io/io.h"
 #include "qkv.h"
 #include "test.h"
 #include "util.h"
@@ -397,10 +398,17 @@ static void test_known_good(void)
         len = make_st(buf, sizeof buf, hdr, 33);
         st = parse_ok("other dtypes", buf, len);
         CHECK(qkv_safetensors_count(st) == 11);
+        static const char *const dtypes[] = {"C64", "U64", "U32", "U16", "F8_E5M2", "F8_E8M0",
+                                             "F8_E4M3FNUZ", "F8_E5M2FNUZ", "F4", "F6_E2M3",
+                                             "F6_E3M2"};
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+            const char *d = qkv_safetensors_dtype_str(st, names[i]);
             CHECK(qkv_safetensors_find(st, names[i], &info) == 1 && (int)info.dtype == -1);
             CHECK(qkv_safetensors_get(st, names[i], QKV_DTYPE_F32, &a) == QKV_ERR_DTYPE);
+            /* Details can name the file's own dtype, which qkv_dtype cannot. */
+            CHECK(d && strcmp(d, dtypes[i]) == 0);
         }
+        CHECK(qkv_safetensors_dtype_str(st, "nope") == NULL);
         qkv_safetensors_free(st);
     }
 

@@ -32,4 +32,10 @@ int qkv_write_le(FILE *f, const void *p, size_t n, size_t size);
  * through) and fclose succeeds, else QKV_ERR_IO naming path and errno. */
 qkv_status qkv_close_written(FILE *f, const char *path, int ok);
 
+/* The format's own name for the dtype of tensor `name` in st: "F32",
+ * "I8", "F8_E4M3", ... (a static string), also for the dtypes that have no
+ * qkv_dtype, which qkv_safetensors_find reports as -1; for details that
+ * name them. NULL when st has no such tensor. Defined in safetensors.c. */
+const char *qkv_safetensors_dtype_str(const qkv_safetensors *st, const char *name);
+
 #endif

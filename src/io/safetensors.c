@@ -1065,6 +1065,12 @@ int qkv_safetensors_find(const qkv_safetensors *st, const char *name, qkv_array 
     return 1;
 }
 
+const char *qkv_safetensors_dtype_str(const qkv_safetensors *st, const char *name)
+{
+    const st_tensor *t = lookup(st, name);
+    return t ? st_dtypes[t->dt].name : NULL;
+}
+
 qkv_status qkv_safetensors_get(const qkv_safetensors *st, const char *name, qkv_dtype to,
                                qkv_array *out)
 {
