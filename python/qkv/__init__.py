@@ -8,9 +8,12 @@
     >>> o.shape
     (2, 8, 128, 64)
 
-The calling convention is PyTorch's torch.nn.functional.scaled_dot_product_attention
-(attn_mask bool, True = may attend, or float, added; is_causal top-left; scale;
-enable_gqa), with qkv's own options after the `*`. The library is released
+The calling convention is PyTorch's torch.nn.functional.scaled_dot_product_attention,
+positional order included: (query, key, value, attn_mask, dropout_p, is_causal,
+scale, enable_gqa), with attn_mask bool (True = may attend) or float (added),
+is_causal top-left, dropout_p 0 only (there is no dropout yet); qkv's own
+options come after the `*`. Flags take only bools and numbers only numbers, so
+an argument shifted by one position is an error, not another meaning. The library is released
 from the GIL while it computes (ctypes releases it for every foreign call).
 
 qkv.MultiheadAttention is the whole layer with torch.nn.MultiheadAttention's
@@ -21,7 +24,7 @@ import ctypes
 
 import numpy as np
 
-from . import _lib
+from . import _args, _lib
 
 __all__ = ["scaled_dot_product_attention", "attention_backward", "version",
            "MultiheadAttention", "KVCache"]
@@ -111,27 +114,39 @@ def _heads_and_batch(query, key, value, enable_gqa):
     return batch[:-1], batch[-1], batch[-1]
 
 
+def _window(window):
+    """(left, right) as int64s: None or -1 = unlimited, otherwise >= 0."""
+    if np.ndim(window) != 1:
+        raise TypeError("window: %r, expected (left, right)" % (window,))
+    if len(window) != 2:
+        raise ValueError("window: %r, expected (left, right)" % (window,))
+    return tuple(-1 if w is None else
+                 _args.integer("window[%d]" % i, w, -1, expected=">= -1 (-1 = unlimited)")
+                 for i, w in enumerate(window))
+
+
 def _options(query_E, attn_mask, mask_shape4, is_causal, scale, causal_alignment, window,
              kv_lens, softcap, threads, reference, keep):
     opt = _lib.Options()
     if scale is not None:
-        if not np.isfinite(scale) or scale == 0:
-            raise ValueError("scale: %r, expected a finite nonzero number" % (scale,))
-        opt.scale = float(scale)
+        # Only 0 is refused here, since 0 means the default in qkv_attn_options;
+        # which magnitudes the kernels can take is libqkv's to say.
+        opt.scale = _args.number("scale", scale)
+        if opt.scale == 0:
+            raise ValueError("scale: %r, expected a nonzero number (None for 1/sqrt(E))"
+                             % (scale,))
     if softcap is not None:
-        if not np.isfinite(softcap) or softcap <= 0:
-            raise ValueError("softcap: %r, expected a finite number > 0" % (softcap,))
-        opt.softcap = float(softcap)
+        opt.softcap = _args.number("softcap", softcap)
+        if not opt.softcap > 0:  # 0 would mean no softcap
+            raise ValueError("softcap: %r, expected a number > 0" % (softcap,))
     if causal_alignment not in ("top_left", "bottom_right"):
         raise ValueError("causal_alignment: %r, expected 'top_left' or 'bottom_right'"
                          % (causal_alignment,))
     opt.causal = 1 if is_causal else 0
     opt.align = _lib.ALIGN_BOTTOM_RIGHT if causal_alignment == "bottom_right" else 0
     if window is not None:
-        left, right = window
         opt.use_window = 1
-        opt.window_left = -1 if left is None else int(left)
-        opt.window_right = -1 if right is None else int(right)
+        opt.window_left, opt.window_right = _window(window)
     if attn_mask is not None:
         m = np.asarray(attn_mask)
         if m.dtype == np.bool_:
@@ -147,19 +162,22 @@ def _options(query_E, attn_mask, mask_shape4, is_causal, scale, causal_alignment
         opt.mask, m4 = _view(m, code, mask_shape4)
         keep.append(m4)
     if kv_lens is not None:
-        lens = np.ascontiguousarray(np.asarray(kv_lens), dtype=np.int64).reshape(-1)
+        lens = _args.int64_array("kv_lens", kv_lens, 0, expected="0..Lk")
         keep.append(lens)
         opt.kv_lens = lens.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))
     if threads is not None:
-        if int(threads) < 1:
-            raise ValueError("threads: %r, expected 1 or more" % (threads,))
-        opt.num_threads = int(threads)
+        opt.num_threads = _args.integer("threads", threads, 1, _args.INT_MAX)
     opt.impl = _lib.IMPL_REFERENCE if reference else _lib.IMPL_AUTO
     return opt
 
 
-def _prepare(query, key, value, attn_mask, is_causal, scale, enable_gqa, causal_alignment,
-             window, kv_lens, softcap, threads, reference):
+def _prepare(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
+             causal_alignment, window, kv_lens, softcap, threads, reference):
+    if _args.number("dropout_p", dropout_p) != 0:
+        raise ValueError("dropout_p: %r; qkv has no dropout yet, pass 0" % (dropout_p,))
+    is_causal = _args.flag("is_causal", is_causal)
+    enable_gqa = _args.flag("enable_gqa", enable_gqa)
+    reference = _args.flag("reference", reference)
     query = _as_float32("query", query)
     key = _as_float32("key", key)
     value = _as_float32("value", value)
@@ -198,8 +216,9 @@ def _prepare(query, key, value, attn_mask, is_causal, scale, enable_gqa, causal_
                 kv_lead=() if plain else batch + (Hkv,))
 
 
-def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False, scale=None,
-                                 enable_gqa=False, *, causal_alignment="top_left", window=None,
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
+                                 is_causal=False, scale=None, enable_gqa=False, *,
+                                 causal_alignment="top_left", window=None,
                                  kv_lens=None, softcap=None, return_weights=False,
                                  return_lse=False, threads=None, reference=False):
     """softmax(scale * query @ key^T + mask) @ value, as torch's function.
@@ -212,6 +231,10 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
 
     attn_mask: bool (True = may attend) or float (added to the scores),
         broadcast to (..., H, L, S).
+    dropout_p: torch's dropout probability; only 0 (ValueError otherwise:
+        qkv has no dropout yet). It holds torch's place in the positional
+        order (query, key, value, attn_mask, dropout_p, is_causal, scale,
+        enable_gqa).
     is_causal: query i sees keys j <= i (top-left, torch's is_causal), or
         j <= i + S - L with causal_alignment="bottom_right".
     scale: default 1 / sqrt(E).
@@ -226,11 +249,18 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
     threads: worker threads (default: all CPUs the process may use).
     reference: use the reference kernel (double accumulation).
 
+    Flags (is_causal, enable_gqa, return_*, reference) take only bools;
+    numbers (dropout_p, scale, softcap) not bools; integers (window,
+    kv_lens, threads) ints or numpy integers, in range, never floats.
+
     Rows with no allowed key give 0 (lse -inf). Errors raise ValueError or
-    TypeError with libqkv's message, which names the argument.
+    TypeError with a message (libqkv's, where it decides) that names the
+    argument.
     """
-    p = _prepare(query, key, value, attn_mask, is_causal, scale, enable_gqa, causal_alignment,
-                 window, kv_lens, softcap, threads, reference)
+    return_weights = _args.flag("return_weights", return_weights)
+    return_lse = _args.flag("return_lse", return_lse)
+    p = _prepare(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
+                 causal_alignment, window, kv_lens, softcap, threads, reference)
     B, H, L, S, Ev, batch = p["B"], p["H"], p["L"], p["S"], p["Ev"], p["batch"]
     out = np.empty((B, H, L, Ev), dtype=np.float32)
     to, _ = _view(out, _lib.DTYPE_F32, out.shape)
@@ -255,9 +285,10 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
     return tuple(res)
 
 
-def attention_backward(grad_out, query, key, value, attn_mask=None, is_causal=False, scale=None,
-                       enable_gqa=False, *, causal_alignment="top_left", window=None,
-                       kv_lens=None, softcap=None, return_mask_grad=False, threads=None):
+def attention_backward(grad_out, query, key, value, attn_mask=None, dropout_p=0.0,
+                       is_causal=False, scale=None, enable_gqa=False, *,
+                       causal_alignment="top_left", window=None, kv_lens=None, softcap=None,
+                       return_mask_grad=False, threads=None):
     """The gradients (dq, dk, dv) of a loss given grad_out = dL/dout, for the
     attention scaled_dot_product_attention computes with the same
     arguments. dk and dv have key's and value's shapes after broadcasting
@@ -265,9 +296,10 @@ def attention_backward(grad_out, query, key, value, attn_mask=None, is_causal=Fa
     return_mask_grad and a float attn_mask, also dL/dmask in the mask's own
     shape (summed over the dims it was broadcast along). Runs libqkv's
     fast backward (the reference one when the mask's gradient is asked
-    for)."""
-    p = _prepare(query, key, value, attn_mask, is_causal, scale, enable_gqa, causal_alignment,
-                 window, kv_lens, softcap, threads, False)
+    for). The arguments after grad_out are the forward's, in its order."""
+    return_mask_grad = _args.flag("return_mask_grad", return_mask_grad)
+    p = _prepare(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
+                 causal_alignment, window, kv_lens, softcap, threads, False)
     B, H, Hkv, L, S, E, Ev, batch = (p["B"], p["H"], p["Hkv"], p["L"], p["S"], p["E"], p["Ev"],
                                      p["batch"])
     dout = _as_float32("grad_out", grad_out)

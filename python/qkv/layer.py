@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from . import _lib
+from . import _args, _lib
 from . import _LIB, _as_float32, _raise
 
 __all__ = ["MultiheadAttention", "KVCache"]
@@ -86,8 +86,10 @@ def _f32(name, x):
 
 
 def _options(threads, mask=None, causal=False, kv_lens=None, keep=None):
+    """The attention options of a call. threads is checked again here since
+    it is a plain attribute a caller may have set."""
     opt = _lib.Options()
-    opt.num_threads = threads
+    opt.num_threads = _threads(threads)
     opt.causal = 1 if causal else 0
     if mask is not None:
         m = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
@@ -135,9 +137,13 @@ class MultiheadAttention:
         Q = query Wq^T + bq, K = key Wk^T + bk, V = value Wv^T + bv,
         attention per head, attn_output = A Wo^T + bo
 
-    embed_dim, num_heads, bias, kdim, vdim, batch_first mean what they mean
-    for torch; kdim and vdim must be equal (the layer projects one context
-    for both keys and values). After the `*`, qkv's own options:
+    The arguments are torch's, in torch's positional order: embed_dim,
+    num_heads, dropout (0 only), bias, add_bias_kv and add_zero_attn (False
+    only), kdim, vdim, batch_first, device (None or 'cpu'), dtype (None or
+    float32). kdim and vdim must be equal (the layer projects one context
+    for both keys and values). Flags take only bools and sizes only
+    integers (numpy's too), so an argument shifted by one position is an
+    error rather than another meaning. After the `*`, qkv's own options:
 
         num_kv_heads  key/value heads (grouped-query attention), dividing
                       num_heads; default num_heads
@@ -158,38 +164,52 @@ class MultiheadAttention:
     load_state_dict() use torch's names.
     """
 
-    def __init__(self, embed_dim, num_heads, bias=True, kdim=None, vdim=None,
-                 batch_first=False, *, num_kv_heads=None, head_dim=None, rope=None,
-                 rope_base=10000.0, threads=0, dropout=0.0):
+    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, add_bias_kv=False,
+                 add_zero_attn=False, kdim=None, vdim=None, batch_first=False, device=None,
+                 dtype=None, *, num_kv_heads=None, head_dim=None, rope=None,
+                 rope_base=10000.0, threads=0):
         _need_layer()
-        if dropout:
+        if _args.number("dropout", dropout) != 0:
             raise ValueError("dropout: %r; this layer has no dropout (inference and exact "
                              "gradients only), pass 0" % (dropout,))
-        kdim = embed_dim if kdim is None else kdim
-        vdim = embed_dim if vdim is None else vdim
+        for name, value in (("add_bias_kv", add_bias_kv), ("add_zero_attn", add_zero_attn)):
+            if _args.flag(name, value):
+                raise ValueError("%s: True is not supported by this layer" % name)
+        bias = _args.flag("bias", bias)
+        batch_first = _args.flag("batch_first", batch_first)
+        if device is not None and str(device) != "cpu":
+            raise ValueError("device: %r; libqkv computes on the CPU, pass None or 'cpu'"
+                             % (device,))
+        if dtype is not None and not _is_float32(dtype):
+            raise ValueError("dtype: %r; the layer's parameters are float32, pass None or "
+                             "float32" % (dtype,))
+        embed_dim = _size("embed_dim", embed_dim)
+        num_heads = _size("num_heads", num_heads)
+        kdim = embed_dim if kdim is None else _size("kdim", kdim)
+        vdim = embed_dim if vdim is None else _size("vdim", vdim)
         if kdim != vdim:
             raise ValueError("kdim, vdim: %r and %r differ; this layer projects keys and values "
                              "from one context, so they must be equal" % (kdim, vdim))
-        if int(embed_dim) < 1:
-            raise ValueError("embed_dim: %r, expected >= 1" % (embed_dim,))
-        if int(num_heads) < 1:
-            raise ValueError("num_heads: %r, expected >= 1" % (num_heads,))
-        if head_dim is None and int(embed_dim) % int(num_heads):
+        if head_dim is not None:
+            head_dim = _size("head_dim", head_dim)
+        elif embed_dim % num_heads:
             raise ValueError("embed_dim: %d is not a multiple of num_heads = %d (or give "
                              "head_dim)" % (embed_dim, num_heads))
-        if num_kv_heads is not None and (int(num_kv_heads) < 1
-                                         or int(num_heads) % int(num_kv_heads)):
-            raise ValueError("num_kv_heads: %r does not divide num_heads = %d"
-                             % (num_kv_heads, num_heads))
+        if num_kv_heads is not None:
+            num_kv_heads = _size("num_kv_heads", num_kv_heads)
+            if num_heads % num_kv_heads:
+                raise ValueError("num_kv_heads: %d does not divide num_heads = %d"
+                                 % (num_kv_heads, num_heads))
         cfg = _lib.MhaConfig()
-        cfg.d_model = int(embed_dim)
-        cfg.d_context = int(kdim)
-        cfg.heads = int(num_heads)
-        cfg.kv_heads = int(num_kv_heads or 0)
-        cfg.head_dim = int(head_dim or 0)
+        cfg.d_model = embed_dim
+        cfg.d_context = kdim
+        cfg.heads = num_heads
+        cfg.kv_heads = num_kv_heads or 0
+        cfg.head_dim = head_dim or 0
         cfg.bias = 1 if bias else 0
         cfg.rope = _rope_code(rope)
-        cfg.rope_base = float(rope_base)
+        cfg.rope_base = _args.number("rope_base", rope_base)
+        threads = _threads(threads)
         ptr = ctypes.c_void_p()
         _check(_LIB.qkv_mha_create(ctypes.byref(ptr), ctypes.byref(cfg)), "MultiheadAttention")
         self._adopt(ptr.value, batch_first, threads)
@@ -207,10 +227,12 @@ class MultiheadAttention:
         from the tensors' shapes; biases are there when the file has them."""
         _need_layer()
         cfg = _lib.MhaConfig()
-        cfg.heads = int(num_heads)
-        cfg.kv_heads = int(num_kv_heads or 0)
+        cfg.heads = _size("num_heads", num_heads)
+        cfg.kv_heads = 0 if num_kv_heads is None else _size("num_kv_heads", num_kv_heads)
         cfg.rope = _rope_code(rope)
-        cfg.rope_base = float(rope_base)
+        cfg.rope_base = _args.number("rope_base", rope_base)
+        batch_first = _args.flag("batch_first", batch_first)
+        threads = _threads(threads)
         st = ctypes.c_void_p()
         _check(_LIB.qkv_safetensors_read(_path(path), ctypes.byref(st)), "from_safetensors")
         try:
@@ -244,10 +266,8 @@ class MultiheadAttention:
         self.v_head_dim = int(c.v_head_dim)
         self.rope = _ROPE_NAME[c.rope]
         self.rope_base = float(c.rope_base)
-        self.batch_first = bool(batch_first)
-        if int(threads) < 0:
-            raise ValueError("threads: %r, expected 0 (one per CPU) or more" % (threads,))
-        self.threads = int(threads)
+        self.batch_first = batch_first
+        self.threads = threads
         self._params = _param_views(self._handle)
         self._has_bias = self._params[_lib.MHA_BQ] is not None
 
@@ -416,6 +436,7 @@ class MultiheadAttention:
     def _prepare(self, query, key, value, key_padding_mask, attn_mask, is_causal):
         """The (B, L, D) query rows, the (B, S, Dkv) context (None for
         self-attention), the options, and how to lay results back out."""
+        is_causal = _args.flag("is_causal", is_causal)
         if query is None:
             raise ValueError("query: is None")
         query = _as_float32("query", query)
@@ -547,8 +568,13 @@ class MultiheadAttention:
         need_weights, average_attn_weights: attn_weights is (N, L, S)
             averaged over heads, or (N, num_heads, L, S), or None.
 
+        The positional order is torch's. need_weights, average_attn_weights
+        and is_causal take only bools.
+
         Returns new float32 arrays; attn_output has query's layout. A query
         row whose keys are all masked gives zeros (torch gives NaN)."""
+        need_weights = _args.flag("need_weights", need_weights)
+        average_attn_weights = _args.flag("average_attn_weights", average_attn_weights)
         p = self._prepare(query, key, value, key_padding_mask, attn_mask, is_causal)
         B, L, S = p["B"], p["L"], p["S"]
         y = np.empty((B, L, self.embed_dim), np.float32)
@@ -611,6 +637,7 @@ class MultiheadAttention:
         with need_weights: w (B, num_heads, n, longest + n), zero past each
         sequence's own length. The same as a causal forward over the whole
         sequences."""
+        need_weights = _args.flag("need_weights", need_weights)
         if not isinstance(cache, KVCache):
             raise TypeError("cache: %s, expected a qkv.KVCache" % type(cache).__name__)
         x = _f32("x", x)
@@ -638,16 +665,18 @@ class KVCache:
         if not isinstance(layer, MultiheadAttention):
             raise TypeError("layer: %s, expected a qkv.MultiheadAttention"
                             % type(layer).__name__)
+        batch = _args.integer("batch", batch)
+        max_len = _args.integer("max_len", max_len)
         ptr = ctypes.c_void_p()
-        _check(_LIB.qkv_kv_cache_create(ctypes.byref(ptr), layer._handle.ptr, int(batch),
-                                        int(max_len)), "KVCache")
+        _check(_LIB.qkv_kv_cache_create(ctypes.byref(ptr), layer._handle.ptr, batch, max_len),
+               "KVCache")
         self._handle = _Owned(ptr.value, _LIB.qkv_kv_cache_free)
         self.layer = layer
-        self.batch = int(batch)
-        self.max_len = int(max_len)
+        self.batch = batch
+        self.max_len = max_len
 
     def _seq(self, b):
-        b = int(b)
+        b = _args.integer("b", b, -float("inf"), float("inf"))  # the range is the IndexError's
         if not 0 <= b < self.batch:
             raise IndexError("b: %d is not a sequence of the cache (0..%d)"
                              % (b, self.batch - 1))
@@ -662,7 +691,8 @@ class KVCache:
 
     def truncate(self, b, n):
         """Keeps the first n tokens of sequence b (0 resets it)."""
-        _check(_LIB.qkv_kv_cache_truncate(self._handle.ptr, self._seq(b), int(n)),
+        _check(_LIB.qkv_kv_cache_truncate(self._handle.ptr, self._seq(b),
+                                          _args.integer("n", n, 0, expected="0..its length")),
                "KVCache.truncate")
 
     @property
@@ -702,6 +732,26 @@ class KVCache:
     def __repr__(self):
         return "qkv.KVCache(batch=%d, max_len=%d, lengths=%s)" % (self.batch, self.max_len,
                                                                   self.lengths())
+
+
+def _size(name, x):
+    """A dimension of the layer: an integer from 1 to int64's largest."""
+    return _args.integer(name, x, 1, expected=">= 1")
+
+
+def _threads(threads):
+    """The layer's worker threads: 0 (one per CPU) up to C int's largest."""
+    return _args.integer("threads", threads, 0, _args.INT_MAX,
+                         expected="0 (one per CPU) .. %d" % _args.INT_MAX)
+
+
+def _is_float32(dtype):
+    """numpy's float32 in any spelling, or torch.float32 (torch need not be
+    installed, so by name)."""
+    try:
+        return np.dtype(dtype) == np.float32
+    except TypeError:
+        return str(dtype) == "torch.float32"
 
 
 def _rope_code(rope):

@@ -825,3 +825,156 @@ def test_torch_state_dict_loads_directly():
             ty, tw = t(torch.from_numpy(x), torch.from_numpy(c), torch.from_numpy(c))
         y, w = m(x, c, c)
         assert rel(y, ty.numpy()) <= 1e-5 and rel(w, tw.numpy()) <= 1e-5
+
+
+# ------------------------------------ torch's positional order, types
+
+def test_constructor_positional_order_is_torchs():
+    """torch: (embed_dim, num_heads, dropout, bias, add_bias_kv,
+    add_zero_attn, kdim, vdim, batch_first, device, dtype)."""
+    m = randomize(qkv.MultiheadAttention(8, 2, 0.0, True, False, False, 6, 6, True, None, None))
+    assert m.q_proj_bias is not None and m.kdim == 6 and m.batch_first
+    x, c = rand(2, 3, 8), rand(2, 4, 6)
+    y, w = m(x, c, c, None, True, None, False)
+    want_y, want_w = layer64(params64(m), x, c, H=2, Hkv=2)
+    assert rel(y, want_y) <= 1e-5 and rel(w, want_w) <= 1e-5
+    nb = qkv.MultiheadAttention(8, 2, 0.0, False)
+    assert nb.q_proj_bias is None and nb.kdim == 8 and not nb.batch_first
+    with pytest.raises(ValueError, match="dropout: 0.5"):
+        qkv.MultiheadAttention(8, 2, 0.5)
+    with pytest.raises(TypeError, match="dropout"):
+        qkv.MultiheadAttention(8, 2, False)  # bias=False in the wrong place
+    for name in ("add_bias_kv", "add_zero_attn"):
+        with pytest.raises(ValueError, match=name):
+            qkv.MultiheadAttention(8, 2, **{name: True})
+    with pytest.raises(ValueError, match="device"):
+        qkv.MultiheadAttention(8, 2, device="cuda")
+    with pytest.raises(ValueError, match="dtype"):
+        qkv.MultiheadAttention(8, 2, dtype=np.float64)
+    assert qkv.MultiheadAttention(8, 2, device="cpu", dtype=np.float32).embed_dim == 8
+
+
+def test_forward_positional_order_is_torchs():
+    """forward(query, key, value, key_padding_mask, need_weights, attn_mask,
+    average_attn_weights, is_causal), as torch's."""
+    m = randomize(qkv.MultiheadAttention(8, 2, batch_first=True))
+    x = rand(2, 5, 8)
+    pad = np.zeros((2, 5), bool)
+    pad[1, 3:] = True
+    y, w = m(x, x, x, pad, True, None, False, True)
+    want_y, want_w = layer64(params64(m), x, H=2, Hkv=2, causal=True, kv_lens=[5, 3])
+    assert rel(y, want_y) <= 1e-5 and rel(w, want_w) <= 1e-5
+    y, w = m.forward(x, x, x, None, False, None, True, True)
+    assert w is None and rel(y, layer64(params64(m), x, H=2, Hkv=2, causal=True)[0]) <= 1e-5
+
+
+@pytest.mark.parametrize("kw", [dict(need_weights=0.5), dict(need_weights=np.ones((3, 3))),
+                                dict(average_attn_weights=0.0), dict(is_causal=1.0),
+                                dict(is_causal=1), dict(need_weights="no")])
+def test_number_where_a_flag_belongs(kw):
+    m = qkv.MultiheadAttention(8, 2, batch_first=True)
+    x = rand(2, 3, 8)
+    with pytest.raises(TypeError, match=next(iter(kw))):
+        m(x, **kw)
+    if "is_causal" in kw:
+        with pytest.raises(TypeError, match="is_causal"):
+            m.grad(x, rand(2, 3, 8), **kw)
+
+
+@pytest.mark.parametrize("kw", [dict(bias=1.0), dict(batch_first=0.0), dict(bias=None)])
+def test_constructor_flags_are_bools(kw):
+    with pytest.raises(TypeError, match=next(iter(kw))):
+        qkv.MultiheadAttention(8, 2, **kw)
+
+
+def test_decode_need_weights_is_a_flag():
+    m = qkv.MultiheadAttention(8, 2, batch_first=True)
+    with pytest.raises(TypeError, match="need_weights"):
+        m.decode(qkv.KVCache(m, 1, 4), rand(1, 1, 8), 1.0)
+
+
+@pytest.mark.parametrize("kw", [dict(rope_base=True), dict(rope_base="10000")])
+def test_bool_where_a_number_belongs(kw):
+    with pytest.raises(TypeError, match="rope_base"):
+        qkv.MultiheadAttention(8, 2, rope="half", **kw)
+
+
+# ------------------------------------------- integers handed to C
+
+@pytest.mark.parametrize("args, kw, name", [
+    ((8.0, 2), {}, "embed_dim"), ((8, 2.0), {}, "num_heads"), ((8, 2.5), {}, "num_heads"),
+    ((2 ** 64 + 8, 2), {}, "embed_dim"), ((8, 2 ** 64 + 2), {}, "num_heads"),
+    ((8, 2), dict(kdim=2 ** 64 + 8, vdim=2 ** 64 + 8), "kdim"),
+    ((8, 2), dict(kdim=6.0, vdim=6.0), "kdim"), ((8, 2), dict(num_kv_heads=1.0), "num_kv_heads"),
+    ((8, 2), dict(num_kv_heads=2 ** 64 + 1), "num_kv_heads"),
+    ((8, 2), dict(head_dim=2 ** 64 + 4), "head_dim"), ((8, 2), dict(head_dim=4.0), "head_dim"),
+    ((8, 2), dict(threads=2 ** 32 + 1), "threads"), ((8, 2), dict(threads=1.5), "threads"),
+    ((8, 2), dict(threads=-1), "threads"),
+])
+def test_layer_integers_are_checked_not_wrapped(args, kw, name):
+    with pytest.raises(ValueError, match=name):
+        qkv.MultiheadAttention(*args, **kw)
+
+
+@pytest.mark.parametrize("args, kw, name", [
+    ((8, 2), dict(num_kv_heads=True), "num_kv_heads"), ((True, 2), {}, "embed_dim"),
+    ((8, 2), dict(head_dim=False), "head_dim"), ((8, 2), dict(threads=True), "threads"),
+    ((8, "2"), {}, "num_heads"),
+])
+def test_layer_integer_of_the_wrong_type(args, kw, name):
+    with pytest.raises(TypeError, match=name):
+        qkv.MultiheadAttention(*args, **kw)
+
+
+def test_layer_takes_numpy_integers():
+    m = qkv.MultiheadAttention(np.int64(8), np.int32(4), num_kv_heads=np.uint8(2),
+                               head_dim=np.int16(2), threads=np.int64(1), batch_first=True)
+    assert (m.embed_dim, m.num_heads, m.num_kv_heads, m.head_dim) == (8, 4, 2, 2)
+    cache = qkv.KVCache(m, np.int64(2), np.uint32(5))
+    assert cache.batch == 2 and cache.max_len == 5
+    cache.truncate(np.int8(1), np.int64(0))
+    assert cache.length(np.uint64(1)) == 0
+
+
+def test_from_safetensors_integers(tmp_path):
+    path = str(tmp_path / "m.safetensors")
+    qkv.MultiheadAttention(8, 2).save(path)
+    for args, kw, err, name in (((2.0,), {}, ValueError, "num_heads"),
+                                ((2 ** 64 + 2,), {}, ValueError, "num_heads"),
+                                ((2,), dict(num_kv_heads=2 ** 64 + 1), ValueError, "num_kv_heads"),
+                                ((True,), {}, TypeError, "num_heads"),
+                                ((2,), dict(threads=2 ** 32), ValueError, "threads"),
+                                ((2,), dict(rope_base=True), TypeError, "rope_base")):
+        with pytest.raises(err, match=name):
+            qkv.MultiheadAttention.from_safetensors(path, *args, **kw)
+
+
+@pytest.mark.parametrize("call, err, name", [
+    (lambda m, c: qkv.KVCache(m, 2 ** 64 + 1, 4), ValueError, "batch"),
+    (lambda m, c: qkv.KVCache(m, 1.0, 4), ValueError, "batch"),
+    (lambda m, c: qkv.KVCache(m, 1, 2 ** 64 + 4), ValueError, "max_len"),
+    (lambda m, c: qkv.KVCache(m, 1, 4.5), ValueError, "max_len"),
+    (lambda m, c: qkv.KVCache(m, 1, True), TypeError, "max_len"),
+    (lambda m, c: c.truncate(0, 2 ** 64), ValueError, "n"),
+    (lambda m, c: c.truncate(0, 1.5), ValueError, "n"),
+    (lambda m, c: c.truncate(0, -2 ** 64), ValueError, "n"),
+    (lambda m, c: c.truncate(1.0, 0), ValueError, "b"),
+    (lambda m, c: c.length(1.7), ValueError, "b"),
+    (lambda m, c: c.length(True), TypeError, "b"),
+    (lambda m, c: c.view(2 ** 64 + 1), IndexError, "b"),
+    (lambda m, c: c.append(0.0, np.zeros((1, 2, 4)), np.zeros((1, 2, 4))), ValueError, "b"),
+])
+def test_cache_integers_are_checked_not_wrapped(call, err, name):
+    m = qkv.MultiheadAttention(8, 2, batch_first=True)
+    c = qkv.KVCache(m, 2, 4)
+    c.append(0, np.zeros((2, 2, 4)), np.zeros((2, 2, 4)))
+    with pytest.raises(err, match=r"\b%s\b" % name):
+        call(m, c)
+    assert c.lengths() == [2, 0]
+
+
+def test_threads_set_after_construction_are_checked():
+    m = qkv.MultiheadAttention(8, 2, batch_first=True)
+    m.threads = 2 ** 32 + 1
+    with pytest.raises(ValueError, match="threads"):
+        m(rand(1, 2, 8))

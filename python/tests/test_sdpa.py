@@ -211,3 +211,130 @@ def test_errors_name_the_argument():
         qkv.scaled_dot_product_attention(q, k, v, causal_alignment="middle")
     with pytest.raises(ValueError, match="return_mask_grad"):
         qkv.attention_backward(rand(1, 2, 4, 3), q, k, v, return_mask_grad=True)
+
+
+# ------------------------------------------- torch's positional order
+
+def test_positional_order_is_torchs():
+    """(query, key, value, attn_mask, dropout_p, is_causal, scale,
+    enable_gqa): torch's order, so a call copied from torch means the same."""
+    q, k, v = rand(2, 4, 6, 8), rand(2, 2, 9, 8), rand(2, 2, 9, 5)
+    kr, vr = np.repeat(k, 2, axis=1), np.repeat(v, 2, axis=1)
+    out = qkv.scaled_dot_product_attention(q, kr, vr, None, 0.0, True)
+    assert rel(out, reference(q, kr, vr, causal=True)[0]) <= 1e-5
+    out = qkv.scaled_dot_product_attention(q, k, v, None, 0.0, True, 0.3, True)
+    assert rel(out, reference(q, k, v, causal=True, scale=0.3, gqa=True)[0]) <= 1e-5
+    m = rand(6, 9)
+    out = qkv.scaled_dot_product_attention(q, kr, vr, m, 0, False, 0.5)
+    assert rel(out, reference(q, kr, vr, mask=m, scale=0.5)[0]) <= 1e-5
+
+
+def test_backward_positional_order_is_the_forwards():
+    q, k, v, dout = rand(2, 3, 7, 8), rand(2, 3, 9, 8), rand(2, 3, 9, 4), rand(2, 3, 7, 4)
+    dq, dk, dv = qkv.attention_backward(dout, q, k, v, None, 0.0, True, 0.3)
+    want = numpy_grads(q, k, v, dout, causal=True, scale=0.3)
+    assert rel(dq, want[0]) <= 1e-5 and rel(dk, want[1]) <= 1e-5 and rel(dv, want[2]) <= 1e-5
+
+
+def test_dropout_p_is_refused_until_there_is_dropout():
+    q, k, v = rand(1, 2, 4, 8), rand(1, 2, 5, 8), rand(1, 2, 5, 3)
+    dout = rand(1, 2, 4, 3)
+    for f, args in ((qkv.scaled_dot_product_attention, (q, k, v)),
+                    (qkv.attention_backward, (dout, q, k, v))):
+        with pytest.raises(ValueError, match="dropout_p: 0.1"):
+            f(*args, None, 0.1)
+        with pytest.raises(ValueError, match="dropout_p"):
+            f(*args, dropout_p=float("nan"))
+        with pytest.raises(TypeError, match="dropout_p"):
+            f(*args, None, True)
+
+
+@pytest.mark.parametrize("kw", [dict(scale=True), dict(softcap=True), dict(dropout_p=False),
+                                dict(scale="0.5"), dict(softcap=np.bool_(True)),
+                                dict(window=(True, 0)), dict(window=(0, False)),
+                                dict(threads=True), dict(kv_lens=[True])])
+def test_bool_where_a_number_belongs(kw):
+    q, k, v = rand(1, 2, 4, 8), rand(1, 2, 5, 8), rand(1, 2, 5, 3)
+    name = next(iter(kw))
+    with pytest.raises(TypeError, match=name):
+        qkv.scaled_dot_product_attention(q, k, v, **kw)
+    with pytest.raises(TypeError, match=name):
+        qkv.attention_backward(rand(1, 2, 4, 3), q, k, v, **kw)
+
+
+@pytest.mark.parametrize("kw", [dict(is_causal=0.0), dict(is_causal=1), dict(enable_gqa=1.0),
+                                dict(is_causal=np.ones(1, bool)), dict(enable_gqa="yes"),
+                                dict(return_weights=0.5), dict(return_lse=1),
+                                dict(reference=1.0)])
+def test_number_where_a_flag_belongs(kw):
+    """torch's is_causal and enable_gqa take a bool only; so do ours."""
+    q, k, v = rand(1, 2, 4, 8), rand(1, 2, 5, 8), rand(1, 2, 5, 3)
+    with pytest.raises(TypeError, match=next(iter(kw))):
+        qkv.scaled_dot_product_attention(q, k, v, **kw)
+
+
+def test_flags_take_numpy_bools_and_numbers_take_numpy_scalars():
+    q, k, v = rand(1, 2, 4, 8), rand(1, 2, 5, 8), rand(1, 2, 5, 3)
+    out = qkv.scaled_dot_product_attention(q, k, v, is_causal=np.bool_(True),
+                                           scale=np.float32(0.25), softcap=np.float64(3.0),
+                                           window=(np.int64(1), np.int32(-1)),
+                                           threads=np.int16(2))
+    want = reference(q, k, v, causal=True, scale=0.25, softcap=3.0, window=(1, -1))[0]
+    assert rel(out, want) <= 1e-5
+    out = qkv.scaled_dot_product_attention(q, k, v, scale=2)  # an int is a number
+    assert rel(out, reference(q, k, v, scale=2.0)[0]) <= 1e-5
+
+
+def test_scale_past_float_is_refused_or_exact():
+    """A scale the float path cannot hold (issue 12, item 1) is libqkv's to
+    decide: refused with ValueError naming scale, or computed as the double
+    it is; never NaN. The binding hands the double over unchanged."""
+    q, k, v = rand(1, 2, 4, 8), rand(1, 2, 5, 8), rand(1, 2, 5, 3)
+    for s in (1e300, -1e300, 1e39):
+        try:
+            out = qkv.scaled_dot_product_attention(q, k, v, scale=s)
+        except ValueError as e:
+            assert str(e).startswith("scaled_dot_product_attention: scale"), e
+        else:
+            assert rel(out, reference(q, k, v, scale=s)[0]) <= 1e-5
+
+
+def test_scale_the_binding_checks():
+    q, k, v = rand(1, 2, 4, 8), rand(1, 2, 5, 8), rand(1, 2, 5, 3)
+    with pytest.raises(ValueError, match="scale: .* too large for a double"):
+        qkv.scaled_dot_product_attention(q, k, v, scale=10 ** 400)
+    with pytest.raises(ValueError, match="scale: 0"):
+        qkv.scaled_dot_product_attention(q, k, v, scale=0)  # 0 means the default in C
+    with pytest.raises(ValueError, match="scaled_dot_product_attention: scale: .*finite"):
+        qkv.scaled_dot_product_attention(q, k, v, scale=float("inf"))  # libqkv's message
+
+
+# ------------------------------------------- integers handed to C
+
+@pytest.mark.parametrize("kw", [dict(window=(2 ** 64 + 2, 0)), dict(window=(2 ** 63, 0)),
+                                dict(window=(-5, 0)), dict(window=(0, -2)),
+                                dict(window=(2.0, 0)), dict(window=(np.float64(1), 0)),
+                                dict(window=(3,)), dict(window=5),
+                                dict(threads=2 ** 32 + 1), dict(threads=2 ** 31),
+                                dict(threads=2.0), dict(threads=0),
+                                dict(kv_lens=[3.9]), dict(kv_lens=[2 ** 64]),
+                                dict(kv_lens=np.array([2 ** 63], np.uint64)),
+                                dict(kv_lens=[2.0]), dict(kv_lens=[-2 ** 64]),
+                                dict(kv_lens="3")])
+def test_integers_are_checked_not_wrapped(kw):
+    q, k, v = rand(1, 2, 4, 8), rand(1, 2, 5, 8), rand(1, 2, 5, 3)
+    name = next(iter(kw))
+    with pytest.raises((ValueError, TypeError), match=name) as e:
+        qkv.scaled_dot_product_attention(q, k, v, **kw)
+    # a wrong type is a TypeError; a number that is no integer, or out of range, a ValueError
+    wrong_type = isinstance(kw[name], str) or name == "window" and np.ndim(kw[name]) == 0
+    assert e.type is (TypeError if wrong_type else ValueError)
+
+
+def test_integer_scalars_and_arrays_of_any_width():
+    q, k, v = rand(3, 2, 4, 8), rand(3, 2, 5, 8), rand(3, 2, 5, 3)
+    for lens in ([1, 5, 0], np.array([1, 5, 0], np.uint8), np.array([1, 5, 0], np.int32),
+                 np.array([1, 5, 0], np.uint64), (np.int64(1), 5, np.uint16(0))):
+        out = qkv.scaled_dot_product_attention(q, k, v, kv_lens=lens, window=(2, None))
+        want = reference(q, k, v, kv_lens=[1, 5, 0], window=(2, None))[0]
+        assert rel(out, want) <= 1e-5
