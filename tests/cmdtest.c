@@ -7,9 +7,13 @@
 #include "util.h"
 
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 char *g_in;
@@ -80,23 +84,86 @@ void expand(const char *arg, char *dst, size_t len)
         fmt(dst, len, "%s", arg);
 }
 
-int run_args(const char *const *args)
+/* argv for qkv from args (each expanded into pool), recorded in g_cmd. */
+static void build_argv(const char *const *args, char *argv[66], char pool[64][4096])
 {
-    static char pool[64][4096];
-    char *argv[66];
     int n = 0;
     size_t used = 0;
     argv[n++] = "qkv";
     used += (size_t)snprintf(g_cmd, sizeof g_cmd, "qkv");
     for (; args[n - 1] && n < 65; n++) {
-        expand(args[n - 1], pool[n - 1], sizeof pool[0]);
+        expand(args[n - 1], pool[n - 1], 4096);
         argv[n] = pool[n - 1];
         if (used < sizeof g_cmd)
             used += (size_t)snprintf(g_cmd + used, sizeof g_cmd - used, " '%s'", argv[n]);
     }
     argv[n] = NULL;
+}
+
+int run_args(const char *const *args)
+{
+    static char pool[64][4096];
+    char *argv[66];
+    build_argv(args, argv, pool);
     g_rc = test_run_qkv(argv, g_stdout, sizeof g_stdout, g_stderr, sizeof g_stderr);
     return g_rc;
+}
+
+/* Where a started child's stderr goes: beside the inputs, so that the
+ * output directory holds only what qkv wrote. */
+static const char *stderr_file(void) { return in_path("qkv-stderr.txt"); }
+
+int start_qkv(const char *const *args, const char *stdout_path, long long fsize)
+{
+    static char pool[64][4096];
+    char *argv[66];
+    build_argv(args, argv, pool);
+    const char *err_path = stderr_file();
+    fflush(NULL); /* the child must not write our buffered output again */
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "test: fork: %s\n", strerror(errno));
+        exit(2);
+    }
+    if (pid == 0) {
+        int out = open(stdout_path ? stdout_path : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0666);
+        int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+        if (out < 0 || err < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) _exit(127);
+        close(out);
+        close(err);
+        if (fsize > 0) {
+            struct rlimit rl = {(rlim_t)fsize, (rlim_t)fsize};
+            if (setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(127);
+        }
+        argv[0] = (char *)QKV_BIN;
+        execv(QKV_BIN, argv);
+        _exit(127);
+    }
+    return (int)pid;
+}
+
+int wait_qkv(int pid)
+{
+    int status;
+    while (waitpid((pid_t)pid, &status, 0) < 0)
+        if (errno != EINTR) {
+            fprintf(stderr, "test: waitpid: %s\n", strerror(errno));
+            exit(2);
+        }
+    g_rc = WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+    g_stdout[0] = '\0';
+    size_t len = 0;
+    char *e = slurp(stderr_file(), &len);
+    fmt(g_stderr, sizeof g_stderr, "%.*s", (int)(len < sizeof g_stderr - 1 ? len : sizeof g_stderr - 1),
+        e ? e : "");
+    free(e);
+    unlink(stderr_file());
+    return g_rc;
+}
+
+int run_to(const char *stdout_path, const char *const *args)
+{
+    return wait_qkv(start_qkv(args, stdout_path, 0));
 }
 
 int one_line(const char *s)

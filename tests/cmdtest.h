@@ -74,6 +74,18 @@ void expand(const char *arg, char *dst, size_t len);
 int run_args(const char *const *args);
 #define RUN(...) run_args((const char *const[]){__VA_ARGS__, NULL})
 
+/* Starts qkv with args (expanded as run_args does) without waiting for
+ * it: stdout goes to stdout_path (/dev/null when NULL), stderr to a file
+ * that wait_qkv reads back, and when fsize > 0 the child's RLIMIT_FSIZE is
+ * fsize bytes. Returns the child's pid; exits the test when it cannot. */
+int start_qkv(const char *const *args, const char *stdout_path, long long fsize);
+/* Waits for a child of start_qkv: its exit code (128 + signal number when
+ * a signal killed it) in g_rc and its stderr in g_stderr; g_stdout empty. */
+int wait_qkv(int pid);
+/* start_qkv then wait_qkv: qkv with its stdout written to stdout_path. */
+int run_to(const char *stdout_path, const char *const *args);
+#define RUN_TO(path, ...) run_to(path, (const char *const[]){__VA_ARGS__, NULL})
+
 /* A successful command prints nothing at all. */
 #define EXPECT_OK(call)                                     \
     do {                                                    \

@@ -121,43 +121,93 @@ static void check_layer_json(void)
     CHECK(sf > 0 && fabs(gf - flops / sf / 1e9) <= 0.01 * gf);
 }
 
+/* Every option in its --name=VALUE form, as in every other subcommand;
+ * the repeatable shapes may still be given twice. */
+static void check_equals_forms(void)
+{
+    char *argv[] = {"qkv", "bench", "--shape=1,2,1,8,8,8", "--shape=1,1,1,4,6,8,causal",
+                    "--threads=1", "--isa=generic", "--json", NULL};
+    int rc = test_run_qkv(argv, out, sizeof out, err, sizeof err);
+    CHECK(rc == 0);
+    if (rc != 0) fprintf(stderr, "bench: %s\n", err);
+    const char *second = strchr(out, '\n');
+    CHECK(second && strchr(second + 1, '\n') == out + strlen(out) - 1); /* two lines */
+    CHECK(strstr(out, "\"name\": \"1,2,1,8,8,8\"") != NULL);
+    CHECK(second && strstr(second, "\"name\": \"1,1,1,4,6,8 causal\"") != NULL);
+    CHECK(strstr(out, "\"threads\": 1,") != NULL && strstr(out, "\"impl\": \"generic\"") != NULL);
+
+    char *gemm[] = {"qkv", "bench", "--gemm-shape=5,7,3,TN", "--threads=1", "--json", NULL};
+    rc = test_run_qkv(gemm, out, sizeof out, err, sizeof err);
+    CHECK(rc == 0);
+    if (rc != 0) fprintf(stderr, "bench: %s\n", err);
+    CHECK(strstr(out, "\"name\": \"gemm TN 5x7x3\"") != NULL);
+
+    char *layer[] = {"qkv", "bench", "--layer-shape=forward,16,2,1,8,4", "--threads=1", "--json",
+                     NULL};
+    rc = test_run_qkv(layer, out, sizeof out, err, sizeof err);
+    CHECK(rc == 0);
+    if (rc != 0) fprintf(stderr, "bench: %s\n", err);
+    CHECK(strstr(out, "\"kind\": \"mha_forward\"") != NULL && field(out, "L") == 4);
+}
+
+/* A shape that times in no time: on a build that took a repeated flag,
+ * the case below fails quickly instead of running the suite. */
+#define TINY "--shape", "1,1,1,1,1,1"
+
 static void check_errors(void)
 {
-    const char *cases[][4] = {
-        {"--shape", "1,4,3,8,8,8", NULL, "--shape"},  /* Hkv does not divide H */
-        {"--shape", "1,4,2,8,8", NULL, "--shape"},    /* five numbers */
-        {"--shape", "1,4,2,8,8,8,2", NULL, "--shape"},
-        {"--threads", "0", NULL, "--threads"},
-        {"--isa", "sse9", NULL, "--isa"},
-        {"--quick", "--shape", "1,1,1,1,1,1", "--quick"},
-        {"--bogus", NULL, NULL, "--bogus"},
-        {"--gemm-shape", "4,4", NULL, "--gemm-shape"},
-        {"--gemm-shape", "4,4,0", NULL, "--gemm-shape"},
-        {"--gemm-shape", "4,4,4,NX", NULL, "--gemm-shape"},
-        {"--gemm-shape", "65536,65536,1", NULL, "--gemm-shape"}, /* C of 2^32 floats */
-        {"--gemm", "--shape", "1,1,1,1,1,1", "--gemm"},
-        {"--gemm", "--backward", NULL, "--backward"},
-        {"--reference", "--gemm-shape", "4,4,4", "--reference"},
-        {"--quick", "--gemm-shape", "4,4,4", "--quick"},
-        {"--layer-shape", "decode,64,4,3,16,8", NULL, "--layer-shape"}, /* Hkv does not divide */
-        {"--layer-shape", "sideways,64,4,2,16,8", NULL, "--layer-shape"},
-        {"--layer-shape", "decode,64,2,1,3,16", NULL, "--layer-shape"}, /* odd E */
-        {"--layer-shape", "forward,64,4,2,16", NULL, "--layer-shape"},
-        {"--layer-shape", "decode,65536,65536,1,65536,1", NULL, "--layer-shape"},
-        {"--layer", "--gemm", NULL, "--layer"},
-        {"--layer", "--backward", NULL, "--backward"},
-        {"--quick", "--layer-shape", "forward,8,1,1,8,8", "--quick"},
+    const char *cases[][8] = {
+        /* Each flag once, as everywhere else in qkv. */
+        {"--threads", "1", "--threads", "2", TINY, NULL, "--threads"},
+        {"--threads=1", "--threads", "1", TINY, NULL, NULL, "--threads"},
+        {"--isa", "generic", "--isa", "generic", TINY, NULL, "--isa"},
+        {"--json", "--json", TINY, NULL, NULL, NULL, "--json"},
+        {"--backward", "--backward", TINY, NULL, NULL, NULL, "--backward"},
+        {"--reference", "--reference", TINY, NULL, NULL, NULL, "--reference"},
+        {"--quick", "--quick", NULL, NULL, NULL, NULL, NULL, "--quick"},
+        {"--gemm", "--gemm", NULL, NULL, NULL, NULL, NULL, "--gemm"},
+        {"--layer", "--layer", NULL, NULL, NULL, NULL, NULL, "--layer"},
+        {"--json=yes", NULL, NULL, NULL, NULL, NULL, NULL, "--json"},
+        {"--threads=", NULL, NULL, NULL, NULL, NULL, NULL, "--threads"},
+        {"--threads", NULL, NULL, NULL, NULL, NULL, NULL, "--threads"},
+        {"--shape", NULL, NULL, NULL, NULL, NULL, NULL, "--shape"},
+        {"--shape=1,1,1,1,1", NULL, NULL, NULL, NULL, NULL, NULL, "--shape"},
+        {"--threads=0", NULL, NULL, NULL, NULL, NULL, NULL, "--threads"},
+        {"--isa=sse9", NULL, NULL, NULL, NULL, NULL, NULL, "--isa"},
+        {"--shape", "1,4,3,8,8,8", NULL, NULL, NULL, NULL, NULL, "--shape"},  /* Hkv does not divide H */
+        {"--shape", "1,4,2,8,8", NULL, NULL, NULL, NULL, NULL, "--shape"},    /* five numbers */
+        {"--shape", "1,4,2,8,8,8,2", NULL, NULL, NULL, NULL, NULL, "--shape"},
+        {"--threads", "0", NULL, NULL, NULL, NULL, NULL, "--threads"},
+        {"--isa", "sse9", NULL, NULL, NULL, NULL, NULL, "--isa"},
+        {"--quick", "--shape", "1,1,1,1,1,1", NULL, NULL, NULL, NULL, "--quick"},
+        {"--bogus", NULL, NULL, NULL, NULL, NULL, NULL, "--bogus"},
+        {"--gemm-shape", "4,4", NULL, NULL, NULL, NULL, NULL, "--gemm-shape"},
+        {"--gemm-shape", "4,4,0", NULL, NULL, NULL, NULL, NULL, "--gemm-shape"},
+        {"--gemm-shape", "4,4,4,NX", NULL, NULL, NULL, NULL, NULL, "--gemm-shape"},
+        {"--gemm-shape", "65536,65536,1", NULL, NULL, NULL, NULL, NULL, "--gemm-shape"}, /* C of 2^32 floats */
+        {"--gemm", "--shape", "1,1,1,1,1,1", NULL, NULL, NULL, NULL, "--gemm"},
+        {"--gemm", "--backward", NULL, NULL, NULL, NULL, NULL, "--backward"},
+        {"--reference", "--gemm-shape", "4,4,4", NULL, NULL, NULL, NULL, "--reference"},
+        {"--quick", "--gemm-shape", "4,4,4", NULL, NULL, NULL, NULL, "--quick"},
+        {"--layer-shape", "decode,64,4,3,16,8", NULL, NULL, NULL, NULL, NULL, "--layer-shape"}, /* Hkv does not divide */
+        {"--layer-shape", "sideways,64,4,2,16,8", NULL, NULL, NULL, NULL, NULL, "--layer-shape"},
+        {"--layer-shape", "decode,64,2,1,3,16", NULL, NULL, NULL, NULL, NULL, "--layer-shape"}, /* odd E */
+        {"--layer-shape", "forward,64,4,2,16", NULL, NULL, NULL, NULL, NULL, "--layer-shape"},
+        {"--layer-shape", "decode,65536,65536,1,65536,1", NULL, NULL, NULL, NULL, NULL, "--layer-shape"},
+        {"--layer", "--gemm", NULL, NULL, NULL, NULL, NULL, "--layer"},
+        {"--layer", "--backward", NULL, NULL, NULL, NULL, NULL, "--backward"},
+        {"--quick", "--layer-shape", "forward,8,1,1,8,8", NULL, NULL, NULL, NULL, "--quick"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        char *argv[6] = {"qkv", "bench"};
+        char *argv[10] = {"qkv", "bench"};
         int n = 2;
-        for (int i = 0; i < 3 && cases[c][i]; i++) argv[n++] = (char *)cases[c][i];
+        for (int i = 0; i < 7 && cases[c][i]; i++) argv[n++] = (char *)cases[c][i];
         argv[n] = NULL;
         int rc = test_run_qkv(argv, out, sizeof out, err, sizeof err);
         size_t len = strlen(err);
         CHECK(rc == 2);
         CHECK(len > 0 && strchr(err, '\n') == err + len - 1);
-        CHECK(strstr(err, cases[c][3]) != NULL);
+        CHECK(strstr(err, cases[c][7]) != NULL);
         if (rc != 2) fprintf(stderr, "bench case %zu: exit %d, %s\n", c, rc, err);
     }
 }
@@ -169,6 +219,7 @@ int main(void)
     check_decode_json();
     check_gemm_json();
     check_layer_json();
+    check_equals_forms();
     check_errors();
     return test_finish("test_bench");
 }

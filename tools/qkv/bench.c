@@ -905,94 +905,66 @@ int cmd_bench(int argc, char **argv)
     lcase lcases[32];
     bcase cases[32];
     gcase gcases[32];
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
-            fputs(bench_usage, stdout);
-            return CLI_OK;
-        } else if (strcmp(arg, "--json") == 0) {
-            bo.json = 1;
-        } else if (strcmp(arg, "--quick") == 0) {
-            quick = 1;
-        } else if (strcmp(arg, "--gemm") == 0) {
-            gemm_only = 1;
-        } else if (strcmp(arg, "--layer") == 0) {
-            layer_only = 1;
-        } else if (strcmp(arg, "--layer-shape") == 0) {
-            if (nlayer == (int)(sizeof lcases / sizeof lcases[0])) {
-                cli_error("bench", "--layer-shape: at most %d shapes", nlayer);
-                return CLI_USAGE;
-            }
-            if (!val || !parse_layer_shape(val, &lcases[nlayer])) {
-                cli_error("bench", "--layer-shape: '%s', expected decode or forward, then "
-                                   "D,H,Hkv,E,LEN with sizes from 1 to 2^20, Hkv dividing H, "
-                                   "E even and tensors of at most 2^31 floats",
-                          val ? val : "");
-                return CLI_USAGE;
-            }
-            nlayer++;
-            i++;
-        } else if (strcmp(arg, "--gemm-shape") == 0) {
-            if (ngemm == (int)(sizeof gcases / sizeof gcases[0])) {
-                cli_error("bench", "--gemm-shape: at most %d shapes", ngemm);
-                return CLI_USAGE;
-            }
-            if (!val || !parse_gemm_shape(val, &gcases[ngemm])) {
-                cli_error("bench", "--gemm-shape: '%s', expected M,N,K[,OPS] with sizes from 1 "
-                                   "to 2^24, matrices of at most 2^31 floats and OPS NN, NT, "
-                                   "TN or TT",
-                          val ? val : "");
-                return CLI_USAGE;
-            }
-            ngemm++;
-            i++;
-        } else if (strcmp(arg, "--backward") == 0) {
-            bo.backward = 1;
-        } else if (strcmp(arg, "--reference") == 0) {
-            bo.reference = 1;
-        } else if (strcmp(arg, "--threads") == 0) {
-            int64_t n;
-            if (!val || !cli_parse_int64(val, &n) || n < 1 || n > 1024) {
-                cli_error("bench", "--threads: '%s', expected an integer from 1 to 1024",
-                          val ? val : "");
-                return CLI_USAGE;
-            }
-            bo.threads = (int)n;
-            i++;
-        } else if (strcmp(arg, "--isa") == 0) {
-            qkv_isa found = QKV_ISA_AUTO;
-            for (qkv_isa x = QKV_ISA_GENERIC; x <= QKV_ISA_AVX512 && val; x++)
-                if (strcmp(val, qkv_isa_name(x)) == 0) found = x;
-            if (found == QKV_ISA_AUTO) {
-                cli_error("bench", "--isa: '%s', expected generic, avx2 or avx512",
-                          val ? val : "");
-                return CLI_USAGE;
-            }
-            if (!qkv_isa_supported(found)) {
-                cli_error("bench", "--isa: %s is not supported by this build or CPU", val);
-                return CLI_ERROR;
-            }
-            bo.isa = found;
-            i++;
-        } else if (strcmp(arg, "--shape") == 0) {
-            if (nshapes == (int)(sizeof cases / sizeof cases[0])) {
-                cli_error("bench", "--shape: at most %d shapes", nshapes);
-                return CLI_USAGE;
-            }
-            if (!val || !parse_shape(val, &cases[nshapes])) {
-                cli_error("bench", "--shape: '%s', expected B,H,Hkv,Lq,Lk,E[,causal] with "
-                                   "sizes >= 1, Hkv dividing H, tensors of at most 2^33 "
-                                   "floats and causal 0, 1 or 'causal'",
-                          val ? val : "");
-                return CLI_USAGE;
-            }
-            nshapes++;
-            i++;
-        } else {
-            cli_error("bench", "unknown argument '%s' (see 'qkv bench --help')", arg);
+    /* Each option once, the three kinds of shape as often as there is
+     * room for them (the suite adds its cases only when none is given). */
+    const char *threads = NULL, *isa = NULL;
+    const char *shape_args[32], *gemm_args[32], *layer_args[32];
+    const cli_opt opts[] = {
+        {"--json", NULL, &bo.json, 0},         {"--quick", NULL, &quick, 0},
+        {"--gemm", NULL, &gemm_only, 0},       {"--layer", NULL, &layer_only, 0},
+        {"--backward", NULL, &bo.backward, 0}, {"--reference", NULL, &bo.reference, 0},
+        {"--threads", &threads, NULL, 0},      {"--isa", &isa, NULL, 0},
+    };
+    const cli_list lists[] = {
+        {"--shape", shape_args, 32, &nshapes},
+        {"--gemm-shape", gemm_args, 32, &ngemm},
+        {"--layer-shape", layer_args, 32, &nlayer},
+    };
+    int prc = cli_parse_args_lists("bench", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
+                                   lists, (int)(sizeof lists / sizeof lists[0]), NULL);
+    if (prc == -1) {
+        fputs(bench_usage, stdout);
+        return CLI_OK;
+    }
+    if (prc != CLI_OK) return prc;
+    for (int i = 0; i < nlayer; i++)
+        if (!parse_layer_shape(layer_args[i], &lcases[i])) {
+            cli_error("bench", "--layer-shape: '%s', expected decode or forward, then "
+                               "D,H,Hkv,E,LEN with sizes from 1 to 2^20, Hkv dividing H, "
+                               "E even and tensors of at most 2^31 floats",
+                      layer_args[i]);
             return CLI_USAGE;
         }
+    for (int i = 0; i < ngemm; i++)
+        if (!parse_gemm_shape(gemm_args[i], &gcases[i])) {
+            cli_error("bench", "--gemm-shape: '%s', expected M,N,K[,OPS] with sizes from 1 "
+                               "to 2^24, matrices of at most 2^31 floats and OPS NN, NT, "
+                               "TN or TT",
+                      gemm_args[i]);
+            return CLI_USAGE;
+        }
+    for (int i = 0; i < nshapes; i++)
+        if (!parse_shape(shape_args[i], &cases[i])) {
+            cli_error("bench", "--shape: '%s', expected B,H,Hkv,Lq,Lk,E[,causal] with "
+                               "sizes >= 1, Hkv dividing H, tensors of at most 2^33 "
+                               "floats and causal 0, 1 or 'causal'",
+                      shape_args[i]);
+            return CLI_USAGE;
+        }
+    if (threads && !cli_parse_threads("bench", threads, &bo.threads)) return CLI_USAGE;
+    if (isa) {
+        qkv_isa found = QKV_ISA_AUTO;
+        for (qkv_isa x = QKV_ISA_GENERIC; x <= QKV_ISA_AVX512; x++)
+            if (strcmp(isa, qkv_isa_name(x)) == 0) found = x;
+        if (found == QKV_ISA_AUTO) {
+            cli_error("bench", "--isa: '%s', expected generic, avx2 or avx512", isa);
+            return CLI_USAGE;
+        }
+        if (!qkv_isa_supported(found)) {
+            cli_error("bench", "--isa: %s is not supported by this build or CPU", isa);
+            return CLI_ERROR;
+        }
+        bo.isa = found;
     }
     const int nlayer_shapes = nlayer;
     if ((nshapes || ngemm || nlayer_shapes) && quick) {

@@ -7,6 +7,8 @@
 #include <libgen.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,6 +143,156 @@ int cli_parse_threads(const char *cmd, const char *s, int *out)
     return 1;
 }
 
+/* ------------------------------------------------ temporaries, signals */
+
+/* The temporaries that exist now, kept where a signal handler can read
+ * them: fixed buffers, a slot in use while its name is not empty. Slots
+ * change only with the exit signals blocked on the thread that owns the
+ * set, and the handler passes a signal that lands on another thread (the
+ * library's workers) on to that one, so it never sees a slot half
+ * written. */
+static const int exit_signals[3] = {SIGINT, SIGTERM, SIGHUP};
+static const char *const exit_signal_names[3] = {"SIGINT", "SIGTERM", "SIGHUP"};
+static char live_tmp[CLI_MAX_OUTPUTS][PATH_MAX];
+static int live_count;
+static pthread_t live_owner;
+static char live_prefix[64]; /* "qkv CMD: " */
+static struct sigaction saved_action[3];
+static int handler_installed[3];
+
+static void append(char *buf, size_t *n, size_t cap, const char *s)
+{
+    while (*s && *n + 1 < cap) buf[(*n)++] = *s++;
+}
+
+/* Only async-signal-safe calls here: unlink, write, _exit, pthread_self,
+ * pthread_kill. Exits 1, the code of any other error. */
+static void on_exit_signal(int sig)
+{
+    if (!pthread_equal(pthread_self(), live_owner)) {
+        pthread_kill(live_owner, sig);
+        return;
+    }
+    for (int i = 0; i < CLI_MAX_OUTPUTS; i++)
+        if (live_tmp[i][0]) unlink(live_tmp[i]);
+    char msg[160];
+    size_t n = 0;
+    append(msg, &n, sizeof msg, live_prefix);
+    append(msg, &n, sizeof msg, "interrupted by ");
+    for (int i = 0; i < 3; i++)
+        if (sig == exit_signals[i]) append(msg, &n, sizeof msg, exit_signal_names[i]);
+    append(msg, &n, sizeof msg, "; no output written\n");
+    ssize_t w = write(STDERR_FILENO, msg, n);
+    (void)w;
+    _exit(CLI_ERROR);
+}
+
+static void block_exit_signals(sigset_t *old)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    for (int i = 0; i < 3; i++) sigaddset(&set, exit_signals[i]);
+    pthread_sigmask(SIG_BLOCK, &set, old);
+}
+
+static void restore_signal_mask(const sigset_t *old) { pthread_sigmask(SIG_SETMASK, old, NULL); }
+
+/* For the first temporary; a signal the caller ignores (nohup) stays
+ * ignored. Exit signals are blocked. */
+static void install_handlers(const char *cmd)
+{
+    live_owner = pthread_self();
+    snprintf(live_prefix, sizeof live_prefix, "qkv %s: ", cmd);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_exit_signal;
+    sa.sa_flags = SA_RESTART; /* workers that pass a signal on go back to their wait */
+    sigemptyset(&sa.sa_mask);
+    for (int i = 0; i < 3; i++) sigaddset(&sa.sa_mask, exit_signals[i]);
+    for (int i = 0; i < 3; i++) {
+        handler_installed[i] = sigaction(exit_signals[i], NULL, &saved_action[i]) == 0 &&
+                               saved_action[i].sa_handler != SIG_IGN &&
+                               sigaction(exit_signals[i], &sa, NULL) == 0;
+    }
+}
+
+/* After the last temporary: what was there before. Exit signals are
+ * blocked; one pending now takes its usual course when they are not. */
+static void remove_handlers(void)
+{
+    for (int i = 0; i < 3; i++)
+        if (handler_installed[i]) sigaction(exit_signals[i], &saved_action[i], NULL);
+}
+
+/* Creates a temporary beside target in a free slot and returns the slot,
+ * or NULL with errno set. Exit signals are blocked. */
+static char *live_create(const char *cmd, const char *target)
+{
+    static const char suffix[] = ".tmp-XXXXXX";
+    size_t len = strlen(target);
+    char *slot = NULL;
+    for (int i = 0; i < CLI_MAX_OUTPUTS && !slot; i++)
+        if (!live_tmp[i][0]) slot = live_tmp[i];
+    if (len + sizeof suffix > PATH_MAX || !slot) {
+        errno = ENAMETOOLONG;
+        return NULL;
+    }
+    memcpy(slot, target, len);
+    memcpy(slot + len, suffix, sizeof suffix);
+    int fd = mkstemp(slot);
+    if (fd < 0) {
+        slot[0] = '\0';
+        return NULL;
+    }
+    close(fd);
+    if (live_count++ == 0) install_handlers(cmd);
+    return slot;
+}
+
+/* Forgets a slot whose file is gone (removed or renamed). Exit signals
+ * are blocked. */
+static void live_forget(char *slot)
+{
+    slot[0] = '\0';
+    if (--live_count == 0) remove_handlers();
+}
+
+/* The file a write to path lands on: symbolic links followed to a name
+ * that is not one, or does not exist (a dangling link: its target is
+ * created, as a shell's > does). malloc'd; NULL with errno ELOOP after 40
+ * links, or ENOMEM. */
+static char *link_target(const char *path)
+{
+    size_t len = strlen(path);
+    char *cur = malloc(len + 1);
+    if (!cur) return NULL;
+    memcpy(cur, path, len + 1);
+    for (int hops = 0;; hops++) {
+        struct stat st;
+        char to[PATH_MAX];
+        ssize_t n;
+        if (lstat(cur, &st) != 0 || !S_ISLNK(st.st_mode) ||
+            (n = readlink(cur, to, sizeof to - 1)) < 0)
+            return cur; /* what is wrong with it, the write will say */
+        if (hops == 40) {
+            free(cur);
+            errno = ELOOP;
+            return NULL;
+        }
+        to[n] = '\0';
+        /* A relative link is relative to the directory that holds it. */
+        const char *slash = to[0] == '/' ? NULL : strrchr(cur, '/');
+        size_t dir = slash ? (size_t)(slash - cur) + 1 : 0;
+        char *next = malloc(dir + (size_t)n + 1);
+        if (next) {
+            memcpy(next, cur, dir);
+            memcpy(next + dir, to, (size_t)n + 1);
+        }
+        free(cur);
+        if (!(cur = next)) return NULL;
+    }
+}
+
 int cli_outputs_add_with(cli_outputs *outs, const char *cmd, const char *flag,
                          const char *path, cli_write_fn write, void *ctx)
 {
@@ -148,30 +300,40 @@ int cli_outputs_add_with(cli_outputs *outs, const char *cmd, const char *flag,
         cli_error(cmd, "%s: too many output files", flag);
         return 0;
     }
-    size_t len = strlen(path);
-    char *tmp = malloc(len + 16);
-    if (!tmp) {
-        cli_error(cmd, "%s: out of memory", flag);
-        return 0;
-    }
-    memcpy(tmp, path, len);
-    memcpy(tmp + len, ".tmp-XXXXXX", 12);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
+    char *target = link_target(path);
+    if (!target) {
         cli_error(cmd, "%s %s: cannot create: %s", flag, path, strerror(errno));
-        free(tmp);
         return 0;
     }
-    /* mkstemp makes the file 0600; give it the mode a plain fopen would. */
-    mode_t mask = umask(0);
-    umask(mask);
-    fchmod(fd, 0666 & ~mask);
-    close(fd);
+    /* The mode of the file replaced, or the one a plain fopen would give
+     * (mkstemp makes 0600). Set after writing: a read-only mode would keep
+     * the writer out. */
+    struct stat st;
+    mode_t mode;
+    if (stat(target, &st) == 0) {
+        mode = st.st_mode & 0777;
+    } else {
+        mode_t mask = umask(0);
+        umask(mask);
+        mode = 0666 & ~mask;
+    }
+    sigset_t old;
+    block_exit_signals(&old);
+    char *tmp = live_create(cmd, target);
+    int err = errno;
+    restore_signal_mask(&old);
+    if (!tmp) {
+        cli_error(cmd, "%s %s: cannot create: %s", flag, path, strerror(err));
+        free(target);
+        return 0;
+    }
     int i = outs->n++;
     outs->final_path[i] = path;
     outs->flag[i] = flag;
+    outs->target[i] = target;
     outs->tmp_path[i] = tmp;
     const char *why = write(tmp, ctx);
+    if (!why && chmod(tmp, mode) != 0) why = strerror(errno);
     if (why) {
         cli_error(cmd, "%s %s: cannot write: %s", flag, path, why);
         return 0;
@@ -194,31 +356,49 @@ int cli_outputs_add(cli_outputs *outs, const char *cmd, const char *flag, const 
     return cli_outputs_add_with(outs, cmd, flag, path, write_npy, (void *)a);
 }
 
-void cli_outputs_abort(cli_outputs *outs)
+/* cli_outputs_abort with the exit signals already blocked. */
+static void abort_blocked(cli_outputs *outs)
 {
     for (int i = 0; i < outs->n; i++) {
-        if (outs->tmp_path[i]) unlink(outs->tmp_path[i]);
-        free(outs->tmp_path[i]);
+        if (outs->tmp_path[i]) {
+            unlink(outs->tmp_path[i]);
+            live_forget(outs->tmp_path[i]);
+        }
         outs->tmp_path[i] = NULL;
+        free(outs->target[i]);
+        outs->target[i] = NULL;
     }
     outs->n = 0;
 }
 
+void cli_outputs_abort(cli_outputs *outs)
+{
+    sigset_t old;
+    block_exit_signals(&old);
+    abort_blocked(outs);
+    restore_signal_mask(&old);
+}
+
 int cli_outputs_commit(cli_outputs *outs, const char *cmd)
 {
+    /* No signal between the first rename and the last: all or nothing. */
+    sigset_t old;
+    block_exit_signals(&old);
     for (int i = 0; i < outs->n; i++) {
-        if (rename(outs->tmp_path[i], outs->final_path[i]) != 0) {
+        if (rename(outs->tmp_path[i], outs->target[i]) != 0) {
             cli_error(cmd, "%s %s: cannot rename into place: %s", outs->flag[i],
                       outs->final_path[i], strerror(errno));
-            /* All or nothing: take back the files already renamed. */
-            for (int j = 0; j < i; j++) unlink(outs->final_path[j]);
-            cli_outputs_abort(outs);
+            /* Take back the files already renamed. */
+            for (int j = 0; j < i; j++) unlink(outs->target[j]);
+            abort_blocked(outs);
+            restore_signal_mask(&old);
             return 0;
         }
-        free(outs->tmp_path[i]);
+        live_forget(outs->tmp_path[i]);
         outs->tmp_path[i] = NULL;
     }
-    outs->n = 0;
+    abort_blocked(outs); /* frees the targets; no temporary is left */
+    restore_signal_mask(&old);
     return 1;
 }
 
@@ -243,15 +423,23 @@ static char *canonical_output(const char *path)
     return out;
 }
 
+/* Do a and b name one file, once their links are followed? */
 static int same_file(const char *a, const char *b)
 {
+    char *ta = link_target(a), *tb = link_target(b);
+    const char *ra = ta ? ta : a, *rb = tb ? tb : b;
     struct stat sa, sb;
-    if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
-        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-    char *ca = canonical_output(a), *cb = canonical_output(b);
-    int same = ca && cb ? strcmp(ca, cb) == 0 : strcmp(a, b) == 0;
-    free(ca);
-    free(cb);
+    int same;
+    if (stat(ra, &sa) == 0 && stat(rb, &sb) == 0) {
+        same = sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    } else {
+        char *ca = canonical_output(ra), *cb = canonical_output(rb);
+        same = ca && cb ? strcmp(ca, cb) == 0 : strcmp(ra, rb) == 0;
+        free(ca);
+        free(cb);
+    }
+    free(ta);
+    free(tb);
     return same;
 }
 
@@ -271,8 +459,16 @@ int cli_check_output_paths(const char *cmd, int n, const char *const flags[],
             }
     }
     for (int i = 0; i < n; i++) {
+        if (!paths[i]) continue;
         struct stat st;
-        if (paths[i] && stat(paths[i], &st) == 0 && !S_ISREG(st.st_mode)) {
+        char *t = link_target(paths[i]);
+        if (!t) {
+            cli_error(cmd, "%s %s: %s", flags[i], paths[i], strerror(errno));
+            return CLI_ERROR;
+        }
+        int bad = stat(t, &st) == 0 && !S_ISREG(st.st_mode);
+        free(t);
+        if (bad) {
             cli_error(cmd, "%s %s: exists and is not a regular file", flags[i], paths[i]);
             return CLI_ERROR;
         }
@@ -328,8 +524,35 @@ void cli_progress_done(cli_progress *p)
     p->shown = 0;
 }
 
+/* The value of option `name` at argv[*i] ("--name=VALUE" when eq, else
+ * the next argument); NULL after printing the usage error. */
+static const char *option_value(const char *cmd, int argc, char **argv, int *i, const char *eq,
+                                const char *name, int empty_ok)
+{
+    const char *v;
+    if (eq) {
+        v = eq + 1;
+    } else if (*i + 1 < argc) {
+        v = argv[++*i];
+    } else {
+        cli_error(cmd, "%s needs a value (see 'qkv %s --help')", name, cmd);
+        return NULL;
+    }
+    if (!*v && !empty_ok) {
+        cli_error(cmd, "%s: empty value", name);
+        return NULL;
+    }
+    return v;
+}
+
 int cli_parse_args(const char *cmd, int argc, char **argv, const cli_opt *opts, int nopts,
                    const char **positional)
+{
+    return cli_parse_args_lists(cmd, argc, argv, opts, nopts, NULL, 0, positional);
+}
+
+int cli_parse_args_lists(const char *cmd, int argc, char **argv, const cli_opt *opts, int nopts,
+                         const cli_list *lists, int nlists, const char **positional)
 {
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -345,11 +568,25 @@ int cli_parse_args(const char *cmd, int argc, char **argv, const cli_opt *opts, 
         const char *eq = strncmp(arg, "--", 2) == 0 ? strchr(arg, '=') : NULL;
         const size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
         const cli_opt *o = NULL;
+        const cli_list *l = NULL;
         for (int k = 0; k < nopts && !o; k++)
             if (strlen(opts[k].name) == nlen && strncmp(arg, opts[k].name, nlen) == 0) o = &opts[k];
-        if (!o) {
+        for (int k = 0; k < nlists && !o && !l; k++)
+            if (strlen(lists[k].name) == nlen && strncmp(arg, lists[k].name, nlen) == 0)
+                l = &lists[k];
+        if (!o && !l) {
             cli_error(cmd, "unknown argument '%s' (see 'qkv %s --help')", arg, cmd);
             return CLI_USAGE;
+        }
+        if (l) {
+            const char *v = option_value(cmd, argc, argv, &i, eq, l->name, 0);
+            if (!v) return CLI_USAGE;
+            if (*l->count == l->max) {
+                cli_error(cmd, "%s: at most %d of them", l->name, l->max);
+                return CLI_USAGE;
+            }
+            l->values[(*l->count)++] = v;
+            continue;
         }
         if (o->flag) {
             if (eq) {
@@ -367,18 +604,8 @@ int cli_parse_args(const char *cmd, int argc, char **argv, const cli_opt *opts, 
             cli_error(cmd, "%s given twice", o->name);
             return CLI_USAGE;
         }
-        if (eq) {
-            *o->value = eq + 1;
-        } else if (i + 1 < argc) {
-            *o->value = argv[++i];
-        } else {
-            cli_error(cmd, "%s needs a value (see 'qkv %s --help')", o->name, cmd);
+        if (!(*o->value = option_value(cmd, argc, argv, &i, eq, o->name, o->empty_ok)))
             return CLI_USAGE;
-        }
-        if (!**o->value && !o->empty_ok) {
-            cli_error(cmd, "%s: empty value", o->name);
-            return CLI_USAGE;
-        }
     }
     return CLI_OK;
 }

@@ -53,19 +53,28 @@ void cli_warn_nonfinite(const char *cmd, const char *flag, const char *path, con
 
 /* A set of output files written under temporary names beside their final
  * paths and renamed into place only by cli_outputs_commit, so that a
- * failed command leaves no output behind. */
+ * failed command leaves no output behind. An output named by a symbolic
+ * link is written to the link's target (followed to its end, and created
+ * when the link dangles), the link left as it was; an output that replaces
+ * a file keeps that file's permission bits, a new one gets 0666 less the
+ * umask. While temporaries exist, SIGINT, SIGTERM and SIGHUP (unless
+ * ignored) remove them, print "qkv CMD: interrupted by SIGNAME; no output
+ * written" and exit 1; the commit itself runs with those signals blocked,
+ * so it finishes before one acts. One set at a time, on one thread. */
 #define CLI_MAX_OUTPUTS 8
 typedef struct cli_outputs {
     int n;
-    const char *final_path[CLI_MAX_OUTPUTS];
+    const char *final_path[CLI_MAX_OUTPUTS]; /* as given, for messages */
     const char *flag[CLI_MAX_OUTPUTS];
-    char *tmp_path[CLI_MAX_OUTPUTS];
+    char *target[CLI_MAX_OUTPUTS];   /* the file renamed onto (links resolved), malloc'd */
+    char *tmp_path[CLI_MAX_OUTPUTS]; /* a slot of cli.c's list of temporaries */
 } cli_outputs;
 
 /* Checks the output paths (NULL entries are skipped) before any work:
- * empty names and two flags naming one file are usage errors (CLI_USAGE),
- * a path that exists and is not a regular file is CLI_ERROR. Prints the
- * error; returns CLI_OK when all is well. */
+ * empty names and two flags naming one file (also through symbolic links)
+ * are usage errors (CLI_USAGE), a path that exists and is not a regular
+ * file, or a loop of links, is CLI_ERROR. Prints the error; returns CLI_OK
+ * when all is well. */
 int cli_check_output_paths(const char *cmd, int n, const char *const flags[],
                            const char *const paths[]);
 
@@ -73,9 +82,9 @@ int cli_check_output_paths(const char *cmd, int n, const char *const flags[],
  * a short reason ("No space left on device") on failure. */
 typedef const char *(*cli_write_fn)(const char *path, void *ctx);
 
-/* Writes an output through `write` to a temporary file beside `path`; on
- * failure prints "qkv CMD: FLAG PATH: cannot write: reason" and returns 0
- * (then call cli_outputs_abort). */
+/* Writes an output through `write` to a temporary file beside `path` (its
+ * link target); on failure prints "qkv CMD: FLAG PATH: cannot write:
+ * reason" and returns 0 (then call cli_outputs_abort). */
 int cli_outputs_add_with(cli_outputs *outs, const char *cmd, const char *flag,
                          const char *path, cli_write_fn write, void *ctx);
 
@@ -121,5 +130,19 @@ typedef struct cli_opt {
  * positional argument. */
 int cli_parse_args(const char *cmd, int argc, char **argv, const cli_opt *opts, int nopts,
                    const char **positional);
+
+/* An option that may be given up to max times (qkv bench --shape): the
+ * values land in values[0 .. *count - 1], none of them empty. */
+typedef struct cli_list {
+    const char *name;
+    const char **values;
+    int max;
+    int *count;
+} cli_list;
+
+/* cli_parse_args with repeatable options besides; one more than max is a
+ * usage error naming the option. */
+int cli_parse_args_lists(const char *cmd, int argc, char **argv, const cli_opt *opts, int nopts,
+                         const cli_list *lists, int nlists, const char **positional);
 
 #endif

@@ -2,6 +2,8 @@
 #include "cli.h"
 #include "commands.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,12 +23,8 @@ static const char usage[] =
     "  -h, --help      show this help\n"
     "  --version       show the version of qkv and of libqkv\n";
 
-int main(int argc, char **argv)
+static int dispatch(int argc, char **argv)
 {
-    if (argc < 2) {
-        fputs(usage, stderr);
-        return CLI_USAGE;
-    }
     const char *cmd = argv[1];
     int lone = argc == 2; /* top-level flags take nothing after them */
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
@@ -55,4 +53,40 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "heatmap") == 0) return cmd_heatmap(argc - 1, argv + 1);
     cli_error(NULL, "unknown command '%s' (see 'qkv --help')", cmd);
     return CLI_USAGE;
+}
+
+/* What a command printed is its result: when standard output could not
+ * take all of it (a full disk, /dev/full, a closed pipe with SIGPIPE
+ * ignored), a successful command becomes an error. A failed one has said
+ * why already, in its one line. */
+static int close_stdout(const char *cmd, int rc)
+{
+    errno = 0;
+    int failed = fflush(stdout) != 0;
+    int err = errno;
+    failed |= ferror(stdout) != 0;
+    if (fclose(stdout) != 0 && !failed) {
+        failed = 1;
+        err = errno;
+    }
+    if (!failed || rc != CLI_OK) return rc;
+    /* The error flag of an earlier write (a command's own fflush) whose
+     * errno is gone by now. */
+    cli_error(cmd, "standard output: %s", err ? strerror(err) : "write error");
+    return CLI_ERROR;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return CLI_USAGE;
+    }
+    /* Over a file size limit (ulimit -f), a write fails with EFBIG and
+     * becomes the usual one-line error, instead of SIGXFSZ killing qkv
+     * silently with its temporaries left behind. */
+    signal(SIGXFSZ, SIG_IGN);
+    int rc = dispatch(argc, argv);
+    const char *cmd = argv[1][0] == '-' || strcmp(argv[1], "help") == 0 ? NULL : argv[1];
+    return close_stdout(cmd, rc);
 }
