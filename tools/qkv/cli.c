@@ -165,8 +165,9 @@ static void append(char *buf, size_t *n, size_t cap, const char *s)
     while (*s && *n + 1 < cap) buf[(*n)++] = *s++;
 }
 
-/* Only async-signal-safe calls here: unlink, write, _exit, pthread_self,
- * pthread_kill. Exits 1, the code of any other error. */
+/* Only async-signal-safe calls here (unlink, write, _exit, pthread_self,
+ * pthread_kill; pthread_equal only compares). Exits 1, the code of any
+ * other error, as the error contract asks. */
 static void on_exit_signal(int sig)
 {
     if (!pthread_equal(pthread_self(), live_owner)) {
