@@ -71,6 +71,22 @@ static inline int qkv_mask_allows(const qkv_tensor *m, int64_t b, int64_t h, int
 /* The reference kernel: DESIGN.md §1 step by step, double accumulation. */
 qkv_status qkv_ref_attention_forward(const qkv_fwd_problem *p);
 
+/* One query row (b, h, i) of p by the reference, on the calling thread,
+ * writing its O, weights and lse; for the fast path's rows whose float
+ * scores overflowed. Returns 0 when its Lk + Ev doubles of scratch cannot
+ * be allocated (nothing written), and sets no error detail (it may run on
+ * a worker thread). */
+int qkv_ref_attention_row(const qkv_fwd_problem *p, int64_t b, int64_t h, int64_t i);
+
+/* Whether row (b, h, i) may attend some key whose float mask value is not
+ * -inf: a row for which -inf scores everywhere are not the mask's doing. */
+int qkv_row_has_open_key(const qkv_fwd_problem *p, int64_t b, int64_t h, int64_t i);
+
+/* Whether row (b, h, i) reads a NaN or infinite input: an element of its
+ * query, of the keys and values it may attend, or a NaN or +inf float mask
+ * value there. Such a row's NaN is the input's, not an overflow's. */
+int qkv_row_reads_nonfinite(const qkv_fwd_problem *p, int64_t b, int64_t h, int64_t i);
+
 /* One backward call: the forward's problem (f.o and f.lse are the given
  * forward results) plus the incoming gradient and the outputs. */
 typedef struct qkv_bwd_problem {

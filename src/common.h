@@ -5,6 +5,8 @@
 
 #include "qkv.h"
 
+#include <float.h>
+#include <math.h>
 #include <stdint.h>
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -28,6 +30,16 @@ static inline int qkv_mul_ok(int64_t a, int64_t b, int64_t *r)
 static inline int qkv_add_ok(int64_t a, int64_t b, int64_t *r)
 {
     return !__builtin_add_overflow(a, b, r);
+}
+
+/* A double as float, past float's range as the infinity of its sign (a
+ * plain conversion of such a value is undefined behaviour in C; UBSan's
+ * float-cast-overflow reports it). NaN stays NaN. */
+static inline float qkv_narrow(double x)
+{
+    if (x > FLT_MAX) return INFINITY;
+    if (x < -FLT_MAX) return -INFINITY;
+    return (float)x;
 }
 
 #endif

@@ -353,6 +353,125 @@ static void check_strides(void)
     expect("Q element count overflow", &c, QKV_ERR_OVERFLOW, "Q:", NULL);
 }
 
+/* Outputs may share no byte with another output or an input, and data
+ * pointers must be aligned to their elements (qkv.h's tensor contract). */
+static void check_overlap_and_alignment(void)
+{
+    call c;
+    static float buf[B * H * LQ * (EV + LK) + 8];
+    call_init(&c);
+    c.w.data = g_o; /* O and weights on one buffer */
+    expect("O and weights on one buffer", &c, QKV_ERR_INVALID_ARGUMENT, "O and weights", "overlap");
+    call_init(&c);
+    c.o.data = g_q; /* O = Q */
+    expect("O = Q", &c, QKV_ERR_INVALID_ARGUMENT, "O and Q", "overlap");
+    call_init(&c);
+    c.l.data = g_k + 3; /* lse inside K */
+    expect("lse inside K", &c, QKV_ERR_INVALID_ARGUMENT, "lse and K", "overlap");
+    call_init(&c);
+    static float arena[4096]; /* room for any one view at any of its offsets below */
+    c.opt.mask = qkv_tensor_contiguous(arena, QKV_DTYPE_F32, 1, 1, LQ, LK);
+    c.w.data = arena + 2; /* weights over the mask */
+    expect("weights over the mask", &c, QKV_ERR_INVALID_ARGUMENT, "weights and mask", "overlap");
+    call_init(&c);
+    memset(g_o, 0, sizeof g_o); /* valid lengths (0) if it were read */
+    c.opt.kv_lens = (const int64_t *)(void *)g_o;
+    expect("kv_lens inside O", &c, QKV_ERR_INVALID_ARGUMENT, "O and kv_lens", "overlap");
+    /* O and weights interleaved in one buffer without sharing an element:
+     * the ranges overlap, which is refused (documented). */
+    call_init(&c);
+    c.o.data = buf;
+    c.o.stride[2] = EV + LK;
+    c.o.stride[1] = LQ * (EV + LK);
+    c.o.stride[0] = H * LQ * (EV + LK);
+    c.w = c.o;
+    c.w.data = buf + EV;
+    c.w.shape[3] = LK;
+    expect("O and weights interleaved", &c, QKV_ERR_INVALID_ARGUMENT, "O and weights", NULL);
+    /* Adjacent, not overlapping: accepted; so are inputs sharing a buffer. */
+    call_init(&c);
+    c.o.data = buf;
+    c.w.data = buf + B * H * LQ * EV;
+    c.k.data = g_q; /* K and V read from Q's buffer (fused projections) */
+    c.v.data = g_q;
+    qkv_status st = call_run(&c);
+    if (st != QKV_OK) fprintf(stderr, "  adjacent outputs: %s\n", qkv_error_detail());
+    CHECK(st == QKV_OK);
+    /* Negative strides: the range runs below the data pointer. O's last
+     * row starts at g_o, its first sits below: w right below O overlaps. */
+    call_init(&c);
+    c.o.data = buf + B * H * LQ * EV - EV;
+    c.o.stride[2] = -EV;
+    c.o.stride[1] = -LQ * EV;
+    c.o.stride[0] = -H * LQ * EV;
+    c.w.data = buf + B * H * LQ * EV - EV - 1;
+    expect("negative strides reaching into weights", &c, QKV_ERR_INVALID_ARGUMENT,
+           "O and weights", "overlap");
+
+    /* Misaligned data pointers. */
+    const char *names[6] = {"Q:", "K:", "V:", "O:", "weights:", "lse:"};
+    for (int t = 0; t < 6; t++) {
+        char what[64];
+        call_init(&c);
+        qkv_tensor *ts[6] = {&c.q, &c.k, &c.v, &c.o, &c.w, &c.l};
+        ts[t]->data = (char *)ts[t]->data + 1;
+        snprintf(what, sizeof what, "%s misaligned", names[t]);
+        expect(what, &c, QKV_ERR_INVALID_ARGUMENT, names[t], "aligned");
+    }
+    call_init(&c);
+    c.opt.mask = qkv_tensor_contiguous((char *)g_mask + 2, QKV_DTYPE_F32, 1, 1, LQ, LK);
+    expect("f32 mask misaligned", &c, QKV_ERR_INVALID_ARGUMENT, "mask:", "aligned");
+    call_init(&c);
+    static int64_t lens[B + 1];
+    lens[0] = lens[1] = lens[2] = 0;
+    c.opt.kv_lens = (const int64_t *)(const void *)((const char *)lens + 4);
+    expect("kv_lens misaligned", &c, QKV_ERR_INVALID_ARGUMENT, "kv_lens:", "aligned");
+    call_init(&c); /* a bool mask's bytes may start anywhere */
+    static unsigned char bmask[LQ * LK + 1];
+    memset(bmask, 1, sizeof bmask);
+    c.opt.mask = qkv_tensor_contiguous(bmask + 1, QKV_DTYPE_BOOL, 1, 1, LQ, LK);
+    st = call_run(&c);
+    CHECK(st == QKV_OK);
+
+    /* The backward: dQ on Q, dK and dV on one buffer, dmask on the mask. */
+    call_init(&c);
+    CHECK(call_run(&c) == QKV_OK);
+    static float dq[B * H * LQ * E], dk[B * HKV * LK * E], dv[B * HKV * LK * EV];
+    qkv_tensor tdq = qkv_tensor_contiguous(dq, QKV_DTYPE_F32, B, H, LQ, E);
+    qkv_tensor tdk = qkv_tensor_contiguous(dk, QKV_DTYPE_F32, B, HKV, LK, E);
+    qkv_tensor tdv = qkv_tensor_contiguous(dv, QKV_DTYPE_F32, B, HKV, LK, EV);
+    qkv_tensor tdo = qkv_tensor_contiguous(g_w, QKV_DTYPE_F32, B, H, LQ, EV); /* any data */
+    struct {
+        const char *what, *prefix;
+        qkv_tensor *t;
+        void *data;
+        void *o, *l; /* where O and lse are read from for this case */
+    } bad[] = {{"dQ = Q", "dQ and Q", &tdq, g_q, g_o, g_l},
+               {"dK on dV", "dK and dV", &tdk, dv, g_o, g_l},
+               {"dV = dO", "dV and dO", &tdv, g_w, g_o, g_l},
+               {"dQ = O", "dQ and O", &tdq, arena, arena, g_l},
+               {"dK over lse", "dK and lse", &tdk, arena + 8, g_o, arena + 8}};
+    for (size_t x = 0; x < sizeof bad / sizeof bad[0]; x++) {
+        void *keep = bad[x].t->data;
+        bad[x].t->data = bad[x].data;
+        c.o.data = bad[x].o;
+        c.l.data = bad[x].l;
+        st = qkv_attention_backward(&tdq, &tdk, &tdv, NULL, &tdo, &c.q, &c.k, &c.v, &c.o, &c.l,
+                                    &c.opt);
+        const char *d = qkv_error_detail();
+        CHECK(st == QKV_ERR_INVALID_ARGUMENT && test_starts_with(d, bad[x].prefix) &&
+              strstr(d, "overlap"));
+        if (st != QKV_ERR_INVALID_ARGUMENT || !test_starts_with(d, bad[x].prefix))
+            fprintf(stderr, "  backward %s: %s (%s)\n", bad[x].what, qkv_status_string(st), d);
+        bad[x].t->data = keep;
+        c.o.data = g_o;
+        c.l.data = g_l;
+    }
+    st = qkv_attention_backward(&tdq, &tdk, &tdv, NULL, &tdo, &c.q, &c.k, &c.v, &c.o, &c.l,
+                                &c.opt);
+    CHECK(st == QKV_OK);
+}
+
 static void check_null_data(void)
 {
     call c;
@@ -662,6 +781,7 @@ int main(void)
     check_null_and_dtype();
     check_shapes();
     check_strides();
+    check_overlap_and_alignment();
     check_null_data();
     check_mask_and_options();
     check_detail_cleared();

@@ -501,11 +501,12 @@ static void check_unsupported(void)
 {
     for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
         if (qkv_isa_supported(isas[i])) continue;
-        float x = 1;
+        float x = 1, y = 0;
         qkv_tensor t = qkv_tensor_contiguous(&x, QKV_DTYPE_F32, 1, 1, 1, 1);
+        qkv_tensor o = qkv_tensor_contiguous(&y, QKV_DTYPE_F32, 1, 1, 1, 1);
         qkv_attn_options opt = {0};
         opt.isa = isas[i];
-        CHECK(qkv_attention_forward(&t, NULL, NULL, &t, &t, &t, &opt) == QKV_ERR_UNSUPPORTED);
+        CHECK(qkv_attention_forward(&o, NULL, NULL, &t, &t, &t, &opt) == QKV_ERR_UNSUPPORTED);
         CHECK(strstr(qkv_error_detail(), "isa") != NULL);
     }
     CHECK(qkv_isa_supported(QKV_ISA_GENERIC));

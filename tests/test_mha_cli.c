@@ -418,6 +418,18 @@ static void make_fixtures(void)
     l64[0] = -1;
     W("lens_neg.npy", QKV_DTYPE_I64, l64, 2);
     free(x);
+    /* A layer stored as int8, a dtype the format has and qkv_dtype has not. */
+    {
+        static const char hdr[] =
+            "{\"q_proj.weight\":{\"dtype\":\"I8\",\"shape\":[8,8],\"data_offsets\":[0,64]},"
+            "\"k_proj.weight\":{\"dtype\":\"I8\",\"shape\":[8,8],\"data_offsets\":[64,128]},"
+            "\"v_proj.weight\":{\"dtype\":\"I8\",\"shape\":[8,8],\"data_offsets\":[128,192]},"
+            "\"o_proj.weight\":{\"dtype\":\"I8\",\"shape\":[8,8],\"data_offsets\":[192,256]}}";
+        unsigned char img[8 + sizeof hdr - 1 + 256] = {0};
+        for (int k = 0; k < 8; k++) img[k] = (unsigned char)((sizeof hdr - 1) >> (8 * k));
+        memcpy(img + 8, hdr, sizeof hdr - 1);
+        write_bytes(in_path("p_i8.safetensors"), img, sizeof img);
+    }
     write_bytes(in_path("notst.safetensors"), "\223NUMPY this is an .npy, not a layer\n", 36);
 }
 
@@ -559,6 +571,8 @@ static const err_case err_cases[] = {
     {"params file is not .safetensors", 1, {"--params", "notst.safetensors"},
      {"mha", "--params", "@notst.safetensors", HD, X, Y}},
     {"params file is an .npy", 1, {"--params", "x.npy"}, {"mha", "--params", "@x.npy", HD, X, Y}},
+    {"params stored as I8", 1, {"--params", "q_proj.weight: dtype I8 is not F32, F16 or BF16"},
+     {"mha", "--params", "@p_i8.safetensors", HD, X, Y}},
     {"params missing o_proj.weight", 1, {"--params", "o_proj.weight"},
      {"mha", "--params", "@p_no_o.safetensors", HD, X, Y}},
     {"--prefix naming nothing", 1, {"--params", "model.q_proj.weight"},

@@ -69,6 +69,7 @@ typedef struct plan {
     float *part_o;     /* [units][chunks][ev][rows] */
     float *part_m;     /* [units][chunks][rows] */
     double *part_l;    /* [units][chunks][rows] */
+    _Atomic int *out_of_memory; /* set when a row's reference redo had no memory */
 } plan;
 
 /* Per-thread scratch; the float buffers are 64-byte aligned. */
@@ -388,6 +389,30 @@ static void write_weights(const plan *pl, scratch *sc, int64_t b, int64_t hk)
     }
 }
 
+/* Scores are float: scale * <q, k> can overflow where the reference's
+ * double does not (a large scale, large inputs). A row whose float scores
+ * overflowed shows it in its statistics: a max of +inf, a NaN from
+ * inf - inf, or a max of -inf although some key was open to it. When the
+ * row reads only finite inputs, that is the overflow's doing, not the
+ * data's, and the reference recomputes the row (its O, weights, lse) in
+ * double, so any scale the reference handles gets the reference's answer.
+ * Rows that read NaN or inf keep the fast path's NaN. Costs nothing unless
+ * a row is suspect. */
+static void redo_overflowed_rows(const plan *pl, const scratch *sc, int64_t b)
+{
+    const qkv_fwd_problem *p = pl->p;
+    for (int64_t r = 0; r < pl->rows; r++) {
+        if (sc->head[r] < 0) continue;
+        const int64_t h = sc->head[r], i = sc->qi[r];
+        const float m = sc->mx[r];
+        const int suspect = m == INFINITY || isnan(m) || isnan(sc->l[r]) ||
+                            (m == -INFINITY && sc->lo[r] <= sc->hi[r] &&
+                             qkv_row_has_open_key(p, b, h, i));
+        if (suspect && !qkv_row_reads_nonfinite(p, b, h, i) && !qkv_ref_attention_row(p, b, h, i))
+            atomic_store(pl->out_of_memory, 1);
+    }
+}
+
 /* O = o / l and lse = mx + log l for the unit's rows; the conventions of
  * DESIGN.md §1 for rows with nothing allowed (0, -inf) and NaN rows. */
 static void finish_unit(const plan *pl, scratch *sc, int64_t b, int64_t hk)
@@ -409,11 +434,12 @@ static void finish_unit(const plan *pl, scratch *sc, int64_t b, int64_t hk)
         } else {
             const double inv = 1.0 / sc->l[r];
             for (int64_t c = 0; c < p->Ev; c++) o[c * os] = (float)(acc[c * pl->rows] * inv);
-            lse = (float)((double)sc->mx[r] + log(sc->l[r]));
+            lse = qkv_narrow((double)sc->mx[r] + log(sc->l[r]));
         }
         if (p->lse) *qkv_view_out(p->lse, b, h, i, 0) = lse;
     }
     if (p->weights) write_weights(pl, sc, b, hk);
+    redo_overflowed_rows(pl, sc, b);
 }
 
 /* ------------------------------------------------------------ parallel */
@@ -598,7 +624,9 @@ qkv_status qkv_flash_attention_forward(const qkv_fwd_problem *p, qkv_isa isa)
         return qkv_fail(QKV_ERR_UNSUPPORTED, "fast path: head dims above 2^20 are not "
                         "supported (E %lld, Ev %lld); the reference kernel takes them",
                         (long long)p->E, (long long)p->Ev);
+    _Atomic int out_of_memory = 0;
     pl.p = p;
+    pl.out_of_memory = &out_of_memory;
     pl.G = p->H / p->Hkv;
     pl.bq = UNIT_ROWS / pl.G > 1 ? UNIT_ROWS / pl.G : 1;
     if (pl.bq > p->Lq) pl.bq = p->Lq;
@@ -658,6 +686,9 @@ qkv_status qkv_flash_attention_forward(const qkv_fwd_problem *p, qkv_isa isa)
             }
         }
     }
+    if (st == QKV_OK && atomic_load(&out_of_memory))
+        st = qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast path: cannot allocate the reference's scratch "
+                      "for a row whose float scores overflowed");
     for (int t = 0; t < nt; t++) scratch_free(&sc[t]);
     free(sc);
     free(pl.part_o);

@@ -4,6 +4,7 @@
 #include "layer/mha.h"
 
 #include "common.h"
+#include "io/io.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +14,8 @@
 typedef struct entry {
     char name[512];
     int present;
-    qkv_array info; /* dtype and shape when present */
+    const char *file_dtype; /* as the file names it ("I8" too), when present */
+    qkv_array info;         /* dtype and shape when present */
 } entry;
 
 static qkv_status look(const qkv_safetensors *st, const char *prefix, const char *name, entry *e)
@@ -22,6 +24,7 @@ static qkv_status look(const qkv_safetensors *st, const char *prefix, const char
     if (w < 0 || (size_t)w >= sizeof e->name)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "prefix: '%s' is too long", prefix);
     e->present = qkv_safetensors_find(st, e->name, &e->info);
+    e->file_dtype = qkv_safetensors_dtype_str(st, e->name);
     return QKV_OK;
 }
 
@@ -33,7 +36,7 @@ static qkv_status expect_shape(const entry *e, int64_t *rows, int64_t *cols)
     int ndim = *cols < 0 ? 1 : 2;
     if (a->dtype != QKV_DTYPE_F32 && a->dtype != QKV_DTYPE_F16 && a->dtype != QKV_DTYPE_BF16)
         return qkv_fail(QKV_ERR_DTYPE, "%s: dtype %s is not F32, F16 or BF16", e->name,
-                        qkv_dtype_name(a->dtype));
+                        e->file_dtype);
     int ok = a->ndim == ndim && (*rows == 0 || a->shape[0] == *rows) &&
              (ndim == 1 || *cols == 0 || a->shape[1] == *cols);
     if (!ok) {

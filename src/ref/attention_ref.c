@@ -31,6 +31,36 @@ static int allowed(const qkv_fwd_problem *p, int64_t b, int64_t h, int64_t i, in
     return 1;
 }
 
+/* Step 3's additive mask value of (b, h, i, j); 0 without a float mask. */
+static float mask_add(const qkv_fwd_problem *p, int64_t b, int64_t h, int64_t i, int64_t j)
+{
+    return p->mask && p->mask->dtype == QKV_DTYPE_F32 ? *qkv_view_at(p->mask, b, h, i, j) : 0.0f;
+}
+
+int qkv_row_has_open_key(const qkv_fwd_problem *p, int64_t b, int64_t h, int64_t i)
+{
+    for (int64_t j = 0; j < p->Lk; j++)
+        if (allowed(p, b, h, i, j) && mask_add(p, b, h, i, j) != -INFINITY) return 1;
+    return 0;
+}
+
+int qkv_row_reads_nonfinite(const qkv_fwd_problem *p, int64_t b, int64_t h, int64_t i)
+{
+    const int64_t hk = h / (p->H / p->Hkv);
+    for (int64_t e = 0; e < p->E; e++)
+        if (!isfinite(*qkv_view_at(p->q, b, h, i, e))) return 1;
+    for (int64_t j = 0; j < p->Lk; j++) {
+        if (!allowed(p, b, h, i, j)) continue;
+        const float m = mask_add(p, b, h, i, j);
+        if (isnan(m) || m == INFINITY) return 1;
+        for (int64_t e = 0; e < p->E; e++)
+            if (!isfinite(*qkv_view_at(p->k, b, hk, j, e))) return 1;
+        for (int64_t e = 0; e < p->Ev; e++)
+            if (!isfinite(*qkv_view_at(p->v, b, hk, j, e))) return 1;
+    }
+    return 0;
+}
+
 static void ref_row(const qkv_fwd_problem *p, double *s, double *acc, int64_t b, int64_t h,
                     int64_t i)
 {
@@ -93,13 +123,24 @@ static void ref_row(const qkv_fwd_problem *p, double *s, double *acc, int64_t b,
         const int64_t vs = p->v->stride[3];
         for (int64_t e = 0; e < p->Ev; e++) acc[e] += s[j] * (double)v[e * vs];
     }
-    for (int64_t e = 0; e < p->Ev; e++) o[e * os] = (float)(acc[e] / sum);
+    for (int64_t e = 0; e < p->Ev; e++) o[e * os] = qkv_narrow(acc[e] / sum);
     if (p->weights) {
         float *w = qkv_view_out(p->weights, b, h, i, 0);
         for (int64_t j = 0; j < p->Lk; j++)
             w[j * p->weights->stride[3]] = signbit(s[j]) ? 0.0f : (float)(s[j] / sum);
     }
-    if (p->lse) *qkv_view_out(p->lse, b, h, i, 0) = (float)(m + log(sum));
+    if (p->lse) *qkv_view_out(p->lse, b, h, i, 0) = qkv_narrow(m + log(sum));
+}
+
+int qkv_ref_attention_row(const qkv_fwd_problem *p, int64_t b, int64_t h, int64_t i)
+{
+    const int64_t per = p->Lk + p->Ev > 0 ? p->Lk + p->Ev : 1;
+    double *s = (uint64_t)per <= SIZE_MAX / sizeof(double) ? malloc((size_t)per * sizeof(double))
+                                                          : NULL;
+    if (!s) return 0;
+    ref_row(p, s, s + p->Lk, b, h, i);
+    free(s);
+    return 1;
 }
 
 static void ref_range(void *vctx, int tid, int64_t begin, int64_t end)
@@ -249,7 +290,7 @@ static void bwd_row(const bwd_ctx *c, bwd_scratch *w, int64_t b, int64_t h, int6
         }
     }
     float *dq = qkv_view_out(bp->dq, b, h, i, 0);
-    for (int64_t e = 0; e < p->E; e++) dq[e * bp->dq->stride[3]] = (float)w->dq[e];
+    for (int64_t e = 0; e < p->E; e++) dq[e * bp->dq->stride[3]] = qkv_narrow(w->dq[e]);
 }
 
 /* Items are (b, kv head) groups: a group's dK and dV belong to it alone, so
@@ -272,8 +313,8 @@ static void bwd_range(void *vctx, int tid, int64_t begin, int64_t end)
         const qkv_tensor *dk = c->bp->dk, *dv = c->bp->dv;
         for (int64_t j = 0; j < p->Lk; j++) {
             float *dkr = qkv_view_out(dk, b, hk, j, 0), *dvr = qkv_view_out(dv, b, hk, j, 0);
-            for (int64_t e = 0; e < p->E; e++) dkr[e * dk->stride[3]] = (float)w->dk[j * p->E + e];
-            for (int64_t e = 0; e < p->Ev; e++) dvr[e * dv->stride[3]] = (float)w->dv[j * p->Ev + e];
+            for (int64_t e = 0; e < p->E; e++) dkr[e * dk->stride[3]] = qkv_narrow(w->dk[j * p->E + e]);
+            for (int64_t e = 0; e < p->Ev; e++) dvr[e * dv->stride[3]] = qkv_narrow(w->dv[j * p->Ev + e]);
         }
     }
 }
@@ -326,8 +367,8 @@ qkv_status qkv_ref_attention_backward(const qkv_bwd_problem *bp)
                 for (int64_t i = 0; i < dm->shape[2]; i++)
                     for (int64_t j = 0; j < dm->shape[3]; j++)
                         *qkv_view_out(dm, a, h, i, j) =
-                            (float)c.dmask[((a * dm->shape[1] + h) * dm->shape[2] + i) *
-                                               dm->shape[3] + j];
+                            qkv_narrow(c.dmask[((a * dm->shape[1] + h) * dm->shape[2] + i) *
+                                                   dm->shape[3] + j]);
     }
     for (int t = 0; t < nt; t++) {
         bwd_scratch *w = &c.sc[t];
