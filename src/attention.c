@@ -40,24 +40,17 @@ static qkv_status check_view(const char *name, const qkv_tensor *t, int64_t *num
     if (!qkv_mul_ok(reach, (int64_t)es, &reach))
         return qkv_fail(QKV_ERR_OVERFLOW, "%s: strides reach past int64 byte offsets", name);
     if (!t->data) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "%s: data is NULL", name);
-    if ((uintptr_t)t->data % es != 0)
-        return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
-                        "%s: data pointer %p is not aligned to its %zu-byte elements", name,
-                        t->data, es);
+    const qkv_status st = qkv_check_aligned(name, t->data, es);
+    if (st != QKV_OK) return st;
     *numel = n;
     return QKV_OK;
 }
 
-/* The bytes a view reaches, [*lo, *hi); empty (lo == hi) for a view with no
- * elements. check_view has bounded every offset. */
-typedef struct byte_range {
-    const char *name;
-    uintptr_t lo, hi;
-} byte_range;
-
-static byte_range view_range(const char *name, const qkv_tensor *t)
+/* The bytes a view reaches; empty for a view with no elements.
+ * check_view has bounded every offset. */
+static qkv_byte_range view_range(const char *name, const qkv_tensor *t)
 {
-    byte_range r = {name, 0, 0};
+    qkv_byte_range r = {name, 0, 0};
     if (!t || !t->data) return r;
     int64_t first = 0, last = 0;
     for (int d = 0; d < 4; d++) {
@@ -70,26 +63,6 @@ static byte_range view_range(const char *name, const qkv_tensor *t)
     r.lo = (uintptr_t)t->data + (uintptr_t)(first * es); /* wraps as pointer arithmetic would */
     r.hi = (uintptr_t)t->data + (uintptr_t)((last + 1) * es);
     return r;
-}
-
-/* Outputs must not share a byte with each other or with any input (the
- * library writes outputs while it still reads inputs). The test is on the
- * address ranges the views reach, so views that interleave in one buffer
- * without sharing elements are refused too. */
-static qkv_status check_disjoint(const byte_range *out, int nout, const byte_range *in, int nin)
-{
-    for (int a = 0; a < nout; a++) {
-        if (out[a].lo == out[a].hi) continue;
-        for (int b = 0; b < nout + nin; b++) {
-            const byte_range *o = b < nout ? &out[b] : &in[b - nout];
-            if (b == a || (b < a && b < nout) || o->lo == o->hi) continue;
-            if (out[a].lo < o->hi && o->lo < out[a].hi)
-                return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
-                                "%s and %s overlap in memory; an output may share no byte "
-                                "with another output or an input", out[a].name, o->name);
-        }
-    }
-    return QKV_OK;
 }
 
 /* An output must not map two indices to one element: sorted by stride,
@@ -242,10 +215,7 @@ static qkv_status resolve_inputs(const qkv_tensor *q, const qkv_tensor *k, const
         p->mask = mask;
     }
     if (opts->kv_lens) {
-        if ((uintptr_t)opts->kv_lens % sizeof(int64_t) != 0)
-            return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
-                            "kv_lens: pointer %p is not aligned to its 8-byte elements",
-                            (const void *)opts->kv_lens);
+        TRY(qkv_check_aligned("kv_lens", opts->kv_lens, sizeof *opts->kv_lens));
         for (int64_t b = 0; b < p->B; b++)
             if (opts->kv_lens[b] < 0 || opts->kv_lens[b] > p->Lk)
                 return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
@@ -269,15 +239,14 @@ static qkv_status resolve_inputs(const qkv_tensor *q, const qkv_tensor *k, const
 
 /* The ranges of the inputs of p into in[] (5 entries; 8 with the
  * backward's dO, O and lse); returns how many. */
-static int input_ranges(const qkv_fwd_problem *p, const qkv_tensor *dout, byte_range *in)
+static int input_ranges(const qkv_fwd_problem *p, const qkv_tensor *dout, qkv_byte_range *in)
 {
     int n = 0;
     in[n++] = view_range("Q", p->q);
     in[n++] = view_range("K", p->k);
     in[n++] = view_range("V", p->v);
     if (p->mask) in[n++] = view_range("mask", p->mask);
-    if (p->kv_lens && p->B > 0)
-        in[n++] = (byte_range){"kv_lens", (uintptr_t)p->kv_lens, (uintptr_t)(p->kv_lens + p->B)};
+    if (p->kv_lens) in[n++] = qkv_range("kv_lens", p->kv_lens, p->B, sizeof *p->kv_lens);
     if (dout) {
         in[n++] = view_range("dO", dout);
         in[n++] = view_range("O", p->o);
@@ -333,11 +302,11 @@ qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
     p.o = o;
     p.weights = weights;
     p.lse = lse;
-    const byte_range outs[3] = {view_range("O", o), view_range("weights", weights),
-                                view_range("lse", lse)};
-    byte_range ins[5];
+    const qkv_byte_range outs[3] = {view_range("O", o), view_range("weights", weights),
+                                    view_range("lse", lse)};
+    qkv_byte_range ins[5];
     const int nin = input_ranges(&p, NULL, ins);
-    TRY(check_disjoint(outs, 3, ins, nin));
+    TRY(qkv_check_disjoint(outs, 3, ins, nin));
 
     qkv_status st = opts->impl == QKV_IMPL_REFERENCE || !float_scale(p.scale)
                         ? qkv_ref_attention_forward(&p)
@@ -390,11 +359,11 @@ qkv_status qkv_attention_backward(const qkv_tensor *dq, const qkv_tensor *dk,
     }
     p->o = o;
     p->lse = lse;
-    const byte_range outs[4] = {view_range("dQ", dq), view_range("dK", dk), view_range("dV", dv),
-                                view_range("dmask", dmask)};
-    byte_range ins[8];
+    const qkv_byte_range outs[4] = {view_range("dQ", dq), view_range("dK", dk),
+                                    view_range("dV", dv), view_range("dmask", dmask)};
+    qkv_byte_range ins[8];
     const int nin = input_ranges(p, dout, ins);
-    TRY(check_disjoint(outs, 4, ins, nin));
+    TRY(qkv_check_disjoint(outs, 4, ins, nin));
     bp.dout = dout;
     bp.dq = dq;
     bp.dk = dk;

@@ -32,6 +32,75 @@ static inline int qkv_add_ok(int64_t a, int64_t b, int64_t *r)
     return !__builtin_add_overflow(a, b, r);
 }
 
+/* The bytes [lo, hi) a call reaches through one argument; lo == hi when it
+ * reaches none (absent or empty). Overlap between arguments is decided on
+ * these ranges, in O(1) per pair: two views that interleave in one buffer
+ * without sharing an element count as overlapping. */
+typedef struct qkv_byte_range {
+    const char *name;
+    uintptr_t lo, hi;
+} qkv_byte_range;
+
+/* n elements of es bytes from p; empty for a NULL p or n <= 0. A range
+ * that would run past the address space ends at its top instead of
+ * wrapping, so that it still overlaps what lies above p. */
+static inline qkv_byte_range qkv_range(const char *name, const void *p, int64_t n, size_t es)
+{
+    qkv_byte_range r = {name, 0, 0};
+    if (!p || n <= 0) return r;
+    r.lo = (uintptr_t)p;
+    const uintptr_t room = (UINTPTR_MAX - r.lo) / es;
+    r.hi = (uint64_t)n > room ? UINTPTR_MAX : r.lo + (uintptr_t)n * es;
+    return r;
+}
+
+/* Outputs must not share a byte with each other or with any input (the
+ * library writes outputs while it still reads inputs); the detail names
+ * the first pair that does, output first. Inputs may share bytes. */
+static inline qkv_status qkv_check_disjoint(const qkv_byte_range *out, int nout,
+                                            const qkv_byte_range *in, int nin)
+{
+    for (int a = 0; a < nout; a++) {
+        if (out[a].lo == out[a].hi) continue;
+        for (int b = a + 1; b < nout + nin; b++) {
+            const qkv_byte_range *o = b < nout ? &out[b] : &in[b - nout];
+            if (o->lo == o->hi) continue;
+            if (out[a].lo < o->hi && o->lo < out[a].hi)
+                return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
+                                "%s and %s overlap in memory; an output may share no byte "
+                                "with another output or an input", out[a].name, o->name);
+        }
+    }
+    return QKV_OK;
+}
+
+/* A data pointer must be aligned to its element size (qkv.h's
+ * conventions): the kernels load whole elements, and a misaligned load of
+ * a float is undefined behaviour in C. */
+static inline qkv_status qkv_check_aligned(const char *name, const void *p, size_t es)
+{
+    if ((uintptr_t)p % es != 0)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
+                        "%s: data pointer %p is not aligned to its %zu-byte elements", name, p,
+                        es);
+    return QKV_OK;
+}
+
+/* Both checks on the buffers of a call whose elements are es bytes: every
+ * non-empty one aligned, then no output sharing a byte with another
+ * output or an input. */
+static inline qkv_status qkv_check_buffers(const qkv_byte_range *out, int nout,
+                                           const qkv_byte_range *in, int nin, size_t es)
+{
+    for (int i = 0; i < nout + nin; i++) {
+        const qkv_byte_range *r = i < nout ? &out[i] : &in[i - nout];
+        if (r->lo == r->hi) continue;
+        const qkv_status st = qkv_check_aligned(r->name, (const void *)r->lo, es);
+        if (st != QKV_OK) return st;
+    }
+    return qkv_check_disjoint(out, nout, in, nin);
+}
+
 /* A double as float, past float's range as the infinity of its sign (a
  * plain conversion of such a value is undefined behaviour in C; UBSan's
  * float-cast-overflow reports it). NaN stays NaN. */

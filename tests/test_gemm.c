@@ -273,6 +273,95 @@ static void check_errors(void)
 #undef SGEMM
 }
 
+/* A float pointer one byte past p: misaligned, never dereferenced. */
+static float *misaligned(float *p)
+{
+    return (float *)(void *)((char *)p + 1);
+}
+
+/* C must share no byte with A or B where they are read; the test is on the
+ * bytes each matrix reaches (rows - 1 full rows of ld, then one row as
+ * wide as the matrix), so matrices in one buffer that only touch are
+ * fine, and so are A and B on one buffer (both only read). Misaligned
+ * pointers are refused. A refused call leaves C alone. */
+static void check_overlap_and_alignment(void)
+{
+    const qkv_transpose N = QKV_NO_TRANS, T = QKV_TRANS;
+    float buf[64];
+    for (int i = 0; i < 64; i++) buf[i] = (float)(i % 7);
+    float keep[64];
+    memcpy(keep, buf, sizeof keep);
+    struct {
+        const char *what, *prefix;
+        qkv_transpose ta;
+        int64_t m, n, k, lda, ldc;
+        int a_at, b_at, c_at; /* offsets into buf; B is k x n, ldb n */
+    } bad[] = {
+        {"C = A", "C and A", N, 3, 3, 3, 3, 3, 0, 20, 0},
+        {"C = B", "C and B", N, 3, 3, 3, 3, 3, 0, 20, 20},
+        {"C on A's last element", "C and A", N, 4, 4, 4, 4, 4, 0, 40, 15},
+        {"A on C's last row", "C and A", N, 2, 2, 2, 2, 5, 6, 20, 0},
+        {"C over transposed A", "C and A", T, 2, 2, 3, 2, 2, 0, 20, 5},
+        {"C under B", "C and B", N, 3, 2, 3, 3, 2, 0, 30, 25},
+    };
+    for (size_t x = 0; x < sizeof bad / sizeof bad[0]; x++) {
+        qkv_status st = qkv_sgemm(bad[x].ta, N, bad[x].m, bad[x].n, bad[x].k, 1.0f,
+                                  buf + bad[x].a_at, bad[x].lda, buf + bad[x].b_at, bad[x].n, 0.0f,
+                                  buf + bad[x].c_at, bad[x].ldc, NULL);
+        const char *d = qkv_error_detail();
+        const int ok = st == QKV_ERR_INVALID_ARGUMENT && test_starts_with(d, bad[x].prefix) &&
+                       strstr(d, "overlap in memory") != NULL;
+        if (!ok) fprintf(stderr, "  %s: %s (%s)\n", bad[x].what, qkv_status_string(st), d);
+        CHECK(ok);
+        CHECK(memcmp(buf, keep, sizeof buf) == 0);
+    }
+
+    /* Touching but not overlapping: C (2 x 2, ldc 5) ends at buf + 7, its
+     * last row being only 2 wide; A starts there, B after A. */
+    for (int i = 0; i < 11; i++) buf[i] = 0;
+    float *c = buf, *a = buf + 7, *b = buf + 9; /* A 2 x 1, B 1 x 2 */
+    a[0] = 2;
+    a[1] = 3;
+    b[0] = 5;
+    b[1] = 7;
+    c[2] = c[3] = c[4] = -1; /* C's gap: not written */
+    qkv_status st = qkv_sgemm(N, N, 2, 2, 1, 1.0f, a, 1, b, 2, 0.0f, c, 5, NULL);
+    CHECK(st == QKV_OK);
+    CHECK(c[0] == 10 && c[1] == 14 && c[5] == 15 && c[6] == 21);
+    CHECK(c[2] == -1 && c[3] == -1 && c[4] == -1 && a[0] == 2 && b[0] == 5);
+    /* A and B on one buffer: A A^T for A = [[1, 2], [3, 4]]. */
+    float sq[4] = {1, 2, 3, 4}, out[4];
+    CHECK(qkv_sgemm(N, T, 2, 2, 2, 1.0f, sq, 2, sq, 2, 0.0f, out, 2, NULL) == QKV_OK);
+    CHECK(out[0] == 5 && out[1] == 11 && out[2] == 11 && out[3] == 25);
+    /* A and B not read (alpha == 0, k == 0) or nothing written (m or n
+     * 0): C may lie on them; C = beta C still holds. */
+    float s[6] = {1, 2, 3, 4, 5, 6};
+    CHECK(qkv_sgemm(N, N, 2, 3, 2, 0.0f, s, 3, s, 3, 2.0f, s, 3, NULL) == QKV_OK);
+    for (int i = 0; i < 6; i++) CHECK(s[i] == 2.0f * (float)(i + 1));
+    CHECK(qkv_sgemm(N, N, 2, 3, 0, 1.0f, s, 1, s, 3, 0.5f, s, 3, NULL) == QKV_OK);
+    for (int i = 0; i < 6; i++) CHECK(s[i] == (float)(i + 1));
+    CHECK(qkv_sgemm(N, N, 0, 3, 2, 1.0f, s, 2, s, 3, 0.0f, s, 3, NULL) == QKV_OK);
+    CHECK(qkv_sgemm(N, N, 2, 0, 2, 1.0f, s, 2, s, 1, 0.0f, s, 1, NULL) == QKV_OK);
+    for (int i = 0; i < 6; i++) CHECK(s[i] == (float)(i + 1));
+
+    /* Misaligned pointers, each refused naming the matrix. */
+    float ma[8] = {0}, mb[8] = {0}, mc[8] = {0};
+    const char *names[3] = {"a:", "b:", "c:"};
+    for (int t = 0; t < 3; t++) {
+        float *p[3] = {ma, mb, mc};
+        p[t] = misaligned(p[t]);
+        st = qkv_sgemm(N, N, 2, 2, 2, 1.0f, p[0], 2, p[1], 2, 0.0f, p[2], 2, NULL);
+        const char *d = qkv_error_detail();
+        const int ok = st == QKV_ERR_INVALID_ARGUMENT && test_starts_with(d, names[t]) &&
+                       strstr(d, "aligned") != NULL;
+        if (!ok) fprintf(stderr, "  %s misaligned: %s (%s)\n", names[t], qkv_status_string(st), d);
+        CHECK(ok);
+    }
+    /* An empty matrix's pointer is not looked at (NULL would do). */
+    CHECK(qkv_sgemm(N, N, 2, 2, 0, 1.0f, misaligned(ma), 0, misaligned(mb), 2, 0.0f, mc, 2,
+                    NULL) == QKV_OK);
+}
+
 /* QKV_ISA naming nothing runnable fails an AUTO call (in a child, as the
  * variable is read once per process), unless AUTO means the system BLAS. */
 static void check_env(void)
@@ -297,6 +386,7 @@ int main(void)
 {
     check_env();
     check_errors();
+    check_overlap_and_alignment();
     for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
         if (!qkv_isa_supported(isas[i])) {
             printf("  %s: not supported here, skipped\n", qkv_isa_name(isas[i]));

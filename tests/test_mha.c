@@ -691,7 +691,7 @@ static void test_config_errors(void)
     CHECK(qkv_mha_forward(m, y, NULL, x, 2, -3, ctx, 4, NULL) == QKV_ERR_INVALID_ARGUMENT);
     CHECK(qkv_mha_forward(m, y, NULL, x, 2, 3, ctx, -4, NULL) == QKV_ERR_INVALID_ARGUMENT);
     CHECK(qkv_mha_forward(m, x, NULL, x, 2, 3, ctx, 4, NULL) == QKV_ERR_INVALID_ARGUMENT);
-    CHECK(detail_has("overlaps"));
+    CHECK(detail_has("y and x overlap in memory"));
     CHECK(qkv_mha_forward(NULL, y, NULL, x, 2, 3, ctx, 4, NULL) == QKV_ERR_NULL_ARGUMENT);
     CHECK(qkv_mha_forward(m, y, NULL, x, INT64_MAX / 4, 3, ctx, 4, NULL) == QKV_ERR_OVERFLOW);
     /* Attention options reach the attention. */
@@ -726,6 +726,194 @@ static void test_config_errors(void)
     qkv_mha_free(g2);
     qkv_mha_free(m);
     qkv_mha_free(NULL);
+}
+
+/* ------------------------------------------------ overlap and alignment */
+
+/* st must be QKV_ERR_INVALID_ARGUMENT with a detail that starts with
+ * prefix and contains needle; says which case it was when not. */
+static void expect_refused(const char *what, qkv_status st, const char *prefix,
+                           const char *needle)
+{
+    const char *d = qkv_error_detail();
+    const int ok = st == QKV_ERR_INVALID_ARGUMENT && test_starts_with(d, prefix) &&
+                   strstr(d, needle) != NULL;
+    if (!ok) fprintf(stderr, "  %s: %s (%s)\n", what, qkv_status_string(st), d);
+    CHECK(ok);
+}
+
+/* A float pointer one byte past p: misaligned, never dereferenced. */
+static float *misaligned(float *p)
+{
+    return (float *)(void *)((char *)p + 1);
+}
+
+/* Outputs (y, weights; dx, dcontext, the grad layer; the cache) may share
+ * no byte with each other or with an input (x, context, dy, the layer's
+ * own parameters), and every pointer must be aligned to its floats; the
+ * detail names the pair or the pointer. Inputs may share bytes, outputs
+ * may touch, and empty buffers are not looked at. */
+static void test_overlap_and_alignment(void)
+{
+    test_rng r = test_rng_seed(0x0e7a);
+    qkv_mha_config cfg = {.d_model = 12, .d_context = 5, .heads = 4, .kv_heads = 2,
+                          .v_head_dim = 2, .bias = 1};
+    qkv_mha *m = make_layer(&cfg, &r), *g = NULL;
+    CHECK(qkv_mha_create(&g, &cfg) == QKV_OK);
+    enum { B = 2, LQ = 3, LK = 4, NX = B * LQ * 12, NC = B * LK * 5, NW = B * 4 * LQ * LK };
+    float *x = test_rand_f32(&r, NX, -1, 1), *ctx = test_rand_f32(&r, NC, -1, 1);
+    float *arena = test_rand_f32(&r, 512, -1, 1), y[NX], w[NW];
+    float *wq = qkv_mha_param_data(m, QKV_MHA_WQ, NULL, NULL); /* 12 x 12 */
+    float *wo = qkv_mha_param_data(m, QKV_MHA_WO, NULL, NULL); /* 12 x 8 */
+
+    /* Forward. */
+    struct {
+        const char *what, *prefix;
+        float *y, *w;
+        const float *x, *ctx;
+    } fwd[] = {
+        {"y = x", "y and x", x, NULL, x, ctx},
+        {"y inside context", "y and context", arena + 20, NULL, x, arena},
+        {"weights over x", "weights and x", y, arena, arena + 90, ctx},
+        {"weights over context", "weights and context", y, arena, x, arena + 50},
+        {"y over weights", "y and weights", arena, arena + NX - 1, x, ctx},
+        {"y on the layer's Wo", "y and the layer's parameters", wo, NULL, x, ctx},
+        {"weights on the layer's Wq", "weights and the layer's parameters", y, wq, x, ctx},
+    };
+    for (size_t i = 0; i < sizeof fwd / sizeof fwd[0]; i++)
+        expect_refused(fwd[i].what,
+                       qkv_mha_forward(m, fwd[i].y, fwd[i].w, fwd[i].x, B, LQ, fwd[i].ctx, LK, NULL),
+                       fwd[i].prefix, "overlap in memory");
+    const char *fnames[4] = {"y:", "weights:", "x:", "context:"};
+    for (int t = 0; t < 4; t++) {
+        float *p[4] = {y, w, x, ctx};
+        p[t] = misaligned(p[t]);
+        expect_refused(fnames[t], qkv_mha_forward(m, p[0], p[1], p[2], B, LQ, p[3], LK, NULL),
+                       fnames[t], "aligned");
+    }
+    /* y and weights touching in one buffer, x and context sharing bytes:
+     * the same bytes as separate buffers. */
+    CHECK(qkv_mha_forward(m, y, w, x, B, LQ, ctx, LK, NULL) == QKV_OK);
+    float *both = arena + 200; /* arena[200 .. 200 + NX + NW) */
+    memcpy(arena, x, sizeof(float) * NX);
+    memcpy(arena + 10, ctx, sizeof(float) * NC); /* context inside x */
+    float *x2 = test_malloc(sizeof(float) * NX);
+    memcpy(x2, arena, sizeof(float) * NX);
+    CHECK(qkv_mha_forward(m, y, w, x2, B, LQ, arena + 10, LK, NULL) == QKV_OK);
+    qkv_status st = qkv_mha_forward(m, both, both + NX, arena, B, LQ, arena + 10, LK, NULL);
+    CHECK(st == QKV_OK);
+    if (st) fprintf(stderr, "  touching outputs: %s\n", qkv_error_detail());
+    CHECK(memcmp(both, y, sizeof y) == 0 && memcmp(both + NX, w, sizeof w) == 0);
+    free(x2);
+    /* Nothing to write: y may be anything. */
+    CHECK(qkv_mha_forward(m, x, NULL, x, 0, LQ, ctx, LK, NULL) == QKV_OK);
+
+    /* Backward. */
+    float *dy = test_rand_f32(&r, NX, -1, 1), dx[NX], dc[NC];
+    float *gwq = qkv_mha_param_data(g, QKV_MHA_WQ, NULL, NULL);
+    float *gwo = qkv_mha_param_data(g, QKV_MHA_WO, NULL, NULL);
+    float *wk = qkv_mha_param_data(m, QKV_MHA_WK, NULL, NULL); /* 6 x 5, Wv after it */
+    struct {
+        const char *what, *prefix;
+        float *dx, *dc;
+        const float *dy, *x, *ctx;
+    } bwd[] = {
+        {"dx = x", "dx and x", x, dc, dy, x, ctx},
+        {"dx = dy", "dx and dy", dy, dc, dy, x, ctx},
+        {"dcontext = context", "dcontext and context", dx, ctx, dy, x, ctx},
+        {"dx over dcontext", "dx and dcontext", arena, arena + 60, dy, x, ctx},
+        {"dx on grad's Wq", "dx and grad's parameters", gwq, dc, dy, x, ctx},
+        {"dcontext on the layer's Wk", "dcontext and the layer's parameters", dx, wk, dy, x, ctx},
+        {"dy in grad's Wo", "grad's parameters and dy", dx, dc, gwo, x, ctx},
+        {"x in grad's Wq", "grad's parameters and x", dx, dc, dy, gwq, ctx},
+    };
+    for (size_t i = 0; i < sizeof bwd / sizeof bwd[0]; i++)
+        expect_refused(bwd[i].what,
+                       qkv_mha_backward(m, g, bwd[i].dx, bwd[i].dc, bwd[i].dy, bwd[i].x, B, LQ,
+                                        bwd[i].ctx, LK, NULL),
+                       bwd[i].prefix, "overlap in memory");
+    const char *bnames[3] = {"dx:", "dcontext:", "dy:"};
+    for (int t = 0; t < 3; t++) {
+        float *p[3] = {dx, dc, dy};
+        p[t] = misaligned(p[t]);
+        expect_refused(bnames[t], qkv_mha_backward(m, g, p[0], p[1], p[2], x, B, LQ, ctx, LK, NULL),
+                       bnames[t], "aligned");
+    }
+    CHECK(qkv_mha_backward(m, g, dx, dc, dy, x, B, LQ, ctx, LK, NULL) == QKV_OK);
+
+    /* Decode: the cache is written too. */
+    qkv_mha_config sc = {.d_model = 8, .heads = 2, .kv_heads = 1, .bias = 1};
+    qkv_mha *s = make_layer(&sc, &r);
+    qkv_kv_cache *c = NULL;
+    CHECK(qkv_kv_cache_create(&c, s, 2, 8) == QKV_OK);
+    float *sx = test_rand_f32(&r, 2 * 2 * 8, -1, 1), sy[2 * 2 * 8], sw[2 * 2 * 1 * 3];
+    CHECK(qkv_mha_decode(s, c, sy, NULL, sx, 2, NULL) == QKV_OK); /* 2 tokens each */
+    qkv_tensor tk, tv;
+    CHECK(qkv_kv_cache_view(c, 0, &tk, &tv) == QKV_OK);
+    float *ck = tk.data, *cv = tv.data, *swq = qkv_mha_param_data(s, QKV_MHA_WQ, NULL, NULL);
+    struct {
+        const char *what, *prefix;
+        float *y, *w;
+        const float *x;
+    } dec[] = {
+        {"y = x", "y and x", sx, NULL, sx},
+        {"weights over x", "weights and x", sy, arena, arena + 5},
+        {"y over weights", "y and weights", arena, arena + 10, sx},
+        {"y on the cache's keys", "y and the cache's keys", ck, NULL, sx},
+        {"weights on the cache's values", "weights and the cache's values", sy, cv + 4, sx},
+        {"y on the layer's Wq", "y and the layer's parameters", swq, NULL, sx},
+        {"x in the cache's keys", "the cache's keys and x", sy, NULL, ck},
+    };
+    for (size_t i = 0; i < sizeof dec / sizeof dec[0]; i++) {
+        expect_refused(dec[i].what, qkv_mha_decode(s, c, dec[i].y, dec[i].w, dec[i].x, 1, NULL),
+                       dec[i].prefix, "overlap in memory");
+        CHECK(qkv_kv_cache_length(c, 0) == 2 && qkv_kv_cache_length(c, 1) == 2);
+    }
+    const char *dnames[3] = {"y:", "weights:", "x:"};
+    for (int t = 0; t < 3; t++) {
+        float *p[3] = {sy, sw, sx};
+        p[t] = misaligned(p[t]);
+        expect_refused(dnames[t], qkv_mha_decode(s, c, p[0], p[1], p[2], 1, NULL), dnames[t],
+                       "aligned");
+    }
+    CHECK(qkv_kv_cache_length(c, 0) == 2 && qkv_kv_cache_length(c, 1) == 2);
+
+    /* Append (Hkv = 1, so a sequence's keys are one contiguous run): from
+     * another sequence of the cache (a fork) or from positions of the same
+     * sequence that are not written is fine; onto the positions being
+     * written is refused. */
+    const int64_t E = 4;
+    CHECK(qkv_kv_cache_truncate(c, 1, 0) == QKV_OK);
+    CHECK(qkv_kv_cache_append(c, 1, ck, cv, 2) == QKV_OK);
+    qkv_tensor tk1, tv1;
+    CHECK(qkv_kv_cache_view(c, 1, &tk1, &tv1) == QKV_OK);
+    CHECK(memcmp(tk1.data, ck, sizeof(float) * 2 * E) == 0);
+    CHECK(memcmp(tv1.data, cv, sizeof(float) * 2 * E) == 0);
+    float kk[2 * 4] = {0}, vv[2 * 4] = {0};
+    expect_refused("k on the new positions", qkv_kv_cache_append(c, 0, ck + E, vv, 2),
+                   "the cache's keys and k", "overlap in memory");
+    expect_refused("v on the new positions", qkv_kv_cache_append(c, 0, kk, cv + E, 2),
+                   "the cache's values and v", "overlap in memory");
+    expect_refused("k on the new values", qkv_kv_cache_append(c, 0, cv + 2 * E, vv, 1),
+                   "the cache's values and k", "overlap in memory");
+    expect_refused("k misaligned", qkv_kv_cache_append(c, 0, misaligned(kk), vv, 1), "k:",
+                   "aligned");
+    expect_refused("v misaligned", qkv_kv_cache_append(c, 0, kk, misaligned(vv), 1), "v:",
+                   "aligned");
+    CHECK(qkv_kv_cache_length(c, 0) == 2);
+    CHECK(qkv_kv_cache_append(c, 0, ck, cv, 2) == QKV_OK); /* positions 0, 1 to 2, 3 */
+    CHECK(memcmp(ck + 2 * E, ck, sizeof(float) * 2 * E) == 0);
+    CHECK(memcmp(cv + 2 * E, cv, sizeof(float) * 2 * E) == 0);
+
+    qkv_kv_cache_free(c);
+    qkv_mha_free(s);
+    free(sx);
+    free(dy);
+    free(x);
+    free(ctx);
+    free(arena);
+    qkv_mha_free(g);
+    qkv_mha_free(m);
 }
 
 /* -------------------------------------------------------- save and load */
@@ -848,6 +1036,7 @@ static void test_save_load(void)
 int main(void)
 {
     test_config_errors();
+    test_overlap_and_alignment();
     test_forward();
     test_threads();
     test_backward();

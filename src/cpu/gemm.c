@@ -207,7 +207,15 @@ static qkv_status check_matrix(const char *name, const char *ldname, const void 
         span > INT64_MAX / (int64_t)sizeof(float))
         return qkv_fail(QKV_ERR_OVERFLOW, "%s: %lld rows of %s = %lld elements overflow", name,
                         (long long)rows, ldname, (long long)ld);
-    return QKV_OK;
+    return qkv_check_aligned(name, p, sizeof(float));
+}
+
+/* The bytes a stored matrix reaches: rows - 1 rows of ld, then a last row
+ * only cols wide (check_matrix bounded the count). */
+static qkv_byte_range matrix_range(const char *name, const float *p, int64_t rows, int64_t cols,
+                                   int64_t ld)
+{
+    return qkv_range(name, p, rows && cols ? (rows - 1) * ld + cols : 0, sizeof *p);
 }
 
 /* C = beta C, for k == 0 or alpha == 0 (A and B are not read then, as in
@@ -321,6 +329,15 @@ qkv_status qkv_sgemm(qkv_transpose ta, qkv_transpose tb, int64_t m, int64_t n, i
     snprintf(what, sizeof what, "n = %lld", (long long)n);
     st = check_matrix("c", "ldc", c, m, n, ldc, what);
     if (st != QKV_OK) return st;
+    /* A and B are read only when there is a product to add; then C, which
+     * is written while they are read, may share no byte with them. */
+    if (m > 0 && n > 0 && k > 0 && alpha != 0) {
+        const qkv_byte_range out = matrix_range("C", c, m, n, ldc);
+        const qkv_byte_range in[2] = {matrix_range("A", a, ta ? k : m, ta ? m : k, lda),
+                                      matrix_range("B", b, tb ? n : k, tb ? k : n, ldb)};
+        st = qkv_check_disjoint(&out, 1, in, 2);
+        if (st != QKV_OK) return st;
+    }
     if (opts->isa < QKV_ISA_AUTO || opts->isa > QKV_ISA_AVX512)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "isa: %d is not a qkv_isa", (int)opts->isa);
     if (opts->num_threads < 0)

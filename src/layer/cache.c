@@ -125,6 +125,19 @@ qkv_status qkv_kv_cache_append(qkv_kv_cache *c, int64_t b, const float *k, const
                         (long long)n, (long long)b, (long long)c->max_len, (long long)c->len[b]);
     if (n > 0 && !k) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "k: is NULL");
     if (n > 0 && !v) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "v: is NULL");
+    /* k and v may come from the cache itself (another sequence's view, to
+     * fork it), but not from the bytes they are copied to: sequence b's
+     * rows from position len on, in its first kv head, to len + n in its
+     * last (a run inside sequence b's block). */
+    const int64_t Hkv = c->kv_heads, E = c->head_dim, Ev = c->v_head_dim, L = c->max_len;
+    const int64_t first = b * Hkv * L + c->len[b], span = (Hkv - 1) * L + n;
+    const qkv_byte_range outs[2] = {
+        qkv_range("the cache's keys", c->k + first * E, n > 0 ? span * E : 0, sizeof(float)),
+        qkv_range("the cache's values", c->v + first * Ev, n > 0 ? span * Ev : 0, sizeof(float))};
+    const qkv_byte_range ins[2] = {qkv_range("k", k, n * Hkv * E, sizeof(float)),
+                                   qkv_range("v", v, n * Hkv * Ev, sizeof(float))};
+    st = qkv_check_buffers(outs, 2, ins, 2, sizeof(float));
+    if (st) return st;
     store_tokens(c, b, c->len[b], k, v, n);
     c->len[b] += n;
     return QKV_OK;
@@ -216,6 +229,17 @@ qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *we
     if (!qkv_floats_fit(4, (int64_t[]){nq, nk, nv, na}))
         return qkv_fail(QKV_ERR_OVERFLOW, "n: %lld new tokens need more memory than exists",
                         (long long)n);
+    /* The whole cache is read and written, so it counts as an output. */
+    const qkv_byte_range outs[4] = {
+        qkv_range("y", y, B * n * D, sizeof(float)),
+        qkv_range("weights", weights, B * H * n * Lw, sizeof(float)),
+        qkv_range("the cache's keys", c->k, B * Hkv * L * E, sizeof(float)),
+        qkv_range("the cache's values", c->v, B * Hkv * L * Ev, sizeof(float))};
+    const qkv_byte_range ins[2] = {
+        qkv_range("x", x, B * n * D, sizeof(float)),
+        qkv_range("the layer's parameters", m->storage, qkv_mha_param_floats(m), sizeof(float))};
+    st = qkv_check_buffers(outs, 4, ins, 2, sizeof(float));
+    if (st) return st;
     float *block = malloc((size_t)(nq + nk + nv + na + 1) * sizeof(float));
     if (!block) return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "decode: buffers do not fit in memory");
     float *q = block, *k = q + nq, *v = k + nk, *a = v + nv;

@@ -130,6 +130,13 @@ void qkv_mha_free(qkv_mha *m)
     free(m);
 }
 
+int64_t qkv_mha_param_floats(const qkv_mha *m)
+{
+    int64_t n = 0;
+    for (int i = 0; i < QKV_MHA_NUM_PARAMS; i++) n += m->rows[i] * m->cols[i];
+    return n;
+}
+
 qkv_mha_config qkv_mha_get_config(const qkv_mha *m)
 {
     qkv_mha_config none = {0};
@@ -280,12 +287,10 @@ static qkv_status forward_core(const qkv_mha *m, activations *act, float *weight
     return qkv_attention_forward(&ta, weights ? &tw : NULL, &tl, &tq, &tk, &tv, opts);
 }
 
-/* Do [a, a + na) and [b, b + nb) floats share memory? */
-static int overlaps(const float *a, int64_t na, const float *b, int64_t nb)
+/* n floats from p, for the overlap and alignment checks. */
+static qkv_byte_range floats(const char *name, const float *p, int64_t n)
 {
-    if (!a || !b || na <= 0 || nb <= 0) return 0;
-    uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
-    return pa < pb + (uintptr_t)nb * sizeof(float) && pb < pa + (uintptr_t)na * sizeof(float);
+    return qkv_range(name, p, n, sizeof *p);
 }
 
 qkv_status qkv_mha_forward(const qkv_mha *m, float *y, float *weights, const float *x,
@@ -298,9 +303,12 @@ qkv_status qkv_mha_forward(const qkv_mha *m, float *y, float *weights, const flo
     const qkv_mha_config *c = &m->cfg;
     const int64_t ny = batch * lq * c->d_model, nw = batch * c->heads * lq * lk;
     if (ny > 0 && !y) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "y: is NULL");
-    if (overlaps(y, ny, x, ny) || overlaps(y, ny, context, batch * lk * c->d_context) ||
-        overlaps(y, ny, weights, nw))
-        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "y: overlaps an input or weights");
+    const qkv_byte_range outs[2] = {floats("y", y, ny), floats("weights", weights, nw)};
+    const qkv_byte_range ins[3] = {
+        floats("x", x, ny), floats("context", context, batch * lk * c->d_context),
+        floats("the layer's parameters", m->storage, qkv_mha_param_floats(m))};
+    st = qkv_check_buffers(outs, 2, ins, 3, sizeof(float));
+    if (st) return st;
     activations act;
     st = forward_core(m, &act, weights, x, batch, lq, context, lk, opts);
     if (!st)
@@ -356,6 +364,15 @@ qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *d
     const int64_t D = c->d_model, Dkv = c->d_context;
     const int64_t ny = batch * lq * D;
     if (ny > 0 && !dy) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "dy: is NULL");
+    /* grad's parameters are outputs too; m's are read throughout. */
+    const qkv_byte_range outs[3] = {
+        floats("dx", dx, ny), floats("dcontext", dcontext, batch * lk * Dkv),
+        floats("grad's parameters", grad->storage, qkv_mha_param_floats(grad))};
+    const qkv_byte_range ins[4] = {
+        floats("dy", dy, ny), floats("x", x, ny), floats("context", context, batch * lk * Dkv),
+        floats("the layer's parameters", m->storage, qkv_mha_param_floats(m))};
+    st = qkv_check_buffers(outs, 3, ins, 4, sizeof(float));
+    if (st) return st;
 
     /* The recomputed forward reports no progress, so that the backward's
      * own reports rise once from 0 to 1. */

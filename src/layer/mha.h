@@ -30,6 +30,10 @@ qkv_status qkv_mha_linear(float *y, const float *x, int64_t rows, const float *w
 qkv_status qkv_rope_apply(const qkv_mha_config *cfg, float *rows, int64_t n, int64_t row_stride,
                           int64_t heads, int64_t pos0, int inverse);
 
+/* Floats behind all of m's parameters (m->storage's length), for the
+ * overlap checks of the calls that read or write them. */
+int64_t qkv_mha_param_floats(const qkv_mha *m);
+
 /* Whether n buffers of counts[i] floats (each count already known not to
  * overflow) fit in one allocation together, with one float more. */
 int qkv_floats_fit(int n, const int64_t *counts);
