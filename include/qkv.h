@@ -336,8 +336,10 @@ qkv_status qkv_array_convert(qkv_array *dst, const qkv_array *src, qkv_dtype to)
  * Fortran order, big-endian, another dtype, a header that is not the dict
  * NumPy writes, a data size that differs from the header's shape, a size
  * that overflows (even when another dim is 0) — fails with QKV_ERR_FORMAT
- * (or QKV_ERR_OVERFLOW) and a detail that starts with the file name. On
- * success out->data is never NULL, even for zero elements; on failure *out
+ * (or QKV_ERR_OVERFLOW) and a detail that starts with the file name. A pipe
+ * is read no further than the header promises, plus one byte: one more
+ * byte fails ("trailing bytes after the data"). On success out->data is
+ * never NULL, even for zero elements; on failure *out
  * is zeroed. */
 qkv_status qkv_npy_read(const char *path, qkv_array *out);
 
@@ -352,6 +354,33 @@ qkv_status qkv_npy_parse(const void *buf, size_t len, const char *name,
  * be partly written; callers that need atomic output write to a temporary
  * name and rename. */
 qkv_status qkv_npy_write(const char *path, const qkv_array *a);
+
+/* Reads a .npy file as qkv_npy_read does (the same checks, the same
+ * result), but without copying its data where it can: a regular file on a
+ * little-endian host whose data is aligned for its dtype is mapped into
+ * memory (private, copy-on-write: out->data may be written, the file never
+ * changes) and its pages are taken from the page cache as they are, where
+ * reading would zero fresh memory and copy every byte into it. Anything
+ * else (a pipe, an empty array, a system without mmap) is read. Free with
+ * qkv_array_free or qkv_free, never free(). Mind what every mapping
+ * implies: if the file is truncated while mapped, touching the pages it
+ * lost raises SIGBUS (the qkv tool catches it and says so); a file
+ * rewritten in place meanwhile shows its new bytes. Thread-safe. */
+qkv_status qkv_npy_map(const char *path, qkv_array *out);
+
+/* Creates (or truncates) path as a .npy file of this dtype and shape,
+ * byte for byte what qkv_npy_write would write, and gives its data to fill
+ * in place: out->data (zeroed) is a shared mapping of the file's data, so
+ * what the caller writes there is the file's content, with no copy. The
+ * disk space is reserved first, so a full disk fails here (QKV_ERR_IO),
+ * never later. qkv_array_free (or qkv_free, never free()) unmaps it; the
+ * system writes the pages back in its own time, as it does after write().
+ * An array with no elements is written at once (out->data is then a
+ * one-byte buffer). Fails with QKV_ERR_UNSUPPORTED where files cannot be
+ * mapped (no mmap, a big-endian host): use qkv_npy_write there. On failure
+ * *out is zeroed and the file may exist, partly written. Thread-safe. */
+qkv_status qkv_npy_create(const char *path, qkv_dtype dtype, int ndim, const int64_t *shape,
+                          qkv_array *out);
 
 /* -------------------------------------------------------------------- GEMM */
 
@@ -377,7 +406,13 @@ typedef struct qkv_gemm_options {
  *   beta == 0 means C is only written (NaN or garbage in C does not leak
  *   through); k == 0 or alpha == 0 scales C by beta without reading A or
  *   B. m, n, k >= 0; any may be 0.
- *   C must not overlap A or B.
+ *   C must share no byte with A or B where they are read. The test is on
+ *   the bytes a matrix reaches (rows - 1 rows of its leading dimension,
+ *   then one row as wide as the matrix), so matrices that interleave in
+ *   one buffer count as overlapping and matrices that only touch do not;
+ *   A and B may share bytes. Such an overlap, or a non-empty matrix whose
+ *   pointer is not aligned to 4 bytes, fails with QKV_ERR_INVALID_ARGUMENT
+ *   and a detail naming them ("C and A overlap in memory; ...").
  *
  * Our own blocked kernel (packing, cache blocking, threads over blocks of
  * C); a C of at most 4 rows (a decode step's projections) skips packing
@@ -404,8 +439,11 @@ typedef struct qkv_safetensors qkv_safetensors;
  * of strings), names unique, dtypes among those the format defines, each
  * tensor's byte length equal to its shape times its element size, and the
  * tensors' byte ranges must tile the data section exactly; only spaces may
- * follow the JSON object, and tensor names may not contain U+0000. There
- * is no limit on the header's size but the file's. Anything else
+ * follow the JSON object, and tensor names may not contain U+0000. The
+ * header length must be 1 to 100000000 bytes (the format's own limit) and
+ * within the file. A pipe or other stream is read no further than the
+ * header length and the data_offsets promise, plus one byte: more bytes
+ * fail ("trailing bytes"), as .npy streams do. Anything else
  * fails with QKV_ERR_FORMAT (or QKV_ERR_OVERFLOW) and a detail that starts
  * with the file name. On failure *out is NULL. */
 qkv_status qkv_safetensors_read(const char *path, qkv_safetensors **out);
@@ -552,7 +590,11 @@ qkv_status qkv_mha_save(const qkv_mha *m, const char *path, const char *prefix);
  *            use opts' isa and num_threads; progress reports the
  *            attention's share of the work.
  *
- * y must not overlap x, context or weights. Scratch: Q, K, V and A, about
+ * y and weights must share no byte with each other, with x, context or
+ * the layer's parameters, and every pointer of a non-empty buffer must be
+ * aligned to 4 bytes: QKV_ERR_INVALID_ARGUMENT otherwise, the detail
+ * naming the pair ("y and x overlap in memory; ...") or the pointer.
+ * Inputs may share bytes. Scratch: Q, K, V and A, about
  * B x (Lq (H E + H Ev) + Lk Hkv (E + Ev)) floats, plus the attention's.
  * Bitwise the same for any thread count. Thread-safe. */
 qkv_status qkv_mha_forward(const qkv_mha *m, float *y, float *weights, const float *x,
@@ -570,7 +612,10 @@ qkv_status qkv_mha_forward(const qkv_mha *m, float *y, float *weights, const flo
  *
  * The forward's activations are recomputed from x and context (one more
  * forward's work), so nothing needs keeping between the calls; the
- * attention part uses qkv_attention_backward. Bitwise the same for any
+ * attention part uses qkv_attention_backward. dx, dcontext and grad's
+ * parameters must share no byte with each other, with dy, x, context or
+ * m's parameters, and pointers must be aligned to 4 bytes, as for the
+ * forward (QKV_ERR_INVALID_ARGUMENT). Bitwise the same for any
  * thread count. Thread-safe (distinct grad layers). */
 qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *dcontext,
                             const float *dy, const float *x, int64_t batch, int64_t lq,
@@ -603,8 +648,11 @@ size_t qkv_kv_cache_bytes(const qkv_kv_cache *c);
  * stored, i.e. already rotated by RoPE where the layer has it: k (n, Hkv,
  * E) and v (n, Hkv, Ev) row-major, the layout of the K and V projections'
  * rows. For keys computed elsewhere (a prompt processed by another
- * program, a saved cache). Fails, changing nothing, when the sequence
- * would pass max_len. */
+ * program, a saved cache). k and v may be read from the cache itself (a
+ * view of another sequence, to copy it) but must not overlap the rows
+ * they are stored to (sequence b's from its length on), and must be
+ * aligned to 4 bytes (QKV_ERR_INVALID_ARGUMENT, the detail naming them).
+ * Fails, changing nothing, when the sequence would pass max_len. */
 qkv_status qkv_kv_cache_append(qkv_kv_cache *c, int64_t b, const float *k, const float *v,
                                int64_t n);
 
@@ -626,7 +674,9 @@ qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, qkv_tens
  * window, impl, isa and num_threads; a mask or kv_lens is refused (the
  * cache knows the lengths), causal is implied, progress is not reported. A step that would pass
  * max_len fails with QKV_ERR_INVALID_ARGUMENT and leaves the cache as it
- * was. Not thread-safe on one cache. */
+ * was; so do y, weights or the cache's storage sharing a byte with each
+ * other, with x or with the layer's parameters, and a pointer not aligned
+ * to 4 bytes (the detail names them). Not thread-safe on one cache. */
 qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *weights,
                           const float *x, int64_t n, const qkv_attn_options *opts);
 

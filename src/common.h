@@ -7,6 +7,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -100,6 +101,17 @@ static inline qkv_status qkv_check_buffers(const qkv_byte_range *out, int nout,
     }
     return qkv_check_disjoint(out, nout, in, nin);
 }
+
+/* Files are mapped where POSIX mmap exists (qkv_npy_map, qkv_npy_create);
+ * elsewhere they are read and written. */
+#if defined(__unix__) || defined(__APPLE__)
+#define QKV_HAVE_MMAP 1
+#endif
+
+/* Records the data pointer of an array that lives in the mapping
+ * [base, base + len), so that qkv_free unmaps it (memory.c); 0 when the
+ * record cannot be allocated. */
+int qkv_mapping_add(void *data, void *base, size_t len);
 
 /* A double as float, past float's range as the infinity of its sign (a
  * plain conversion of such a value is undefined behaviour in C; UBSan's

@@ -12,8 +12,9 @@
 #endif
 #include "common.h"
 
+#include <pthread.h>
 #include <stdlib.h>
-#if defined(__linux__)
+#if defined(QKV_HAVE_MMAP)
 #include <sys/mman.h>
 #endif
 
@@ -46,4 +47,52 @@ void *qkv_alloc(size_t bytes)
     return p;
 }
 
-void qkv_free(void *p) { free(p); }
+/* Arrays that live in a mapped file (qkv_npy_map, qkv_npy_create): their
+ * data pointers, so that qkv_free, and so qkv_array_free, unmap them. A
+ * short list under a lock: a process holds a few of them at a time. */
+typedef struct mapping {
+    void *data, *base;
+    size_t len;
+    struct mapping *next;
+} mapping;
+static mapping *mappings;
+static pthread_mutex_t mappings_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int qkv_mapping_add(void *data, void *base, size_t len)
+{
+    mapping *m = malloc(sizeof *m);
+    if (!m) return 0;
+    m->data = data;
+    m->base = base;
+    m->len = len;
+    pthread_mutex_lock(&mappings_lock);
+    m->next = mappings;
+    mappings = m;
+    pthread_mutex_unlock(&mappings_lock);
+    return 1;
+}
+
+/* Unmaps p when it is a mapped array's data; 0 when it is not one. */
+static int unmap_if_mapped(void *p)
+{
+    mapping *found = NULL;
+    pthread_mutex_lock(&mappings_lock);
+    for (mapping **m = &mappings; *m; m = &(*m)->next)
+        if ((*m)->data == p) {
+            found = *m;
+            *m = found->next;
+            break;
+        }
+    pthread_mutex_unlock(&mappings_lock);
+    if (!found) return 0;
+#if defined(QKV_HAVE_MMAP)
+    munmap(found->base, found->len);
+#endif
+    free(found);
+    return 1;
+}
+
+void qkv_free(void *p)
+{
+    if (p && !unmap_if_mapped(p)) free(p);
+}

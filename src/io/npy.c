@@ -3,7 +3,10 @@
  * for byte what numpy.save writes. Only C order, little-endian (or byte-order
  * free) f4 f8 f2 b1 i4 i8; everything else is refused with a clear detail. */
 #ifndef _POSIX_C_SOURCE
-#define _POSIX_C_SOURCE 200809L /* fileno, fstat, strerror_r */
+#define _POSIX_C_SOURCE 200809L /* fileno, fstat, strerror_r, mmap */
+#endif
+#ifndef _DEFAULT_SOURCE
+#define _DEFAULT_SOURCE /* madvise, MADV_POPULATE_READ */
 #endif
 
 #include "common.h"
@@ -16,6 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#if defined(QKV_HAVE_MMAP)
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
 #define NPY_MAGIC "\x93NUMPY"
 #define NPY_ALIGN 64 /* numpy.save aligns the data to 64 bytes */
@@ -349,12 +357,32 @@ static qkv_status alloc_array(qkv_array *out, const npy_info *h, const char *nam
     return QKV_OK;
 }
 
+/* A whole file's len bytes at b checked: the header into *h, and where
+ * the data starts (whose size matches the header's promise). */
+static qkv_status parse_buffer(const unsigned char *b, size_t len, const char *nm, npy_info *h,
+                               size_t *data_at)
+{
+    size_t hstart, hlen;
+    int major;
+    qkv_status st;
+    if ((st = npy_preamble(b, len, nm, &major, &hstart, &hlen)) != QKV_OK)
+        return st;
+    if (hlen > len - hstart)
+        return qkv_file_fail(QKV_ERR_FORMAT, nm,
+                             "header length %zu runs past the end of the file (%zu bytes)", hlen,
+                             len);
+    if ((st = parse_header((const char *)b + hstart, hlen, major, nm, h)) != QKV_OK ||
+        (st = check_data_size(nm, h->nbytes, len - hstart - hlen)) != QKV_OK)
+        return st;
+    *data_at = hstart + hlen;
+    return QKV_OK;
+}
+
 qkv_status qkv_npy_parse(const void *buf, size_t len, const char *name, qkv_array *out)
 {
     const unsigned char *b = len ? buf : (const void *)"";
     const char *nm = name ? name : "<buffer>";
-    size_t hstart, hlen;
-    int major;
+    size_t at;
     npy_info h;
     qkv_status st;
     qkv_clear_error();
@@ -363,17 +391,10 @@ qkv_status qkv_npy_parse(const void *buf, size_t len, const char *name, qkv_arra
     memset(out, 0, sizeof *out);
     if (!buf && len > 0)
         return qkv_file_fail(QKV_ERR_NULL_ARGUMENT, nm, "qkv_npy_parse: buf is NULL");
-    if ((st = npy_preamble(b, len, nm, &major, &hstart, &hlen)) != QKV_OK)
-        return st;
-    if (hlen > len - hstart)
-        return qkv_file_fail(QKV_ERR_FORMAT, nm,
-                             "header length %zu runs past the end of the file (%zu bytes)", hlen,
-                             len);
-    if ((st = parse_header((const char *)b + hstart, hlen, major, nm, &h)) != QKV_OK ||
-        (st = check_data_size(nm, h.nbytes, len - hstart - hlen)) != QKV_OK ||
+    if ((st = parse_buffer(b, len, nm, &h, &at)) != QKV_OK ||
         (st = alloc_array(out, &h, nm)) != QKV_OK)
         return st;
-    memcpy(out->data, b + hstart + hlen, (size_t)h.nbytes);
+    memcpy(out->data, b + at, (size_t)h.nbytes);
     if (!qkv_host_little_endian())
         qkv_swap_elements(out->data, (size_t)h.nbytes, qkv_dtype_size(h.dtype));
     return QKV_OK;
@@ -456,6 +477,24 @@ static qkv_status read_npy(FILE *f, const char *path, qkv_array *out)
     return QKV_OK;
 }
 
+#if defined(QKV_HAVE_MMAP)
+/* read_npy on an open descriptor, which it closes. */
+static qkv_status read_fd(int fd, const char *path, qkv_array *out)
+{
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        const int err = errno;
+        close(fd);
+        return qkv_io_fail(path, "cannot open", err);
+    }
+    qkv_status st = read_npy(f, path, out);
+    fclose(f);
+    if (st != QKV_OK)
+        qkv_array_free(out);
+    return st;
+}
+#endif
+
 qkv_status qkv_npy_read(const char *path, qkv_array *out)
 {
     FILE *f;
@@ -477,23 +516,22 @@ qkv_status qkv_npy_read(const char *path, qkv_array *out)
 
 /* ----------------------------------------------------------- file write */
 
-qkv_status qkv_npy_write(const char *path, const qkv_array *a)
+/* The largest header: 32 dims of 19 digits, growth room and padding; far
+ * below 64 KiB, so version 1.0 always suffices (NumPy moves to 2.0 only
+ * past that). */
+#define NPY_MAX_HEADER 1024
+
+/* The preamble and header numpy.save writes for a's dtype and shape into
+ * hdr (NPY_MAX_HEADER bytes), its length into *len, the data's size into
+ * *nbytes; a->data is not looked at. */
+static qkv_status build_header(const char *path, const qkv_array *a, unsigned char *out,
+                               size_t *out_len, int64_t *out_nbytes)
 {
-    /* The largest header: 32 dims of 19 digits, growth room and padding;
-     * far below 64 KiB, so version 1.0 always suffices (NumPy moves to 2.0
-     * only past that). */
-    char hdr[1024];
+    char *hdr = (char *)out + 10;
     char shape[QKV_ARRAY_MAX_DIMS * 24 + 8];
     const char *descr = NULL;
     size_t pos = 0, len, pad;
     int64_t numel, nbytes;
-    FILE *f;
-    int ok;
-    qkv_clear_error();
-    if (!path)
-        return qkv_fail(QKV_ERR_NULL_ARGUMENT, "qkv_npy_write: path is NULL");
-    if (!a)
-        return qkv_file_fail(QKV_ERR_NULL_ARGUMENT, path, "qkv_npy_write: array is NULL");
     if (a->ndim < 0 || a->ndim > QKV_ARRAY_MAX_DIMS)
         return qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, path, "ndim %d is outside 0..%d",
                              a->ndim, QKV_ARRAY_MAX_DIMS);
@@ -513,8 +551,6 @@ qkv_status qkv_npy_write(const char *path, const qkv_array *a)
     if (numel < 0 || !qkv_mul_ok(numel, (int64_t)qkv_dtype_size(a->dtype), &nbytes) ||
         (uint64_t)nbytes > SIZE_MAX)
         return qkv_file_fail(QKV_ERR_OVERFLOW, path, "the array's size overflows");
-    if (nbytes > 0 && !a->data)
-        return qkv_file_fail(QKV_ERR_NULL_ARGUMENT, path, "data is NULL");
 
     /* Python's repr of the shape tuple: (), (5,), (2, 3). */
     shape[pos++] = '(';
@@ -522,7 +558,7 @@ qkv_status qkv_npy_write(const char *path, const qkv_array *a)
         pos += (size_t)snprintf(shape + pos, sizeof shape - pos, "%s%" PRId64,
                                 i ? ", " : "", a->shape[i]);
     snprintf(shape + pos, sizeof shape - pos, "%s", a->ndim == 1 ? ",)" : ")");
-    len = (size_t)snprintf(hdr, sizeof hdr,
+    len = (size_t)snprintf(hdr, NPY_MAX_HEADER - 10,
                            "{'descr': '%s', 'fortran_order': False, 'shape': %s, }", descr,
                            shape);
     if (a->ndim > 0) {
@@ -536,12 +572,152 @@ qkv_status qkv_npy_write(const char *path, const qkv_array *a)
     memset(hdr + len, ' ', pad);
     len += pad;
     hdr[len++] = '\n';
-    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)len,
-                             (unsigned char)(len >> 8)};
+    const unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)len,
+                                   (unsigned char)(len >> 8)};
+    memcpy(out, pre, sizeof pre);
+    *out_len = sizeof pre + len;
+    *out_nbytes = nbytes;
+    return QKV_OK;
+}
 
+qkv_status qkv_npy_write(const char *path, const qkv_array *a)
+{
+    unsigned char hdr[NPY_MAX_HEADER];
+    size_t len;
+    int64_t nbytes;
+    qkv_status st;
+    FILE *f;
+    qkv_clear_error();
+    if (!path)
+        return qkv_fail(QKV_ERR_NULL_ARGUMENT, "qkv_npy_write: path is NULL");
+    if (!a)
+        return qkv_file_fail(QKV_ERR_NULL_ARGUMENT, path, "qkv_npy_write: array is NULL");
+    if ((st = build_header(path, a, hdr, &len, &nbytes)) != QKV_OK)
+        return st;
+    if (nbytes > 0 && !a->data)
+        return qkv_file_fail(QKV_ERR_NULL_ARGUMENT, path, "data is NULL");
     if (!(f = fopen(path, "wb")))
         return qkv_io_fail(path, "cannot open for writing", errno);
-    ok = fwrite(pre, 1, sizeof pre, f) == sizeof pre && fwrite(hdr, 1, len, f) == len &&
-         qkv_write_le(f, a->data, (size_t)nbytes, qkv_dtype_size(a->dtype));
+    const int ok = fwrite(hdr, 1, len, f) == len &&
+                   qkv_write_le(f, a->data, (size_t)nbytes, qkv_dtype_size(a->dtype));
     return qkv_close_written(f, path, ok);
+}
+
+/* ------------------------------------------------------ mapped files */
+
+qkv_status qkv_npy_map(const char *path, qkv_array *out)
+{
+#if defined(QKV_HAVE_MMAP)
+    qkv_clear_error();
+    if (!out)
+        return qkv_fail(QKV_ERR_NULL_ARGUMENT, "qkv_npy_map: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!path)
+        return qkv_fail(QKV_ERR_NULL_ARGUMENT, "qkv_npy_map: path is NULL");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return qkv_io_fail(path, "cannot open", errno);
+    struct stat sb;
+    /* What cannot be mapped as it is (a pipe, an empty or huge-for-size_t
+     * file, a big-endian host, which must swap) is read. */
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size < 1 ||
+        (uint64_t)sb.st_size > SIZE_MAX || !qkv_host_little_endian())
+        return read_fd(fd, path, out); /* the same open file: a FIFO has one go */
+    const size_t size = (size_t)sb.st_size;
+    unsigned char *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    close(fd); /* the mapping keeps the file */
+    if (base == MAP_FAILED)
+        return qkv_npy_read(path, out);
+    npy_info h;
+    size_t at;
+    qkv_status st = parse_buffer(base, size, path, &h, &at);
+    if (st == QKV_OK && (h.nbytes == 0 || at % qkv_dtype_size(h.dtype) != 0)) {
+        /* No data to point at, or data misaligned for its elements. */
+        munmap(base, size);
+        return qkv_npy_read(path, out);
+    }
+    if (st == QKV_OK && !qkv_mapping_add(base + at, base, size))
+        st = qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate a mapping's record");
+    if (st != QKV_OK) {
+        munmap(base, size);
+        return st;
+    }
+#if defined(MADV_POPULATE_READ)
+    /* Map every page now, in one call, rather than fault them one by one
+     * in the hot loops; the pages are the page cache's, nothing is copied.
+     * Advice only: older kernels say EINVAL. */
+    (void)madvise(base, size, MADV_POPULATE_READ);
+#endif
+    out->data = base + at;
+    out->dtype = h.dtype;
+    out->ndim = h.ndim;
+    memcpy(out->shape, h.shape, (size_t)h.ndim * sizeof h.shape[0]);
+    return QKV_OK;
+#else
+    return qkv_npy_read(path, out);
+#endif
+}
+
+qkv_status qkv_npy_create(const char *path, qkv_dtype dtype, int ndim, const int64_t *shape,
+                          qkv_array *out)
+{
+    unsigned char hdr[NPY_MAX_HEADER];
+    size_t len;
+    int64_t nbytes;
+    qkv_status st;
+    qkv_clear_error();
+    if (!out)
+        return qkv_fail(QKV_ERR_NULL_ARGUMENT, "qkv_npy_create: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!path)
+        return qkv_fail(QKV_ERR_NULL_ARGUMENT, "qkv_npy_create: path is NULL");
+    if (!shape && ndim > 0)
+        return qkv_file_fail(QKV_ERR_NULL_ARGUMENT, path, "qkv_npy_create: shape is NULL");
+    qkv_array a = {0};
+    a.dtype = dtype;
+    a.ndim = ndim;
+    for (int d = 0; d < ndim && d < QKV_ARRAY_MAX_DIMS; d++) a.shape[d] = shape[d];
+    if ((st = build_header(path, &a, hdr, &len, &nbytes)) != QKV_OK)
+        return st;
+    if ((uint64_t)nbytes > SIZE_MAX - len)
+        return qkv_file_fail(QKV_ERR_OVERFLOW, path, "the array's size overflows");
+#if defined(QKV_HAVE_MMAP)
+    if (nbytes > 0 && qkv_host_little_endian()) {
+        const size_t total = len + (size_t)nbytes;
+        int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+        if (fd < 0)
+            return qkv_io_fail(path, "cannot open for writing", errno);
+        /* Reserve the blocks now: a full disk is this call's error, never
+         * a SIGBUS when a page of the mapping is first written. */
+        int err = posix_fallocate(fd, 0, (off_t)total);
+        unsigned char *base = err ? MAP_FAILED
+                                  : mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (!err && base == MAP_FAILED) err = errno;
+        close(fd);
+        if (!err && !qkv_mapping_add(base + len, base, total)) {
+            munmap(base, total);
+            return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate a mapping's record");
+        }
+        if (err)
+            return qkv_io_fail(path, "cannot reserve space", err);
+        memcpy(base, hdr, len);
+        out->data = base + len;
+        out->dtype = dtype;
+        out->ndim = ndim;
+        memcpy(out->shape, a.shape, (size_t)ndim * sizeof a.shape[0]);
+        return QKV_OK;
+    }
+#endif
+    if (nbytes > 0)
+        return qkv_file_fail(QKV_ERR_UNSUPPORTED, path,
+                             "qkv_npy_create: files cannot be mapped on this system");
+    /* No data: the header is the whole file, written now. */
+    if (!(a.data = qkv_alloc(1)))
+        return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate 1 byte");
+    if ((st = qkv_npy_write(path, &a)) != QKV_OK) {
+        qkv_free(a.data);
+        return st;
+    }
+    *out = a;
+    return QKV_OK;
 }

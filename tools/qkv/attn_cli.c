@@ -197,14 +197,19 @@ void attn_inputs_free(attn_inputs *in)
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) qkv_array_free(all[i]);
 }
 
-int attn_output_like(const char *cmd, const char *flag, const attn_inputs *in, int64_t last,
-                     int drop_last, qkv_array *out)
+void attn_output_shape(const attn_inputs *in, int64_t last, int drop_last, qkv_array *out)
 {
     memset(out, 0, sizeof *out);
     out->dtype = QKV_DTYPE_F32;
     out->ndim = drop_last ? in->q.ndim - 1 : in->q.ndim;
     for (int d = 0; d < in->q.ndim - 1; d++) out->shape[d] = in->q.shape[d];
     if (!drop_last) out->shape[in->q.ndim - 1] = last;
+}
+
+int attn_output_like(const char *cmd, const char *flag, const attn_inputs *in, int64_t last,
+                     int drop_last, qkv_array *out)
+{
+    attn_output_shape(in, last, drop_last, out);
     int64_t n = qkv_array_numel(out);
     if (n < 0 || (uint64_t)n > SIZE_MAX / 4 || !(out->data = malloc(n ? (size_t)n * 4 : 1))) {
         cli_error(cmd, "%s: cannot allocate %lld floats", flag, (long long)n);

@@ -40,9 +40,13 @@ void attn_inputs_free(attn_inputs *in);
 /* Rank 0..4 array as a (B, H, L, E) view, leading dims 1. */
 qkv_tensor attn_as_4d(const qkv_array *a);
 
-/* An array of Q's rank and leading dims whose last dim is `last` (or,
- * with drop_last, Q's rank minus one: lse), malloc'd (free its data with
- * free()). Prints and returns 0 on failure. */
+/* The dtype (F32) and shape of an array of Q's rank and leading dims
+ * whose last dim is `last` (or, with drop_last, Q's rank minus one: lse);
+ * no data. */
+void attn_output_shape(const attn_inputs *in, int64_t last, int drop_last, qkv_array *out);
+
+/* The same with its data malloc'd (free it with free()). Prints and
+ * returns 0 on failure. */
 int attn_output_like(const char *cmd, const char *flag, const attn_inputs *in, int64_t last,
                      int drop_last, qkv_array *out);
 

@@ -42,6 +42,12 @@ int cli_parse_threads(const char *cmd, const char *s, int *out);
 /* "(2, 3)", "(5,)" or "()" into buf. */
 void cli_format_shape(char *buf, size_t len, const qkv_array *a);
 
+/* Input files are mapped, not copied (qkv_npy_map): if one shrinks while
+ * qkv reads it, the read is a SIGBUS. From here on such a signal removes
+ * the temporaries of cli_outputs and ends qkv with exit 1 and one line
+ * saying so, instead of a crash. main calls it once. */
+void cli_catch_bus_errors(const char *cmd);
+
 /* Counts NaN (and, when count_inf, infinite) elements of an f32 array. */
 int64_t cli_count_nonfinite(const qkv_array *a, int count_inf);
 
@@ -68,6 +74,7 @@ typedef struct cli_outputs {
     const char *flag[CLI_MAX_OUTPUTS];
     char *target[CLI_MAX_OUTPUTS];   /* the file renamed onto (links resolved), malloc'd */
     char *tmp_path[CLI_MAX_OUTPUTS]; /* a slot of cli.c's list of temporaries */
+    qkv_array *pending[CLI_MAX_OUTPUTS]; /* cli_outputs_map's arrays to write at commit */
 } cli_outputs;
 
 /* Checks the output paths (NULL entries are skipped) before any work:
@@ -91,6 +98,15 @@ int cli_outputs_add_with(cli_outputs *outs, const char *cmd, const char *flag,
 /* The same for an array written as .npy. */
 int cli_outputs_add(cli_outputs *outs, const char *cmd, const char *flag, const char *path,
                     const qkv_array *a);
+/* Creates the output for an array of a's dtype and shape (a->data is
+ * ignored) as a temporary .npy beside path and gives a->data the file's
+ * own data to fill (qkv_npy_create): the computation writes the file
+ * itself, with no buffer in between and no copy. Where files cannot be
+ * mapped, a->data is a buffer that cli_outputs_commit writes out. Free
+ * a's data with qkv_array_free after the commit (or the abort). On failure
+ * prints "qkv CMD: FLAG PATH: cannot write: reason" and returns 0. */
+int cli_outputs_map(cli_outputs *outs, const char *cmd, const char *flag, const char *path,
+                    qkv_array *a);
 /* Renames every temporary into place; on failure removes what remains and
  * returns 0. */
 int cli_outputs_commit(cli_outputs *outs, const char *cmd);

@@ -86,7 +86,8 @@ int main(int argc, char **argv)
      * becomes the usual one-line error, instead of SIGXFSZ killing qkv
      * silently with its temporaries left behind. */
     signal(SIGXFSZ, SIG_IGN);
-    int rc = dispatch(argc, argv);
     const char *cmd = argv[1][0] == '-' || strcmp(argv[1], "help") == 0 ? NULL : argv[1];
+    cli_catch_bus_errors(cmd);
+    int rc = dispatch(argc, argv);
     return close_stdout(cmd, rc);
 }

@@ -71,10 +71,14 @@ int cmd_run(int argc, char **argv)
     cli_outputs outs = {0};
     if (!attn_inputs_load("run", &a, &opt, &in)) goto done;
 
-    /* Outputs keep Q's rank: O (.., Lq, Ev), weights (.., Lq, Lk), lse (.., Lq). */
-    if (!attn_output_like("run", "-o", &in, in.Ev, 0, &out) ||
-        (weights && !attn_output_like("run", "--weights", &in, in.Lk, 0, &w)) ||
-        (lse_path && !attn_output_like("run", "--lse", &in, 1, 1, &lse)))
+    /* Outputs keep Q's rank: O (.., Lq, Ev), weights (.., Lq, Lk), lse (.., Lq).
+     * The library writes them straight into their (temporary) files. */
+    attn_output_shape(&in, in.Ev, 0, &out);
+    attn_output_shape(&in, in.Lk, 0, &w);
+    attn_output_shape(&in, 1, 1, &lse);
+    if (!cli_outputs_map(&outs, "run", "-o", o, &out) ||
+        (weights && !cli_outputs_map(&outs, "run", "--weights", weights, &w)) ||
+        (lse_path && !cli_outputs_map(&outs, "run", "--lse", lse_path, &lse)))
         goto done;
     qkv_tensor to = qkv_tensor_contiguous(out.data, QKV_DTYPE_F32, in.B, in.H, in.Lq, in.Ev);
     qkv_tensor tw = qkv_tensor_contiguous(w.data, QKV_DTYPE_F32, in.B, in.H, in.Lq, in.Lk);
@@ -91,10 +95,6 @@ int cmd_run(int argc, char **argv)
         attn_report_error("run", &a, &in, extra, 3);
         goto done;
     }
-    qkv_array *bufs[3] = {&out, weights ? &w : NULL, lse_path ? &lse : NULL};
-    for (int b = 0; b < 3; b++)
-        if (bufs[b] && !cli_outputs_add(&outs, "run", out_flags[b], out_paths[b], bufs[b]))
-            goto done;
     if (!cli_outputs_commit(&outs, "run")) goto done;
     attn_warn_nonfinite("run", &a, &in);
     rc = CLI_OK;
@@ -102,8 +102,8 @@ int cmd_run(int argc, char **argv)
 done:
     cli_outputs_abort(&outs);
     attn_inputs_free(&in);
-    free(out.data); /* these three were allocated here */
-    free(w.data);
-    free(lse.data);
+    qkv_array_free(&out); /* unmaps the outputs, renamed or removed by now */
+    qkv_array_free(&w);
+    qkv_array_free(&lse);
     return rc;
 }
