@@ -27,7 +27,9 @@
  *   - The library never prints, never exits and never aborts on bad input.
  *   - Sizes and indices are int64_t; strides are counted in elements, not
  *     bytes, and may be negative; zero (broadcast) only for inputs. Data
- *     pointers must be aligned to their element size.
+ *     pointers must be aligned to their element size (a misaligned one is
+ *     QKV_ERR_INVALID_ARGUMENT). A view must lie inside the caller's
+ *     buffer: the library cannot know a buffer's size, so it cannot check.
  *   - The caller owns every buffer it passes in. Functions that allocate say
  *     so, and name the function that frees.
  *   - Thread safety: every function may be called from several threads at
@@ -102,10 +104,15 @@ const char *qkv_dtype_name(qkv_dtype dtype);
 /* A strided 4-d view of memory the caller owns. Element (a, b, c, d) lives at
  * (elem *)data + a*stride[0] + b*stride[1] + c*stride[2] + d*stride[3].
  * Strides are in elements. A tensor whose data is NULL is "absent" wherever
- * a function takes an optional tensor. Outputs must not overlap each other
- * or any input; within an output, sorted by |stride|, each dim's stride
- * must exceed the span of the smaller dims (so no two indices share an
- * element; layouts that interleave dims some other way are refused). */
+ * a function takes an optional tensor. An output may share no byte with
+ * another output or with any input: the address ranges the views reach
+ * (from their lowest to their highest element) are compared, so views
+ * that interleave in one buffer without sharing elements are refused too,
+ * with QKV_ERR_INVALID_ARGUMENT and a detail naming both ("O and Q overlap
+ * in memory; ..."). Inputs may overlap each other. Within an output,
+ * sorted by |stride|, each dim's stride must exceed the span of the
+ * smaller dims (so no two indices share an element; layouts that
+ * interleave dims some other way are refused). */
 typedef struct qkv_tensor {
     void *data;
     qkv_dtype dtype;
@@ -166,7 +173,15 @@ qkv_isa qkv_isa_auto(void);
 /* Options for qkv_attention_forward. A zero-initialised struct
  * (qkv_attn_options o = {0};) or a NULL pointer means every default. */
 typedef struct qkv_attn_options {
-    /* Multiplies <q, k>. 0 means the default 1/sqrt(E). Must be finite. */
+    /* Multiplies <q, k>. 0 means the default 1/sqrt(E). Must be finite;
+     * any finite value gives the reference's answer. The fast path
+     * computes the scores in float, so a scale outside float's normal
+     * range (|scale| > FLT_MAX or < FLT_MIN) sends the call to the
+     * reference kernel, and a row whose float scores overflow (max +inf,
+     * inf - inf, or every open score -inf) while everything it reads is
+     * finite is recomputed by the reference in double (lse, stored as
+     * float, is then +-inf where it passes float's range); the backward
+     * goes to the reference when lse shows such an overflow. */
     double scale;
     /* Softcap c: scores become c * tanh(s / c), applied after scaling and
      * before the mask. 0 means none; otherwise must be finite and > 0. */
