@@ -56,7 +56,7 @@ static double load_float(const void *p, qkv_dtype t, int64_t i)
 static void store_float(void *p, qkv_dtype t, int64_t i, double v)
 {
     switch (t) {
-    case QKV_DTYPE_F32: ((float *)p)[i] = (float)v; break;
+    case QKV_DTYPE_F32: ((float *)p)[i] = qkv_narrow(v); break;
     case QKV_DTYPE_F64: ((double *)p)[i] = v; break;
     case QKV_DTYPE_F16: ((uint16_t *)p)[i] = qkv_f64_to_f16(v); break;
     case QKV_DTYPE_BF16: ((uint16_t *)p)[i] = qkv_f64_to_bf16(v); break;

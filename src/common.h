@@ -113,13 +113,18 @@ static inline qkv_status qkv_check_buffers(const qkv_byte_range *out, int nout,
  * record cannot be allocated. */
 int qkv_mapping_add(void *data, void *base, size_t len);
 
-/* A double as float, past float's range as the infinity of its sign (a
- * plain conversion of such a value is undefined behaviour in C; UBSan's
- * float-cast-overflow reports it). NaN stays NaN. */
+/* A double as float, rounded to nearest as a plain conversion rounds, but
+ * defined past float's range too: there the conversion is undefined
+ * behaviour in C (UBSan's float-cast-overflow), here it is what IEEE
+ * rounding gives, FLT_MAX up to the midpoint towards 2^128 and the
+ * infinity of the sign from it on. NaN stays NaN. */
 static inline float qkv_narrow(double x)
 {
-    if (x > FLT_MAX) return INFINITY;
-    if (x < -FLT_MAX) return -INFINITY;
+    const double inf_from = 0x1.ffffffp+127; /* FLT_MAX + half its ulp */
+    if (x >= inf_from) return INFINITY;
+    if (x <= -inf_from) return -INFINITY;
+    if (x > FLT_MAX) return FLT_MAX;
+    if (x < -FLT_MAX) return -FLT_MAX;
     return (float)x;
 }
 

@@ -266,8 +266,32 @@ static void check_cli(void)
     test_rmdir(dir);
 }
 
+/* float64 to float32 past float's range rounds as IEEE does: to FLT_MAX
+ * below the midpoint towards 2^128, to infinity from it (and UBSan sees no
+ * undefined conversion). */
+static void check_convert(void)
+{
+    const double in[8] = {1e39, -1e39, 0x1.fffffe8p+127, 0x1.ffffffp+127, -0x1.fffffe8p+127,
+                          1e-50, 1e300, NAN};
+    const float want[7] = {INFINITY, -INFINITY, FLT_MAX, INFINITY, -FLT_MAX, 0.0f, INFINITY};
+    qkv_array src = {0}, dst = {0};
+    src.data = (void *)in;
+    src.dtype = QKV_DTYPE_F64;
+    src.ndim = 1;
+    src.shape[0] = 8;
+    CHECK(qkv_array_convert(&dst, &src, QKV_DTYPE_F32) == QKV_OK);
+    const float *f = dst.data;
+    for (int i = 0; f && i < 7; i++) {
+        CHECK(f[i] == want[i]);
+        if (f[i] != want[i]) fprintf(stderr, "  convert %a: got %a, want %a\n", in[i], f[i], want[i]);
+    }
+    if (f) CHECK(isnan(f[7]));
+    qkv_array_free(&dst);
+}
+
 int main(void)
 {
+    check_convert();
     check_scales();
     check_large_inputs();
     check_nan_kept();
