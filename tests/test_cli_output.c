@@ -6,10 +6,15 @@
  *     for every subcommand's help, --version, explain and bench;
  *   - an output that replaces a file keeps the file's permission bits, and
  *     one named by a symbolic link (also a dangling one, or a chain) is
- *     written to the link's target, the link left as it was. */
+ *     written to the link's target, the link left as it was;
+ *   - inputs are mapped: one truncated while `qkv run` reads it is one line
+ *     about a bus error, exit 1, no temporary left, an existing output
+ *     unchanged; and inputs that are FIFOs (read, not mapped) give run,
+ *     grad and mha the outputs that regular files give, and PyTorch's. */
 #include "test.h"
 #include "util.h"
 #include "cmdtest.h"
+#include "stream.h"
 
 #include "qkv.h"
 
@@ -346,6 +351,238 @@ static void test_symlinks(void)
     expect_out_files(2);
 }
 
+/* ----------------------------------------------------- mapped inputs */
+
+static const char bus_line[] = "qkv run: bus error reading a mapped file: did an input file "
+                               "shrink while qkv read it? no output written\n";
+
+/* Q, K, V of (8, L, 64) as "@bq.npy", "@bk.npy", "@bv.npy". */
+static void write_bus_inputs(int64_t L)
+{
+    test_rng rng = test_rng_seed(77);
+    float *x = test_rand_f32(&rng, 8 * L * 64, -1, 1);
+    W("bq.npy", QKV_DTYPE_F32, x, 8, L, 64);
+    W("bk.npy", QKV_DTYPE_F32, x, 8, L, 64);
+    W("bv.npy", QKV_DTYPE_F32, x, 8, L, 64);
+    free(x);
+}
+
+/* Runs `qkv run` on write_bus_inputs(L) and, once its temporary -o file
+ * appears (the inputs are mapped by then and the work begins), cuts
+ * @bk.npy to 4096 bytes. Returns 1 when the cut came while qkv was still
+ * running and it did not succeed; 0 when it finished first (try a larger
+ * L). */
+static int truncate_while_running(int64_t L, const char *threads)
+{
+    write_bus_inputs(L);
+    int pid = start_qkv((const char *const[]){"run", "-q", "@bq.npy", "-k", "@bk.npy", "-v",
+                                              "@bv.npy", "-o", "%o.npy", "--threads", threads,
+                                              NULL},
+                        NULL, 0);
+    int cut = 0, status;
+    /* Bounded: loading 24 MiB of mapped inputs takes milliseconds. */
+    for (int waited = 0; waited < 120000 && !cut; waited++) {
+        if (waitpid(pid, &status, WNOHANG) == pid) { /* it finished first */
+            g_rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            fprintf(stderr, "    qkv run on (8, %lld, 64) ended (exit %d) before the cut\n",
+                    (long long)L, g_rc);
+            clear_out(NULL, 0);
+            return 0;
+        }
+        if (tmp_size("o.npy") < 0) {
+            sleep_ms(1);
+            continue;
+        }
+        EXPECT(truncate(in_path("bk.npy"), 4096) == 0);
+        cut = 1;
+    }
+    wait_qkv(pid);
+    if (cut && g_rc == 0) { /* done before the cut took effect */
+        fprintf(stderr, "    qkv run on (8, %lld, 64) was done before the cut\n", (long long)L);
+        write_bytes(out_path("o.npy"), old_bytes, sizeof old_bytes - 1);
+        return 0;
+    }
+    return cut;
+}
+
+static void test_truncated_input(void)
+{
+    static const int64_t sizes[] = {4096, 8192, 16384}; /* 8, 32, 128 MiB each */
+    static const char *const threads[] = {"1", "2"};
+    for (size_t t = 0; t < sizeof threads / sizeof threads[0]; t++) {
+        static char ctx[96];
+        snprintf(ctx, sizeof ctx, "-k cut short while qkv run --threads %s reads it", threads[t]);
+        set_ctx(ctx);
+        int cut = 0;
+        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0] && !cut; s++) {
+            write_bytes(out_path("o.npy"), old_bytes, sizeof old_bytes - 1);
+            cut = truncate_while_running(sizes[s], threads[t]);
+        }
+        EXPECT(cut); /* a (8, 16384, 64) run done within a millisecond: unlikely */
+        if (!cut) continue;
+        EXPECT(g_rc == 1);
+        EXPECT(strcmp(g_stderr, bus_line) == 0);
+        EXPECT(holds_old(out_path("o.npy")));
+        expect_out_files(1); /* o.npy as it was, no temporary */
+    }
+    unlink(in_path("bq.npy"));
+    unlink(in_path("bk.npy"));
+    unlink(in_path("bv.npy"));
+}
+
+/* The file at src fed into the FIFO @name (made here when absent) by a
+ * child; reap it with stream_reap. */
+static pid_t feed_fifo(const char *name, const char *src)
+{
+    const char *fifo = in_path(name);
+    struct stat sb;
+    if (stat(fifo, &sb) != 0 && mkfifo(fifo, 0600) != 0) {
+        fprintf(stderr, "test: mkfifo %s: %s\n", fifo, strerror(errno));
+        exit(2);
+    }
+    size_t len = 0;
+    unsigned char *b = test_read_file(src, &len);
+    if (!b) {
+        fprintf(stderr, "test: cannot read %s\n", src);
+        exit(2);
+    }
+    pid_t pid = stream_feed(fifo, b, len, 0);
+    free(b);
+    return pid;
+}
+
+/* Are the two files the same bytes? */
+static int same_bytes(const char *a, const char *b)
+{
+    size_t la = 0, lb = 0;
+    char *x = slurp(a, &la), *y = slurp(b, &lb);
+    int same = x && y && la == lb && memcmp(x, y, la) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+/* ||got - want|| / ||want|| of two f32 .npy files of the same shape;
+ * INFINITY when either cannot be read or their shapes differ. */
+static double file_rel_l2(const char *got_path, const char *want_path)
+{
+    qkv_array got, want;
+    double e = INFINITY;
+    if (qkv_npy_read(got_path, &got) != QKV_OK) return e;
+    if (qkv_npy_read(want_path, &want) == QKV_OK) {
+        if (got.dtype == QKV_DTYPE_F32 && want.dtype == QKV_DTYPE_F32 &&
+            test_same_shape(&got, want.ndim, want.shape))
+            e = test_rel_l2(got.data, want.data, qkv_array_numel(&want));
+        qkv_array_free(&want);
+    }
+    qkv_array_free(&got);
+    return e;
+}
+
+static const char *case_path(const char *dir, const char *cas, const char *name)
+{
+    static char buf[8][512];
+    static int next;
+    char *p = buf[next++ % 8];
+    fmt(p, sizeof buf[0], "%s/%s/%s/%s", QKV_TEST_DATA, dir, cas, name);
+    return p;
+}
+#define ORACLE(name) case_path("oracle", cas, name)
+
+/* qkv run on an oracle case from regular files and from FIFOs: the same
+ * bytes, and PyTorch's O and weights. */
+static int run_from_fifos(const void *arg)
+{
+    (void)arg;
+    const int before = test_failures;
+    const char *cas = "seed_example_like";
+    EXPECT_OK(RUN("run", "-q", ORACLE("q.npy"), "-k", ORACLE("k.npy"), "-v", ORACLE("v.npy"),
+                  "-o", "%o_file.npy", "--weights", "%w_file.npy", "--lse", "%l_file.npy"));
+    pid_t p[3] = {feed_fifo("q.fifo", ORACLE("q.npy")), feed_fifo("k.fifo", ORACLE("k.npy")),
+                  feed_fifo("v.fifo", ORACLE("v.npy"))};
+    EXPECT_OK(RUN("run", "-q", "@q.fifo", "-k", "@k.fifo", "-v", "@v.fifo", "-o", "%o.npy",
+                  "--weights", "%w.npy", "--lse", "%l.npy"));
+    for (int i = 0; i < 3; i++) stream_reap(p[i]);
+    EXPECT(same_bytes(out_path("o.npy"), out_path("o_file.npy")));
+    EXPECT(same_bytes(out_path("w.npy"), out_path("w_file.npy")));
+    EXPECT(same_bytes(out_path("l.npy"), out_path("l_file.npy")));
+    EXPECT(file_rel_l2(out_path("o.npy"), ORACLE("out.npy")) <= 1e-5);
+    EXPECT(file_rel_l2(out_path("w.npy"), ORACLE("weights.npy")) <= 1e-5);
+    expect_out_files(6);
+    return test_failures - before;
+}
+
+/* qkv grad with Q, K, V, dO and a float mask all FIFOs. */
+static int grad_from_fifos(const void *arg)
+{
+    (void)arg;
+    const int before = test_failures;
+    const char *cas = "grad_small_gqa_mask";
+    EXPECT_OK(RUN("grad", "-q", ORACLE("q.npy"), "-k", ORACLE("k.npy"), "-v", ORACLE("v.npy"),
+                  "--dout", ORACLE("dout.npy"), "--mask", ORACLE("mask.npy"), "--dq",
+                  "%dq_file.npy", "--dk", "%dk_file.npy", "--dv", "%dv_file.npy"));
+    pid_t p[5] = {feed_fifo("q.fifo", ORACLE("q.npy")), feed_fifo("k.fifo", ORACLE("k.npy")),
+                  feed_fifo("v.fifo", ORACLE("v.npy")), feed_fifo("d.fifo", ORACLE("dout.npy")),
+                  feed_fifo("m.fifo", ORACLE("mask.npy"))};
+    EXPECT_OK(RUN("grad", "-q", "@q.fifo", "-k", "@k.fifo", "-v", "@v.fifo", "--dout", "@d.fifo",
+                  "--mask", "@m.fifo", "--dq", "%dq.npy", "--dk", "%dk.npy", "--dv", "%dv.npy"));
+    for (int i = 0; i < 5; i++) stream_reap(p[i]);
+    static const char *const g[3] = {"dq", "dk", "dv"};
+    for (int i = 0; i < 3; i++) {
+        char mine[32], file[32], want[32];
+        fmt(mine, sizeof mine, "%s.npy", g[i]);
+        fmt(file, sizeof file, "%s_file.npy", g[i]);
+        fmt(want, sizeof want, "%s.npy", g[i]);
+        EXPECT(same_bytes(out_path(mine), out_path(file)));
+        EXPECT(file_rel_l2(out_path(mine), ORACLE(want)) <= 1e-4);
+    }
+    expect_out_files(6);
+    return test_failures - before;
+}
+
+/* qkv mha with its query and context FIFOs (the parameters a file). */
+static int mha_from_fifos(const void *arg)
+{
+    (void)arg;
+    const int before = test_failures;
+    const char *cas = "mha_cross_causal";
+    const char *params = case_path("mha", cas, "params.safetensors");
+    EXPECT_OK(RUN("mha", "--params", params, "--heads", "2", "--causal", "--query",
+                  case_path("mha", cas, "x.npy"), "--context", case_path("mha", cas, "c.npy"),
+                  "-o", "%y_file.npy", "--weights", "%w_file.npy"));
+    pid_t p[2] = {feed_fifo("x.fifo", case_path("mha", cas, "x.npy")),
+                  feed_fifo("c.fifo", case_path("mha", cas, "c.npy"))};
+    EXPECT_OK(RUN("mha", "--params", params, "--heads", "2", "--causal", "--query", "@x.fifo",
+                  "--context", "@c.fifo", "-o", "%y.npy", "--weights", "%w.npy"));
+    for (int i = 0; i < 2; i++) stream_reap(p[i]);
+    EXPECT(same_bytes(out_path("y.npy"), out_path("y_file.npy")));
+    EXPECT(same_bytes(out_path("w.npy"), out_path("w_file.npy")));
+    EXPECT(file_rel_l2(out_path("y.npy"), case_path("mha", cas, "y.npy")) <= 1e-5);
+    EXPECT(file_rel_l2(out_path("w.npy"), case_path("mha", cas, "w.npy")) <= 1e-5);
+    expect_out_files(4);
+    return test_failures - before;
+}
+
+/* Each under a time bound, so that a reader stuck on a FIFO fails. */
+static void test_fifo_inputs(void)
+{
+    static const struct {
+        const char *ctx;
+        int (*fn)(const void *);
+    } cases[] = {{"qkv run with Q, K, V FIFOs", run_from_fifos},
+                 {"qkv grad with Q, K, V, dO, mask FIFOs", grad_from_fifos},
+                 {"qkv mha with --query and --context FIFOs", mha_from_fifos}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        set_ctx(cases[c].ctx);
+        int bad = stream_bounded(cases[c].fn, NULL);
+        EXPECT(bad == 0);
+        clear_out(NULL, 0);
+    }
+    static const char *const fifos[] = {"q.fifo", "k.fifo", "v.fifo", "d.fifo",
+                                        "m.fifo", "x.fifo", "c.fifo"};
+    for (size_t i = 0; i < sizeof fifos / sizeof fifos[0]; i++) unlink(in_path(fifos[i]));
+}
+
 int main(void)
 {
     umask(022); /* the modes below assume it */
@@ -355,6 +592,8 @@ int main(void)
     test_symlinks();
     test_file_size_limit();
     test_signals();
+    test_truncated_input();
+    test_fifo_inputs();
     cmdtest_close();
     return test_finish("test_cli_output");
 }
