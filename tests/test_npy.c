@@ -598,6 +598,16 @@ static void test_header_variants(void)
               memcmp(r.shape, a.shape, sizeof a.shape) == 0);
         CHECK(r.data && memcmp(r.data, buf + len - nbytes, nbytes) == 0);
         qkv_array_free(&r);
+        /* The same from a file, mapped. */
+        char path[128];
+        tmp_path(path, sizeof path, "variant.npy");
+        CHECK(test_write_file(path, buf, len));
+        CHECK(qkv_npy_map(path, &r) == QKV_OK);
+        CHECK(r.dtype == ok[i].dtype && r.ndim == ok[i].ndim &&
+              memcmp(r.shape, a.shape, sizeof a.shape) == 0);
+        CHECK(r.data && memcmp(r.data, buf + len - nbytes, nbytes) == 0);
+        qkv_array_free(&r);
+        remove(path);
     }
     /* A header NumPy pads with nothing but the newline, and one with no
      * padding to 64 at all. */
@@ -772,6 +782,17 @@ static void check_bad(const char *what, const unsigned char *buf, size_t len,
     CHECK(test_array_zeroed(&a));
     CHECK(test_starts_with(qkv_error_detail(), path));
     CHECK(!detail || strstr(qkv_error_detail(), detail));
+    /* So does the mapping reader, word for word. */
+    char said[512];
+    snprintf(said, sizeof said, "%s", qkv_error_detail());
+    memset(&a, 0x5a, sizeof a);
+    st = qkv_npy_map(path, &a);
+    if (st != want || strcmp(qkv_error_detail(), said) != 0)
+        fprintf(stderr, "%s (mapped): got %s '%s', read said '%s'\n", what,
+                qkv_status_string(st), qkv_error_detail(), said);
+    CHECK(st == want);
+    CHECK(test_array_zeroed(&a));
+    CHECK(strcmp(qkv_error_detail(), said) == 0);
 }
 
 static void test_malformed(void)
