@@ -434,6 +434,67 @@ static void test_truncated_input(void)
     unlink(in_path("bv.npy"));
 }
 
+/* Runs `qkv run` with a float --mask of (L, L) on write_bus_inputs(L)
+ * and, as soon as -o is in place, stops it, cuts the mask to 4096 bytes
+ * and lets it go on. Whatever qkv still reads of its inputs then (the
+ * checks for NaN on its way out) must not turn a run whose output is in
+ * place into a failure that says "no output written": either it succeeds,
+ * or it fails and leaves the old -o. */
+static void truncate_after_commit(int64_t L)
+{
+    write_bus_inputs(L);
+    test_rng rng = test_rng_seed(5);
+    float *m = test_rand_f32(&rng, L * L, -1, 1);
+    W("bm.npy", QKV_DTYPE_F32, m, L, L);
+    free(m);
+    write_bytes(out_path("o.npy"), old_bytes, sizeof old_bytes - 1);
+    int pid = start_qkv((const char *const[]){"run", "-q", "@bq.npy", "-k", "@bk.npy", "-v",
+                                              "@bv.npy", "--mask", "@bm.npy", "-o", "%o.npy",
+                                              "--threads", "2", NULL},
+                        NULL, 0);
+    int status, reaped = 0;
+    const time_t give_up = time(NULL) + 300; /* the run itself takes a second or so */
+    while (!reaped && time(NULL) < give_up) {
+        struct stat sb;
+        if (stat(out_path("o.npy"), &sb) == 0 && sb.st_size != (off_t)sizeof old_bytes - 1) {
+            kill(pid, SIGSTOP);
+            if (waitpid(pid, &status, WUNTRACED) != pid) break;
+            reaped = !WIFSTOPPED(status); /* it had ended */
+            if (!reaped) {
+                EXPECT(truncate(in_path("bm.npy"), 4096) == 0);
+                kill(pid, SIGCONT);
+            }
+            break;
+        }
+        reaped = waitpid(pid, &status, WNOHANG) == pid;
+        sleep_ms(0); /* a yield: the window is a few milliseconds wide */
+    }
+    if (reaped) {
+        g_rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        g_stderr[0] = '\0';
+    } else {
+        wait_qkv(pid);
+    }
+    EXPECT(g_rc == 0 || g_rc == 1);
+    if (g_rc == 1) {
+        EXPECT(strcmp(g_stderr, bus_line) == 0);
+        EXPECT(holds_old(out_path("o.npy")));
+    } else {
+        EXPECT(!holds_old(out_path("o.npy")));
+    }
+    expect_out_files(1);
+}
+
+static void test_truncated_after_commit(void)
+{
+    set_ctx("--mask cut short once qkv run's -o is in place");
+    for (int i = 0; i < 4; i++) truncate_after_commit(2048);
+    unlink(in_path("bq.npy"));
+    unlink(in_path("bk.npy"));
+    unlink(in_path("bv.npy"));
+    unlink(in_path("bm.npy"));
+}
+
 /* The file at src fed into the FIFO @name (made here when absent) by a
  * child; reap it with stream_reap. */
 static pid_t feed_fifo(const char *name, const char *src)
@@ -597,6 +658,7 @@ int main(void)
     test_file_size_limit();
     test_signals();
     test_truncated_input();
+    test_truncated_after_commit();
     test_fifo_inputs();
     cmdtest_close();
     return test_finish("test_cli_output");
