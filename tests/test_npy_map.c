@@ -77,6 +77,17 @@ static int file_holds(const char *path, const unsigned char *want, size_t len)
     return same && at == len;
 }
 
+/* qkv_npy_write of the floats at x in this shape. */
+static qkv_status write_f32(const char *path, const float *x, int ndim, const int64_t *shape)
+{
+    qkv_array a = {0};
+    a.dtype = QKV_DTYPE_F32;
+    a.ndim = ndim;
+    memcpy(a.shape, shape, (size_t)ndim * sizeof shape[0]);
+    a.data = (void *)x;
+    return qkv_npy_write(path, &a);
+}
+
 static int64_t nbytes_of(const qkv_array *a)
 {
     return qkv_array_numel(a) * (int64_t)qkv_dtype_size(a->dtype);
@@ -290,20 +301,13 @@ static void test_what_is_mapped(void)
     const int64_t s0[3] = {2, 0, 3}, s1[2] = {64, 64};
     float *x = test_malloc(64 * 64 * sizeof(float));
     for (int i = 0; i < 64 * 64; i++) x[i] = (float)i;
-    qkv_array z = {0}, g = {0}, a;
-    z.dtype = g.dtype = QKV_DTYPE_F32;
-    z.ndim = 3;
-    memcpy(z.shape, s0, sizeof s0);
-    g.ndim = 2;
-    memcpy(g.shape, s1, sizeof s1);
-    g.data = x;
-
-    CHECK(qkv_npy_write(p, &z) == QKV_OK);
+    qkv_array a;
+    CHECK(write_f32(p, x, 3, s0) == QKV_OK);
     CHECK(qkv_npy_map(p, &a) == QKV_OK && a.data != NULL && qkv_array_numel(&a) == 0);
     CHECK(mapped_count(p) == 0);
     qkv_array_free(&a);
 
-    CHECK(qkv_npy_write(p, &g) == QKV_OK);
+    CHECK(write_f32(p, x, 2, s1) == QKV_OK);
     CHECK(qkv_npy_map(p, &a) == QKV_OK);
     CHECK(mapped_count(p) == 1);
     CHECK(a.data && memcmp(a.data, x, sizeof(float) * 64 * 64) == 0);
@@ -389,12 +393,7 @@ static void test_private_and_freed(void)
     const int64_t n = 3 * 1024 * 1024 / 4 + 5; /* pages and a tail */
     float *x = test_malloc((size_t)n * sizeof(float));
     for (int64_t i = 0; i < n; i++) x[i] = (float)(i % 1000) - 500.0f;
-    qkv_array g = {0};
-    g.dtype = QKV_DTYPE_F32;
-    g.ndim = 1;
-    g.shape[0] = n;
-    g.data = x;
-    CHECK(qkv_npy_write(p, &g) == QKV_OK);
+    CHECK(write_f32(p, x, 1, &n) == QKV_OK);
     size_t len0 = 0;
     unsigned char *before = test_read_file(p, &len0);
 
@@ -471,12 +470,7 @@ static void test_threads(void)
     const int64_t n = 20000;
     float *x = test_malloc((size_t)n * sizeof(float));
     for (int64_t i = 0; i < n; i++) x[i] = (float)i;
-    qkv_array g = {0};
-    g.dtype = QKV_DTYPE_F32;
-    g.ndim = 1;
-    g.shape[0] = n;
-    g.data = x;
-    CHECK(qkv_npy_write(p, &g) == QKV_OK);
+    CHECK(write_f32(p, x, 1, &n) == QKV_OK);
     pthread_t th[4];
     thread_arg args[4];
     for (int i = 0; i < 4; i++) {
