@@ -82,10 +82,6 @@ int qkv_ref_attention_row(const qkv_fwd_problem *p, int64_t b, int64_t h, int64_
  * -inf: a row for which -inf scores everywhere are not the mask's doing. */
 int qkv_row_has_open_key(const qkv_fwd_problem *p, int64_t b, int64_t h, int64_t i);
 
-/* Whether row (b, h, i) reads a NaN or infinite input: an element of its
- * query, of the keys and values it may attend, or a NaN or +inf float mask
- * value there. Such a row's NaN is the input's, not an overflow's. */
-int qkv_row_reads_nonfinite(const qkv_fwd_problem *p, int64_t b, int64_t h, int64_t i);
 
 /* One backward call: the forward's problem (f.o and f.lse are the given
  * forward results) plus the incoming gradient and the outputs. */

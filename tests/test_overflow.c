@@ -155,58 +155,117 @@ static void check_nan_kept(void)
     unmake(&p);
 }
 
-/* The backward at a scale past float: the fast call gives the
- * reference's gradients. With scale 1e39 the weights are one-hot, so dQ
- * and dK are 0 and dV is dO routed to each row's winning key. */
+/* The fast backward against the reference backward for one problem and
+ * scale, given the forward's own O and lse. */
+static void check_backward_case(const char *what, const problem *p, double scale)
+{
+    const test_shape s = p->s;
+    test_rng rng = test_rng_seed(8);
+    float *dout = test_rand_f32(&rng, n_o(&s), -1.0f, 1.0f);
+    qkv_attn_options opt = {0};
+    opt.scale = scale;
+    opt.num_threads = 2;
+    result f = forward(p, &opt);
+    float *g[2][3];
+    for (int impl = 0; impl < 2; impl++) {
+        g[impl][0] = test_malloc((size_t)n_q(&s) * 4);
+        g[impl][1] = test_malloc((size_t)n_k(&s) * 4);
+        g[impl][2] = test_malloc((size_t)n_v(&s) * 4);
+        qkv_tensor tq = qkv_tensor_contiguous(p->q, QKV_DTYPE_F32, s.B, s.H, s.Lq, s.E);
+        qkv_tensor tk = qkv_tensor_contiguous(p->k, QKV_DTYPE_F32, s.B, s.Hkv, s.Lk, s.E);
+        qkv_tensor tv = qkv_tensor_contiguous(p->v, QKV_DTYPE_F32, s.B, s.Hkv, s.Lk, s.Ev);
+        qkv_tensor to = qkv_tensor_contiguous(f.o, QKV_DTYPE_F32, s.B, s.H, s.Lq, s.Ev);
+        qkv_tensor tl = qkv_tensor_contiguous(f.l, QKV_DTYPE_F32, s.B, s.H, s.Lq, 1);
+        qkv_tensor td = qkv_tensor_contiguous(dout, QKV_DTYPE_F32, s.B, s.H, s.Lq, s.Ev);
+        qkv_tensor dq = qkv_tensor_contiguous(g[impl][0], QKV_DTYPE_F32, s.B, s.H, s.Lq, s.E);
+        qkv_tensor dk = qkv_tensor_contiguous(g[impl][1], QKV_DTYPE_F32, s.B, s.Hkv, s.Lk, s.E);
+        qkv_tensor dv = qkv_tensor_contiguous(g[impl][2], QKV_DTYPE_F32, s.B, s.Hkv, s.Lk, s.Ev);
+        opt.impl = impl ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
+        qkv_status st =
+            qkv_attention_backward(&dq, &dk, &dv, NULL, &td, &tq, &tk, &tv, &to, &tl, &opt);
+        if (st != QKV_OK) fprintf(stderr, "  backward: %s\n", qkv_error_detail());
+        CHECK(st == QKV_OK);
+    }
+    const int64_t n[3] = {n_q(&s), n_k(&s), n_v(&s)};
+    for (int t = 0; t < 3; t++) {
+        const int64_t nan = count_nan(g[0][t], n[t]);
+        const double e = test_rel_l2(g[0][t], g[1][t], n[t]);
+        const double d = test_max_abs_diff(g[0][t], g[1][t], n[t]);
+        CHECK(count_nan(g[1][t], n[t]) == 0);
+        CHECK(nan == 0);
+        CHECK(e <= 1e-5 || d <= 1e-6); /* dQ, dK may be exactly 0 */
+        if (nan || !(e <= 1e-5 || d <= 1e-6))
+            fprintf(stderr, "  backward, %s, scale %g, gradient %d: %lld NaN, rel L2 %.3g, "
+                    "max diff %.3g\n", what, scale, t, (long long)nan, e, d);
+    }
+    if (scale == 1e39) /* one-hot weights: dS = 0 */
+        for (int64_t i = 0; i < n_q(&s); i++) CHECK(g[1][0][i] == 0.0f);
+    for (int impl = 0; impl < 2; impl++)
+        for (int t = 0; t < 3; t++) free(g[impl][t]);
+    unresult(&f);
+    free(dout);
+}
+
+/* The backward past float: scales outside float's range, a scale inside
+ * it whose scores overflow, and inputs of 1e20 at the default scale, whose
+ * lse is finite (the forward redid the rows in double) while the fast
+ * backward's float scores overflow again. With scale 1e39 the weights are
+ * one-hot, so dQ and dK are 0. */
 static void check_backward(void)
 {
     const test_shape s = {1, 2, 1, 7, 11, 8, 4};
     problem p = make(s, 7, -1.0f, 1.0f, -1.0f, 1.0f);
-    test_rng rng = test_rng_seed(8);
-    float *dout = test_rand_f32(&rng, n_o(&s), -1.0f, 1.0f);
-    const double scales[] = {1e39, 3e38, 1e-40};
-    for (size_t x = 0; x < sizeof scales / sizeof scales[0]; x++) {
-        qkv_attn_options opt = {0};
-        opt.scale = scales[x];
-        opt.num_threads = 2;
-        result f = forward(&p, &opt);
-        float *g[2][3];
-        for (int impl = 0; impl < 2; impl++) {
-            g[impl][0] = test_malloc((size_t)n_q(&s) * 4);
-            g[impl][1] = test_malloc((size_t)n_k(&s) * 4);
-            g[impl][2] = test_malloc((size_t)n_v(&s) * 4);
-            qkv_tensor tq = qkv_tensor_contiguous(p.q, QKV_DTYPE_F32, s.B, s.H, s.Lq, s.E);
-            qkv_tensor tk = qkv_tensor_contiguous(p.k, QKV_DTYPE_F32, s.B, s.Hkv, s.Lk, s.E);
-            qkv_tensor tv = qkv_tensor_contiguous(p.v, QKV_DTYPE_F32, s.B, s.Hkv, s.Lk, s.Ev);
-            qkv_tensor to = qkv_tensor_contiguous(f.o, QKV_DTYPE_F32, s.B, s.H, s.Lq, s.Ev);
-            qkv_tensor tl = qkv_tensor_contiguous(f.l, QKV_DTYPE_F32, s.B, s.H, s.Lq, 1);
-            qkv_tensor td = qkv_tensor_contiguous(dout, QKV_DTYPE_F32, s.B, s.H, s.Lq, s.Ev);
-            qkv_tensor dq = qkv_tensor_contiguous(g[impl][0], QKV_DTYPE_F32, s.B, s.H, s.Lq, s.E);
-            qkv_tensor dk = qkv_tensor_contiguous(g[impl][1], QKV_DTYPE_F32, s.B, s.Hkv, s.Lk, s.E);
-            qkv_tensor dv = qkv_tensor_contiguous(g[impl][2], QKV_DTYPE_F32, s.B, s.Hkv, s.Lk, s.Ev);
-            opt.impl = impl ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
-            qkv_status st = qkv_attention_backward(&dq, &dk, &dv, NULL, &td, &tq, &tk, &tv, &to,
-                                                   &tl, &opt);
-            if (st != QKV_OK) fprintf(stderr, "  backward: %s\n", qkv_error_detail());
-            CHECK(st == QKV_OK);
-        }
-        const int64_t n[3] = {n_q(&s), n_k(&s), n_v(&s)};
-        for (int t = 0; t < 3; t++) {
-            CHECK(count_nan(g[0][t], n[t]) == 0);
-            const double e = test_rel_l2(g[0][t], g[1][t], n[t]);
-            const double d = test_max_abs_diff(g[0][t], g[1][t], n[t]);
-            CHECK(e <= 1e-5 || d <= 1e-6); /* dQ, dK may be exactly 0 */
-            if (!(e <= 1e-5 || d <= 1e-6))
-                fprintf(stderr, "  backward, scale %g, gradient %d: rel L2 %.3g, max diff %.3g\n",
-                        scales[x], t, e, d);
-        }
-        if (scales[x] == 1e39)
-            for (int64_t i = 0; i < n_q(&s); i++) CHECK(g[1][0][i] == 0.0f);
-        for (int impl = 0; impl < 2; impl++)
-            for (int t = 0; t < 3; t++) free(g[impl][t]);
-        unresult(&f);
+    const double scales[] = {1e39, 3e38, 1e37, 1e-40};
+    for (size_t x = 0; x < sizeof scales / sizeof scales[0]; x++)
+        check_backward_case("unit inputs", &p, scales[x]);
+    unmake(&p);
+    problem big = make(s, 11, -1e20f, 1e20f, -1e20f, 1e20f);
+    check_backward_case("inputs +-1e20", &big, 0.0);
+    unmake(&big);
+    /* The reviewer's case: one key's float dot is inf - inf, the other is
+     * small; the true lse is finite (2e20). */
+    const test_shape t = {1, 1, 1, 1, 2, 2, 2};
+    float q[2] = {1e20f, 1e20f}, k[4] = {1e20f, -1e20f, 1.0f, 1.0f}, v[4] = {1, 2, 3, 4};
+    problem tiny = {t, q, k, v};
+    check_backward_case("inf - inf in one dot", &tiny, 1.0);
+}
+
+/* Values whose float sum overflows: two equal keys with values 3e38 give
+ * O = 3e38 (the reference's double sum is 6e38, halved), not inf. */
+static void check_value_sum(void)
+{
+    const test_shape s = {1, 1, 1, 3, 2, 4, 2};
+    problem p = make(s, 12, -1.0f, 1.0f, -1.0f, 1.0f);
+    for (int e = 0; e < 4; e++) p.k[4 + e] = p.k[e];
+    for (int c = 0; c < 4; c++) p.v[c] = 3e38f;
+    check_forward("values of 3e38", &p, 0.0, 0, 1);
+    unmake(&p);
+}
+
+/* A NaN value at a key some rows may not see (a bool mask), with a scale
+ * that overflows: the rows that cannot see it are redone and finite, the
+ * rows that can hold NaN (at least where the value has it). */
+static void check_nan_masked(void)
+{
+    const test_shape s = {1, 1, 1, 4, 6, 4, 4};
+    problem p = make(s, 13, -1.0f, 1.0f, -1.0f, 1.0f);
+    p.v[5 * 4 + 2] = NAN; /* key 5's value */
+    unsigned char allow[4 * 6];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 6; j++) allow[i * 6 + j] = !(j == 5 && i < 2); /* rows 0, 1: not key 5 */
+    qkv_attn_options opt = {0};
+    opt.scale = 1e38;
+    opt.mask = qkv_tensor_contiguous(allow, QKV_DTYPE_BOOL, 1, 1, 4, 6);
+    result r = forward(&p, &opt);
+    opt.impl = QKV_IMPL_REFERENCE;
+    result ref = forward(&p, &opt);
+    for (int64_t i = 0; i < 4; i++) {
+        const int64_t nan = count_nan(r.o + i * 4, 4);
+        CHECK(i < 2 ? nan == 0 : nan >= 1); /* reading the NaN, the row is NaN's */
+        if (i < 2) CHECK(test_rel_l2(r.o + i * 4, ref.o + i * 4, 4) <= 1e-5);
     }
-    free(dout);
+    unresult(&r);
+    unresult(&ref);
     unmake(&p);
 }
 
@@ -295,6 +354,8 @@ int main(void)
     check_scales();
     check_large_inputs();
     check_nan_kept();
+    check_nan_masked();
+    check_value_sum();
     check_backward();
     check_cli();
     return test_finish("test_overflow");

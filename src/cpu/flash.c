@@ -87,6 +87,10 @@ typedef struct scratch {
     float *qr;         /* narrow x E: the queries times scale */
     float *sr;         /* narrow x BLOCK_KEYS: scores, then weights */
     float *orr;        /* narrow x Ev: the running output */
+    /* Only for rows whose scores overflowed (redo_overflowed_rows): */
+    int64_t *bad;      /* Lk: the keys of one head with a non-finite K or V row */
+    int64_t nbad;      /* how many */
+    int64_t bad_for;   /* b * Hkv + hk of the list, -1 for none yet */
 } scratch;
 
 /* ------------------------------------------------------------ packing */
@@ -389,26 +393,81 @@ static void write_weights(const plan *pl, scratch *sc, int64_t b, int64_t hk)
     }
 }
 
+/* The keys of kv head (b, hk) whose K or V row holds a NaN or an
+ * infinity, ascending, into sc->bad (once per unit, for its first suspect
+ * row: a scan of the head's K and V, 1/64 of what the unit's attention
+ * reads). 0 when the list cannot be allocated. */
+static int find_bad_keys(const plan *pl, scratch *sc, int64_t b, int64_t hk)
+{
+    const qkv_fwd_problem *p = pl->p;
+    if (sc->bad_for == b * p->Hkv + hk) return 1;
+    if (!sc->bad && !(sc->bad = malloc((size_t)(p->Lk > 0 ? p->Lk : 1) * sizeof *sc->bad)))
+        return 0;
+    sc->nbad = 0;
+    for (int64_t j = 0; j < p->Lk; j++) {
+        int bad = 0;
+        for (int64_t e = 0; e < p->E && !bad; e++) bad = !isfinite(*qkv_view_at(p->k, b, hk, j, e));
+        for (int64_t e = 0; e < p->Ev && !bad; e++) bad = !isfinite(*qkv_view_at(p->v, b, hk, j, e));
+        if (bad) sc->bad[sc->nbad++] = j;
+    }
+    sc->bad_for = b * p->Hkv + hk;
+    return 1;
+}
+
+/* Does row r read a NaN or an infinity: in its query, in a float mask
+ * value it may see (NaN or +inf; -inf only forbids), or in the K or V row
+ * of a key it may attend? (sc->bad holds the head's bad keys.) */
+static int row_reads_nonfinite(const plan *pl, const scratch *sc, int64_t b, int64_t r)
+{
+    const qkv_fwd_problem *p = pl->p;
+    const int64_t h = sc->head[r], i = sc->qi[r], lo = sc->lo[r], hi = sc->hi[r];
+    const qkv_tensor *m = p->mask;
+    const int fmask = m && m->dtype == QKV_DTYPE_F32;
+    for (int64_t e = 0; e < p->E; e++)
+        if (!isfinite(*qkv_view_at(p->q, b, h, i, e))) return 1;
+    for (int64_t j = lo; fmask && j <= hi; j++) {
+        const float x = *qkv_view_at(m, b, h, i, j);
+        if (isnan(x) || x == INFINITY) return 1;
+    }
+    for (int64_t x = 0; x < sc->nbad; x++) {
+        const int64_t j = sc->bad[x];
+        if (j < lo || j > hi) continue;
+        if (m && (fmask ? *qkv_view_at(m, b, h, i, j) == -INFINITY
+                        : !qkv_mask_allows(m, b, h, i, j)))
+            continue;
+        return 1;
+    }
+    return 0;
+}
+
 /* Scores are float: scale * <q, k> can overflow where the reference's
- * double does not (a large scale, large inputs). A row whose float scores
- * overflowed shows it in its statistics: a max of +inf, a NaN from
- * inf - inf, or a max of -inf although some key was open to it. When the
- * row reads only finite inputs, that is the overflow's doing, not the
- * data's, and the reference recomputes the row (its O, weights, lse) in
- * double, so any scale the reference handles gets the reference's answer.
- * Rows that read NaN or inf keep the fast path's NaN. Costs nothing unless
- * a row is suspect. */
-static void redo_overflowed_rows(const plan *pl, const scratch *sc, int64_t b)
+ * double does not (a large scale, large inputs), and so can the float sum
+ * of weighted values. A row that overflowed shows it in its statistics or
+ * its output: a max of +inf, a NaN from inf - inf, a max of -inf although
+ * some key was open to it, or an output that is not finite. When the row
+ * reads only finite inputs, that is the overflow's doing, not the data's,
+ * and the reference recomputes the row (its O, weights, lse) in double,
+ * so any scale the reference handles gets the reference's answer. Rows
+ * that read NaN or inf keep the fast path's NaN. Costs nothing unless a
+ * row is suspect. */
+static void redo_overflowed_rows(const plan *pl, scratch *sc, int64_t b, int64_t hk)
 {
     const qkv_fwd_problem *p = pl->p;
     for (int64_t r = 0; r < pl->rows; r++) {
         if (sc->head[r] < 0) continue;
         const int64_t h = sc->head[r], i = sc->qi[r];
         const float m = sc->mx[r];
-        const int suspect = m == INFINITY || isnan(m) || isnan(sc->l[r]) ||
-                            (m == -INFINITY && sc->lo[r] <= sc->hi[r] &&
-                             qkv_row_has_open_key(p, b, h, i));
-        if (suspect && !qkv_row_reads_nonfinite(p, b, h, i) && !qkv_ref_attention_row(p, b, h, i))
+        int suspect = m == INFINITY || isnan(m) || isnan(sc->l[r]) ||
+                      (m == -INFINITY && sc->lo[r] <= sc->hi[r] &&
+                       qkv_row_has_open_key(p, b, h, i));
+        const float *o = qkv_view_at(p->o, b, h, i, 0);
+        for (int64_t c = 0; c < p->Ev && !suspect; c++) suspect = !isfinite(o[c * p->o->stride[3]]);
+        if (!suspect) continue;
+        if (!find_bad_keys(pl, sc, b, hk)) {
+            atomic_store(pl->out_of_memory, 1);
+            return;
+        }
+        if (!row_reads_nonfinite(pl, sc, b, r) && !qkv_ref_attention_row(p, b, h, i))
             atomic_store(pl->out_of_memory, 1);
     }
 }
@@ -439,7 +498,7 @@ static void finish_unit(const plan *pl, scratch *sc, int64_t b, int64_t hk)
         if (p->lse) *qkv_view_out(p->lse, b, h, i, 0) = lse;
     }
     if (p->weights) write_weights(pl, sc, b, hk);
-    redo_overflowed_rows(pl, sc, b);
+    redo_overflowed_rows(pl, sc, b, hk);
 }
 
 /* ------------------------------------------------------------ parallel */
@@ -582,6 +641,7 @@ static void scratch_free(scratch *sc)
     free(sc->qr);
     free(sc->sr);
     free(sc->orr);
+    free(sc->bad);
 }
 
 static int scratch_alloc(const plan *pl, scratch *sc)
@@ -589,6 +649,7 @@ static int scratch_alloc(const plan *pl, scratch *sc)
     const size_t f = sizeof(float), rows = (size_t)pl->rows;
     const size_t e = (size_t)pl->p->E, ev = (size_t)(pl->p->Ev > 0 ? pl->p->Ev : 1);
     memset(sc, 0, sizeof *sc);
+    sc->bad_for = -1;
     sc->qt = alloc64(e * rows * f);
     sc->st = alloc64((size_t)BLOCK_KEYS * rows * f);
     sc->o = alloc64(rows * (size_t)pl->ev * f);

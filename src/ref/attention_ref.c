@@ -44,23 +44,6 @@ int qkv_row_has_open_key(const qkv_fwd_problem *p, int64_t b, int64_t h, int64_t
     return 0;
 }
 
-int qkv_row_reads_nonfinite(const qkv_fwd_problem *p, int64_t b, int64_t h, int64_t i)
-{
-    const int64_t hk = h / (p->H / p->Hkv);
-    for (int64_t e = 0; e < p->E; e++)
-        if (!isfinite(*qkv_view_at(p->q, b, h, i, e))) return 1;
-    for (int64_t j = 0; j < p->Lk; j++) {
-        if (!allowed(p, b, h, i, j)) continue;
-        const float m = mask_add(p, b, h, i, j);
-        if (isnan(m) || m == INFINITY) return 1;
-        for (int64_t e = 0; e < p->E; e++)
-            if (!isfinite(*qkv_view_at(p->k, b, hk, j, e))) return 1;
-        for (int64_t e = 0; e < p->Ev; e++)
-            if (!isfinite(*qkv_view_at(p->v, b, hk, j, e))) return 1;
-    }
-    return 0;
-}
-
 static void ref_row(const qkv_fwd_problem *p, double *s, double *acc, int64_t b, int64_t h,
                     int64_t i)
 {
