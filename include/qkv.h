@@ -105,11 +105,15 @@ const char *qkv_dtype_name(qkv_dtype dtype);
  * (elem *)data + a*stride[0] + b*stride[1] + c*stride[2] + d*stride[3].
  * Strides are in elements. A tensor whose data is NULL is "absent" wherever
  * a function takes an optional tensor. An output may share no byte with
- * another output or with any input: the address ranges the views reach
- * (from their lowest to their highest element) are compared, so views
- * that interleave in one buffer without sharing elements are refused too,
- * with QKV_ERR_INVALID_ARGUMENT and a detail naming both ("O and Q overlap
- * in memory; ..."). Inputs may overlap each other. Within an output,
+ * another output or with any input, or the call fails with
+ * QKV_ERR_INVALID_ARGUMENT and a detail naming both ("O and Q overlap in
+ * memory; ..."). The test is O(1): on the address ranges the views reach
+ * (lowest to highest element), refined for views that interleave in one
+ * buffer: when both have positive strides, contiguous innermost rows and
+ * the same row period (dQ, dK, dV packed as (B, L, 3, H, E); O and the
+ * weights side by side in each row), they pass if their rows fall in each
+ * other's gaps. Other interleavings whose ranges overlap are refused even
+ * when no element is shared. Inputs may overlap each other. Within an output,
  * sorted by |stride|, each dim's stride must exceed the span of the
  * smaller dims (so no two indices share an element; layouts that
  * interleave dims some other way are refused). */

@@ -47,10 +47,13 @@ static qkv_status check_view(const char *name, const qkv_tensor *t, int64_t *num
 }
 
 /* The bytes a view reaches; empty for a view with no elements.
- * check_view has bounded every offset. */
+ * check_view has bounded every offset. When its strides are positive and
+ * its innermost dims contiguous (after merging them: a block of `block`
+ * elements) with every other stride a multiple of the next one, P, it
+ * reaches only those blocks, P elements apart: block and period say so. */
 static qkv_byte_range view_range(const char *name, const qkv_tensor *t)
 {
-    qkv_byte_range r = {name, 0, 0};
+    qkv_byte_range r = {name, 0, 0, 0, 0};
     if (!t || !t->data) return r;
     int64_t first = 0, last = 0;
     for (int d = 0; d < 4; d++) {
@@ -62,6 +65,28 @@ static qkv_byte_range view_range(const char *name, const qkv_tensor *t)
     const int64_t es = (int64_t)qkv_dtype_size(t->dtype);
     r.lo = (uintptr_t)t->data + (uintptr_t)(first * es); /* wraps as pointer arithmetic would */
     r.hi = (uintptr_t)t->data + (uintptr_t)((last + 1) * es);
+
+    int idx[4], n = 0; /* the dims of more than one element, by stride */
+    for (int d = 0; d < 4; d++) {
+        if (t->shape[d] < 2) continue;
+        if (t->stride[d] <= 0) return r;
+        int at = n++;
+        while (at > 0 && t->stride[idx[at - 1]] > t->stride[d]) {
+            idx[at] = idx[at - 1];
+            at--;
+        }
+        idx[at] = d;
+    }
+    if (n == 0 || t->stride[idx[0]] != 1) return r;
+    int64_t block = 1;
+    int k = 0;
+    while (k < n && t->stride[idx[k]] == block) block *= t->shape[idx[k++]];
+    if (k == n) return r; /* one solid block: the range says it all */
+    const int64_t period = t->stride[idx[k]];
+    for (int j = k; j < n; j++)
+        if (t->stride[idx[j]] % period != 0) return r;
+    r.block = (uintptr_t)(block * es); /* block <= period: no self-overlap was checked */
+    r.period = (uintptr_t)(period * es);
     return r;
 }
 

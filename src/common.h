@@ -35,19 +35,38 @@ static inline int qkv_add_ok(int64_t a, int64_t b, int64_t *r)
 
 /* The bytes [lo, hi) a call reaches through one argument; lo == hi when it
  * reaches none (absent or empty). Overlap between arguments is decided on
- * these ranges, in O(1) per pair: two views that interleave in one buffer
- * without sharing an element count as overlapping. */
+ * these ranges, in O(1) per pair. A strided view may say more: with
+ * period > 0 it reaches only blocks of `block` bytes that start at lo plus
+ * multiples of `period` (a (B, L, 3, H, E) buffer's dQ, dK and dV, say),
+ * so two such views with one period interleave without sharing a byte
+ * when their blocks fall in each other's gaps; otherwise (period 0) every
+ * byte of the range counts. */
 typedef struct qkv_byte_range {
     const char *name;
     uintptr_t lo, hi;
+    uintptr_t block, period;
 } qkv_byte_range;
+
+/* Do a and b share a byte? Both non-empty. */
+static inline int qkv_ranges_meet(const qkv_byte_range *a, const qkv_byte_range *b)
+{
+    if (!(a->lo < b->hi && b->lo < a->hi)) return 0;
+    if (!a->period || a->period != b->period) return 1;
+    /* a's blocks start at a->lo + m P, b's at b->lo + m' P: b's first
+     * block lies d past one of a's, and so do all its blocks. */
+    const uintptr_t lo = a->lo < b->lo ? a->lo : b->lo;
+    const uintptr_t d = a->lo < b->lo ? (b->lo - lo) % a->period : (a->lo - lo) % a->period;
+    const uintptr_t first = a->lo < b->lo ? a->block : b->block; /* the block d is measured from */
+    const uintptr_t second = a->lo < b->lo ? b->block : a->block;
+    return !(d >= first && d + second <= a->period);
+}
 
 /* n elements of es bytes from p; empty for a NULL p or n <= 0. A range
  * that would run past the address space ends at its top instead of
  * wrapping, so that it still overlaps what lies above p. */
 static inline qkv_byte_range qkv_range(const char *name, const void *p, int64_t n, size_t es)
 {
-    qkv_byte_range r = {name, 0, 0};
+    qkv_byte_range r = {name, 0, 0, 0, 0};
     if (!p || n <= 0) return r;
     r.lo = (uintptr_t)p;
     const uintptr_t room = (UINTPTR_MAX - r.lo) / es;
@@ -66,7 +85,7 @@ static inline qkv_status qkv_check_disjoint(const qkv_byte_range *out, int nout,
         for (int b = a + 1; b < nout + nin; b++) {
             const qkv_byte_range *o = b < nout ? &out[b] : &in[b - nout];
             if (o->lo == o->hi) continue;
-            if (out[a].lo < o->hi && o->lo < out[a].hi)
+            if (qkv_ranges_meet(&out[a], o))
                 return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
                                 "%s and %s overlap in memory; an output may share no byte "
                                 "with another output or an input", out[a].name, o->name);

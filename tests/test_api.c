@@ -377,17 +377,38 @@ static void check_overlap_and_alignment(void)
     memset(g_o, 0, sizeof g_o); /* valid lengths (0) if it were read */
     c.opt.kv_lens = (const int64_t *)(void *)g_o;
     expect("kv_lens inside O", &c, QKV_ERR_INVALID_ARGUMENT, "O and kv_lens", "overlap");
-    /* O and weights interleaved in one buffer without sharing an element:
-     * the ranges overlap, which is refused (documented). */
+    /* O and weights interleaved row by row in one buffer, (B, H, Lq,
+     * Ev + Lk): they share no element, so the call is accepted and gives
+     * what separate buffers give; shifted one float into O's rows, it is
+     * refused. */
     call_init(&c);
-    c.o.data = buf;
-    c.o.stride[2] = EV + LK;
-    c.o.stride[1] = LQ * (EV + LK);
-    c.o.stride[0] = H * LQ * (EV + LK);
-    c.w = c.o;
-    c.w.data = buf + EV;
-    c.w.shape[3] = LK;
-    expect("O and weights interleaved", &c, QKV_ERR_INVALID_ARGUMENT, "O and weights", NULL);
+    CHECK(call_run(&c) == QKV_OK);
+    static float want_o[B * H * LQ * EV], want_w[B * H * LQ * LK];
+    memcpy(want_o, g_o, sizeof want_o);
+    memcpy(want_w, g_w, sizeof want_w);
+    for (int shift = 0; shift < 2; shift++) {
+        call_init(&c);
+        c.o.data = buf;
+        c.o.stride[2] = EV + LK;
+        c.o.stride[1] = LQ * (EV + LK);
+        c.o.stride[0] = H * LQ * (EV + LK);
+        c.w = c.o;
+        c.w.data = buf + EV - shift;
+        c.w.shape[3] = LK;
+        if (shift) {
+            expect("O and weights interleaved, sharing a float", &c, QKV_ERR_INVALID_ARGUMENT,
+                   "O and weights", "overlap");
+            continue;
+        }
+        qkv_status ist = call_run(&c);
+        if (ist != QKV_OK) fprintf(stderr, "  O and weights interleaved: %s\n", qkv_error_detail());
+        CHECK(ist == QKV_OK);
+        int same = 1;
+        for (int64_t r = 0; r < B * H * LQ; r++)
+            same &= memcmp(buf + r * (EV + LK), want_o + r * EV, EV * sizeof(float)) == 0 &&
+                    memcmp(buf + r * (EV + LK) + EV, want_w + r * LK, LK * sizeof(float)) == 0;
+        CHECK(same);
+    }
     /* Adjacent, not overlapping: accepted; so are inputs sharing a buffer. */
     call_init(&c);
     c.o.data = buf;
@@ -471,6 +492,54 @@ static void check_overlap_and_alignment(void)
     st = qkv_attention_backward(&tdq, &tdk, &tdv, NULL, &tdo, &c.q, &c.k, &c.v, &c.o, &c.l,
                                 &c.opt);
     CHECK(st == QKV_OK);
+
+    /* dQ, dK, dV packed as one (B, L, 3, H, E) buffer (H = Hkv, Lq = Lk,
+     * E = Ev, the layout of a fused QKV projection's gradient): they
+     * interleave without sharing an element, so the call is accepted and
+     * gives what separate buffers give. */
+    enum { PB = 2, PH = 3, PL = 5, PE = 4 };
+    static float pq[PB * PH * PL * PE], pk[PB * PH * PL * PE], pv[PB * PH * PL * PE];
+    static float po[PB * PH * PL * PE], pl[PB * PH * PL], pdo[PB * PH * PL * PE];
+    static float sep[3][PB * PH * PL * PE], packed[PB * PL * 3 * PH * PE];
+    test_rng rng = test_rng_seed(21);
+    for (int i = 0; i < PB * PH * PL * PE; i++) {
+        pq[i] = (float)test_rand(&rng) - 0.5f;
+        pk[i] = (float)test_rand(&rng) - 0.5f;
+        pv[i] = (float)test_rand(&rng) - 0.5f;
+        pdo[i] = (float)test_rand(&rng) - 0.5f;
+    }
+    qkv_tensor xq = qkv_tensor_contiguous(pq, QKV_DTYPE_F32, PB, PH, PL, PE);
+    qkv_tensor xk = qkv_tensor_contiguous(pk, QKV_DTYPE_F32, PB, PH, PL, PE);
+    qkv_tensor xv = qkv_tensor_contiguous(pv, QKV_DTYPE_F32, PB, PH, PL, PE);
+    qkv_tensor xo = qkv_tensor_contiguous(po, QKV_DTYPE_F32, PB, PH, PL, PE);
+    qkv_tensor xl = qkv_tensor_contiguous(pl, QKV_DTYPE_F32, PB, PH, PL, 1);
+    qkv_tensor xd = qkv_tensor_contiguous(pdo, QKV_DTYPE_F32, PB, PH, PL, PE);
+    CHECK(qkv_attention_forward(&xo, NULL, &xl, &xq, &xk, &xv, NULL) == QKV_OK);
+    qkv_tensor g[3];
+    for (int t = 0; t < 3; t++) g[t] = qkv_tensor_contiguous(sep[t], QKV_DTYPE_F32, PB, PH, PL, PE);
+    CHECK(qkv_attention_backward(&g[0], &g[1], &g[2], NULL, &xd, &xq, &xk, &xv, &xo, &xl, NULL) ==
+          QKV_OK);
+    for (int t = 0; t < 3; t++) {
+        g[t].data = packed + t * PH * PE;
+        g[t].stride[0] = PL * 3 * PH * PE;
+        g[t].stride[1] = PE;
+        g[t].stride[2] = 3 * PH * PE;
+        g[t].stride[3] = 1;
+    }
+    st = qkv_attention_backward(&g[0], &g[1], &g[2], NULL, &xd, &xq, &xk, &xv, &xo, &xl, NULL);
+    if (st != QKV_OK) fprintf(stderr, "  packed dQ, dK, dV: %s\n", qkv_error_detail());
+    CHECK(st == QKV_OK);
+    int same = 1;
+    for (int t = 0; t < 3; t++)
+        for (int b = 0; b < PB; b++)
+            for (int h = 0; h < PH; h++)
+                for (int i = 0; i < PL; i++)
+                    same &= memcmp(packed + ((b * PL + i) * 3 + t) * PH * PE + h * PE,
+                                   sep[t] + ((b * PH + h) * PL + i) * PE, PE * sizeof(float)) == 0;
+    CHECK(same);
+    g[1].data = packed + PH * PE - 1; /* dK one float into dQ's heads */
+    st = qkv_attention_backward(&g[0], &g[1], &g[2], NULL, &xd, &xq, &xk, &xv, &xo, &xl, NULL);
+    CHECK(st == QKV_ERR_INVALID_ARGUMENT && test_starts_with(qkv_error_detail(), "dQ and dK"));
 }
 
 static void check_null_data(void)
