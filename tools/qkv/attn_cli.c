@@ -119,12 +119,13 @@ void attn_report_error(const char *cmd, const attn_args *a, const attn_inputs *i
         cli_error(cmd, "%s (Q %s, K %s, V %s)", d, sq, sk, sv);
 }
 
-void attn_warn_nonfinite(const char *cmd, const attn_args *a, const attn_inputs *in)
+void attn_count_nonfinite(cli_warnings *w, const char *cmd, const attn_args *a,
+                          const attn_inputs *in)
 {
-    cli_warn_nonfinite(cmd, "-q", a->q, &in->q, 1);
-    cli_warn_nonfinite(cmd, "-k", a->k, &in->k, 1);
-    cli_warn_nonfinite(cmd, "-v", a->v, &in->v, 1);
-    cli_warn_nonfinite(cmd, "--mask", a->mask, &in->mask, 0);
+    cli_warnings_nonfinite(w, cmd, "-q", a->q, &in->q, 1);
+    cli_warnings_nonfinite(w, cmd, "-k", a->k, &in->k, 1);
+    cli_warnings_nonfinite(w, cmd, "-v", a->v, &in->v, 1);
+    cli_warnings_nonfinite(w, cmd, "--mask", a->mask, &in->mask, 0);
 }
 
 /* NumPy broadcasting of the mask against (B, H, Lq, Lk), checked here so

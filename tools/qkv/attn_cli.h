@@ -59,7 +59,9 @@ typedef struct attn_name {
 void attn_report_error(const char *cmd, const attn_args *a, const attn_inputs *in,
                        const attn_name *extra, int n);
 
-/* After success: says on stderr which inputs held NaN (or infinities). */
-void attn_warn_nonfinite(const char *cmd, const attn_args *a, const attn_inputs *in);
+/* Before the commit: keeps in w a warning for each input that holds NaN
+ * (or infinities), for cli_warnings_print once the outputs are in place. */
+void attn_count_nonfinite(cli_warnings *w, const char *cmd, const attn_args *a,
+                          const attn_inputs *in);
 
 #endif

@@ -1,15 +1,18 @@
 /* Shared CLI helpers; see cli.h. */
 #define _XOPEN_SOURCE 700 /* realpath; before any header */
+#define _GNU_SOURCE        /* O_TMPFILE */
 #include "cli.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,20 +81,27 @@ int cli_load_f32(const char *cmd, const char *flag, const char *path, int keep_b
     return 1;
 }
 
+static inline uint32_t exponent_all_ones(const float *x)
+{
+    uint32_t u;
+    memcpy(&u, x, sizeof u); /* the bits, without reading a float as an integer */
+    return (u & 0x7f800000u) == 0x7f800000u;
+}
+
 /* Whether any of the n floats at x is NaN or infinite: the exponent bits
  * all set. Sixteen lanes of integer compares, so that the compiler makes
- * it vector code at -O2: at the memory's speed, a 32 MiB input costs a few
- * milliseconds, which a `qkv run` of that size should not spend twice. */
+ * it vector code at -O2 (packed compares: the memcpy loads are plain
+ * loads): at the memory's speed, a 32 MiB input costs a few milliseconds,
+ * which a `qkv run` of that size should not spend twice. */
 static int any_nonfinite(const float *x, int64_t n)
 {
-    const uint32_t *u = (const uint32_t *)(const void *)x;
     uint32_t lane[16] = {0};
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
-        for (int j = 0; j < 16; j++) lane[j] |= (u[i + j] & 0x7f800000u) == 0x7f800000u;
+        for (int j = 0; j < 16; j++) lane[j] |= exponent_all_ones(x + i + j);
     uint32_t any = 0;
     for (int j = 0; j < 16; j++) any |= lane[j];
-    for (; i < n; i++) any |= (u[i] & 0x7f800000u) == 0x7f800000u;
+    for (; i < n; i++) any |= exponent_all_ones(x + i);
     return any != 0;
 }
 
@@ -105,16 +115,52 @@ int64_t cli_count_nonfinite(const qkv_array *a, int count_inf)
     return bad;
 }
 
-void cli_warn_nonfinite(const char *cmd, const char *flag, const char *path, const qkv_array *a,
-                        int count_inf)
+void cli_warnings_nonfinite(cli_warnings *w, const char *cmd, const char *flag, const char *path,
+                            const qkv_array *a, int count_inf)
 {
     int64_t bad = a->data && a->dtype == QKV_DTYPE_F32 ? cli_count_nonfinite(a, count_inf) : 0;
-    if (bad)
-        fprintf(stderr,
-                "qkv %s: warning: %s %s holds %lld %s value%s; output rows that read them "
-                "may be NaN\n",
-                cmd, flag, path, (long long)bad, count_inf ? "NaN or infinite" : "NaN",
-                bad == 1 ? "" : "s");
+    if (!bad) return;
+    const char *fmt = "qkv %s: warning: %s %s holds %lld %s value%s; output rows that read "
+                      "them may be NaN\n";
+    const char *what = count_inf ? "NaN or infinite" : "NaN";
+    const char *plural = bad == 1 ? "" : "s";
+    int len = snprintf(NULL, 0, fmt, cmd, flag, path, (long long)bad, what, plural);
+    char *line = len > 0 && w->n < CLI_MAX_WARNINGS ? malloc((size_t)len + 1) : NULL;
+    if (!line) { /* no room to keep it: better early than never */
+        fprintf(stderr, fmt, cmd, flag, path, (long long)bad, what, plural);
+        return;
+    }
+    snprintf(line, (size_t)len + 1, fmt, cmd, flag, path, (long long)bad, what, plural);
+    w->line[w->n++] = line;
+}
+
+void cli_warnings_print(cli_warnings *w)
+{
+    for (int i = 0; i < w->n; i++) fputs(w->line[i], stderr);
+    cli_warnings_free(w);
+}
+
+void cli_warnings_free(cli_warnings *w)
+{
+    for (int i = 0; i < w->n; i++) free(w->line[i]);
+    w->n = 0;
+}
+
+int cli_stdout_ok(const char *cmd, int close_it)
+{
+    errno = 0;
+    int failed = fflush(stdout) != 0;
+    int err = errno;
+    failed |= ferror(stdout) != 0;
+    if (close_it && fclose(stdout) != 0 && !failed) {
+        failed = 1;
+        err = errno;
+    }
+    if (!failed) return 1;
+    /* The error flag of an earlier write (a command's own fflush) whose
+     * errno is gone by now. */
+    cli_error(cmd, "standard output: %s", err ? strerror(err) : "write error");
+    return 0;
 }
 
 int cli_load_lens(const char *cmd, const char *flag, const char *path, int64_t batch,
@@ -168,15 +214,21 @@ int cli_parse_threads(const char *cmd, const char *s, int *out)
  * change only with the exit signals blocked on the thread that owns the
  * set, and the handler passes a signal that lands on another thread (the
  * library's workers) on to that one, so it never sees a slot half
- * written. */
-static const int exit_signals[3] = {SIGINT, SIGTERM, SIGHUP};
-static const char *const exit_signal_names[3] = {"SIGINT", "SIGTERM", "SIGHUP"};
+ * written. An unnamed temporary (O_TMPFILE) has no slot until the commit
+ * links it: the system removes it when qkv ends, however it ends; but it
+ * counts in live_count, so that the handlers are there while it exists.
+ * SIGQUIT is among the exit signals (as git cleans up its temporaries on
+ * it): a core dump of qkv is worth less than leaving no temporaries. */
+#define N_EXIT_SIGNALS 4
+static const int exit_signals[N_EXIT_SIGNALS] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+static const char *const exit_signal_names[N_EXIT_SIGNALS] = {"SIGINT", "SIGTERM", "SIGHUP",
+                                                              "SIGQUIT"};
 static char live_tmp[CLI_MAX_OUTPUTS][PATH_MAX];
-static int live_count;
+static int live_count; /* outputs that exist, named or not */
 static pthread_t live_owner;
 static char live_prefix[64]; /* "qkv CMD: " */
-static struct sigaction saved_action[3];
-static int handler_installed[3];
+static struct sigaction saved_action[N_EXIT_SIGNALS];
+static int handler_installed[N_EXIT_SIGNALS];
 
 static void append(char *buf, size_t *n, size_t cap, const char *s)
 {
@@ -198,7 +250,7 @@ static void on_exit_signal(int sig)
     size_t n = 0;
     append(msg, &n, sizeof msg, live_prefix);
     append(msg, &n, sizeof msg, "interrupted by ");
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < N_EXIT_SIGNALS; i++)
         if (sig == exit_signals[i]) append(msg, &n, sizeof msg, exit_signal_names[i]);
     append(msg, &n, sizeof msg, "; no output written\n");
     ssize_t w = write(STDERR_FILENO, msg, n);
@@ -208,19 +260,27 @@ static void on_exit_signal(int sig)
 
 static char bus_prefix[64]; /* "qkv CMD: " */
 
-/* A SIGBUS comes on the thread whose read faulted; only async-signal-safe
- * calls, as in on_exit_signal. */
+/* A SIGBUS comes on the thread whose access faulted: a mapped input cut
+ * short, or a page of a mapped output that the file system could not
+ * store after all (one whose fallocate reserves nothing). Several workers
+ * may fault at once: the first one says so and ends qkv, the others wait
+ * for that (returning would only fault again). Only async-signal-safe
+ * calls, as in on_exit_signal (pause; a lock-free atomic_flag). */
+static atomic_flag bus_seen = ATOMIC_FLAG_INIT;
+
 static void on_bus_error(int sig)
 {
     (void)sig;
+    if (atomic_flag_test_and_set(&bus_seen))
+        for (;;) pause();
     for (int i = 0; i < CLI_MAX_OUTPUTS; i++)
         if (live_tmp[i][0]) unlink(live_tmp[i]);
     char msg[256];
     size_t n = 0;
     append(msg, &n, sizeof msg, bus_prefix);
     append(msg, &n, sizeof msg,
-           "bus error reading a mapped file: did an input file shrink while qkv read it? "
-           "no output written\n");
+           "bus error: a mapped input or output file could not be read or written (did an "
+           "input shrink while qkv read it, or the disk fill?); no output written\n");
     ssize_t w = write(STDERR_FILENO, msg, n);
     (void)w;
     _exit(CLI_ERROR);
@@ -243,13 +303,13 @@ static void block_exit_signals(sigset_t *old)
 {
     sigset_t set;
     sigemptyset(&set);
-    for (int i = 0; i < 3; i++) sigaddset(&set, exit_signals[i]);
+    for (int i = 0; i < N_EXIT_SIGNALS; i++) sigaddset(&set, exit_signals[i]);
     pthread_sigmask(SIG_BLOCK, &set, old);
 }
 
 static void restore_signal_mask(const sigset_t *old) { pthread_sigmask(SIG_SETMASK, old, NULL); }
 
-/* For the first temporary; a signal the caller ignores (nohup) stays
+/* For the first output; a signal the caller ignores (nohup) stays
  * ignored. Exit signals are blocked. */
 static void install_handlers(const char *cmd)
 {
@@ -260,25 +320,36 @@ static void install_handlers(const char *cmd)
     sa.sa_handler = on_exit_signal;
     sa.sa_flags = SA_RESTART; /* workers that pass a signal on go back to their wait */
     sigemptyset(&sa.sa_mask);
-    for (int i = 0; i < 3; i++) sigaddset(&sa.sa_mask, exit_signals[i]);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < N_EXIT_SIGNALS; i++) sigaddset(&sa.sa_mask, exit_signals[i]);
+    for (int i = 0; i < N_EXIT_SIGNALS; i++) {
         handler_installed[i] = sigaction(exit_signals[i], NULL, &saved_action[i]) == 0 &&
                                saved_action[i].sa_handler != SIG_IGN &&
                                sigaction(exit_signals[i], &sa, NULL) == 0;
     }
 }
 
-/* After the last temporary: what was there before. Exit signals are
+/* After the last output: what was there before. Exit signals are
  * blocked; one pending now takes its usual course when they are not. */
 static void remove_handlers(void)
 {
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < N_EXIT_SIGNALS; i++)
         if (handler_installed[i]) sigaction(exit_signals[i], &saved_action[i], NULL);
 }
 
-/* Creates a temporary beside target in a free slot and returns the slot,
- * or NULL with errno set. Exit signals are blocked. */
-static char *live_create(const char *cmd, const char *target)
+/* One more output exists / one is gone. Exit signals are blocked. */
+static void live_hold(const char *cmd)
+{
+    if (live_count++ == 0) install_handlers(cmd);
+}
+
+static void live_release(void)
+{
+    if (--live_count == 0) remove_handlers();
+}
+
+/* Creates an empty file named target + ".tmp-XXXXXX" in a free slot and
+ * returns the slot, or NULL with errno set. Exit signals are blocked. */
+static char *slot_create(const char *target)
 {
     static const char suffix[] = ".tmp-XXXXXX";
     size_t len = strlen(target);
@@ -297,7 +368,14 @@ static char *live_create(const char *cmd, const char *target)
         return NULL;
     }
     close(fd);
-    if (live_count++ == 0) install_handlers(cmd);
+    return slot;
+}
+
+/* A named temporary beside target, counted. Exit signals are blocked. */
+static char *live_create(const char *cmd, const char *target)
+{
+    char *slot = slot_create(target);
+    if (slot) live_hold(cmd);
     return slot;
 }
 
@@ -306,7 +384,7 @@ static char *live_create(const char *cmd, const char *target)
 static void live_forget(char *slot)
 {
     slot[0] = '\0';
-    if (--live_count == 0) remove_handlers();
+    live_release();
 }
 
 /* The file a write to path lands on: symbolic links followed to a name
@@ -345,30 +423,59 @@ static char *link_target(const char *path)
     }
 }
 
-int cli_outputs_add_with(cli_outputs *outs, const char *cmd, const char *flag,
-                         const char *path, cli_write_fn write, void *ctx)
+/* What every output starts with: room in the set, the file written to
+ * (links followed, malloc'd into *target) and the mode it will get: the
+ * one of the file it replaces, or what a plain fopen would give. Prints
+ * and returns 0 on failure. */
+static int output_begin(cli_outputs *outs, const char *cmd, const char *flag, const char *path,
+                        char **target, unsigned *mode)
 {
     if (outs->n == CLI_MAX_OUTPUTS) {
         cli_error(cmd, "%s: too many output files", flag);
         return 0;
     }
-    char *target = link_target(path);
-    if (!target) {
+    if (!(*target = link_target(path))) {
         cli_error(cmd, "%s %s: cannot create: %s", flag, path, strerror(errno));
         return 0;
     }
-    /* The mode of the file replaced, or the one a plain fopen would give
-     * (mkstemp makes 0600). Set after writing: a read-only mode would keep
-     * the writer out. */
     struct stat st;
-    mode_t mode;
-    if (stat(target, &st) == 0) {
-        mode = st.st_mode & 0777;
+    if (stat(*target, &st) == 0) {
+        *mode = st.st_mode & 0777;
     } else {
         mode_t mask = umask(0);
         umask(mask);
-        mode = 0666 & ~mask;
+        *mode = 0666 & ~mask;
     }
+    return 1;
+}
+
+/* Takes the output as the set's next entry, its temporary at tmp. */
+static int output_push(cli_outputs *outs, const char *flag, const char *path, char *target,
+                       unsigned mode, char *tmp)
+{
+    int i = outs->n++;
+    outs->final_path[i] = path;
+    outs->flag[i] = flag;
+    outs->target[i] = target;
+    outs->tmp_path[i] = tmp;
+    outs->pending[i] = NULL;
+    outs->mode[i] = mode;
+    outs->unnamed_fd[i] = 0;
+    return i;
+}
+
+/* Writes the output at the set's entry i through write; prints on failure. */
+static int output_write(cli_outputs *outs, int i, const char *cmd, cli_write_fn write, void *ctx)
+{
+    const char *why = write(outs->tmp_path[i], ctx);
+    if (why) cli_error(cmd, "%s %s: cannot write: %s", outs->flag[i], outs->final_path[i], why);
+    return !why;
+}
+
+/* cli_outputs_add_with once output_begin is done. */
+static int add_named(cli_outputs *outs, const char *cmd, const char *flag, const char *path,
+                     char *target, unsigned mode, cli_write_fn write, void *ctx)
+{
     sigset_t old;
     block_exit_signals(&old);
     char *tmp = live_create(cmd, target);
@@ -379,18 +486,16 @@ int cli_outputs_add_with(cli_outputs *outs, const char *cmd, const char *flag,
         free(target);
         return 0;
     }
-    int i = outs->n++;
-    outs->final_path[i] = path;
-    outs->flag[i] = flag;
-    outs->target[i] = target;
-    outs->tmp_path[i] = tmp;
-    const char *why = write(tmp, ctx);
-    if (!why && chmod(tmp, mode) != 0) why = strerror(errno);
-    if (why) {
-        cli_error(cmd, "%s %s: cannot write: %s", flag, path, why);
-        return 0;
-    }
-    return 1;
+    return output_write(outs, output_push(outs, flag, path, target, mode, tmp), cmd, write, ctx);
+}
+
+int cli_outputs_add_with(cli_outputs *outs, const char *cmd, const char *flag,
+                         const char *path, cli_write_fn write, void *ctx)
+{
+    char *target;
+    unsigned mode;
+    if (!output_begin(outs, cmd, flag, path, &target, &mode)) return 0;
+    return add_named(outs, cmd, flag, path, target, mode, write, ctx);
 }
 
 static const char *write_npy(const char *path, void *ctx)
@@ -433,13 +538,62 @@ static const char *create_mapped(const char *path, void *ctx)
     return after ? after + 2 : d;
 }
 
+/* An unnamed file in target's directory, open for reading and writing,
+ * whose "/proc/self/fd/N" (written to proc_path) opens it again: its
+ * descriptor, or -1 where the system, the file system or a missing /proc
+ * does not allow that (the caller then names its temporary). */
+static int open_unnamed(const char *target, char proc_path[32])
+{
+#if defined(O_TMPFILE) && defined(__linux__)
+    const char *slash = strrchr(target, '/');
+    char dir[PATH_MAX];
+    if (!slash) {
+        memcpy(dir, ".", 2);
+    } else {
+        size_t len = slash == target ? 1 : (size_t)(slash - target);
+        if (len >= sizeof dir) return -1;
+        memcpy(dir, target, len);
+        dir[len] = '\0';
+    }
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) return -1; /* EOPNOTSUPP, EISDIR (an older kernel), ... */
+    struct stat by_fd, by_path;
+    snprintf(proc_path, 32, "/proc/self/fd/%d", fd);
+    if (fstat(fd, &by_fd) != 0 || stat(proc_path, &by_path) != 0 ||
+        by_fd.st_dev != by_path.st_dev || by_fd.st_ino != by_path.st_ino) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+#else
+    (void)target;
+    (void)proc_path;
+    return -1;
+#endif
+}
+
 int cli_outputs_map(cli_outputs *outs, const char *cmd, const char *flag, const char *path,
                     qkv_array *a)
 {
     map_ctx m = {a, 0};
     a->data = NULL;
-    if (!cli_outputs_add_with(outs, cmd, flag, path, create_mapped, &m)) return 0;
-    outs->pending[outs->n - 1] = m.pending ? a : NULL;
+    char *target;
+    unsigned mode;
+    if (!output_begin(outs, cmd, flag, path, &target, &mode)) return 0;
+    int slot = outs->n;
+    int fd = open_unnamed(target, outs->fd_path[slot]);
+    if (fd < 0) {
+        if (!add_named(outs, cmd, flag, path, target, mode, create_mapped, &m)) return 0;
+    } else {
+        sigset_t old;
+        block_exit_signals(&old);
+        live_hold(cmd);
+        output_push(outs, flag, path, target, mode, outs->fd_path[slot]);
+        outs->unnamed_fd[slot] = fd + 1;
+        restore_signal_mask(&old);
+        if (!output_write(outs, slot, cmd, create_mapped, &m)) return 0;
+    }
+    outs->pending[slot] = m.pending ? a : NULL;
     return 1;
 }
 
@@ -447,7 +601,11 @@ int cli_outputs_map(cli_outputs *outs, const char *cmd, const char *flag, const 
 static void abort_blocked(cli_outputs *outs)
 {
     for (int i = 0; i < outs->n; i++) {
-        if (outs->tmp_path[i]) {
+        if (outs->unnamed_fd[i]) { /* nameless: it goes with its descriptor */
+            close(outs->unnamed_fd[i] - 1);
+            outs->unnamed_fd[i] = 0;
+            live_release();
+        } else if (outs->tmp_path[i]) {
             unlink(outs->tmp_path[i]);
             live_forget(outs->tmp_path[i]);
         }
@@ -467,10 +625,40 @@ void cli_outputs_abort(cli_outputs *outs)
     restore_signal_mask(&old);
 }
 
+/* Gives the unnamed temporary of entry i a name in the list of
+ * temporaries (where the exit signals' handler finds it), beside its
+ * target, and closes it. linkat cannot replace a name, so the name that
+ * mkstemp makes is given up just before the link; another program that
+ * takes it meanwhile makes this try another. Exit signals are blocked. */
+static int link_unnamed(cli_outputs *outs, int i)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        char *slot = slot_create(outs->target[i]);
+        if (!slot) return 0;
+        unlink(slot);
+        if (linkat(AT_FDCWD, outs->fd_path[i], AT_FDCWD, slot, AT_SYMLINK_FOLLOW) == 0) {
+            close(outs->unnamed_fd[i] - 1);
+            outs->unnamed_fd[i] = 0; /* a named temporary from now on, still counted */
+            outs->tmp_path[i] = slot;
+            return 1;
+        }
+        int err = errno;
+        slot[0] = '\0';
+        errno = err;
+        if (err != EEXIST) return 0;
+    }
+    return 0;
+}
+
 int cli_outputs_commit(cli_outputs *outs, const char *cmd)
 {
     for (int i = 0; i < outs->n; i++) {
         const char *why = outs->pending[i] ? write_npy(outs->tmp_path[i], outs->pending[i]) : NULL;
+        /* The mode only now: a read-only one would have kept the pending
+         * write out (a non-root user cannot open a 0444 file to write). */
+        if (!why && (outs->unnamed_fd[i] ? fchmod(outs->unnamed_fd[i] - 1, outs->mode[i])
+                                         : chmod(outs->tmp_path[i], outs->mode[i])) != 0)
+            why = strerror(errno);
         if (why) {
             cli_error(cmd, "%s %s: cannot write: %s", outs->flag[i], outs->final_path[i], why);
             cli_outputs_abort(outs);
@@ -480,6 +668,15 @@ int cli_outputs_commit(cli_outputs *outs, const char *cmd)
     /* No signal between the first rename and the last: all or nothing. */
     sigset_t old;
     block_exit_signals(&old);
+    for (int i = 0; i < outs->n; i++) {
+        if (outs->unnamed_fd[i] && !link_unnamed(outs, i)) {
+            cli_error(cmd, "%s %s: cannot create: %s", outs->flag[i], outs->final_path[i],
+                      strerror(errno));
+            abort_blocked(outs);
+            restore_signal_mask(&old);
+            return 0;
+        }
+    }
     for (int i = 0; i < outs->n; i++) {
         if (rename(outs->tmp_path[i], outs->target[i]) != 0) {
             cli_error(cmd, "%s %s: cannot rename into place: %s", outs->flag[i],

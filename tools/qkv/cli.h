@@ -42,20 +42,43 @@ int cli_parse_threads(const char *cmd, const char *s, int *out);
 /* "(2, 3)", "(5,)" or "()" into buf. */
 void cli_format_shape(char *buf, size_t len, const qkv_array *a);
 
-/* Input files are mapped, not copied (qkv_npy_map): if one shrinks while
- * qkv reads it, the read is a SIGBUS. From here on such a signal removes
- * the temporaries of cli_outputs and ends qkv with exit 1 and one line
- * saying so, instead of a crash. main calls it once. */
+/* Input files are mapped, not copied (qkv_npy_map), and `qkv run`'s
+ * outputs are mapped too (cli_outputs_map): if an input shrinks while qkv
+ * reads it, or a write to an output finds no disk space after all, the
+ * access is a SIGBUS. From here on such a signal removes the temporaries
+ * of cli_outputs and ends qkv with exit 1 and one line saying so, instead
+ * of a crash. main calls it once. */
 void cli_catch_bus_errors(const char *cmd);
 
 /* Counts NaN (and, when count_inf, infinite) elements of an f32 array. */
 int64_t cli_count_nonfinite(const qkv_array *a, int count_inf);
 
-/* After a successful command: one warning line on stderr when the f32
- * input a (read from FLAG PATH) holds NaN (or, with count_inf, infinite)
- * values; nothing for other dtypes or an array without data. */
-void cli_warn_nonfinite(const char *cmd, const char *flag, const char *path, const qkv_array *a,
-                        int count_inf);
+/* Warnings about NaN or infinite inputs, counted before cli_outputs_commit
+ * and printed after it: once the outputs are in place nothing may read a
+ * mapped input again, since a file cut short meanwhile would make that
+ * read a SIGBUS, whose message says no output was written. */
+#define CLI_MAX_WARNINGS 32
+typedef struct cli_warnings {
+    int n;
+    char *line[CLI_MAX_WARNINGS]; /* malloc'd, each ending in '\n' */
+} cli_warnings;
+
+/* Counts now: when the f32 input a (read from FLAG PATH) holds NaN (or,
+ * with count_inf, infinite) values, keeps one warning line for
+ * cli_warnings_print; nothing for other dtypes or an array without data. */
+void cli_warnings_nonfinite(cli_warnings *w, const char *cmd, const char *flag, const char *path,
+                            const qkv_array *a, int count_inf);
+/* Prints the kept lines on stderr, in order, and frees them. */
+void cli_warnings_print(cli_warnings *w);
+/* Frees the kept lines unprinted (a failed command); safe to repeat. */
+void cli_warnings_free(cli_warnings *w);
+
+/* Standard output carries a command's result: flushes it (and closes it
+ * when close_it) and, when some of it could not be written, prints "qkv
+ * CMD: standard output: REASON" and returns 0. A command that also writes
+ * files calls it before cli_outputs_commit, so that a result that did not
+ * reach stdout leaves no file either; main calls it at the end. */
+int cli_stdout_ok(const char *cmd, int close_it);
 
 /* A set of output files written under temporary names beside their final
  * paths and renamed into place only by cli_outputs_commit, so that a
@@ -63,18 +86,26 @@ void cli_warn_nonfinite(const char *cmd, const char *flag, const char *path, con
  * link is written to the link's target (followed to its end, and created
  * when the link dangles), the link left as it was; an output that replaces
  * a file keeps that file's permission bits, a new one gets 0666 less the
- * umask. While temporaries exist, SIGINT, SIGTERM and SIGHUP (unless
- * ignored) remove them, print "qkv CMD: interrupted by SIGNAME; no output
- * written" and exit 1; the commit itself runs with those signals blocked,
- * so it finishes before one acts. One set at a time, on one thread. */
+ * umask (set at the commit: a read-only mode would keep the writer out).
+ * While the set holds outputs, SIGINT, SIGTERM, SIGHUP and SIGQUIT (unless
+ * ignored) remove the temporaries, print "qkv CMD: interrupted by SIGNAME;
+ * no output written" and exit 1; the commit itself runs with those signals
+ * blocked, so it finishes before one acts. One set at a time, on one
+ * thread. */
 #define CLI_MAX_OUTPUTS 8
 typedef struct cli_outputs {
     int n;
     const char *final_path[CLI_MAX_OUTPUTS]; /* as given, for messages */
     const char *flag[CLI_MAX_OUTPUTS];
     char *target[CLI_MAX_OUTPUTS];   /* the file renamed onto (links resolved), malloc'd */
-    char *tmp_path[CLI_MAX_OUTPUTS]; /* a slot of cli.c's list of temporaries */
+    char *tmp_path[CLI_MAX_OUTPUTS]; /* a slot of cli.c's list of temporaries, or fd_path */
     qkv_array *pending[CLI_MAX_OUTPUTS]; /* cli_outputs_map's arrays to write at commit */
+    unsigned mode[CLI_MAX_OUTPUTS];      /* permission bits to give the file at commit */
+    /* An unnamed temporary (O_TMPFILE, cli_outputs_map on Linux): 1 + its
+     * descriptor, 0 for a named one; fd_path is "/proc/self/fd/N", the
+     * name the writers open it by until the commit links it. */
+    int unnamed_fd[CLI_MAX_OUTPUTS];
+    char fd_path[CLI_MAX_OUTPUTS][32];
 } cli_outputs;
 
 /* Checks the output paths (NULL entries are skipped) before any work:
@@ -101,14 +132,18 @@ int cli_outputs_add(cli_outputs *outs, const char *cmd, const char *flag, const 
 /* Creates the output for an array of a's dtype and shape (a->data is
  * ignored) as a temporary .npy beside path and gives a->data the file's
  * own data to fill (qkv_npy_create): the computation writes the file
- * itself, with no buffer in between and no copy. Where files cannot be
+ * itself, with no buffer in between and no copy. On Linux the temporary
+ * has no name until the commit (O_TMPFILE in path's directory), so that
+ * even a SIGKILL during the work leaves nothing behind; where the file
+ * system or /proc does not allow that, it is named. Where files cannot be
  * mapped, a->data is a buffer that cli_outputs_commit writes out. Free
  * a's data with qkv_array_free after the commit (or the abort). On failure
  * prints "qkv CMD: FLAG PATH: cannot write: reason" and returns 0. */
 int cli_outputs_map(cli_outputs *outs, const char *cmd, const char *flag, const char *path,
                     qkv_array *a);
-/* Renames every temporary into place; on failure removes what remains and
- * returns 0. */
+/* Writes what is pending, sets the modes, then renames every temporary
+ * into place (an unnamed one is first linked to a temporary name); on
+ * failure prints the error, removes what remains and returns 0. */
 int cli_outputs_commit(cli_outputs *outs, const char *cmd);
 /* Removes every temporary file. */
 void cli_outputs_abort(cli_outputs *outs);

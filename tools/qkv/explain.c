@@ -666,18 +666,21 @@ static const char *write_page(const char *path, void *ctx)
     return picture_write_html(path, &pg->pic, pg->intro);
 }
 
-static int write_html(const char *path, const char *title, const char *query,
+/* Writes the page to a temporary in outs; put_html puts it in place once
+ * the text is out. */
+static int write_html(cli_outputs *outs, const char *path, const char *title, const char *query,
                       const char *const *keys, int n, const float *w, const char *intro)
 {
-    cli_outputs outs = {0};
     const char *labels_q[1] = {query};
     page pg = {{title, 1, 1, n, w, NULL, labels_q, keys}, intro};
-    if (!cli_outputs_add_with(&outs, "explain", "--html", path, write_page, &pg) ||
-        !cli_outputs_commit(&outs, "explain")) {
-        cli_outputs_abort(&outs);
-        return 0;
-    }
-    return 1;
+    return cli_outputs_add_with(outs, "explain", "--html", path, write_page, &pg);
+}
+
+/* The text on stdout is the command's result: the page is renamed into
+ * place only when all of the text was written. */
+static int put_html(cli_outputs *outs)
+{
+    return outs->n == 0 || (cli_stdout_ok("explain", 0) && cli_outputs_commit(outs, "explain"));
 }
 
 /* ------------------------------------------------------------ --scores */
@@ -688,6 +691,7 @@ static int explain_scores(const char *list, const char *scale_arg, const char *t
     words items;
     if (!split_list("--scores", list, &items)) return CLI_USAGE;
     int n = items.n, rc = CLI_ERROR;
+    cli_outputs outs = {0};
     double *s = calloc((size_t)n, sizeof *s);
     double *raw = calloc((size_t)n, sizeof *raw);
     float *w = calloc((size_t)n, sizeof *w);
@@ -722,7 +726,7 @@ static int explain_scores(const char *list, const char *scale_arg, const char *t
     }
     float out;
     if (!attend(s, NULL, n, ones, 1, w, &out)) goto done;
-    if (html && !write_html(html, "softmax of the given scores", "scores",
+    if (html && !write_html(&outs, html, "softmax of the given scores", "scores",
                             (const char *const *)items.w, n, w, NULL))
         goto done;
 
@@ -756,8 +760,9 @@ static int explain_scores(const char *list, const char *scale_arg, const char *t
            "every score changes nothing, and a gap of 1 always means a ratio of e = 2.718\n"
            "between two weights. Weights quoted for these scores that do not match the\n"
            "table above did not come from a softmax.\n");
-    rc = CLI_OK;
+    if (put_html(&outs)) rc = CLI_OK;
 done:
+    cli_outputs_abort(&outs);
     free(s);
     free(raw);
     free(w);
@@ -1060,6 +1065,7 @@ int cmd_explain(int argc, char **argv)
     if (a.scores) return explain_scores(a.scores, a.scale, a.temperature, scale, temp, a.html);
 
     int rc = CLI_ERROR;
+    cli_outputs outs = {0};
     words query = {0}, keys = {0}, values = {0};
     lexicon lx = {0};
     explained x = {0};
@@ -1115,16 +1121,17 @@ int cmd_explain(int argc, char **argv)
         snprintf(intro, sizeof intro,
                  "<p>One query against %d keys; scores multiplied by %.4g before the softmax. "
                  "Hover or click the query to see its weight on each key.</p>", n, x.eff);
-        if (!write_html(a.html, "qkv explain", query.w[0], (const char *const *)keys.w, n, x.w,
-                        intro))
+        if (!write_html(&outs, a.html, "qkv explain", query.w[0], (const char *const *)keys.w,
+                        n, x.w, intro))
             goto done;
     }
     print_report(&a, scale, temp, &query, &keys, &values, &lx, &x, default_values);
-    rc = CLI_OK;
+    if (put_html(&outs)) rc = CLI_OK;
     goto done;
 oom:
     cli_error("explain", "out of memory");
 done:
+    cli_outputs_abort(&outs);
     words_free(&query);
     words_free(&keys);
     words_free(&values);

@@ -72,6 +72,7 @@ int cmd_grad(int argc, char **argv)
     attn_inputs in;
     qkv_array dout = {0}, o = {0}, lse = {0}, dq = {0}, dk = {0}, dv = {0}, dm = {0};
     cli_outputs outs = {0};
+    cli_warnings warn = {0};
     if (!attn_inputs_load("grad", &a, &opt, &in)) goto done;
     if (dm_path && in.mask.dtype != QKV_DTYPE_F32) {
         cli_error("grad", "--dmask: --mask %s is bool; only a float mask has a gradient", a.mask);
@@ -132,11 +133,13 @@ int cmd_grad(int argc, char **argv)
     for (int b = 0; b < 4; b++)
         if (bufs[b] && !cli_outputs_add(&outs, "grad", out_flags[b], out_paths[b], bufs[b]))
             goto done;
+    attn_count_nonfinite(&warn, "grad", &a, &in); /* nothing reads the inputs after the commit */
     if (!cli_outputs_commit(&outs, "grad")) goto done;
-    attn_warn_nonfinite("grad", &a, &in);
+    cli_warnings_print(&warn);
     rc = CLI_OK;
 
 done:
+    cli_warnings_free(&warn);
     cli_outputs_abort(&outs);
     attn_inputs_free(&in);
     qkv_array_free(&dout);

@@ -2,7 +2,6 @@
 #include "cli.h"
 #include "commands.h"
 
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -61,19 +60,11 @@ static int dispatch(int argc, char **argv)
  * why already, in its one line. */
 static int close_stdout(const char *cmd, int rc)
 {
-    errno = 0;
-    int failed = fflush(stdout) != 0;
-    int err = errno;
-    failed |= ferror(stdout) != 0;
-    if (fclose(stdout) != 0 && !failed) {
-        failed = 1;
-        err = errno;
+    if (rc != CLI_OK) {
+        fclose(stdout);
+        return rc;
     }
-    if (!failed || rc != CLI_OK) return rc;
-    /* The error flag of an earlier write (a command's own fflush) whose
-     * errno is gone by now. */
-    cli_error(cmd, "standard output: %s", err ? strerror(err) : "write error");
-    return CLI_ERROR;
+    return cli_stdout_ok(cmd, 1) ? rc : CLI_ERROR;
 }
 
 int main(int argc, char **argv)

@@ -139,7 +139,7 @@ static const char *const param_names[] = {
 
 /* As for the inputs: a warning for each of the layer's parameters in
  * --params that holds NaN or infinities, naming the file and the tensor. */
-static void warn_nonfinite_params(const mha_args *a, const qkv_safetensors *st)
+static void count_nonfinite_params(cli_warnings *w, const mha_args *a, const qkv_safetensors *st)
 {
     const char *prefix = a->prefix ? a->prefix : "";
     for (size_t i = 0; i < sizeof param_names / sizeof param_names[0]; i++) {
@@ -150,7 +150,7 @@ static void warn_nonfinite_params(const mha_args *a, const qkv_safetensors *st)
             qkv_safetensors_get(st, name, QKV_DTYPE_F32, &p) != QKV_OK)
             continue; /* the load read it, so get fails only for memory */
         snprintf(what, sizeof what, "%s: tensor '%s'", a->params, name);
-        cli_warn_nonfinite("mha", "--params", what, &p, 1);
+        cli_warnings_nonfinite(w, "mha", "--params", what, &p, 1);
         qkv_array_free(&p);
     }
 }
@@ -203,6 +203,7 @@ int cmd_mha(int argc, char **argv)
     qkv_mha *m = NULL;
     qkv_array x = {0}, c = {0}, lens_raw = {0}, lens = {0}, y = {0}, w = {0};
     cli_outputs outs = {0};
+    cli_warnings warn = {0};
     char sx[128], sc[128];
 
     if (qkv_safetensors_read(a.params, &st) != QKV_OK) {
@@ -283,16 +284,19 @@ int cmd_mha(int argc, char **argv)
                   a.params);
         goto done;
     }
+    /* Counted before the commit: nothing reads the mapped inputs after it. */
+    cli_warnings_nonfinite(&warn, "mha", "--query", a.query, &x, 1);
+    if (a.context) cli_warnings_nonfinite(&warn, "mha", "--context", a.context, &c, 1);
+    count_nonfinite_params(&warn, &a, st);
     if (!cli_outputs_add(&outs, "mha", "-o", a.out, &y) ||
         (a.weights && !cli_outputs_add(&outs, "mha", "--weights", a.weights, &w)) ||
         !cli_outputs_commit(&outs, "mha"))
         goto done;
-    cli_warn_nonfinite("mha", "--query", a.query, &x, 1);
-    if (a.context) cli_warn_nonfinite("mha", "--context", a.context, &c, 1);
-    warn_nonfinite_params(&a, st);
+    cli_warnings_print(&warn);
     rc = CLI_OK;
 
 done:
+    cli_warnings_free(&warn);
     cli_outputs_abort(&outs);
     qkv_mha_free(m);
     qkv_safetensors_free(st);

@@ -69,6 +69,7 @@ int cmd_run(int argc, char **argv)
     attn_inputs in;
     qkv_array out = {0}, w = {0}, lse = {0};
     cli_outputs outs = {0};
+    cli_warnings warn = {0};
     if (!attn_inputs_load("run", &a, &opt, &in)) goto done;
 
     /* Outputs keep Q's rank: O (.., Lq, Ev), weights (.., Lq, Lk), lse (.., Lq).
@@ -95,11 +96,13 @@ int cmd_run(int argc, char **argv)
         attn_report_error("run", &a, &in, extra, 3);
         goto done;
     }
+    attn_count_nonfinite(&warn, "run", &a, &in); /* nothing reads the inputs after the commit */
     if (!cli_outputs_commit(&outs, "run")) goto done;
-    attn_warn_nonfinite("run", &a, &in);
+    cli_warnings_print(&warn);
     rc = CLI_OK;
 
 done:
+    cli_warnings_free(&warn);
     cli_outputs_abort(&outs);
     attn_inputs_free(&in);
     qkv_array_free(&out); /* unmaps the outputs, renamed or removed by now */
