@@ -690,16 +690,20 @@ qkv_status qkv_npy_create(const char *path, qkv_dtype dtype, int ndim, const int
         /* Reserve the blocks now: a full disk is this call's error, never
          * a SIGBUS when a page of the mapping is first written. */
         int err = posix_fallocate(fd, 0, (off_t)total);
+        const char *what = "cannot reserve space";
         unsigned char *base = err ? MAP_FAILED
                                   : mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (!err && base == MAP_FAILED) err = errno;
+        if (!err && base == MAP_FAILED) {
+            err = errno;
+            what = "cannot map";
+        }
         close(fd);
         if (!err && !qkv_mapping_add(base + len, base, total)) {
             munmap(base, total);
             return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate a mapping's record");
         }
         if (err)
-            return qkv_io_fail(path, "cannot reserve space", err);
+            return qkv_io_fail(path, what, err);
         memcpy(base, hdr, len);
         out->data = base + len;
         out->dtype = dtype;
