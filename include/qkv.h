@@ -181,11 +181,13 @@ typedef struct qkv_attn_options {
      * any finite value gives the reference's answer. The fast path
      * computes the scores in float, so a scale outside float's normal
      * range (|scale| > FLT_MAX or < FLT_MIN) sends the call to the
-     * reference kernel, and a row whose float scores overflow (max +inf,
-     * inf - inf, or every open score -inf) while everything it reads is
-     * finite is recomputed by the reference in double (lse, stored as
-     * float, is then +-inf where it passes float's range); the backward
-     * goes to the reference when lse shows such an overflow. */
+     * reference kernel, and a row whose float arithmetic overflows (a
+     * max score of +inf, inf - inf, every open score -inf, or an output
+     * that is not finite) while everything it reads is finite is
+     * recomputed by the reference in double (lse, stored as float, is
+     * then +-inf where it passes float's range); the backward goes to the
+     * reference when lse shows such an overflow, or when its gradients
+     * come out not finite from finite inputs. */
     double scale;
     /* Softcap c: scores become c * tanh(s / c), applied after scaling and
      * before the mask. 0 means none; otherwise must be finite and > 0. */
