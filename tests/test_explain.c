@@ -96,7 +96,7 @@ static void check_knobs(void)
     char *argv[] = {"qkv", "explain", "--causal", "--temperature", "0.5", NULL};
     CHECK(run(argv) == 0);
     const char *const want[] = {"position 2", "0.0070", "0.9930", "(hidden: score -inf)",
-                                "without --causal, --temperature the weights are\n  "
+                                "without --causal and --temperature the weights are\n  "
                                 "0.0438 0.5235 0.1841 0.2485", NULL};
     expect_all("--causal --temperature", want);
     /* --scale 1 on the default example: softmax(0.13, 5.09, 3.0, 3.6) =

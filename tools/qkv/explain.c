@@ -1026,10 +1026,15 @@ static void print_report(const explain_args *a, double scale, double temp, const
                "cosine is below 1.\n");
 
     if (a->causal || a->scale || a->temperature) {
-        printf("\nFor comparison, without %s%s%s%s%s the weights are\n ",
-               a->causal ? "--causal" : "", a->causal && (a->scale || a->temperature) ? ", " : "",
-               a->scale ? "--scale" : "", a->scale && a->temperature ? ", " : "",
-               a->temperature ? "--temperature" : "");
+        /* "--causal", "--causal and --scale", "--causal, --scale and --temperature" */
+        const char *knob[3];
+        int k = 0;
+        if (a->causal) knob[k++] = "--causal";
+        if (a->scale) knob[k++] = "--scale";
+        if (a->temperature) knob[k++] = "--temperature";
+        printf("\nFor comparison, without ");
+        for (int i = 0; i < k; i++) printf("%s%s", i == 0 ? "" : i == k - 1 ? " and " : ", ", knob[i]);
+        printf(" the weights are\n ");
         for (int j = 0; j < n; j++) printf(" %.4f", x->w0[j]);
         printf(".\n");
     }
