@@ -355,8 +355,10 @@ qkv_status qkv_array_convert(qkv_array *dst, const qkv_array *src, qkv_dtype to)
  * Accepted: C order, little-endian (or byte-order-free) float32, float64,
  * float16, bool, int32, int64; rank 0..QKV_ARRAY_MAX_DIMS. Anything else —
  * Fortran order, big-endian, another dtype, a header that is not the dict
- * NumPy writes, a data size that differs from the header's shape, a size
- * that overflows (even when another dim is 0) — fails with QKV_ERR_FORMAT
+ * NumPy writes or is longer than 1 MiB (the dict fits in well under 1 KiB;
+ * NumPy's np.load stops at 10000 bytes), a data size that differs from the
+ * header's shape, a size that overflows (even when another dim is 0) —
+ * fails with QKV_ERR_FORMAT
  * (or QKV_ERR_OVERFLOW) and a detail that starts with the file name. A pipe
  * is read no further than the header promises, plus one byte: one more
  * byte fails ("trailing bytes after the data"). On success out->data is

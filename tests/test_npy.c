@@ -960,6 +960,7 @@ static void test_streams(void)
     size_t n = make_npy(img, sizeof img - 1, 1,
                         "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 24);
     img[n] = 0; /* one byte past the data */
+    static const unsigned char huge[12] = {0x93, 'N', 'U', 'M', 'P', 'Y', 2, 0, 0, 0, 0, 0x80};
     tmp_path(fifo, sizeof fifo, "in.fifo");
     CHECK(n > 0 && mkfifo(fifo, 0600) == 0);
     const stream_case cases[] = {
@@ -968,11 +969,38 @@ static void test_streams(void)
         {img, n + 1, 0, QKV_ERR_FORMAT, "trailing bytes after the 24 bytes of data"},
         {img, n - 1, 0, QKV_ERR_FORMAT, "truncated: header says 24 bytes of data, file has 23"},
         {img, 40, 0, QKV_ERR_FORMAT, "runs past the end of the file (40 bytes)"},
+        /* A 2.0 preamble that promises a 2 GiB header, then endless zeros:
+         * refused before a byte of it is read or allocated. */
+        {huge, sizeof huge, 1, QKV_ERR_FORMAT,
+         "header length 2147483648 is more than the 1048576 bytes a header may have"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int bad = stream_bounded(read_fifo, &cases[i]);
         if (bad) fprintf(stderr, "test_streams: FIFO case %zu failed\n", i);
         CHECK(bad == 0);
+    }
+
+    /* A well-formed header padded past 1 MiB: refused in a buffer as from
+     * a stream, with the same words. */
+    {
+        const size_t hl = ((size_t)1 << 20) + 52; /* 12 + hl is a multiple of 64 */
+        unsigned char *big = calloc(12 + hl + 24, 1);
+        CHECK(big != NULL);
+        if (big) {
+            static const char dict[] = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
+            memcpy(big, "\x93NUMPY\x02\x00", 8);
+            big[8] = (unsigned char)(hl & 0xff);
+            big[9] = (unsigned char)(hl >> 8 & 0xff);
+            big[10] = (unsigned char)(hl >> 16 & 0xff);
+            big[11] = 0;
+            memset(big + 12, ' ', hl);
+            memcpy(big + 12, dict, sizeof dict - 1);
+            big[12 + hl - 1] = '\n';
+            qkv_array a;
+            CHECK(qkv_npy_parse(big, 12 + hl + 24, "big", &a) == QKV_ERR_FORMAT);
+            CHECK(strstr(qkv_error_detail(), "is more than the 1048576 bytes") != NULL);
+            free(big);
+        }
     }
 
     /* /dev/zero has no magic; its endless bytes must not be read on. */

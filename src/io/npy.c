@@ -43,6 +43,13 @@ static const struct {
 };
 #define NPY_NTYPES (sizeof npy_types / sizeof npy_types[0])
 
+/* The longest header read: the dict this reader takes (six dtypes, up to
+ * 32 dims) fits in well under 1 KiB with numpy's padding, so a length far
+ * past that is a broken or hostile file, refused before anything is
+ * allocated for it (a pipe cannot show its size first). NumPy's own
+ * np.load refuses headers past 10000 bytes by default. */
+#define NPY_MAX_READ_HEADER ((size_t)1 << 20)
+
 /* What a parsed header promises. */
 typedef struct npy_info {
     qkv_dtype dtype;
@@ -357,6 +364,15 @@ static qkv_status alloc_array(qkv_array *out, const npy_info *h, const char *nam
     return QKV_OK;
 }
 
+static qkv_status check_header_length(const char *name, size_t hlen)
+{
+    if (hlen > NPY_MAX_READ_HEADER)
+        return qkv_file_fail(QKV_ERR_FORMAT, name,
+                             "header length %zu is more than the %zu bytes a header may have",
+                             hlen, NPY_MAX_READ_HEADER);
+    return QKV_OK;
+}
+
 /* A whole file's len bytes at b checked: the header into *h, and where
  * the data starts (whose size matches the header's promise). */
 static qkv_status parse_buffer(const unsigned char *b, size_t len, const char *nm, npy_info *h,
@@ -371,7 +387,8 @@ static qkv_status parse_buffer(const unsigned char *b, size_t len, const char *n
         return qkv_file_fail(QKV_ERR_FORMAT, nm,
                              "header length %zu runs past the end of the file (%zu bytes)", hlen,
                              len);
-    if ((st = parse_header((const char *)b + hstart, hlen, major, nm, h)) != QKV_OK ||
+    if ((st = check_header_length(nm, hlen)) != QKV_OK ||
+        (st = parse_header((const char *)b + hstart, hlen, major, nm, h)) != QKV_OK ||
         (st = check_data_size(nm, h->nbytes, len - hstart - hlen)) != QKV_OK)
         return st;
     *data_at = hstart + hlen;
@@ -443,6 +460,8 @@ static qkv_status read_npy(FILE *f, const char *path, qkv_array *out)
                              "header length %zu runs past the end of the file (%" PRIu64
                              " bytes)",
                              hlen, (uint64_t)sb.st_size);
+    if ((st = check_header_length(path, hlen)) != QKV_OK)
+        return st;
     if (!(hdr = malloc(hlen ? hlen : 1)))
         return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, path, "cannot allocate %zu bytes", hlen);
     st = read_bytes(f, path, hdr, hlen, &got);
