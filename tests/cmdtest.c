@@ -10,7 +10,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -239,6 +243,66 @@ int clear_out(char *names, size_t len)
     }
     closedir(d);
     return n;
+}
+
+void put_old(const char *path) { write_bytes(path, OLD_BYTES, sizeof OLD_BYTES - 1); }
+
+int holds_old(const char *path)
+{
+    size_t len = 0;
+    char *b = slurp(path, &len);
+    int same = b && len == sizeof OLD_BYTES - 1 && memcmp(b, OLD_BYTES, len) == 0;
+    free(b);
+    return same;
+}
+
+void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* The code a reaped child's status gives, as wait_qkv counts it. */
+static int status_code(int status)
+{
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int maps_output(int pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/maps", pid);
+    char *maps = slurp(path, NULL);
+    char dir[4200];
+    fmt(dir, sizeof dir, "%s/", g_out);
+    int found = maps && strstr(maps, dir) != NULL;
+    free(maps);
+    return found;
+}
+
+int wait_mapping_outputs(int pid, long max_ms)
+{
+    int status;
+    for (long waited = 0; waited < max_ms; waited++) {
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            g_rc = status_code(status);
+            return 0;
+        }
+        if (maps_output(pid)) return 1;
+        sleep_ms(1);
+    }
+    return -1;
+}
+
+int stop_child(int pid)
+{
+    int status;
+    kill(pid, SIGSTOP);
+    if (waitpid(pid, &status, WUNTRACED) != pid || !WIFSTOPPED(status)) {
+        g_rc = status_code(status);
+        return 0;
+    }
+    return 1;
 }
 
 int out_tmp_count(void)

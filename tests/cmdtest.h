@@ -125,6 +125,25 @@ int clear_out(char *names, size_t len);
 /* How many ".tmp-" temporaries the output directory holds. */
 int out_tmp_count(void);
 
+/* What a test puts where an output will go, to see that a failed command
+ * left it alone: not an .npy file, so no command writes these bytes. */
+#define OLD_BYTES "the old contents, not an .npy file\n"
+void put_old(const char *path);
+/* Is the file at path exactly OLD_BYTES? */
+int holds_old(const char *path);
+
+void sleep_ms(long ms);
+
+/* `qkv run` maps its outputs from before the work on (unnamed files,
+ * which no directory listing shows: /proc/PID/maps does). Polls every
+ * millisecond, for up to max_ms, until the child pid maps a file of the
+ * output directory: 1 then; 0 when it ended first (reaped: g_rc is its
+ * code); -1 when the time ran out (the child is still to reap). */
+int wait_mapping_outputs(int pid, long max_ms);
+/* Stops the child (SIGSTOP) and waits until it is: 1; 0 when it ended
+ * instead (reaped: g_rc is its code). */
+int stop_child(int pid);
+
 /* Checks that the output directory holds exactly `want` entries (any
  * number when want < 0), none of them a temporary, and empties it. */
 static inline void expect_out_files(int want)

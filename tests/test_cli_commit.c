@@ -36,25 +36,6 @@
 #include <sys/inotify.h>
 #endif
 
-static const char old_bytes[] = "the old contents, not an .npy file\n";
-
-static int holds_old(const char *path)
-{
-    size_t len = 0;
-    char *b = slurp(path, &len);
-    int same = b && len == sizeof old_bytes - 1 && memcmp(b, old_bytes, len) == 0;
-    free(b);
-    return same;
-}
-
-static void put_old(const char *name) { write_bytes(out_path(name), old_bytes, sizeof old_bytes - 1); }
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Is the file at path an .npy of this shape? */
 static int is_npy_of(const char *path, int ndim, const int64_t *shape)
 {
@@ -159,7 +140,7 @@ static void test_warnings_before_commit(void)
     for (int rep = 0; rep < 3; rep++) {
         set_ctx("qkv run: the mask cut short once -o is in place");
         write_nan_inputs(L);
-        put_old("o.npy");
+        put_old(out_path("o.npy"));
         int cut = cut_after_commit(
             (const char *const[]){"run", "-q", "@nq.npy", "-k", "@nk.npy", "-v", "@nv.npy",
                                   "--mask", "@nm.npy", "-o", "%o.npy", NULL},
@@ -225,7 +206,7 @@ static void test_stdout_and_files(void)
             snprintf(ctx, sizeof ctx, "qkv %s %s %s %s > /dev/full%s", cases[c][0], cases[c][1],
                      cases[c][2], cases[c][3] ? cases[c][3] : "", old ? ", p.html there before" : "");
             set_ctx(ctx);
-            if (old) put_old("p.html");
+            if (old) put_old(out_path("p.html"));
             run_to("/dev/full", (const char *const *)cases[c]);
             EXPECT(g_rc == 1);
             EXPECT(one_line(g_stderr));
@@ -257,20 +238,6 @@ static void write_big_inputs(int64_t L)
     free(x);
 }
 
-/* Does the child map a file of the output directory (its outputs, which
- * exist from before the work on; named or not)? */
-static int maps_output(int pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/maps", pid);
-    char *maps = slurp(path, NULL);
-    char dir[4200];
-    fmt(dir, sizeof dir, "%s/", g_out);
-    int found = maps && strstr(maps, dir) != NULL;
-    free(maps);
-    return found;
-}
-
 /* Can the output directory hold unnamed files? Where it cannot, qkv
  * falls back to named temporaries, which a SIGKILL leaves. */
 static int tmpfile_supported(void)
@@ -294,27 +261,15 @@ static int signal_while_computing(int sig, int *named)
                                               "@sv.npy", "-o", "%o.npy", "--weights", "%w.npy",
                                               "--threads", "2", NULL},
                         NULL, 0);
-    int landed = 0, status;
-    for (int waited = 0; waited < 60000; waited++) {
-        if (waitpid(pid, &status, WNOHANG) == pid) {
-            g_rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-            return 0;
-        }
-        if (!maps_output(pid)) {
-            sleep_ms(1);
-            continue;
-        }
-        kill(pid, SIGSTOP);
-        if (waitpid(pid, &status, WUNTRACED) != pid || !WIFSTOPPED(status)) {
-            g_rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-            return 0;
-        }
+    int landed = 0;
+    const int mapped = wait_mapping_outputs(pid, 60000);
+    if (mapped == 0 || (mapped == 1 && !stop_child(pid))) return 0;
+    if (mapped == 1) {
         /* Still before the commit when -o is not in place. */
         landed = holds_old(out_path("o.npy"));
         *named = out_tmp_count();
         if (landed) kill(pid, sig);
         kill(pid, SIGCONT);
-        break;
     }
     wait_qkv(pid);
     return landed;
@@ -334,8 +289,8 @@ static void test_signals_while_computing(void)
         snprintf(ctx, sizeof ctx, "%s while qkv run computes into its outputs",
                  strsignal(sigs[i]));
         set_ctx(ctx);
-        put_old("o.npy");
-        put_old("w.npy");
+        put_old(out_path("o.npy"));
+        put_old(out_path("w.npy"));
         int named = -1;
         int landed = signal_while_computing(sigs[i], &named);
         EXPECT(landed); /* more than a second of work done before we looked: unlikely */
@@ -380,8 +335,8 @@ static void test_unnamed_outputs_commit(void)
     float *x = test_rand_f32(&rng, 4 * 64 * 8, -1, 1);
     W("uq.npy", QKV_DTYPE_F32, x, 4, 64, 8);
     free(x);
-    put_old("o.npy");
-    put_old("w.npy");
+    put_old(out_path("o.npy"));
+    put_old(out_path("w.npy"));
     EXPECT(chmod(out_path("o.npy"), 0640) == 0 && chmod(out_path("w.npy"), 0604) == 0);
     EXPECT_OK(RUN("run", "-q", "@uq.npy", "-k", "@uq.npy", "-v", "@uq.npy", "-o", "%o.npy",
                   "--weights", "%w.npy"));
@@ -460,7 +415,7 @@ static void test_read_only_targets(void)
     const char *const outs[] = {o, w, dq, dk, dv};
     static const mode_t modes[] = {0444, 0400, 0444, 0440, 0404};
     for (int i = 0; i < 5; i++) {
-        write_bytes(outs[i], old_bytes, sizeof old_bytes - 1);
+        put_old(outs[i]);
         EXPECT(chmod(outs[i], modes[i]) == 0);
     }
     char msg[4096];

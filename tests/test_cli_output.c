@@ -30,18 +30,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static const char old_bytes[] = "the old contents, not an .npy file\n";
-
-/* Is the file at path exactly old_bytes? */
-static int holds_old(const char *path)
-{
-    size_t len = 0;
-    char *b = slurp(path, &len);
-    int same = b && len == sizeof old_bytes - 1 && memcmp(b, old_bytes, len) == 0;
-    free(b);
-    return same;
-}
-
 /* Q, K, V of (L, 2), (L, 2), (L, 1) as "@qL.npy", "@kL.npy", "@vL.npy". */
 static void write_qkv(int64_t L)
 {
@@ -60,27 +48,6 @@ static void write_qkv(int64_t L)
     free(v);
 }
 
-/* Does the child map a file of the output directory? `qkv run` maps its
- * outputs from before the work on: unnamed files (O_TMPFILE), which no
- * directory listing shows, so /proc/PID/maps is where to look. */
-static int maps_output(int pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/maps", pid);
-    char *maps = slurp(path, NULL);
-    char dir[4200];
-    fmt(dir, sizeof dir, "%s/", g_out);
-    int found = maps && strstr(maps, dir) != NULL;
-    free(maps);
-    return found;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Runs `qkv run` with a --weights output of L x L floats and, once the
  * child is caught (stopped) while that file is half written, sends it sig.
  * Returns 1 when the signal landed in the write phase, 0 when the child
@@ -97,31 +64,17 @@ static int signal_while_writing(int64_t L, int sig, const char *threads)
                                               "%o.npy", "--weights", "%w.npy", "--threads",
                                               threads, NULL},
                         NULL, 0);
-    int landed = 0, status;
     /* Bounded: the outputs are mapped before the computation, which
      * `qkv run` does into them (well under a minute even on a loaded
-     * machine). */
-    for (int waited = 0; waited < 120000; waited++) {
-        if (waitpid(pid, &status, WNOHANG) == pid) { /* it finished first */
-            g_rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-            return 0;
-        }
-        if (!maps_output(pid)) {
-            sleep_ms(1);
-            continue;
-        }
-        /* Freeze it, then look: the old o.npy still there means the child
-         * has not committed. (`qkv run` creates its outputs before
-         * computing into them, mapped and unnamed until the renames.) */
-        kill(pid, SIGSTOP);
-        if (waitpid(pid, &status, WUNTRACED) != pid || !WIFSTOPPED(status)) {
-            g_rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-            return 0;
-        }
+     * machine). Freeze it, then look: the old o.npy still there means the
+     * child has not committed (its outputs are unnamed until the renames). */
+    int landed = 0;
+    const int mapped = wait_mapping_outputs(pid, 120000);
+    if (mapped == 0 || (mapped == 1 && !stop_child(pid))) return 0; /* it finished first */
+    if (mapped == 1) {
         landed = holds_old(out_path("o.npy"));
         if (landed) kill(pid, sig);
         kill(pid, SIGCONT);
-        break;
     }
     wait_qkv(pid);
     if (!landed) clear_out(NULL, 0);
@@ -139,8 +92,8 @@ static void test_signals(void)
         set_ctx(ctx);
         int landed = 0;
         for (size_t s = 0; s < sizeof sizes / sizeof sizes[0] && !landed; s++) {
-            write_bytes(out_path("o.npy"), old_bytes, sizeof old_bytes - 1);
-            write_bytes(out_path("w.npy"), old_bytes, sizeof old_bytes - 1);
+            put_old(out_path("o.npy"));
+            put_old(out_path("w.npy"));
             landed = signal_while_writing(sizes[s], sigs[i], i == 0 ? "1" : "2");
         }
         EXPECT(landed); /* a 256 MiB file written before we could stop it: unlikely */
@@ -178,8 +131,8 @@ static void test_file_size_limit(void)
 {
     set_ctx("RLIMIT_FSIZE of 1 MiB under a 4 MiB --weights");
     write_qkv(1024);
-    write_bytes(out_path("o.npy"), old_bytes, sizeof old_bytes - 1);
-    write_bytes(out_path("w.npy"), old_bytes, sizeof old_bytes - 1);
+    put_old(out_path("o.npy"));
+    put_old(out_path("w.npy"));
     wait_qkv(start_qkv((const char *const[]){"run", "-q", "@q1024.npy", "-k", "@k1024.npy", "-v",
                                              "@v1024.npy", "-o", "%o.npy", "--weights",
                                              "%w.npy", NULL},
@@ -266,8 +219,8 @@ static void test_modes(void)
         snprintf(ctx, sizeof ctx, "an existing %04o -o and --weights keep their mode",
                  (unsigned)modes[m]);
         set_ctx(ctx);
-        write_bytes(out_path("o.npy"), old_bytes, sizeof old_bytes - 1);
-        write_bytes(out_path("w.npy"), old_bytes, sizeof old_bytes - 1);
+        put_old(out_path("o.npy"));
+        put_old(out_path("w.npy"));
         EXPECT(chmod(out_path("o.npy"), modes[m]) == 0 && chmod(out_path("w.npy"), modes[m]) == 0);
         EXPECT_OK(RUN("run", QKV3, "-o", "%o.npy", "--weights", "%w.npy"));
         EXPECT(is_output(out_path("o.npy")));
@@ -295,7 +248,7 @@ static void test_symlinks(void)
 {
     set_ctx("-o a symbolic link to an existing 0600 file in another directory");
     EXPECT(mkdir(out_path("dir"), 0700) == 0);
-    write_bytes(out_path("dir/real.npy"), old_bytes, sizeof old_bytes - 1);
+    put_old(out_path("dir/real.npy"));
     EXPECT(chmod(out_path("dir/real.npy"), 0600) == 0);
     EXPECT(symlink("dir/real.npy", out_path("link.npy")) == 0);
     EXPECT_OK(RUN("run", QKV3, "-o", "%link.npy"));
@@ -318,7 +271,7 @@ static void test_symlinks(void)
     expect_out_files(3);
 
     set_ctx("a link and its target as two outputs");
-    write_bytes(out_path("real.npy"), old_bytes, sizeof old_bytes - 1);
+    put_old(out_path("real.npy"));
     EXPECT(symlink("real.npy", out_path("link.npy")) == 0);
     EXPECT(RUN("run", QKV3, "-o", "%link.npy", "--weights", "%real.npy") == 2);
     EXPECT(one_line(g_stderr));
@@ -331,7 +284,7 @@ static void test_symlinks(void)
     expect_out_files(1);
 
     set_ctx("a failed run leaves a link's target as it was");
-    write_bytes(out_path("real.npy"), old_bytes, sizeof old_bytes - 1);
+    put_old(out_path("real.npy"));
     EXPECT(symlink("real.npy", out_path("link.npy")) == 0);
     EXPECT(RUN("run", QKV3, "-o", "%link.npy", "--lse", "%nodir/l.npy") == 1);
     EXPECT(one_line(g_stderr));
@@ -383,27 +336,20 @@ static int truncate_while_running(int64_t L, const char *threads)
                                               "@bv.npy", "-o", "%o.npy", "--threads", threads,
                                               NULL},
                         NULL, 0);
-    int cut = 0, status;
     /* Bounded: loading 24 MiB of mapped inputs takes milliseconds. */
-    for (int waited = 0; waited < 120000 && !cut; waited++) {
-        if (waitpid(pid, &status, WNOHANG) == pid) { /* it finished first */
-            g_rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-            fprintf(stderr, "    qkv run on (8, %lld, 64) ended (exit %d) before the cut\n",
-                    (long long)L, g_rc);
-            clear_out(NULL, 0);
-            return 0;
-        }
-        if (!maps_output(pid)) {
-            sleep_ms(1);
-            continue;
-        }
-        EXPECT(truncate(in_path("bk.npy"), 4096) == 0);
-        cut = 1;
+    const int mapped = wait_mapping_outputs(pid, 120000);
+    if (mapped == 0) { /* it finished first */
+        fprintf(stderr, "    qkv run on (8, %lld, 64) ended (exit %d) before the cut\n",
+                (long long)L, g_rc);
+        clear_out(NULL, 0);
+        return 0;
     }
+    const int cut = mapped == 1;
+    if (cut) EXPECT(truncate(in_path("bk.npy"), 4096) == 0);
     wait_qkv(pid);
     if (cut && g_rc == 0) { /* done before the cut took effect */
         fprintf(stderr, "    qkv run on (8, %lld, 64) was done before the cut\n", (long long)L);
-        write_bytes(out_path("o.npy"), old_bytes, sizeof old_bytes - 1);
+        put_old(out_path("o.npy"));
         return 0;
     }
     return cut;
@@ -423,7 +369,7 @@ static void test_truncated_input(void)
         set_ctx(ctx);
         int cut = 0;
         for (size_t s = 0; s < sizeof sizes / sizeof sizes[0] && !cut; s++) {
-            write_bytes(out_path("o.npy"), old_bytes, sizeof old_bytes - 1);
+            put_old(out_path("o.npy"));
             cut = truncate_while_running(sizes[s], threads[t]);
         }
         EXPECT(cut); /* a (8, 16384, 64) run done within a millisecond: unlikely */
@@ -451,7 +397,7 @@ static void truncate_after_commit(int64_t L)
     float *m = test_rand_f32(&rng, L * L, -1, 1);
     W("bm.npy", QKV_DTYPE_F32, m, L, L);
     free(m);
-    write_bytes(out_path("o.npy"), old_bytes, sizeof old_bytes - 1);
+    put_old(out_path("o.npy"));
     int pid = start_qkv((const char *const[]){"run", "-q", "@bq.npy", "-k", "@bk.npy", "-v",
                                               "@bv.npy", "--mask", "@bm.npy", "-o", "%o.npy",
                                               "--threads", "2", NULL},
@@ -460,7 +406,7 @@ static void truncate_after_commit(int64_t L)
     const time_t give_up = time(NULL) + 300; /* the run itself takes a second or so */
     while (!reaped && time(NULL) < give_up) {
         struct stat sb;
-        if (stat(out_path("o.npy"), &sb) == 0 && sb.st_size != (off_t)sizeof old_bytes - 1) {
+        if (stat(out_path("o.npy"), &sb) == 0 && sb.st_size != (off_t)sizeof OLD_BYTES - 1) {
             kill(pid, SIGSTOP);
             if (waitpid(pid, &status, WUNTRACED) != pid) break;
             reaped = !WIFSTOPPED(status); /* it had ended */
