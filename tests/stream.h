@@ -6,6 +6,8 @@
 #ifndef QKV_TEST_STREAM_H
 #define QKV_TEST_STREAM_H
 
+#include "qkv.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -100,5 +102,15 @@ static int stream_bounded(int (*fn)(const void *), const void *arg)
     }
     return WEXITSTATUS(status);
 }
+
+/* One fed stream and what reading it must give: the status and, when not
+ * NULL, words in the error detail. */
+typedef struct stream_case {
+    const unsigned char *img;
+    size_t len; /* bytes fed before the end or the zeros */
+    int zeros;  /* then endless zero bytes */
+    qkv_status want;
+    const char *detail; /* in the error detail, or NULL */
+} stream_case;
 
 #endif

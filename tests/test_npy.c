@@ -895,14 +895,6 @@ static void test_read_write_errors(void)
  * read, and one byte more than it promises is an error, found without
  * reading on to an end that /dev/zero never reaches. */
 
-typedef struct stream_case {
-    const unsigned char *img;
-    size_t len; /* bytes fed before the end or the zeros */
-    int zeros;  /* then endless zero bytes */
-    qkv_status want;
-    const char *detail; /* in the error detail, or NULL */
-} stream_case;
-
 static char fifo[160];
 
 static int read_fifo(const void *arg)

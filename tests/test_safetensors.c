@@ -1053,14 +1053,6 @@ static void test_write_errors(void)
  * data, and one byte more than they promise is an error; nothing is read
  * past that, nor allocated beyond it. */
 
-typedef struct stream_case {
-    const unsigned char *img;
-    size_t len; /* bytes fed before the end or the zeros */
-    int zeros;  /* then endless zero bytes */
-    qkv_status want;
-    const char *detail; /* in the error detail, or NULL */
-} stream_case;
-
 static char fifo[160];
 
 static int check_read(const char *path, const stream_case *c)
