@@ -496,8 +496,19 @@ static qkv_status read_npy(FILE *f, const char *path, qkv_array *out)
     return QKV_OK;
 }
 
+/* read_npy on an open file, which it closes (read-only: nothing to lose
+ * on close); *out is freed on failure. */
+static qkv_status read_and_close(FILE *f, const char *path, qkv_array *out)
+{
+    qkv_status st = read_npy(f, path, out);
+    fclose(f);
+    if (st != QKV_OK)
+        qkv_array_free(out);
+    return st;
+}
+
 #if defined(QKV_HAVE_MMAP)
-/* read_npy on an open descriptor, which it closes. */
+/* The same on an open descriptor, which it closes. */
 static qkv_status read_fd(int fd, const char *path, qkv_array *out)
 {
     FILE *f = fdopen(fd, "rb");
@@ -506,18 +517,13 @@ static qkv_status read_fd(int fd, const char *path, qkv_array *out)
         close(fd);
         return qkv_io_fail(path, "cannot open", err);
     }
-    qkv_status st = read_npy(f, path, out);
-    fclose(f);
-    if (st != QKV_OK)
-        qkv_array_free(out);
-    return st;
+    return read_and_close(f, path, out);
 }
 #endif
 
 qkv_status qkv_npy_read(const char *path, qkv_array *out)
 {
     FILE *f;
-    qkv_status st;
     qkv_clear_error();
     if (!out)
         return qkv_fail(QKV_ERR_NULL_ARGUMENT, "qkv_npy_read: out is NULL");
@@ -526,11 +532,7 @@ qkv_status qkv_npy_read(const char *path, qkv_array *out)
         return qkv_fail(QKV_ERR_NULL_ARGUMENT, "qkv_npy_read: path is NULL");
     if (!(f = fopen(path, "rb")))
         return qkv_io_fail(path, "cannot open", errno);
-    st = read_npy(f, path, out);
-    fclose(f); /* read-only: nothing to lose on close */
-    if (st != QKV_OK)
-        qkv_array_free(out);
-    return st;
+    return read_and_close(f, path, out);
 }
 
 /* ----------------------------------------------------------- file write */
