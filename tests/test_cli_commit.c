@@ -376,6 +376,9 @@ static int run_not_root(const char *const *args, char *err, size_t errlen, const
         if (e < 0 || dup2(e, 2) < 0) _exit(126);
         if (geteuid() == 0 && (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0))
             _exit(125);
+        /* A build tree under a directory only root may enter (mktemp -d
+         * makes 0700) keeps the binary out of that user's reach. */
+        if (access(QKV_BIN, X_OK) != 0) _exit(125);
         char *argv[32];
         int n = 0;
         argv[n++] = (char *)QKV_BIN;
@@ -424,7 +427,8 @@ static void test_read_only_targets(void)
                                                 "--weights", w, NULL},
                           msg, sizeof msg, err);
     if (rc < 0) {
-        fprintf(stderr, "test_cli_commit: cannot run qkv as user 65534; read-only case skipped\n");
+        fprintf(stderr, "test_cli_commit: cannot run qkv as user 65534 (no such user, or the "
+                        "build tree is out of its reach); read-only case skipped\n");
     } else {
         EXPECT(rc == 0);
         EXPECT(msg[0] == '\0');
