@@ -20,6 +20,12 @@
  * that error paths read `return qkv_fail(QKV_ERR_SHAPE, "K: ...", ...);`. */
 qkv_status qkv_fail(qkv_status st, const char *fmt, ...) QKV_PRINTF(2, 3);
 
+/* isa with QKV_ISA_AUTO resolved (src/isa.c): a set this build and CPU run,
+ * or QKV_ERR_UNSUPPORTED / QKV_ERR_INVALID_ARGUMENT with a detail naming
+ * "isa" (or "QKV_ISA" for an environment value that names nothing
+ * runnable). */
+qkv_status qkv_isa_resolve(qkv_isa isa, qkv_isa *out);
+
 /* Clears the calling thread's detail; every public entry point calls it. */
 void qkv_clear_error(void);
 
