@@ -1,0 +1,422 @@
+/* The cases `qkv bench` times, each kind set up, timed against its
+ * ceiling and reported as one line of text or one JSON object: attention
+ * (its median against an SGEMM of the BLAS or, for decode, the copy),
+ * qkv_sgemm against the BLAS's same product, and the multi-head attention
+ * layer (a decode step against the copy, a forward against an SGEMM of the
+ * projections' size). The SGEMM and layer cases count both sides' fastest
+ * runs, called in turn (bench_time_pair). */
+#include "bench.h"
+#include "cli.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* The copy ceiling as the JSON names it. */
+static const char copy_ceiling_name[] = "memcpy 256 MiB, read+write";
+
+int bench_threads(const bench_opts *bo)
+{
+    return bo->threads ? bo->threads : qkv_default_num_threads();
+}
+
+qkv_isa bench_isa(const bench_opts *bo) { return bo->isa ? bo->isa : qkv_isa_auto(); }
+
+static float *random_floats(int64_t n, uint64_t seed)
+{
+    float *x = qkv_alloc((size_t)n * sizeof *x);
+    if (!x) return NULL;
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int64_t i = 0; i < n; i++) {
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        x[i] = (float)((s * 0x2545F4914F6CDD1Dull) >> 40) / 8388608.0f - 1.0f;
+    }
+    return x;
+}
+
+/* ------------------------------------------------------------ reports */
+
+/* The FMA peak's fields of a JSON object, when there is a peak. */
+static void json_fma_peak(double gflops, double peak)
+{
+    if (peak > 0) printf("\"fma_peak_gflops\": %.4g, \"of_fma_peak\": %.4f, ", peak, gflops / peak);
+}
+
+/* The last field of a JSON object: the ratio, null without a ceiling. */
+static void json_ratio(double ratio)
+{
+    if (isnan(ratio))
+        printf("\"ratio\": null}\n");
+    else
+        printf("\"ratio\": %.4f}\n", ratio);
+}
+
+/* The end of a compute-bound case's JSON object, after its own fields:
+ * the FMA peak, the SGEMM ceiling and the ratio. */
+static void json_gflops_tail(double gflops, double peak, double ceiling, int have_blas,
+                             double ratio)
+{
+    json_fma_peak(gflops, peak);
+    printf("\"ceiling_gflops\": %.4g, \"ceiling\": \"%s\", ", ceiling, have_blas ? "sgemm" : "none");
+    json_ratio(ratio);
+}
+
+/* A compute-bound case's line of text (the ratio is a number exactly when
+ * there is a ceiling). */
+static void text_gflops_line(const char *name, double t, double gflops, double peak,
+                             double ceiling, double ratio)
+{
+    printf("%-24s %9.4f s %8.1f GFLOP/s", name, t, gflops);
+    if (ceiling > 0)
+        printf("   sgemm %6.1f GFLOP/s   ratio %.3f", ceiling, ratio);
+    else
+        printf("   (no BLAS: no ceiling)");
+    if (peak > 0) printf("   %.2f of FMA peak", gflops / peak);
+    printf("\n");
+}
+
+/* ------------------------------------------------------------ attention */
+
+typedef struct attn_ctx {
+    float *data[5]; /* Q, K, V, O and, with --backward, lse, dO, dQ, dK, dV in one block */
+    qkv_tensor q, k, v, o;
+    qkv_tensor lse, dout, dq, dk, dv; /* with --backward */
+    int backward;
+    qkv_attn_options opt;
+} attn_ctx;
+
+/* One timed step: the forward, or the forward (with lse) and the backward. */
+static int run_attn(void *vctx)
+{
+    attn_ctx *a = vctx;
+    if (!a->backward)
+        return qkv_attention_forward(&a->o, NULL, NULL, &a->q, &a->k, &a->v, &a->opt) == QKV_OK;
+    return qkv_attention_forward(&a->o, NULL, &a->lse, &a->q, &a->k, &a->v, &a->opt) == QKV_OK &&
+           qkv_attention_backward(&a->dq, &a->dk, &a->dv, NULL, &a->dout, &a->q, &a->k, &a->v,
+                                  &a->o, &a->lse, &a->opt) == QKV_OK;
+}
+
+/* Random inputs and the options of case c; 0 when out of memory
+ * (attn_free frees what was allocated). */
+static int attn_setup(const bcase *c, const bench_opts *bo, attn_ctx *a)
+{
+    const int64_t nq = c->B * c->H * c->Lq * c->E, nk = c->B * c->Hkv * c->Lk * c->E;
+    const int64_t nl = c->B * c->H * c->Lq;
+    memset(a, 0, sizeof *a);
+    float *q = a->data[0] = random_floats(nq, 1), *k = a->data[1] = random_floats(nk, 2);
+    float *v = a->data[2] = random_floats(nk, 3), *o = a->data[3] = qkv_alloc((size_t)nq * sizeof *o);
+    float *grads = a->data[4] = bo->backward ? random_floats(nl + 2 * nq + 2 * nk, 4) : NULL;
+    if (!q || !k || !v || !o || (bo->backward && !grads)) return 0;
+    if (bo->backward) {
+        a->backward = 1;
+        a->lse = qkv_tensor_contiguous(grads, QKV_DTYPE_F32, c->B, c->H, c->Lq, 1);
+        a->dout = qkv_tensor_contiguous(grads + nl, QKV_DTYPE_F32, c->B, c->H, c->Lq, c->E);
+        a->dq = qkv_tensor_contiguous(grads + nl + nq, QKV_DTYPE_F32, c->B, c->H, c->Lq, c->E);
+        a->dk = qkv_tensor_contiguous(grads + nl + 2 * nq, QKV_DTYPE_F32, c->B, c->Hkv, c->Lk,
+                                      c->E);
+        a->dv = qkv_tensor_contiguous(grads + nl + 2 * nq + nk, QKV_DTYPE_F32, c->B, c->Hkv,
+                                      c->Lk, c->E);
+    }
+    a->q = qkv_tensor_contiguous(q, QKV_DTYPE_F32, c->B, c->H, c->Lq, c->E);
+    a->k = qkv_tensor_contiguous(k, QKV_DTYPE_F32, c->B, c->Hkv, c->Lk, c->E);
+    a->v = qkv_tensor_contiguous(v, QKV_DTYPE_F32, c->B, c->Hkv, c->Lk, c->E);
+    a->o = qkv_tensor_contiguous(o, QKV_DTYPE_F32, c->B, c->H, c->Lq, c->E);
+    a->opt.causal = c->causal;
+    a->opt.align = QKV_ALIGN_BOTTOM_RIGHT;
+    a->opt.num_threads = bo->threads;
+    a->opt.isa = bo->isa;
+    a->opt.impl = bo->reference ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
+    return 1;
+}
+
+static void attn_free(attn_ctx *a)
+{
+    for (int i = 0; i < 5; i++) qkv_free(a->data[i]);
+}
+
+/* Case c's rates for its median time t, against its ceiling: the copy's
+ * copy_gbps for decode (Lq = 1), else an SGEMM of min(L, 2048) squared
+ * by E, measured here. */
+static void attn_report(const bcase *c, const bench_opts *bo, const blas *bl, double t,
+                        double copy_gbps, double peak)
+{
+    const int decode = c->Lq == 1;
+    double flops = 4.0 * (double)c->B * (double)c->H * (double)c->Lq * (double)c->Lk * (double)c->E;
+    if (c->causal && c->Lq == c->Lk) flops /= 2;
+    if (bo->backward) flops *= 3.5; /* the forward, and the backward counted as 2.5 of it */
+    const double gflops = flops / t / 1e9;
+    const double nk = (double)(c->B * c->Hkv * c->Lk * c->E);
+    const double bytes = 2.0 * nk * sizeof(float); /* K and V, read once */
+    const double gbps = bytes / t / 1e9;
+    double ceiling, ratio;
+    if (decode) {
+        ceiling = copy_gbps;
+        ratio = ceiling > 0 ? gbps / ceiling : NAN;
+    } else {
+        int64_t side = c->Lq < 2048 ? c->Lq : 2048;
+        ceiling = sgemm_ceiling(bl, (int)side, (int)side, (int)c->E);
+        ratio = ceiling > 0 ? gflops / ceiling : NAN;
+    }
+    if (bo->json) {
+        printf("{\"name\": \"%s\", \"B\": %lld, \"H\": %lld, \"Hkv\": %lld, \"Lq\": %lld, "
+               "\"Lk\": %lld, \"E\": %lld, \"causal\": %s, \"backward\": %s, \"threads\": %d, "
+               "\"impl\": \"%s\", "
+               "\"seconds\": %.6g, \"gflops\": %.4g, ",
+               c->name, (long long)c->B, (long long)c->H, (long long)c->Hkv, (long long)c->Lq,
+               (long long)c->Lk, (long long)c->E, c->causal ? "true" : "false",
+               bo->backward ? "true" : "false", bench_threads(bo),
+               bo->reference ? "reference" : qkv_isa_name(bench_isa(bo)), t, gflops);
+        if (!decode) {
+            json_gflops_tail(gflops, peak, ceiling, bl->sgemm != NULL, ratio);
+            return;
+        }
+        json_fma_peak(gflops, peak);
+        printf("\"gbps\": %.4g, \"ceiling_gbps\": %.4g, \"ceiling\": \"%s\", ", gbps, ceiling,
+               copy_ceiling_name);
+        json_ratio(ratio);
+    } else if (!decode) {
+        text_gflops_line(c->name, t, gflops, peak, ceiling, ratio);
+    } else {
+        printf("%-24s %9.4f s %8.1f GFLOP/s", c->name, t, gflops);
+        printf(" %7.1f GB/s   copy %6.1f GB/s", gbps, ceiling);
+        if (!isnan(ratio)) printf("   ratio %.3f", ratio);
+        printf("\n");
+    }
+}
+
+int bench_attention_case(const bcase *c, const bench_opts *bo, const blas *bl, double copy_gbps,
+                         double peak)
+{
+    attn_ctx a;
+    int ok = 0;
+    if (!attn_setup(c, bo, &a)) {
+        cli_error("bench", "%s: cannot allocate the inputs", c->name);
+    } else {
+        cli_progress prog;
+        cli_progress_init(&prog, "bench", c->name);
+        a.opt.progress = cli_progress_update;
+        a.opt.progress_user = &prog;
+        double t = bench_time_median(run_attn, &a);
+        cli_progress_done(&prog);
+        if (t < 0) {
+            cli_error("bench", "%s: %s", c->name, qkv_error_detail());
+        } else {
+            attn_report(c, bo, bl, t, copy_gbps, peak);
+            fflush(stdout);
+            ok = 1;
+        }
+    }
+    attn_free(&a);
+    return ok;
+}
+
+/* ------------------------------------------------------------ SGEMM */
+
+static int run_qkv_gemm(void *vctx)
+{
+    gemm_ctx *g = vctx;
+    return qkv_sgemm(g->ta ? QKV_TRANS : QKV_NO_TRANS, g->tb ? QKV_TRANS : QKV_NO_TRANS, g->m,
+                     g->n, g->k, 1.0f, g->a, g->ta ? g->m : g->k, g->bm, g->tb ? g->k : g->n,
+                     0.0f, g->c, g->n, &g->opt) == QKV_OK;
+}
+
+/* Case c's rates for the fastest runs t (ours) and tb (the BLAS's, 0 for
+ * none). */
+static void gemm_report(const gcase *c, const bench_opts *bo, const blas *bl, double t,
+                        double tb, double peak)
+{
+    const double flops = 2.0 * (double)c->m * (double)c->n * (double)c->k;
+    const double gflops = flops / t / 1e9, ceiling = tb > 0 ? flops / tb / 1e9 : 0;
+    const double ratio = ceiling > 0 ? gflops / ceiling : NAN;
+    const char ops[3] = {c->ta ? 'T' : 'N', c->tb ? 'T' : 'N', '\0'};
+    if (bo->json) {
+        printf("{\"name\": \"%s\", \"kind\": \"gemm\", \"M\": %lld, \"N\": %lld, "
+               "\"K\": %lld, \"ops\": \"%s\", \"threads\": %d, \"impl\": \"%s\", "
+               "\"seconds\": %.6g, \"gflops\": %.4g, ",
+               c->name, (long long)c->m, (long long)c->n, (long long)c->k, ops, bench_threads(bo),
+               qkv_isa_name(bench_isa(bo)), t, gflops);
+        json_gflops_tail(gflops, peak, ceiling, bl->sgemm != NULL, ratio);
+    } else {
+        text_gflops_line(c->name, t, gflops, peak, ceiling, ratio);
+    }
+}
+
+int bench_gemm_case(const gcase *c, const bench_opts *bo, const blas *bl, double peak)
+{
+    gemm_ctx g = {bl, (int)c->m, (int)c->n, (int)c->k, c->ta, c->tb, NULL, NULL, NULL,
+                  {QKV_ISA_AUTO, bo->threads}};
+    /* Our kernel even where AUTO would mean the system BLAS (QKV_BLAS=ON). */
+    g.opt.isa = bench_isa(bo);
+    int ok = 0;
+    double t, tb;
+    if (!gemm_alloc(&g)) {
+        cli_error("bench", "%s: cannot allocate the matrices", c->name);
+    } else if (!bench_time_pair(run_qkv_gemm, &g, g.b->sgemm ? run_blas_gemm : NULL, &g, &t,
+                                &tb)) {
+        cli_error("bench", "%s: %s", c->name, qkv_error_detail());
+    } else {
+        gemm_report(c, bo, bl, t, tb, peak);
+        fflush(stdout);
+        ok = 1;
+    }
+    gemm_free(&g);
+    return ok;
+}
+
+/* ------------------------------------------------------------ the layer */
+
+typedef struct layer_ctx {
+    qkv_mha *m;
+    qkv_kv_cache *cache;
+    float *x, *y;
+    int64_t len;
+    qkv_attn_options opt;
+} layer_ctx;
+
+/* One decode step, then the cache cut back to its context. */
+static int run_layer_decode(void *vctx)
+{
+    layer_ctx *l = vctx;
+    return qkv_mha_decode(l->m, l->cache, l->y, NULL, l->x, 1, &l->opt) == QKV_OK &&
+           qkv_kv_cache_truncate(l->cache, 0, l->len) == QKV_OK;
+}
+
+static int run_layer_forward(void *vctx)
+{
+    layer_ctx *l = vctx;
+    return qkv_mha_forward(l->m, l->y, NULL, l->x, 1, l->len, NULL, l->len, &l->opt) == QKV_OK;
+}
+
+/* A layer with random parameters and, for decode, a cache holding `len`
+ * tokens of random keys and values (appended in pieces). */
+static int layer_setup(const lcase *c, layer_ctx *l)
+{
+    qkv_mha_config cfg = {.d_model = c->D, .heads = c->H, .kv_heads = c->Hkv, .head_dim = c->E,
+                          .rope = QKV_ROPE_HALF};
+    if (qkv_mha_create(&l->m, &cfg) != QKV_OK) return 0;
+    for (int i = 0; i < QKV_MHA_NUM_PARAMS; i++) {
+        int64_t rows, cols;
+        float *p = qkv_mha_param_data(l->m, (qkv_mha_param)i, &rows, &cols);
+        float *r = p ? random_floats(rows * cols, 10 + (uint64_t)i) : NULL;
+        if (p && !r) return 0;
+        for (int64_t j = 0; p && j < rows * cols; j++) p[j] = r[j] / sqrtf((float)cols);
+        qkv_free(r);
+    }
+    const int64_t rows = c->decode ? 1 : c->len;
+    l->x = random_floats(rows * c->D, 20);
+    l->y = qkv_alloc((size_t)(rows * c->D) * sizeof(float));
+    if (!l->x || !l->y) return 0;
+    if (!c->decode) return 1;
+    if (qkv_kv_cache_create(&l->cache, l->m, 1, c->len + 1) != QKV_OK) return 0;
+    const int64_t piece = 512;
+    float *kv = random_floats(2 * piece * c->Hkv * c->E, 21);
+    int ok = kv != NULL;
+    for (int64_t t = 0; ok && t < c->len; t += piece) {
+        const int64_t n = c->len - t < piece ? c->len - t : piece;
+        ok = qkv_kv_cache_append(l->cache, 0, kv, kv + piece * c->Hkv * c->E, n) == QKV_OK;
+    }
+    qkv_free(kv);
+    return ok;
+}
+
+static void layer_free(layer_ctx *l)
+{
+    qkv_kv_cache_free(l->cache);
+    qkv_mha_free(l->m);
+    qkv_free(l->x);
+    qkv_free(l->y);
+}
+
+/* The four projection weights, Wq, Wk, Wv and Wo, in floats. */
+static double layer_weights(const lcase *c)
+{
+    return (double)c->D * (2.0 * (double)(c->H * c->E) + 2.0 * (double)(c->Hkv * c->E));
+}
+
+/* A decode step of t seconds against the copy's fastest, tc: the bytes of
+ * the weights and of the cached K and V, read once. */
+static void layer_decode_report(const lcase *c, const bench_opts *bo, const copy_ctx *cp,
+                                double t, double tc)
+{
+    const double kw = (double)(c->Hkv * c->E);
+    const double copy_gbps = tc > 0 ? copy_gbps_of(cp, tc) : 0;
+    const double bytes = sizeof(float) * (layer_weights(c) + 2.0 * kw * (double)(c->len + 1));
+    const double gbps = bytes / t / 1e9, ratio = copy_gbps > 0 ? gbps / copy_gbps : NAN;
+    if (bo->json) {
+        printf("{\"name\": \"%s\", \"kind\": \"mha_decode\", \"B\": 1, \"D\": %lld, "
+               "\"H\": %lld, \"Hkv\": %lld, \"E\": %lld, \"context\": %lld, \"threads\": %d, "
+               "\"impl\": \"%s\", \"seconds\": %.6g, \"tokens_per_s\": %.4g, \"gbps\": %.4g, "
+               "\"ceiling_gbps\": %.4g, \"ceiling\": \"%s\", ",
+               c->name, (long long)c->D, (long long)c->H, (long long)c->Hkv, (long long)c->E,
+               (long long)c->len, bench_threads(bo), qkv_isa_name(bench_isa(bo)), t, 1.0 / t,
+               gbps, copy_gbps, copy_ceiling_name);
+        json_ratio(ratio);
+    } else {
+        printf("%-24s %9.4f s %8.1f tokens/s %6.1f GB/s   copy %6.1f GB/s", c->name, t, 1.0 / t,
+               gbps, copy_gbps);
+        if (!isnan(ratio)) printf("   ratio %.3f", ratio);
+        printf("\n");
+    }
+}
+
+/* A causal forward of t seconds against an SGEMM of L x D x D taking tc
+ * (0: no BLAS): the projections' FLOPs and half the attention's. */
+static void layer_forward_report(const lcase *c, const bench_opts *bo, const blas *bl, double t,
+                                 double tc, double peak)
+{
+    const double L = (double)c->len, D = (double)c->D;
+    const double flops = 2.0 * L * layer_weights(c) + 2.0 * (double)c->H * L * L * (double)c->E;
+    const double gflops = flops / t / 1e9;
+    const double ceiling = tc > 0 ? 2.0 * L * D * D / tc / 1e9 : 0;
+    const double ratio = ceiling > 0 ? gflops / ceiling : NAN;
+    if (bo->json) {
+        printf("{\"name\": \"%s\", \"kind\": \"mha_forward\", \"B\": 1, \"L\": %lld, "
+               "\"D\": %lld, \"H\": %lld, \"Hkv\": %lld, \"E\": %lld, \"causal\": true, "
+               "\"threads\": %d, \"impl\": \"%s\", \"seconds\": %.6g, \"gflops\": %.4g, ",
+               c->name, (long long)c->len, (long long)c->D, (long long)c->H, (long long)c->Hkv,
+               (long long)c->E, bench_threads(bo), qkv_isa_name(bench_isa(bo)), t, gflops);
+        json_gflops_tail(gflops, peak, ceiling, bl->sgemm != NULL, ratio);
+    } else {
+        text_gflops_line(c->name, t, gflops, peak, ceiling, ratio);
+    }
+}
+
+/* The layer's fastest run against its ceiling's, called in turn
+ * (bench_time_pair): a copy for decode, an SGEMM of the projections' size
+ * for the forward. */
+int bench_layer_case(const lcase *c, const bench_opts *bo, const blas *bl, double peak)
+{
+    layer_ctx l;
+    memset(&l, 0, sizeof l);
+    copy_ctx cp = {NULL, NULL, 0, 1};
+    gemm_ctx g = {bl, (int)c->len, (int)c->D, (int)c->D, 0, 1, NULL, NULL, NULL, {QKV_ISA_AUTO, 0}};
+    double t = -1, tc = 0;
+    l.len = c->len;
+    l.opt.num_threads = bo->threads;
+    l.opt.isa = bo->isa;
+    l.opt.causal = 1;
+    int ok = 0;
+    if (!layer_setup(c, &l)) {
+        cli_error("bench", "%s: %s", c->name,
+                  *qkv_error_detail() ? qkv_error_detail() : "cannot allocate the layer");
+    } else if (c->decode ? !copy_alloc(&cp, bench_threads(bo)) : bl->sgemm && !gemm_alloc(&g)) {
+        cli_error("bench", "%s: cannot allocate the ceiling's buffers", c->name);
+    } else if (!(c->decode ? bench_time_pair(run_layer_decode, &l, run_copy, &cp, &t, &tc)
+                           : bench_time_pair(run_layer_forward, &l,
+                                             bl->sgemm ? run_blas_gemm : NULL, &g, &t, &tc))) {
+        cli_error("bench", "%s: %s", c->name, qkv_error_detail());
+    } else {
+        if (c->decode)
+            layer_decode_report(c, bo, &cp, t, tc);
+        else
+            layer_forward_report(c, bo, bl, t, tc, peak);
+        fflush(stdout);
+        ok = 1;
+    }
+    copy_free(&cp);
+    gemm_free(&g);
+    layer_free(&l);
+    return ok;
+}
