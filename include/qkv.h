@@ -151,7 +151,12 @@ typedef enum qkv_align {
 } qkv_align;
 
 typedef enum qkv_impl {
-    QKV_IMPL_AUTO = 0,   /* the fast path: tiled, online softmax, SIMD, threads */
+    QKV_IMPL_AUTO = 0,   /* the fastest backend that takes the call: the CPU
+                          * backend (tiled, online softmax, SIMD, threads), or
+                          * the reference for what the CPU one leaves it: a
+                          * scale outside float's normal range, head dims
+                          * above 2^20, dmask, a backward whose lse shows an
+                          * overflow */
     QKV_IMPL_REFERENCE   /* the reference kernel: plain loops, double accumulation */
 } qkv_impl;
 

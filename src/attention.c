@@ -1,13 +1,12 @@
-/* qkv_attention_forward: checks every argument once, resolves the options
- * into a qkv_fwd_problem and hands it to a kernel. The error details name
- * the argument as the header does (Q, K, V, O, weights, lse, mask, ...). */
-#include "attention.h"
+/* qkv_attention_forward and _backward: check every argument once, resolve
+ * the options into a problem (backend.h) and hand it to the backend that
+ * qkv_backend_choose picks. The error details name the argument as the
+ * header does (Q, K, V, O, weights, lse, mask, ...). */
+#include "backend.h"
 
 #include "common.h"
-#include "cpu/flash.h"
 #include "threads.h"
 
-#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -248,10 +247,11 @@ static qkv_status resolve_inputs(const qkv_tensor *q, const qkv_tensor *k, const
                                 (long long)opts->kv_lens[b], (long long)p->Lk);
         p->kv_lens = opts->kv_lens;
     }
-    if (opts->impl != QKV_IMPL_AUTO && opts->impl != QKV_IMPL_REFERENCE)
+    if (opts->impl < QKV_IMPL_AUTO || opts->impl > QKV_IMPL_REFERENCE)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "impl: %d is not a qkv_impl", (int)opts->impl);
     if (opts->isa < QKV_ISA_AUTO || opts->isa > QKV_ISA_AVX512)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "isa: %d is not a qkv_isa", (int)opts->isa);
+    p->isa = opts->isa;
     if (opts->num_threads < 0)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "num_threads: %d, expected 0 (all CPUs) or more",
                         opts->num_threads);
@@ -280,53 +280,25 @@ static int input_ranges(const qkv_fwd_problem *p, const qkv_tensor *dout, qkv_by
     return n;
 }
 
-/* The fast path multiplies the queries by the scale in float: a scale
- * outside float's normal range (it would become inf, or lose its
- * precision to denormals or 0) goes to the reference, which keeps it in
- * double. */
-static int float_scale(double scale)
+/* The backend impl forces: NULL (auto dispatch) for QKV_IMPL_AUTO. */
+static const char *backend_name(qkv_impl impl)
 {
-    const double a = fabs(scale);
-    return a >= FLT_MIN && a <= FLT_MAX;
-}
-
-/* Whether the forward's lse shows scores past float's range: +inf, or
- * -inf for a row that had an open key (the forward gives those rows to
- * the reference, whose double lse the float cannot hold). The fast
- * backward recomputes the weights from float scores and lse, so such a
- * call goes to the reference backward, which recomputes them in double. */
-static int lse_overflowed(const qkv_fwd_problem *p)
-{
-    for (int64_t b = 0; b < p->B; b++)
-        for (int64_t h = 0; h < p->H; h++)
-            for (int64_t i = 0; i < p->Lq; i++) {
-                const float l = *qkv_view_at(p->lse, b, h, i, 0);
-                if (l == INFINITY || (l == -INFINITY && qkv_row_has_open_key(p, b, h, i)))
-                    return 1;
-            }
-    return 0;
-}
-
-/* Whether every element of the f32 view t is finite (or -inf, when
- * neg_inf_ok: lse of a fully masked row, a mask that forbids). */
-static int all_finite(const qkv_tensor *t, int neg_inf_ok)
-{
-    for (int64_t a = 0; a < t->shape[0]; a++)
-        for (int64_t b = 0; b < t->shape[1]; b++)
-            for (int64_t c = 0; c < t->shape[2]; c++) {
-                const float *row = qkv_view_at(t, a, b, c, 0);
-                for (int64_t d = 0; d < t->shape[3]; d++) {
-                    const float x = row[d * t->stride[3]];
-                    if (!isfinite(x) && !(neg_inf_ok && x == -INFINITY)) return 0;
-                }
-            }
-    return 1;
+    return impl == QKV_IMPL_REFERENCE ? "reference" : NULL;
 }
 
 qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
                                  const qkv_tensor *lse, const qkv_tensor *q,
                                  const qkv_tensor *k, const qkv_tensor *v,
                                  const qkv_attn_options *opts)
+{
+    return qkv_attention_forward_on(opts ? backend_name(opts->impl) : NULL, o, weights, lse, q, k,
+                                    v, opts);
+}
+
+qkv_status qkv_attention_forward_on(const char *backend, const qkv_tensor *o,
+                                    const qkv_tensor *weights, const qkv_tensor *lse,
+                                    const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
+                                    const qkv_attn_options *opts)
 {
     qkv_clear_error();
     static const qkv_attn_options defaults;
@@ -349,9 +321,10 @@ qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
     const int nin = input_ranges(&p, NULL, ins);
     TRY(qkv_check_disjoint(outs, 3, ins, nin));
 
-    qkv_status st = opts->impl == QKV_IMPL_REFERENCE || !float_scale(p.scale)
-                        ? qkv_ref_attention_forward(&p)
-                        : qkv_flash_attention_forward(&p, opts->isa);
+    qkv_status st;
+    const qkv_backend *be = qkv_backend_choose(backend, &p, NULL, &st);
+    if (!be) return st;
+    st = be->forward(&p);
     if (st == QKV_OK && p.progress) p.progress(p.progress_user, 1.0);
     return st;
 }
@@ -372,6 +345,17 @@ qkv_status qkv_attention_backward(const qkv_tensor *dq, const qkv_tensor *dk,
                                   const qkv_tensor *dout, const qkv_tensor *q,
                                   const qkv_tensor *k, const qkv_tensor *v, const qkv_tensor *o,
                                   const qkv_tensor *lse, const qkv_attn_options *opts)
+{
+    return qkv_attention_backward_on(opts ? backend_name(opts->impl) : NULL, dq, dk, dv, dmask,
+                                     dout, q, k, v, o, lse, opts);
+}
+
+qkv_status qkv_attention_backward_on(const char *backend, const qkv_tensor *dq,
+                                     const qkv_tensor *dk, const qkv_tensor *dv,
+                                     const qkv_tensor *dmask, const qkv_tensor *dout,
+                                     const qkv_tensor *q, const qkv_tensor *k,
+                                     const qkv_tensor *v, const qkv_tensor *o,
+                                     const qkv_tensor *lse, const qkv_attn_options *opts)
 {
     qkv_clear_error();
     static const qkv_attn_options defaults;
@@ -410,21 +394,10 @@ qkv_status qkv_attention_backward(const qkv_tensor *dq, const qkv_tensor *dk,
     bp.dk = dk;
     bp.dv = dv;
     bp.dmask = dmask;
-    /* The float mask's gradient (sums over broadcast dims) is the
-     * reference's alone. */
-    const int ref = opts->impl == QKV_IMPL_REFERENCE || dmask || !float_scale(p->scale) ||
-                    lse_overflowed(p);
-    qkv_status st = ref ? qkv_ref_attention_backward(&bp)
-                        : qkv_flash_attention_backward(&bp, opts->isa);
-    /* Float scores that overflowed in the fast backward although lse is
-     * finite (inputs of 1e20: the forward redid those rows in double) show
-     * as gradients that are not finite; from finite inputs that is the
-     * overflow's doing, and the reference, in double, gives the answer. */
-    if (st == QKV_OK && !ref &&
-        !(all_finite(dq, 0) && all_finite(dk, 0) && all_finite(dv, 0)) && all_finite(q, 0) &&
-        all_finite(k, 0) && all_finite(v, 0) && all_finite(dout, 0) && all_finite(o, 0) &&
-        all_finite(lse, 1) && (!p->mask || p->mask->dtype != QKV_DTYPE_F32 || all_finite(p->mask, 1)))
-        st = qkv_ref_attention_backward(&bp);
+    qkv_status st;
+    const qkv_backend *be = qkv_backend_choose(backend, p, &bp, &st);
+    if (!be) return st;
+    st = be->backward(&bp);
     if (st == QKV_OK && p->progress) p->progress(p->progress_user, 1.0);
     return st;
 }

@@ -3,7 +3,7 @@
 #define QKV_CPU_DISPATCH_H
 
 #include "qkv.h"
-#include "kernels/kernels.h"
+#include "cpu/kernels/kernels.h"
 
 /* The kernels for isa (AUTO resolved), or an error with a detail. */
 qkv_status qkv_cpu_kernels_get(qkv_isa isa, const qkv_cpu_kernels **out);

@@ -10,11 +10,12 @@
  * which thread runs it or how many there are, and a decode-shaped call
  * splits its keys into chunks fixed by the shape and merges them in order.
  * So results are bitwise the same for any thread count. */
-#include "../attention.h"
-#include "../common.h"
-#include "../threads.h"
-#include "dispatch.h"
-#include "flash.h"
+#include "cpu/flash.h"
+
+#include "common.h"
+#include "cpu/dispatch.h"
+#include "ref/attention_ref.h"
+#include "threads.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -674,17 +675,13 @@ static int scratch_alloc(const plan *pl, scratch *sc)
            sc->mx && sc->alpha && sc->l && sc->forbid && sc->lo && sc->hi && sc->head && sc->qi;
 }
 
-qkv_status qkv_flash_attention_forward(const qkv_fwd_problem *p, qkv_isa isa)
+qkv_status qkv_flash_attention_forward(const qkv_fwd_problem *p)
 {
     plan pl;
     memset(&pl, 0, sizeof pl);
-    qkv_status st = qkv_cpu_kernels_get(isa, &pl.k);
+    qkv_status st = qkv_cpu_kernels_get(p->isa, &pl.k);
     if (st != QKV_OK) return st;
     if (p->B == 0 || p->H == 0 || p->Lq == 0) return QKV_OK;
-    if (p->E > (INT64_C(1) << 20) || p->Ev > (INT64_C(1) << 20))
-        return qkv_fail(QKV_ERR_UNSUPPORTED, "fast path: head dims above 2^20 are not "
-                        "supported (E %lld, Ev %lld); the reference kernel takes them",
-                        (long long)p->E, (long long)p->Ev);
     _Atomic int out_of_memory = 0;
     pl.p = p;
     pl.out_of_memory = &out_of_memory;

@@ -15,11 +15,11 @@
  * window or padding keep entirely from a tile are skipped (but still
  * passed through the counter). The float mask's gradient is left to the
  * reference. */
-#include "../attention.h"
-#include "../common.h"
-#include "../threads.h"
-#include "dispatch.h"
-#include "flash.h"
+#include "cpu/flash.h"
+
+#include "common.h"
+#include "cpu/dispatch.h"
+#include "threads.h"
 
 #include <math.h>
 #include <sched.h>
@@ -233,14 +233,14 @@ static void bworker(void *vctx, int tid, int64_t begin, int64_t end)
     }
 }
 
-qkv_status qkv_flash_attention_backward(const qkv_bwd_problem *bp, qkv_isa isa)
+qkv_status qkv_flash_attention_backward(const qkv_bwd_problem *bp)
 {
     const qkv_fwd_problem *p = &bp->f;
     bplan bl;
     memset(&bl, 0, sizeof bl);
     bl.bp = bp;
     bl.p = p;
-    qkv_status st = qkv_cpu_kernels_get(isa, &bl.k);
+    qkv_status st = qkv_cpu_kernels_get(p->isa, &bl.k);
     if (st != QKV_OK) return st;
     if (p->B == 0 || p->Hkv == 0) return QKV_OK;
     bl.G = p->H / p->Hkv;

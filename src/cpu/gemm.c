@@ -3,9 +3,9 @@
  * takes care of the transposes, so that one register-tile microkernel per
  * instruction set (kernels.h, chosen as for attention) serves all four
  * cases. Threads take rectangles of C. */
-#include "../common.h"
-#include "../threads.h"
-#include "dispatch.h"
+#include "common.h"
+#include "cpu/dispatch.h"
+#include "threads.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -2,9 +2,10 @@
  * query row at a time, every sum in double. It is the specification that
  * every faster path is tested against, so clarity wins over speed here;
  * rows are independent, which makes threading over them exact. */
-#include "../attention.h"
-#include "../common.h"
-#include "../threads.h"
+#include "ref/attention_ref.h"
+
+#include "common.h"
+#include "threads.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -367,3 +368,19 @@ qkv_status qkv_ref_attention_backward(const qkv_bwd_problem *bp)
     free(c.dmask);
     return st;
 }
+
+/* The reference computes every problem the library validates. */
+static int ref_supports(const qkv_fwd_problem *f, const qkv_bwd_problem *b, const char **why)
+{
+    (void)f;
+    (void)b;
+    (void)why;
+    return 1;
+}
+
+const qkv_backend qkv_backend_reference = {
+    .name = "reference",
+    .supports = ref_supports,
+    .forward = qkv_ref_attention_forward,
+    .backward = qkv_ref_attention_backward,
+};

@@ -62,4 +62,4 @@ static inline __m256 vsum_each(const __m256 *a)
                          _mm256_shuffle_ps(c[0], c[1], _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
-#include "body.h"
+#include "cpu/kernels/body.h"

@@ -58,4 +58,4 @@ static inline VF vsum_each(const VF *a)
                          _mm512_shuffle_ps(d[0], d[1], _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
-#include "body.h"
+#include "cpu/kernels/body.h"

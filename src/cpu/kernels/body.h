@@ -26,7 +26,7 @@
  * lie along the vector: both products are one register-tile shape and
  * every softmax step is a vertical operation. */
 
-#include "kernels.h"
+#include "cpu/kernels/kernels.h"
 
 #include <math.h>
 

@@ -98,4 +98,4 @@ static inline VF vsum_each(const VF *a)
     return r;
 }
 
-#include "body.h"
+#include "cpu/kernels/body.h"
