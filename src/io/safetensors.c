@@ -1,6 +1,6 @@
-/* .safetensors files: a strict reader whose JSON parser knows only the shape
- * of the format's header (so it needs no recursion and no general values),
- * and a writer. The whole file is kept in memory; tensors are copied out of
+/* .safetensors files: a strict reader, which reads the header's JSON with
+ * io/json.h in the one shape the format allows (so it needs no recursion
+ * and no general values), and a writer. The whole file is kept in memory; tensors are copied out of
  * it on request, so unaligned data offsets are harmless. A pipe is read no
  * further than its header length and data_offsets promise, plus one byte to
  * see that it ends there. */
@@ -10,10 +10,10 @@
 
 #include "common.h"
 #include "io/io.h"
+#include "io/json.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,321 +112,40 @@ static const char *show_shape(char *buf, size_t cap, const st_tensor *t)
 
 /* ------------------------------------------------------- header parsing */
 
-typedef struct cursor {
-    const unsigned char *s; /* the header text */
-    size_t n, i;
-    const char *file;
-    char *arena; /* decoded strings go here, one after another */
-    size_t used;
-} cursor;
-
-/* Offsets in details count from the start of the file, as a hex dump
- * shows them. */
-#define AT(c, pos) ((pos) + 8)
-
-static int peek(const cursor *c) { return c->i < c->n ? c->s[c->i] : -1; }
-
-static void skip_ws(cursor *c)
-{
-    int ch;
-    while ((ch = peek(c)) == ' ' || ch == '\t' || ch == '\n' || ch == '\r')
-        c->i++;
-}
-
-static qkv_status syntax(const cursor *c, const char *expected)
-{
-    char buf[24];
-    return qkv_file_fail(QKV_ERR_FORMAT, c->file, "header: expected %s at offset %zu, found %s",
-                         expected, AT(c, c->i), qkv_byte_name(buf, peek(c), "the end of the header"));
-}
-
-static int hex_value(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-/* The four hex digits after "\u" at c->i; -1 if they are not there. */
-static long read_u4(cursor *c)
-{
-    long v = 0;
-    if (c->n - c->i < 4)
-        return -1;
-    for (int k = 0; k < 4; k++) {
-        int h = hex_value(c->s[c->i + (size_t)k]);
-        if (h < 0)
-            return -1;
-        v = v << 4 | h;
-    }
-    c->i += 4;
-    return v;
-}
-
-/* Length of the well-formed UTF-8 sequence at s (n bytes available) that
- * starts with a byte >= 0x80: 2 to 4, or 0 if it is not well formed
- * (overlong forms, surrogates and values past U+10FFFF are not). */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned char b = s[0], lo = 0x80, hi = 0xbf;
-    size_t len;
-    if (b >= 0xc2 && b <= 0xdf)
-        len = 2;
-    else if (b >= 0xe0 && b <= 0xef)
-        len = 3;
-    else if (b >= 0xf0 && b <= 0xf4)
-        len = 4;
-    else
-        return 0;
-    if (b == 0xe0)
-        lo = 0xa0;
-    else if (b == 0xed)
-        hi = 0x9f;
-    else if (b == 0xf0)
-        lo = 0x90;
-    else if (b == 0xf4)
-        hi = 0x8f;
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t k = 2; k < len; k++)
-        if (s[k] < 0x80 || s[k] > 0xbf)
-            return 0;
-    return len;
-}
-
-static size_t put_utf8(char *d, unsigned long cp)
-{
-    if (cp < 0x80) {
-        d[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        d[0] = (char)(0xc0 | cp >> 6);
-        d[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        d[0] = (char)(0xe0 | cp >> 12);
-        d[1] = (char)(0x80 | (cp >> 6 & 0x3f));
-        d[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    d[0] = (char)(0xf0 | cp >> 18);
-    d[1] = (char)(0x80 | (cp >> 12 & 0x3f));
-    d[2] = (char)(0x80 | (cp >> 6 & 0x3f));
-    d[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
-/* A JSON string, decoded into the arena (NUL-terminated; *len excludes the
- * NUL, which the string itself may also contain as \u0000). The decoded
- * form plus its NUL is never longer than the quoted source, so an arena of
- * the header's size holds every string of the header. */
-static qkv_status parse_string(cursor *c, const char *what, const char **out, size_t *len)
-{
-    size_t start = c->i;
-    char *d;
-    size_t k = 0;
-    if (peek(c) != '"')
-        return syntax(c, what);
-    d = c->arena + c->used;
-    c->i++;
-    for (;;) {
-        int ch = peek(c);
-        if (ch < 0)
-            return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                                 "header: unterminated string starting at offset %zu",
-                                 AT(c, start));
-        if (ch == '"')
-            break;
-        if (ch < 0x20)
-            return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                                 "header: control byte 0x%02x in a string at offset %zu (JSON "
-                                 "needs it escaped)",
-                                 ch, AT(c, c->i));
-        if (ch >= 0x80) {
-            size_t u = utf8_len(c->s + c->i, c->n - c->i);
-            if (!u)
-                return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                                     "header: invalid UTF-8 at offset %zu", AT(c, c->i));
-            memcpy(d + k, c->s + c->i, u);
-            k += u;
-            c->i += u;
-            continue;
-        }
-        if (ch != '\\') {
-            d[k++] = (char)ch;
-            c->i++;
-            continue;
-        }
-        {
-            size_t esc = c->i;
-            long cp;
-            c->i++;
-            switch (peek(c)) {
-            case '"': d[k++] = '"'; break;
-            case '\\': d[k++] = '\\'; break;
-            case '/': d[k++] = '/'; break;
-            case 'b': d[k++] = '\b'; break;
-            case 'f': d[k++] = '\f'; break;
-            case 'n': d[k++] = '\n'; break;
-            case 'r': d[k++] = '\r'; break;
-            case 't': d[k++] = '\t'; break;
-            case 'u':
-                c->i++;
-                if ((cp = read_u4(c)) < 0)
-                    return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                                         "header: \\u at offset %zu is not followed by four hex "
-                                         "digits",
-                                         AT(c, esc));
-                if (cp >= 0xdc00 && cp <= 0xdfff)
-                    return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                                         "header: lone low surrogate \\u%04lX at offset %zu", cp,
-                                         AT(c, esc));
-                if (cp >= 0xd800 && cp <= 0xdbff) {
-                    long lo = -1;
-                    if (c->n - c->i >= 2 && c->s[c->i] == '\\' && c->s[c->i + 1] == 'u') {
-                        c->i += 2;
-                        lo = read_u4(c);
-                    }
-                    if (lo < 0xdc00 || lo > 0xdfff)
-                        return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                                             "header: high surrogate \\u%04lX at offset %zu is not "
-                                             "followed by a low surrogate",
-                                             cp, AT(c, esc));
-                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-                }
-                k += put_utf8(d + k, (unsigned long)cp);
-                continue; /* read_u4 moved past the digits */
-            default:
-                return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                                     "header: invalid escape at offset %zu in a string",
-                                     AT(c, esc));
-            }
-            c->i++;
-        }
-    }
-    c->i++;
-    d[k] = '\0';
-    c->used += k + 1;
-    *out = d;
-    *len = k;
-    return QKV_OK;
-}
+/* The header is JSON read with io/json.h, in the one shape the format
+ * allows; its details say "header: ..." and count offsets from the start
+ * of the file, as a hex dump shows them. */
 
 static int str_is(const char *s, size_t len, const char *lit)
 {
     return len == strlen(lit) && memcmp(s, lit, len) == 0;
 }
 
-/* A JSON number that must be a non-negative integer, into *v; what names
- * it in details. */
-static qkv_status parse_uint(cursor *c, const char *what, uint64_t *v)
-{
-    size_t start = c->i;
-    int overflow = 0, ch;
-    *v = 0;
-    if (peek(c) == '-')
-        return qkv_file_fail(QKV_ERR_FORMAT, c->file, "header: negative number in %s at offset %zu",
-                             what, AT(c, c->i));
-    if (!((ch = peek(c)) >= '0' && ch <= '9')) {
-        char exp[80];
-        snprintf(exp, sizeof exp, "a non-negative integer in %s", what);
-        return syntax(c, exp);
-    }
-    for (; (ch = peek(c)) >= '0' && ch <= '9'; c->i++) {
-        if (*v > (UINT64_MAX - (uint64_t)(ch - '0')) / 10)
-            overflow = 1;
-        *v = *v * 10 + (uint64_t)(ch - '0');
-    }
-    if (ch == '.' || ch == 'e' || ch == 'E')
-        return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                             "header: the number in %s at offset %zu is not an integer", what,
-                             AT(c, start));
-    if (c->s[start] == '0' && c->i - start > 1)
-        return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                             "header: number with a leading zero in %s at offset %zu", what,
-                             AT(c, start));
-    if (overflow)
-        return qkv_file_fail(QKV_ERR_OVERFLOW, c->file,
-                             "header: the number in %s at offset %zu does not fit in 64 bits", what,
-                             AT(c, start));
-    return QKV_OK;
-}
-
-/* '[' a, b, ... ']' of non-negative integers, at most max of them. */
-static qkv_status parse_uint_list(cursor *c, const char *what, uint64_t *vals, int max,
-                                  int *count, int *too_many)
-{
-    qkv_status st;
-    char exp[80];
-    *count = 0;
-    *too_many = 0;
-    if (peek(c) != '[') {
-        snprintf(exp, sizeof exp, "'[' opening %s", what);
-        return syntax(c, exp);
-    }
-    c->i++;
-    skip_ws(c);
-    if (peek(c) == ']') {
-        c->i++;
-        return QKV_OK;
-    }
-    for (;;) {
-        uint64_t v;
-        skip_ws(c);
-        if ((st = parse_uint(c, what, &v)) != QKV_OK)
-            return st;
-        if (*count == max) {
-            *too_many = 1; /* the caller says what the limit is */
-            return QKV_OK;
-        }
-        vals[(*count)++] = v;
-        skip_ws(c);
-        if (peek(c) == ']')
-            break;
-        if (peek(c) != ',') {
-            snprintf(exp, sizeof exp, "',' or ']' in %s", what);
-            return syntax(c, exp);
-        }
-        c->i++;
-    }
-    c->i++;
-    return QKV_OK;
-}
-
 /* The entry of one tensor: an object with exactly dtype, shape and
  * data_offsets. Checks its size against its byte range. */
-static qkv_status parse_tensor(cursor *c, st_tensor *t, uint64_t data_len)
+static qkv_status parse_tensor(qkv_json *c, st_tensor *t, uint64_t data_len)
 {
     static const char *const fields[3] = {"dtype", "shape", "data_offsets"};
     int seen[3] = {0, 0, 0};
     char nm[72], sh[160];
     uint64_t off[2] = {0, 0}, dims[QKV_ARRAY_MAX_DIMS];
     int64_t numel = 1, bits, nbytes;
-    int zero = 0;
+    int zero = 0, more;
     qkv_status st;
-    if (peek(c) != '{')
-        return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                             "header: tensor '%s': expected an object at offset %zu",
-                             show(nm, sizeof nm, t->name), AT(c, c->i));
-    c->i++;
-    skip_ws(c);
-    if (peek(c) == '}') {
-        c->i++;
+    if (qkv_json_peek(c) != '{')
+        return qkv_json_fail(c, QKV_ERR_FORMAT, "tensor '%s': expected an object at offset %zu",
+                             show(nm, sizeof nm, t->name), qkv_json_offset(c));
+    if ((st = qkv_json_open(c, '{', "'{'", &more)) != QKV_OK)
+        return st;
+    if (!more)
         return qkv_file_fail(QKV_ERR_FORMAT, c->file, "tensor '%s': missing field 'dtype'",
                              show(nm, sizeof nm, t->name));
-    }
-    for (;;) {
+    while (more) {
         const char *key;
         size_t len, mark = c->used;
         int k;
-        skip_ws(c);
-        if ((st = parse_string(c, "a quoted field name", &key, &len)) != QKV_OK)
+        qkv_json_skip_ws(c);
+        if ((st = qkv_json_string(c, "a quoted field name", &key, &len)) != QKV_OK)
             return st;
         for (k = 0; k < 3 && !str_is(key, len, fields[k]); k++)
             ;
@@ -439,14 +158,11 @@ static qkv_status parse_tensor(cursor *c, st_tensor *t, uint64_t data_len)
         if (seen[k]++)
             return qkv_file_fail(QKV_ERR_FORMAT, c->file, "tensor '%s': duplicate field '%s'",
                                  show(nm, sizeof nm, t->name), fields[k]);
-        skip_ws(c);
-        if (peek(c) != ':')
-            return syntax(c, "':' after a field name");
-        c->i++;
-        skip_ws(c);
+        if ((st = qkv_json_colon(c, "':' after a field name")) != QKV_OK)
+            return st;
         if (k == 0) {
             const char *dt;
-            if ((st = parse_string(c, "a quoted dtype", &dt, &len)) != QKV_OK)
+            if ((st = qkv_json_string(c, "a quoted dtype", &dt, &len)) != QKV_OK)
                 return st;
             for (t->dt = 0; t->dt < ST_NDTYPES && !str_is(dt, len, st_dtypes[t->dt].name);
                  t->dt++)
@@ -457,8 +173,8 @@ static qkv_status parse_tensor(cursor *c, st_tensor *t, uint64_t data_len)
             c->used = mark;
         } else if (k == 1) {
             int too_many;
-            if ((st = parse_uint_list(c, "'shape'", dims, QKV_ARRAY_MAX_DIMS, &t->ndim,
-                                      &too_many)) != QKV_OK)
+            if ((st = qkv_json_uint_array(c, "'shape'", dims, QKV_ARRAY_MAX_DIMS, &t->ndim,
+                                          &too_many)) != QKV_OK)
                 return st;
             if (too_many)
                 return qkv_file_fail(QKV_ERR_FORMAT, c->file,
@@ -475,21 +191,17 @@ static qkv_status parse_tensor(cursor *c, st_tensor *t, uint64_t data_len)
             }
         } else {
             int n, too_many;
-            if ((st = parse_uint_list(c, "'data_offsets'", off, 2, &n, &too_many)) != QKV_OK)
+            if ((st = qkv_json_uint_array(c, "'data_offsets'", off, 2, &n, &too_many)) !=
+                QKV_OK)
                 return st;
             if (n != 2 || too_many)
                 return qkv_file_fail(QKV_ERR_FORMAT, c->file,
                                      "tensor '%s': data_offsets must be [begin, end], two numbers",
                                      show(nm, sizeof nm, t->name));
         }
-        skip_ws(c);
-        if (peek(c) == '}')
-            break;
-        if (peek(c) != ',')
-            return syntax(c, "',' or '}' in a tensor's entry");
-        c->i++;
+        if ((st = qkv_json_next(c, '}', "',' or '}' in a tensor's entry", &more)) != QKV_OK)
+            return st;
     }
-    c->i++;
     for (int k = 0; k < 3; k++)
         if (!seen[k])
             return qkv_file_fail(QKV_ERR_FORMAT, c->file, "tensor '%s': missing field '%s'",
@@ -567,24 +279,21 @@ static qkv_status sort_unique(st_key *keys, size_t n, const char *file, const ch
 }
 
 /* "__metadata__": an object mapping strings to strings. */
-static qkv_status parse_metadata(cursor *c)
+
+/* "__metadata__": an object mapping strings to strings. */
+static qkv_status parse_metadata(qkv_json *c)
 {
     st_key *keys = NULL;
     size_t n = 0, cap = 0;
-    qkv_status st = QKV_OK;
-    if (peek(c) != '{')
-        return syntax(c, "an object of strings for '__metadata__'");
-    c->i++;
-    skip_ws(c);
-    if (peek(c) == '}') {
-        c->i++;
-        return QKV_OK;
-    }
-    for (;;) {
+    qkv_status st;
+    int more;
+    if ((st = qkv_json_open(c, '{', "an object of strings for '__metadata__'", &more)) != QKV_OK)
+        return st;
+    while (more) {
         const char *s;
         size_t len;
-        skip_ws(c);
-        if ((st = parse_string(c, "a quoted key in '__metadata__'", &s, &len)) != QKV_OK)
+        qkv_json_skip_ws(c);
+        if ((st = qkv_json_string(c, "a quoted key in '__metadata__'", &s, &len)) != QKV_OK)
             break;
         if (n == cap) {
             st_key *k2;
@@ -599,95 +308,68 @@ static qkv_status parse_metadata(cursor *c)
         keys[n].s = s;
         keys[n].len = len;
         keys[n++].idx = 0;
-        skip_ws(c);
-        if (peek(c) != ':') {
-            st = syntax(c, "':' after a key in '__metadata__'");
+        if ((st = qkv_json_colon(c, "':' after a key in '__metadata__'")) != QKV_OK ||
+            (st = qkv_json_string(c, "a string value in '__metadata__'", &s, &len)) != QKV_OK ||
+            (st = qkv_json_next(c, '}', "',' or '}' in '__metadata__'", &more)) != QKV_OK)
             break;
-        }
-        c->i++;
-        skip_ws(c);
-        if ((st = parse_string(c, "a string value in '__metadata__'", &s, &len)) != QKV_OK)
-            break;
-        skip_ws(c);
-        if (peek(c) == '}')
-            break;
-        if (peek(c) != ',') {
-            st = syntax(c, "',' or '}' in '__metadata__'");
-            break;
-        }
-        c->i++;
     }
-    if (st == QKV_OK) {
-        c->i++;
+    if (st == QKV_OK)
         st = sort_unique(keys, n, c->file, "key in '__metadata__'");
-    }
     free(keys);
     return st;
 }
 
 /* The header object; fills s->t and s->count. */
-static qkv_status parse_header(cursor *c, qkv_safetensors *s)
+static qkv_status parse_header(qkv_json *c, qkv_safetensors *s)
 {
     int64_t cap = 0;
-    int meta = 0;
+    int meta = 0, more;
     qkv_status st;
     char nm[72];
-    if (peek(c) != '{')
-        return syntax(c, "'{' opening the header");
-    c->i++;
-    skip_ws(c);
-    if (peek(c) != '}')
-        for (;;) {
-            const char *key;
-            size_t len;
-            skip_ws(c);
-            if ((st = parse_string(c, "a quoted tensor name", &key, &len)) != QKV_OK)
+    if ((st = qkv_json_open(c, '{', "'{' opening the header", &more)) != QKV_OK)
+        return st;
+    while (more) {
+        const char *key;
+        size_t len;
+        qkv_json_skip_ws(c);
+        if ((st = qkv_json_string(c, "a quoted tensor name", &key, &len)) != QKV_OK ||
+            (st = qkv_json_colon(c, "':' after a tensor name")) != QKV_OK)
+            return st;
+        if (str_is(key, len, "__metadata__")) {
+            if (meta++)
+                return qkv_json_fail(c, QKV_ERR_FORMAT, "duplicate key '__metadata__'");
+            if ((st = parse_metadata(c)) != QKV_OK)
                 return st;
-            skip_ws(c);
-            if (peek(c) != ':')
-                return syntax(c, "':' after a tensor name");
-            c->i++;
-            skip_ws(c);
-            if (str_is(key, len, "__metadata__")) {
-                if (meta++)
-                    return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                                         "header: duplicate key '__metadata__'");
-                if ((st = parse_metadata(c)) != QKV_OK)
-                    return st;
-            } else {
-                st_tensor *t;
-                if (strlen(key) != len)
-                    return qkv_file_fail(QKV_ERR_FORMAT, c->file,
-                                         "tensor '%s': the name holds U+0000, which a C string "
-                                         "cannot",
-                                         show(nm, sizeof nm, key));
-                if (s->count == cap) {
-                    st_tensor *t2;
-                    cap = cap ? 2 * cap : 16;
-                    if ((uint64_t)cap > SIZE_MAX / sizeof *t2 ||
-                        !(t2 = realloc(s->t, (size_t)cap * sizeof *t2)))
-                        return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, c->file,
-                                             "cannot allocate the tensor table");
-                    s->t = t2;
-                }
-                t = &s->t[s->count++];
-                memset(t, 0, sizeof *t);
-                t->name = key;
-                if ((st = parse_tensor(c, t, s->data_len)) != QKV_OK)
-                    return st;
+        } else {
+            st_tensor *t;
+            if (strlen(key) != len)
+                return qkv_file_fail(QKV_ERR_FORMAT, c->file,
+                                     "tensor '%s': the name holds U+0000, which a C string "
+                                     "cannot",
+                                     show(nm, sizeof nm, key));
+            if (s->count == cap) {
+                st_tensor *t2;
+                cap = cap ? 2 * cap : 16;
+                if ((uint64_t)cap > SIZE_MAX / sizeof *t2 ||
+                    !(t2 = realloc(s->t, (size_t)cap * sizeof *t2)))
+                    return qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, c->file,
+                                         "cannot allocate the tensor table");
+                s->t = t2;
             }
-            skip_ws(c);
-            if (peek(c) == '}')
-                break;
-            if (peek(c) != ',')
-                return syntax(c, "',' or '}' after a tensor's entry");
-            c->i++;
+            t = &s->t[s->count++];
+            memset(t, 0, sizeof *t);
+            t->name = key;
+            if ((st = parse_tensor(c, t, s->data_len)) != QKV_OK)
+                return st;
         }
-    c->i++; /* the closing '}' */
-    while (c->i < c->n && c->s[c->i] == ' ')
-        c->i++;
-    if (c->i < c->n)
-        return syntax(c, "only spaces after the header's closing '}'");
+        if ((st = qkv_json_next(c, '}', "',' or '}' after a tensor's entry", &more)) != QKV_OK)
+            return st;
+    }
+    /* The writer pads with spaces so that the data section is aligned. */
+    while (qkv_json_take(c, ' '))
+        ;
+    if (qkv_json_peek(c) >= 0)
+        return qkv_json_expected(c, "only spaces after the header's closing '}'");
     return QKV_OK;
 }
 
@@ -806,7 +488,7 @@ static qkv_safetensors *new_table(unsigned char *image, const char *file)
  * tensors do, and s->data_len is set so. Frees s on failure. */
 static qkv_status parse_table(qkv_safetensors *s, uint64_t hlen)
 {
-    cursor c;
+    qkv_json c;
     qkv_status st = QKV_OK;
     if (!(s->arena = malloc((size_t)hlen + 1)))
         st = qkv_file_fail(QKV_ERR_OUT_OF_MEMORY, s->file, "cannot allocate %" PRIu64 " bytes",
@@ -815,7 +497,9 @@ static qkv_status parse_table(qkv_safetensors *s, uint64_t hlen)
         c.s = s->image + 8;
         c.n = (size_t)hlen;
         c.i = 0;
+        c.base = 8; /* the length field comes first */
         c.file = s->file;
+        c.what = "header";
         c.arena = s->arena;
         c.used = 0;
         st = parse_header(&c, s);
@@ -1167,39 +851,14 @@ static void sb_quoted(sbuf *b, const char *s)
 {
     sb_put(b, "\"", 1);
     for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        char esc[8];
-        if (ch == '"' || ch == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)ch;
-            sb_put(b, esc, 2);
-        } else if (ch < 0x20) {
-            const char *named = ch == '\n' ? "\\n" : ch == '\t' ? "\\t" : ch == '\r' ? "\\r"
-                              : ch == '\b' ? "\\b" : ch == '\f' ? "\\f" : NULL;
-            if (named)
-                sb_str(b, named);
-            else {
-                snprintf(esc, sizeof esc, "\\u%04x", ch);
-                sb_str(b, esc);
-            }
-        } else {
+        char buf[8];
+        const char *esc = qkv_json_escape((unsigned char)*s, buf);
+        if (esc)
+            sb_str(b, esc);
+        else
             sb_put(b, s, 1);
-        }
     }
     sb_put(b, "\"", 1);
-}
-
-static int valid_utf8(const char *s)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    size_t n = strlen(s);
-    for (size_t i = 0; i < n;) {
-        size_t k = u[i] < 0x80 ? 1 : utf8_len(u + i, n - i);
-        if (!k)
-            return 0;
-        i += k;
-    }
-    return 1;
 }
 
 static int cmp_str_ptr(const void *a, const void *b)
@@ -1221,7 +880,7 @@ static qkv_status check_write_args(const char *path, int64_t n, const char *cons
             return qkv_file_fail(QKV_ERR_NULL_ARGUMENT, path, "name %" PRId64 " is NULL", i);
         if (!names[i][0])
             return qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, path, "name %" PRId64 " is empty", i);
-        if (!valid_utf8(names[i]))
+        if (!qkv_json_valid_utf8(names[i]))
             return qkv_file_fail(QKV_ERR_INVALID_ARGUMENT, path,
                                  "name %" PRId64 " is not valid UTF-8", i);
         if (strcmp(names[i], "__metadata__") == 0)
