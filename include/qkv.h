@@ -45,6 +45,15 @@
 extern "C" {
 #endif
 
+/* Marks the functions libqkv exports: the library is built with hidden
+ * visibility, so the shared object exports what this header declares and
+ * nothing else. */
+#if defined(__GNUC__) || defined(__clang__)
+#define QKV_API __attribute__((visibility("default")))
+#else
+#define QKV_API
+#endif
+
 /* ---------------------------------------------------------------- version */
 
 #define QKV_VERSION_MAJOR 0
@@ -55,9 +64,9 @@ extern "C" {
     (QKV_VERSION_MAJOR * 10000 + QKV_VERSION_MINOR * 100 + QKV_VERSION_PATCH)
 
 /* The version of the library actually linked, as QKV_VERSION_NUMBER. */
-int qkv_version_number(void);
+QKV_API int qkv_version_number(void);
 /* The same as "MAJOR.MINOR.PATCH"; a static string, never freed. */
-const char *qkv_version_string(void);
+QKV_API const char *qkv_version_string(void);
 
 /* ----------------------------------------------------------------- errors */
 
@@ -77,12 +86,12 @@ typedef enum qkv_status {
 
 /* A short fixed name for a status ("shape mismatch"); static, never NULL,
  * "unknown status" for values outside the enum. */
-const char *qkv_status_string(qkv_status status);
+QKV_API const char *qkv_status_string(qkv_status status);
 
 /* The detail message of the last failing call made by the calling thread,
  * e.g. "K: head dim 32 differs from Q head dim 64". Empty string when the
  * thread has seen no failure. Valid until the thread's next qkv call. */
-const char *qkv_error_detail(void);
+QKV_API const char *qkv_error_detail(void);
 
 /* ---------------------------------------------------------------- tensors */
 
@@ -97,9 +106,9 @@ typedef enum qkv_dtype {
 } qkv_dtype;
 
 /* Size of one element in bytes; 0 for a value outside the enum. */
-size_t qkv_dtype_size(qkv_dtype dtype);
+QKV_API size_t qkv_dtype_size(qkv_dtype dtype);
 /* Lower-case name ("f32", "bool"); "unknown" outside the enum. */
-const char *qkv_dtype_name(qkv_dtype dtype);
+QKV_API const char *qkv_dtype_name(qkv_dtype dtype);
 
 /* A strided 4-d view of memory the caller owns. Element (a, b, c, d) lives at
  * (elem *)data + a*stride[0] + b*stride[1] + c*stride[2] + d*stride[3].
@@ -127,8 +136,8 @@ typedef struct qkv_tensor {
 /* A view of contiguous row-major (C order) memory of shape (n0, n1, n2, n3).
  * When the strides would overflow int64_t they are set to INT64_MAX, so that
  * any function given the view fails with QKV_ERR_OVERFLOW. */
-qkv_tensor qkv_tensor_contiguous(void *data, qkv_dtype dtype,
-                                 int64_t n0, int64_t n1, int64_t n2, int64_t n3);
+QKV_API qkv_tensor qkv_tensor_contiguous(void *data, qkv_dtype dtype,
+                                         int64_t n0, int64_t n1, int64_t n2, int64_t n3);
 
 /* ---------------------------------------------------------- attention */
 
@@ -140,7 +149,7 @@ qkv_tensor qkv_tensor_contiguous(void *data, qkv_dtype dtype,
 /* What num_threads = 0 means: the CPUs this process may run on (its
  * affinity mask where the system has one, else the online CPUs), from 1 to
  * QKV_MAX_THREADS. Thread-safe. */
-int qkv_default_num_threads(void);
+QKV_API int qkv_default_num_threads(void);
 
 typedef enum qkv_align {
     /* d_i = i: row 0 sees key 0 (PyTorch's is_causal=True). */
@@ -171,13 +180,13 @@ typedef enum qkv_isa {
 } qkv_isa;
 
 /* "auto", "generic", "avx2", "avx512"; "unknown" outside the enum. */
-const char *qkv_isa_name(qkv_isa isa);
+QKV_API const char *qkv_isa_name(qkv_isa isa);
 /* 1 when this build has the set and this CPU runs it (AUTO: always 1). */
-int qkv_isa_supported(qkv_isa isa);
+QKV_API int qkv_isa_supported(qkv_isa isa);
 /* What QKV_ISA_AUTO means in this process, or QKV_ISA_AUTO when the
  * QKV_ISA variable names no set this build and CPU can run (calls then fail
  * with QKV_ERR_UNSUPPORTED and a detail that says so). Thread-safe. */
-qkv_isa qkv_isa_auto(void);
+QKV_API qkv_isa qkv_isa_auto(void);
 
 /* Options for qkv_attention_forward. A zero-initialised struct
  * (qkv_attn_options o = {0};) or a NULL pointer means every default. */
@@ -262,10 +271,10 @@ typedef struct qkv_attn_options {
  * B x H x Lq, and Lk >= 2048 splits the keys into chunks and keeps their
  * partial results: at most 2048 tiles of them, each the tile's rows x Ev
  * floats); the reference O(threads x (Lk + Ev)). Thread-safe. */
-qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
-                                 const qkv_tensor *lse, const qkv_tensor *q,
-                                 const qkv_tensor *k, const qkv_tensor *v,
-                                 const qkv_attn_options *opts);
+QKV_API qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
+                                         const qkv_tensor *lse, const qkv_tensor *q,
+                                         const qkv_tensor *k, const qkv_tensor *v,
+                                         const qkv_attn_options *opts);
 
 /* Backward of qkv_attention_forward: the gradients of a loss L with
  * respect to Q, K, V (and a float mask), given dO = dL/dO.
@@ -299,11 +308,12 @@ qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
  * dmask is asked for, so that its sums keep one order) and takes
  * O(threads x Lk x (E + Ev)) doubles of scratch. Either way results are
  * bitwise the same for any thread count. Thread-safe. */
-qkv_status qkv_attention_backward(const qkv_tensor *dq, const qkv_tensor *dk,
-                                  const qkv_tensor *dv, const qkv_tensor *dmask,
-                                  const qkv_tensor *dout, const qkv_tensor *q,
-                                  const qkv_tensor *k, const qkv_tensor *v, const qkv_tensor *o,
-                                  const qkv_tensor *lse, const qkv_attn_options *opts);
+QKV_API qkv_status qkv_attention_backward(const qkv_tensor *dq, const qkv_tensor *dk,
+                                          const qkv_tensor *dv, const qkv_tensor *dmask,
+                                          const qkv_tensor *dout, const qkv_tensor *q,
+                                          const qkv_tensor *k, const qkv_tensor *v,
+                                          const qkv_tensor *o, const qkv_tensor *lse,
+                                          const qkv_attn_options *opts);
 
 /* ------------------------------------------------------------------ memory */
 
@@ -316,10 +326,10 @@ qkv_status qkv_attention_backward(const qkv_tensor *dq, const qkv_tensor *dk,
  * data) come from it. NULL when bytes is 0 (QKV_ERR_INVALID_ARGUMENT's
  * detail) or the allocation fails (QKV_ERR_OUT_OF_MEMORY's). Free with
  * qkv_free, or free(). */
-void *qkv_alloc(size_t bytes);
+QKV_API void *qkv_alloc(size_t bytes);
 
 /* Frees a block from qkv_alloc; NULL is a no-op. */
-void qkv_free(void *p);
+QKV_API void qkv_free(void *p);
 
 /* ------------------------------------------------------------------ arrays */
 
@@ -339,19 +349,19 @@ typedef struct qkv_array {
 /* Number of elements (product of shape; 1 for ndim 0). -1 when ndim is out
  * of range, a dim is negative or the product of the nonzero dims overflows.
  * Never fails otherwise and leaves the error detail alone. */
-int64_t qkv_array_numel(const qkv_array *a);
+QKV_API int64_t qkv_array_numel(const qkv_array *a);
 
 /* Frees the data of an array the library allocated and zeroes the struct.
  * NULL, or an array already freed or zeroed, is a no-op. Leaves the error
  * detail alone, so a caller may free before printing it. */
-void qkv_array_free(qkv_array *a);
+QKV_API void qkv_array_free(qkv_array *a);
 
 /* Converts src to dtype `to` into a new array *dst (free with
  * qkv_array_free). Supported: any of F32, F64, F16, BF16 to any of them
  * (rounding to nearest even); BOOL, I32, I64 to F32/F64 and among each other
  * (I64 to I32 fails with QKV_ERR_OVERFLOW when a value does not fit). On
  * failure *dst is zeroed. */
-qkv_status qkv_array_convert(qkv_array *dst, const qkv_array *src, qkv_dtype to);
+QKV_API qkv_status qkv_array_convert(qkv_array *dst, const qkv_array *src, qkv_dtype to);
 
 /* ------------------------------------------------------------------- .npy */
 
@@ -369,19 +379,19 @@ qkv_status qkv_array_convert(qkv_array *dst, const qkv_array *src, qkv_dtype to)
  * byte fails ("trailing bytes after the data"). On success out->data is
  * never NULL, even for zero elements; on failure *out
  * is zeroed. */
-qkv_status qkv_npy_read(const char *path, qkv_array *out);
+QKV_API qkv_status qkv_npy_read(const char *path, qkv_array *out);
 
 /* The same, from the len bytes at buf; `name` is used in error details
  * (may be NULL). */
-qkv_status qkv_npy_parse(const void *buf, size_t len, const char *name,
-                         qkv_array *out);
+QKV_API qkv_status qkv_npy_parse(const void *buf, size_t len, const char *name,
+                                 qkv_array *out);
 
 /* Writes a as a .npy file, byte for byte as numpy.save would: version 1.0
  * (a rank <= 32 header always fits), little-endian, C order. BF16 has no
  * .npy dtype and fails with QKV_ERR_DTYPE. Creates or truncates path. On failure the file may
  * be partly written; callers that need atomic output write to a temporary
  * name and rename. */
-qkv_status qkv_npy_write(const char *path, const qkv_array *a);
+QKV_API qkv_status qkv_npy_write(const char *path, const qkv_array *a);
 
 /* Reads a .npy file as qkv_npy_read does (the same checks, the same
  * result), but without copying its data where it can: a regular file on a
@@ -394,7 +404,7 @@ qkv_status qkv_npy_write(const char *path, const qkv_array *a);
  * implies: if the file is truncated while mapped, touching the pages it
  * lost raises SIGBUS (the qkv tool catches it and says so); a file
  * rewritten in place meanwhile shows its new bytes. Thread-safe. */
-qkv_status qkv_npy_map(const char *path, qkv_array *out);
+QKV_API qkv_status qkv_npy_map(const char *path, qkv_array *out);
 
 /* Creates (or truncates) path as a .npy file of this dtype and shape,
  * byte for byte what qkv_npy_write would write, and gives its data to fill
@@ -407,8 +417,8 @@ qkv_status qkv_npy_map(const char *path, qkv_array *out);
  * one-byte buffer). Fails with QKV_ERR_UNSUPPORTED where files cannot be
  * mapped (no mmap, a big-endian host): use qkv_npy_write there. On failure
  * *out is zeroed and the file may exist, partly written. Thread-safe. */
-qkv_status qkv_npy_create(const char *path, qkv_dtype dtype, int ndim, const int64_t *shape,
-                          qkv_array *out);
+QKV_API qkv_status qkv_npy_create(const char *path, qkv_dtype dtype, int ndim, const int64_t *shape,
+                                  qkv_array *out);
 
 /* -------------------------------------------------------------------- GEMM */
 
@@ -450,9 +460,9 @@ typedef struct qkv_gemm_options {
  * instead when opts->isa is QKV_ISA_AUTO (its threads are the BLAS
  * library's own). Scratch: O(threads x cache blocks), or for at most 4
  * rows m x k floats plus threads x m x 64. Thread-safe. */
-qkv_status qkv_sgemm(qkv_transpose ta, qkv_transpose tb, int64_t m, int64_t n, int64_t k,
-                     float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
-                     float beta, float *c, int64_t ldc, const qkv_gemm_options *opts);
+QKV_API qkv_status qkv_sgemm(qkv_transpose ta, qkv_transpose tb, int64_t m, int64_t n, int64_t k,
+                             float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                             float beta, float *c, int64_t ldc, const qkv_gemm_options *opts);
 
 /* ------------------------------------------------------------ .safetensors */
 
@@ -474,43 +484,43 @@ typedef struct qkv_safetensors qkv_safetensors;
  * fail ("trailing bytes"), as .npy streams do. Anything else
  * fails with QKV_ERR_FORMAT (or QKV_ERR_OVERFLOW) and a detail that starts
  * with the file name. On failure *out is NULL. */
-qkv_status qkv_safetensors_read(const char *path, qkv_safetensors **out);
+QKV_API qkv_status qkv_safetensors_read(const char *path, qkv_safetensors **out);
 
 /* The same from the len bytes at buf (copied; buf may be freed after the
  * call); `name` is used in error details (may be NULL). */
-qkv_status qkv_safetensors_parse(const void *buf, size_t len, const char *name,
-                                 qkv_safetensors **out);
+QKV_API qkv_status qkv_safetensors_parse(const void *buf, size_t len, const char *name,
+                                         qkv_safetensors **out);
 
 /* Frees st; NULL is a no-op. Leaves the error detail alone. */
-void qkv_safetensors_free(qkv_safetensors *st);
+QKV_API void qkv_safetensors_free(qkv_safetensors *st);
 
 /* Number of tensors, and the name of tensor i (0 <= i < count) in the
  * order of the file's header; the string lives as long as st. NULL for an
  * i out of range. */
-int64_t qkv_safetensors_count(const qkv_safetensors *st);
-const char *qkv_safetensors_name(const qkv_safetensors *st, int64_t i);
+QKV_API int64_t qkv_safetensors_count(const qkv_safetensors *st);
+QKV_API const char *qkv_safetensors_name(const qkv_safetensors *st, int64_t i);
 
 /* Looks a tensor up by name. Returns 1 and, when info is not NULL, fills
  * info's dtype, ndim and shape (info->data is set to NULL) when st has it;
  * 0 otherwise. The dtype of a tensor whose format dtype has no qkv_dtype
  * (I8, U8, ...) is reported as -1 cast to qkv_dtype. Never fails. */
-int qkv_safetensors_find(const qkv_safetensors *st, const char *name, qkv_array *info);
+QKV_API int qkv_safetensors_find(const qkv_safetensors *st, const char *name, qkv_array *info);
 
 /* Copies tensor `name` into a new array *out of dtype `to` (free with
  * qkv_array_free), converting as qkv_array_convert does; F32, F16, BF16,
  * F64, I32, I64 and BOOL tensors are supported. A missing name fails with
  * QKV_ERR_INVALID_ARGUMENT, an unsupported dtype with QKV_ERR_DTYPE; the
  * detail names the file and the tensor. On failure *out is zeroed. */
-qkv_status qkv_safetensors_get(const qkv_safetensors *st, const char *name, qkv_dtype to,
-                               qkv_array *out);
+QKV_API qkv_status qkv_safetensors_get(const qkv_safetensors *st, const char *name, qkv_dtype to,
+                                       qkv_array *out);
 
 /* Writes n named arrays (F32, F64, F16, BF16, I32, I64, BOOL) as a
  * .safetensors file in the given order, with no metadata. Names must be
  * unique, non-empty, valid UTF-8 and not "__metadata__"
  * (QKV_ERR_INVALID_ARGUMENT otherwise). Creates or truncates path; on failure the file may
  * be partly written. */
-qkv_status qkv_safetensors_write(const char *path, int64_t n, const char *const *names,
-                                 const qkv_array *arrays);
+QKV_API qkv_status qkv_safetensors_write(const char *path, int64_t n, const char *const *names,
+                                         const qkv_array *arrays);
 
 /* -------------------------------------------------- multi-head attention layer */
 
@@ -562,13 +572,13 @@ typedef struct qkv_mha qkv_mha;
 /* Creates a layer with every parameter zero; free with qkv_mha_free. The
  * config is checked (QKV_ERR_INVALID_ARGUMENT / QKV_ERR_SHAPE / overflow,
  * the detail names the field); on failure *out is NULL. */
-qkv_status qkv_mha_create(qkv_mha **out, const qkv_mha_config *cfg);
+QKV_API qkv_status qkv_mha_create(qkv_mha **out, const qkv_mha_config *cfg);
 
 /* Frees m; NULL is a no-op. */
-void qkv_mha_free(qkv_mha *m);
+QKV_API void qkv_mha_free(qkv_mha *m);
 
 /* The configuration with every 0 default filled in. */
-qkv_mha_config qkv_mha_get_config(const qkv_mha *m);
+QKV_API qkv_mha_config qkv_mha_get_config(const qkv_mha *m);
 
 typedef enum qkv_mha_param {
     QKV_MHA_WQ = 0, QKV_MHA_WK, QKV_MHA_WV, QKV_MHA_WO,
@@ -580,7 +590,7 @@ typedef enum qkv_mha_param {
  * *rows and *cols (either may be NULL) receive its shape (a bias is
  * 1 x n). NULL, with *rows = *cols = 0, for a bias the layer does not have
  * or a value outside the enum. Valid until qkv_mha_free. */
-float *qkv_mha_param_data(qkv_mha *m, qkv_mha_param which, int64_t *rows, int64_t *cols);
+QKV_API float *qkv_mha_param_data(qkv_mha *m, qkv_mha_param which, int64_t *rows, int64_t *cols);
 
 /* Creates a layer from parameters in a .safetensors file, converted to
  * F32 from F32, F16 or BF16. Names, each looked up with `prefix`
@@ -597,12 +607,12 @@ float *qkv_mha_param_data(qkv_mha *m, qkv_mha_param which, int64_t *rows, int64_
  * bias is taken from the file (all four present, or none). A missing,
  * duplicated or mis-shaped tensor fails with a detail naming it and the
  * shape expected. On failure *out is NULL. */
-qkv_status qkv_mha_load(qkv_mha **out, const qkv_mha_config *cfg, const qkv_safetensors *st,
-                        const char *prefix);
+QKV_API qkv_status qkv_mha_load(qkv_mha **out, const qkv_mha_config *cfg, const qkv_safetensors *st,
+                                const char *prefix);
 
 /* Saves the layer's parameters to path under the separate-projection names
  * (q_proj.weight, ..., o_proj.bias) with `prefix` prepended. */
-qkv_status qkv_mha_save(const qkv_mha *m, const char *path, const char *prefix);
+QKV_API qkv_status qkv_mha_save(const qkv_mha *m, const char *path, const char *prefix);
 
 /* Forward of the layer.
  *
@@ -625,9 +635,9 @@ qkv_status qkv_mha_save(const qkv_mha *m, const char *path, const char *prefix);
  * Inputs may share bytes. Scratch: Q, K, V and A, about
  * B x (Lq (H E + H Ev) + Lk Hkv (E + Ev)) floats, plus the attention's.
  * Bitwise the same for any thread count. Thread-safe. */
-qkv_status qkv_mha_forward(const qkv_mha *m, float *y, float *weights, const float *x,
-                           int64_t batch, int64_t lq, const float *context, int64_t lk,
-                           const qkv_attn_options *opts);
+QKV_API qkv_status qkv_mha_forward(const qkv_mha *m, float *y, float *weights, const float *x,
+                                   int64_t batch, int64_t lq, const float *context, int64_t lk,
+                                   const qkv_attn_options *opts);
 
 /* Backward of qkv_mha_forward for the same inputs and options, given
  * dy = dL/dY (B, Lq, D):
@@ -645,9 +655,9 @@ qkv_status qkv_mha_forward(const qkv_mha *m, float *y, float *weights, const flo
  * m's parameters, and pointers must be aligned to 4 bytes, as for the
  * forward (QKV_ERR_INVALID_ARGUMENT). Bitwise the same for any
  * thread count. Thread-safe (distinct grad layers). */
-qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *dcontext,
-                            const float *dy, const float *x, int64_t batch, int64_t lq,
-                            const float *context, int64_t lk, const qkv_attn_options *opts);
+QKV_API qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *dcontext,
+                                    const float *dy, const float *x, int64_t batch, int64_t lq,
+                                    const float *context, int64_t lk, const qkv_attn_options *opts);
 
 /* ---------------------------------------------------------------- KV cache */
 
@@ -658,19 +668,19 @@ typedef struct qkv_kv_cache qkv_kv_cache;
 
 /* Creates an empty cache for `batch` sequences of layer m's shape (the
  * cache keeps m's Hkv, E, Ev, not m itself). On failure *out is NULL. */
-qkv_status qkv_kv_cache_create(qkv_kv_cache **out, const qkv_mha *m, int64_t batch,
-                               int64_t max_len);
-void qkv_kv_cache_free(qkv_kv_cache *c);
+QKV_API qkv_status qkv_kv_cache_create(qkv_kv_cache **out, const qkv_mha *m, int64_t batch,
+                                       int64_t max_len);
+QKV_API void qkv_kv_cache_free(qkv_kv_cache *c);
 
 /* Tokens held for sequence b; -1 for a b out of range. */
-int64_t qkv_kv_cache_length(const qkv_kv_cache *c, int64_t b);
+QKV_API int64_t qkv_kv_cache_length(const qkv_kv_cache *c, int64_t b);
 
 /* Keeps the first len tokens of sequence b (0 <= len <= its length);
  * len = 0 resets it. */
-qkv_status qkv_kv_cache_truncate(qkv_kv_cache *c, int64_t b, int64_t len);
+QKV_API qkv_status qkv_kv_cache_truncate(qkv_kv_cache *c, int64_t b, int64_t len);
 
 /* Bytes the cache holds (its storage and bookkeeping). */
-size_t qkv_kv_cache_bytes(const qkv_kv_cache *c);
+QKV_API size_t qkv_kv_cache_bytes(const qkv_kv_cache *c);
 
 /* Appends n tokens' keys and values to sequence b as they are to be
  * stored, i.e. already rotated by RoPE where the layer has it: k (n, Hkv,
@@ -681,13 +691,13 @@ size_t qkv_kv_cache_bytes(const qkv_kv_cache *c);
  * they are stored to (sequence b's from its length on), and must be
  * aligned to 4 bytes (QKV_ERR_INVALID_ARGUMENT, the detail naming them).
  * Fails, changing nothing, when the sequence would pass max_len. */
-qkv_status qkv_kv_cache_append(qkv_kv_cache *c, int64_t b, const float *k, const float *v,
-                               int64_t n);
+QKV_API qkv_status qkv_kv_cache_append(qkv_kv_cache *c, int64_t b, const float *k, const float *v,
+                                       int64_t n);
 
 /* Views of sequence b's cached keys (1, Hkv, len, E) and values (1, Hkv,
  * len, Ev), valid until the cache is freed; their data may be read, and
  * written to change the cache. Either pointer may be NULL. */
-qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, qkv_tensor *v);
+QKV_API qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, qkv_tensor *v);
 
 /* One decode step for every sequence of the cache: x (B, n, D) holds n new
  * tokens per sequence (n >= 1; B is the cache's). Their k and v are
@@ -705,8 +715,8 @@ qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, qkv_tens
  * was; so do y, weights or the cache's storage sharing a byte with each
  * other, with x or with the layer's parameters, and a pointer not aligned
  * to 4 bytes (the detail names them). Not thread-safe on one cache. */
-qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *weights,
-                          const float *x, int64_t n, const qkv_attn_options *opts);
+QKV_API qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *weights,
+                                  const float *x, int64_t n, const qkv_attn_options *opts);
 
 #ifdef __cplusplus
 }
