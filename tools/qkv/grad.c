@@ -31,19 +31,128 @@ static const char grad_usage[] =
     "Exit status: 0 success, 1 error, 2 usage error. On error no output file\n"
     "is written.\n";
 
+/* The files of the gradients: dO read, dQ, dK, dV and dM written. */
+typedef struct grad_paths {
+    const char *dout, *dq, *dk, *dv, *dm;
+} grad_paths;
+
+/* The arrays the backward takes and makes: dO read, the forward's O and
+ * lse, the gradients. All but dout are malloc'd here. */
+typedef struct grad_arrays {
+    qkv_array dout, o, lse, dq, dk, dv, dm;
+} grad_arrays;
+
+/* Usage checks of the gradients' flags: each required one given, --dmask
+ * only with a --mask, no two outputs on one path. CLI_OK, or the exit
+ * code after printing. */
+static int check_paths(const attn_args *a, const grad_paths *p)
+{
+    const char *req[4][2] = {{"--dout", p->dout}, {"--dq", p->dq}, {"--dk", p->dk},
+                             {"--dv", p->dv}};
+    for (int r = 0; r < 4; r++)
+        if (!req[r][1]) {
+            cli_error("grad", "%s is required (see 'qkv grad --help')", req[r][0]);
+            return CLI_USAGE;
+        }
+    if (p->dm && !a->mask) {
+        cli_error("grad", "--dmask needs a float --mask");
+        return CLI_USAGE;
+    }
+    const char *const out_flags[4] = {"--dq", "--dk", "--dv", "--dmask"};
+    const char *const out_paths[4] = {p->dq, p->dk, p->dv, p->dm};
+    return cli_check_output_paths("grad", 4, out_flags, out_paths);
+}
+
+/* dO from its file, which must have O's shape. 0 after printing. */
+static int load_dout(const attn_inputs *in, const char *path, qkv_array *dout)
+{
+    if (!cli_load_f32("grad", "--dout", path, 0, dout)) return 0;
+    int same = dout->ndim == in->q.ndim;
+    for (int d = 0; same && d < dout->ndim; d++)
+        same = dout->shape[d] == (d == dout->ndim - 1 ? in->Ev : in->q.shape[d]);
+    if (!same) {
+        char sd[128];
+        cli_format_shape(sd, sizeof sd, dout);
+        cli_error("grad", "--dout %s: shape %s, expected O's shape: Q's leading dims and Ev = %lld",
+                  path, sd, (long long)in->Ev);
+        return 0;
+    }
+    return 1;
+}
+
+/* The forward's O and lse, and the gradients: dQ as Q, dK and dV as K
+ * and V, dM (with --dmask) as the mask. 0 after printing. */
+static int alloc_arrays(const attn_inputs *in, const grad_paths *p, grad_arrays *g)
+{
+    if (!attn_output_like("grad", "--dout", in, in->Ev, 0, &g->o) ||
+        !attn_output_like("grad", "--dout", in, 1, 1, &g->lse) ||
+        !attn_output_like("grad", "--dq", in, in->E, 0, &g->dq))
+        return 0;
+    g->dk = in->k;
+    g->dv = in->v;
+    g->dk.data = g->dv.data = NULL;
+    int64_t nk = qkv_array_numel(&g->dk), nv = qkv_array_numel(&g->dv);
+    if (!(g->dk.data = malloc(nk ? (size_t)nk * 4 : 1)) ||
+        !(g->dv.data = malloc(nv ? (size_t)nv * 4 : 1))) {
+        cli_error("grad", "--dk: cannot allocate %lld floats", (long long)(nk + nv));
+        return 0;
+    }
+    if (p->dm) {
+        g->dm = in->mask;
+        g->dm.data = NULL;
+        int64_t nm = qkv_array_numel(&g->dm);
+        if (!(g->dm.data = malloc(nm ? (size_t)nm * 4 : 1))) {
+            cli_error("grad", "--dmask: cannot allocate %lld floats", (long long)nm);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void free_arrays(grad_arrays *g)
+{
+    qkv_array_free(&g->dout);
+    free(g->o.data); /* the rest were allocated here */
+    free(g->lse.data);
+    free(g->dq.data);
+    free(g->dk.data);
+    free(g->dv.data);
+    free(g->dm.data);
+}
+
+/* The forward, for the O and lse the backward takes, then the backward,
+ * with a progress line. */
+static qkv_status run_backward(const attn_inputs *in, qkv_attn_options *opt, int with_dm,
+                               grad_arrays *g)
+{
+    qkv_tensor to = qkv_tensor_contiguous(g->o.data, QKV_DTYPE_F32, in->B, in->H, in->Lq, in->Ev);
+    qkv_tensor tl = qkv_tensor_contiguous(g->lse.data, QKV_DTYPE_F32, in->B, in->H, in->Lq, 1);
+    qkv_tensor tdo = attn_as_4d(&g->dout), tdq = attn_as_4d(&g->dq), tdk = attn_as_4d(&g->dk),
+               tdv = attn_as_4d(&g->dv), tdm = attn_as_4d(&g->dm);
+    cli_progress prog;
+    cli_progress_init(&prog, "grad", "gradients");
+    qkv_status st = qkv_attention_forward(&to, NULL, &tl, &in->tq, &in->tk, &in->tv, opt);
+    opt->progress = cli_progress_update; /* the backward is the long part */
+    opt->progress_user = &prog;
+    if (st == QKV_OK)
+        st = qkv_attention_backward(&tdq, &tdk, &tdv, with_dm ? &tdm : NULL, &tdo, &in->tq,
+                                    &in->tk, &in->tv, &to, &tl, opt);
+    cli_progress_done(&prog);
+    return st;
+}
+
 int cmd_grad(int argc, char **argv)
 {
     attn_args a;
-    const char *dout_path = NULL, *dq_path = NULL, *dk_path = NULL, *dv_path = NULL,
-               *dm_path = NULL;
+    grad_paths p = {NULL, NULL, NULL, NULL, NULL};
     memset(&a, 0, sizeof a);
     cli_opt opts[ATTN_OPTS + 5];
     int n = attn_opts(&a, opts);
-    opts[n++] = (cli_opt){"--dout", &dout_path, NULL, 0};
-    opts[n++] = (cli_opt){"--dq", &dq_path, NULL, 0};
-    opts[n++] = (cli_opt){"--dk", &dk_path, NULL, 0};
-    opts[n++] = (cli_opt){"--dv", &dv_path, NULL, 0};
-    opts[n++] = (cli_opt){"--dmask", &dm_path, NULL, 0};
+    opts[n++] = (cli_opt){"--dout", &p.dout, NULL, 0};
+    opts[n++] = (cli_opt){"--dq", &p.dq, NULL, 0};
+    opts[n++] = (cli_opt){"--dk", &p.dk, NULL, 0};
+    opts[n++] = (cli_opt){"--dv", &p.dv, NULL, 0};
+    opts[n++] = (cli_opt){"--dmask", &p.dm, NULL, 0};
     int prc = cli_parse_args("grad", argc, argv, opts, n, NULL);
     if (prc == -1) {
         fputs(grad_usage, stdout);
@@ -52,87 +161,31 @@ int cmd_grad(int argc, char **argv)
     if (prc != CLI_OK) return prc;
     qkv_attn_options opt = {0};
     if (!attn_args_check("grad", &a, &opt)) return CLI_USAGE;
-    const char *req[4][2] = {{"--dout", dout_path}, {"--dq", dq_path}, {"--dk", dk_path},
-                             {"--dv", dv_path}};
-    for (int r = 0; r < 4; r++)
-        if (!req[r][1]) {
-            cli_error("grad", "%s is required (see 'qkv grad --help')", req[r][0]);
-            return CLI_USAGE;
-        }
-    if (dm_path && !a.mask) {
-        cli_error("grad", "--dmask needs a float --mask");
-        return CLI_USAGE;
-    }
-    const char *const out_flags[4] = {"--dq", "--dk", "--dv", "--dmask"};
-    const char *const out_paths[4] = {dq_path, dk_path, dv_path, dm_path};
-    prc = cli_check_output_paths("grad", 4, out_flags, out_paths);
+    prc = check_paths(&a, &p);
     if (prc != CLI_OK) return prc;
 
     int rc = CLI_ERROR;
     attn_inputs in;
-    qkv_array dout = {0}, o = {0}, lse = {0}, dq = {0}, dk = {0}, dv = {0}, dm = {0};
+    grad_arrays g;
+    memset(&g, 0, sizeof g);
     cli_outputs outs = {0};
     cli_warnings warn = {0};
     if (!attn_inputs_load("grad", &a, &opt, &in)) goto done;
-    if (dm_path && in.mask.dtype != QKV_DTYPE_F32) {
+    if (p.dm && in.mask.dtype != QKV_DTYPE_F32) {
         cli_error("grad", "--dmask: --mask %s is bool; only a float mask has a gradient", a.mask);
         goto done;
     }
-    if (!cli_load_f32("grad", "--dout", dout_path, 0, &dout)) goto done;
-    int same = dout.ndim == in.q.ndim;
-    for (int d = 0; same && d < dout.ndim; d++)
-        same = dout.shape[d] == (d == dout.ndim - 1 ? in.Ev : in.q.shape[d]);
-    if (!same) {
-        char sd[128];
-        cli_format_shape(sd, sizeof sd, &dout);
-        cli_error("grad", "--dout %s: shape %s, expected O's shape: Q's leading dims and Ev = %lld",
-                  dout_path, sd, (long long)in.Ev);
-        goto done;
-    }
-    /* The forward's O and lse, which the backward takes. */
-    if (!attn_output_like("grad", "--dout", &in, in.Ev, 0, &o) ||
-        !attn_output_like("grad", "--dout", &in, 1, 1, &lse) ||
-        !attn_output_like("grad", "--dq", &in, in.E, 0, &dq))
-        goto done;
-    dk = in.k;
-    dv = in.v;
-    dk.data = dv.data = NULL;
-    int64_t nk = qkv_array_numel(&dk), nv = qkv_array_numel(&dv);
-    if (!(dk.data = malloc(nk ? (size_t)nk * 4 : 1)) || !(dv.data = malloc(nv ? (size_t)nv * 4 : 1))) {
-        cli_error("grad", "--dk: cannot allocate %lld floats", (long long)(nk + nv));
-        goto done;
-    }
-    if (dm_path) {
-        dm = in.mask;
-        dm.data = NULL;
-        int64_t nm = qkv_array_numel(&dm);
-        if (!(dm.data = malloc(nm ? (size_t)nm * 4 : 1))) {
-            cli_error("grad", "--dmask: cannot allocate %lld floats", (long long)nm);
-            goto done;
-        }
-    }
-    qkv_tensor to = qkv_tensor_contiguous(o.data, QKV_DTYPE_F32, in.B, in.H, in.Lq, in.Ev);
-    qkv_tensor tl = qkv_tensor_contiguous(lse.data, QKV_DTYPE_F32, in.B, in.H, in.Lq, 1);
-    qkv_tensor tdo = attn_as_4d(&dout), tdq = attn_as_4d(&dq), tdk = attn_as_4d(&dk),
-               tdv = attn_as_4d(&dv), tdm = attn_as_4d(&dm);
-    cli_progress prog;
-    cli_progress_init(&prog, "grad", "gradients");
-    qkv_status st = qkv_attention_forward(&to, NULL, &tl, &in.tq, &in.tk, &in.tv, &opt);
-    opt.progress = cli_progress_update; /* the backward is the long part */
-    opt.progress_user = &prog;
-    if (st == QKV_OK)
-        st = qkv_attention_backward(&tdq, &tdk, &tdv, dm_path ? &tdm : NULL, &tdo, &in.tq, &in.tk,
-                                    &in.tv, &to, &tl, &opt);
-    cli_progress_done(&prog);
-    if (st != QKV_OK) {
-        const attn_name extra[] = {{"dO: ", "--dout", dout_path}};
+    if (!load_dout(&in, p.dout, &g.dout) || !alloc_arrays(&in, &p, &g)) goto done;
+    if (run_backward(&in, &opt, p.dm != NULL, &g) != QKV_OK) {
+        const attn_name extra[] = {{"dO: ", "--dout", p.dout}};
         attn_report_error("grad", &a, &in, extra, 1);
         goto done;
     }
-    qkv_array *bufs[4] = {&dq, &dk, &dv, dm_path ? &dm : NULL};
-    for (int b = 0; b < 4; b++)
-        if (bufs[b] && !cli_outputs_add(&outs, "grad", out_flags[b], out_paths[b], bufs[b]))
-            goto done;
+    if (!cli_outputs_add(&outs, "grad", "--dq", p.dq, &g.dq) ||
+        !cli_outputs_add(&outs, "grad", "--dk", p.dk, &g.dk) ||
+        !cli_outputs_add(&outs, "grad", "--dv", p.dv, &g.dv) ||
+        (p.dm && !cli_outputs_add(&outs, "grad", "--dmask", p.dm, &g.dm)))
+        goto done;
     attn_count_nonfinite(&warn, "grad", &a, &in); /* nothing reads the inputs after the commit */
     if (!cli_outputs_commit(&outs, "grad")) goto done;
     cli_warnings_print(&warn);
@@ -142,12 +195,6 @@ done:
     cli_warnings_free(&warn);
     cli_outputs_abort(&outs);
     attn_inputs_free(&in);
-    qkv_array_free(&dout);
-    free(o.data); /* the rest were allocated here */
-    free(lse.data);
-    free(dq.data);
-    free(dk.data);
-    free(dv.data);
-    free(dm.data);
+    free_arrays(&g);
     return rc;
 }

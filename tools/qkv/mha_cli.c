@@ -171,20 +171,146 @@ static int alloc_output(const char *flag, int ndim, const int64_t *shape, qkv_ar
     return 1;
 }
 
+/* What one run reads and makes: the parameters' file and the layer, X
+ * and C (their shapes as text, for messages), the lengths, Y and W. */
+typedef struct mha_run {
+    qkv_safetensors *st;
+    qkv_mha *m;
+    qkv_array x, c, lens_raw, lens, y, w;
+    int batched;
+    int64_t B, Lq, Lk, D;
+    char sx[128], sc[128];
+} mha_run;
+
+static void mha_run_free(mha_run *r)
+{
+    qkv_mha_free(r->m);
+    qkv_safetensors_free(r->st);
+    qkv_array_free(&r->x);
+    qkv_array_free(&r->c);
+    qkv_array_free(&r->lens_raw);
+    qkv_array_free(&r->lens);
+    free(r->y.data); /* these two were allocated here */
+    free(r->w.data);
+}
+
+/* CLI_OK, -1 for --help, or the exit code after printing. */
+static int parse_args(int argc, char **argv, mha_args *a)
+{
+    const cli_opt opts[] = {
+        {"--params", &a->params, NULL, 0},     {"--heads", &a->heads, NULL, 0},
+        {"--kv-heads", &a->kv_heads, NULL, 0}, {"--query", &a->query, NULL, 0},
+        {"--context", &a->context, NULL, 0},   {"-o", &a->out, NULL, 0},
+        {"--weights", &a->weights, NULL, 0},   {"--kv-lens", &a->kv_lens, NULL, 0},
+        {"--rope", &a->rope, NULL, 0},         {"--rope-style", &a->rope_style, NULL, 0},
+        {"--prefix", &a->prefix, NULL, 1},     {"--threads", &a->threads, NULL, 0},
+        {"--causal", NULL, &a->causal, 0},     {"--reference", NULL, &a->reference, 0},
+    };
+    return cli_parse_args("mha", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL);
+}
+
+/* The parameters' file, X, and C when given: X of rank 2 or 3, C of X's
+ * rank and batch. 0 after printing. */
+static int load_inputs(const mha_args *a, mha_run *r)
+{
+    if (qkv_safetensors_read(a->params, &r->st) != QKV_OK) {
+        cli_error("mha", "--params %s", qkv_error_detail()); /* detail starts "PATH: " */
+        return 0;
+    }
+    if (!cli_load_f32("mha", "--query", a->query, 0, &r->x)) return 0;
+    cli_format_shape(r->sx, sizeof r->sx, &r->x);
+    if (r->x.ndim != 2 && r->x.ndim != 3) {
+        cli_error("mha", "--query %s: shape %s, expected (B, Lq, D) or (Lq, D)", a->query, r->sx);
+        return 0;
+    }
+    r->batched = r->x.ndim == 3;
+    r->B = r->batched ? r->x.shape[0] : 1;
+    r->Lq = r->x.shape[r->x.ndim - 2];
+    r->D = r->x.shape[r->x.ndim - 1];
+    r->Lk = r->Lq;
+    if (!a->context) return 1;
+    if (!cli_load_f32("mha", "--context", a->context, 0, &r->c)) return 0;
+    cli_format_shape(r->sc, sizeof r->sc, &r->c);
+    if (r->c.ndim != r->x.ndim) {
+        cli_error("mha", "--context %s: shape %s, expected rank %d like --query %s %s",
+                  a->context, r->sc, r->x.ndim, a->query, r->sx);
+        return 0;
+    }
+    if (r->batched && r->c.shape[0] != r->B) {
+        cli_error("mha", "--context %s: batch %lld differs from --query %s's %lld", a->context,
+                  (long long)r->c.shape[0], a->query, (long long)r->B);
+        return 0;
+    }
+    r->Lk = r->c.shape[r->c.ndim - 2];
+    return 1;
+}
+
+/* The layer from the file, every dim from there, and X and C checked
+ * against its widths; then the key lengths, into opt. 0 after printing. */
+static int load_layer(const mha_args *a, qkv_mha_config *cfg, qkv_attn_options *opt, mha_run *r)
+{
+    if (qkv_mha_load(&r->m, cfg, r->st, a->prefix) != QKV_OK) {
+        report_load_error(a);
+        return 0;
+    }
+    const qkv_mha_config lc = qkv_mha_get_config(r->m);
+    if (r->D != lc.d_model) {
+        cli_error("mha", "--query %s: shape %s, but the layer in --params %s has width D = %lld",
+                  a->query, r->sx, a->params, (long long)lc.d_model);
+        return 0;
+    }
+    if (a->context && r->c.shape[r->c.ndim - 1] != lc.d_context) {
+        cli_error("mha",
+                  "--context %s: shape %s, but the layer in --params %s has context width "
+                  "Dkv = %lld",
+                  a->context, r->sc, a->params, (long long)lc.d_context);
+        return 0;
+    }
+    if (!a->context && lc.d_context != lc.d_model) {
+        cli_error("mha",
+                  "--params %s: the layer's keys and values read a context of width %lld, not "
+                  "X's %lld: give it with --context",
+                  a->params, (long long)lc.d_context, (long long)lc.d_model);
+        return 0;
+    }
+    if (a->kv_lens) {
+        if (!cli_load_lens("mha", "--kv-lens", a->kv_lens, r->B, r->Lk, &r->lens_raw, &r->lens))
+            return 0;
+        opt->kv_lens = r->lens.data;
+    }
+    return 1;
+}
+
+/* Y, and W with --weights, then the layer's forward with a progress line.
+ * 0 after printing. */
+static int run_layer(const mha_args *a, qkv_attn_options *opt, mha_run *r)
+{
+    /* Y has X's shape; W is (B, H, Lq, Lk), without B for a rank-2 X. */
+    const int64_t wshape[4] = {r->B, qkv_mha_get_config(r->m).heads, r->Lq, r->Lk};
+    if (!alloc_output("-o", r->x.ndim, r->x.shape, &r->y) ||
+        (a->weights && !alloc_output("--weights", r->x.ndim + 1, wshape + !r->batched, &r->w)))
+        return 0;
+    cli_progress prog;
+    cli_progress_init(&prog, "mha", "attention");
+    opt->progress = cli_progress_update;
+    opt->progress_user = &prog;
+    qkv_status s = qkv_mha_forward(r->m, r->y.data, a->weights ? r->w.data : NULL, r->x.data, r->B,
+                                   r->Lq, a->context ? r->c.data : NULL, r->Lk, opt);
+    cli_progress_done(&prog);
+    if (s != QKV_OK) {
+        /* The checks above leave little to fail here: memory, mostly. */
+        cli_error("mha", "%s (--query %s %s, --params %s)", qkv_error_detail(), a->query, r->sx,
+                  a->params);
+        return 0;
+    }
+    return 1;
+}
+
 int cmd_mha(int argc, char **argv)
 {
     mha_args a;
     memset(&a, 0, sizeof a);
-    const cli_opt opts[] = {
-        {"--params", &a.params, NULL, 0},   {"--heads", &a.heads, NULL, 0},
-        {"--kv-heads", &a.kv_heads, NULL, 0}, {"--query", &a.query, NULL, 0},
-        {"--context", &a.context, NULL, 0}, {"-o", &a.out, NULL, 0},
-        {"--weights", &a.weights, NULL, 0}, {"--kv-lens", &a.kv_lens, NULL, 0},
-        {"--rope", &a.rope, NULL, 0},       {"--rope-style", &a.rope_style, NULL, 0},
-        {"--prefix", &a.prefix, NULL, 1},   {"--threads", &a.threads, NULL, 0},
-        {"--causal", NULL, &a.causal, 0},   {"--reference", NULL, &a.reference, 0},
-    };
-    int prc = cli_parse_args("mha", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL);
+    int prc = parse_args(argc, argv, &a);
     if (prc == -1) {
         fputs(mha_usage, stdout);
         return CLI_OK;
@@ -199,97 +325,18 @@ int cmd_mha(int argc, char **argv)
     if (prc != CLI_OK) return prc;
 
     int rc = CLI_ERROR;
-    qkv_safetensors *st = NULL;
-    qkv_mha *m = NULL;
-    qkv_array x = {0}, c = {0}, lens_raw = {0}, lens = {0}, y = {0}, w = {0};
+    mha_run r;
+    memset(&r, 0, sizeof r);
     cli_outputs outs = {0};
     cli_warnings warn = {0};
-    char sx[128], sc[128];
-
-    if (qkv_safetensors_read(a.params, &st) != QKV_OK) {
-        cli_error("mha", "--params %s", qkv_error_detail()); /* detail starts "PATH: " */
+    if (!load_inputs(&a, &r) || !load_layer(&a, &cfg, &opt, &r) || !run_layer(&a, &opt, &r))
         goto done;
-    }
-    if (!cli_load_f32("mha", "--query", a.query, 0, &x)) goto done;
-    cli_format_shape(sx, sizeof sx, &x);
-    if (x.ndim != 2 && x.ndim != 3) {
-        cli_error("mha", "--query %s: shape %s, expected (B, Lq, D) or (Lq, D)", a.query, sx);
-        goto done;
-    }
-    const int batched = x.ndim == 3;
-    const int64_t B = batched ? x.shape[0] : 1, Lq = x.shape[x.ndim - 2],
-                  D = x.shape[x.ndim - 1];
-    int64_t Lk = Lq;
-    if (a.context) {
-        if (!cli_load_f32("mha", "--context", a.context, 0, &c)) goto done;
-        cli_format_shape(sc, sizeof sc, &c);
-        if (c.ndim != x.ndim) {
-            cli_error("mha", "--context %s: shape %s, expected rank %d like --query %s %s",
-                      a.context, sc, x.ndim, a.query, sx);
-            goto done;
-        }
-        if (batched && c.shape[0] != B) {
-            cli_error("mha", "--context %s: batch %lld differs from --query %s's %lld", a.context,
-                      (long long)c.shape[0], a.query, (long long)B);
-            goto done;
-        }
-        Lk = c.shape[c.ndim - 2];
-    }
-
-    /* Every dim comes from the file; X and C are checked against them below. */
-    if (qkv_mha_load(&m, &cfg, st, a.prefix) != QKV_OK) {
-        report_load_error(&a);
-        goto done;
-    }
-    const qkv_mha_config lc = qkv_mha_get_config(m);
-    if (D != lc.d_model) {
-        cli_error("mha", "--query %s: shape %s, but the layer in --params %s has width D = %lld",
-                  a.query, sx, a.params, (long long)lc.d_model);
-        goto done;
-    }
-    if (a.context && c.shape[c.ndim - 1] != lc.d_context) {
-        cli_error("mha",
-                  "--context %s: shape %s, but the layer in --params %s has context width "
-                  "Dkv = %lld",
-                  a.context, sc, a.params, (long long)lc.d_context);
-        goto done;
-    }
-    if (!a.context && lc.d_context != lc.d_model) {
-        cli_error("mha",
-                  "--params %s: the layer's keys and values read a context of width %lld, not "
-                  "X's %lld: give it with --context",
-                  a.params, (long long)lc.d_context, (long long)lc.d_model);
-        goto done;
-    }
-    if (a.kv_lens) {
-        if (!cli_load_lens("mha", "--kv-lens", a.kv_lens, B, Lk, &lens_raw, &lens)) goto done;
-        opt.kv_lens = lens.data;
-    }
-
-    /* Y has X's shape; W is (B, H, Lq, Lk), without B for a rank-2 X. */
-    const int64_t wshape[4] = {B, lc.heads, Lq, Lk};
-    if (!alloc_output("-o", x.ndim, x.shape, &y) ||
-        (a.weights && !alloc_output("--weights", x.ndim + 1, wshape + !batched, &w)))
-        goto done;
-    cli_progress prog;
-    cli_progress_init(&prog, "mha", "attention");
-    opt.progress = cli_progress_update;
-    opt.progress_user = &prog;
-    qkv_status s = qkv_mha_forward(m, y.data, a.weights ? w.data : NULL, x.data, B, Lq,
-                                   a.context ? c.data : NULL, Lk, &opt);
-    cli_progress_done(&prog);
-    if (s != QKV_OK) {
-        /* The checks above leave little to fail here: memory, mostly. */
-        cli_error("mha", "%s (--query %s %s, --params %s)", qkv_error_detail(), a.query, sx,
-                  a.params);
-        goto done;
-    }
     /* Counted before the commit: nothing reads the mapped inputs after it. */
-    cli_warnings_nonfinite(&warn, "mha", "--query", a.query, &x, 1);
-    if (a.context) cli_warnings_nonfinite(&warn, "mha", "--context", a.context, &c, 1);
-    count_nonfinite_params(&warn, &a, st);
-    if (!cli_outputs_add(&outs, "mha", "-o", a.out, &y) ||
-        (a.weights && !cli_outputs_add(&outs, "mha", "--weights", a.weights, &w)) ||
+    cli_warnings_nonfinite(&warn, "mha", "--query", a.query, &r.x, 1);
+    if (a.context) cli_warnings_nonfinite(&warn, "mha", "--context", a.context, &r.c, 1);
+    count_nonfinite_params(&warn, &a, r.st);
+    if (!cli_outputs_add(&outs, "mha", "-o", a.out, &r.y) ||
+        (a.weights && !cli_outputs_add(&outs, "mha", "--weights", a.weights, &r.w)) ||
         !cli_outputs_commit(&outs, "mha"))
         goto done;
     cli_warnings_print(&warn);
@@ -298,13 +345,6 @@ int cmd_mha(int argc, char **argv)
 done:
     cli_warnings_free(&warn);
     cli_outputs_abort(&outs);
-    qkv_mha_free(m);
-    qkv_safetensors_free(st);
-    qkv_array_free(&x);
-    qkv_array_free(&c);
-    qkv_array_free(&lens_raw);
-    qkv_array_free(&lens);
-    free(y.data); /* these two were allocated here */
-    free(w.data);
+    mha_run_free(&r);
     return rc;
 }
