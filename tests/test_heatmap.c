@@ -4,11 +4,14 @@
  * 256 colour levels strictly), the PNG (read back with libpng) shows the
  * same colours, the legend and the labels; 8x8 to 512x512, ranks 3 and 4
  * with --head and --grid, `qkv run --weights` output, and every error
- * path: exit code, one stderr line naming the flag or file, no file left. */
+ * path: exit code, one stderr line naming the flag or file, no file left.
+ * The figure's layout is also checked in memory (figure.c, drawn on a
+ * recording canvas): nothing off the canvas or over anything else. */
 #include "test.h"
 #include "util.h"
 #include "cmdtest.h"
 
+#include "figure.h"
 #include "qkv.h"
 
 #include <errno.h>
@@ -991,6 +994,370 @@ static void test_html(void)
     expect_out_files(1);
 }
 
+/* ------------------------------------------------------------ layout */
+
+/* The figure's layout checked in memory, without a file: figure_init lays
+ * out a picture and a canvas of this test's own records what figure_draw
+ * puts where. Each text is taken as the box the 0.6 em monospace font the
+ * layout assumes covers: its glyphs' ink, 0.7 em above the baseline and
+ * 0.2 em below. The checks are what a reader needs, not numbers the code
+ * printed: everything on the canvas, panels apart, no text over another
+ * or over the cells (a weight written in a cell stays in it), tick steps
+ * of 1, 2 or 5 times a power of ten spaced so texts fit, token labels
+ * drawn whenever they are kept, and cells that are block means. */
+
+enum { SHAPE_BACKGROUND, SHAPE_CELL, SHAPE_MARK, SHAPE_BAR, SHAPE_TEXT, SHAPE_VALUE };
+
+typedef struct shape {
+    double x0, y0, x1, y1; /* the box it covers, in units */
+    int kind;
+    char text[TEXT_BYTES]; /* texts only */
+} shape;
+
+typedef struct record {
+    shape *s;
+    int64_t n, cap;
+    int64_t w, h; /* what begin said */
+    int begun, ended, in_cells, in_values, groups;
+} record;
+
+static shape *record_add(record *r, int kind, double x0, double y0, double x1, double y1)
+{
+    if (r->n == r->cap) {
+        r->cap = r->cap ? 2 * r->cap : 1024;
+        r->s = realloc(r->s, (size_t)r->cap * sizeof *r->s);
+        if (!r->s) exit(2);
+    }
+    shape *s = &r->s[r->n++];
+    *s = (shape){x0, y0, x1, y1, kind, ""};
+    return s;
+}
+
+static void rec_begin(void *self, int64_t w, int64_t h, const char *title)
+{
+    record *r = self;
+    (void)title;
+    r->begun++, r->w = w, r->h = h;
+}
+
+static void rec_end(void *self) { ((record *)self)->ended++; }
+
+static void rec_rect(void *self, int64_t x, int64_t y, int64_t w, int64_t h, rgb c,
+                     const char *tip)
+{
+    record *r = self;
+    (void)c, (void)tip;
+    int kind = r->n == 0 ? SHAPE_BACKGROUND : r->in_cells ? SHAPE_CELL : SHAPE_MARK;
+    record_add(r, kind, (double)x, (double)y, (double)(x + w), (double)(y + h));
+}
+
+static void rec_text(void *self, int64_t x, int64_t y, const char *s, int size, int anchor,
+                     int vertical, int bold, rgb c)
+{
+    record *r = self;
+    (void)bold, (void)c;
+    double em = size, ink = (double)(text_chars(s) * 6 - 1) * em / 10;
+    double from = anchor == ANCHOR_MIDDLE ? -ink / 2 : anchor == ANCHOR_END ? -ink : 0;
+    shape *sh;
+    if (vertical) /* reads upwards, the glyphs' tops to the left */
+        sh = record_add(r, SHAPE_TEXT, x - 0.7 * em, y - from - ink, x + 0.2 * em, y - from);
+    else
+        sh = record_add(r, SHAPE_TEXT, x + from, y - 0.7 * em, x + from + ink, y + 0.2 * em);
+    if (r->in_values) sh->kind = SHAPE_VALUE;
+    snprintf(sh->text, sizeof sh->text, "%s", s);
+}
+
+static void rec_ramp_bar(void *self, int64_t x, int64_t y, int64_t w, int64_t h,
+                         const rgb lut[RAMP_LEVELS])
+{
+    (void)lut;
+    record_add(self, SHAPE_BAR, (double)x, (double)y, (double)(x + w), (double)(y + h));
+}
+
+static void rec_group_begin(void *self, const char *name)
+{
+    record *r = self;
+    r->groups++;
+    r->in_cells = strcmp(name, "cells") == 0;
+    r->in_values = strcmp(name, "values") == 0;
+}
+
+static void rec_group_end(void *self)
+{
+    record *r = self;
+    r->in_cells = r->in_values = 0;
+}
+
+static const canvas_ops record_ops = {
+    rec_begin, rec_end, rec_rect, rec_text, rec_ramp_bar, rec_group_begin, rec_group_end, 0,
+};
+
+/* Boxes that share more than an edge. */
+static int boxes_overlap(double ax0, double ay0, double ax1, double ay1, double bx0, double by0,
+                         double bx1, double by1)
+{
+    return ax0 < bx1 && bx0 < ax1 && ay0 < by1 && by0 < ay1;
+}
+
+static int shapes_overlap(const shape *a, const shape *b)
+{
+    return boxes_overlap(a->x0, a->y0, a->x1, a->y1, b->x0, b->y0, b->x1, b->y1);
+}
+
+static int is_nice(int64_t s)
+{
+    while (s % 10 == 0) s /= 10;
+    return s == 1 || s == 2 || s == 5;
+}
+
+/* The cells a side a head may have, as `qkv heatmap --help` says. */
+static int64_t side_limit(int64_t heads)
+{
+    return heads == 1 ? 128 : heads <= 4 ? 64 : heads <= 16 ? 48 : 32;
+}
+
+/* Downsampling by f of n tokens: as few blocks as the limit allows. */
+static void expect_blocks(int64_t n, int64_t f, int64_t cells, int64_t limit)
+{
+    EXPECT(f >= 1 && cells == (n + f - 1) / f && cells <= limit);
+    EXPECT(f == 1 || (n + f - 2) / (f - 1) > limit); /* f - 1 would not fit */
+}
+
+typedef struct layout_case {
+    const char *name;
+    int64_t heads, lq, lk;
+    int labels, names; /* labels: 0 none, 1 short, 2 long (cut to 16 characters) */
+    const char *title;
+} layout_case;
+
+static const char long_title[] =
+    "a title long enough to be cut: it goes on past the hundred characters that a picture's "
+    "title keeps, and further";
+
+static const layout_case layout_cases[] = {
+    {"one token", 1, 1, 1, 0, 0, "t"},
+    {"4x4 labelled, values in the cells", 1, 4, 4, 1, 0, "t"},
+    {"12x20 long labels", 1, 12, 20, 2, 0, "t"},
+    {"16x16, the largest with values", 1, 16, 16, 0, 0, "t"},
+    {"17x17", 1, 17, 17, 1, 0, "t"},
+    {"100x100 labelled", 1, 100, 100, 1, 0, "t"},
+    {"128x128 labelled, the largest kept", 1, 128, 128, 2, 0, "t"},
+    {"129x129 labelled, downsampled", 1, 129, 129, 1, 0, "t"},
+    {"512x512", 1, 512, 512, 0, 0, long_title},
+    {"12x300", 1, 12, 300, 0, 0, ""},
+    {"300x12 labelled", 1, 300, 12, 1, 0, "t"},
+    {"1x1000", 1, 1, 1000, 0, 0, "t"},
+    {"3 heads 6x6 labelled", 3, 6, 6, 1, 1, "t"},
+    {"4 heads 64x64", 4, 64, 64, 0, 1, "t"},
+    {"6 heads 7x9", 6, 7, 9, 2, 1, long_title},
+    {"16 heads 48x49", 16, 48, 49, 0, 1, "t"},
+    {"20 heads 5x5", 20, 5, 5, 1, 1, "t"},
+    {"64 heads 33x40", 64, 33, 40, 0, 1, "t"},
+    {"2 heads 1x300", 2, 1, 300, 0, 0, "t"},
+    {"9 heads 3x3 labelled", 9, 3, 3, 2, 1, "t"},
+    {"64 heads 2x2", 64, 2, 2, 0, 1, "t"},
+};
+
+static void expect_layout(const layout_case *lc)
+{
+    test_rng rng = test_rng_seed(77);
+    const int64_t per = lc->lq * lc->lk;
+    float *w = softmax_rows(&rng, lc->heads * lc->lq, lc->lk);
+    int64_t nl = lc->lq > lc->lk ? lc->lq : lc->lk;
+    char (*lab)[40] = test_malloc((size_t)nl * sizeof *lab);
+    const char **labp = test_malloc((size_t)nl * sizeof *labp);
+    for (int64_t i = 0; i < nl; i++) {
+        snprintf(lab[i], sizeof lab[i], lc->labels == 2 ? "token \xc3\xa9 number %lld of many"
+                                                        : "t%lld", (long long)i);
+        labp[i] = lab[i];
+    }
+    char (*names)[48] = test_malloc((size_t)lc->heads * sizeof *names);
+    const char **namep = test_malloc((size_t)lc->heads * sizeof *namep);
+    for (int64_t p = 0; p < lc->heads; p++) {
+        snprintf(names[p], sizeof names[p], "b%lld h%lld", (long long)(p / 8),
+                 (long long)(p % 8));
+        namep[p] = names[p];
+    }
+    picture pic = {lc->title, lc->heads, lc->lq, lc->lk, w, lc->names ? namep : NULL,
+                   lc->labels ? labp : NULL, lc->labels ? labp : NULL};
+    figure *f = test_malloc(sizeof *f);
+    EXPECT(figure_init(f, &pic, -1, 0));
+    record r = {0};
+    canvas cv = {&record_ops, &r};
+    figure_draw(f, &cv);
+
+    /* The canvas: opened once at the figure's size, closed once, and
+     * everything on it but the background clear of the margin. */
+    EXPECT(r.begun == 1 && r.ended == 1 && r.w == f->width && r.h == f->height);
+    EXPECT(r.n > 0 && r.s[0].kind == SHAPE_BACKGROUND && r.s[0].x0 == 0 && r.s[0].y0 == 0 &&
+           r.s[0].x1 == (double)f->width && r.s[0].y1 == (double)f->height);
+    int64_t outside = 0;
+    const double m = MARGIN, right = (double)(f->width - MARGIN);
+    const double bottom = (double)(f->height - MARGIN);
+    for (int64_t i = 1; i < r.n; i++) {
+        const shape *a = &r.s[i];
+        if (a->x0 < m || a->y0 < m || a->x1 > right || a->y1 > bottom) {
+            if (outside++ < 3)
+                fprintf(stderr, "    '%s' (%g, %g)-(%g, %g) outside %lldx%lld\n", a->text, a->x0,
+                        a->y0, a->x1, a->y1, (long long)f->width, (long long)f->height);
+        }
+    }
+    EXPECT(outside == 0);
+
+    /* Downsampling: as few blocks as fit, each cell a block's mean. */
+    const int64_t limit = side_limit(lc->heads);
+    expect_blocks(lc->lq, f->fq, f->nq, limit);
+    expect_blocks(lc->lk, f->fk, f->nk, limit);
+    EXPECT(f->npanels == lc->heads);
+    for (int64_t p = 0; p < lc->heads; p++) {
+        double total = 0, shown = 0;
+        for (int64_t e = 0; e < per; e++) total += w[p * per + e];
+        for (int64_t i = 0; i < f->nq; i++)
+            for (int64_t j = 0; j < f->nk; j++) {
+                int64_t bq = (i + 1) * f->fq < lc->lq ? f->fq : lc->lq - i * f->fq;
+                int64_t bk = (j + 1) * f->fk < lc->lk ? f->fk : lc->lk - j * f->fk;
+                shown += f->shown[(p * f->nq + i) * f->nk + j] * (double)(bq * bk);
+            }
+        EXPECT(fabs(shown - total) <= 1e-4 * (1 + total));
+    }
+
+    /* Panels: in a grid as near square as whole rows allow, apart from
+     * each other and from the legend bar, the cells tiling each matrix. */
+    EXPECT(f->cols * f->cols >= f->npanels && (f->cols - 1) * (f->cols - 1) < f->npanels);
+    EXPECT(f->rows * f->cols >= f->npanels && (f->rows - 1) * f->cols < f->npanels);
+    EXPECT(f->mx + f->nk * f->cell == f->pw && f->my + f->nq * f->cell == f->ph);
+    int64_t overlapping = 0, misplaced = 0, ncells = 0, nbars = 0;
+    const shape *bar = NULL;
+    for (int64_t i = 0; i < r.n; i++)
+        if (r.s[i].kind == SHAPE_BAR) bar = &r.s[i], nbars++;
+    EXPECT(nbars == 1);
+    for (int64_t p = 0; p < f->npanels; p++) {
+        int64_t ox, oy;
+        figure_panel_at(f, p, &ox, &oy);
+        for (int64_t q = p + 1; q < f->npanels; q++) {
+            int64_t qx, qy;
+            figure_panel_at(f, q, &qx, &qy);
+            overlapping += boxes_overlap((double)ox, (double)oy, (double)(ox + f->pw),
+                                         (double)(oy + f->ph), (double)qx, (double)qy,
+                                         (double)(qx + f->pw), (double)(qy + f->ph));
+        }
+        if (bar)
+            overlapping += boxes_overlap((double)ox, (double)oy, (double)(ox + f->pw),
+                                         (double)(oy + f->ph), bar->x0, bar->y0, bar->x1,
+                                         bar->y1);
+    }
+    EXPECT(overlapping == 0);
+    for (int64_t i = 0; i < r.n; i++) {
+        if (r.s[i].kind != SHAPE_CELL) continue;
+        int64_t k = ncells++, p = k / (f->nq * f->nk), ci = k / f->nk % f->nq, cj = k % f->nk;
+        int64_t ox, oy;
+        figure_panel_at(f, p, &ox, &oy);
+        double x = (double)(ox + f->mx + cj * f->cell), y = (double)(oy + f->my + ci * f->cell);
+        misplaced += r.s[i].x0 != x || r.s[i].y0 != y || r.s[i].x1 != x + (double)f->cell ||
+                     r.s[i].y1 != y + (double)f->cell;
+    }
+    EXPECT(ncells == f->npanels * f->nq * f->nk);
+    EXPECT(misplaced == 0);
+
+    /* Texts: none over another, over a matrix or over the legend bar; a
+     * weight in a cell lies inside that cell. */
+    int64_t crowded = 0, on_cells = 0, values = 0, stray_values = 0;
+    for (int64_t i = 0; i < r.n; i++) {
+        const shape *a = &r.s[i];
+        if (a->kind != SHAPE_TEXT && a->kind != SHAPE_VALUE) continue;
+        for (int64_t k = i + 1; k < r.n; k++)
+            if ((r.s[k].kind == SHAPE_TEXT || r.s[k].kind == SHAPE_VALUE) &&
+                shapes_overlap(a, &r.s[k])) {
+                if (crowded++ < 3)
+                    fprintf(stderr, "    '%s' overlaps '%s'\n", a->text, r.s[k].text);
+            }
+        if (bar && shapes_overlap(a, bar)) crowded++;
+        if (a->kind == SHAPE_VALUE) {
+            values++;
+            double cx = (a->x0 + a->x1) / 2, cy = (a->y0 + a->y1) / 2;
+            int inside = 0;
+            for (int64_t p = 0; p < f->npanels && !inside; p++) {
+                int64_t ox, oy;
+                figure_panel_at(f, p, &ox, &oy);
+                double mx0 = (double)(ox + f->mx), my0 = (double)(oy + f->my), c = (double)f->cell;
+                double j = floor((cx - mx0) / c), i2 = floor((cy - my0) / c);
+                inside = j >= 0 && j < (double)f->nk && i2 >= 0 && i2 < (double)f->nq &&
+                         a->x0 >= mx0 + j * c && a->x1 <= mx0 + (j + 1) * c &&
+                         a->y0 >= my0 + i2 * c && a->y1 <= my0 + (i2 + 1) * c;
+            }
+            stray_values += !inside;
+            continue;
+        }
+        for (int64_t p = 0; p < f->npanels; p++) {
+            int64_t ox, oy;
+            figure_panel_at(f, p, &ox, &oy);
+            if (boxes_overlap(a->x0, a->y0, a->x1, a->y1, (double)(ox + f->mx),
+                              (double)(oy + f->my), (double)(ox + f->pw), (double)(oy + f->ph))) {
+                if (on_cells++ < 3) fprintf(stderr, "    '%s' lies over the cells\n", a->text);
+            }
+        }
+    }
+    EXPECT(crowded == 0);
+    EXPECT(on_cells == 0);
+    EXPECT(stray_values == 0);
+    /* A single head of at most 16x16 writes every weight. */
+    if (lc->heads == 1 && lc->lq <= 16 && lc->lk <= 16)
+        EXPECT(f->values && values == lc->lq * lc->lk);
+    EXPECT(values == (f->values ? f->npanels * f->nq * f->nk : 0));
+
+    /* Ticks: a nice step, the smallest that keeps them TICK_SPACING apart
+     * when a cell is too small for a text; one per token otherwise. */
+    EXPECT(is_nice(f->step));
+    if (f->cell >= LABEL_PITCH) {
+        EXPECT(f->step == 1);
+    } else {
+        EXPECT(f->step * f->cell >= TICK_SPACING);
+        int64_t smaller = f->step;
+        do smaller--;
+        while (smaller > 1 && !is_nice(smaller));
+        EXPECT(f->step == 1 || smaller * f->cell < TICK_SPACING);
+    }
+
+    /* Labels: kept whenever the cells are whole tokens and tall enough,
+     * always for one head up to 128 tokens a side; each drawn where kept,
+     * and a note says when they were left out. */
+    int kept = f->token_labels && lc->labels;
+    if (lc->labels && lc->heads == 1 && lc->lq <= 128 && lc->lk <= 128) EXPECT(kept);
+    if (kept) EXPECT(f->cell >= LABEL_PITCH && f->fq == 1 && f->fk == 1);
+    int64_t missing = 0;
+    for (int64_t i = 0; kept && i < nl; i++) {
+        char want[TEXT_BYTES];
+        display_text(labp[i], LABEL_CHARS, want);
+        int found = 0;
+        for (int64_t k = 0; k < r.n && !found; k++)
+            found = r.s[k].kind == SHAPE_TEXT && strcmp(r.s[k].text, want) == 0;
+        missing += !found;
+    }
+    EXPECT(missing == 0);
+    int noted = 0;
+    for (int k = 0; k < f->nnotes; k++) noted |= strstr(f->notes[k], "labels left out") != NULL;
+    EXPECT(noted == (lc->labels && !kept));
+
+    figure_free(f);
+    free(f);
+    free(r.s);
+    free(w);
+    free(lab);
+    free(labp);
+    free(names);
+    free(namep);
+}
+
+static void test_layout(void)
+{
+    static char ctx[160];
+    for (size_t c = 0; c < sizeof layout_cases / sizeof layout_cases[0]; c++) {
+        snprintf(ctx, sizeof ctx, "layout of %s", layout_cases[c].name);
+        set_ctx(ctx);
+        expect_layout(&layout_cases[c]);
+    }
+}
+
 /* ------------------------------------------------------------ errors */
 
 static void make_error_fixtures(void)
@@ -1167,6 +1534,7 @@ int main(void)
 {
     cmdtest_open();
 
+    test_layout();
     test_help();
     make_fixtures();
     test_labels_svg();
@@ -1180,7 +1548,8 @@ int main(void)
     make_error_fixtures();
     test_errors();
 
-    printf("test_heatmap: %zu error cases\n", sizeof err_cases / sizeof err_cases[0]);
+    printf("test_heatmap: %zu layouts, %zu error cases\n",
+           sizeof layout_cases / sizeof layout_cases[0], sizeof err_cases / sizeof err_cases[0]);
     rmdir(in_path("adir.npy"));
     cmdtest_close();
     free(g_w12);
