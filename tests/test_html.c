@@ -5,6 +5,7 @@
  * fragment and real click and hover events, and screenshots. Without a
  * browser the browser checks are skipped, except under CI (CI set), where
  * scripts/deps.sh --test has installed one and its absence is a failure.
+ * Every page carries tools/qkv/page/page.css and page.js byte for byte.
  * QKV_TEST_KEEP=1 keeps the pages and screenshots and prints where. */
 #define _XOPEN_SOURCE 700 /* nftw */
 #include "test.h"
@@ -25,6 +26,9 @@
 
 static char *dir;           /* the test's temporary directory */
 static const char *browser; /* the Chromium found, or NULL */
+/* tools/qkv/page/'s style sheet and script, which every page carries whole
+ * as the contents of its <style> and second <script>. */
+static char *page_style, *page_script;
 
 /* ------------------------------------------------------------ helpers */
 
@@ -122,6 +126,23 @@ static void check_file(const char *html, const picture *p)
     snprintf(want, sizeof want, "{\"heads\":%lld,\"lq\":%lld,\"lk\":%lld,",
              (long long)p->heads, (long long)p->lq, (long long)p->lk);
     CHECK(strstr(html, want) != NULL);
+    CHECK(page_style && strstr(html, page_style) != NULL);
+    CHECK(page_script && strstr(html, page_script) != NULL);
+}
+
+/* "<open>\n" + the file at QKV_TEST_DATA/../../path + "</close>\n". */
+static char *element_of(const char *path, const char *open, const char *close)
+{
+    char full[4096];
+    snprintf(full, sizeof full, "%s/../../%s", QKV_TEST_DATA, path);
+    size_t len = 0;
+    char *body = read_file(full, &len);
+    CHECK(body != NULL && len > 0);
+    if (!body) return NULL;
+    char *el = test_malloc(strlen(open) + len + strlen(close) + 3);
+    sprintf(el, "%s\n%s%s\n", open, body, close);
+    free(body);
+    return el;
 }
 
 static char *write_page(const char *name, const picture *p, const char *intro)
@@ -632,6 +653,8 @@ int main(void)
     } else {
         printf("chromium not found: browser checks skipped\n");
     }
+    page_style = element_of("tools/qkv/page/page.css", "<style>", "</style>");
+    page_script = element_of("tools/qkv/page/page.js", "<script>", "</script>");
     time_t t0 = time(NULL);
     case_worked_example();
     case_two_heads();
@@ -641,6 +664,8 @@ int main(void)
     case_many_tokens();
     case_errors();
     printf("took %lld s\n", (long long)(time(NULL) - t0));
+    free(page_style);
+    free(page_script);
     if (getenv("QKV_TEST_KEEP")) {
         printf("pages kept in %s\n", dir);
         free(dir);
