@@ -49,11 +49,9 @@ static void check_oracle(const char *cas, int causal, int has_mask)
     CHECK(qkv_attention_forward(&to, NULL, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
     CHECK(qkv_attention_backward(&tdq, &tdk, &tdv, NULL, &tdo, &tq, &tk, &tv, &to, &tl, &opt) ==
           QKV_OK);
-    double e1 = test_rel_l2(dq, want_dq.data, B * H * Lq * E);
-    double e2 = test_rel_l2(dk, want_dk.data, B * Hkv * Lk * E);
-    double e3 = test_rel_l2(dv, want_dv.data, B * Hkv * Lk * Ev);
-    printf("  %s vs PyTorch autograd: rel L2 dQ %.2g dK %.2g dV %.2g\n", cas, e1, e2, e3);
-    CHECK(e1 <= 1e-4 && e2 <= 1e-4 && e3 <= 1e-4);
+    CHECK_TENSOR(dq, want_dq.data, B * H * Lq * E, 1e-4, "%s vs PyTorch autograd: dQ", cas);
+    CHECK_TENSOR(dk, want_dk.data, B * Hkv * Lk * E, 1e-4, "%s vs PyTorch autograd: dK", cas);
+    CHECK_TENSOR(dv, want_dv.data, B * Hkv * Lk * Ev, 1e-4, "%s vs PyTorch autograd: dV", cas);
     free(o);
     free(l);
     free(dq);
@@ -199,16 +197,8 @@ static void check_fd(const char *name, prob *p)
     for (size_t t = 0; t < sizeof parts / sizeof parts[0]; t++) {
         if (!parts[t].x) continue;
         numeric_grad(p, parts[t].x, parts[t].n, g);
-        double num = 0, den = 0;
-        for (int64_t i = 0; i < parts[t].n; i++) {
-            num += ((double)parts[t].got[i] - g[i]) * ((double)parts[t].got[i] - g[i]);
-            den += g[i] * g[i];
-        }
-        double rel = den > 0 ? sqrt(num / den) : sqrt(num);
-        int ok = rel <= 1e-4 && !isnan(rel);
-        CHECK(ok);
-        if (!ok) fprintf(stderr, "  %s: %s against finite differences: rel L2 %.3g\n", name,
-                         parts[t].what, rel);
+        CHECK_TENSOR_F64(parts[t].got, g, parts[t].n, 1e-4, "%s: %s against finite differences",
+                         name, parts[t].what);
     }
     /* Both implementations, any thread count: the same bits for one
      * implementation (without dmask, which only the reference gives), and

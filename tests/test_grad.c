@@ -27,20 +27,19 @@ static const char *path(const char *name)
 
 static int run(char **argv) { return test_run_qkv(argv, out, sizeof out, err, sizeof err); }
 
-static double compare(const char *got_path, const char *want_path)
+/* The .npy at got_path against the one at want_path: the same shape, and
+ * within tol in relative L2. */
+static void check_file(const char *got_path, const char *want_path, double tol, const char *what)
 {
-    qkv_array got, want;
-    if (qkv_npy_read(got_path, &got) != QKV_OK) return INFINITY;
-    if (qkv_npy_read(want_path, &want) != QKV_OK) {
-        qkv_array_free(&got);
-        return INFINITY;
-    }
-    double e = qkv_array_numel(&got) == qkv_array_numel(&want) && got.ndim == want.ndim
-                   ? test_rel_l2(got.data, want.data, qkv_array_numel(&want))
-                   : INFINITY;
+    qkv_array got = {0}, want = {0};
+    const int read =
+        qkv_npy_read(got_path, &got) == QKV_OK && qkv_npy_read(want_path, &want) == QKV_OK;
+    if (!read) fprintf(stderr, "%s: %s\n", what, qkv_error_detail());
+    CHECK(read && qkv_array_numel(&got) == qkv_array_numel(&want) && got.ndim == want.ndim);
+    if (read && qkv_array_numel(&got) == qkv_array_numel(&want))
+        CHECK_TENSOR(got.data, want.data, qkv_array_numel(&want), tol, "%s", what);
     qkv_array_free(&got);
     qkv_array_free(&want);
-    return e;
 }
 
 static void check_oracle(const char *cas, const char *flag, int has_mask)
@@ -59,11 +58,12 @@ static void check_oracle(const char *cas, const char *flag, int has_mask)
     int rc = run(argv);
     CHECK(rc == 0);
     if (rc) fprintf(stderr, "%s: %s\n", cas, err);
-    double e1 = compare(path("dq.npy"), test_oracle_path(cas, "dq"));
-    double e2 = compare(path("dk.npy"), test_oracle_path(cas, "dk"));
-    double e3 = compare(path("dv.npy"), test_oracle_path(cas, "dv"));
-    printf("  qkv grad %s vs PyTorch: dQ %.2g dK %.2g dV %.2g\n", cas, e1, e2, e3);
-    CHECK(e1 <= 1e-4 && e2 <= 1e-4 && e3 <= 1e-4);
+    static const char *const grads[3][2] = {{"dq", "dq.npy"}, {"dk", "dk.npy"}, {"dv", "dv.npy"}};
+    for (int i = 0; i < 3; i++) {
+        char what[160];
+        snprintf(what, sizeof what, "qkv grad %s vs PyTorch: %s", cas, grads[i][0]);
+        check_file(path(grads[i][1]), test_oracle_path(cas, grads[i][0]), 1e-4, what);
+    }
 }
 
 static void write_f32(const char *p, int ndim, const int64_t *shape, const float *x)

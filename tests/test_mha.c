@@ -113,16 +113,6 @@ static double *to_double(const float *f, int64_t n)
     return d;
 }
 
-static double rel_l2_fd(const float *got, const double *want, int64_t n)
-{
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++) {
-        num += (got[i] - want[i]) * (got[i] - want[i]);
-        den += want[i] * want[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
-
 static qkv_mha *make_layer(const qkv_mha_config *cfg, test_rng *r)
 {
     qkv_mha *m = NULL;
@@ -192,11 +182,8 @@ static void check_forward(const char *name, const qkv_mha_config *cfg, ref_call 
     double *yd = test_malloc(sizeof(double) * (size_t)(nx + 1));
     double *wd = test_malloc(sizeof(double) * (size_t)(nw + 1));
     ref_layer(&c, p, &rc, xd, cd, yd, wd);
-    double ey = rel_l2_fd(y, yd, nx), ew = rel_l2_fd(w, wd, nw);
-    if (!(ey <= 1e-5 && ew <= 1e-5))
-        fprintf(stderr, "%s: rel L2 y %.3g weights %.3g\n", name, ey, ew);
-    CHECK(ey <= 1e-5);
-    CHECK(ew <= 1e-5);
+    CHECK_TENSOR_F64(y, yd, nx, 1e-5, "%s: y", name);
+    CHECK_TENSOR_F64(w, wd, nw, 1e-5, "%s: weights", name);
     params_free(p);
     free(xd);
     free(cd);
@@ -346,26 +333,17 @@ static void check_backward(const char *name, const qkv_mha_config *cfg, ref_call
         if (!p[i]) continue;
         fd_grad(&c, p, &rc, xd, cd, rd, ybuf, p[i], pn[i], g);
         float *got = qkv_mha_param_data(grad, (qkv_mha_param)i, NULL, NULL);
-        double e = rel_l2_fd(got, g, pn[i]);
         /* Without RoPE the key bias moves every score of a row alike, so
          * its true gradient is 0: there the error is an absolute one. */
-        if (i == QKV_MHA_BK && c.rope == QKV_ROPE_NONE) {
-            double norm = 0;
-            for (int64_t j = 0; j < pn[i]; j++) norm += (double)got[j] * got[j];
-            e = sqrt(norm);
-        }
-        if (!(e <= 1e-4)) fprintf(stderr, "%s: d%s rel L2 %.3g\n", name, param_names[i], e);
-        CHECK(e <= 1e-4);
+        if (i == QKV_MHA_BK && c.rope == QKV_ROPE_NONE)
+            memset(g, 0, sizeof(double) * (size_t)pn[i]);
+        CHECK_TENSOR_F64(got, g, pn[i], 1e-4, "%s: d%s", name, param_names[i]);
     }
     fd_grad(&c, p, &rc, xd, cd, rd, ybuf, xd, nx, g);
-    double ex = rel_l2_fd(dx, g, nx);
-    if (!(ex <= 1e-4)) fprintf(stderr, "%s: dx rel L2 %.3g\n", name, ex);
-    CHECK(ex <= 1e-4);
+    CHECK_TENSOR_F64(dx, g, nx, 1e-4, "%s: dx", name);
     if (ctx) {
         fd_grad(&c, p, &rc, xd, cd, rd, ybuf, cd, nc, g);
-        double ec = rel_l2_fd(dc, g, nc);
-        if (!(ec <= 1e-4)) fprintf(stderr, "%s: dcontext rel L2 %.3g\n", name, ec);
-        CHECK(ec <= 1e-4);
+        CHECK_TENSOR_F64(dc, g, nc, 1e-4, "%s: dcontext", name);
     }
     params_free(p);
     free(xd);
@@ -450,14 +428,15 @@ static void test_decode(void)
             qkv_attn_options o = {0};
             o.causal = 1;
             CHECK(qkv_mha_forward(m, yf, wf, hist + b * max_len * D, 1, L, NULL, L, &o) == QKV_OK);
-            double e = test_rel_l2(y + b * n * D, yf + (L - n) * D, n * D);
-            if (!(e <= 1e-5)) fprintf(stderr, "decode step %zu seq %lld: rel L2 %.3g\n", s, (long long)b, e);
-            CHECK(e <= 1e-5);
+            CHECK_TENSOR(y + b * n * D, yf + (L - n) * D, n * D, 1e-5, "decode step %zu seq %lld",
+                         s, (long long)b);
             for (int64_t h = 0; h < H; h++)
                 for (int64_t t = 0; t < n; t++) {
                     const float *wd = w + ((b * H + h) * n + t) * lw;
                     const float *wr = wf + (h * L + L - n + t) * L;
-                    CHECK(test_max_abs_diff(wd, wr, L) <= 1e-6);
+                    CHECK_TENSOR_ABS(wd, wr, L, 1e-6,
+                                     "decode step %zu seq %lld head %lld row %lld: weights", s,
+                                     (long long)b, (long long)h, (long long)t);
                     for (int64_t j = L; j < lw; j++) CHECK(wd[j] == 0);
                 }
             free(yf);
@@ -554,9 +533,7 @@ static void test_decode_long(void)
     o.causal = 1;
     o.num_threads = 0;
     CHECK(qkv_mha_forward(m, full, NULL, x, 1, L, NULL, L, &o) == QKV_OK);
-    double e = test_rel_l2(y[0], full + (L - 1) * D, D);
-    if (!(e <= 1e-5)) fprintf(stderr, "long decode: rel L2 %.3g\n", e);
-    CHECK(e <= 1e-5);
+    CHECK_TENSOR(y[0], full + (L - 1) * D, D, 1e-5, "long decode");
     free(y[0]);
     free(y[1]);
     free(full);

@@ -152,21 +152,9 @@ static qkv_status lib(const shape *s, const float *q, const float *k, const floa
 
 /* The reference is held to 1e-6 of the naive oracle; the fast path, in
  * float32, to DESIGN.md's 1e-5 (ctx says which impl ran). */
-static int cmp(const char *ctx, const char *what, const float *got, const float *want, int64_t n)
-{
-    const double tol = strstr(ctx, "impl 0") ? 1e-5 : 1e-6;
-    double e = test_rel_l2(got, want, n);
-    if (!(e <= tol)) {
-        fprintf(stderr, "  [%s] %s: relative L2 error %g > %g\n", ctx, what, e, tol);
-        for (int64_t x = 0, shown = 0; x < n && shown < 4; x++)
-            if (memcmp(&got[x], &want[x], sizeof(float)) != 0) {
-                fprintf(stderr, "    element %lld: got %.9g, want %.9g\n", (long long)x, got[x],
-                        want[x]);
-                shown++;
-            }
-    }
-    return e <= tol;
-}
+static double tol_for(const char *ctx) { return strstr(ctx, "impl 0") ? 1e-5 : 1e-6; }
+#define CHECK_RUN(ctx, what, got, want, n) \
+    CHECK_TENSOR(got, want, n, tol_for(ctx), "[%s] %s", ctx, what)
 
 /* Random data for shape s, the naive answer, and the library under
  * QKV_IMPL_AUTO (threads 0 and 2) and QKV_IMPL_REFERENCE (threads 1 and 3). */
@@ -196,9 +184,9 @@ static void run_case(const char *name, const shape *s, const cfg *c, uint64_t se
         if (st != QKV_OK) fprintf(stderr, "  [%s] failed\n", ctx);
         CHECK(st == QKV_OK);
         if (st == QKV_OK) {
-            CHECK(cmp(ctx, "O", got.o, want.o, n_o(s)));
-            CHECK(cmp(ctx, "weights", got.p, want.p, n_p(s)));
-            CHECK(cmp(ctx, "lse", got.l, want.l, n_l(s)));
+            CHECK_RUN(ctx, "O", got.o, want.o, n_o(s));
+            CHECK_RUN(ctx, "weights", got.p, want.p, n_p(s));
+            CHECK_RUN(ctx, "lse", got.l, want.l, n_l(s));
             int nan = 0;
             for (int64_t y = 0; y < n_o(s); y++) nan += isnan(got.o[y]);
             for (int64_t y = 0; y < n_p(s); y++) nan += isnan(got.p[y]);
@@ -473,8 +461,8 @@ static void check_empty_problems(void)
     CHECK(st == QKV_OK);
     CHECK(so == 11.0f && vs == 4.0f);
     if (st == QKV_OK) {
-        CHECK(cmp("Ev == 0", "weights", got.p, want.p, n_p(&s)));
-        CHECK(cmp("Ev == 0", "lse", got.l, want.l, n_l(&s)));
+        CHECK_RUN("Ev == 0", "weights", got.p, want.p, n_p(&s));
+        CHECK_RUN("Ev == 0", "lse", got.l, want.l, n_l(&s));
     }
     out_free(&want);
     out_free(&got);
@@ -763,7 +751,7 @@ static void check_layouts(void)
         c.softcap = 3.0;
         out want = out_alloc(&s);
         naive(&s, q, k, v, &c, &want);
-        CHECK(cmp("layout baseline", "O", base.o, want.o, n_o(&s)));
+        CHECK_RUN("layout baseline", "O", base.o, want.o, n_o(&s));
         out_free(&want);
     }
 
@@ -834,9 +822,9 @@ static void check_layouts(void)
         qkv_status st = qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, &opt);
         if (st != QKV_OK) fprintf(stderr, "  transposed: %s\n", qkv_error_detail());
         CHECK(st == QKV_OK);
-        CHECK(cmp("transposed / reversed views", "O", got.o, base.o, n_o(&s)));
-        CHECK(cmp("transposed / reversed views", "weights", got.p, base.p, n_p(&s)));
-        CHECK(cmp("transposed / reversed views", "lse", got.l, base.l, n_l(&s)));
+        CHECK_RUN("transposed / reversed views", "O", got.o, base.o, n_o(&s));
+        CHECK_RUN("transposed / reversed views", "weights", got.p, base.p, n_p(&s));
+        CHECK_RUN("transposed / reversed views", "lse", got.l, base.l, n_l(&s));
 
         /* Inner strides other than 1 everywhere: Q as (B, H, E, Lq), O as
          * (B, H, Ev, Lq), weights as (B, H, Lk, Lq), lse as (Lq, B, H), a full
@@ -883,9 +871,9 @@ static void check_layouts(void)
             gather(&tl2, got.l);
             const char *ctx = bcast ? "inner strides != 1, broadcast mask with junk strides"
                                     : "inner strides != 1, transposed full mask";
-            CHECK(cmp(ctx, "O", got.o, want.o, n_o(&s)));
-            CHECK(cmp(ctx, "weights", got.p, want.p, n_p(&s)));
-            CHECK(cmp(ctx, "lse", got.l, want.l, n_l(&s)));
+            CHECK_RUN(ctx, "O", got.o, want.o, n_o(&s));
+            CHECK_RUN(ctx, "weights", got.p, want.p, n_p(&s));
+            CHECK_RUN(ctx, "lse", got.l, want.l, n_l(&s));
             free(qt);
             free(ot);
             free(pt);
@@ -912,9 +900,9 @@ static void check_layouts(void)
         tv.stride[0] = 0;
         st = qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, &opt);
         CHECK(st == QKV_OK);
-        CHECK(cmp("K, V batch stride 0", "O", got.o, want.o, n_o(&s)));
-        CHECK(cmp("K, V batch stride 0", "weights", got.p, want.p, n_p(&s)));
-        CHECK(cmp("K, V batch stride 0", "lse", got.l, want.l, n_l(&s)));
+        CHECK_RUN("K, V batch stride 0", "O", got.o, want.o, n_o(&s));
+        CHECK_RUN("K, V batch stride 0", "weights", got.p, want.p, n_p(&s));
+        CHECK_RUN("K, V batch stride 0", "lse", got.l, want.l, n_l(&s));
         out_free(&want);
         free(k2);
         free(v2);

@@ -71,16 +71,10 @@ static void run_case(const oracle_case *c, qkv_impl impl, int threads)
     qkv_status st = qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, &opt);
     CHECK(st == QKV_OK);
     if (st != QKV_OK) fprintf(stderr, "%s: %s\n", c->name, qkv_error_detail());
-    double e = test_rel_l2(o, want_o.data, qkv_array_numel(&want_o));
-    if (!(e <= 1e-5)) fprintf(stderr, "%s: O relative L2 error %g\n", c->name, e);
-    CHECK(e <= 1e-5);
+    CHECK_TENSOR(o, want_o.data, qkv_array_numel(&want_o), 1e-5, "%s: O", c->name);
     if (c->has_weights) {
-        e = test_rel_l2(p, want_p.data, qkv_array_numel(&want_p));
-        if (!(e <= 1e-5)) fprintf(stderr, "%s: weights relative L2 error %g\n", c->name, e);
-        CHECK(e <= 1e-5);
-        e = test_rel_l2(l, want_l.data, qkv_array_numel(&want_l));
-        if (!(e <= 1e-5)) fprintf(stderr, "%s: lse relative L2 error %g\n", c->name, e);
-        CHECK(e <= 1e-5);
+        CHECK_TENSOR(p, want_p.data, qkv_array_numel(&want_p), 1e-5, "%s: weights", c->name);
+        CHECK_TENSOR(l, want_l.data, qkv_array_numel(&want_l), 1e-5, "%s: lse", c->name);
     }
     free(o);
     free(p);

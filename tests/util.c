@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +74,76 @@ double test_max_abs_diff(const float *a, const float *b, int64_t n)
         if (!(d <= m)) m = d;
     }
     return m;
+}
+
+double test_rel_l2_f64(const float *got, const double *want, int64_t n)
+{
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        num += (got[i] - want[i]) * (got[i] - want[i]);
+        den += want[i] * want[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+int test_check_tensor(const char *file, int line, test_measure m, double tol, const float *got,
+                      const void *want, int64_t n, const char *fmt, ...)
+{
+    const float *wf = m == TEST_REL_L2_F64 ? NULL : want;
+    const double *wd = m == TEST_REL_L2_F64 ? want : NULL;
+    const double err = m == TEST_REL_L2    ? test_rel_l2(got, wf, n)
+                       : m == TEST_MAX_ABS ? test_max_abs_diff(got, wf, n)
+                                           : test_rel_l2_f64(got, wd, n);
+    if (err <= tol) return 1;
+
+    /* An element is off past its share of tol: tol itself for max abs;
+     * for a relative L2, tol times the RMS of want (or of ones, where the
+     * measure turns absolute), so that a failed check always shows one. */
+    double sum2 = 0, worst = 0, share = tol;
+    int64_t at = -1, off = 0, first[5];
+    int absolute = 0; /* test_rel_l2_f64 against an all-zero want */
+    if (m != TEST_MAX_ABS) {
+        for (int64_t i = 0; i < n; i++) {
+            const double w = wd ? wd[i] : (double)wf[i];
+            if (isfinite(w)) sum2 += w * w;
+        }
+        absolute = m == TEST_REL_L2_F64 && !(sum2 > 0);
+        if (absolute) sum2 = (double)n;
+        share = n > 0 ? tol * sqrt(sum2 / (double)n) : 0;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const double g = got[i], w = wd ? wd[i] : (double)wf[i];
+        /* NaN where want has NaN passes the float measures, never the f64 one. */
+        if (g == w || (m != TEST_REL_L2_F64 && isnan(g) && isnan(w))) continue;
+        const double d = isnan(g - w) ? INFINITY : fabs(g - w);
+        if (at < 0 || d > worst) {
+            worst = d;
+            at = i;
+        }
+        if (!(d <= share)) {
+            if (off < 5) first[off] = i;
+            off++;
+        }
+    }
+
+    char label[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(label, sizeof label, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s:%d: CHECK_TENSOR failed: %s: ", file, line, label);
+    if (m == TEST_MAX_ABS)
+        fprintf(stderr, "max abs diff %.3g at [%lld] > tol %g", worst, (long long)at, tol);
+    else
+        fprintf(stderr, "%s %.3g > tol %g; max abs diff %.3g at [%lld]",
+                absolute ? "L2 (want is all zero)" : "rel L2", err, tol, worst, (long long)at);
+    fprintf(stderr, "; %lld of %lld elements off\n", (long long)off, (long long)n);
+    for (int64_t k = 0; k < off && k < 5; k++) {
+        const int64_t i = first[k];
+        fprintf(stderr, "    [%lld] got %.9g, want %.9g\n", (long long)i, (double)got[i],
+                wd ? wd[i] : (double)wf[i]);
+    }
+    return 0;
 }
 
 const char *test_oracle_path(const char *cas, const char *name)

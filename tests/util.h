@@ -34,6 +34,29 @@ void *test_malloc(size_t n);
  * both is equal; NaN in one only, or a differing infinity, gives INFINITY. */
 double test_rel_l2(const float *a, const float *b, int64_t n);
 double test_max_abs_diff(const float *a, const float *b, int64_t n);
+/* ||got - want|| / ||want|| against an oracle in double (finite
+ * differences, a reference written in the test); ||got - want|| when want
+ * is all zero. Any NaN makes it NaN. */
+double test_rel_l2_f64(const float *got, const double *want, int64_t n);
+
+#if defined(__GNUC__) || defined(__clang__)
+#define TEST_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define TEST_PRINTF(f, a)
+#endif
+
+/* What CHECK_TENSOR (test.h) holds a result to: test_rel_l2,
+ * test_max_abs_diff, or test_rel_l2_f64 against a double oracle. */
+typedef enum test_measure { TEST_REL_L2, TEST_MAX_ABS, TEST_REL_L2_F64 } test_measure;
+
+/* The verdict of got[0..n) against want[0..n) (float *, or double * for
+ * TEST_REL_L2_F64): 1 when the measure is at most tol. Otherwise prints,
+ * after "FILE:LINE: CHECK_TENSOR failed: " and the printf-style label, the
+ * measure against tol, the max abs difference and where it is, how many
+ * elements are off (more than their share of tol), and the first five of
+ * them with their indices; returns 0. Counted by CHECK_TENSOR. */
+int test_check_tensor(const char *file, int line, test_measure m, double tol, const float *got,
+                      const void *want, int64_t n, const char *fmt, ...) TEST_PRINTF(8, 9);
 
 /* QKV_TEST_DATA/oracle/CASE/NAME.npy, in one of 16 static buffers used in
  * turn (so a few may be held at once). */
