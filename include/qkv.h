@@ -214,7 +214,8 @@ typedef struct qkv_attn_options {
     qkv_tensor mask;
     /* Causal: when nonzero, row i may see keys j <= d_i. */
     int causal;
-    /* Where the diagonal d_i lies, for causal and the window. */
+    /* Where the diagonal d_i lies, for causal and the window; the
+     * positions below move it further. */
     qkv_align align;
     /* Sliding window: when use_window is nonzero, row i may see
      * d_i - window_left <= j <= d_i + window_right; a negative bound means
@@ -246,6 +247,18 @@ typedef struct qkv_attn_options {
      * library with the same outputs, and must not fork. */
     void (*progress)(void *user, double done);
     void *progress_user;
+    /* Optional positions per batch, B entries each, 0 .. 2^60; NULL means
+     * all 0. Query row i of batch b sits at position q_offsets[b] + i and
+     * key j at k_offsets[b] + j, so that d_i, the diagonal for causal and
+     * the window, is i + q_offsets[b] - k_offsets[b] (plus Lk - Lq for
+     * QKV_ALIGN_BOTTOM_RIGHT). For queries that continue a sequence whose
+     * earlier keys sit elsewhere: a decode step over a cache of len_b
+     * tokens is q_offsets[b] = len_b with the keys at 0 (what
+     * qkv_mha_decode does, for every sequence in one call), a block of
+     * keys from a ring or a split sets k_offsets to where it starts.
+     * Padding (kv_lens) does not move positions. */
+    const int64_t *q_offsets;
+    const int64_t *k_offsets;
 } qkv_attn_options;
 
 /* Forward scaled dot-product attention.
@@ -314,6 +327,31 @@ QKV_API qkv_status qkv_attention_backward(const qkv_tensor *dq, const qkv_tensor
                                           const qkv_tensor *k, const qkv_tensor *v,
                                           const qkv_tensor *o, const qkv_tensor *lse,
                                           const qkv_attn_options *opts);
+
+/* Merges partial results of the same queries over two disjoint sets of
+ * keys into the result over their union: what a split of the keys (ring
+ * attention's blocks, a cascade's shared prefix and own suffix, keys
+ * spread over devices) computes in parts.
+ *
+ *   o, lse     out, F32 (B, H, Lq, Ev) and (B, H, Lq, 1)
+ *   o1, lse1   F32, the forward's O and lse over the first set of keys
+ *   o2, lse2   F32, the same over the second set
+ *
+ * Row by row, in double: m = max(lse1, lse2), w_k = exp(lse_k - m),
+ * o = (w1 o1 + w2 o2) / (w1 + w2), lse = m + log(w1 + w2), narrowed to
+ * float. A part whose lse is -inf (its keys were all masked) has weight
+ * 0; both -inf gives o = 0, lse = -inf, as a fully masked row does. NaN in
+ * a part's lse or O reaches that row only. Merging the parts of a split
+ * in a fixed order is bitwise reproducible, and equals one call over all
+ * the keys to rounding (within 1e-6 relative L2 on inputs of unit scale).
+ * Every view may be strided; o and lse may be exactly o1 and lse1 (the
+ * same data, shape and strides: merging into an accumulator) but must
+ * otherwise share no byte with the inputs or each other
+ * (QKV_ERR_INVALID_ARGUMENT). Shapes that disagree are QKV_ERR_SHAPE.
+ * No scratch. Thread-safe. */
+QKV_API qkv_status qkv_attention_merge(const qkv_tensor *o, const qkv_tensor *lse,
+                                       const qkv_tensor *o1, const qkv_tensor *lse1,
+                                       const qkv_tensor *o2, const qkv_tensor *lse2);
 
 /* ------------------------------------------------------------------ memory */
 

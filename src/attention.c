@@ -174,6 +174,25 @@ static qkv_status resolve_mask(const qkv_tensor *m, const int64_t full[4], qkv_t
     return QKV_OK;
 }
 
+/* The most a position may be: with Lq and Lk below 2^61 (their tensors'
+ * byte offsets fit int64_t), d_i stays within +-2^62. */
+#define MAX_POSITION (INT64_C(1) << 60)
+
+/* Per-batch positions: NULL, or B aligned entries in 0 .. MAX_POSITION. */
+static qkv_status resolve_positions(const char *name, const int64_t *pos, int64_t B,
+                                    const int64_t **out)
+{
+    *out = NULL;
+    if (!pos) return QKV_OK;
+    TRY(qkv_check_aligned(name, pos, sizeof *pos));
+    for (int64_t b = 0; b < B; b++)
+        if (pos[b] < 0 || pos[b] > MAX_POSITION)
+            return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "%s[%lld]: %lld is outside 0..2^60", name,
+                            (long long)b, (long long)pos[b]);
+    *out = pos;
+    return QKV_OK;
+}
+
 /* Q, K, V and the options, checked and resolved into p (outputs not yet:
  * the forward and the backward each check their own). `mask` is storage
  * for the broadcast-resolved mask view that p->mask points to. */
@@ -247,6 +266,8 @@ static qkv_status resolve_inputs(const qkv_tensor *q, const qkv_tensor *k, const
                                 (long long)opts->kv_lens[b], (long long)p->Lk);
         p->kv_lens = opts->kv_lens;
     }
+    TRY(resolve_positions("q_offsets", opts->q_offsets, p->B, &p->q_offsets));
+    TRY(resolve_positions("k_offsets", opts->k_offsets, p->B, &p->k_offsets));
     if (opts->impl < QKV_IMPL_AUTO || opts->impl > QKV_IMPL_REFERENCE)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "impl: %d is not a qkv_impl", (int)opts->impl);
     if (opts->isa < QKV_ISA_AUTO || opts->isa > QKV_ISA_AVX512)
@@ -262,7 +283,7 @@ static qkv_status resolve_inputs(const qkv_tensor *q, const qkv_tensor *k, const
     return QKV_OK;
 }
 
-/* The ranges of the inputs of p into in[] (5 entries; 8 with the
+/* The ranges of the inputs of p into in[] (7 entries; 10 with the
  * backward's dO, O and lse); returns how many. */
 static int input_ranges(const qkv_fwd_problem *p, const qkv_tensor *dout, qkv_byte_range *in)
 {
@@ -272,6 +293,8 @@ static int input_ranges(const qkv_fwd_problem *p, const qkv_tensor *dout, qkv_by
     in[n++] = view_range("V", p->v);
     if (p->mask) in[n++] = view_range("mask", p->mask);
     if (p->kv_lens) in[n++] = qkv_range("kv_lens", p->kv_lens, p->B, sizeof *p->kv_lens);
+    if (p->q_offsets) in[n++] = qkv_range("q_offsets", p->q_offsets, p->B, sizeof(int64_t));
+    if (p->k_offsets) in[n++] = qkv_range("k_offsets", p->k_offsets, p->B, sizeof(int64_t));
     if (dout) {
         in[n++] = view_range("dO", dout);
         in[n++] = view_range("O", p->o);
@@ -317,7 +340,7 @@ qkv_status qkv_attention_forward_on(const char *backend, const qkv_tensor *o,
     p.lse = lse;
     const qkv_byte_range outs[3] = {view_range("O", o), view_range("weights", weights),
                                     view_range("lse", lse)};
-    qkv_byte_range ins[5];
+    qkv_byte_range ins[7];
     const int nin = input_ranges(&p, NULL, ins);
     TRY(qkv_check_disjoint(outs, 3, ins, nin));
 
@@ -386,7 +409,7 @@ qkv_status qkv_attention_backward_on(const char *backend, const qkv_tensor *dq,
     p->lse = lse;
     const qkv_byte_range outs[4] = {view_range("dQ", dq), view_range("dK", dk),
                                     view_range("dV", dv), view_range("dmask", dmask)};
-    qkv_byte_range ins[8];
+    qkv_byte_range ins[10];
     const int nin = input_ranges(p, dout, ins);
     TRY(qkv_check_disjoint(outs, 4, ins, nin));
     bp.dout = dout;
@@ -400,4 +423,75 @@ qkv_status qkv_attention_backward_on(const char *backend, const qkv_tensor *dq,
     st = be->backward(&bp);
     if (st == QKV_OK && p->progress) p->progress(p->progress_user, 1.0);
     return st;
+}
+
+/* Whether a and b are the same view: same data, shape and strides. */
+static int same_view(const qkv_tensor *a, const qkv_tensor *b)
+{
+    return a->data == b->data && a->dtype == b->dtype &&
+           memcmp(a->shape, b->shape, sizeof a->shape) == 0 &&
+           memcmp(a->stride, b->stride, sizeof a->stride) == 0;
+}
+
+/* One row of qkv_attention_merge: (o1, l1) and (o2, l2) over disjoint keys
+ * into (o, *l) over both; o may be o1. A part of lse -inf weighs 0; a part
+ * of lse +inf (scores past float's range) takes the row. */
+static void merge_row(float *o, int64_t os, float *l, const float *o1, int64_t s1, float l1,
+                      const float *o2, int64_t s2, float l2, int64_t ev)
+{
+    const double m = l1 > l2 ? l1 : l2;
+    if (m == -INFINITY) {
+        for (int64_t e = 0; e < ev; e++) o[e * os] = 0.0f;
+        *l = -INFINITY;
+        return;
+    }
+    /* NaN in either lse makes m or a weight NaN, and so the row. */
+    const double w1 = m == INFINITY ? (l1 == INFINITY) : exp((double)l1 - m);
+    const double w2 = m == INFINITY ? (l2 == INFINITY) : exp((double)l2 - m);
+    const double sum = w1 + w2;
+    for (int64_t e = 0; e < ev; e++) {
+        /* A part of weight 0 adds nothing, whatever its O holds. */
+        double acc = 0;
+        if (w1 != 0) acc += w1 * (double)o1[e * s1];
+        if (w2 != 0) acc += w2 * (double)o2[e * s2];
+        o[e * os] = qkv_narrow(acc / sum);
+    }
+    *l = qkv_narrow(m == INFINITY || isnan(m) ? m : m + log(sum));
+}
+
+qkv_status qkv_attention_merge(const qkv_tensor *o, const qkv_tensor *lse, const qkv_tensor *o1,
+                               const qkv_tensor *lse1, const qkv_tensor *o2,
+                               const qkv_tensor *lse2)
+{
+    qkv_clear_error();
+    if (!o1) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "o1: NULL tensor");
+    TRY(check_f32("o1", o1));
+    int64_t n;
+    TRY(check_view("o1", o1, &n));
+    const int64_t B = o1->shape[0], H = o1->shape[1], Lq = o1->shape[2], Ev = o1->shape[3];
+    TRY(check_input("lse1", lse1, B, H, Lq, 1, "(B, H, Lq, 1) of o1"));
+    TRY(check_input("o2", o2, B, H, Lq, Ev, "o1's (B, H, Lq, Ev)"));
+    TRY(check_input("lse2", lse2, B, H, Lq, 1, "(B, H, Lq, 1) of o1"));
+    if (!o) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "O: NULL tensor");
+    if (!lse) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "lse: NULL tensor");
+    TRY(check_output("O", o, B, H, Lq, Ev, "o1's (B, H, Lq, Ev)"));
+    TRY(check_output("lse", lse, B, H, Lq, 1, "(B, H, Lq, 1) of o1"));
+    /* Each element of o (lse) is read from o1 (lse1) at the same index
+     * just before it is written, so the very same view may be both. */
+    const qkv_byte_range outs[2] = {view_range("O", o), view_range("lse", lse)};
+    qkv_byte_range ins[4];
+    int nin = 0;
+    if (!same_view(o, o1)) ins[nin++] = view_range("o1", o1);
+    if (!same_view(lse, lse1)) ins[nin++] = view_range("lse1", lse1);
+    ins[nin++] = view_range("o2", o2);
+    ins[nin++] = view_range("lse2", lse2);
+    TRY(qkv_check_disjoint(outs, 2, ins, nin));
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t i = 0; i < Lq; i++)
+                merge_row(qkv_view_out(o, b, h, i, 0), o->stride[3], qkv_view_out(lse, b, h, i, 0),
+                          qkv_view_at(o1, b, h, i, 0), o1->stride[3],
+                          *qkv_view_at(lse1, b, h, i, 0), qkv_view_at(o2, b, h, i, 0),
+                          o2->stride[3], *qkv_view_at(lse2, b, h, i, 0), Ev);
+    return QKV_OK;
 }

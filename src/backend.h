@@ -27,6 +27,8 @@ typedef struct qkv_fwd_problem {
     int use_window;
     int64_t window_left, window_right; /* negative = unlimited */
     const int64_t *kv_lens;    /* NULL or B entries in 0..Lk */
+    const int64_t *q_offsets;  /* NULL or B positions in 0..2^60 */
+    const int64_t *k_offsets;  /* likewise */
     qkv_isa isa;               /* as asked (AUTO not resolved): the CPU backend's */
     int num_threads;           /* resolved: >= 1 */
     void (*progress)(void *user, double done); /* NULL = none; see qkv.h */
@@ -52,13 +54,22 @@ static inline float *qkv_view_out(const qkv_tensor *t, int64_t a, int64_t b, int
                    : NULL;
 }
 
+/* d_i of query row i in batch b: the key index of its causal diagonal.
+ * The bounds validation puts on Lq, Lk and the offsets keep it within
+ * +-2^62. */
+static inline int64_t qkv_row_diag(const qkv_fwd_problem *p, int64_t b, int64_t i)
+{
+    return i + p->diag_offset + (p->q_offsets ? p->q_offsets[b] : 0) -
+           (p->k_offsets ? p->k_offsets[b] : 0);
+}
+
 /* The keys [*lo, *hi] query row i of batch b may see by padding, causal
  * and the window (empty when *lo > *hi); masks come on top. Compared so
  * that nothing overflows, whatever the window's bounds. */
 static inline void qkv_row_interval(const qkv_fwd_problem *p, int64_t b, int64_t i, int64_t *lo,
                                     int64_t *hi)
 {
-    const int64_t diag = i + p->diag_offset;
+    const int64_t diag = qkv_row_diag(p, b, i);
     int64_t l = 0, h = p->Lk - 1;
     if (p->kv_lens && p->kv_lens[b] - 1 < h) h = p->kv_lens[b] - 1;
     if (p->causal && diag < h) h = diag;

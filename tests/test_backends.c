@@ -243,6 +243,10 @@ static void check_registry(void)
     CHECK(strstr(qkv_error_detail(), "abacus") != NULL);
 }
 
+/* Positions of the "positions" case: queries ahead of the keys, and keys
+ * placed past the first queries. */
+static const int64_t q_pos[2] = {12, 40}, k_pos[2] = {0, 20};
+
 int main(void)
 {
     check_registry();
@@ -260,6 +264,8 @@ int main(void)
         {.name = "dmask", .s = {1, 2, 1, 6, 10, 8, 8}, .float_mask = 1, .dmask = 1},
         {.name = "scale past float", .s = {1, 2, 2, 4, 6, 8, 8}, .opt = {.scale = 1e-39}},
         {.name = "long keys split", .s = {1, 2, 2, 1, 4500, 16, 16}},
+        {.name = "positions", .s = {2, 2, 1, 6, 30, 8, 8},
+         .opt = {.causal = 1, .q_offsets = q_pos, .k_offsets = k_pos}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(&cases[i], 100 + i);
     return test_finish("test_backends");

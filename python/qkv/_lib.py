@@ -40,6 +40,8 @@ class Options(ctypes.Structure):
         ("num_threads", ctypes.c_int),
         ("progress", PROGRESS),
         ("progress_user", ctypes.c_void_p),
+        ("q_offsets", ctypes.POINTER(ctypes.c_int64)),
+        ("k_offsets", ctypes.POINTER(ctypes.c_int64)),
     ]
 
 

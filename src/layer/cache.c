@@ -192,6 +192,9 @@ static qkv_status check_decode(const qkv_mha *m, const qkv_kv_cache *c, const fl
     if (opts && opts->kv_lens)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
                         "opts.kv_lens: decode takes no kv_lens (the cache knows the lengths)");
+    if (opts && (opts->q_offsets || opts->k_offsets))
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "opts.%s: decode takes no positions (the cache "
+                        "knows them)", opts->q_offsets ? "q_offsets" : "k_offsets");
     *lmax = 0;
     for (int64_t b = 0; b < c->batch; b++) {
         if (n > c->max_len - c->len[b])
@@ -241,14 +244,29 @@ qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *we
     st = qkv_check_buffers(outs, 4, ins, 2, sizeof(float));
     if (st) return st;
     float *block = malloc((size_t)(nq + nk + nv + na + 1) * sizeof(float));
-    if (!block) return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "decode: buffers do not fit in memory");
+    int64_t *pos = malloc((size_t)(2 * B) * sizeof(int64_t));
+    if (!block || !pos) {
+        free(block);
+        free(pos);
+        return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "decode: buffers do not fit in memory");
+    }
     float *q = block, *k = q + nq, *v = k + nk, *a = v + nv;
 
+    /* Every sequence in one attention call over the longest one's keys:
+     * sequence b's new tokens sit at positions len_b .. len_b + n - 1 and
+     * see its len_b + n cached keys, the rest being padding. */
+    int64_t *q_pos = pos, *k_len = pos + B;
+    for (int64_t b = 0; b < B; b++) {
+        q_pos[b] = c->len[b];
+        k_len[b] = c->len[b] + n;
+    }
     qkv_attn_options o = {0};
     if (opts) o = *opts;
     o.causal = 1;
-    o.align = QKV_ALIGN_BOTTOM_RIGHT;
-    o.progress = NULL; /* one step is short; per-sequence calls would restart it */
+    o.align = QKV_ALIGN_TOP_LEFT;
+    o.q_offsets = q_pos;
+    o.kv_lens = k_len;
+    o.progress = NULL; /* one step is short */
 
     st = qkv_mha_linear(q, x, B * n, m->param[QKV_MHA_WQ], H * E, D, m->param[QKV_MHA_BQ], &o);
     if (!st)
@@ -261,20 +279,16 @@ qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *we
         st = qkv_rope_apply(cfg, q + b * n * H * E, n, H * E, H, c->len[b], 0);
         if (!st) st = qkv_rope_apply(cfg, k + b * n * Hkv * E, n, Hkv * E, Hkv, c->len[b], 0);
     }
-    if (weights && !st) memset(weights, 0, (size_t)(B * H * n * Lw) * sizeof(float));
-    for (int64_t b = 0; b < B && !st; b++) {
-        /* Append the new tokens past the sequence's end; its length moves
+    if (!st) {
+        /* Append the new tokens past each sequence's end; lengths move
          * only once the whole step has succeeded. */
-        const int64_t len = c->len[b], lk = len + n;
-        store_tokens(c, b, len, k + b * n * Hkv * E, v + b * n * Hkv * Ev, n);
-        qkv_tensor tq = qkv_mha_heads_view(q + b * n * H * E, 1, n, H, E);
-        qkv_tensor ta = qkv_mha_heads_view(a + b * n * H * Ev, 1, n, H, Ev);
-        qkv_tensor tk = {c->k + b * Hkv * L * E, QKV_DTYPE_F32, {1, Hkv, lk, E},
-                         {Hkv * L * E, L * E, E, 1}};
-        qkv_tensor tv = {c->v + b * Hkv * L * Ev, QKV_DTYPE_F32, {1, Hkv, lk, Ev},
-                         {Hkv * L * Ev, L * Ev, Ev, 1}};
-        qkv_tensor tw = {weights ? weights + b * H * n * Lw : NULL, QKV_DTYPE_F32, {1, H, n, lk},
-                         {H * n * Lw, n * Lw, Lw, 1}};
+        for (int64_t b = 0; b < B; b++)
+            store_tokens(c, b, c->len[b], k + b * n * Hkv * E, v + b * n * Hkv * Ev, n);
+        qkv_tensor tq = qkv_mha_heads_view(q, B, n, H, E);
+        qkv_tensor ta = qkv_mha_heads_view(a, B, n, H, Ev);
+        qkv_tensor tk = {c->k, QKV_DTYPE_F32, {B, Hkv, Lw, E}, {Hkv * L * E, L * E, E, 1}};
+        qkv_tensor tv = {c->v, QKV_DTYPE_F32, {B, Hkv, Lw, Ev}, {Hkv * L * Ev, L * Ev, Ev, 1}};
+        qkv_tensor tw = qkv_tensor_contiguous(weights, QKV_DTYPE_F32, B, H, n, Lw);
         st = qkv_attention_forward(&ta, weights ? &tw : NULL, NULL, &tq, &tk, &tv, &o);
     }
     if (!st)
@@ -283,5 +297,6 @@ qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *we
     if (!st)
         for (int64_t b = 0; b < B; b++) c->len[b] += n;
     free(block);
+    free(pos);
     return st;
 }

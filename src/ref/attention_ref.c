@@ -20,7 +20,7 @@ typedef struct ref_ctx {
  * and handled with the scores, not here.) */
 static int allowed(const qkv_fwd_problem *p, int64_t b, int64_t h, int64_t i, int64_t j)
 {
-    int64_t d = i + p->diag_offset;
+    const int64_t d = qkv_row_diag(p, b, i);
     if (p->kv_lens && j >= p->kv_lens[b]) return 0;
     if (p->causal && j > d) return 0;
     if (p->use_window) { /* d - j and j - d cannot overflow; d - left could */
