@@ -401,6 +401,22 @@ QKV_API void qkv_array_free(qkv_array *a);
  * failure *dst is zeroed. */
 QKV_API qkv_status qkv_array_convert(qkv_array *dst, const qkv_array *src, qkv_dtype to);
 
+/* A view of a (rank 0 to 4) as the qkv_tensor the attention calls take:
+ * its dims with leading 1s, so (L, E) becomes (1, 1, L, E) and (B, H, L,
+ * E) stays; contiguous strides; the data not copied (the view lives as
+ * long as a's data). The bridge between arrays read from files (or the
+ * layer's plain row-major buffers, described by a qkv_array) and the
+ * attention's strided views.
+ *
+ *   a    the array; ndim 0..4
+ *   out  the view; zeroed (data NULL) on failure
+ *
+ * @return QKV_OK; QKV_ERR_NULL_ARGUMENT for a or out NULL;
+ *         QKV_ERR_SHAPE for a rank above 4, a negative rank or dim
+ *         (the detail says which); QKV_ERR_OVERFLOW when the strides do
+ *         not fit int64_t. Thread-safe. */
+QKV_API qkv_status qkv_array_as_tensor(const qkv_array *a, qkv_tensor *out);
+
 /* ------------------------------------------------------------------- .npy */
 
 /* Reads a NumPy .npy file (format versions 1.0, 2.0 and 3.0) into *out,

@@ -203,3 +203,28 @@ qkv_status qkv_array_convert(qkv_array *dst, const qkv_array *src, qkv_dtype to)
     *dst = out;
     return st;
 }
+
+qkv_status qkv_array_as_tensor(const qkv_array *a, qkv_tensor *out)
+{
+    qkv_clear_error();
+    if (!out) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "out: NULL");
+    memset(out, 0, sizeof *out);
+    if (!a) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "a: NULL array");
+    if (a->ndim < 0 || a->ndim > 4)
+        return qkv_fail(QKV_ERR_SHAPE, "a: rank %d, a tensor view has 0 to 4 dims", a->ndim);
+    int64_t s[4] = {1, 1, 1, 1};
+    for (int d = 0; d < a->ndim; d++) {
+        if (a->shape[d] < 0)
+            return qkv_fail(QKV_ERR_SHAPE, "a: dim %d is negative (%lld)", d,
+                            (long long)a->shape[d]);
+        s[4 - a->ndim + d] = a->shape[d];
+    }
+    const qkv_tensor t = qkv_tensor_contiguous(a->data, a->dtype, s[0], s[1], s[2], s[3]);
+    for (int d = 0; d < 4; d++)
+        if (t.stride[d] == INT64_MAX)
+            return qkv_fail(QKV_ERR_OVERFLOW, "a: strides of shape (%lld, %lld, %lld, %lld) "
+                            "overflow int64", (long long)s[0], (long long)s[1], (long long)s[2],
+                            (long long)s[3]);
+    *out = t;
+    return QKV_OK;
+}

@@ -838,9 +838,39 @@ static void check_alloc(void)
     CHECK(strstr(qkv_error_detail(), "qkv_alloc") != NULL);
 }
 
+/* qkv_array_as_tensor: leading 1s, contiguous strides, the same data;
+ * ranks above 4 and negative dims refused with the view zeroed. */
+static void check_array_as_tensor(void)
+{
+    float x[24];
+    qkv_array a = {x, QKV_DTYPE_F32, 2, {4, 6}};
+    qkv_tensor t;
+    CHECK(qkv_array_as_tensor(&a, &t) == QKV_OK);
+    CHECK(t.data == x && t.dtype == QKV_DTYPE_F32);
+    CHECK(t.shape[0] == 1 && t.shape[1] == 1 && t.shape[2] == 4 && t.shape[3] == 6);
+    CHECK(t.stride[2] == 6 && t.stride[3] == 1);
+    qkv_array b = {x, QKV_DTYPE_F32, 4, {1, 2, 3, 4}};
+    CHECK(qkv_array_as_tensor(&b, &t) == QKV_OK);
+    CHECK(t.shape[1] == 2 && t.stride[0] == 24 && t.stride[1] == 12 && t.stride[2] == 4);
+    qkv_array s = {x, QKV_DTYPE_F32, 0, {0}};
+    CHECK(qkv_array_as_tensor(&s, &t) == QKV_OK);
+    CHECK(t.shape[0] == 1 && t.shape[3] == 1);
+    qkv_array five = {x, QKV_DTYPE_F32, 5, {1, 1, 1, 1, 24}};
+    CHECK(qkv_array_as_tensor(&five, &t) == QKV_ERR_SHAPE);
+    CHECK(test_starts_with(qkv_error_detail(), "a: rank 5"));
+    CHECK(t.data == NULL && t.shape[3] == 0);
+    qkv_array neg = {x, QKV_DTYPE_F32, 2, {4, -6}};
+    CHECK(qkv_array_as_tensor(&neg, &t) == QKV_ERR_SHAPE);
+    qkv_array huge = {x, QKV_DTYPE_F32, 3, {INT64_C(1) << 40, INT64_C(1) << 40, 1 << 20}};
+    CHECK(qkv_array_as_tensor(&huge, &t) == QKV_ERR_OVERFLOW);
+    CHECK(qkv_array_as_tensor(NULL, &t) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(qkv_array_as_tensor(&a, NULL) == QKV_ERR_NULL_ARGUMENT);
+}
+
 int main(void)
 {
     check_alloc();
+    check_array_as_tensor();
     check_default_threads();
     fill_inputs();
     check_version();

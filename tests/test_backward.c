@@ -15,12 +15,6 @@
 
 /* ------------------------------------------------------------ PyTorch */
 
-static qkv_tensor as_4d(const qkv_array *a)
-{
-    int64_t s[4] = {1, 1, 1, 1};
-    for (int d = 0; d < a->ndim; d++) s[4 - a->ndim + d] = a->shape[d];
-    return qkv_tensor_contiguous(a->data, a->dtype, s[0], s[1], s[2], s[3]);
-}
 
 static void check_oracle(const char *cas, int causal, int has_mask)
 {
@@ -32,7 +26,7 @@ static void check_oracle(const char *cas, int causal, int has_mask)
         CHECK(!"oracle files readable");
         return;
     }
-    qkv_tensor tq = as_4d(&q), tk = as_4d(&k), tv = as_4d(&v), tdo = as_4d(&dout);
+    qkv_tensor tq = test_as_tensor(&q), tk = test_as_tensor(&k), tv = test_as_tensor(&v), tdo = test_as_tensor(&dout);
     const int64_t B = tq.shape[0], H = tq.shape[1], Lq = tq.shape[2], E = tq.shape[3];
     const int64_t Hkv = tk.shape[1], Lk = tk.shape[2], Ev = tv.shape[3];
     float *o = test_malloc((size_t)(B * H * Lq * Ev) * 4), *l = test_malloc((size_t)(B * H * Lq) * 4);
@@ -45,7 +39,7 @@ static void check_oracle(const char *cas, int causal, int has_mask)
     qkv_tensor tdv = qkv_tensor_contiguous(dv, QKV_DTYPE_F32, B, Hkv, Lk, Ev);
     qkv_attn_options opt = {0};
     opt.causal = causal;
-    if (has_mask) opt.mask = as_4d(&mask);
+    if (has_mask) opt.mask = test_as_tensor(&mask);
     CHECK(qkv_attention_forward(&to, NULL, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
     CHECK(qkv_attention_backward(&tdq, &tdk, &tdv, NULL, &tdo, &tq, &tk, &tv, &to, &tl, &opt) ==
           QKV_OK);

@@ -31,13 +31,6 @@ static const oracle_case cases[] = {
     {"seed_example_like", 0, 0, 1},
 };
 
-/* Rank 1..4 array as a (B, H, L, E) view, leading dims 1. */
-static qkv_tensor as_4d(const qkv_array *a)
-{
-    int64_t s[4] = {1, 1, 1, 1};
-    for (int d = 0; d < a->ndim; d++) s[4 - a->ndim + d] = a->shape[d];
-    return qkv_tensor_contiguous(a->data, a->dtype, s[0], s[1], s[2], s[3]);
-}
 
 static void run_case(const oracle_case *c, qkv_impl impl, int threads)
 {
@@ -52,7 +45,7 @@ static void run_case(const oracle_case *c, qkv_impl impl, int threads)
         CHECK(test_load_oracle(c->name, "weights", &want_p));
         CHECK(test_load_oracle(c->name, "lse", &want_l));
     }
-    qkv_tensor tq = as_4d(&q), tk = as_4d(&k), tv = as_4d(&v);
+    qkv_tensor tq = test_as_tensor(&q), tk = test_as_tensor(&k), tv = test_as_tensor(&v);
     int64_t B = tq.shape[0], H = tq.shape[1], Lq = tq.shape[2], Lk = tk.shape[2],
             Ev = tv.shape[3];
     float *o = test_malloc((size_t)(B * H * Lq * Ev) * sizeof(float));
@@ -66,7 +59,7 @@ static void run_case(const oracle_case *c, qkv_impl impl, int threads)
     opt.num_threads = threads;
     opt.causal = c->causal != 0;
     opt.align = c->causal == 2 ? QKV_ALIGN_BOTTOM_RIGHT : QKV_ALIGN_TOP_LEFT;
-    if (c->has_mask) opt.mask = as_4d(&mask);
+    if (c->has_mask) opt.mask = test_as_tensor(&mask);
 
     qkv_status st = qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, &opt);
     CHECK(st == QKV_OK);
@@ -96,12 +89,12 @@ static void check_fully_masked_row(void)
         return;
     }
     float o[2 * 3 * 5 * 8], p[2 * 3 * 5 * 9], l[2 * 3 * 5];
-    qkv_tensor tq = as_4d(&q), tk = as_4d(&k), tv = as_4d(&v);
+    qkv_tensor tq = test_as_tensor(&q), tk = test_as_tensor(&k), tv = test_as_tensor(&v);
     qkv_tensor to = qkv_tensor_contiguous(o, QKV_DTYPE_F32, 2, 3, 5, 8);
     qkv_tensor tp = qkv_tensor_contiguous(p, QKV_DTYPE_F32, 2, 3, 5, 9);
     qkv_tensor tl = qkv_tensor_contiguous(l, QKV_DTYPE_F32, 2, 3, 5, 1);
     qkv_attn_options opt = {0};
-    opt.mask = as_4d(&mask);
+    opt.mask = test_as_tensor(&mask);
     CHECK(qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
     for (int h = 0; h < 3; h++) {
         int row = (1 * 3 + h) * 5 + 2;

@@ -297,3 +297,13 @@ int test_array_zeroed(const qkv_array *a)
     static const qkv_array zero;
     return memcmp(a, &zero, sizeof zero) == 0;
 }
+
+qkv_tensor test_as_tensor(const qkv_array *a)
+{
+    qkv_tensor t;
+    if (qkv_array_as_tensor(a, &t) != QKV_OK) {
+        fprintf(stderr, "test_as_tensor: %s\n", qkv_error_detail());
+        abort();
+    }
+    return t;
+}

@@ -75,12 +75,15 @@ int attn_args_check(const char *cmd, const attn_args *a, qkv_attn_options *opt)
     return parse_values(cmd, a, opt);
 }
 
-/* Rank 0..4 array as a (B, H, L, E) view, leading dims 1. */
+/* Rank 0..4 array as a (B, H, L, E) view, leading dims 1: the library's
+ * qkv_array_as_tensor, for arrays whose rank the loaders have checked (a
+ * view that fails anyway is absent, data NULL, and the call given it says
+ * so). */
 qkv_tensor attn_as_4d(const qkv_array *a)
 {
-    int64_t s[4] = {1, 1, 1, 1};
-    for (int d = 0; d < a->ndim; d++) s[4 - a->ndim + d] = a->shape[d];
-    return qkv_tensor_contiguous(a->data, a->dtype, s[0], s[1], s[2], s[3]);
+    qkv_tensor t;
+    (void)qkv_array_as_tensor(a, &t);
+    return t;
 }
 
 static int check_rank(const char *cmd, const char *flag, const char *path, const qkv_array *a, int lo, int hi)
