@@ -189,8 +189,8 @@ QKV_API int qkv_isa_supported(qkv_isa isa);
 QKV_API qkv_isa qkv_isa_auto(void);
 
 /* Options for qkv_attention_forward. A zero-initialised struct
- * (qkv_attn_options o = {0};) or a NULL pointer means every default. */
-typedef struct qkv_attn_options {
+ * (qkv_attention_options o = {0};) or a NULL pointer means every default. */
+typedef struct qkv_attention_options {
     /* Multiplies <q, k>. 0 means the default 1/sqrt(E). Must be finite;
      * any finite value gives the reference's answer. The fast path
      * computes the scores in float, so a scale outside float's normal
@@ -259,7 +259,7 @@ typedef struct qkv_attn_options {
      * Padding (kv_lens) does not move positions. */
     const int64_t *q_offsets;
     const int64_t *k_offsets;
-} qkv_attn_options;
+} qkv_attention_options;
 
 /* Forward scaled dot-product attention.
  *
@@ -287,7 +287,7 @@ typedef struct qkv_attn_options {
 QKV_API qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
                                          const qkv_tensor *lse, const qkv_tensor *q,
                                          const qkv_tensor *k, const qkv_tensor *v,
-                                         const qkv_attn_options *opts);
+                                         const qkv_attention_options *opts);
 
 /* Backward of qkv_attention_forward: the gradients of a loss L with
  * respect to Q, K, V (and a float mask), given dO = dL/dO.
@@ -326,7 +326,7 @@ QKV_API qkv_status qkv_attention_backward(const qkv_tensor *dq, const qkv_tensor
                                           const qkv_tensor *dout, const qkv_tensor *q,
                                           const qkv_tensor *k, const qkv_tensor *v,
                                           const qkv_tensor *o, const qkv_tensor *lse,
-                                          const qkv_attn_options *opts);
+                                          const qkv_attention_options *opts);
 
 /* Merges partial results of the same queries over two disjoint sets of
  * keys into the result over their union: what a split of the keys (ring
@@ -477,13 +477,13 @@ QKV_API qkv_status qkv_npy_create(const char *path, qkv_dtype dtype, int ndim, c
 /* -------------------------------------------------------------------- GEMM */
 
 /* The matrix multiply under the layer's projections, callable on its own. */
-typedef enum qkv_transpose {
-    QKV_NO_TRANS = 0, /* use the matrix as stored */
-    QKV_TRANS         /* use its transpose */
-} qkv_transpose;
+typedef enum qkv_gemm_transpose {
+    QKV_GEMM_NO_TRANS = 0, /* use the matrix as stored */
+    QKV_GEMM_TRANS         /* use its transpose */
+} qkv_gemm_transpose;
 
 /* Options for qkv_sgemm; a NULL pointer or a zeroed struct means the
- * defaults. isa and num_threads mean what they mean in qkv_attn_options. */
+ * defaults. isa and num_threads mean what they mean in qkv_attention_options. */
 typedef struct qkv_gemm_options {
     qkv_isa isa;
     int num_threads;
@@ -491,9 +491,9 @@ typedef struct qkv_gemm_options {
 
 /* C = alpha * op(A) * op(B) + beta * C in F32, every matrix row-major.
  *
- *   op(A) is m x k: A is stored m x k (lda >= k) or, with ta == QKV_TRANS,
+ *   op(A) is m x k: A is stored m x k (lda >= k) or, with ta == QKV_GEMM_TRANS,
  *         k x m (lda >= m); likewise op(B) is k x n: B stored k x n
- *         (ldb >= n) or, with tb == QKV_TRANS, n x k (ldb >= k); C is m x n
+ *         (ldb >= n) or, with tb == QKV_GEMM_TRANS, n x k (ldb >= k); C is m x n
  *         (ldc >= n). Leading dimensions are in elements.
  *   beta == 0 means C is only written (NaN or garbage in C does not leak
  *   through); k == 0 or alpha == 0 scales C by beta without reading A or
@@ -514,9 +514,10 @@ typedef struct qkv_gemm_options {
  * instead when opts->isa is QKV_ISA_AUTO (its threads are the BLAS
  * library's own). Scratch: O(threads x cache blocks), or for at most 4
  * rows m x k floats plus threads x m x 64. Thread-safe. */
-QKV_API qkv_status qkv_sgemm(qkv_transpose ta, qkv_transpose tb, int64_t m, int64_t n, int64_t k,
-                             float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
-                             float beta, float *c, int64_t ldc, const qkv_gemm_options *opts);
+QKV_API qkv_status qkv_sgemm(qkv_gemm_transpose ta, qkv_gemm_transpose tb, int64_t m, int64_t n,
+                             int64_t k, float alpha, const float *a, int64_t lda, const float *b,
+                             int64_t ldb, float beta, float *c, int64_t ldc,
+                             const qkv_gemm_options *opts);
 
 /* ------------------------------------------------------------ .safetensors */
 
@@ -691,7 +692,7 @@ QKV_API qkv_status qkv_mha_save(const qkv_mha *m, const char *path, const char *
  * Bitwise the same for any thread count. Thread-safe. */
 QKV_API qkv_status qkv_mha_forward(const qkv_mha *m, float *y, float *weights, const float *x,
                                    int64_t batch, int64_t lq, const float *context, int64_t lk,
-                                   const qkv_attn_options *opts);
+                                   const qkv_attention_options *opts);
 
 /* Backward of qkv_mha_forward for the same inputs and options, given
  * dy = dL/dY (B, Lq, D):
@@ -711,7 +712,8 @@ QKV_API qkv_status qkv_mha_forward(const qkv_mha *m, float *y, float *weights, c
  * thread count. Thread-safe (distinct grad layers). */
 QKV_API qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *dcontext,
                                     const float *dy, const float *x, int64_t batch, int64_t lq,
-                                    const float *context, int64_t lk, const qkv_attn_options *opts);
+                                    const float *context, int64_t lk,
+                                    const qkv_attention_options *opts);
 
 /* ---------------------------------------------------------------- KV cache */
 
@@ -770,7 +772,7 @@ QKV_API qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, 
  * other, with x or with the layer's parameters, and a pointer not aligned
  * to 4 bytes (the detail names them). Not thread-safe on one cache. */
 QKV_API qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *weights,
-                                  const float *x, int64_t n, const qkv_attn_options *opts);
+                                  const float *x, int64_t n, const qkv_attention_options *opts);
 
 #ifdef __cplusplus
 }

@@ -197,7 +197,7 @@ static qkv_status resolve_positions(const char *name, const int64_t *pos, int64_
  * the forward and the backward each check their own). `mask` is storage
  * for the broadcast-resolved mask view that p->mask points to. */
 static qkv_status resolve_inputs(const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
-                                 const qkv_attn_options *opts, qkv_fwd_problem *p,
+                                 const qkv_attention_options *opts, qkv_fwd_problem *p,
                                  qkv_tensor *mask)
 {
     if (!q) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "Q: NULL tensor");
@@ -310,9 +310,8 @@ static const char *backend_name(qkv_impl impl)
 }
 
 qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
-                                 const qkv_tensor *lse, const qkv_tensor *q,
-                                 const qkv_tensor *k, const qkv_tensor *v,
-                                 const qkv_attn_options *opts)
+                                 const qkv_tensor *lse, const qkv_tensor *q, const qkv_tensor *k,
+                                 const qkv_tensor *v, const qkv_attention_options *opts)
 {
     return qkv_attention_forward_on(opts ? backend_name(opts->impl) : NULL, o, weights, lse, q, k,
                                     v, opts);
@@ -321,10 +320,10 @@ qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
 qkv_status qkv_attention_forward_on(const char *backend, const qkv_tensor *o,
                                     const qkv_tensor *weights, const qkv_tensor *lse,
                                     const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
-                                    const qkv_attn_options *opts)
+                                    const qkv_attention_options *opts)
 {
     qkv_clear_error();
-    static const qkv_attn_options defaults;
+    static const qkv_attention_options defaults;
     if (!opts) opts = &defaults;
     qkv_fwd_problem p;
     qkv_tensor mask;
@@ -363,11 +362,11 @@ static qkv_status check_input(const char *name, const qkv_tensor *t, int64_t n0,
     return check_shape(name, t, n0, n1, n2, n3, dims);
 }
 
-qkv_status qkv_attention_backward(const qkv_tensor *dq, const qkv_tensor *dk,
-                                  const qkv_tensor *dv, const qkv_tensor *dmask,
-                                  const qkv_tensor *dout, const qkv_tensor *q,
-                                  const qkv_tensor *k, const qkv_tensor *v, const qkv_tensor *o,
-                                  const qkv_tensor *lse, const qkv_attn_options *opts)
+qkv_status qkv_attention_backward(const qkv_tensor *dq, const qkv_tensor *dk, const qkv_tensor *dv,
+                                  const qkv_tensor *dmask, const qkv_tensor *dout,
+                                  const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
+                                  const qkv_tensor *o, const qkv_tensor *lse,
+                                  const qkv_attention_options *opts)
 {
     return qkv_attention_backward_on(opts ? backend_name(opts->impl) : NULL, dq, dk, dv, dmask,
                                      dout, q, k, v, o, lse, opts);
@@ -376,12 +375,12 @@ qkv_status qkv_attention_backward(const qkv_tensor *dq, const qkv_tensor *dk,
 qkv_status qkv_attention_backward_on(const char *backend, const qkv_tensor *dq,
                                      const qkv_tensor *dk, const qkv_tensor *dv,
                                      const qkv_tensor *dmask, const qkv_tensor *dout,
-                                     const qkv_tensor *q, const qkv_tensor *k,
-                                     const qkv_tensor *v, const qkv_tensor *o,
-                                     const qkv_tensor *lse, const qkv_attn_options *opts)
+                                     const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
+                                     const qkv_tensor *o, const qkv_tensor *lse,
+                                     const qkv_attention_options *opts)
 {
     qkv_clear_error();
-    static const qkv_attn_options defaults;
+    static const qkv_attention_options defaults;
     if (!opts) opts = &defaults;
     qkv_bwd_problem bp;
     qkv_fwd_problem *p = &bp.f;

@@ -132,12 +132,12 @@ const qkv_backend *qkv_backend_choose(const char *name, const qkv_fwd_problem *f
 qkv_status qkv_attention_forward_on(const char *backend, const qkv_tensor *o,
                                     const qkv_tensor *weights, const qkv_tensor *lse,
                                     const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
-                                    const qkv_attn_options *opts);
+                                    const qkv_attention_options *opts);
 qkv_status qkv_attention_backward_on(const char *backend, const qkv_tensor *dq,
                                      const qkv_tensor *dk, const qkv_tensor *dv,
                                      const qkv_tensor *dmask, const qkv_tensor *dout,
-                                     const qkv_tensor *q, const qkv_tensor *k,
-                                     const qkv_tensor *v, const qkv_tensor *o,
-                                     const qkv_tensor *lse, const qkv_attn_options *opts);
+                                     const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
+                                     const qkv_tensor *o, const qkv_tensor *lse,
+                                     const qkv_attention_options *opts);
 
 #endif

@@ -107,7 +107,7 @@ enum { B = 2, H = 4, HKV = 2, LQ = 3, LK = 5, E = 8, EV = 6 };
 typedef struct call {
     qkv_tensor o, w, l, q, k, v;
     const qkv_tensor *po, *pw, *pl, *pq, *pk, *pv;
-    qkv_attn_options opt;
+    qkv_attention_options opt;
     int64_t lens[B];
 } call;
 

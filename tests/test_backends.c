@@ -16,7 +16,7 @@
 typedef struct bcase {
     const char *name;
     test_shape s;
-    qkv_attn_options opt;
+    qkv_attention_options opt;
     int float_mask, bool_mask, dmask;
     int64_t lens[4];
 } bcase;
@@ -54,9 +54,9 @@ static void bufs_free(bufs *b)
 }
 
 /* The options of c with its mask (broadcast over B and H) pointing into b. */
-static qkv_attn_options options(const bcase *c, const bufs *b)
+static qkv_attention_options options(const bcase *c, const bufs *b)
 {
-    qkv_attn_options o = c->opt;
+    qkv_attention_options o = c->opt;
     if (c->float_mask)
         o.mask = qkv_tensor_contiguous(b->mask, QKV_DTYPE_F32, 1, 1, c->s.Lq, c->s.Lk);
     if (c->bool_mask)
@@ -94,7 +94,7 @@ static result run_backend(const char *name, const bcase *c, bufs *b, const resul
     const test_shape *s = &c->s;
     result r;
     memset(&r, 0, sizeof r);
-    const qkv_attn_options opt = options(c, b);
+    const qkv_attention_options opt = options(c, b);
     memset(b->o, UNTOUCHED, (size_t)n_o(s) * sizeof(float));
     memset(b->w, UNTOUCHED, (size_t)n_p(s) * sizeof(float));
     memset(b->l, UNTOUCHED, (size_t)n_l(s) * sizeof(float));

@@ -37,7 +37,7 @@ static void check_oracle(const char *cas, int causal, int has_mask)
     qkv_tensor tdq = qkv_tensor_contiguous(dq, QKV_DTYPE_F32, B, H, Lq, E);
     qkv_tensor tdk = qkv_tensor_contiguous(dk, QKV_DTYPE_F32, B, Hkv, Lk, E);
     qkv_tensor tdv = qkv_tensor_contiguous(dv, QKV_DTYPE_F32, B, Hkv, Lk, Ev);
-    qkv_attn_options opt = {0};
+    qkv_attention_options opt = {0};
     opt.causal = causal;
     if (has_mask) opt.mask = test_as_tensor(&mask);
     CHECK(qkv_attention_forward(&to, NULL, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
@@ -62,7 +62,7 @@ typedef struct prob {
     double *q, *k, *v, *dout, *fmask; /* fmask (Lq, Lk), broadcast over B and H */
     unsigned char *bmask;             /* (Lq, Lk) */
     int64_t *lens;
-    qkv_attn_options opt;             /* the options, without the masks' data */
+    qkv_attention_options opt; /* the options, without the masks' data */
 } prob;
 
 /* The loss sum(O * dO) by DESIGN.md §1 in double, from scratch. */
@@ -168,7 +168,7 @@ static void check_fd(const char *name, prob *p)
     qkv_tensor tdk = qkv_tensor_contiguous(dk, QKV_DTYPE_F32, p->B, p->Hkv, p->Lk, p->E);
     qkv_tensor tdv = qkv_tensor_contiguous(dv, QKV_DTYPE_F32, p->B, p->Hkv, p->Lk, p->Ev);
     qkv_tensor tdm = qkv_tensor_contiguous(dm, QKV_DTYPE_F32, 1, 1, p->Lq, p->Lk);
-    qkv_attn_options opt = p->opt;
+    qkv_attention_options opt = p->opt;
     opt.kv_lens = p->lens;
     if (fm) opt.mask = qkv_tensor_contiguous(fm, QKV_DTYPE_F32, 1, 1, p->Lq, p->Lk);
     if (p->bmask) opt.mask = qkv_tensor_contiguous(p->bmask, QKV_DTYPE_BOOL, 1, 1, p->Lq, p->Lk);

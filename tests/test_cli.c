@@ -331,7 +331,7 @@ static void lib_out_free(lib_out *r)
 }
 
 /* qkv_attention_forward with the reference kernel; 0 on failure. */
-static int lib_forward(const problem *p, qkv_attn_options opt, lib_out *r)
+static int lib_forward(const problem *p, qkv_attention_options opt, lib_out *r)
 {
     r->no = p->B * p->H * p->Lq * p->Ev;
     r->nw = p->B * p->H * p->Lq * p->Lk;
@@ -470,7 +470,7 @@ static void test_ranks(void)
 {
     test_rng rng = test_rng_seed(11);
     static const char *const ref[] = {"--reference", NULL};
-    qkv_attn_options opt = {0};
+    qkv_attention_options opt = {0};
     lib_out r;
 
     /* One head: rank 2 (L, E) = rank 3 (1, L, E) = rank 4 (1, 1, L, E). */
@@ -568,7 +568,7 @@ static void test_dtypes(void)
         {"dt_f16", {QKV_DTYPE_F16, QKV_DTYPE_F16, QKV_DTYPE_F16}},
         {"dt_mix", {QKV_DTYPE_F16, QKV_DTYPE_F64, QKV_DTYPE_F32}},
     };
-    qkv_attn_options opt = {0};
+    qkv_attention_options opt = {0};
     lib_out r;
     EXPECT(lib_forward(&p, opt, &r));
     char *base[3] = {0};
@@ -799,7 +799,7 @@ static void test_options(void)
         set_ctx(ctx);
 
         /* The library's options. */
-        qkv_attn_options opt = {0};
+        qkv_attention_options opt = {0};
         opt.scale = oc->scale;
         opt.softcap = oc->softcap;
         opt.causal = oc->causal != 0;

@@ -31,7 +31,7 @@ static float *stored(test_rng *rng, int64_t rows, int64_t cols, int64_t ld)
 }
 
 typedef struct problem {
-    qkv_transpose ta, tb;
+    qkv_gemm_transpose ta, tb;
     int64_t m, n, k, lda, ldb, ldc;
     float alpha, beta;
 } problem;
@@ -114,8 +114,9 @@ static void check_shapes(qkv_isa isa)
                 /* every (m, n) pair, k cycling through the sizes */
                 const int64_t m = sizes[im], n = sizes[in], k = sizes[(im * 3 + in * 7 + t) % nsz];
                 const int pad = (im + in + t) % 3 == 0 ? 3 : 0;
-                problem pr = {(qkv_transpose)(t & 1), (qkv_transpose)(t >> 1), m, n, k, 0, 0,
-                              n + pad, ab[(im + in) % 4][0], ab[(im + in) % 4][1]};
+                problem pr = {(qkv_gemm_transpose)(t & 1), (qkv_gemm_transpose)(t >> 1),
+                              m, n, k, 0, 0, n + pad, ab[(im + in) % 4][0],
+                              ab[(im + in) % 4][1]};
                 pr.lda = (pr.ta ? m : k) + pad;
                 pr.ldb = (pr.tb ? k : n) + 2 * pad;
                 check_one(isa, &pr, &rng, 1 + (im + in) % 3, &worst);
@@ -127,7 +128,7 @@ static void check_shapes(qkv_isa isa)
             {1, 1, 1000}, {29, 37, 1537}, {2100, 3, 20}, {3, 1100, 20}, {150, 290, 777}, {1019, 67, 2}};
         for (size_t s = 0; s < sizeof big / sizeof big[0]; s++) {
             const int64_t m = big[s][0], n = big[s][1], k = big[s][2];
-            problem pr = {(qkv_transpose)(t & 1), (qkv_transpose)(t >> 1), m, n, k,
+            problem pr = {(qkv_gemm_transpose)(t & 1), (qkv_gemm_transpose)(t >> 1), m, n, k,
                           (t & 1 ? m : k) + 1, (t >> 1 ? k : n) + 5, n + 7, 0.75f,
                           s % 2 ? 0.0f : 0.5f};
             check_one(isa, &pr, &rng, 3, &worst);
@@ -144,28 +145,32 @@ static void check_zeros(qkv_isa isa)
 {
     qkv_gemm_options o = {isa, 0};
     float c[6] = {1, 2, 3, 4, 5, 6}, big[16] = {0};
-    CHECK(qkv_sgemm(QKV_NO_TRANS, QKV_NO_TRANS, 0, 0, 0, 1, NULL, 0, NULL, 0, 0, NULL, 0, &o) ==
+    CHECK(qkv_sgemm(QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, 0, 0, 0, 1, NULL, 0, NULL, 0, 0, NULL, 0,
+                    &o) == QKV_OK);
+    CHECK(qkv_sgemm(QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, 0, 3, 5, 1, NULL, 5, big, 3, 0, NULL, 3,
+                    &o) == QKV_OK);
+    CHECK(qkv_sgemm(QKV_GEMM_TRANS, QKV_GEMM_TRANS, 3, 0, 5, 1, big, 3, NULL, 5, 0, NULL, 0, &o) ==
           QKV_OK);
-    CHECK(qkv_sgemm(QKV_NO_TRANS, QKV_NO_TRANS, 0, 3, 5, 1, NULL, 5, big, 3, 0, NULL, 3, &o) ==
-          QKV_OK);
-    CHECK(qkv_sgemm(QKV_TRANS, QKV_TRANS, 3, 0, 5, 1, big, 3, NULL, 5, 0, NULL, 0, &o) == QKV_OK);
     CHECK(c[0] == 1 && c[5] == 6);
     /* k == 0: A and B may be NULL; C = beta C. */
-    CHECK(qkv_sgemm(QKV_NO_TRANS, QKV_NO_TRANS, 2, 3, 0, 1, NULL, 0, NULL, 3, 2, c, 3, &o) ==
-          QKV_OK);
+    CHECK(qkv_sgemm(QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, 2, 3, 0, 1, NULL, 0, NULL, 3, 2, c, 3,
+                    &o) == QKV_OK);
     CHECK(c[0] == 2 && c[5] == 12);
     for (int i = 0; i < 6; i++) c[i] = NAN;
-    CHECK(qkv_sgemm(QKV_TRANS, QKV_NO_TRANS, 2, 3, 0, 1, NULL, 2, NULL, 3, 0, c, 3, &o) == QKV_OK);
+    CHECK(qkv_sgemm(QKV_GEMM_TRANS, QKV_GEMM_NO_TRANS, 2, 3, 0, 1, NULL, 2, NULL, 3, 0, c, 3, &o) ==
+          QKV_OK);
     for (int i = 0; i < 6; i++) CHECK(c[i] == 0 && !signbit(c[i]));
     /* alpha == 0: C = beta C, A and B not read (as BLAS does). */
     float a[4] = {NAN, NAN, NAN, NAN}, b[6] = {NAN, 1, 2, 3, 4, 5};
     for (int i = 0; i < 6; i++) c[i] = (float)i;
-    CHECK(qkv_sgemm(QKV_NO_TRANS, QKV_NO_TRANS, 2, 3, 2, 0, a, 2, b, 3, -1, c, 3, &o) == QKV_OK);
+    CHECK(qkv_sgemm(QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, 2, 3, 2, 0, a, 2, b, 3, -1, c, 3, &o) ==
+          QKV_OK);
     for (int i = 0; i < 6; i++) CHECK(c[i] == -(float)i);
     /* k == 1, beta == 1: an outer product added. */
     float x[2] = {2, 3}, y[3] = {1, 10, 100};
     for (int i = 0; i < 6; i++) c[i] = 1;
-    CHECK(qkv_sgemm(QKV_NO_TRANS, QKV_NO_TRANS, 2, 3, 1, 1, x, 1, y, 3, 1, c, 3, &o) == QKV_OK);
+    CHECK(qkv_sgemm(QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, 2, 3, 1, 1, x, 1, y, 3, 1, c, 3, &o) ==
+          QKV_OK);
     CHECK(c[0] == 3 && c[2] == 201 && c[3] == 4 && c[5] == 301);
 }
 
@@ -177,7 +182,8 @@ static void check_determinism(qkv_isa isa)
     static const int64_t shapes[][3] = {{211, 301, 800}, {3, 1000, 700}, {1, 333, 1025}};
     for (int t = 0; t < 12; t++) {
         const int64_t m = shapes[t / 4][0], n = shapes[t / 4][1], k = shapes[t / 4][2];
-        const qkv_transpose ta = (qkv_transpose)(t & 1), tb = (qkv_transpose)((t >> 1) & 1);
+        const qkv_gemm_transpose ta = (qkv_gemm_transpose)(t & 1),
+                                 tb = (qkv_gemm_transpose)((t >> 1) & 1);
         float *a = test_rand_f32(&rng, m * k, -1, 1);
         float *b = test_rand_f32(&rng, k * n, -1, 1);
         float *c0 = test_rand_f32(&rng, m * n, -1, 1);
@@ -216,14 +222,15 @@ static void check_errors(void)
 {
     float a[12] = {0}, b[12] = {0}, c[12];
     for (int i = 0; i < 12; i++) c[i] = (float)i;
-    const qkv_transpose N = QKV_NO_TRANS, T = QKV_TRANS;
+    const qkv_gemm_transpose N = QKV_GEMM_NO_TRANS, T = QKV_GEMM_TRANS;
 #define SGEMM(ta, tb, m, n, k, pa, lda, pb, ldb, pc, ldc, opts) \
     qkv_sgemm((ta), (tb), (m), (n), (k), 1.0f, (pa), (lda), (pb), (ldb), 0.0f, (pc), (ldc), (opts))
-    CHECK(SGEMM((qkv_transpose)2, N, 3, 4, 2, a, 2, b, 4, c, 4, NULL) == QKV_ERR_INVALID_ARGUMENT);
-    CHECK(detail_is("ta: 2 is not a qkv_transpose"));
-    CHECK(SGEMM(N, (qkv_transpose)-1, 3, 4, 2, a, 2, b, 4, c, 4, NULL) ==
+    CHECK(SGEMM((qkv_gemm_transpose)2, N, 3, 4, 2, a, 2, b, 4, c, 4, NULL) ==
           QKV_ERR_INVALID_ARGUMENT);
-    CHECK(detail_is("tb: -1 is not a qkv_transpose"));
+    CHECK(detail_is("ta: 2 is not a qkv_gemm_transpose"));
+    CHECK(SGEMM(N, (qkv_gemm_transpose)-1, 3, 4, 2, a, 2, b, 4, c, 4, NULL) ==
+          QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_is("tb: -1 is not a qkv_gemm_transpose"));
     CHECK(SGEMM(N, N, -1, 4, 2, a, 2, b, 4, c, 4, NULL) == QKV_ERR_INVALID_ARGUMENT);
     CHECK(detail_is("m: -1 is negative"));
     CHECK(SGEMM(N, N, 3, -4, 2, a, 2, b, 4, c, 4, NULL) == QKV_ERR_INVALID_ARGUMENT);
@@ -286,14 +293,14 @@ static float *misaligned(float *p)
  * pointers are refused. A refused call leaves C alone. */
 static void check_overlap_and_alignment(void)
 {
-    const qkv_transpose N = QKV_NO_TRANS, T = QKV_TRANS;
+    const qkv_gemm_transpose N = QKV_GEMM_NO_TRANS, T = QKV_GEMM_TRANS;
     float buf[64];
     for (int i = 0; i < 64; i++) buf[i] = (float)(i % 7);
     float keep[64];
     memcpy(keep, buf, sizeof keep);
     struct {
         const char *what, *prefix;
-        qkv_transpose ta;
+        qkv_gemm_transpose ta;
         int64_t m, n, k, lda, ldc;
         int a_at, b_at, c_at; /* offsets into buf; B is k x n, ldb n */
     } bad[] = {
@@ -370,7 +377,8 @@ static void check_env(void)
     if (pid == 0) {
         setenv("QKV_ISA", "sse9", 1);
         float a[1] = {2}, b[1] = {3}, c[1] = {0};
-        qkv_status st = qkv_sgemm(QKV_NO_TRANS, QKV_NO_TRANS, 1, 1, 1, 1, a, 1, b, 1, 0, c, 1, NULL);
+        qkv_status st =
+            qkv_sgemm(QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, 1, 1, 1, 1, a, 1, b, 1, 0, c, 1, NULL);
 #ifdef QKV_HAVE_CBLAS
         _exit(st == QKV_OK && c[0] == 6 ? 0 : 1);
 #else
@@ -399,7 +407,7 @@ int main(void)
     /* the defaults: NULL options, AUTO (or the system BLAS) */
     test_rng rng = test_rng_seed(3);
     double worst = 0;
-    problem pr = {QKV_NO_TRANS, QKV_TRANS, 67, 45, 129, 129, 129, 45, 1, 0};
+    problem pr = {QKV_GEMM_NO_TRANS, QKV_GEMM_TRANS, 67, 45, 129, 129, 129, 45, 1, 0};
     check_one(QKV_ISA_AUTO, &pr, &rng, 0, &worst);
     check_zeros(QKV_ISA_AUTO);
     return test_finish("test_gemm");

@@ -109,7 +109,7 @@ static void check_dmask(void)
     qkv_tensor tdk = qkv_tensor_contiguous(dk, QKV_DTYPE_F32, 1, H, Lk, E);
     qkv_tensor tdv = qkv_tensor_contiguous(dv, QKV_DTYPE_F32, 1, H, Lk, E);
     qkv_tensor tdm = qkv_tensor_contiguous(dm, QKV_DTYPE_F32, 1, 1, Lq, Lk);
-    qkv_attn_options opt = {0};
+    qkv_attention_options opt = {0};
     opt.mask = qkv_tensor_contiguous(m, QKV_DTYPE_F32, 1, 1, Lq, Lk);
     opt.use_window = 1;
     opt.window_left = opt.window_right = 1;

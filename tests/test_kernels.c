@@ -88,7 +88,7 @@ typedef struct problem {
     float *q, *k, *v, *fmask;
     unsigned char *bmask;
     int64_t *lens;
-    qkv_attn_options opt;
+    qkv_attention_options opt;
 } problem;
 
 typedef struct result {
@@ -107,7 +107,7 @@ static void run(const problem *p, qkv_impl impl, qkv_isa isa, int threads, resul
     qkv_tensor to = qkv_tensor_contiguous(r->o, QKV_DTYPE_F32, p->B, p->H, p->Lq, p->Ev);
     qkv_tensor tw = qkv_tensor_contiguous(r->w, QKV_DTYPE_F32, p->B, p->H, p->Lq, p->Lk);
     qkv_tensor tl = qkv_tensor_contiguous(r->l, QKV_DTYPE_F32, p->B, p->H, p->Lq, 1);
-    qkv_attn_options opt = p->opt;
+    qkv_attention_options opt = p->opt;
     opt.impl = impl;
     opt.isa = isa;
     opt.num_threads = threads;
@@ -320,12 +320,12 @@ static void check_empty_values(void)
     to.stride[2] = 7; /* a nonzero stride over no elements */
     float want[10], got[10];
     qkv_tensor tl = qkv_tensor_contiguous(want, QKV_DTYPE_F32, 1, 2, 5, 1);
-    qkv_attn_options opt = {0};
+    qkv_attention_options opt = {0};
     opt.impl = QKV_IMPL_REFERENCE;
     CHECK(qkv_attention_forward(&to, NULL, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
     for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
         if (!qkv_isa_supported(isas[i])) continue;
-        qkv_attn_options f = {0};
+        qkv_attention_options f = {0};
         f.isa = isas[i];
         tl.data = got;
         CHECK(qkv_attention_forward(&to, NULL, &tl, &tq, &tk, &tv, &f) == QKV_OK);
@@ -368,7 +368,7 @@ static void check_backward_sweep(void)
                 qkv_tensor tdq = qkv_tensor_contiguous(g[x][0], QKV_DTYPE_F32, p.B, p.H, p.Lq, p.E);
                 qkv_tensor tdk = qkv_tensor_contiguous(g[x][1], QKV_DTYPE_F32, p.B, p.Hkv, p.Lk, p.E);
                 qkv_tensor tdv = qkv_tensor_contiguous(g[x][2], QKV_DTYPE_F32, p.B, p.Hkv, p.Lk, p.Ev);
-                qkv_attn_options opt = p.opt;
+                qkv_attention_options opt = p.opt;
                 opt.impl = x == 0 ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
                 opt.isa = isas[i];
                 opt.num_threads = x == 2 ? 3 : 1;
@@ -417,7 +417,7 @@ static void check_backward_many_tiles(void)
     qkv_tensor to = qkv_tensor_contiguous(o, QKV_DTYPE_F32, B, H, Lq, Ev);
     qkv_tensor tl = qkv_tensor_contiguous(l, QKV_DTYPE_F32, B, H, Lq, 1);
     qkv_tensor tdo = qkv_tensor_contiguous(dout, QKV_DTYPE_F32, B, H, Lq, Ev);
-    qkv_attn_options opt = {0};
+    qkv_attention_options opt = {0};
     opt.causal = 1;
     opt.align = QKV_ALIGN_BOTTOM_RIGHT;
     opt.use_window = 1;
@@ -436,7 +436,7 @@ static void check_backward_many_tiles(void)
         }
         qkv_tensor tdk = qkv_tensor_contiguous(g[x][1], QKV_DTYPE_F32, B, Hkv, Lk, E);
         qkv_tensor tdv = qkv_tensor_contiguous(g[x][2], QKV_DTYPE_F32, B, Hkv, Lk, Ev);
-        qkv_attn_options o2 = opt;
+        qkv_attention_options o2 = opt;
         o2.impl = x == 0 ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
         o2.num_threads = x == 0 ? 2 : threads[x];
         CHECK(qkv_attention_backward(&tdq, &tdk, &tdv, NULL, &tdo, &tq, &tk, &tv, &to, &tl, &o2) ==
@@ -478,7 +478,7 @@ static void check_backward_empty(void)
         qkv_tensor tdk = qkv_tensor_contiguous(dk, QKV_DTYPE_F32, 1, Hkv, Lk, E);
         qkv_tensor tdv = qkv_tensor_contiguous(dv, QKV_DTYPE_F32, 1, Hkv, Lk, Ev);
         for (int impl = 0; impl < 2; impl++) {
-            qkv_attn_options opt = {0};
+            qkv_attention_options opt = {0};
             opt.impl = impl ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
             qkv_status st = qkv_attention_backward(&tq, &tdk, &tdv, NULL, &to, &tq, &tk, &tv, &to,
                                                    &tl, &opt);
@@ -504,7 +504,7 @@ static void check_unsupported(void)
         float x = 1, y = 0;
         qkv_tensor t = qkv_tensor_contiguous(&x, QKV_DTYPE_F32, 1, 1, 1, 1);
         qkv_tensor o = qkv_tensor_contiguous(&y, QKV_DTYPE_F32, 1, 1, 1, 1);
-        qkv_attn_options opt = {0};
+        qkv_attention_options opt = {0};
         opt.isa = isas[i];
         CHECK(qkv_attention_forward(&o, NULL, NULL, &t, &t, &t, &opt) == QKV_ERR_UNSUPPORTED);
         CHECK(strstr(qkv_error_detail(), "isa") != NULL);
@@ -540,7 +540,7 @@ static void check_memory_bound(void)
         getrusage(RUSAGE_SELF, &before);
         qkv_tensor t = qkv_tensor_contiguous(q, QKV_DTYPE_F32, 1, 1, L, E);
         qkv_tensor to = qkv_tensor_contiguous(o, QKV_DTYPE_F32, 1, 1, L, E);
-        qkv_attn_options opt = {0};
+        qkv_attention_options opt = {0};
         opt.causal = 1;
         if (qkv_attention_forward(&to, NULL, NULL, &t, &t, &t, &opt) != QKV_OK) _exit(4);
         struct rusage after;

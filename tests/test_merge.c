@@ -44,7 +44,7 @@ static qkv_status attend(part *out, const test_shape *s, const float *q, const f
                      {s->Hkv * s->Lk * s->E, s->Lk * s->E, s->E, 1}};
     qkv_tensor tv = {(float *)v + j0 * s->Ev, QKV_DTYPE_F32, {s->B, s->Hkv, j1 - j0, s->Ev},
                      {s->Hkv * s->Lk * s->Ev, s->Lk * s->Ev, s->Ev, 1}};
-    qkv_attn_options o = {0};
+    qkv_attention_options o = {0};
     o.causal = causal;
     o.q_offsets = q_pos;
     o.k_offsets = k_pos;

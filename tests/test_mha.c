@@ -167,7 +167,7 @@ static void check_forward(const char *name, const qkv_mha_config *cfg, ref_call 
     float *ctx = rc.cross ? test_rand_f32(&r, nc, -1, 1) : NULL;
     float *y = test_malloc(sizeof(float) * (size_t)(nx + 1));
     float *w = test_malloc(sizeof(float) * (size_t)(nw + 1));
-    qkv_attn_options o = {0};
+    qkv_attention_options o = {0};
     o.causal = rc.causal;
     o.kv_lens = rc.kv_lens;
     o.impl = impl;
@@ -240,7 +240,7 @@ static void test_threads(void)
     float *y[3], *dx[3];
     qkv_mha *g[3];
     for (int t = 0; t < 3; t++) {
-        qkv_attn_options o = {0};
+        qkv_attention_options o = {0};
         o.num_threads = t + 1;
         o.causal = 1;
         y[t] = test_malloc(sizeof(float) * (size_t)n);
@@ -313,7 +313,7 @@ static void check_backward(const char *name, const qkv_mha_config *cfg, ref_call
     float *dy = test_rand_f32(&r, nx, -1, 1);
     float *dx = test_malloc(sizeof(float) * (size_t)(nx + 1));
     float *dc = rc.cross ? test_malloc(sizeof(float) * (size_t)(nc + 1)) : NULL;
-    qkv_attn_options o = {0};
+    qkv_attention_options o = {0};
     o.causal = rc.causal;
     o.kv_lens = rc.kv_lens;
     qkv_status st = qkv_mha_backward(m, grad, dx, dc, dy, x, rc.B, rc.Lq, ctx, rc.Lk, &o);
@@ -425,7 +425,7 @@ static void test_decode(void)
             const int64_t L = hlen[b];
             float *yf = test_malloc(sizeof(float) * (size_t)(L * D));
             float *wf = test_malloc(sizeof(float) * (size_t)(H * L * L));
-            qkv_attn_options o = {0};
+            qkv_attention_options o = {0};
             o.causal = 1;
             CHECK(qkv_mha_forward(m, yf, wf, hist + b * max_len * D, 1, L, NULL, L, &o) == QKV_OK);
             CHECK_TENSOR(y + b * n * D, yf + (L - n) * D, n * D, 1e-5, "decode step %zu seq %lld",
@@ -455,7 +455,7 @@ static void test_decode(void)
     CHECK(strstr(qkv_error_detail(), "max_len") != NULL);
     for (int64_t b = 0; b < B; b++) CHECK(qkv_kv_cache_length(c, b) == before[b]);
     /* Masks and kv_lens belong to the cache. */
-    qkv_attn_options o = {0};
+    qkv_attention_options o = {0};
     int64_t lens[3] = {1, 1, 1};
     o.kv_lens = lens;
     CHECK(qkv_mha_decode(m, c, y, NULL, x, 1, &o) == QKV_ERR_INVALID_ARGUMENT);
@@ -509,7 +509,7 @@ static void test_decode_long(void)
     qkv_mha *m = make_layer(&cfg, &r);
     const int64_t D = 32, L = 2300;
     float *x = test_rand_f32(&r, L * D, -1, 1);
-    qkv_attn_options o = {0};
+    qkv_attention_options o = {0};
     o.use_window = 1;
     o.window_left = 1500;
     o.window_right = -1;
@@ -672,7 +672,7 @@ static void test_config_errors(void)
     CHECK(qkv_mha_forward(NULL, y, NULL, x, 2, 3, ctx, 4, NULL) == QKV_ERR_NULL_ARGUMENT);
     CHECK(qkv_mha_forward(m, y, NULL, x, INT64_MAX / 4, 3, ctx, 4, NULL) == QKV_ERR_OVERFLOW);
     /* Attention options reach the attention. */
-    qkv_attn_options o = {0};
+    qkv_attention_options o = {0};
     o.scale = NAN;
     CHECK(qkv_mha_forward(m, y, NULL, x, 2, 3, ctx, 4, &o) == QKV_ERR_INVALID_ARGUMENT);
     CHECK(detail_has("scale"));

@@ -185,7 +185,7 @@ static void test_library(size_t ci, const case_args *ca, const oracle *o)
     static const qkv_impl impls[2] = {QKV_IMPL_REFERENCE, QKV_IMPL_AUTO};
     for (int i = 0; i < 2; i++) {
         for (int threads = 1; threads <= 3; threads += 2) {
-            qkv_attn_options opt = {0};
+            qkv_attention_options opt = {0};
             opt.causal = ca->causal;
             opt.align = QKV_ALIGN_TOP_LEFT;
             opt.kv_lens = o->lens64.data;

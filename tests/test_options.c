@@ -112,9 +112,9 @@ static void naive(const shape *s, const float *q, const float *k, const float *v
 
 /* ------------------------------------------------------------ the library */
 
-static qkv_attn_options cfg_opts(const cfg *c, qkv_impl impl, int threads)
+static qkv_attention_options cfg_opts(const cfg *c, qkv_impl impl, int threads)
 {
-    qkv_attn_options o = {0};
+    qkv_attention_options o = {0};
     o.scale = c->scale;
     o.softcap = c->softcap;
     o.causal = c->causal;
@@ -135,7 +135,7 @@ static qkv_attn_options cfg_opts(const cfg *c, qkv_impl impl, int threads)
 }
 
 static qkv_status lib(const shape *s, const float *q, const float *k, const float *v,
-                      const qkv_attn_options *opt, out *r)
+                      const qkv_attention_options *opt, out *r)
 {
     qkv_tensor tq = qkv_tensor_contiguous((void *)q, QKV_DTYPE_F32, s->B, s->H, s->Lq, s->E);
     qkv_tensor tk = qkv_tensor_contiguous((void *)k, QKV_DTYPE_F32, s->B, s->Hkv, s->Lk, s->E);
@@ -179,7 +179,7 @@ static void run_case(const char *name, const shape *s, const cfg *c, uint64_t se
                  (long long)s->Lk, (long long)s->E, (long long)s->Ev, (int)runs[x].impl,
                  runs[x].threads);
         out got = out_alloc(s);
-        qkv_attn_options opt = cfg_opts(c, runs[x].impl, runs[x].threads);
+        qkv_attention_options opt = cfg_opts(c, runs[x].impl, runs[x].threads);
         qkv_status st = lib(s, q, k, v, &opt, &got);
         if (st != QKV_OK) fprintf(stderr, "  [%s] failed\n", ctx);
         CHECK(st == QKV_OK);
@@ -380,7 +380,7 @@ static void check_empty_keys(void)
         qkv_tensor to = qkv_tensor_contiguous(o, QKV_DTYPE_F32, s.B, s.H, s.Lq, s.Ev);
         qkv_tensor tp = qkv_tensor_contiguous(&wsent, QKV_DTYPE_F32, s.B, s.H, s.Lq, 0);
         qkv_tensor tl = qkv_tensor_contiguous(l, QKV_DTYPE_F32, s.B, s.H, s.Lq, 1);
-        qkv_attn_options opt = {0};
+        qkv_attention_options opt = {0};
         opt.causal = variant == 2;
         opt.align = QKV_ALIGN_BOTTOM_RIGHT;
         qkv_status st = qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, &opt);
@@ -423,7 +423,7 @@ static void check_empty_problems(void)
             qkv_tensor to = qkv_tensor_contiguous(&so, QKV_DTYPE_F32, s->B, s->H, s->Lq, s->Ev);
             qkv_tensor tp = qkv_tensor_contiguous(&sp, QKV_DTYPE_F32, s->B, s->H, s->Lq, s->Lk);
             qkv_tensor tl = qkv_tensor_contiguous(&sl, QKV_DTYPE_F32, s->B, s->H, s->Lq, 1);
-            qkv_attn_options opt = {0};
+            qkv_attention_options opt = {0};
             opt.causal = 1;
             opt.num_threads = 3;
             qkv_status st = qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, &opt);
@@ -454,7 +454,7 @@ static void check_empty_problems(void)
     qkv_tensor to = qkv_tensor_contiguous(&so, QKV_DTYPE_F32, 2, 2, 4, 0);
     qkv_tensor tp = qkv_tensor_contiguous(got.p, QKV_DTYPE_F32, 2, 2, 4, 5);
     qkv_tensor tl = qkv_tensor_contiguous(got.l, QKV_DTYPE_F32, 2, 2, 4, 1);
-    qkv_attn_options opt = cfg_opts(&c, QKV_IMPL_REFERENCE, 2);
+    qkv_attention_options opt = cfg_opts(&c, QKV_IMPL_REFERENCE, 2);
     qkv_status st = qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, &opt);
     if (st != QKV_OK)
         fprintf(stderr, "  Ev == 0: %s: %s\n", qkv_status_string(st), qkv_error_detail());
@@ -493,7 +493,7 @@ static void check_float_fully_masked(void)
     out got = out_alloc(&s);
     float minf = -INFINITY;
     for (int variant = 0; variant < 2; variant++) {
-        qkv_attn_options opt = cfg_opts(&c, QKV_IMPL_AUTO, 0);
+        qkv_attention_options opt = cfg_opts(&c, QKV_IMPL_AUTO, 0);
         if (variant) opt.mask = qkv_tensor_contiguous(&minf, QKV_DTYPE_F32, 1, 1, 1, 1);
         CHECK(lib(&s, q, k, v, &opt, &got) == QKV_OK);
         for (int64_t b = 0; b < 2; b++)
@@ -549,10 +549,10 @@ static void check_nan_confinement(void)
     float *q = test_rand_f32(&r, n_q(&s), -1, 1), *k = test_rand_f32(&r, n_k(&s), -1, 1);
     float *v = test_rand_f32(&r, n_v(&s), -1, 1);
     out clean = out_alloc(&s), got = out_alloc(&s);
-    qkv_attn_options causal = {0};
+    qkv_attention_options causal = {0};
     causal.causal = 1;
     const int64_t lens[2] = {6, 3};
-    qkv_attn_options padded = {0};
+    qkv_attention_options padded = {0};
     padded.kv_lens = lens;
 
     /* NaN in Q row (b 1, h 2, i 3): that row only. */
@@ -646,7 +646,7 @@ static void check_nan_confinement(void)
      * only that row. Broadcast (1, 1, Lq, Lk): row 4 of every (b, h). */
     float *m = test_rand_f32(&r, n_p(&s), -1, 1);
     for (int bcast = 0; bcast < 2; bcast++) {
-        qkv_attn_options om = {0};
+        qkv_attention_options om = {0};
         om.mask = bcast ? qkv_tensor_contiguous(m, QKV_DTYPE_F32, 1, 1, 6, 6)
                         : qkv_tensor_contiguous(m, QKV_DTYPE_F32, 2, 4, 6, 6);
         CHECK(lib(&s, q, k, v, &om, &clean) == QKV_OK);
@@ -734,7 +734,7 @@ static void check_layouts(void)
     float *q = test_rand_f32(&r, n_q(&s), -1, 1), *k = test_rand_f32(&r, n_k(&s), -1, 1);
     float *v = test_rand_f32(&r, n_v(&s), -1, 1);
     const int64_t lens[2] = {9, 5};
-    qkv_attn_options opt = {0};
+    qkv_attention_options opt = {0};
     opt.causal = 1;
     opt.align = QKV_ALIGN_BOTTOM_RIGHT;
     opt.kv_lens = lens;
@@ -834,7 +834,7 @@ static void check_layouts(void)
         for (int64_t x = 0; x < n_p(&s); x += 5) mfull[x] = -INFINITY;
         for (int64_t j = 0; j < s.Lk; j++) mfull[2 * s.Lk + j] = -INFINITY; /* a masked row */
         for (int bcast = 0; bcast < 2; bcast++) {
-            qkv_attn_options om = opt;
+            qkv_attention_options om = opt;
             const int64_t nm[4] = {bcast ? 1 : s.B, bcast ? 1 : s.H, s.Lq, s.Lk};
             om.mask = qkv_tensor_contiguous(mfull, QKV_DTYPE_F32, nm[0], nm[1], nm[2], nm[3]);
             out want = out_alloc(&s);
@@ -1043,7 +1043,7 @@ static void check_underflowed_weight_reads_value(void)
     qkv_tensor tv = qkv_tensor_contiguous(v, QKV_DTYPE_F32, 1, 1, 2, 1);
     qkv_tensor to = qkv_tensor_contiguous(&o, QKV_DTYPE_F32, 1, 1, 1, 1);
     qkv_tensor tp = qkv_tensor_contiguous(p, QKV_DTYPE_F32, 1, 1, 1, 2);
-    qkv_attn_options opt;
+    qkv_attention_options opt;
     memset(&opt, 0, sizeof opt);
     opt.scale = 1.0;
     CHECK(qkv_attention_forward(&to, &tp, NULL, &tq, &tk, &tv, &opt) == QKV_OK);

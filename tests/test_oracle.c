@@ -54,7 +54,7 @@ static void run_case(const oracle_case *c, qkv_impl impl, int threads)
     qkv_tensor to = qkv_tensor_contiguous(o, QKV_DTYPE_F32, B, H, Lq, Ev);
     qkv_tensor tp = qkv_tensor_contiguous(p, QKV_DTYPE_F32, B, H, Lq, Lk);
     qkv_tensor tl = qkv_tensor_contiguous(l, QKV_DTYPE_F32, B, H, Lq, 1);
-    qkv_attn_options opt = {0};
+    qkv_attention_options opt = {0};
     opt.impl = impl;
     opt.num_threads = threads;
     opt.causal = c->causal != 0;
@@ -93,7 +93,7 @@ static void check_fully_masked_row(void)
     qkv_tensor to = qkv_tensor_contiguous(o, QKV_DTYPE_F32, 2, 3, 5, 8);
     qkv_tensor tp = qkv_tensor_contiguous(p, QKV_DTYPE_F32, 2, 3, 5, 9);
     qkv_tensor tl = qkv_tensor_contiguous(l, QKV_DTYPE_F32, 2, 3, 5, 1);
-    qkv_attn_options opt = {0};
+    qkv_attention_options opt = {0};
     opt.mask = test_as_tensor(&mask);
     CHECK(qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
     for (int h = 0; h < 3; h++) {

@@ -41,7 +41,7 @@ typedef struct result {
     qkv_status st;
 } result;
 
-static result forward(const problem *p, const qkv_attn_options *opt)
+static result forward(const problem *p, const qkv_attention_options *opt)
 {
     const test_shape *s = &p->s;
     result r = {test_malloc((size_t)n_o(s) * 4 + 4), test_malloc((size_t)n_p(s) * 4 + 4),
@@ -75,7 +75,7 @@ static int64_t count_nan(const float *x, int64_t n)
 static void check_forward(const char *what, const problem *p, double scale, int causal,
                           int threads)
 {
-    qkv_attn_options opt = {0};
+    qkv_attention_options opt = {0};
     opt.scale = scale;
     opt.causal = causal;
     opt.align = QKV_ALIGN_BOTTOM_RIGHT;
@@ -143,7 +143,7 @@ static void check_nan_kept(void)
     const test_shape s = {1, 1, 1, 6, 6, 4, 4};
     problem p = make(s, 6, -1.0f, 1.0f, -1.0f, 1.0f);
     p.k[3 * 4 + 1] = NAN; /* key 3: causal rows 3..5 read it */
-    qkv_attn_options opt = {0};
+    qkv_attention_options opt = {0};
     opt.causal = 1;
     opt.scale = 1e38;
     result r = forward(&p, &opt);
@@ -162,7 +162,7 @@ static void check_backward_case(const char *what, const problem *p, double scale
     const test_shape s = p->s;
     test_rng rng = test_rng_seed(8);
     float *dout = test_rand_f32(&rng, n_o(&s), -1.0f, 1.0f);
-    qkv_attn_options opt = {0};
+    qkv_attention_options opt = {0};
     opt.scale = scale;
     opt.num_threads = 2;
     result f = forward(p, &opt);
@@ -253,7 +253,7 @@ static void check_nan_masked(void)
     unsigned char allow[4 * 6];
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 6; j++) allow[i * 6 + j] = !(j == 5 && i < 2); /* rows 0, 1: not key 5 */
-    qkv_attn_options opt = {0};
+    qkv_attention_options opt = {0};
     opt.scale = 1e38;
     opt.mask = qkv_tensor_contiguous(allow, QKV_DTYPE_BOOL, 1, 1, 4, 6);
     result r = forward(&p, &opt);

@@ -41,7 +41,7 @@ typedef struct outs {
 } outs;
 
 static void run(const pcase *c, const float *q, const float *k, const float *v, const float *dout,
-                const qkv_attn_options *opt, outs *r)
+                const qkv_attention_options *opt, outs *r)
 {
     const test_shape *s = &c->s;
     r->o = test_malloc((size_t)n_o(s) * sizeof(float));
@@ -91,7 +91,7 @@ static void check_case(const pcase *c, uint64_t seed)
           *v = test_rand_f32(&r, n_v(s), -1, 1), *dout = test_rand_f32(&r, n_o(s), -1, 1);
     unsigned char *mask = mask_of(c);
     for (int impl = 0; impl < 2; impl++) {
-        qkv_attn_options po = {0};
+        qkv_attention_options po = {0};
         po.impl = (qkv_impl)impl;
         po.causal = c->causal;
         po.use_window = c->window;
@@ -99,7 +99,7 @@ static void check_case(const pcase *c, uint64_t seed)
         po.window_right = c->right;
         po.q_offsets = c->q_pos;
         po.k_offsets = c->k_pos;
-        qkv_attn_options mo = {0};
+        qkv_attention_options mo = {0};
         mo.impl = (qkv_impl)impl;
         mo.mask = qkv_tensor_contiguous(mask, QKV_DTYPE_BOOL, s->B, 1, s->Lq, s->Lk);
         outs a, b;
@@ -125,7 +125,7 @@ static void check_bottom_right(void)
           *v = test_rand_f32(&r, n_v(s), -1, 1), *dout = test_rand_f32(&r, n_o(s), -1, 1);
     const int64_t shift[3] = {14, 14, 14};
     for (int impl = 0; impl < 2; impl++) {
-        qkv_attn_options a = {0}, b = {0};
+        qkv_attention_options a = {0}, b = {0};
         a.impl = b.impl = (qkv_impl)impl;
         a.causal = b.causal = 1;
         a.q_offsets = shift;
@@ -149,7 +149,7 @@ static void check_errors(void)
     qkv_tensor o = qkv_tensor_contiguous(x + 8, QKV_DTYPE_F32, 2, 1, 1, 2);
     const int64_t neg[2] = {0, -1}, big[2] = {(INT64_C(1) << 60) + 1, 0},
                   edge[2] = {INT64_C(1) << 60, 0};
-    qkv_attn_options opt = {0};
+    qkv_attention_options opt = {0};
     opt.causal = 1;
     opt.q_offsets = neg;
     CHECK(qkv_attention_forward(&o, NULL, NULL, &q, &q, &q, &opt) == QKV_ERR_INVALID_ARGUMENT);

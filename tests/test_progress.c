@@ -48,7 +48,7 @@ static void check_library_progress(void)
     qkv_tensor to = qkv_tensor_contiguous(o, QKV_DTYPE_F32, 1, H, L, E);
     for (int threads = 1; threads <= 2; threads++) {
         seen s = {0, 1, 0, 0.0, pthread_self()};
-        qkv_attn_options opt = {0};
+        qkv_attention_options opt = {0};
         opt.num_threads = threads;
         opt.progress = on_progress;
         opt.progress_user = &s;
@@ -72,7 +72,7 @@ static void check_library_progress(void)
     qkv_tensor tk1 = qkv_tensor_contiguous(kv, QKV_DTYPE_F32, 1, 1, Lk, E);
     qkv_tensor to1 = qkv_tensor_contiguous(o1, QKV_DTYPE_F32, 1, 1, 1, E);
     seen s = {0, 1, 0, 0.0, pthread_self()};
-    qkv_attn_options opt = {0};
+    qkv_attention_options opt = {0};
     opt.num_threads = 1;
     opt.progress = on_progress;
     opt.progress_user = &s;

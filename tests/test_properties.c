@@ -77,12 +77,12 @@ static qkv_impl run_impl = QKV_IMPL_REFERENCE;
 static double tol_floor = 0.0;
 #define TOL(t) ((t) > tol_floor ? (t) : tol_floor)
 
-static res run(const prob *pr, const qkv_attn_options *given)
+static res run(const prob *pr, const qkv_attention_options *given)
 {
     const shape *s = &pr->s;
-    qkv_attn_options copy = *given;
+    qkv_attention_options copy = *given;
     if (copy.impl == QKV_IMPL_AUTO) copy.impl = run_impl; /* explicit REFERENCE stays */
-    const qkv_attn_options *opt = &copy;
+    const qkv_attention_options *opt = &copy;
     res r;
     r.o = test_malloc((size_t)n_o(s) * sizeof(float));
     r.p = test_malloc((size_t)n_p(s) * sizeof(float));
@@ -153,9 +153,9 @@ static int rule_allows(const rule *ru, const shape *s, int64_t b, int64_t i, int
     return 1;
 }
 
-static qkv_attn_options rule_opts(const rule *ru)
+static qkv_attention_options rule_opts(const rule *ru)
 {
-    qkv_attn_options o = {0};
+    qkv_attention_options o = {0};
     o.causal = ru->causal;
     o.align = ru->bottom_right ? QKV_ALIGN_BOTTOM_RIGHT : QKV_ALIGN_TOP_LEFT;
     o.use_window = ru->use_window;
@@ -183,7 +183,7 @@ static void check_distribution_one(const prob *pr, const rule *ru, const char *c
                                    double scale)
 {
     const shape *s = &pr->s;
-    qkv_attn_options opt = rule_opts(ru);
+    qkv_attention_options opt = rule_opts(ru);
     opt.scale = scale;
     res r = run(pr, &opt);
     if (r.st != QKV_OK) {
@@ -307,7 +307,7 @@ static void check_permutation(void)
             char ctx[256], sh[160];
             shape_str(s, sh, sizeof sh);
             snprintf(ctx, sizeof ctx, "permutation%s, %s", with_mask ? " + float mask" : "", sh);
-            qkv_attn_options o1 = {0}, o2 = {0};
+            qkv_attention_options o1 = {0}, o2 = {0};
             if (with_mask) {
                 o1.mask = qkv_tensor_contiguous(m, QKV_DTYPE_F32, 1, 1, s->Lq, s->Lk);
                 o2.mask = qkv_tensor_contiguous(mp, QKV_DTYPE_F32, 1, 1, s->Lq, s->Lk);
@@ -353,7 +353,7 @@ static void check_shift(void)
             snprintf(ctx, sizeof ctx, "shift by %g (%s mask%s), %s", (double)c,
                      full_mask ? "full" : "(1,1,1,1)", causal ? ", causal bottom-right" : "",
                      sh);
-            qkv_attn_options o1 = {0}, o2;
+            qkv_attention_options o1 = {0}, o2;
             o1.causal = causal;
             o1.align = QKV_ALIGN_BOTTOM_RIGHT;
             o2 = o1;
@@ -402,7 +402,7 @@ static void check_convex_hull(void)
             char ctx[256], sh[160];
             shape_str(s, sh, sizeof sh);
             snprintf(ctx, sizeof ctx, "convex hull, rule %d, %s", ri, sh);
-            qkv_attn_options opt = rule_opts(&rules[ri]);
+            qkv_attention_options opt = rule_opts(&rules[ri]);
             res r = run(&pr, &opt);
             int bad = 0;
             for (int64_t b = 0; r.st == QKV_OK && b < s->B; b++)
@@ -467,7 +467,7 @@ static void check_bool_vs_float(void)
                 snprintf(ctx, sizeof ctx, "bool vs float mask (%lld,%lld,%lld,%lld)%s, %s",
                          (long long)m4[0], (long long)m4[1], (long long)m4[2],
                          (long long)m4[3], causal ? " causal" : "", sh);
-                qkv_attn_options ob = {0}, of = {0};
+                qkv_attention_options ob = {0}, of = {0};
                 ob.causal = of.causal = causal;
                 ob.mask = qkv_tensor_contiguous(mb, QKV_DTYPE_BOOL, m4[0], m4[1], m4[2], m4[3]);
                 of.mask = qkv_tensor_contiguous(mf, QKV_DTYPE_F32, m4[0], m4[1], m4[2], m4[3]);
@@ -512,7 +512,7 @@ static void check_gqa_repeat(void)
             char ctx[256], sh[160];
             shape_str(s, sh, sizeof sh);
             snprintf(ctx, sizeof ctx, "GQA vs repeated heads%s, %s", causal ? " causal" : "", sh);
-            qkv_attn_options opt = {0};
+            qkv_attention_options opt = {0};
             opt.causal = causal;
             res a = run(&pr, &opt), b = run(&pe, &opt);
             if (a.st == QKV_OK && b.st == QKV_OK) check_same_res(ctx, s, &a, &b);
@@ -537,7 +537,7 @@ static void check_square_alignment(void)
             shape_str(s, sh, sizeof sh);
             snprintf(ctx, sizeof ctx, "causal top-left vs bottom-right%s, %s",
                      win ? " + window(2,1)" : "", sh);
-            qkv_attn_options tl = {0}, br;
+            qkv_attention_options tl = {0}, br;
             tl.causal = 1;
             tl.use_window = win;
             tl.window_left = 2;
@@ -564,7 +564,7 @@ static void check_determinism(void)
         test_rng rng = test_rng_seed(1800 + cs);
         float *m = test_rand_f32(&rng, s->Lq * s->Lk, -1.0f, 1.0f);
         for (int impl = 0; impl < 2; impl++) {
-            qkv_attn_options opt = {0};
+            qkv_attention_options opt = {0};
             opt.causal = 1;
             opt.align = QKV_ALIGN_BOTTOM_RIGHT;
             opt.softcap = 5.0;
@@ -612,7 +612,7 @@ static void check_scale_invariance(void)
             char ctx[256], sh[160];
             shape_str(s, sh, sizeof sh);
             snprintf(ctx, sizeof ctx, "q*3 with scale/3%s, %s", cap ? " softcap 0.8" : "", sh);
-            qkv_attn_options o1 = {0}, o2 = {0};
+            qkv_attention_options o1 = {0}, o2 = {0};
             o1.softcap = o2.softcap = cap ? 0.8 : 0.0;
             o2.scale = 1.0 / (3.0 * sqrt((double)s->E)); /* o1 uses the default 1/sqrt(E) */
             res a = run(&pr, &o1), b = run(&p2, &o2);
@@ -642,7 +642,7 @@ static void check_large_logits(void)
         char ctx[256], sh[160];
         shape_str(s, sh, sizeof sh);
         snprintf(ctx, sizeof ctx, "large logits, %s", sh);
-        qkv_attn_options opt = {0};
+        qkv_attention_options opt = {0};
         opt.scale = 1.0;
         res r = run(&pr, &opt);
         if (r.st != QKV_OK) {

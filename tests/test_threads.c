@@ -93,7 +93,7 @@ static qkv_status fwd_run(const fwd_case *c, float *o, float *w, float *l, qkv_i
     qkv_tensor to = qkv_tensor_contiguous(o, QKV_DTYPE_F32, s->B, s->H, s->Lq, s->Ev);
     qkv_tensor tw = qkv_tensor_contiguous(w, QKV_DTYPE_F32, s->B, s->H, s->Lq, s->Lk);
     qkv_tensor tl = qkv_tensor_contiguous(l, QKV_DTYPE_F32, s->B, s->H, s->Lq, 1);
-    qkv_attn_options opt = {0};
+    qkv_attention_options opt = {0};
     opt.causal = c->causal;
     opt.align = QKV_ALIGN_BOTTOM_RIGHT;
     opt.impl = impl;
@@ -177,7 +177,7 @@ static qkv_status bwd_run(const bwd_case *c, float *dq, float *dk, float *dv, qk
     qkv_tensor tdq = qkv_tensor_contiguous(dq, QKV_DTYPE_F32, s->B, s->H, s->Lq, s->E);
     qkv_tensor tdk = qkv_tensor_contiguous(dk, QKV_DTYPE_F32, s->B, s->Hkv, s->Lk, s->E);
     qkv_tensor tdv = qkv_tensor_contiguous(dv, QKV_DTYPE_F32, s->B, s->Hkv, s->Lk, s->Ev);
-    qkv_attn_options opt = {0};
+    qkv_attention_options opt = {0};
     opt.causal = f->causal;
     opt.align = QKV_ALIGN_BOTTOM_RIGHT;
     opt.impl = impl;
@@ -219,7 +219,7 @@ static void check_backward(bwd_case *c)
 
 typedef struct gemm_case {
     const char *name;
-    qkv_transpose ta, tb;
+    qkv_gemm_transpose ta, tb;
     int64_t m, n, k;
     float *a, *b, *c0; /* C before the call */
     float *c, *c2;     /* one thread's result, another call's */
@@ -349,9 +349,11 @@ int main(void)
     back.f.s = (test_shape){1, 4, 2, 150, 330, 32, 16};
     back.f.causal = 1;
     /* Enough flops for 8 threads (4 Mflop each): 2 x 200 x 200 x 400. */
-    gemm_case blocked = {"blocked GEMM", QKV_TRANS, QKV_NO_TRANS, 200, 200, 400, 0, 0, 0, 0, 0};
+    gemm_case blocked = {
+        "blocked GEMM", QKV_GEMM_TRANS, QKV_GEMM_NO_TRANS, 200, 200, 400, 0, 0, 0, 0, 0};
     /* m <= 4: 32 column slices of B read in place. */
-    gemm_case few = {"few-rows GEMM", QKV_NO_TRANS, QKV_TRANS, 4, 2000, 2000, 0, 0, 0, 0, 0};
+    gemm_case few = {
+        "few-rows GEMM", QKV_GEMM_NO_TRANS, QKV_GEMM_TRANS, 4, 2000, 2000, 0, 0, 0, 0, 0};
 
     fwd_setup(&tiled, 1);
     fwd_setup(&decode, 2);

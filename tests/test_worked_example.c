@@ -32,7 +32,7 @@ static void check_example(qkv_impl impl)
     qkv_tensor to = qkv_tensor_contiguous(o, QKV_DTYPE_F32, 1, 1, 1, 2);
     qkv_tensor tp = qkv_tensor_contiguous(p, QKV_DTYPE_F32, 1, 1, 1, 4);
     qkv_tensor tl = qkv_tensor_contiguous(&lse, QKV_DTYPE_F32, 1, 1, 1, 1);
-    qkv_attn_options opt = {0};
+    qkv_attention_options opt = {0};
     opt.impl = impl;
     CHECK(qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
 

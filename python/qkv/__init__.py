@@ -129,7 +129,7 @@ def _options(query_E, attn_mask, mask_shape4, is_causal, scale, causal_alignment
              kv_lens, softcap, threads, reference, keep):
     opt = _lib.Options()
     if scale is not None:
-        # Only 0 is refused here, since 0 means the default in qkv_attn_options;
+        # Only 0 is refused here, since 0 means the default in qkv_attention_options;
         # which magnitudes the kernels can take is libqkv's to say.
         opt.scale = _args.number("scale", scale)
         if opt.scale == 0:

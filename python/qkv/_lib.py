@@ -24,7 +24,7 @@ PROGRESS = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_double)
 
 
 class Options(ctypes.Structure):
-    """qkv_attn_options; zero means every default."""
+    """qkv_attention_options; zero means every default."""
     _fields_ = [
         ("scale", ctypes.c_double),
         ("softcap", ctypes.c_double),

@@ -33,7 +33,7 @@
 
 typedef struct gemm_job {
     const qkv_cpu_kernels *kern;
-    qkv_transpose ta, tb;
+    qkv_gemm_transpose ta, tb;
     int64_t m, n, k;
     float alpha, beta;
     const float *a, *b;
@@ -93,7 +93,7 @@ static void pack_rows_along(float *dst, int64_t w, const float *src, int64_t ld,
 static void pack_a(const gemm_job *g, float *dst, int64_t i0, int64_t rows, int64_t p0, int64_t kc)
 {
     const int64_t mr = g->kern->gemm_mr, stride = panel_stride(mr, kc);
-    if (g->ta == QKV_NO_TRANS) /* op(A) row i is stored row i */
+    if (g->ta == QKV_GEMM_NO_TRANS) /* op(A) row i is stored row i */
         for (int64_t i = 0; i < rows; i += mr, dst += stride)
             pack_rows_across(dst, mr, g->a + (i0 + i) * g->lda + p0, g->lda, min64(mr, rows - i), kc);
     else /* op(A) column p is stored row p */
@@ -105,7 +105,7 @@ static void pack_a(const gemm_job *g, float *dst, int64_t i0, int64_t rows, int6
 static void pack_b(const gemm_job *g, float *dst, int64_t p0, int64_t kc, int64_t j0, int64_t cols)
 {
     const int64_t nr = g->kern->gemm_nr, stride = panel_stride(nr, kc);
-    if (g->tb == QKV_NO_TRANS) /* op(B) row p is stored row p */
+    if (g->tb == QKV_GEMM_NO_TRANS) /* op(B) row p is stored row p */
         pack_rows_along(dst, nr, g->b + p0 * g->ldb + j0, g->ldb, cols, kc);
     else /* op(B) column j is stored row j */
         for (int64_t j = 0; j < cols; j += nr, dst += stride)
@@ -241,7 +241,7 @@ static void scale_c(float *c, int64_t ldc, int64_t m, int64_t n, float beta)
 
 typedef struct small_job {
     const qkv_cpu_kernels *kern;
-    qkv_transpose tb;
+    qkv_gemm_transpose tb;
     int64_t m, n, k;
     const float *a; /* m x k, ld k */
     const float *b;
@@ -276,10 +276,10 @@ static void small_worker(void *ctx, int tid, int64_t begin, int64_t end)
     }
 }
 
-static qkv_status gemm_small(const qkv_cpu_kernels *kern, qkv_transpose ta, qkv_transpose tb,
-                             int64_t m, int64_t n, int64_t k, float alpha, const float *a,
-                             int64_t lda, const float *b, int64_t ldb, float beta, float *c,
-                             int64_t ldc, int nt)
+static qkv_status gemm_small(const qkv_cpu_kernels *kern, qkv_gemm_transpose ta,
+                             qkv_gemm_transpose tb, int64_t m, int64_t n, int64_t k, float alpha,
+                             const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                             float *c, int64_t ldc, int nt)
 {
     small_job g = {kern, tb, m, n, k, NULL, b, ldb, alpha, beta, c, ldc, NULL};
     const int64_t slices = (n + SMALL_COLS - 1) / SMALL_COLS;
@@ -301,17 +301,17 @@ static qkv_status gemm_small(const qkv_cpu_kernels *kern, qkv_transpose ta, qkv_
     return st;
 }
 
-qkv_status qkv_sgemm(qkv_transpose ta, qkv_transpose tb, int64_t m, int64_t n, int64_t k,
+qkv_status qkv_sgemm(qkv_gemm_transpose ta, qkv_gemm_transpose tb, int64_t m, int64_t n, int64_t k,
                      float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                      float beta, float *c, int64_t ldc, const qkv_gemm_options *opts)
 {
     qkv_clear_error();
     static const qkv_gemm_options defaults;
     if (!opts) opts = &defaults;
-    if (ta != QKV_NO_TRANS && ta != QKV_TRANS)
-        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "ta: %d is not a qkv_transpose", (int)ta);
-    if (tb != QKV_NO_TRANS && tb != QKV_TRANS)
-        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "tb: %d is not a qkv_transpose", (int)tb);
+    if (ta != QKV_GEMM_NO_TRANS && ta != QKV_GEMM_TRANS)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "ta: %d is not a qkv_gemm_transpose", (int)ta);
+    if (tb != QKV_GEMM_NO_TRANS && tb != QKV_GEMM_TRANS)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "tb: %d is not a qkv_gemm_transpose", (int)tb);
     const int64_t dims[3] = {m, n, k};
     for (int i = 0; i < 3; i++)
         if (dims[i] < 0)

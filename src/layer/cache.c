@@ -164,7 +164,7 @@ qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, qkv_tens
 
 /* Checks a decode call; *lmax receives the longest sequence before it. */
 static qkv_status check_decode(const qkv_mha *m, const qkv_kv_cache *c, const float *y,
-                               const float *x, int64_t n, const qkv_attn_options *opts,
+                               const float *x, int64_t n, const qkv_attention_options *opts,
                                int64_t *lmax)
 {
     if (!m) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "m: is NULL");
@@ -218,7 +218,7 @@ static qkv_status check_decode(const qkv_mha *m, const qkv_kv_cache *c, const fl
 }
 
 qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *weights,
-                          const float *x, int64_t n, const qkv_attn_options *opts)
+                          const float *x, int64_t n, const qkv_attention_options *opts)
 {
     qkv_clear_error();
     int64_t lmax = 0;
@@ -260,7 +260,7 @@ qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *we
         q_pos[b] = c->len[b];
         k_len[b] = c->len[b] + n;
     }
-    qkv_attn_options o = {0};
+    qkv_attention_options o = {0};
     if (opts) o = *opts;
     o.causal = 1;
     o.align = QKV_ALIGN_TOP_LEFT;

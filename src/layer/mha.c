@@ -153,7 +153,7 @@ float *qkv_mha_param_data(qkv_mha *m, qkv_mha_param which, int64_t *rows, int64_
 
 /* ------------------------------------------------------------ projections */
 
-static qkv_gemm_options gemm_options(const qkv_attn_options *opts)
+static qkv_gemm_options gemm_options(const qkv_attention_options *opts)
 {
     qkv_gemm_options g = {0};
     if (opts) {
@@ -164,13 +164,13 @@ static qkv_gemm_options gemm_options(const qkv_attn_options *opts)
 }
 
 qkv_status qkv_mha_linear(float *y, const float *x, int64_t rows, const float *w, int64_t out,
-                          int64_t in, const float *b, const qkv_attn_options *opts)
+                          int64_t in, const float *b, const qkv_attention_options *opts)
 {
     qkv_gemm_options g = gemm_options(opts);
     if (b)
         for (int64_t r = 0; r < rows; r++) memcpy(y + r * out, b, (size_t)out * sizeof(float));
-    return qkv_sgemm(QKV_NO_TRANS, QKV_TRANS, rows, out, in, 1.0f, x, in, w, in, b ? 1.0f : 0.0f,
-                     y, out, &g);
+    return qkv_sgemm(QKV_GEMM_NO_TRANS, QKV_GEMM_TRANS, rows, out, in, 1.0f, x, in, w, in,
+                     b ? 1.0f : 0.0f, y, out, &g);
 }
 
 qkv_tensor qkv_mha_heads_view(float *data, int64_t batch, int64_t len, int64_t heads,
@@ -242,9 +242,9 @@ static qkv_status check_call(const qkv_mha *m, const float *x, int64_t batch, in
 
 /* Projects and rotates Q, K, V, runs the attention into act->a and
  * act->lse, and writes the weights when asked. */
-static qkv_status forward_core(const qkv_mha *m, activations *act, float *weights,
-                               const float *x, int64_t batch, int64_t lq, const float *context,
-                               int64_t lk, const qkv_attn_options *opts)
+static qkv_status forward_core(const qkv_mha *m, activations *act, float *weights, const float *x,
+                               int64_t batch, int64_t lq, const float *context, int64_t lk,
+                               const qkv_attention_options *opts)
 {
     const qkv_mha_config *c = &m->cfg;
     const int64_t H = c->heads, Hkv = c->kv_heads, E = c->head_dim, Ev = c->v_head_dim;
@@ -295,7 +295,7 @@ static qkv_byte_range floats(const char *name, const float *p, int64_t n)
 
 qkv_status qkv_mha_forward(const qkv_mha *m, float *y, float *weights, const float *x,
                            int64_t batch, int64_t lq, const float *context, int64_t lk,
-                           const qkv_attn_options *opts)
+                           const qkv_attention_options *opts)
 {
     qkv_clear_error();
     qkv_status st = check_call(m, x, batch, lq, context, lk);
@@ -333,21 +333,21 @@ static void column_sums(float *db, const float *d, int64_t rows, int64_t cols)
  * dx (+)= dY W (accumulating when accumulate is nonzero). */
 static qkv_status linear_backward(const float *dy, const float *x, int64_t rows, int64_t out,
                                   int64_t in, const float *w, float *dw, float *db, float *dx,
-                                  int accumulate, const qkv_attn_options *opts)
+                                  int accumulate, const qkv_attention_options *opts)
 {
     qkv_gemm_options g = gemm_options(opts);
-    qkv_status st = qkv_sgemm(QKV_TRANS, QKV_NO_TRANS, out, in, rows, 1.0f, dy, out, x, in, 0.0f,
-                              dw, in, &g);
+    qkv_status st = qkv_sgemm(QKV_GEMM_TRANS, QKV_GEMM_NO_TRANS, out, in, rows, 1.0f, dy, out, x,
+                              in, 0.0f, dw, in, &g);
     if (st) return st;
     column_sums(db, dy, rows, out);
     if (!dx) return QKV_OK;
-    return qkv_sgemm(QKV_NO_TRANS, QKV_NO_TRANS, rows, in, out, 1.0f, dy, out, w, in,
+    return qkv_sgemm(QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, rows, in, out, 1.0f, dy, out, w, in,
                      accumulate ? 1.0f : 0.0f, dx, in, &g);
 }
 
 qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *dcontext,
                             const float *dy, const float *x, int64_t batch, int64_t lq,
-                            const float *context, int64_t lk, const qkv_attn_options *opts)
+                            const float *context, int64_t lk, const qkv_attention_options *opts)
 {
     qkv_clear_error();
     qkv_status st = check_call(m, x, batch, lq, context, lk);
@@ -376,7 +376,7 @@ qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *d
 
     /* The recomputed forward reports no progress, so that the backward's
      * own reports rise once from 0 to 1. */
-    qkv_attn_options quiet = {0};
+    qkv_attention_options quiet = {0};
     if (opts) quiet = *opts;
     quiet.progress = NULL;
     activations act;

@@ -22,7 +22,7 @@ int attn_opts(attn_args *a, cli_opt *opts)
 }
 
 /* Option values that are wrong whatever the files hold: usage errors. */
-static int parse_values(const char *cmd, const attn_args *a, qkv_attn_options *opt)
+static int parse_values(const char *cmd, const attn_args *a, qkv_attention_options *opt)
 {
     if (a->scale) {
         if (!cli_parse_double(a->scale, &opt->scale) || !isfinite(opt->scale) ||
@@ -60,7 +60,7 @@ static int parse_values(const char *cmd, const attn_args *a, qkv_attn_options *o
     return 1;
 }
 
-int attn_args_check(const char *cmd, const attn_args *a, qkv_attn_options *opt)
+int attn_args_check(const char *cmd, const attn_args *a, qkv_attention_options *opt)
 {
     const char *req[3][2] = {{"-q", a->q}, {"-k", a->k}, {"-v", a->v}};
     for (int r = 0; r < 3; r++)
@@ -151,7 +151,7 @@ static int check_mask_shape(const char *cmd, const char *path, const qkv_array *
     return 1;
 }
 
-int attn_inputs_load(const char *cmd, const attn_args *a, qkv_attn_options *opt,
+int attn_inputs_load(const char *cmd, const attn_args *a, qkv_attention_options *opt,
                      attn_inputs *in)
 {
     memset(in, 0, sizeof *in);

@@ -21,7 +21,7 @@ int attn_opts(attn_args *a, cli_opt *opts);
 /* Usage checks after parsing: -q, -k, -v given; one causal flag at most;
  * the values of --scale, --softcap, --window, --threads. Fills opt (not
  * its mask or kv_lens). Prints and returns 0 on a usage error. */
-int attn_args_check(const char *cmd, const attn_args *a, qkv_attn_options *opt);
+int attn_args_check(const char *cmd, const attn_args *a, qkv_attention_options *opt);
 
 /* The loaded inputs. */
 typedef struct attn_inputs {
@@ -33,7 +33,7 @@ typedef struct attn_inputs {
 /* Loads the files a names, checks ranks and the mask's broadcast, and
  * points opt->mask and opt->kv_lens at what it read. Prints and returns 0
  * on failure (attn_inputs_free still applies). */
-int attn_inputs_load(const char *cmd, const attn_args *a, qkv_attn_options *opt,
+int attn_inputs_load(const char *cmd, const attn_args *a, qkv_attention_options *opt,
                      attn_inputs *in);
 void attn_inputs_free(attn_inputs *in);
 

@@ -84,7 +84,7 @@ typedef struct attn_ctx {
     qkv_tensor q, k, v, o;
     qkv_tensor lse, dout, dq, dk, dv; /* with --backward */
     int backward;
-    qkv_attn_options opt;
+    qkv_attention_options opt;
 } attn_ctx;
 
 /* One timed step: the forward, or the forward (with lse) and the backward. */
@@ -217,9 +217,10 @@ int bench_attention_case(const bcase *c, const bench_opts *bo, const blas *bl, d
 static int run_qkv_gemm(void *vctx)
 {
     gemm_ctx *g = vctx;
-    return qkv_sgemm(g->ta ? QKV_TRANS : QKV_NO_TRANS, g->tb ? QKV_TRANS : QKV_NO_TRANS, g->m,
-                     g->n, g->k, 1.0f, g->a, g->ta ? g->m : g->k, g->bm, g->tb ? g->k : g->n,
-                     0.0f, g->c, g->n, &g->opt) == QKV_OK;
+    return qkv_sgemm(g->ta ? QKV_GEMM_TRANS : QKV_GEMM_NO_TRANS,
+                     g->tb ? QKV_GEMM_TRANS : QKV_GEMM_NO_TRANS, g->m, g->n, g->k, 1.0f, g->a,
+                     g->ta ? g->m : g->k, g->bm, g->tb ? g->k : g->n, 0.0f, g->c, g->n,
+                     &g->opt) == QKV_OK;
 }
 
 /* Case c's rates for the fastest runs t (ours) and tb (the BLAS's, 0 for
@@ -272,7 +273,7 @@ typedef struct layer_ctx {
     qkv_kv_cache *cache;
     float *x, *y;
     int64_t len;
-    qkv_attn_options opt;
+    qkv_attention_options opt;
 } layer_ctx;
 
 /* One decode step, then the cache cut back to its context. */

@@ -158,7 +158,7 @@ typedef struct cli_progress {
     int enabled, shown, last_percent;
 } cli_progress;
 void cli_progress_init(cli_progress *p, const char *cmd, const char *what);
-/* Has the signature of qkv_attn_options.progress; user is the cli_progress. */
+/* Has the signature of qkv_attention_options.progress; user is the cli_progress. */
 void cli_progress_update(void *user, double done);
 void cli_progress_done(cli_progress *p);
 

@@ -159,7 +159,7 @@ int attend(const double *s, const unsigned char *allowed, int n, const float *vf
     qkv_tensor tv = qkv_tensor_contiguous((void *)vf, QKV_DTYPE_F32, 1, 1, n, dv);
     qkv_tensor to = qkv_tensor_contiguous(o, QKV_DTYPE_F32, 1, 1, 1, dv);
     qkv_tensor tw = qkv_tensor_contiguous(w, QKV_DTYPE_F32, 1, 1, 1, n);
-    qkv_attn_options opt = {0};
+    qkv_attention_options opt = {0};
     opt.scale = 1.0;
     opt.impl = QKV_IMPL_REFERENCE;
     opt.num_threads = 1;

@@ -122,7 +122,7 @@ static void free_arrays(grad_arrays *g)
 
 /* The forward, for the O and lse the backward takes, then the backward,
  * with a progress line. */
-static qkv_status run_backward(const attn_inputs *in, qkv_attn_options *opt, int with_dm,
+static qkv_status run_backward(const attn_inputs *in, qkv_attention_options *opt, int with_dm,
                                grad_arrays *g)
 {
     qkv_tensor to = qkv_tensor_contiguous(g->o.data, QKV_DTYPE_F32, in->B, in->H, in->Lq, in->Ev);
@@ -159,7 +159,7 @@ int cmd_grad(int argc, char **argv)
         return CLI_OK;
     }
     if (prc != CLI_OK) return prc;
-    qkv_attn_options opt = {0};
+    qkv_attention_options opt = {0};
     if (!attn_args_check("grad", &a, &opt)) return CLI_USAGE;
     prc = check_paths(&a, &p);
     if (prc != CLI_OK) return prc;

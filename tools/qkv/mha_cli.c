@@ -58,7 +58,7 @@ typedef struct mha_args {
 
 /* Usage checks: what is wrong whatever the files hold. Fills cfg's heads,
  * kv_heads and rope, and opt. Prints and returns 0 on an error. */
-static int check_args(const mha_args *a, qkv_mha_config *cfg, qkv_attn_options *opt)
+static int check_args(const mha_args *a, qkv_mha_config *cfg, qkv_attention_options *opt)
 {
     const char *req[4][2] = {
         {"--params", a->params}, {"--heads", a->heads}, {"--query", a->query}, {"-o", a->out}};
@@ -247,7 +247,8 @@ static int load_inputs(const mha_args *a, mha_run *r)
 
 /* The layer from the file, every dim from there, and X and C checked
  * against its widths; then the key lengths, into opt. 0 after printing. */
-static int load_layer(const mha_args *a, qkv_mha_config *cfg, qkv_attn_options *opt, mha_run *r)
+static int load_layer(const mha_args *a, qkv_mha_config *cfg, qkv_attention_options *opt,
+                      mha_run *r)
 {
     if (qkv_mha_load(&r->m, cfg, r->st, a->prefix) != QKV_OK) {
         report_load_error(a);
@@ -283,7 +284,7 @@ static int load_layer(const mha_args *a, qkv_mha_config *cfg, qkv_attn_options *
 
 /* Y, and W with --weights, then the layer's forward with a progress line.
  * 0 after printing. */
-static int run_layer(const mha_args *a, qkv_attn_options *opt, mha_run *r)
+static int run_layer(const mha_args *a, qkv_attention_options *opt, mha_run *r)
 {
     /* Y has X's shape; W is (B, H, Lq, Lk), without B for a rank-2 X. */
     const int64_t wshape[4] = {r->B, qkv_mha_get_config(r->m).heads, r->Lq, r->Lk};
@@ -317,7 +318,7 @@ int cmd_mha(int argc, char **argv)
     }
     if (prc != CLI_OK) return prc;
     qkv_mha_config cfg = {0};
-    qkv_attn_options opt = {0};
+    qkv_attention_options opt = {0};
     if (!check_args(&a, &cfg, &opt)) return CLI_USAGE;
     const char *const out_flags[2] = {"-o", "--weights"};
     const char *const out_paths[2] = {a.out, a.weights};

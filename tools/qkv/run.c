@@ -54,7 +54,7 @@ int cmd_run(int argc, char **argv)
         return CLI_OK;
     }
     if (prc != CLI_OK) return prc;
-    qkv_attn_options opt = {0};
+    qkv_attention_options opt = {0};
     if (!attn_args_check("run", &a, &opt)) return CLI_USAGE;
     if (!o) {
         cli_error("run", "-o is required (see 'qkv run --help')");
