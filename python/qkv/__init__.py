@@ -27,7 +27,7 @@ import numpy as np
 from . import _args, _lib
 
 __all__ = ["scaled_dot_product_attention", "attention_backward", "version",
-           "MultiheadAttention", "KVCache"]
+           "MultiheadAttention", "KVCache", "attention_merge"]
 
 _LIB = _lib.load()
 
@@ -126,7 +126,7 @@ def _window(window):
 
 
 def _options(query_E, attn_mask, mask_shape4, is_causal, scale, causal_alignment, window,
-             kv_lens, softcap, threads, reference, keep):
+             kv_lens, softcap, threads, reference, keep, positions=(None, None)):
     opt = _lib.Options()
     if scale is not None:
         # Only 0 is refused here, since 0 means the default in qkv_attention_options;
@@ -163,8 +163,19 @@ def _options(query_E, attn_mask, mask_shape4, is_causal, scale, causal_alignment
         keep.append(m4)
     if kv_lens is not None:
         lens = _args.int64_array("kv_lens", kv_lens, 0, expected="0..Lk")
+        if len(lens) != mask_shape4[0]:
+            raise ValueError("kv_lens: %d lengths, expected one per batch entry (%d)"
+                             % (len(lens), mask_shape4[0]))
         keep.append(lens)
         opt.kv_lens = lens.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))
+    for name, pos in zip(("q_offsets", "k_offsets"), positions):
+        if pos is not None:
+            a = _args.int64_array(name, pos, 0, 2 ** 60, expected="0..2^60")
+            if len(a) != mask_shape4[0]:
+                raise ValueError("%s: %d positions, expected one per batch entry (%d)"
+                                 % (name, len(a), mask_shape4[0]))
+            keep.append(a)
+            setattr(opt, name, a.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)))
     if threads is not None:
         opt.num_threads = _args.integer("threads", threads, 1, _args.INT_MAX)
     opt.impl = _lib.IMPL_REFERENCE if reference else _lib.IMPL_AUTO
@@ -172,7 +183,8 @@ def _options(query_E, attn_mask, mask_shape4, is_causal, scale, causal_alignment
 
 
 def _prepare(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
-             causal_alignment, window, kv_lens, softcap, threads, reference):
+             causal_alignment, window, kv_lens, softcap, threads, reference,
+             positions=(None, None)):
     if _args.number("dropout_p", dropout_p) != 0:
         raise ValueError("dropout_p: %r; qkv has no dropout yet, pass 0" % (dropout_p,))
     is_causal = _args.flag("is_causal", is_causal)
@@ -205,10 +217,7 @@ def _prepare(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_g
                              % (np.shape(attn_mask), mshape)) from None
         attn_mask = m.reshape((B, H, L, S))
     opt = _options(E, attn_mask, (B, H, L, S), is_causal, scale, causal_alignment, window,
-                   kv_lens, softcap, threads, reference, keep)
-    if kv_lens is not None and len(keep[-1]) != B:
-        raise ValueError("kv_lens: %d lengths, expected one per batch entry (%d)"
-                         % (len(keep[-1]), B))
+                   kv_lens, softcap, threads, reference, keep, positions)
     # Rank-2 inputs have no head dim to give back: (L, Ev), as torch does.
     plain = query.ndim == 2 and key.ndim == 2 and value.ndim == 2
     return dict(batch=batch, B=B, H=H, Hkv=Hkv, L=L, S=S, E=E, Ev=Ev, tq=tq, tk=tk, tv=tv,
@@ -220,7 +229,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                                  is_causal=False, scale=None, enable_gqa=False, *,
                                  causal_alignment="top_left", window=None,
                                  kv_lens=None, softcap=None, return_weights=False,
-                                 return_lse=False, threads=None, reference=False):
+                                 return_lse=False, threads=None, reference=False,
+                                 q_offsets=None, k_offsets=None):
     """softmax(scale * query @ key^T + mask) @ value, as torch's function.
 
     query (..., H, L, E), key (..., Hkv, S, E), value (..., Hkv, S, Ev);
@@ -243,6 +253,10 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     kv_lens: one length per batch entry (the product of the leading dims):
         keys at and past it are padding.
     softcap: scores become softcap * tanh(s / softcap) before the mask.
+    q_offsets, k_offsets: one position per batch entry (0..2^60): query i
+        sits at q_offsets[b] + i and key j at k_offsets[b] + j, which moves
+        the causal diagonal and the window (a block of keys that starts at
+        position 4096 in its sequence; queries that continue a cache).
     return_weights, return_lse: also return the softmax weights
         (..., H, L, S) and the log-sum-exp (..., H, L); the result is then a
         tuple (out, weights?, lse?).
@@ -260,7 +274,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     return_weights = _args.flag("return_weights", return_weights)
     return_lse = _args.flag("return_lse", return_lse)
     p = _prepare(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
-                 causal_alignment, window, kv_lens, softcap, threads, reference)
+                 causal_alignment, window, kv_lens, softcap, threads, reference,
+                 (q_offsets, k_offsets))
     B, H, L, S, Ev, batch = p["B"], p["H"], p["L"], p["S"], p["Ev"], p["batch"]
     out = np.empty((B, H, L, Ev), dtype=np.float32)
     to, _ = _view(out, _lib.DTYPE_F32, out.shape)
@@ -288,7 +303,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 def attention_backward(grad_out, query, key, value, attn_mask=None, dropout_p=0.0,
                        is_causal=False, scale=None, enable_gqa=False, *,
                        causal_alignment="top_left", window=None, kv_lens=None, softcap=None,
-                       return_mask_grad=False, threads=None):
+                       return_mask_grad=False, threads=None, q_offsets=None, k_offsets=None):
     """The gradients (dq, dk, dv) of a loss given grad_out = dL/dout, for the
     attention scaled_dot_product_attention computes with the same
     arguments. dk and dv have key's and value's shapes after broadcasting
@@ -299,7 +314,8 @@ def attention_backward(grad_out, query, key, value, attn_mask=None, dropout_p=0.
     for). The arguments after grad_out are the forward's, in its order."""
     return_mask_grad = _args.flag("return_mask_grad", return_mask_grad)
     p = _prepare(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
-                 causal_alignment, window, kv_lens, softcap, threads, False)
+                 causal_alignment, window, kv_lens, softcap, threads, False,
+                 (q_offsets, k_offsets))
     B, H, Hkv, L, S, E, Ev, batch = (p["B"], p["H"], p["Hkv"], p["L"], p["S"], p["E"], p["Ev"],
                                      p["batch"])
     dout = _as_float32("grad_out", grad_out)
@@ -341,6 +357,35 @@ def attention_backward(grad_out, query, key, value, attn_mask=None, dropout_p=0.
     if not return_mask_grad:
         return res
     return res + (_unbroadcast(dm.reshape(batch + (H, L, S)), np.shape(attn_mask)),)
+
+
+def attention_merge(out1, lse1, out2, lse2):
+    """The attention of the same queries over the union of two disjoint
+    sets of keys, from each set's result: out1, out2 (..., L, Ev) as
+    scaled_dot_product_attention returns them and lse1, lse2 (..., L) as it
+    returns with return_lse=True. Returns (out, lse), new float32 arrays of
+    those shapes; a part whose lse is -inf (every key masked) weighs
+    nothing. Merging the parts of a split in a fixed order gives the same
+    bits every time and, to rounding, the one call over all keys."""
+    out1 = _as_float32("out1", out1)
+    out2 = _as_float32("out2", out2)
+    lse1 = _as_float32("lse1", lse1)
+    lse2 = _as_float32("lse2", lse2)
+    if out1.ndim < 1:
+        raise ValueError("out1: a scalar, expected (..., L, Ev)")
+    rows, Ev = out1.shape[:-1], out1.shape[-1]
+    for name, x, want in (("out2", out2, out1.shape), ("lse1", lse1, rows), ("lse2", lse2, rows)):
+        if x.shape != want:
+            raise ValueError("%s: shape %s, expected %s" % (name, x.shape, want))
+    n = int(np.prod(rows)) if len(rows) else 1
+    out = np.empty(out1.shape, dtype=np.float32)
+    lse = np.empty(rows, dtype=np.float32)
+    views = [_view(x, _lib.DTYPE_F32, (1, 1, n, d))
+             for x, d in ((out, Ev), (lse, 1), (out1, Ev), (lse1, 1), (out2, Ev), (lse2, 1))]
+    st = _LIB.qkv_attention_merge(*[ctypes.byref(t) for t, _ in views])
+    if st != _lib.OK:
+        _raise(st, "attention_merge")
+    return out, lse
 
 
 def _unbroadcast(g, shape):

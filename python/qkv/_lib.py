@@ -109,6 +109,8 @@ def _declare(lib):
     lib.qkv_attention_forward.restype = ctypes.c_int
     lib.qkv_attention_backward.argtypes = [T, T, T, T, T, T, T, T, T, T, ctypes.POINTER(Options)]
     lib.qkv_attention_backward.restype = ctypes.c_int
+    lib.qkv_attention_merge.argtypes = [T, T, T, T, T, T]
+    lib.qkv_attention_merge.restype = ctypes.c_int
     lib.qkv_error_detail.argtypes = []
     lib.qkv_error_detail.restype = ctypes.c_char_p
     lib.qkv_status_string.argtypes = [ctypes.c_int]

@@ -338,3 +338,54 @@ def test_integer_scalars_and_arrays_of_any_width():
         out = qkv.scaled_dot_product_attention(q, k, v, kv_lens=lens, window=(2, None))
         want = reference(q, k, v, kv_lens=[1, 5, 0], window=(2, None))[0]
         assert rel(out, want) <= 1e-5
+
+
+def test_positions_move_the_diagonal():
+    """q_offsets / k_offsets against the bool mask the positions mean
+    (key at position pk open to a query at pq when pk <= pq)."""
+    q, k, v = rand(3, 2, 5, 8), rand(3, 2, 17, 8), rand(3, 2, 17, 4)
+    qpos, kpos = np.array([12, 0, 0]), np.array([0, 0, 25])
+    pq = qpos[:, None, None, None] + np.arange(5)[:, None]
+    pk = kpos[:, None, None, None] + np.arange(17)[None, :]
+    allowed = pk <= pq
+    want = reference(q, k, v, mask=allowed)[0]
+    got = qkv.scaled_dot_product_attention(q, k, v, is_causal=True, q_offsets=qpos,
+                                           k_offsets=kpos)
+    assert rel(got, want) < 1e-5
+    # Row 0 of batch 1 sees key 0 only; batch 2's queries precede its keys.
+    assert np.allclose(got[1, :, 0], v[1, :, 0], atol=1e-6)
+    assert np.all(got[2, :, :1] == 0)
+    dout = rand(3, 2, 5, 4)
+    g = qkv.attention_backward(dout, q, k, v, is_causal=True, q_offsets=qpos, k_offsets=kpos)
+    gm = qkv.attention_backward(dout, q, k, v, attn_mask=allowed)
+    for a, b in zip(g, gm):
+        assert rel(a, b) < 1e-5
+    with pytest.raises(ValueError, match="q_offsets"):
+        qkv.scaled_dot_product_attention(q, k, v, q_offsets=[1, 2])
+    with pytest.raises(ValueError, match=r"k_offsets\[0\]"):
+        qkv.scaled_dot_product_attention(q, k, v, k_offsets=[-1, 0, 0])
+
+
+def test_merge_of_a_split_is_the_whole():
+    """Attention over keys [0, c) and [c, S) merged equals one call over
+    all keys, for every cut, causal keys placed by k_offsets."""
+    q, k, v = rand(2, 3, 6, 8), rand(2, 3, 20, 8), rand(2, 3, 20, 8)
+    qpos = np.array([14, 3])
+    whole, lse = qkv.scaled_dot_product_attention(q, k, v, is_causal=True, q_offsets=qpos,
+                                                  return_lse=True)
+    for cut in range(21):
+        a = qkv.scaled_dot_product_attention(q, k[..., :cut, :], v[..., :cut, :],
+                                             is_causal=True, q_offsets=qpos,
+                                             return_lse=True)
+        b = qkv.scaled_dot_product_attention(q, k[..., cut:, :], v[..., cut:, :],
+                                             is_causal=True, q_offsets=qpos,
+                                             k_offsets=[cut, cut], return_lse=True)
+        o, l = qkv.attention_merge(a[0], a[1], b[0], b[1])
+        assert rel(o, whole) < 1e-6
+        assert rel(l, lse) < 1e-6
+    # A fully masked part (lse -inf) weighs nothing.
+    o, l = qkv.attention_merge(whole, lse, np.full_like(whole, np.nan),
+                               np.full_like(lse, -np.inf))
+    assert np.array_equal(o, whole) and np.array_equal(l, lse)
+    with pytest.raises(ValueError, match="lse2"):
+        qkv.attention_merge(whole, lse, whole, lse[..., :1])
