@@ -15,6 +15,7 @@
 #include "common.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -203,4 +204,40 @@ qkv_status qkv_parallel_for(int64_t n, int nthreads, qkv_range_fn fn, void *ctx)
     pthread_mutex_unlock(&pool_lock);
     pthread_mutex_unlock(&pool_busy);
     return QKV_OK;
+}
+
+/* ------------------------------------------------------------ items */
+
+typedef struct items_job {
+    _Atomic int64_t next; /* the next item to take */
+    int64_t items;
+    qkv_item_fn fn;
+    void *ctx;
+} items_job;
+
+/* One slice per worker: the slice is ignored, the worker takes items from
+ * the counter until none is left. */
+static void items_worker(void *vctx, int tid, int64_t begin, int64_t end)
+{
+    (void)begin;
+    (void)end;
+    items_job *j = vctx;
+    for (;;) {
+        const int64_t it = atomic_fetch_add(&j->next, 1);
+        if (it >= j->items) break;
+        j->fn(j->ctx, tid, it);
+    }
+}
+
+qkv_status qkv_parallel_items(int64_t items, int nthreads, qkv_item_fn fn, void *ctx)
+{
+    if (items <= 0) return QKV_OK;
+    int nt = nthreads < 1 ? 1 : nthreads;
+    if (nt > items) nt = (int)items;
+    items_job j;
+    atomic_init(&j.next, 0);
+    j.items = items;
+    j.fn = fn;
+    j.ctx = ctx;
+    return qkv_parallel_for(nt, nt, items_worker, &j);
 }

@@ -6,10 +6,19 @@
  * strides, packing and threads live here; the arithmetic of a tile is the
  * kernels' (kernels/kernels.h).
  *
+ * A unit's rows are laid out one of two ways, each a set of functions
+ * (struct layout): the tiled walk (rows down the columns of a
+ * QKV_TILE_ROWS tile, the qk/softmax/pv kernels) and the row-major walk of
+ * decode-shaped calls (dot_rows/softmax_rows/axpy_rows). And a call runs
+ * one of two paths: every unit over all its keys (forward_units), or,
+ * when there are too few units for the threads, every unit's keys in
+ * chunks merged afterwards (forward_split). qkv_flash_attention_forward
+ * plans the call and picks both.
+ *
  * Determinism: a unit's arithmetic depends only on the shape, never on
- * which thread runs it or how many there are, and a decode-shaped call
- * splits its keys into chunks fixed by the shape and merges them in order.
- * So results are bitwise the same for any thread count. */
+ * which thread runs it or how many there are, and a split call cuts its
+ * keys into chunks fixed by the shape and merges them in order. So
+ * results are bitwise the same for any thread count. */
 #include "cpu/flash.h"
 
 #include "common.h"
@@ -19,42 +28,32 @@
 
 #include <math.h>
 #include <stdatomic.h>
-#include <stdlib.h>
 #include <string.h>
 
 /* Keys per block. */
 #define BLOCK_KEYS 128
 /* Query rows a unit aims for, a multiple of QKV_TILE_ROWS. */
 #define UNIT_ROWS 64
-/* Decode-shaped calls: with at most this many query rows in all (B x H x
- * Lq), too few units to keep the threads busy, the keys are split into
- * chunks, as many as make about WANT_ROW_CHUNKS query rows x chunks
- * (B=1, H=32, Lq=1: 16 chunks; with 8 kv heads, 128 work items): enough
- * for the threads of a large machine, while more, smaller chunks only add
- * packing, a merge and a restart of the prefetchers' stream each (1024-key
- * chunks read 4-5 % slower than 4096-key ones here). Chunks have at least
- * CHUNK_KEYS keys and there are at most MAX_CHUNKS of them. The choice
- * depends on the shape alone (never on the thread count) and counts query
- * heads, not kv heads, so that GQA takes the path its heads repeated
- * take. */
+/* When keys split (plan_split says why): at most SPLIT_ROWS query rows
+ * in all, about WANT_ROW_CHUNKS query rows x chunks, at most SPLIT_ITEMS
+ * of them, chunks of at least CHUNK_KEYS keys and at most MAX_CHUNKS. */
 #define SPLIT_ROWS 1024
 #define SPLIT_ITEMS 2048
 #define WANT_ROW_CHUNKS 512
 #define CHUNK_KEYS 1024
 #define MAX_CHUNKS 64
-/* Calls with at most this many queries (decode) compute their units
- * row-major with the dot_rows and axpy_rows kernels, so no work goes to
- * the padding of a QKV_TILE_ROWS tile (4 query heads of a kv head fill a
- * quarter of a 16-row tile). A row's arithmetic on that path does not
- * depend on the other rows of its unit, and the choice depends on Lq
- * alone, so GQA stays bitwise equal to its heads repeated. */
+/* Calls with at most this many queries take the row-major layout
+ * (layout_rows says why). */
 #define NARROW_QUERIES 4
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+typedef struct layout layout;
+
 typedef struct plan {
     const qkv_fwd_problem *p;
     const qkv_cpu_kernels *k;
+    const layout *lay; /* how a unit's rows are laid out and walked */
     int64_t G;         /* query heads per kv head */
     int64_t bq;        /* queries per unit, per head */
     int64_t rows;      /* G * bq padded to QKV_TILE_ROWS */
@@ -65,7 +64,8 @@ typedef struct plan {
     int64_t ev;        /* Ev, at least 1 (buffer sizes) */
     int pack_k, pack_v; /* K or V not contiguous along d / c: copy blocks */
     int64_t narrow;    /* 0, or G * bq, the real rows of a unit, when
-                          Lq <= NARROW_QUERIES: the row-major path */
+                          Lq <= NARROW_QUERIES: the row-major layout */
+    int nthreads;      /* workers: num_threads, at most one per item */
     /* Split mode: unnormalised partial results per (unit, chunk). */
     float *part_o;     /* [units][chunks][ev][rows] */
     float *part_m;     /* [units][chunks][rows] */
@@ -73,10 +73,17 @@ typedef struct plan {
     _Atomic int *out_of_memory; /* set when a row's reference redo had no memory */
 } plan;
 
-/* Per-thread scratch; the float buffers are 64-byte aligned. */
+/* Per-thread scratch, carved from the call's workspace (workspace_carve);
+ * every buffer 64-byte aligned. */
 typedef struct scratch {
+    /* The tiled layout only: */
     float *qt;         /* E x rows: the unit's queries times scale, transposed */
     float *st;         /* BLOCK_KEYS x rows: scores, then weights, transposed */
+    /* The row-major layout only: */
+    float *qr;         /* narrow x E: the queries times scale */
+    float *sr;         /* narrow x BLOCK_KEYS: scores, then weights */
+    float *orr;        /* narrow x Ev: the running output */
+    /* Both: */
     float *o;          /* Ev x rows: the running output, transposed */
     float *kb, *vb;    /* BLOCK_KEYS x E, x Ev: copies of strided K, V blocks */
     float *mx, *alpha; /* rows */
@@ -84,47 +91,61 @@ typedef struct scratch {
     unsigned char *forbid; /* BLOCK_KEYS x rows, for the careful pv */
     int64_t *lo, *hi;  /* rows: the interval of keys each row may see */
     int64_t *head, *qi; /* rows: query head and query index, -1 for padding */
-    /* The row-major path only: */
-    float *qr;         /* narrow x E: the queries times scale */
-    float *sr;         /* narrow x BLOCK_KEYS: scores, then weights */
-    float *orr;        /* narrow x Ev: the running output */
     /* Only for rows whose scores overflowed (redo_overflowed_rows): */
-    int64_t *bad;      /* Lk: the keys of one head with a non-finite K or V row */
-    int64_t nbad;      /* how many */
-    int64_t bad_for;   /* b * Hkv + hk of the list, -1 for none yet */
+    uint64_t *bad;     /* ceil(Lk / 64) words: bit j set when key j of one
+                          head has a non-finite K or V row */
+    int64_t bad_for;   /* b * Hkv + hk of the bits, -1 for none yet */
 } scratch;
+
+/* A layout: the functions a unit's rows go through, sharing the per-block
+ * helpers below. */
+struct layout {
+    /* The unit's queries times scale, into the layout's buffer (the rows'
+     * heads and queries are set: unit_rows). */
+    void (*load_queries)(const plan *pl, scratch *sc, int64_t b);
+    /* Walks the key blocks of [from, to] for the loaded unit: sc->mx,
+     * sc->l and sc->o (transposed) hold the unnormalised running result
+     * afterwards. */
+    void (*walk)(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t from, int64_t to);
+    /* The weights of the unit's rows from the final sc->mx and sc->l,
+     * into the blocks some row visited (weights_clear did the rest). */
+    void (*weights)(const plan *pl, scratch *sc, int64_t b, int64_t hk);
+};
 
 /* ------------------------------------------------------------ packing */
 
 /* Rows of the unit: row r is head hk*G + r / bq, query qt*bq + r % bq.
  * Each row's interval [lo, hi] folds padding, causal and the window. */
-static void pack_queries(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t qt)
+static void unit_rows(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t qt)
 {
     const qkv_fwd_problem *p = pl->p;
-    const float scale = (float)p->scale;
-    const int64_t R = pl->rows;
-    /* Row r goes along row r of sc->qr on the row-major path (whose rows
-     * past pl->narrow are padding that nothing reads), else down column r
-     * of sc->qt. */
-    const int64_t step = pl->narrow ? 1 : R;
-    for (int64_t r = 0; r < R; r++) {
+    for (int64_t r = 0; r < pl->rows; r++) {
         int64_t g = r / pl->bq, i = qt * pl->bq + r % pl->bq;
-        float *dst = !pl->narrow ? sc->qt + r : r < pl->narrow ? sc->qr + r * p->E : NULL;
         if (g >= pl->G || i >= p->Lq) {
-            for (int64_t d = 0; dst && d < p->E; d++) dst[d * step] = 0.0f;
             sc->head[r] = sc->qi[r] = -1;
             sc->lo[r] = 0;
             sc->hi[r] = -1;
             continue;
         }
-        int64_t h = hk * pl->G + g;
-        sc->head[r] = h;
+        sc->head[r] = hk * pl->G + g;
         sc->qi[r] = i;
-        const float *src = qkv_view_at(p->q, b, h, i, 0);
-        for (int64_t d = 0; d < p->E; d++) dst[d * step] = src[d * p->q->stride[3]] * scale;
-
         qkv_row_interval(p, b, i, &sc->lo[r], &sc->hi[r]);
     }
+}
+
+/* Row r's query times scale into dst[0], dst[step], ...; zeros for a
+ * padding row. */
+static void load_query(const plan *pl, const scratch *sc, int64_t b, int64_t r, float *dst,
+                       int64_t step)
+{
+    const qkv_fwd_problem *p = pl->p;
+    const float scale = (float)p->scale;
+    if (sc->head[r] < 0) {
+        for (int64_t d = 0; d < p->E; d++) dst[d * step] = 0.0f;
+        return;
+    }
+    const float *src = qkv_view_at(p->q, b, sc->head[r], sc->qi[r], 0);
+    for (int64_t d = 0; d < p->E; d++) dst[d * step] = src[d * p->q->stride[3]] * scale;
 }
 
 /* Where keys jb.. of kv head hk are, with the leading dimension to step
@@ -145,7 +166,68 @@ static const float *key_rows(const qkv_tensor *t, int pack, float *buf, int64_t 
     return buf;
 }
 
-/* ------------------------------------------------------------ one block */
+/* ------------------------------------------------------------ blocks */
+
+/* The key range [*first, *last] some row of the unit may see, within
+ * [from, to]; empty when *first > *last. */
+static void unit_key_range(const plan *pl, const scratch *sc, int64_t from, int64_t to,
+                           int64_t *first, int64_t *last)
+{
+    int64_t lo = INT64_MAX, hi = -1;
+    for (int64_t r = 0; r < pl->rows; r++) {
+        if (sc->head[r] < 0 || sc->lo[r] > sc->hi[r]) continue;
+        lo = sc->lo[r] < lo ? sc->lo[r] : lo;
+        hi = sc->hi[r] > hi ? sc->hi[r] : hi;
+    }
+    *first = lo > from ? lo : from;
+    *last = hi < to ? hi : to;
+}
+
+/* Blocks are the multiples of BLOCK_KEYS cut to [first, last], so where
+ * they start does not depend on which rows share a unit, and keys no row
+ * of the unit may see are never read (a NaN there cannot leak). The length
+ * of the block starting at jb: */
+static int64_t block_len(int64_t jb, int64_t last)
+{
+    const int64_t end = (jb / BLOCK_KEYS + 1) * BLOCK_KEYS; /* one past the block */
+    return (end < last + 1 ? end : last + 1) - jb;
+}
+
+static int any_nonfinite(const float *v, int64_t ldv, int64_t n, int64_t ev)
+{
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t c = 0; c < ev; c++)
+            if (!isfinite(v[j * ldv + c])) return 1;
+    return 0;
+}
+
+/* The block of keys from jb to at most last of kv head (b, hk): its
+ * length, its K rows in *k and, unless v is NULL, its V rows in *v. */
+static int64_t block_at(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t jb,
+                        int64_t last, const float **k, int64_t *ldk, const float **v, int64_t *ldv)
+{
+    const qkv_fwd_problem *p = pl->p;
+    const int64_t n = block_len(jb, last);
+    *k = key_rows(p->k, pl->pack_k, sc->kb, b, hk, jb, n, p->E, ldk);
+    if (v) *v = key_rows(p->v, pl->pack_v, sc->vb, b, hk, jb, n, p->Ev, ldv);
+    return n;
+}
+
+/* Both walks start from nothing seen (max -inf, sum 0, output 0) and
+ * visit the blocks of [*first, *last], the keys of [from, to] some row of
+ * the unit may see. */
+static void walk_start(const plan *pl, scratch *sc, int64_t from, int64_t to, int64_t *first,
+                       int64_t *last)
+{
+    for (int64_t r = 0; r < pl->rows; r++) {
+        sc->mx[r] = -INFINITY;
+        sc->l[r] = 0.0;
+    }
+    memset(sc->o, 0, (size_t)(pl->rows * pl->ev) * sizeof *sc->o);
+    unit_key_range(pl, sc, from, to, first, last);
+}
+
+/* ------------------------------------------------------------ tiled */
 
 /* Scores of the unit's rows against the n keys from jb, in sc->st: scaled
  * (via the packed queries), softcapped, masked. Returns whether a real
@@ -197,14 +279,6 @@ static int block_scores(const plan *pl, scratch *sc, int64_t b, const float *k, 
     return forbidden;
 }
 
-static int any_nonfinite(const float *v, int64_t ldv, int64_t n, int64_t ev)
-{
-    for (int64_t j = 0; j < n; j++)
-        for (int64_t c = 0; c < ev; c++)
-            if (!isfinite(v[j * ldv + c])) return 1;
-    return 0;
-}
-
 /* o = o * alpha + P V skipping forbidden positions, for the rare block
  * where a forbidden key's value is NaN or infinite (0 * NaN would leak it
  * into rows that may not read it). */
@@ -221,32 +295,75 @@ static void careful_pv(const plan *pl, scratch *sc, const float *v, int64_t ldv,
     }
 }
 
-/* The key range [*first, *last] some row of the unit may see, within
- * [from, to]; empty when *first > *last. */
-static void unit_key_range(const plan *pl, const scratch *sc, int64_t from, int64_t to,
-                           int64_t *first, int64_t *last)
+/* Row r down column r of sc->qt. */
+static void load_tiled(const plan *pl, scratch *sc, int64_t b)
 {
-    int64_t lo = INT64_MAX, hi = -1;
-    for (int64_t r = 0; r < pl->rows; r++) {
-        if (sc->head[r] < 0 || sc->lo[r] > sc->hi[r]) continue;
-        lo = sc->lo[r] < lo ? sc->lo[r] : lo;
-        hi = sc->hi[r] > hi ? sc->hi[r] : hi;
-    }
-    *first = lo > from ? lo : from;
-    *last = hi < to ? hi : to;
+    for (int64_t r = 0; r < pl->rows; r++) load_query(pl, sc, b, r, sc->qt + r, pl->rows);
 }
 
-/* Blocks are the multiples of BLOCK_KEYS cut to [first, last], so where
- * they start does not depend on which rows share a unit, and keys no row
- * of the unit may see are never read (a NaN there cannot leak). The length
- * of the block starting at jb: */
-static int64_t block_len(int64_t jb, int64_t last)
+/* The tiled walk: a block's scores are a BLOCK_KEYS x rows tile, keys
+ * along the rows so that the kernels' vectors run down the query rows. */
+static void walk_tiled(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t key_from,
+                       int64_t key_to)
 {
-    const int64_t end = (jb / BLOCK_KEYS + 1) * BLOCK_KEYS; /* one past the block */
-    return (end < last + 1 ? end : last + 1) - jb;
+    const qkv_fwd_problem *p = pl->p;
+    const int64_t R = pl->rows;
+    int64_t first, last;
+    walk_start(pl, sc, key_from, key_to, &first, &last);
+    for (int64_t jb = first, n; jb <= last; jb += n) {
+        const float *k, *v;
+        int64_t ldk, ldv;
+        n = block_at(pl, sc, b, hk, jb, last, &k, &ldk, &v, &ldv);
+        const int careful =
+            block_scores(pl, sc, b, k, ldk, jb, n) && any_nonfinite(v, ldv, n, p->Ev);
+        if (careful)
+            for (int64_t x = 0; x < n * R; x++) sc->forbid[x] = sc->st[x] == -INFINITY;
+        pl->k->softmax(sc->st, R, R, n, sc->mx, sc->l, sc->alpha);
+        if (careful)
+            careful_pv(pl, sc, v, ldv, n);
+        else
+            pl->k->pv(sc->st, R, v, ldv, sc->o, R, sc->alpha, R, n, p->Ev);
+    }
 }
+
+/* p = exp(s - mx) / l, block by block from the scores the walk used. */
+static void weights_tiled(const plan *pl, scratch *sc, int64_t b, int64_t hk)
+{
+    const qkv_fwd_problem *p = pl->p;
+    const qkv_tensor *w = p->weights;
+    const int64_t ws = w->stride[3], R = pl->rows;
+    int64_t first, last;
+    unit_key_range(pl, sc, 0, p->Lk - 1, &first, &last);
+    for (int64_t jb = first, n; jb <= last; jb += n) {
+        const float *k;
+        int64_t ldk;
+        n = block_at(pl, sc, b, hk, jb, last, &k, &ldk, NULL, NULL);
+        block_scores(pl, sc, b, k, ldk, jb, n);
+        for (int64_t j = 0; j < n; j++) { /* s - mx, row by row along the vector */
+            float *sj = sc->st + j * R;
+            for (int64_t r = 0; r < R; r++) sj[r] -= sc->mx[r] == -INFINITY ? 0.0f : sc->mx[r];
+            pl->k->exp_inplace(sj, R);
+        }
+        for (int64_t r = 0; r < R; r++) {
+            if (sc->head[r] < 0 || sc->mx[r] == -INFINITY || isnan(sc->l[r])) continue;
+            const float inv = (float)(1.0 / sc->l[r]);
+            float *row = qkv_view_out(w, b, sc->head[r], sc->qi[r], 0);
+            for (int64_t j = 0; j < n; j++) row[(jb + j) * ws] = sc->st[j * R + r] * inv;
+        }
+    }
+}
+
+static const layout layout_tiled = {load_tiled, walk_tiled, weights_tiled};
 
 /* ------------------------------------------------------------ row-major */
+
+/* The row-major layout, for calls with at most NARROW_QUERIES queries
+ * (decode): a unit's pl->narrow real rows are computed one by one with
+ * the dot_rows and axpy_rows kernels, so no work goes to the padding of a
+ * QKV_TILE_ROWS tile (4 query heads of a kv head fill a quarter of a
+ * 16-row tile). A row's arithmetic on this path does not depend on the
+ * other rows of its unit, and the choice depends on Lq alone, so GQA stays
+ * bitwise equal to its heads repeated. */
 
 /* The scores of the unit's pl->narrow rows against the n keys from jb, row
  * by row in sc->sr: scaled, softcapped, limited to each row's interval,
@@ -296,128 +413,106 @@ static void careful_rows(const plan *pl, scratch *sc, const float *v, int64_t ld
     }
 }
 
-/* ------------------------------------------------------------ the walk */
+/* Row r along row r of sc->qr; rows past pl->narrow are padding that
+ * nothing reads. */
+static void load_rows(const plan *pl, scratch *sc, int64_t b)
+{
+    for (int64_t r = 0; r < pl->narrow; r++) load_query(pl, sc, b, r, sc->qr + r * pl->p->E, 1);
+}
 
-/* Walks the key blocks of [key_from, key_to] for the packed unit: sc->mx,
- * sc->l and sc->o hold the unnormalised running result afterwards. A
- * narrow unit works row-major (sc->sr, sc->orr) and transposes its output
- * into sc->o at the end for the code that follows. */
-static void run_keys(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t key_from,
-                     int64_t key_to)
+/* The row-major walk: scores and output in sc->sr and sc->orr, row by
+ * row; the output is transposed into sc->o at the end, the layout that
+ * finish_unit and the split's merge read. */
+static void walk_rows(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t key_from,
+                      int64_t key_to)
 {
     const qkv_fwd_problem *p = pl->p;
     const int64_t R = pl->rows, m = pl->narrow;
-    for (int64_t r = 0; r < R; r++) {
-        sc->mx[r] = -INFINITY;
-        sc->l[r] = 0.0;
-    }
-    memset(sc->o, 0, (size_t)(R * pl->ev) * sizeof *sc->o);
-    if (m) memset(sc->orr, 0, (size_t)(m * pl->ev) * sizeof *sc->orr);
-    /* The scores of a block and their count, in the layout of the path. */
-    float *const s = m ? sc->sr : sc->st;
     int64_t first, last;
-    unit_key_range(pl, sc, key_from, key_to, &first, &last);
+    walk_start(pl, sc, key_from, key_to, &first, &last);
+    memset(sc->orr, 0, (size_t)(m * pl->ev) * sizeof *sc->orr);
     for (int64_t jb = first, n; jb <= last; jb += n) {
-        n = block_len(jb, last);
+        const float *k, *v;
         int64_t ldk, ldv;
-        const float *k = key_rows(p->k, pl->pack_k, sc->kb, b, hk, jb, n, p->E, &ldk);
-        const float *v = key_rows(p->v, pl->pack_v, sc->vb, b, hk, jb, n, p->Ev, &ldv);
-        const int forbidden =
-            m ? narrow_scores(pl, sc, b, k, ldk, jb, n) : block_scores(pl, sc, b, k, ldk, jb, n);
-        const int careful = forbidden && any_nonfinite(v, ldv, n, p->Ev);
+        n = block_at(pl, sc, b, hk, jb, last, &k, &ldk, &v, &ldv);
+        const int careful =
+            narrow_scores(pl, sc, b, k, ldk, jb, n) && any_nonfinite(v, ldv, n, p->Ev);
         if (careful)
-            for (int64_t x = 0; x < (m ? m * BLOCK_KEYS : n * R); x++)
-                sc->forbid[x] = s[x] == -INFINITY;
-        if (m)
-            pl->k->softmax_rows(sc->sr, BLOCK_KEYS, m, n, sc->mx, sc->l, sc->alpha);
-        else
-            pl->k->softmax(sc->st, R, R, n, sc->mx, sc->l, sc->alpha);
-        if (careful && m)
+            for (int64_t x = 0; x < m * BLOCK_KEYS; x++) sc->forbid[x] = sc->sr[x] == -INFINITY;
+        pl->k->softmax_rows(sc->sr, BLOCK_KEYS, m, n, sc->mx, sc->l, sc->alpha);
+        if (careful)
             careful_rows(pl, sc, v, ldv, n);
-        else if (careful)
-            careful_pv(pl, sc, v, ldv, n);
-        else if (m)
-            pl->k->axpy_rows(sc->sr, BLOCK_KEYS, m, v, ldv, sc->orr, pl->ev, sc->alpha, n, p->Ev);
         else
-            pl->k->pv(sc->st, R, v, ldv, sc->o, R, sc->alpha, R, n, p->Ev);
+            pl->k->axpy_rows(sc->sr, BLOCK_KEYS, m, v, ldv, sc->orr, pl->ev, sc->alpha, n, p->Ev);
     }
     for (int64_t r = 0; r < m; r++)
         for (int64_t c = 0; c < p->Ev; c++) sc->o[c * R + r] = sc->orr[r * pl->ev + c];
 }
 
-/* ------------------------------------------------------------ results */
-
-/* The weights of the unit's rows, recomputed block by block from the final
- * max and sum: p = exp(s - mx) / l; zero where no block was visited. */
-static void write_weights(const plan *pl, scratch *sc, int64_t b, int64_t hk)
+/* weights_tiled for the row-major layout: the scores the walk used. */
+static void weights_rows(const plan *pl, scratch *sc, int64_t b, int64_t hk)
 {
     const qkv_fwd_problem *p = pl->p;
     const qkv_tensor *w = p->weights;
-    const int64_t ws = w->stride[3], R = pl->rows;
-    for (int64_t r = 0; r < R; r++) {
-        if (sc->head[r] < 0) continue;
-        float *row = qkv_view_out(w, b, sc->head[r], sc->qi[r], 0);
-        const float fill = isnan(sc->l[r]) ? NAN : 0.0f;
-        for (int64_t j = 0; j < p->Lk; j++) row[j * ws] = fill;
-    }
+    const int64_t ws = w->stride[3];
     int64_t first, last;
     unit_key_range(pl, sc, 0, p->Lk - 1, &first, &last);
     for (int64_t jb = first, n; jb <= last; jb += n) {
-        n = block_len(jb, last);
+        const float *k;
         int64_t ldk;
-        const float *k = key_rows(p->k, pl->pack_k, sc->kb, b, hk, jb, n, p->E, &ldk);
-        if (pl->narrow) { /* the scores the run used, row-major */
-            narrow_scores(pl, sc, b, k, ldk, jb, n);
-            for (int64_t r = 0; r < pl->narrow; r++) {
-                if (sc->head[r] < 0 || sc->mx[r] == -INFINITY || isnan(sc->l[r])) continue;
-                float *sj = sc->sr + r * BLOCK_KEYS;
-                for (int64_t j = 0; j < n; j++) sj[j] -= sc->mx[r];
-                pl->k->exp_inplace(sj, n);
-                const float inv = (float)(1.0 / sc->l[r]);
-                float *row = qkv_view_out(w, b, sc->head[r], sc->qi[r], 0);
-                for (int64_t j = 0; j < n; j++) row[(jb + j) * ws] = sj[j] * inv;
-            }
-            continue;
-        }
-        block_scores(pl, sc, b, k, ldk, jb, n);
-        for (int64_t j = 0; j < n; j++) { /* s - mx, row by row along the vector */
-            float *sj = sc->st + j * R;
-            for (int64_t r = 0; r < R; r++) sj[r] -= sc->mx[r] == -INFINITY ? 0.0f : sc->mx[r];
-            pl->k->exp_inplace(sj, R);
-        }
-        for (int64_t r = 0; r < R; r++) {
+        n = block_at(pl, sc, b, hk, jb, last, &k, &ldk, NULL, NULL);
+        narrow_scores(pl, sc, b, k, ldk, jb, n);
+        for (int64_t r = 0; r < pl->narrow; r++) {
             if (sc->head[r] < 0 || sc->mx[r] == -INFINITY || isnan(sc->l[r])) continue;
+            float *sj = sc->sr + r * BLOCK_KEYS;
+            for (int64_t j = 0; j < n; j++) sj[j] -= sc->mx[r];
+            pl->k->exp_inplace(sj, n);
             const float inv = (float)(1.0 / sc->l[r]);
             float *row = qkv_view_out(w, b, sc->head[r], sc->qi[r], 0);
-            for (int64_t j = 0; j < n; j++) row[(jb + j) * ws] = sc->st[j * R + r] * inv;
+            for (int64_t j = 0; j < n; j++) row[(jb + j) * ws] = sj[j] * inv;
         }
     }
 }
 
-/* The keys of kv head (b, hk) whose K or V row holds a NaN or an
- * infinity, ascending, into sc->bad (once per unit, for its first suspect
- * row: a scan of the head's K and V, 1/64 of what the unit's attention
- * reads). 0 when the list cannot be allocated. */
-static int find_bad_keys(const plan *pl, scratch *sc, int64_t b, int64_t hk)
+static const layout layout_rows = {load_rows, walk_rows, weights_rows};
+
+/* ------------------------------------------------------------ results */
+
+/* The weights of the unit's rows outside the blocks the layout writes:
+ * zero, or NaN for a NaN row. */
+static void weights_clear(const plan *pl, const scratch *sc, int64_t b)
 {
     const qkv_fwd_problem *p = pl->p;
-    if (sc->bad_for == b * p->Hkv + hk) return 1;
-    if (!sc->bad && !(sc->bad = malloc((size_t)(p->Lk > 0 ? p->Lk : 1) * sizeof *sc->bad)))
-        return 0;
-    sc->nbad = 0;
+    const qkv_tensor *w = p->weights;
+    for (int64_t r = 0; r < pl->rows; r++) {
+        if (sc->head[r] < 0) continue;
+        float *row = qkv_view_out(w, b, sc->head[r], sc->qi[r], 0);
+        const float fill = isnan(sc->l[r]) ? NAN : 0.0f;
+        for (int64_t j = 0; j < p->Lk; j++) row[j * w->stride[3]] = fill;
+    }
+}
+
+/* Sets the bits of the keys of kv head (b, hk) whose K or V row holds a
+ * NaN or an infinity in sc->bad (once per unit, for its first suspect
+ * row: a scan of the head's K and V, 1/64 of what the unit's attention
+ * reads). */
+static void find_bad_keys(const plan *pl, scratch *sc, int64_t b, int64_t hk)
+{
+    const qkv_fwd_problem *p = pl->p;
+    if (sc->bad_for == b * p->Hkv + hk) return;
+    memset(sc->bad, 0, (size_t)((p->Lk + 63) / 64) * sizeof *sc->bad);
     for (int64_t j = 0; j < p->Lk; j++) {
         int bad = 0;
         for (int64_t e = 0; e < p->E && !bad; e++) bad = !isfinite(*qkv_view_at(p->k, b, hk, j, e));
         for (int64_t e = 0; e < p->Ev && !bad; e++) bad = !isfinite(*qkv_view_at(p->v, b, hk, j, e));
-        if (bad) sc->bad[sc->nbad++] = j;
+        if (bad) sc->bad[j / 64] |= UINT64_C(1) << (j % 64);
     }
     sc->bad_for = b * p->Hkv + hk;
-    return 1;
 }
 
 /* Does row r read a NaN or an infinity: in its query, in a float mask
  * value it may see (NaN or +inf; -inf only forbids), or in the K or V row
- * of a key it may attend? (sc->bad holds the head's bad keys.) */
+ * of a key it may attend? (sc->bad marks the head's bad keys.) */
 static int row_reads_nonfinite(const plan *pl, const scratch *sc, int64_t b, int64_t r)
 {
     const qkv_fwd_problem *p = pl->p;
@@ -430,9 +525,8 @@ static int row_reads_nonfinite(const plan *pl, const scratch *sc, int64_t b, int
         const float x = *qkv_view_at(m, b, h, i, j);
         if (isnan(x) || x == INFINITY) return 1;
     }
-    for (int64_t x = 0; x < sc->nbad; x++) {
-        const int64_t j = sc->bad[x];
-        if (j < lo || j > hi) continue;
+    for (int64_t j = lo; j <= hi; j++) {
+        if (!(sc->bad[j / 64] >> (j % 64) & 1)) continue;
         if (m && (fmask ? *qkv_view_at(m, b, h, i, j) == -INFINITY
                         : !qkv_mask_allows(m, b, h, i, j)))
             continue;
@@ -464,10 +558,7 @@ static void redo_overflowed_rows(const plan *pl, scratch *sc, int64_t b, int64_t
         const float *o = qkv_view_at(p->o, b, h, i, 0);
         for (int64_t c = 0; c < p->Ev && !suspect; c++) suspect = !isfinite(o[c * p->o->stride[3]]);
         if (!suspect) continue;
-        if (!find_bad_keys(pl, sc, b, hk)) {
-            atomic_store(pl->out_of_memory, 1);
-            return;
-        }
+        find_bad_keys(pl, sc, b, hk);
         if (!row_reads_nonfinite(pl, sc, b, r) && !qkv_ref_attention_row(p, b, h, i))
             atomic_store(pl->out_of_memory, 1);
     }
@@ -498,22 +589,14 @@ static void finish_unit(const plan *pl, scratch *sc, int64_t b, int64_t hk)
         }
         if (p->lse) *qkv_view_out(p->lse, b, h, i, 0) = lse;
     }
-    if (p->weights) write_weights(pl, sc, b, hk);
+    if (p->weights) {
+        weights_clear(pl, sc, b);
+        pl->lay->weights(pl, sc, b, hk);
+    }
     redo_overflowed_rows(pl, sc, b, hk);
 }
 
-/* ------------------------------------------------------------ parallel */
-
-typedef struct run_ctx {
-    const plan *pl;
-    scratch *sc;
-    _Atomic int64_t next;   /* the next work item to take */
-    int64_t items;
-    void (*item)(const plan *pl, scratch *sc, int64_t it);
-    void (*progress)(void *user, double done);
-    void *progress_user;
-    double base, span; /* this loop's share of the call's progress */
-} run_ctx;
+/* ------------------------------------------------------------ items */
 
 static void unit_coords(const plan *pl, int64_t u, int64_t *b, int64_t *hk, int64_t *qt)
 {
@@ -522,13 +605,21 @@ static void unit_coords(const plan *pl, int64_t u, int64_t *b, int64_t *hk, int6
     *b = u / pl->qtiles / pl->p->Hkv;
 }
 
+/* Unit u's rows and queries, in the plan's layout. */
+static void unit_load(const plan *pl, scratch *sc, int64_t u, int64_t *b, int64_t *hk)
+{
+    int64_t qt;
+    unit_coords(pl, u, b, hk, &qt);
+    unit_rows(pl, sc, *b, *hk, qt);
+    pl->lay->load_queries(pl, sc, *b);
+}
+
 /* Whole unit: all keys, then the results. */
 static void item_unit(const plan *pl, scratch *sc, int64_t u)
 {
-    int64_t b, hk, qt;
-    unit_coords(pl, u, &b, &hk, &qt);
-    pack_queries(pl, sc, b, hk, qt);
-    run_keys(pl, sc, b, hk, 0, pl->p->Lk - 1);
+    int64_t b, hk;
+    unit_load(pl, sc, u, &b, &hk);
+    pl->lay->walk(pl, sc, b, hk, 0, pl->p->Lk - 1);
     finish_unit(pl, sc, b, hk);
 }
 
@@ -536,12 +627,11 @@ static void item_unit(const plan *pl, scratch *sc, int64_t u)
 static void item_chunk(const plan *pl, scratch *sc, int64_t it)
 {
     const int64_t u = it / pl->chunks, c = it % pl->chunks;
-    int64_t b, hk, qt;
-    unit_coords(pl, u, &b, &hk, &qt);
-    pack_queries(pl, sc, b, hk, qt);
+    int64_t b, hk;
+    unit_load(pl, sc, u, &b, &hk);
     const int64_t from = c * pl->chunk;
     const int64_t to = from + pl->chunk - 1 < pl->p->Lk - 1 ? from + pl->chunk - 1 : pl->p->Lk - 1;
-    run_keys(pl, sc, b, hk, from, to);
+    pl->lay->walk(pl, sc, b, hk, from, to);
     const int64_t base = it * pl->rows;
     memcpy(pl->part_o + it * pl->ev * pl->rows, sc->o, (size_t)(pl->rows * pl->ev) * sizeof(float));
     memcpy(pl->part_m + base, sc->mx, (size_t)pl->rows * sizeof(float));
@@ -552,9 +642,8 @@ static void item_chunk(const plan *pl, scratch *sc, int64_t it)
  * results as for a whole unit. */
 static void item_merge(const plan *pl, scratch *sc, int64_t u)
 {
-    int64_t b, hk, qt;
-    unit_coords(pl, u, &b, &hk, &qt);
-    pack_queries(pl, sc, b, hk, qt);
+    int64_t b, hk;
+    unit_load(pl, sc, u, &b, &hk);
     for (int64_t r = 0; r < pl->rows; r++) {
         float m = -INFINITY;
         for (int64_t c = 0; c < pl->chunks; c++) {
@@ -582,175 +671,197 @@ static void item_merge(const plan *pl, scratch *sc, int64_t u)
     finish_unit(pl, sc, b, hk);
 }
 
-static void worker(void *vctx, int tid, int64_t begin, int64_t end)
+/* ------------------------------------------------------------ paths */
+
+typedef struct run_ctx {
+    const plan *pl;
+    scratch *sc; /* one per worker */
+    void (*item)(const plan *pl, scratch *sc, int64_t it);
+    int64_t items, step;
+    double base, span; /* this loop's share of the call's progress */
+} run_ctx;
+
+static void run_item(void *vctx, int tid, int64_t it)
 {
-    (void)begin;
-    (void)end;
-    run_ctx *c = vctx;
-    scratch *sc = &c->sc[tid];
-    const int64_t step = c->items / 100 + 1;
-    for (;;) {
-        int64_t it = atomic_fetch_add(&c->next, 1);
-        if (it >= c->items) break;
-        c->item(c->pl, sc, it);
-        /* Worker 0 is the calling thread: it reports, others never do. */
-        if (tid == 0 && c->progress && it % step == 0)
-            c->progress(c->progress_user, c->base + c->span * (double)it / (double)c->items);
-    }
+    const run_ctx *c = vctx;
+    const qkv_fwd_problem *p = c->pl->p;
+    c->item(c->pl, &c->sc[tid], it);
+    /* Worker 0 is the calling thread: it reports, others never do. */
+    if (tid == 0 && p->progress && it % c->step == 0)
+        p->progress(p->progress_user, c->base + c->span * (double)it / (double)c->items);
 }
 
-/* Runs item(0 .. items-1) on nthreads threads; progress reports cover
- * [base, base + span] of the whole call. */
-static qkv_status run_items(const plan *pl, scratch *sc, int nthreads, int64_t items,
+/* Runs item(0 .. items-1) on the plan's threads, taken one at a time so
+ * that causal's uneven units balance; progress reports cover [base,
+ * base + span] of the whole call. */
+static qkv_status run_items(const plan *pl, scratch *sc, int64_t items,
                             void (*item)(const plan *, scratch *, int64_t), double base,
                             double span)
 {
-    run_ctx c;
-    c.pl = pl;
-    c.sc = sc;
-    atomic_init(&c.next, 0);
-    c.items = items;
-    c.item = item;
-    c.progress = pl->p->progress;
-    c.progress_user = pl->p->progress_user;
-    c.base = base;
-    c.span = span;
-    /* One slice per thread: the slices are ignored, items are taken from
-     * the shared counter so that causal's uneven units balance. */
-    return qkv_parallel_for(nthreads, nthreads, worker, &c);
+    run_ctx c = {pl, sc, item, items, items / 100 + 1, base, span};
+    return qkv_parallel_items(items, pl->nthreads, run_item, &c);
+}
+
+/* The common path: every unit over all its keys. */
+static qkv_status forward_units(const plan *pl, scratch *sc)
+{
+    return run_items(pl, sc, pl->units, item_unit, 0.0, 1.0);
+}
+
+/* Split keys and merge, for decode-shaped calls (plan_split): every
+ * (unit, chunk) walks its chunk's keys and keeps its unnormalised result
+ * (max, sum, output) in pl->part_*; then every unit merges its chunks in
+ * chunk order, whichever thread computed them, and finishes as a whole
+ * unit does. Progress: the chunks, then the (shorter) merges. */
+static qkv_status forward_split(const plan *pl, scratch *sc)
+{
+    const int64_t items = pl->units * pl->chunks;
+    const double split = (double)items / (double)(items + pl->units);
+    qkv_status st = run_items(pl, sc, items, item_chunk, 0.0, split);
+    if (st == QKV_OK) st = run_items(pl, sc, pl->units, item_merge, split, 1.0 - split);
+    return st;
+}
+
+/* ------------------------------------------------------------ the plan */
+
+/* Whether to split the keys, and how: a decode-shaped call, at most
+ * SPLIT_ROWS query rows in all (B x H x Lq), has too few units to keep
+ * the threads busy, so its keys are cut into chunks, as many as make
+ * about WANT_ROW_CHUNKS query rows x chunks (B=1, H=32, Lq=1: 16 chunks;
+ * with 8 kv heads, 128 work items): enough for the threads of a large
+ * machine, while more, smaller chunks only add packing, a merge and a
+ * restart of the prefetchers' stream each (1024-key chunks read 4-5 %
+ * slower than 4096-key ones here). Chunks have at least CHUNK_KEYS keys
+ * and there are at most MAX_CHUNKS of them, and at most SPLIT_ITEMS /
+ * qrows, so that the partial results stay O(SPLIT_ITEMS x tile x Ev).
+ * The choice depends on the shape alone (never on the thread count) and
+ * counts query heads, not kv heads, so that GQA takes the path its heads
+ * repeated take. */
+static void plan_split(plan *pl)
+{
+    const qkv_fwd_problem *p = pl->p;
+    pl->chunks = 1;
+    pl->chunk = round_up(p->Lk > 0 ? p->Lk : 1, BLOCK_KEYS);
+    const int64_t qrows = p->B * p->H * p->Lq;
+    if (qrows > SPLIT_ROWS || p->Lk < 2 * CHUNK_KEYS) return;
+    int64_t most = SPLIT_ITEMS / qrows;
+    most = most < MAX_CHUNKS ? most : MAX_CHUNKS;
+    int64_t want = (WANT_ROW_CHUNKS + qrows - 1) / qrows;
+    want = want < 2 ? 2 : want;
+    most = want < most ? want : most;
+    if (most < 2) return;
+    pl->chunk = round_up((p->Lk + most - 1) / most, BLOCK_KEYS);
+    if (pl->chunk < CHUNK_KEYS) pl->chunk = CHUNK_KEYS;
+    pl->chunks = (p->Lk + pl->chunk - 1) / pl->chunk;
+}
+
+/* The plan of a call with something to compute (B, H, Lq > 0): units,
+ * layout, split and threads; everything but the kernels. */
+static void plan_init(plan *pl, const qkv_fwd_problem *p)
+{
+    memset(pl, 0, sizeof *pl);
+    pl->p = p;
+    pl->G = p->H / p->Hkv;
+    pl->bq = UNIT_ROWS / pl->G > 1 ? UNIT_ROWS / pl->G : 1;
+    if (pl->bq > p->Lq) pl->bq = p->Lq;
+    pl->rows = round_up(pl->G * pl->bq, QKV_TILE_ROWS);
+    pl->narrow = p->Lq <= NARROW_QUERIES ? pl->G * pl->bq : 0;
+    pl->lay = pl->narrow ? &layout_rows : &layout_tiled;
+    pl->qtiles = (p->Lq + pl->bq - 1) / pl->bq;
+    pl->units = p->B * p->Hkv * pl->qtiles;
+    pl->ev = p->Ev > 0 ? p->Ev : 1;
+    pl->pack_k = p->k->stride[3] != 1;
+    pl->pack_v = p->v->stride[3] != 1;
+    plan_split(pl);
+    const int64_t items = pl->units * pl->chunks;
+    pl->nthreads = p->num_threads < items ? p->num_threads : (int)items;
+}
+
+/* One thread's scratch, carved from c (sizes only when c counts). */
+static void scratch_carve(const plan *pl, qkv_carver *c, scratch *sc)
+{
+    const size_t f = sizeof(float), rows = (size_t)pl->rows, bk = BLOCK_KEYS;
+    const size_t e = (size_t)pl->p->E, ev = (size_t)pl->ev, i8 = sizeof(int64_t);
+    memset(sc, 0, sizeof *sc);
+    sc->bad_for = -1;
+    if (pl->narrow) {
+        const size_t m = (size_t)pl->narrow;
+        sc->qr = qkv_carve(c, m * e * f);
+        sc->sr = qkv_carve(c, m * bk * f);
+        sc->orr = qkv_carve(c, m * ev * f);
+    } else {
+        sc->qt = qkv_carve(c, e * rows * f);
+        sc->st = qkv_carve(c, bk * rows * f);
+    }
+    sc->o = qkv_carve(c, rows * ev * f);
+    if (pl->pack_k) sc->kb = qkv_carve(c, bk * e * f);
+    if (pl->pack_v) sc->vb = qkv_carve(c, bk * ev * f);
+    sc->mx = qkv_carve(c, rows * f);
+    sc->alpha = qkv_carve(c, rows * f);
+    sc->l = qkv_carve(c, rows * sizeof(double));
+    sc->forbid = qkv_carve(c, bk * rows);
+    sc->lo = qkv_carve(c, rows * i8);
+    sc->hi = qkv_carve(c, rows * i8);
+    sc->head = qkv_carve(c, rows * i8);
+    sc->qi = qkv_carve(c, rows * i8);
+    sc->bad = qkv_carve(c, (size_t)((pl->p->Lk + 63) / 64 + 1) * sizeof *sc->bad);
+}
+
+/* The call's workspace laid out from base: the threads' scratch, then the
+ * split's partial results. Returns its size in bytes (base NULL: only
+ * that) and, with a base, the scratch array in *sc and the partial
+ * results in the plan. */
+static size_t workspace_carve(plan *pl, void *base, scratch **sc)
+{
+    qkv_carver c = {base, 0};
+    *sc = qkv_carve(&c, (size_t)pl->nthreads * sizeof **sc);
+    for (int t = 0; t < pl->nthreads; t++) {
+        scratch one;
+        scratch_carve(pl, &c, &one);
+        if (*sc) (*sc)[t] = one;
+    }
+    if (pl->chunks > 1) {
+        const size_t n = (size_t)(pl->units * pl->chunks * pl->rows);
+        pl->part_o = qkv_carve(&c, n * (size_t)pl->ev * sizeof(float));
+        pl->part_m = qkv_carve(&c, n * sizeof(float));
+        pl->part_l = qkv_carve(&c, n * sizeof(double));
+    }
+    return c.used;
 }
 
 /* ------------------------------------------------------------ the call */
 
-static void *alloc64(size_t bytes) { return aligned_alloc(64, round_up((int64_t)bytes, 64)); }
-
-static void scratch_free(scratch *sc)
+size_t qkv_flash_forward_workspace(const qkv_fwd_problem *p)
 {
-    free(sc->qt);
-    free(sc->st);
-    free(sc->o);
-    free(sc->kb);
-    free(sc->vb);
-    free(sc->mx);
-    free(sc->alpha);
-    free(sc->l);
-    free(sc->forbid);
-    free(sc->lo);
-    free(sc->hi);
-    free(sc->head);
-    free(sc->qi);
-    free(sc->qr);
-    free(sc->sr);
-    free(sc->orr);
-    free(sc->bad);
-}
-
-static int scratch_alloc(const plan *pl, scratch *sc)
-{
-    const size_t f = sizeof(float), rows = (size_t)pl->rows;
-    const size_t e = (size_t)pl->p->E, ev = (size_t)(pl->p->Ev > 0 ? pl->p->Ev : 1);
-    memset(sc, 0, sizeof *sc);
-    sc->bad_for = -1;
-    sc->qt = alloc64(e * rows * f);
-    sc->st = alloc64((size_t)BLOCK_KEYS * rows * f);
-    sc->o = alloc64(rows * (size_t)pl->ev * f);
-    sc->kb = pl->pack_k ? alloc64((size_t)BLOCK_KEYS * e * f) : NULL;
-    sc->vb = pl->pack_v ? alloc64((size_t)BLOCK_KEYS * ev * f) : NULL;
-    sc->mx = alloc64(rows * f);
-    sc->alpha = alloc64(rows * f);
-    sc->l = alloc64(rows * sizeof(double));
-    sc->forbid = alloc64((size_t)BLOCK_KEYS * rows);
-    sc->lo = alloc64(rows * sizeof(int64_t));
-    sc->hi = alloc64(rows * sizeof(int64_t));
-    sc->head = alloc64(rows * sizeof(int64_t));
-    sc->qi = alloc64(rows * sizeof(int64_t));
-    if (pl->narrow) {
-        const size_t m = (size_t)pl->narrow;
-        sc->qr = alloc64(m * e * f);
-        sc->sr = alloc64(m * (size_t)BLOCK_KEYS * f);
-        sc->orr = alloc64(m * (size_t)pl->ev * f);
-        if (!sc->qr || !sc->sr || !sc->orr) return 0;
-    }
-    return sc->qt && sc->st && sc->o && (sc->kb || !pl->pack_k) && (sc->vb || !pl->pack_v) &&
-           sc->mx && sc->alpha && sc->l && sc->forbid && sc->lo && sc->hi && sc->head && sc->qi;
+    if (p->B == 0 || p->H == 0 || p->Lq == 0) return 0;
+    plan pl;
+    scratch *sc;
+    plan_init(&pl, p);
+    return workspace_carve(&pl, NULL, &sc);
 }
 
 qkv_status qkv_flash_attention_forward(const qkv_fwd_problem *p)
 {
-    plan pl;
-    memset(&pl, 0, sizeof pl);
-    qkv_status st = qkv_cpu_kernels_get(p->isa, &pl.k);
+    const qkv_cpu_kernels *k;
+    qkv_status st = qkv_cpu_kernels_get(p->isa, &k);
     if (st != QKV_OK) return st;
     if (p->B == 0 || p->H == 0 || p->Lq == 0) return QKV_OK;
+    plan pl;
+    plan_init(&pl, p);
+    pl.k = k;
     _Atomic int out_of_memory = 0;
-    pl.p = p;
     pl.out_of_memory = &out_of_memory;
-    pl.G = p->H / p->Hkv;
-    pl.bq = UNIT_ROWS / pl.G > 1 ? UNIT_ROWS / pl.G : 1;
-    if (pl.bq > p->Lq) pl.bq = p->Lq;
-    pl.rows = round_up(pl.G * pl.bq, QKV_TILE_ROWS);
-    pl.narrow = p->Lq <= NARROW_QUERIES ? pl.G * pl.bq : 0;
-    pl.qtiles = (p->Lq + pl.bq - 1) / pl.bq;
-    pl.units = p->B * p->Hkv * pl.qtiles;
-    pl.ev = p->Ev > 0 ? p->Ev : 1;
-    pl.pack_k = p->k->stride[3] != 1;
-    pl.pack_v = p->v->stride[3] != 1;
-    pl.chunks = 1;
-    pl.chunk = round_up(p->Lk > 0 ? p->Lk : 1, BLOCK_KEYS);
-    const int64_t qrows = p->B * p->H * p->Lq;
-    if (qrows <= SPLIT_ROWS && p->Lk >= 2 * CHUNK_KEYS) {
-        /* About WANT_ROW_CHUNKS / qrows; at most MAX_CHUNKS, and at most
-         * SPLIT_ITEMS / qrows, so that the partial results stay
-         * O(SPLIT_ITEMS x tile x Ev). */
-        int64_t most = SPLIT_ITEMS / qrows;
-        most = most < MAX_CHUNKS ? most : MAX_CHUNKS;
-        int64_t want = (WANT_ROW_CHUNKS + qrows - 1) / qrows;
-        want = want < 2 ? 2 : want;
-        most = want < most ? want : most;
-        if (most >= 2) {
-            pl.chunk = round_up((p->Lk + most - 1) / most, BLOCK_KEYS);
-            if (pl.chunk < CHUNK_KEYS) pl.chunk = CHUNK_KEYS;
-            pl.chunks = (p->Lk + pl.chunk - 1) / pl.chunk;
-        }
-    }
-
-    int nt = p->num_threads;
-    const int64_t items = pl.units * pl.chunks;
-    if (nt > items) nt = (int)items;
-    scratch *sc = calloc((size_t)nt, sizeof *sc);
-    if (!sc) return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast path: cannot allocate scratch");
-    st = QKV_OK;
-    for (int t = 0; t < nt && st == QKV_OK; t++)
-        if (!scratch_alloc(&pl, &sc[t]))
-            st = qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast path: cannot allocate tile buffers");
-    if (st == QKV_OK && pl.chunks > 1) {
-        const size_t n = (size_t)(items * pl.rows);
-        pl.part_o = alloc64(n * (size_t)pl.ev * sizeof(float));
-        pl.part_m = alloc64(n * sizeof(float));
-        pl.part_l = alloc64(n * sizeof(double));
-        if (!pl.part_o || !pl.part_m || !pl.part_l)
-            st = qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast path: cannot allocate %lld key chunks",
-                          (long long)items);
-    }
-    if (st == QKV_OK) {
-        if (pl.chunks == 1) {
-            st = run_items(&pl, sc, nt, pl.units, item_unit, 0.0, 1.0);
-        } else { /* progress: the chunks, then the (shorter) merges */
-            const double split = (double)items / (double)(items + pl.units);
-            st = run_items(&pl, sc, nt, items, item_chunk, 0.0, split);
-            if (st == QKV_OK) {
-                int nm = nt < pl.units ? nt : (int)pl.units;
-                st = run_items(&pl, sc, nm, pl.units, item_merge, split, 1.0 - split);
-            }
-        }
-    }
+    scratch *sc;
+    void *ws = qkv_alloc(workspace_carve(&pl, NULL, &sc));
+    if (!ws && pl.chunks > 1)
+        return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast path: cannot allocate %lld key chunks",
+                        (long long)(pl.units * pl.chunks));
+    if (!ws) return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast path: cannot allocate tile buffers");
+    workspace_carve(&pl, ws, &sc);
+    st = pl.chunks > 1 ? forward_split(&pl, sc) : forward_units(&pl, sc);
     if (st == QKV_OK && atomic_load(&out_of_memory))
         st = qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast path: cannot allocate the reference's scratch "
                       "for a row whose float scores overflowed");
-    for (int t = 0; t < nt; t++) scratch_free(&sc[t]);
-    free(sc);
-    free(pl.part_o);
-    free(pl.part_m);
-    free(pl.part_l);
+    qkv_free(ws);
     return st;
 }

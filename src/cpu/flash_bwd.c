@@ -2,19 +2,10 @@
  * forward's lse (nothing of size Lq x Lk is kept), with the forward's
  * kernels (kernels/kernels.h). One pass, per (batch, kv head, tile of
  * keys): the keys are the tile's rows and the query rows of the group
- * stream by in blocks; for each block
- *   dV^T += dO^T P,  dK^T += scale Q^T dU   (the tile's own: one owner),
- *   dQ += scale dU K                         (shared by every key tile),
- * with P = exp(S - lse), dS = P o (dP - D), D_i = <dO_i, O_i>, and dU = dS
- * times the softcap's derivative. dQ's sums keep one order whatever the
- * thread count: the tiles of a kv head add to a block of dQ in the order
- * of their keys, each waiting (a counter per block) until the tile before
- * it has added, so that tile t + 1 follows tile t through the query blocks
- * a step behind. Tiles are taken in key order from a shared counter, so
- * the tile waited for is always running or done. Blocks that causal, the
- * window or padding keep entirely from a tile are skipped (but still
- * passed through the counter). The float mask's gradient is left to the
- * reference. */
+ * stream by in blocks (tile() says how dQ's sums keep one order). Blocks
+ * that causal, the window or padding keep entirely from a tile are
+ * skipped (but still passed through dQ's turn counter). The float mask's
+ * gradient is left to the reference. */
 #include "cpu/flash.h"
 
 #include "common.h"
@@ -24,29 +15,13 @@
 #include <math.h>
 #include <sched.h>
 #include <stdatomic.h>
-#include <stdlib.h>
 #include <string.h>
 
 #define TILE 64   /* keys of a tile */
 #define STREAM 64 /* queries, streamed in blocks of this many (a block of dQ) */
 
-static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-
-typedef struct bplan {
-    const qkv_bwd_problem *bp;
-    const qkv_fwd_problem *p;
-    const qkv_cpu_kernels *k;
-    int64_t G;
-    float *D; /* B x H x Lq: <dO_i, O_i> */
-    /* dQ, accumulated: the output itself when its rows are contiguous,
-     * else a B x H x Lq x E buffer copied out at the end. */
-    float *dq;
-    int64_t dq_s[3];      /* its strides for b, h, i (d is 1) */
-    int64_t qblocks;      /* ceil(Lq / STREAM) */
-    _Atomic int64_t *done; /* B x H x qblocks: key tiles that have added */
-} bplan;
-
-/* Per-thread buffers, 64-byte aligned. */
+/* Per-thread buffers, carved from the call's workspace (workspace_carve),
+ * 64-byte aligned. */
 typedef struct bscratch {
     float *at;  /* max(E, Ev) x TILE: a tile's side packed transposed */
     float *bt;  /* Ev x TILE */
@@ -61,7 +36,24 @@ typedef struct bscratch {
     float *kbuf;   /* TILE x E: the tile's keys when K is strided */
 } bscratch;
 
-static void *alloc64(size_t bytes) { return aligned_alloc(64, (size_t)round_up((int64_t)bytes, 64)); }
+typedef struct bplan {
+    const qkv_bwd_problem *bp;
+    const qkv_fwd_problem *p;
+    const qkv_cpu_kernels *k;
+    int64_t G;
+    float *D; /* B x H x Lq: <dO_i, O_i> */
+    /* dQ, accumulated: the output itself when its rows are contiguous,
+     * else a B x H x Lq x E buffer copied out at the end. */
+    float *dq;
+    int64_t dq_s[3];      /* its strides for b, h, i (d is 1) */
+    int64_t qblocks;      /* ceil(Lq / STREAM) */
+    _Atomic int64_t *done; /* B x H x qblocks: key tiles that have added */
+    int64_t ktiles;       /* ceil(Lk / TILE) */
+    int64_t items;        /* B x Hkv x ktiles: the tiles, in key order per kv head */
+    int in_place;         /* dq is the output itself */
+    int nthreads;         /* workers: num_threads, at most one per item */
+    bscratch *w;          /* nthreads of them */
+} bplan;
 
 /* Rows r0.. of a 4-d view's (a, b) slice with d contiguous: in place, or
  * copied into buf. */
@@ -162,7 +154,18 @@ static void wait_turn(_Atomic int64_t *cnt, int64_t want)
 }
 
 /* Key tile t (keys j0..j0+nk-1) of (b, hk): its dK and dV, and its share
- * of dQ added in turn. */
+ * of dQ added in turn. For each block of STREAM queries of each head of
+ * the group
+ *   dV^T += dO^T P,  dK^T += scale Q^T dU   (the tile's own: one owner),
+ *   dQ += scale dU K                         (shared by every key tile),
+ * with P = exp(S - lse), dS = P o (dP - D), D_i = <dO_i, O_i>, and dU = dS
+ * times the softcap's derivative. dQ's sums keep one order whatever the
+ * thread count: the tiles of a kv head add to a block of dQ in the order
+ * of their keys, each waiting (a counter per block, bl->done) until the
+ * tile before it has added, so that tile t + 1 follows tile t through the
+ * query blocks a step behind. Tiles are items taken in key order
+ * (qkv_parallel_items), so the tile waited for is always running or
+ * done. */
 static void tile(const bplan *bl, bscratch *w, int64_t b, int64_t hk, int64_t t, int64_t j0,
                  int64_t nk)
 {
@@ -212,41 +215,96 @@ static void tile(const bplan *bl, bscratch *w, int64_t b, int64_t hk, int64_t t,
 
 /* ------------------------------------------------------------ the call */
 
-typedef struct bctx {
-    const bplan *bl;
-    bscratch *w;
-    int64_t ktiles, items;
-    _Atomic int64_t next; /* the next item: items go in key order */
-} bctx;
-
-static void bworker(void *vctx, int tid, int64_t begin, int64_t end)
+static void tile_item(void *vctx, int tid, int64_t it)
 {
-    (void)begin;
-    (void)end;
-    bctx *c = vctx;
-    const qkv_fwd_problem *p = c->bl->p;
-    for (;;) {
-        const int64_t it = atomic_fetch_add(&c->next, 1);
-        if (it >= c->items) break;
-        const int64_t t = it % c->ktiles, g = it / c->ktiles, j0 = t * TILE;
-        tile(c->bl, &c->w[tid], g / p->Hkv, g % p->Hkv, t, j0, p->Lk - j0 < TILE ? p->Lk - j0 : TILE);
+    const bplan *bl = vctx;
+    const qkv_fwd_problem *p = bl->p;
+    const int64_t t = it % bl->ktiles, g = it / bl->ktiles, j0 = t * TILE;
+    tile(bl, &bl->w[tid], g / p->Hkv, g % p->Hkv, t, j0, p->Lk - j0 < TILE ? p->Lk - j0 : TILE);
+}
+
+/* The plan of a call with something to compute (B, Hkv > 0), but for
+ * the kernels and the workspace. */
+static void bplan_init(bplan *bl, const qkv_bwd_problem *bp)
+{
+    const qkv_fwd_problem *p = &bp->f;
+    memset(bl, 0, sizeof *bl);
+    bl->bp = bp;
+    bl->p = p;
+    bl->G = p->H / p->Hkv;
+    bl->qblocks = (p->Lq + STREAM - 1) / STREAM;
+    bl->ktiles = (p->Lk + TILE - 1) / TILE;
+    bl->items = p->B * p->Hkv * bl->ktiles;
+    bl->in_place = bp->dq->stride[3] == 1 || p->E == 1;
+    bl->nthreads = p->num_threads;
+    if (bl->nthreads > bl->items) bl->nthreads = (int)(bl->items > 0 ? bl->items : 1);
+}
+
+/* One thread's buffers, carved from c (sizes only when c counts). */
+static void bscratch_carve(const bplan *bl, qkv_carver *c, bscratch *w)
+{
+    const qkv_fwd_problem *p = bl->p;
+    const size_t f = sizeof(float), keys = TILE, queries = STREAM;
+    const size_t wide = (size_t)(p->E > p->Ev ? p->E : p->Ev);
+    w->at = qkv_carve(c, wide * keys * f);
+    w->bt = qkv_carve(c, wide * keys * f);
+    w->s = qkv_carve(c, queries * keys * f);
+    w->dp = qkv_carve(c, queries * keys * f);
+    w->g1 = qkv_carve(c, wide * keys * f);
+    w->g2 = qkv_carve(c, wide * keys * f);
+    w->ones = qkv_carve(c, keys * f);
+    w->tmp = qkv_carve(c, keys * f);
+    w->rowbuf = qkv_carve(c, queries * wide * f);
+    w->rowbuf2 = qkv_carve(c, queries * wide * f);
+    w->kbuf = qkv_carve(c, keys * (size_t)p->E * f);
+}
+
+/* The call's workspace laid out from base: the threads' buffers, D, the
+ * turn counters and, when dq is strided, its contiguous copy. Returns
+ * its size in bytes (base NULL: only that) and, with a base, sets the
+ * plan's pointers. */
+static size_t workspace_carve(bplan *bl, void *base)
+{
+    const qkv_fwd_problem *p = bl->p;
+    qkv_carver c = {base, 0};
+    bl->w = qkv_carve(&c, (size_t)bl->nthreads * sizeof *bl->w);
+    for (int t = 0; t < bl->nthreads; t++) {
+        bscratch one;
+        bscratch_carve(bl, &c, &one);
+        if (bl->w) bl->w[t] = one;
     }
+    const int64_t rows = p->B * p->H * p->Lq, nq = rows * p->E;
+    const int64_t nblocks = p->B * p->H * bl->qblocks;
+    bl->D = qkv_carve(&c, (size_t)(rows > 0 ? rows : 1) * sizeof(float));
+    bl->done = qkv_carve(&c, (size_t)(nblocks > 0 ? nblocks : 1) * sizeof *bl->done);
+    bl->dq = bl->in_place ? bl->bp->dq->data
+                          : qkv_carve(&c, (size_t)(nq > 0 ? nq : 1) * sizeof(float));
+    return c.used;
+}
+
+size_t qkv_flash_backward_workspace(const qkv_bwd_problem *bp)
+{
+    if (bp->f.B == 0 || bp->f.Hkv == 0) return 0;
+    bplan bl;
+    bplan_init(&bl, bp);
+    return workspace_carve(&bl, NULL);
 }
 
 qkv_status qkv_flash_attention_backward(const qkv_bwd_problem *bp)
 {
     const qkv_fwd_problem *p = &bp->f;
-    bplan bl;
-    memset(&bl, 0, sizeof bl);
-    bl.bp = bp;
-    bl.p = p;
-    qkv_status st = qkv_cpu_kernels_get(p->isa, &bl.k);
+    const qkv_cpu_kernels *k;
+    qkv_status st = qkv_cpu_kernels_get(p->isa, &k);
     if (st != QKV_OK) return st;
     if (p->B == 0 || p->Hkv == 0) return QKV_OK;
-    bl.G = p->H / p->Hkv;
-    const int64_t rows = p->B * p->H * p->Lq;
-    bl.D = malloc((size_t)(rows > 0 ? rows : 1) * sizeof(float));
-    if (!bl.D) return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast backward: cannot allocate D");
+    bplan bl;
+    bplan_init(&bl, bp);
+    bl.k = k;
+    void *ws = qkv_alloc(workspace_carve(&bl, NULL));
+    if (!ws) return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast backward: cannot allocate scratch");
+    workspace_carve(&bl, ws);
+    for (int t = 0; t < bl.nthreads; t++)
+        for (int64_t x = 0; x < TILE; x++) bl.w[t].ones[x] = 1.0f;
     for (int64_t b = 0; b < p->B; b++) /* D_i = <dO_i, O_i>, in double */
         for (int64_t h = 0; h < p->H; h++)
             for (int64_t i = 0; i < p->Lq; i++) {
@@ -258,20 +316,8 @@ qkv_status qkv_flash_attention_backward(const qkv_bwd_problem *bp)
             }
     /* dQ starts at 0 and every key tile adds to it. */
     const qkv_tensor *tdq = bp->dq;
-    const int in_place = tdq->stride[3] == 1 || p->E == 1;
-    const int64_t nq = rows * p->E;
-    bl.qblocks = (p->Lq + STREAM - 1) / STREAM;
-    const int64_t nblocks = p->B * p->H * bl.qblocks;
-    bl.done = malloc((size_t)(nblocks > 0 ? nblocks : 1) * sizeof *bl.done);
-    bl.dq = in_place ? tdq->data : malloc((size_t)(nq > 0 ? nq : 1) * sizeof(float));
-    if (!bl.done || (!bl.dq && nq > 0)) {
-        free(bl.D);
-        free(bl.done);
-        if (!in_place) free(bl.dq);
-        return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast backward: cannot allocate dQ's blocks");
-    }
-    for (int64_t x = 0; x < nblocks; x++) atomic_init(&bl.done[x], 0);
-    if (in_place) {
+    for (int64_t x = 0; x < p->B * p->H * bl.qblocks; x++) atomic_init(&bl.done[x], 0);
+    if (bl.in_place) {
         bl.dq_s[0] = tdq->stride[0];
         bl.dq_s[1] = tdq->stride[1];
         bl.dq_s[2] = tdq->stride[2];
@@ -285,42 +331,10 @@ qkv_status qkv_flash_attention_backward(const qkv_bwd_problem *bp)
         bl.dq_s[0] = p->H * p->Lq * p->E;
         bl.dq_s[1] = p->Lq * p->E;
         bl.dq_s[2] = p->E;
-        memset(bl.dq, 0, (size_t)nq * sizeof(float));
+        memset(bl.dq, 0, (size_t)(p->B * p->H * p->Lq * p->E) * sizeof(float));
     }
-    bctx c;
-    c.bl = &bl;
-    c.w = NULL;
-    c.ktiles = (p->Lk + TILE - 1) / TILE;
-    c.items = p->B * p->Hkv * c.ktiles;
-    atomic_init(&c.next, 0);
-    int nt = p->num_threads;
-    if (nt > c.items) nt = (int)(c.items > 0 ? c.items : 1);
-    c.w = calloc((size_t)nt, sizeof *c.w);
-    const int64_t wide = p->E > p->Ev ? p->E : p->Ev;
-    const size_t f = sizeof(float);
-    for (int t = 0; c.w && t < nt; t++) {
-        bscratch *w = &c.w[t];
-        w->at = alloc64((size_t)(wide * TILE) * f);
-        w->bt = alloc64((size_t)(wide * TILE) * f);
-        w->s = alloc64((size_t)(STREAM * TILE) * f);
-        w->dp = alloc64((size_t)(STREAM * TILE) * f);
-        w->g1 = alloc64((size_t)(wide * TILE) * f);
-        w->g2 = alloc64((size_t)(wide * TILE) * f);
-        w->ones = alloc64((size_t)TILE * f);
-        w->tmp = alloc64((size_t)TILE * f);
-        w->rowbuf = alloc64((size_t)(STREAM * wide) * f);
-        w->rowbuf2 = alloc64((size_t)(STREAM * wide) * f);
-        w->kbuf = alloc64((size_t)(TILE * p->E) * f);
-        if (!w->at || !w->bt || !w->s || !w->dp || !w->g1 || !w->g2 || !w->ones || !w->tmp ||
-            !w->rowbuf || !w->rowbuf2 || !w->kbuf) {
-            st = qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast backward: cannot allocate tiles");
-            break;
-        }
-        for (int64_t x = 0; x < TILE; x++) w->ones[x] = 1.0f;
-    }
-    if (!c.w) st = qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast backward: cannot allocate scratch");
-    if (st == QKV_OK && c.items > 0) st = qkv_parallel_for(nt, nt, bworker, &c);
-    if (st == QKV_OK && !in_place)
+    st = qkv_parallel_items(bl.items, bl.nthreads, tile_item, &bl);
+    if (st == QKV_OK && !bl.in_place)
         for (int64_t b = 0; b < p->B; b++)
             for (int64_t h = 0; h < p->H; h++)
                 for (int64_t i = 0; i < p->Lq; i++) {
@@ -328,23 +342,6 @@ qkv_status qkv_flash_attention_backward(const qkv_bwd_problem *bp)
                     const float *src = bl.dq + b * bl.dq_s[0] + h * bl.dq_s[1] + i * bl.dq_s[2];
                     for (int64_t d = 0; d < p->E; d++) row[d * tdq->stride[3]] = src[d];
                 }
-    for (int t = 0; c.w && t < nt; t++) {
-        bscratch *w = &c.w[t];
-        free(w->at);
-        free(w->bt);
-        free(w->s);
-        free(w->dp);
-        free(w->g1);
-        free(w->g2);
-        free(w->ones);
-        free(w->tmp);
-        free(w->rowbuf);
-        free(w->rowbuf2);
-        free(w->kbuf);
-    }
-    free(c.w);
-    free(bl.D);
-    free(bl.done);
-    if (!in_place) free(bl.dq);
+    qkv_free(ws);
     return st;
 }
