@@ -34,6 +34,17 @@
  *     so, and name the function that frees.
  *   - Thread safety: every function may be called from several threads at
  *     once on different outputs. Inputs may be shared between threads.
+ *
+ * How each function is documented: a block that starts with its name,
+ *
+ *   name() : what it does, in a sentence or two.
+ *     arg  in/out, dtype (shape): meaning        one line per argument
+ *   Errors:  the statuses it returns, and when
+ *   @return  what it returns
+ *   Threads: who may call it at once (the convention above, unless it says
+ *            otherwise)
+ *   Memory:  what it allocates, who frees it, the scratch it takes (where
+ *            there is any)
  */
 #ifndef QKV_H
 #define QKV_H
@@ -63,9 +74,20 @@ extern "C" {
 #define QKV_VERSION_NUMBER \
     (QKV_VERSION_MAJOR * 10000 + QKV_VERSION_MINOR * 100 + QKV_VERSION_PATCH)
 
-/* The version of the library actually linked, as QKV_VERSION_NUMBER. */
+/*! qkv_version_number() :
+ *  The version of the library actually linked (which may differ from the
+ *  header a program was compiled with).
+ *  Errors:  none.
+ *  @return  the linked version as QKV_VERSION_NUMBER spells it.
+ *  Threads: safe. */
 QKV_API int qkv_version_number(void);
-/* The same as "MAJOR.MINOR.PATCH"; a static string, never freed. */
+
+/*! qkv_version_string() :
+ *  The linked library's version as "MAJOR.MINOR.PATCH".
+ *  Errors:  none.
+ *  @return  a static string, never NULL.
+ *  Threads: safe.
+ *  Memory:  static; never freed. */
 QKV_API const char *qkv_version_string(void);
 
 /* ----------------------------------------------------------------- errors */
@@ -84,13 +106,26 @@ typedef enum qkv_status {
     QKV_ERR_UNSUPPORTED     /* this build or this CPU cannot do what was asked */
 } qkv_status;
 
-/* A short fixed name for a status ("shape mismatch"); static, never NULL,
- * "unknown status" for values outside the enum. */
+/*! qkv_status_string() :
+ *  A short fixed name for a status, e.g. "shape mismatch".
+ *
+ *    status  in: any value, inside the enum or not
+ *
+ *  Errors:  none.
+ *  @return  a static string, never NULL; "unknown status" for a value outside
+ *           the enum.
+ *  Threads: safe.
+ *  Memory:  static; never freed. */
 QKV_API const char *qkv_status_string(qkv_status status);
 
-/* The detail message of the last failing call made by the calling thread,
- * e.g. "K: head dim 32 differs from Q head dim 64". Empty string when the
- * thread has seen no failure. Valid until the thread's next qkv call. */
+/*! qkv_error_detail() :
+ *  The detail message of the last failing call made by the calling thread,
+ *  e.g. "K: head dim 32 differs from Q head dim 64".
+ *  Errors:  none.
+ *  @return  the message, never NULL; the empty string when the thread has
+ *           seen no failure.
+ *  Threads: each thread has its own message.
+ *  Memory:  the library's; valid until the thread's next qkv call. */
 QKV_API const char *qkv_error_detail(void);
 
 /* ---------------------------------------------------------------- tensors */
@@ -105,18 +140,36 @@ typedef enum qkv_dtype {
     QKV_DTYPE_I64
 } qkv_dtype;
 
-/* Size of one element in bytes; 0 for a value outside the enum. */
+/*! qkv_dtype_size() :
+ *  The size of one element of a dtype.
+ *
+ *    dtype  in: any value, inside the enum or not
+ *
+ *  Errors:  none.
+ *  @return  bytes per element; 0 for a value outside the enum.
+ *  Threads: safe. */
 QKV_API size_t qkv_dtype_size(qkv_dtype dtype);
-/* Lower-case name ("f32", "bool"); "unknown" outside the enum. */
+
+/*! qkv_dtype_name() :
+ *  The lower-case name of a dtype ("f32", "bool").
+ *
+ *    dtype  in: any value, inside the enum or not
+ *
+ *  Errors:  none.
+ *  @return  a static string, never NULL; "unknown" outside the enum.
+ *  Threads: safe.
+ *  Memory:  static; never freed. */
 QKV_API const char *qkv_dtype_name(qkv_dtype dtype);
 
 /* A strided 4-d view of memory the caller owns. Element (a, b, c, d) lives at
  * (elem *)data + a*stride[0] + b*stride[1] + c*stride[2] + d*stride[3].
  * Strides are in elements. A tensor whose data is NULL is "absent" wherever
- * a function takes an optional tensor. An output may share no byte with
- * another output or with any input, or the call fails with
- * QKV_ERR_INVALID_ARGUMENT and a detail naming both ("O and Q overlap in
- * memory; ..."). The test is O(1): on the address ranges the views reach
+ * a function takes an optional tensor.
+ *
+ * The overlap rule, for every function that takes views: an output may
+ * share no byte with another output or with any input, or the call fails
+ * with QKV_ERR_INVALID_ARGUMENT and a detail naming both ("O and Q overlap
+ * in memory; ..."). The test is O(1): on the address ranges the views reach
  * (lowest to highest element), refined for views that interleave in one
  * buffer: when both have positive strides, contiguous innermost rows and
  * the same row period (dQ, dK, dV packed as (B, L, 3, H, E); O and the
@@ -133,24 +186,37 @@ typedef struct qkv_tensor {
     int64_t stride[4];
 } qkv_tensor;
 
-/* A view of contiguous row-major (C order) memory of shape (n0, n1, n2, n3).
- * When the strides would overflow int64_t they are set to INT64_MAX, so that
- * any function given the view fails with QKV_ERR_OVERFLOW. */
+/*! qkv_tensor_contiguous() :
+ *  A view of contiguous row-major (C order) memory of shape (n0, n1, n2, n3):
+ *  strides (n1 n2 n3, n2 n3, n3, 1). Nothing is checked or copied.
+ *
+ *    data    in: the memory, the caller's (NULL makes an absent tensor)
+ *    dtype   in: its element type
+ *    n0..n3  in: the shape
+ *
+ *  Errors:  none here. When the strides would overflow int64_t they are set
+ *           to INT64_MAX, so that any function given the view fails with
+ *           QKV_ERR_OVERFLOW.
+ *  @return  the view.
+ *  Threads: safe. */
 QKV_API qkv_tensor qkv_tensor_contiguous(void *data, qkv_dtype dtype,
                                          int64_t n0, int64_t n1, int64_t n2, int64_t n3);
 
 /* ---------------------------------------------------------- attention */
 
-/* Where the diagonal d_i of query row i lies, for causal masking and the
- * sliding window. */
 /* The most worker threads one call uses. */
 #define QKV_MAX_THREADS 1024
 
-/* What num_threads = 0 means: the CPUs this process may run on (its
- * affinity mask where the system has one, else the online CPUs), from 1 to
- * QKV_MAX_THREADS. Thread-safe. */
+/*! qkv_default_num_threads() :
+ *  What num_threads = 0 means: the CPUs this process may run on (its
+ *  affinity mask where the system has one, else the online CPUs).
+ *  Errors:  none.
+ *  @return  a count from 1 to QKV_MAX_THREADS.
+ *  Threads: safe. */
 QKV_API int qkv_default_num_threads(void);
 
+/* Where the diagonal d_i of query row i lies, for causal masking and the
+ * sliding window. */
 typedef enum qkv_align {
     /* d_i = i: row 0 sees key 0 (PyTorch's is_causal=True). */
     QKV_ALIGN_TOP_LEFT = 0,
@@ -179,29 +245,49 @@ typedef enum qkv_isa {
     QKV_ISA_AVX512   /* x86-64 with AVX-512F */
 } qkv_isa;
 
-/* "auto", "generic", "avx2", "avx512"; "unknown" outside the enum. */
+/*! qkv_isa_name() :
+ *  The name of an instruction set: "auto", "generic", "avx2", "avx512".
+ *
+ *    isa  in: any value, inside the enum or not
+ *
+ *  Errors:  none.
+ *  @return  a static string, never NULL; "unknown" outside the enum.
+ *  Threads: safe.
+ *  Memory:  static; never freed. */
 QKV_API const char *qkv_isa_name(qkv_isa isa);
-/* 1 when this build has the set and this CPU runs it (AUTO: always 1). */
+
+/*! qkv_isa_supported() :
+ *  Whether this build has an instruction set and this CPU runs it.
+ *
+ *    isa  in: the set to ask about
+ *
+ *  Errors:  none.
+ *  @return  1 when the set can run here (QKV_ISA_AUTO: always 1), else 0.
+ *  Threads: safe. */
 QKV_API int qkv_isa_supported(qkv_isa isa);
-/* What QKV_ISA_AUTO means in this process, or QKV_ISA_AUTO when the
- * QKV_ISA variable names no set this build and CPU can run (calls then fail
- * with QKV_ERR_UNSUPPORTED and a detail that says so). Thread-safe. */
+
+/*! qkv_isa_auto() :
+ *  What QKV_ISA_AUTO means in this process: the set the QKV_ISA variable
+ *  names, or else the best this CPU supports.
+ *  Errors:  none here; when QKV_ISA names no set this build and CPU can run,
+ *           calls that use QKV_ISA_AUTO fail with QKV_ERR_UNSUPPORTED and a
+ *           detail that says so.
+ *  @return  the set; QKV_ISA_AUTO in the case just named.
+ *  Threads: safe. */
 QKV_API qkv_isa qkv_isa_auto(void);
 
-/* Options for qkv_attention_forward. A zero-initialised struct
- * (qkv_attention_options o = {0};) or a NULL pointer means every default. */
+/* Options for qkv_attention_forward and qkv_attention_backward. A
+ * zero-initialised struct (qkv_attention_options o = {0};) or a NULL pointer
+ * means every default. */
 typedef struct qkv_attention_options {
-    /* Multiplies <q, k>. 0 means the default 1/sqrt(E). Must be finite;
-     * any finite value gives the reference's answer. The fast path
-     * computes the scores in float, so a scale outside float's normal
-     * range (|scale| > FLT_MAX or < FLT_MIN) sends the call to the
-     * reference kernel, and a row whose float arithmetic overflows (a
-     * max score of +inf, inf - inf, every open score -inf, or an output
-     * that is not finite) while everything it reads is finite is
-     * recomputed by the reference in double (lse, stored as float, is
-     * then +-inf where it passes float's range); the backward goes to the
-     * reference when lse shows such an overflow, or when its gradients
-     * come out not finite from finite inputs. */
+    /* Multiplies <q, k>. 0 means the default 1/sqrt(E). Must be finite
+     * (else QKV_ERR_INVALID_ARGUMENT). Any finite value gives the
+     * reference's answer, forward and backward: what would overflow the
+     * fast path's float scores is computed by the reference in double,
+     * the whole call for a scale outside float's normal range (|scale| >
+     * FLT_MAX or < FLT_MIN), else the rows whose float arithmetic
+     * overflows while everything they read is finite (their lse, stored as
+     * float, is then +-inf where it passes float's range). */
     double scale;
     /* Softcap c: scores become c * tanh(s / c), applied after scaling and
      * before the mask. 0 means none; otherwise must be finite and > 0. */
@@ -261,66 +347,85 @@ typedef struct qkv_attention_options {
     const int64_t *k_offsets;
 } qkv_attention_options;
 
-/* Forward scaled dot-product attention.
+/*! qkv_attention_forward() :
+ *  Forward scaled dot-product attention: O = softmax(scale Q K^T + masks) V,
+ *  as the top of this header defines it, and optionally the weights and lse.
  *
- *   o        out, F32 (B, H, Lq, Ev)
- *   weights  out, optional (NULL or data NULL): F32 (B, H, Lq, Lk), the
- *            softmax weights p; fully masked rows are all 0
- *   lse      out, optional (NULL or data NULL): F32 (B, H, Lq, 1), natural
- *            log-sum-exp of the final scores; -INFINITY for masked rows
- *   q        F32 (B, H, Lq, E)
- *   k        F32 (B, Hkv, Lk, E)
- *   v        F32 (B, Hkv, Lk, Ev)
- *   opts     options, NULL for every default
+ *    o        out, F32 (B, H, Lq, Ev): the output
+ *    weights  out, optional (NULL or data NULL), F32 (B, H, Lq, Lk): the
+ *             softmax weights p; fully masked rows are all 0
+ *    lse      out, optional (NULL or data NULL), F32 (B, H, Lq, 1): natural
+ *             log-sum-exp of the final scores; -INFINITY for masked rows
+ *    q        in, F32 (B, H, Lq, E)
+ *    k        in, F32 (B, Hkv, Lk, E)
+ *    v        in, F32 (B, Hkv, Lk, Ev)
+ *    opts     in, optional: the options; NULL for every default
  *
- * Any dim except E may be 0 (nothing is computed); E >= 1. Lk == 0 makes
- * every row fully masked. Returns QKV_OK or an error with nothing promised
- * about the outputs' contents. The fast path takes head dims up to 2^20
- * (beyond, QKV_ERR_UNSUPPORTED: use the reference). Scratch memory is
- * allocated per call and freed before returning: the fast path takes
- * O(threads x tile), a tile being max(64, H/Hkv) rows x (E + Ev + 128)
- * floats — a few hundred KiB for common shapes — never anything
- * proportional to Lq x Lk (a call with at most 1024 query rows in all,
- * B x H x Lq, and Lk >= 2048 splits the keys into chunks and keeps their
- * partial results: at most 2048 tiles of them, each the tile's rows x Ev
- * floats); the reference O(threads x (Lk + Ev)). Thread-safe. */
+ *  Any dim except E may be 0 (nothing is computed); E >= 1. Lk == 0 makes
+ *  every row fully masked. The fast path takes head dims up to 2^20; beyond,
+ *  the reference computes the call (QKV_IMPL_AUTO).
+ *  Errors:  QKV_ERR_NULL_ARGUMENT for a NULL q, k, v or o (or a NULL data
+ *           pointer of a non-empty tensor); QKV_ERR_DTYPE for a tensor that
+ *           is not F32 (a mask: F32 or BOOL); QKV_ERR_SHAPE for shapes that
+ *           disagree (E == 0, H % Hkv != 0, a mask dim that is neither 1 nor
+ *           its full size); QKV_ERR_OVERFLOW for a view whose offsets do
+ *           not fit int64_t; QKV_ERR_INVALID_ARGUMENT for an option out of
+ *           its range, a misaligned pointer, or outputs that break the
+ *           overlap rule (qkv_tensor); QKV_ERR_UNSUPPORTED for an isa this
+ *           build or CPU lacks (or one QKV_ISA names); QKV_ERR_OUT_OF_MEMORY
+ *           for scratch.
+ *  @return  QKV_OK, or the error; on error nothing is promised about the
+ *           outputs' contents.
+ *  Threads: safe.
+ *  Memory:  scratch is allocated per call and freed before returning. The
+ *           fast path takes O(threads x tile), a tile being max(64, H/Hkv)
+ *           rows x (E + Ev + 128) floats — a few hundred KiB for common
+ *           shapes — never anything proportional to Lq x Lk (a decode-shaped
+ *           call that splits its keys also keeps their partial results: at
+ *           most 2048 tiles of them, each the tile's rows x Ev floats); the
+ *           reference O(threads x (Lk + Ev)). */
 QKV_API qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
                                          const qkv_tensor *lse, const qkv_tensor *q,
                                          const qkv_tensor *k, const qkv_tensor *v,
                                          const qkv_attention_options *opts);
 
-/* Backward of qkv_attention_forward: the gradients of a loss L with
- * respect to Q, K, V (and a float mask), given dO = dL/dO.
+/*! qkv_attention_backward() :
+ *  Backward of qkv_attention_forward: the gradients of a loss L with
+ *  respect to Q, K, V (and a float mask), given dO = dL/dO.
  *
- *   dq     out, F32 (B, H, Lq, E)
- *   dk     out, F32 (B, Hkv, Lk, E): summed over the query heads of each
- *          kv head's group (GQA)
- *   dv     out, F32 (B, Hkv, Lk, Ev), summed likewise
- *   dmask  out, optional (NULL or data NULL): F32 with the float mask's own
- *          shape (opts->mask must be an F32 mask): dL/dmask, summed over
- *          the dims the mask was broadcast along
- *   dout   F32 (B, H, Lq, Ev): dL/dO
- *   q, k, v, opts   exactly as given to the forward
- *   o, lse  the forward's results: O (B, H, Lq, Ev) and lse (B, H, Lq, 1)
+ *    dq     out, F32 (B, H, Lq, E): dL/dQ
+ *    dk     out, F32 (B, Hkv, Lk, E): dL/dK, summed over the query heads of
+ *           each kv head's group (GQA)
+ *    dv     out, F32 (B, Hkv, Lk, Ev): dL/dV, summed likewise
+ *    dmask  out, optional (NULL or data NULL), F32 with the float mask's own
+ *           shape (opts->mask must be an F32 mask): dL/dmask, summed over
+ *           the dims the mask was broadcast along
+ *    dout   in, F32 (B, H, Lq, Ev): dL/dO
+ *    q, k, v, opts   in: exactly as given to the forward
+ *    o      in, F32 (B, H, Lq, Ev): the forward's O
+ *    lse    in, F32 (B, H, Lq, 1): the forward's lse
  *
- * With D_i = <dO_i, O_i>: dV = P^T dO, dP = dO V^T, dS = P o (dP - D),
- * through the softcap dU = dS o (1 - tanh^2(u / c)), dQ = scale dU K,
- * dK = scale dU^T Q, dmask = dS. Forbidden keys and fully masked rows get
- * zero gradients, never NaN. QKV_IMPL_AUTO runs the fast backward: it
- * recomputes the weights tile by tile from o and lse (which must be what
- * the forward returned for these inputs and options) with the forward's
- * SIMD kernels, in one pass over tiles of keys: each tile owns its dK and
- * dV, and the tiles of a kv head add their shares of dQ to each block of
- * queries in the order of their keys (a tile waits for the one before), so
- * dQ's sums keep one order; O(threads x tiles) scratch plus B x H x Lq
- * floats, and B x H x Lq x E more when dq's last dim is strided; within
- * 1e-5 of the reference. A call
- * that asks for dmask, or QKV_IMPL_REFERENCE, runs the reference backward:
- * it recomputes P and O from Q, K, V in double (o and lse are checked for
- * their shapes only), works on B x Hkv groups in parallel (one thread when
- * dmask is asked for, so that its sums keep one order) and takes
- * O(threads x Lk x (E + Ev)) doubles of scratch. Either way results are
- * bitwise the same for any thread count. Thread-safe. */
+ *  With D_i = <dO_i, O_i>: dV = P^T dO, dP = dO V^T, dS = P o (dP - D),
+ *  through the softcap dU = dS o (1 - tanh^2(u / c)), dQ = scale dU K,
+ *  dK = scale dU^T Q, dmask = dS. Forbidden keys and fully masked rows get
+ *  zero gradients, never NaN. QKV_IMPL_AUTO runs the fast backward, which
+ *  recomputes the weights from o and lse: they must be what the forward
+ *  returned for these inputs and options. A call that asks for dmask, or
+ *  QKV_IMPL_REFERENCE, runs the reference backward, which recomputes P and
+ *  O from Q, K, V in double (o and lse are checked for their shapes only).
+ *  The fast backward stays within 1e-5 of the reference.
+ *  Errors:  those of the forward, for its arguments and options and for the
+ *           gradients as outputs (dq, dk, dv, dmask, the overlap rule
+ *           against every input including dout, o and lse);
+ *           QKV_ERR_INVALID_ARGUMENT for dmask without an F32 mask in opts.
+ *  @return  QKV_OK, or the error; on error nothing is promised about the
+ *           outputs' contents.
+ *  Threads: safe. Either way results are bitwise the same for any thread
+ *           count.
+ *  Memory:  scratch per call, freed before returning. The fast backward
+ *           takes O(threads x tiles) plus B x H x Lq floats, and
+ *           B x H x Lq x E more when dq's last dim is strided; the reference
+ *           backward O(threads x Lk x (E + Ev)) doubles. */
 QKV_API qkv_status qkv_attention_backward(const qkv_tensor *dq, const qkv_tensor *dk,
                                           const qkv_tensor *dv, const qkv_tensor *dmask,
                                           const qkv_tensor *dout, const qkv_tensor *q,
@@ -328,45 +433,66 @@ QKV_API qkv_status qkv_attention_backward(const qkv_tensor *dq, const qkv_tensor
                                           const qkv_tensor *o, const qkv_tensor *lse,
                                           const qkv_attention_options *opts);
 
-/* Merges partial results of the same queries over two disjoint sets of
- * keys into the result over their union: what a split of the keys (ring
- * attention's blocks, a cascade's shared prefix and own suffix, keys
- * spread over devices) computes in parts.
+/*! qkv_attention_merge() :
+ *  Merges partial results of the same queries over two disjoint sets of
+ *  keys into the result over their union: what a split of the keys (ring
+ *  attention's blocks, a cascade's shared prefix and own suffix, keys
+ *  spread over devices) computes in parts.
  *
- *   o, lse     out, F32 (B, H, Lq, Ev) and (B, H, Lq, 1)
- *   o1, lse1   F32, the forward's O and lse over the first set of keys
- *   o2, lse2   F32, the same over the second set
+ *    o, lse     out, F32 (B, H, Lq, Ev) and (B, H, Lq, 1): the merged result
+ *    o1, lse1   in, F32 (B, H, Lq, Ev) and (B, H, Lq, 1): the forward's O and
+ *               lse over the first set of keys
+ *    o2, lse2   in, F32, the same shapes: the same over the second set
  *
- * Row by row, in double: m = max(lse1, lse2), w_k = exp(lse_k - m),
- * o = (w1 o1 + w2 o2) / (w1 + w2), lse = m + log(w1 + w2), narrowed to
- * float. A part whose lse is -inf (its keys were all masked) has weight
- * 0; both -inf gives o = 0, lse = -inf, as a fully masked row does. NaN in
- * a part's lse or O reaches that row only. Merging the parts of a split
- * in a fixed order is bitwise reproducible, and equals one call over all
- * the keys to rounding (within 1e-6 relative L2 on inputs of unit scale).
- * Every view may be strided; o and lse may be exactly o1 and lse1 (the
- * same data, shape and strides: merging into an accumulator) but must
- * otherwise share no byte with the inputs or each other
- * (QKV_ERR_INVALID_ARGUMENT). Shapes that disagree are QKV_ERR_SHAPE.
- * No scratch. Thread-safe. */
+ *  Row by row, in double: m = max(lse1, lse2), w_k = exp(lse_k - m),
+ *  o = (w1 o1 + w2 o2) / (w1 + w2), lse = m + log(w1 + w2), narrowed to
+ *  float. A part whose lse is -inf (its keys were all masked) has weight
+ *  0; both -inf gives o = 0, lse = -inf, as a fully masked row does. NaN in
+ *  a part's lse or O reaches that row only. Merging the parts of a split
+ *  in a fixed order is bitwise reproducible, and equals one call over all
+ *  the keys to rounding (within 1e-6 relative L2 on inputs of unit scale).
+ *  Every view may be strided; o and lse may be exactly o1 and lse1 (the
+ *  same data, shape and strides: merging into an accumulator).
+ *  Errors:  QKV_ERR_NULL_ARGUMENT for a NULL view; QKV_ERR_DTYPE for a view
+ *           that is not F32; QKV_ERR_SHAPE for shapes that disagree;
+ *           QKV_ERR_OVERFLOW for a view whose offsets do not fit int64_t;
+ *           QKV_ERR_INVALID_ARGUMENT for a misaligned pointer, or when o or
+ *           lse shares a byte with the inputs or each other (but for the
+ *           accumulator case above).
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe; the merge itself runs on the calling thread.
+ *  Memory:  no scratch. */
 QKV_API qkv_status qkv_attention_merge(const qkv_tensor *o, const qkv_tensor *lse,
                                        const qkv_tensor *o1, const qkv_tensor *lse1,
                                        const qkv_tensor *o2, const qkv_tensor *lse2);
 
 /* ------------------------------------------------------------------ memory */
 
-/* Memory for large tensors, uninitialised: 64-byte aligned; a block of 2 MiB
- * or more is 2 MiB-aligned and, on Linux, marked for transparent huge pages
- * (madvise MADV_HUGEPAGE), which the kernel grants when its THP policy is
- * "madvise" or "always". Streaming K and V from huge pages is faster
- * (decode; BENCHMARKS.md), so this is where a caller's KV tensors are best
- * kept; the library's own large buffers (KV cache, layer parameters, .npy
- * data) come from it. NULL when bytes is 0 (QKV_ERR_INVALID_ARGUMENT's
- * detail) or the allocation fails (QKV_ERR_OUT_OF_MEMORY's). Free with
- * qkv_free, or free(). */
+/*! qkv_alloc() :
+ *  Memory for large tensors, uninitialised: 64-byte aligned; a block of
+ *  2 MiB or more is 2 MiB-aligned and, on Linux, marked for transparent huge
+ *  pages, which the kernel grants when its THP policy is "madvise" or
+ *  "always". Streaming K and V from huge pages is faster (decode;
+ *  BENCHMARKS.md), so this is where a caller's KV tensors are best kept.
+ *
+ *    bytes  in: the size, >= 1
+ *
+ *  Errors:  no status is returned; qkv_error_detail() gives the detail of
+ *           a QKV_ERR_INVALID_ARGUMENT when bytes is 0, of a
+ *           QKV_ERR_OUT_OF_MEMORY when the allocation fails.
+ *  @return  the block, or NULL on either error.
+ *  Threads: safe.
+ *  Memory:  the caller's; free with qkv_free, or free(). */
 QKV_API void *qkv_alloc(size_t bytes);
 
-/* Frees a block from qkv_alloc; NULL is a no-op. */
+/*! qkv_free() :
+ *  Frees a block from qkv_alloc.
+ *
+ *    p  in: the block; NULL is a no-op
+ *
+ *  Errors:  none.
+ *  @return  nothing.
+ *  Threads: safe (on distinct blocks). */
 QKV_API void qkv_free(void *p);
 
 /* ------------------------------------------------------------------ arrays */
@@ -384,93 +510,169 @@ typedef struct qkv_array {
     int64_t shape[QKV_ARRAY_MAX_DIMS];
 } qkv_array;
 
-/* Number of elements (product of shape; 1 for ndim 0). -1 when ndim is out
- * of range, a dim is negative or the product of the nonzero dims overflows.
- * Never fails otherwise and leaves the error detail alone. */
+/*! qkv_array_numel() :
+ *  The number of elements of an array: the product of its shape, 1 for
+ *  ndim 0.
+ *
+ *    a  in: the array (only ndim and shape are read)
+ *
+ *  Errors:  none; leaves the error detail alone.
+ *  @return  the count; -1 when a is NULL, ndim is out of range, a dim is
+ *           negative or the product of the nonzero dims overflows.
+ *  Threads: safe. */
 QKV_API int64_t qkv_array_numel(const qkv_array *a);
 
-/* Frees the data of an array the library allocated and zeroes the struct.
- * NULL, or an array already freed or zeroed, is a no-op. Leaves the error
- * detail alone, so a caller may free before printing it. */
+/*! qkv_array_free() :
+ *  Frees the data of an array the library allocated and zeroes the struct.
+ *
+ *    a  in/out: the array; NULL, or an array already freed or zeroed, is a
+ *       no-op
+ *
+ *  Errors:  none; leaves the error detail alone, so a caller may free before
+ *           printing it.
+ *  @return  nothing.
+ *  Threads: safe (on distinct arrays). */
 QKV_API void qkv_array_free(qkv_array *a);
 
-/* Converts src to dtype `to` into a new array *dst (free with
- * qkv_array_free). Supported: any of F32, F64, F16, BF16 to any of them
- * (rounding to nearest even); BOOL, I32, I64 to F32/F64 and among each other
- * (I64 to I32 fails with QKV_ERR_OVERFLOW when a value does not fit). On
- * failure *dst is zeroed. */
+/*! qkv_array_convert() :
+ *  Converts src to dtype `to` into a new array. Supported: any of F32, F64,
+ *  F16, BF16 to any of them (rounding to nearest even); BOOL, I32, I64 to
+ *  F32/F64 and among each other.
+ *
+ *    dst  out: the new array; zeroed on failure
+ *    src  in: the array to convert
+ *    to   in: the dtype wanted
+ *
+ *  Errors:  QKV_ERR_NULL_ARGUMENT for a NULL pointer; QKV_ERR_INVALID_ARGUMENT
+ *           for a rank or dim of src out of range; QKV_ERR_DTYPE for a
+ *           conversion not listed above; QKV_ERR_OVERFLOW for I64 to I32 when
+ *           a value does not fit (or a size that overflows);
+ *           QKV_ERR_OUT_OF_MEMORY.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe.
+ *  Memory:  allocates dst's data; free with qkv_array_free. */
 QKV_API qkv_status qkv_array_convert(qkv_array *dst, const qkv_array *src, qkv_dtype to);
 
-/* A view of a (rank 0 to 4) as the qkv_tensor the attention calls take:
- * its dims with leading 1s, so (L, E) becomes (1, 1, L, E) and (B, H, L,
- * E) stays; contiguous strides; the data not copied (the view lives as
- * long as a's data). The bridge between arrays read from files (or the
- * layer's plain row-major buffers, described by a qkv_array) and the
- * attention's strided views.
+/*! qkv_array_as_tensor() :
+ *  A view of a (rank 0 to 4) as the qkv_tensor the attention calls take:
+ *  its dims with leading 1s, so (L, E) becomes (1, 1, L, E) and (B, H, L,
+ *  E) stays; contiguous strides; the data not copied. The bridge between
+ *  arrays read from files (or the layer's plain row-major buffers, described
+ *  by a qkv_array) and the attention's strided views.
  *
- *   a    the array; ndim 0..4
- *   out  the view; zeroed (data NULL) on failure
+ *    a    in: the array; ndim 0..4
+ *    out  out: the view; zeroed (data NULL) on failure
  *
- * @return QKV_OK; QKV_ERR_NULL_ARGUMENT for a or out NULL;
- *         QKV_ERR_SHAPE for a rank above 4, a negative rank or dim
- *         (the detail says which); QKV_ERR_OVERFLOW when the strides do
- *         not fit int64_t. Thread-safe. */
+ *  Errors:  QKV_ERR_NULL_ARGUMENT for a or out NULL; QKV_ERR_SHAPE for a
+ *           rank above 4, a negative rank or dim (the detail says which);
+ *           QKV_ERR_OVERFLOW when the strides do not fit int64_t.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe.
+ *  Memory:  none; the view lives as long as a's data. */
 QKV_API qkv_status qkv_array_as_tensor(const qkv_array *a, qkv_tensor *out);
 
 /* ------------------------------------------------------------------- .npy */
 
-/* Reads a NumPy .npy file (format versions 1.0, 2.0 and 3.0) into *out,
- * which the caller frees with qkv_array_free.
- * Accepted: C order, little-endian (or byte-order-free) float32, float64,
- * float16, bool, int32, int64; rank 0..QKV_ARRAY_MAX_DIMS. Anything else —
- * Fortran order, big-endian, another dtype, a header that is not the dict
- * NumPy writes or is longer than 1 MiB (the dict fits in well under 1 KiB;
- * NumPy's np.load stops at 10000 bytes), a data size that differs from the
- * header's shape, a size that overflows (even when another dim is 0) —
- * fails with QKV_ERR_FORMAT
- * (or QKV_ERR_OVERFLOW) and a detail that starts with the file name. A pipe
- * is read no further than the header promises, plus one byte: one more
- * byte fails ("trailing bytes after the data"). On success out->data is
- * never NULL, even for zero elements; on failure *out
- * is zeroed. */
+/*! qkv_npy_read() :
+ *  Reads a NumPy .npy file (format versions 1.0, 2.0 and 3.0). Accepted:
+ *  C order, little-endian (or byte-order-free) float32, float64, float16,
+ *  bool, int32, int64; rank 0..QKV_ARRAY_MAX_DIMS. A pipe is read no
+ *  further than the header promises, plus one byte.
+ *
+ *    path  in: the file
+ *    out   out: the array; out->data is never NULL on success, even for
+ *          zero elements; zeroed on failure
+ *
+ *  Errors:  anything else — Fortran order, big-endian, another dtype, a
+ *           header that is not the dict NumPy writes or is longer than
+ *           1 MiB, a data size that differs from the header's shape, a size
+ *           that overflows (even when another dim is 0), one more byte from
+ *           a pipe ("trailing bytes after the data") — fails with
+ *           QKV_ERR_FORMAT (or QKV_ERR_OVERFLOW) and a detail that starts
+ *           with the file name; QKV_ERR_IO when the file cannot be opened or
+ *           read; QKV_ERR_NULL_ARGUMENT; QKV_ERR_OUT_OF_MEMORY.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe.
+ *  Memory:  allocates out's data (qkv_alloc); the caller frees it with
+ *           qkv_array_free. */
 QKV_API qkv_status qkv_npy_read(const char *path, qkv_array *out);
 
-/* The same, from the len bytes at buf; `name` is used in error details
- * (may be NULL). */
+/*! qkv_npy_parse() :
+ *  The same as qkv_npy_read, from bytes in memory.
+ *
+ *    buf   in: the len bytes of a .npy file
+ *    len   in: their count
+ *    name  in, optional: used in error details (may be NULL)
+ *    out   out: the array, as qkv_npy_read gives it
+ *
+ *  Errors:  as qkv_npy_read's, but for QKV_ERR_IO.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe.
+ *  Memory:  allocates out's data (copied; buf may be freed after the call);
+ *           free with qkv_array_free. */
 QKV_API qkv_status qkv_npy_parse(const void *buf, size_t len, const char *name,
                                  qkv_array *out);
 
-/* Writes a as a .npy file, byte for byte as numpy.save would: version 1.0
- * (a rank <= 32 header always fits), little-endian, C order. BF16 has no
- * .npy dtype and fails with QKV_ERR_DTYPE. Creates or truncates path. On failure the file may
- * be partly written; callers that need atomic output write to a temporary
- * name and rename. */
+/*! qkv_npy_write() :
+ *  Writes a as a .npy file, byte for byte as numpy.save would: version 1.0
+ *  (a rank <= 32 header always fits), little-endian, C order. Creates or
+ *  truncates path.
+ *
+ *    path  in: the file
+ *    a     in: the array
+ *
+ *  Errors:  QKV_ERR_DTYPE for BF16, which has no .npy dtype;
+ *           QKV_ERR_NULL_ARGUMENT; QKV_ERR_INVALID_ARGUMENT or
+ *           QKV_ERR_OVERFLOW for a rank or shape out of range; QKV_ERR_IO.
+ *           On failure the file may be partly written; callers that need
+ *           atomic output write to a temporary name and rename.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe (on distinct paths). */
 QKV_API qkv_status qkv_npy_write(const char *path, const qkv_array *a);
 
-/* Reads a .npy file as qkv_npy_read does (the same checks, the same
- * result), but without copying its data where it can: a regular file on a
- * little-endian host whose data is aligned for its dtype is mapped into
- * memory (private, copy-on-write: out->data may be written, the file never
- * changes) and its pages are taken from the page cache as they are, where
- * reading would zero fresh memory and copy every byte into it. Anything
- * else (a pipe, an empty array, a system without mmap) is read. Free with
- * qkv_array_free or qkv_free, never free(). Mind what every mapping
- * implies: if the file is truncated while mapped, touching the pages it
- * lost raises SIGBUS (the qkv tool catches it and says so); a file
- * rewritten in place meanwhile shows its new bytes. Thread-safe. */
+/*! qkv_npy_map() :
+ *  Reads a .npy file as qkv_npy_read does (the same checks, the same
+ *  result), but without copying its data where it can: a regular file on a
+ *  little-endian host whose data is aligned for its dtype is mapped into
+ *  memory (private, copy-on-write: out->data may be written, the file never
+ *  changes). Anything else (a pipe, an empty array, a system without mmap)
+ *  is read. Mind what every mapping implies: if the file is truncated while
+ *  mapped, touching the pages it lost raises SIGBUS (the qkv tool catches it
+ *  and says so); a file rewritten in place meanwhile shows its new bytes.
+ *
+ *    path  in: the file
+ *    out   out: the array; zeroed on failure
+ *
+ *  Errors:  as qkv_npy_read's.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe.
+ *  Memory:  the mapping or a block of the library's; free with
+ *           qkv_array_free or qkv_free, never free(). */
 QKV_API qkv_status qkv_npy_map(const char *path, qkv_array *out);
 
-/* Creates (or truncates) path as a .npy file of this dtype and shape,
- * byte for byte what qkv_npy_write would write, and gives its data to fill
- * in place: out->data (zeroed) is a shared mapping of the file's data, so
- * what the caller writes there is the file's content, with no copy. The
- * disk space is reserved first, so a full disk fails here (QKV_ERR_IO),
- * never later. qkv_array_free (or qkv_free, never free()) unmaps it; the
- * system writes the pages back in its own time, as it does after write().
- * An array with no elements is written at once (out->data is then a
- * one-byte buffer). Fails with QKV_ERR_UNSUPPORTED where files cannot be
- * mapped (no mmap, a big-endian host): use qkv_npy_write there. On failure
- * *out is zeroed and the file may exist, partly written. Thread-safe. */
+/*! qkv_npy_create() :
+ *  Creates (or truncates) path as a .npy file of this dtype and shape,
+ *  byte for byte what qkv_npy_write would write, and gives its data to fill
+ *  in place: what the caller writes there is the file's content, with no
+ *  copy. The disk space is reserved first, so a full disk fails here, never
+ *  later. The system writes the pages back in its own time, as it does after
+ *  write(). An array with no elements is written at once.
+ *
+ *    path   in: the file
+ *    dtype  in: the element type
+ *    ndim   in: the rank, 0..QKV_ARRAY_MAX_DIMS
+ *    shape  in, (ndim): the dims
+ *    out    out: the array; out->data (zeroed) is a shared mapping of the
+ *           file's data (a one-byte buffer for no elements); zeroed on
+ *           failure
+ *
+ *  Errors:  QKV_ERR_IO (a full disk among them); QKV_ERR_UNSUPPORTED where
+ *           files cannot be mapped (no mmap, a big-endian host): use
+ *           qkv_npy_write there; as qkv_npy_write's for the dtype and shape.
+ *           On failure the file may exist, partly written.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe.
+ *  Memory:  qkv_array_free (or qkv_free, never free()) unmaps it. */
 QKV_API qkv_status qkv_npy_create(const char *path, qkv_dtype dtype, int ndim, const int64_t *shape,
                                   qkv_array *out);
 
@@ -489,31 +691,44 @@ typedef struct qkv_gemm_options {
     int num_threads;
 } qkv_gemm_options;
 
-/* C = alpha * op(A) * op(B) + beta * C in F32, every matrix row-major.
+/*! qkv_sgemm() :
+ *  C = alpha * op(A) * op(B) + beta * C in F32, every matrix row-major, with
+ *  the library's own blocked kernel. A build configured with -DQKV_BLAS=ON
+ *  calls the system BLAS (cblas_sgemm) instead when opts->isa is
+ *  QKV_ISA_AUTO (its threads are the BLAS library's own).
  *
- *   op(A) is m x k: A is stored m x k (lda >= k) or, with ta == QKV_GEMM_TRANS,
- *         k x m (lda >= m); likewise op(B) is k x n: B stored k x n
- *         (ldb >= n) or, with tb == QKV_GEMM_TRANS, n x k (ldb >= k); C is m x n
- *         (ldc >= n). Leading dimensions are in elements.
- *   beta == 0 means C is only written (NaN or garbage in C does not leak
- *   through); k == 0 or alpha == 0 scales C by beta without reading A or
- *   B. m, n, k >= 0; any may be 0.
- *   C must share no byte with A or B where they are read. The test is on
- *   the bytes a matrix reaches (rows - 1 rows of its leading dimension,
- *   then one row as wide as the matrix), so matrices that interleave in
- *   one buffer count as overlapping and matrices that only touch do not;
- *   A and B may share bytes. Such an overlap, or a non-empty matrix whose
- *   pointer is not aligned to 4 bytes, fails with QKV_ERR_INVALID_ARGUMENT
- *   and a detail naming them ("C and A overlap in memory; ...").
+ *    ta, tb  in: QKV_GEMM_TRANS to use A's (B's) transpose
+ *    m, n, k in: op(A) is m x k, op(B) k x n, C m x n; each >= 0, any may be 0
+ *    alpha   in: multiplies op(A) op(B)
+ *    a, lda  in, F32: A stored m x k (lda >= k) or, with ta == QKV_GEMM_TRANS,
+ *            k x m (lda >= m)
+ *    b, ldb  in, F32: B stored k x n (ldb >= n) or, with tb == QKV_GEMM_TRANS,
+ *            n x k (ldb >= k)
+ *    beta    in: multiplies C; beta == 0 means C is only written (NaN or
+ *            garbage in C does not leak through)
+ *    c, ldc  in/out, F32: C, m x n (ldc >= n)
+ *    opts    in, optional: isa and threads; NULL for the defaults
  *
- * Our own blocked kernel (packing, cache blocking, threads over blocks of
- * C); a C of at most 4 rows (a decode step's projections) skips packing
- * and reads B where it lies, as a matrix-vector product. Results are
- * bitwise the same for any thread count with one instruction set. A build
- * configured with -DQKV_BLAS=ON calls the system BLAS (cblas_sgemm)
- * instead when opts->isa is QKV_ISA_AUTO (its threads are the BLAS
- * library's own). Scratch: O(threads x cache blocks), or for at most 4
- * rows m x k floats plus threads x m x 64. Thread-safe. */
+ *  Leading dimensions are in elements. k == 0 or alpha == 0 scales C by beta
+ *  without reading A or B. C must share no byte with A or B where they are
+ *  read. The test is on the bytes a matrix reaches (rows - 1 rows of its
+ *  leading dimension, then one row as wide as the matrix), so matrices that
+ *  interleave in one buffer count as overlapping and matrices that only
+ *  touch do not; A and B may share bytes.
+ *  Errors:  QKV_ERR_INVALID_ARGUMENT for such an overlap, or a non-empty
+ *           matrix whose pointer is not aligned to 4 bytes (a detail naming
+ *           them: "C and A overlap in memory; ..."), a negative size, a
+ *           leading dimension too small, or an option out of range;
+ *           QKV_ERR_NULL_ARGUMENT for a NULL non-empty matrix;
+ *           QKV_ERR_OVERFLOW for a matrix whose extent does not fit;
+ *           QKV_ERR_UNSUPPORTED for an isa this build or CPU lacks;
+ *           QKV_ERR_OUT_OF_MEMORY.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe. Results are bitwise the same for any thread count with
+ *           one instruction set.
+ *  Memory:  scratch per call: O(threads x cache blocks), or for a C of at
+ *           most 4 rows (a decode step's projections) m x k floats plus
+ *           threads x m x 64. */
 QKV_API qkv_status qkv_sgemm(qkv_gemm_transpose ta, qkv_gemm_transpose tb, int64_t m, int64_t n,
                              int64_t k, float alpha, const float *a, int64_t lda, const float *b,
                              int64_t ldb, float beta, float *c, int64_t ldc,
@@ -526,54 +741,128 @@ QKV_API qkv_status qkv_sgemm(qkv_gemm_transpose ta, qkv_gemm_transpose tb, int64
  * qkv_safetensors_free. */
 typedef struct qkv_safetensors qkv_safetensors;
 
-/* Reads and checks a whole .safetensors file. Strict: the header must be
- * valid JSON of the documented form (an object mapping names to
- * {"dtype", "shape", "data_offsets"}, plus an optional "__metadata__" object
- * of strings), names unique, dtypes among those the format defines, each
- * tensor's byte length equal to its shape times its element size, and the
- * tensors' byte ranges must tile the data section exactly; only spaces may
- * follow the JSON object, and tensor names may not contain U+0000. The
- * header length must be 1 to 100000000 bytes (the format's own limit) and
- * within the file. A pipe or other stream is read no further than the
- * header length and the data_offsets promise, plus one byte: more bytes
- * fail ("trailing bytes"), as .npy streams do. Anything else
- * fails with QKV_ERR_FORMAT (or QKV_ERR_OVERFLOW) and a detail that starts
- * with the file name. On failure *out is NULL. */
+/*! qkv_safetensors_read() :
+ *  Reads and checks a whole .safetensors file. Strict: the header must be
+ *  valid JSON of the documented form (an object mapping names to
+ *  {"dtype", "shape", "data_offsets"}, plus an optional "__metadata__" object
+ *  of strings), names unique, dtypes among those the format defines, each
+ *  tensor's byte length equal to its shape times its element size, and the
+ *  tensors' byte ranges must tile the data section exactly; only spaces may
+ *  follow the JSON object, and tensor names may not contain U+0000. The
+ *  header length must be 1 to 100000000 bytes (the format's own limit) and
+ *  within the file. A pipe or other stream is read no further than the
+ *  header length and the data_offsets promise, plus one byte.
+ *
+ *    path  in: the file
+ *    out   out: the parsed file; NULL on failure
+ *
+ *  Errors:  anything else — more bytes from a stream ("trailing bytes"), as
+ *           .npy streams do, among it — fails with QKV_ERR_FORMAT (or
+ *           QKV_ERR_OVERFLOW) and a detail that starts with the file name;
+ *           QKV_ERR_IO when the file cannot be opened or read;
+ *           QKV_ERR_NULL_ARGUMENT; QKV_ERR_OUT_OF_MEMORY.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe.
+ *  Memory:  the whole file is held in *out; free with qkv_safetensors_free. */
 QKV_API qkv_status qkv_safetensors_read(const char *path, qkv_safetensors **out);
 
-/* The same from the len bytes at buf (copied; buf may be freed after the
- * call); `name` is used in error details (may be NULL). */
+/*! qkv_safetensors_parse() :
+ *  The same as qkv_safetensors_read, from bytes in memory.
+ *
+ *    buf   in: the len bytes of a .safetensors file
+ *    len   in: their count
+ *    name  in, optional: used in error details (may be NULL)
+ *    out   out: the parsed file; NULL on failure
+ *
+ *  Errors:  as qkv_safetensors_read's, but for QKV_ERR_IO.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe.
+ *  Memory:  buf is copied (it may be freed after the call); free *out with
+ *           qkv_safetensors_free. */
 QKV_API qkv_status qkv_safetensors_parse(const void *buf, size_t len, const char *name,
                                          qkv_safetensors **out);
 
-/* Frees st; NULL is a no-op. Leaves the error detail alone. */
+/*! qkv_safetensors_free() :
+ *  Frees a parsed file and everything it holds.
+ *
+ *    st  in: the file; NULL is a no-op
+ *
+ *  Errors:  none; leaves the error detail alone.
+ *  @return  nothing.
+ *  Threads: not while another thread reads st. */
 QKV_API void qkv_safetensors_free(qkv_safetensors *st);
 
-/* Number of tensors, and the name of tensor i (0 <= i < count) in the
- * order of the file's header; the string lives as long as st. NULL for an
- * i out of range. */
+/*! qkv_safetensors_count() :
+ *  The number of tensors in a parsed file.
+ *
+ *    st  in: the file
+ *
+ *  Errors:  none.
+ *  @return  the count (0 for a NULL st).
+ *  Threads: safe. */
 QKV_API int64_t qkv_safetensors_count(const qkv_safetensors *st);
+
+/*! qkv_safetensors_name() :
+ *  The name of tensor i, in the order of the file's header.
+ *
+ *    st  in: the file
+ *    i   in: 0 <= i < qkv_safetensors_count(st)
+ *
+ *  Errors:  none.
+ *  @return  the name; NULL for an i out of range.
+ *  Threads: safe.
+ *  Memory:  the string lives as long as st. */
 QKV_API const char *qkv_safetensors_name(const qkv_safetensors *st, int64_t i);
 
-/* Looks a tensor up by name. Returns 1 and, when info is not NULL, fills
- * info's dtype, ndim and shape (info->data is set to NULL) when st has it;
- * 0 otherwise. The dtype of a tensor whose format dtype has no qkv_dtype
- * (I8, U8, ...) is reported as -1 cast to qkv_dtype. Never fails. */
+/*! qkv_safetensors_find() :
+ *  Looks a tensor up by name and describes it.
+ *
+ *    st    in: the file
+ *    name  in: the tensor's name
+ *    info  out, optional (NULL): its dtype, ndim and shape (info->data is
+ *          set to NULL); the dtype of a tensor whose format dtype has no
+ *          qkv_dtype (I8, U8, ...) is reported as -1 cast to qkv_dtype
+ *
+ *  Errors:  none; never fails.
+ *  @return  1 when st has the tensor, 0 otherwise.
+ *  Threads: safe. */
 QKV_API int qkv_safetensors_find(const qkv_safetensors *st, const char *name, qkv_array *info);
 
-/* Copies tensor `name` into a new array *out of dtype `to` (free with
- * qkv_array_free), converting as qkv_array_convert does; F32, F16, BF16,
- * F64, I32, I64 and BOOL tensors are supported. A missing name fails with
- * QKV_ERR_INVALID_ARGUMENT, an unsupported dtype with QKV_ERR_DTYPE; the
- * detail names the file and the tensor. On failure *out is zeroed. */
+/*! qkv_safetensors_get() :
+ *  Copies one tensor out of a parsed file into a new array, converting as
+ *  qkv_array_convert does; F32, F16, BF16, F64, I32, I64 and BOOL tensors
+ *  are supported.
+ *
+ *    st    in: the file
+ *    name  in: the tensor's name
+ *    to    in: the dtype wanted
+ *    out   out: the array; zeroed on failure
+ *
+ *  Errors:  QKV_ERR_INVALID_ARGUMENT for a missing name; QKV_ERR_DTYPE for
+ *           an unsupported dtype (the detail names the file and the tensor);
+ *           QKV_ERR_NULL_ARGUMENT; as qkv_array_convert's.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe.
+ *  Memory:  allocates out's data; free with qkv_array_free. */
 QKV_API qkv_status qkv_safetensors_get(const qkv_safetensors *st, const char *name, qkv_dtype to,
                                        qkv_array *out);
 
-/* Writes n named arrays (F32, F64, F16, BF16, I32, I64, BOOL) as a
- * .safetensors file in the given order, with no metadata. Names must be
- * unique, non-empty, valid UTF-8 and not "__metadata__"
- * (QKV_ERR_INVALID_ARGUMENT otherwise). Creates or truncates path; on failure the file may
- * be partly written. */
+/*! qkv_safetensors_write() :
+ *  Writes n named arrays as a .safetensors file in the given order, with no
+ *  metadata. Creates or truncates path.
+ *
+ *    path    in: the file
+ *    n       in: the number of arrays
+ *    names   in, (n): their names: unique, non-empty, valid UTF-8 and not
+ *            "__metadata__"
+ *    arrays  in, (n): the arrays: F32, F64, F16, BF16, I32, I64 or BOOL
+ *
+ *  Errors:  QKV_ERR_INVALID_ARGUMENT for a name that breaks the rules above;
+ *           QKV_ERR_DTYPE for another dtype; QKV_ERR_NULL_ARGUMENT;
+ *           QKV_ERR_OVERFLOW; QKV_ERR_OUT_OF_MEMORY; QKV_ERR_IO. On failure
+ *           the file may be partly written.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe (on distinct paths). */
 QKV_API qkv_status qkv_safetensors_write(const char *path, int64_t n, const char *const *names,
                                          const qkv_array *arrays);
 
@@ -593,7 +882,15 @@ QKV_API qkv_status qkv_safetensors_write(const char *path, int64_t n, const char
  *
  * with PyTorch's nn.Linear convention for each weight (out_features x
  * in_features, row-major): Wq (H*E, D), Wk (Hkv*E, Dkv), Wv (Hkv*Ev, Dkv),
- * Wo (D, H*Ev); biases bq (H*E), bk (Hkv*E), bv (Hkv*Ev), bo (D). */
+ * Wo (D, H*Ev); biases bq (H*E), bk (Hkv*E), bv (Hkv*Ev), bo (D).
+ *
+ * The buffers of the layer's calls (x, y, context, their gradients, the
+ * parameters, the KV cache's storage) are plain float pointers, checked as
+ * byte ranges: an output may share no byte with another output, an input
+ * or the layer's parameters, and every pointer of a non-empty buffer must
+ * be aligned to 4 bytes (QKV_ERR_INVALID_ARGUMENT otherwise, the detail
+ * naming the pair, "y and x overlap in memory; ...", or the pointer).
+ * Inputs may share bytes. */
 
 /* Rotary position embedding on q and k. A token at position p rotates
  * each pair (x_a, x_b) of a head's E dims by the angle
@@ -624,15 +921,39 @@ typedef struct qkv_mha_config {
  * be written (qkv_mha_param's pointer) meanwhile. */
 typedef struct qkv_mha qkv_mha;
 
-/* Creates a layer with every parameter zero; free with qkv_mha_free. The
- * config is checked (QKV_ERR_INVALID_ARGUMENT / QKV_ERR_SHAPE / overflow,
- * the detail names the field); on failure *out is NULL. */
+/*! qkv_mha_create() :
+ *  Creates a layer with every parameter zero.
+ *
+ *    out  out: the layer; NULL on failure
+ *    cfg  in: the configuration, checked
+ *
+ *  Errors:  QKV_ERR_INVALID_ARGUMENT / QKV_ERR_SHAPE / QKV_ERR_OVERFLOW for a
+ *           configuration out of range (the detail names the field);
+ *           QKV_ERR_NULL_ARGUMENT; QKV_ERR_OUT_OF_MEMORY.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe.
+ *  Memory:  allocates the layer (its parameters in one qkv_alloc block);
+ *           free with qkv_mha_free. */
 QKV_API qkv_status qkv_mha_create(qkv_mha **out, const qkv_mha_config *cfg);
 
-/* Frees m; NULL is a no-op. */
+/*! qkv_mha_free() :
+ *  Frees a layer and its parameters.
+ *
+ *    m  in: the layer; NULL is a no-op
+ *
+ *  Errors:  none.
+ *  @return  nothing.
+ *  Threads: not while another thread uses m. */
 QKV_API void qkv_mha_free(qkv_mha *m);
 
-/* The configuration with every 0 default filled in. */
+/*! qkv_mha_get_config() :
+ *  The layer's configuration with every 0 default filled in.
+ *
+ *    m  in: the layer
+ *
+ *  Errors:  none.
+ *  @return  the configuration.
+ *  Threads: safe. */
 QKV_API qkv_mha_config qkv_mha_get_config(const qkv_mha *m);
 
 typedef enum qkv_mha_param {
@@ -641,75 +962,128 @@ typedef enum qkv_mha_param {
 } qkv_mha_param;
 #define QKV_MHA_NUM_PARAMS 8
 
-/* The layer's own storage for one parameter, row-major, to read or fill;
- * *rows and *cols (either may be NULL) receive its shape (a bias is
- * 1 x n). NULL, with *rows = *cols = 0, for a bias the layer does not have
- * or a value outside the enum. Valid until qkv_mha_free. */
+/*! qkv_mha_param_data() :
+ *  The layer's own storage for one parameter, row-major, to read or fill.
+ *
+ *    m      in: the layer
+ *    which  in: the parameter
+ *    rows   out, optional (NULL): its rows (a bias is 1 x n)
+ *    cols   out, optional (NULL): its columns
+ *
+ *  Errors:  none.
+ *  @return  the parameter's floats; NULL, with *rows = *cols = 0, for a bias
+ *           the layer does not have or a value outside the enum.
+ *  Threads: writing through the pointer is not safe while another thread
+ *           reads the layer (qkv_mha).
+ *  Memory:  the layer's; valid until qkv_mha_free. */
 QKV_API float *qkv_mha_param_data(qkv_mha *m, qkv_mha_param which, int64_t *rows, int64_t *cols);
 
-/* Creates a layer from parameters in a .safetensors file, converted to
- * F32 from F32, F16 or BF16. Names, each looked up with `prefix`
- * prepended (NULL or "" for none, e.g. "layers.0.self_attn."):
- *   PyTorch nn.MultiheadAttention: in_proj_weight (3D, D) holding Wq, Wk,
- *     Wv stacked, or q_proj_weight, k_proj_weight, v_proj_weight (when
- *     kdim = vdim differs from D; kdim != vdim is refused, the layer
- *     having one context); in_proj_bias (3D); out_proj.weight,
- *     out_proj.bias;
- *   separate projections: q_proj.weight, k_proj.weight, v_proj.weight,
- *     o_proj.weight and optional .bias of each (these allow Hkv < H).
- * cfg gives heads, kv_heads, rope and rope_base; its dims may be 0, to be
- * taken from the tensors' shapes, or given, to be checked against them;
- * bias is taken from the file (all four present, or none). A missing,
- * duplicated or mis-shaped tensor fails with a detail naming it and the
- * shape expected. On failure *out is NULL. */
+/*! qkv_mha_load() :
+ *  Creates a layer from parameters in a .safetensors file, converted to
+ *  F32 from F32, F16 or BF16. Names, each looked up with `prefix`
+ *  prepended:
+ *    PyTorch nn.MultiheadAttention: in_proj_weight (3D, D) holding Wq, Wk,
+ *      Wv stacked, or q_proj_weight, k_proj_weight, v_proj_weight (when
+ *      kdim = vdim differs from D; kdim != vdim is refused, the layer
+ *      having one context); in_proj_bias (3D); out_proj.weight,
+ *      out_proj.bias;
+ *    separate projections: q_proj.weight, k_proj.weight, v_proj.weight,
+ *      o_proj.weight and optional .bias of each (these allow Hkv < H).
+ *
+ *    out     out: the layer; NULL on failure
+ *    cfg     in: heads, kv_heads, rope and rope_base; its dims may be 0, to
+ *            be taken from the tensors' shapes, or given, to be checked
+ *            against them; bias is taken from the file (all four present, or
+ *            none)
+ *    st      in: the parsed file
+ *    prefix  in, optional: NULL or "" for none, e.g. "layers.0.self_attn."
+ *
+ *  Errors:  a missing, duplicated or mis-shaped tensor fails (QKV_ERR_FORMAT,
+ *           QKV_ERR_SHAPE, QKV_ERR_DTYPE) with a detail naming it and the
+ *           shape expected; QKV_ERR_UNSUPPORTED for what the layer cannot
+ *           hold; QKV_ERR_INVALID_ARGUMENT for a configuration or prefix out
+ *           of range; QKV_ERR_NULL_ARGUMENT; QKV_ERR_OUT_OF_MEMORY.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe.
+ *  Memory:  as qkv_mha_create; free with qkv_mha_free. */
 QKV_API qkv_status qkv_mha_load(qkv_mha **out, const qkv_mha_config *cfg, const qkv_safetensors *st,
                                 const char *prefix);
 
-/* Saves the layer's parameters to path under the separate-projection names
- * (q_proj.weight, ..., o_proj.bias) with `prefix` prepended. */
+/*! qkv_mha_save() :
+ *  Saves the layer's parameters to a .safetensors file under the
+ *  separate-projection names (q_proj.weight, ..., o_proj.bias).
+ *
+ *    m       in: the layer
+ *    path    in: the file, created or truncated
+ *    prefix  in, optional: prepended to every name
+ *
+ *  Errors:  as qkv_safetensors_write's; QKV_ERR_NULL_ARGUMENT;
+ *           QKV_ERR_INVALID_ARGUMENT for a prefix too long.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe (on distinct paths). */
 QKV_API qkv_status qkv_mha_save(const qkv_mha *m, const char *path, const char *prefix);
 
-/* Forward of the layer.
+/*! qkv_mha_forward() :
+ *  Forward of the layer: Y from X (and a context), as the section's
+ *  introduction defines it.
  *
- *   y        out, F32 (B, Lq, D) contiguous
- *   weights  out, optional (NULL): F32 (B, H, Lq, Lk) contiguous, the
- *            attention weights of every head
- *   x        F32 (B, Lq, D) contiguous
- *   context  F32 (B, Lk, Dkv) contiguous, or NULL for self-attention
- *            (then Lk = Lq and the context is x; Dkv must equal D)
- *   opts     the attention options (masks of (B, H, Lq, Lk) broadcasting,
- *            causal, window, kv_lens, softcap, scale, impl, isa,
- *            num_threads, progress); NULL for the defaults. The projections
- *            use opts' isa and num_threads; progress reports the
- *            attention's share of the work.
+ *    m        in: the layer
+ *    y        out, F32 (B, Lq, D) contiguous
+ *    weights  out, optional (NULL), F32 (B, H, Lq, Lk) contiguous: the
+ *             attention weights of every head
+ *    x        in, F32 (B, Lq, D) contiguous
+ *    batch    in: B
+ *    lq       in: Lq
+ *    context  in, optional, F32 (B, Lk, Dkv) contiguous, or NULL for
+ *             self-attention (then Lk = Lq and the context is x; Dkv must
+ *             equal D)
+ *    lk       in: Lk
+ *    opts     in, optional: the attention options (masks of (B, H, Lq, Lk)
+ *             broadcasting, causal, window, kv_lens, softcap, scale, impl,
+ *             isa, num_threads, progress); NULL for the defaults. The
+ *             projections use opts' isa and num_threads; progress reports
+ *             the attention's share of the work.
  *
- * y and weights must share no byte with each other, with x, context or
- * the layer's parameters, and every pointer of a non-empty buffer must be
- * aligned to 4 bytes: QKV_ERR_INVALID_ARGUMENT otherwise, the detail
- * naming the pair ("y and x overlap in memory; ...") or the pointer.
- * Inputs may share bytes. Scratch: Q, K, V and A, about
- * B x (Lq (H E + H Ev) + Lk Hkv (E + Ev)) floats, plus the attention's.
- * Bitwise the same for any thread count. Thread-safe. */
+ *  Errors:  QKV_ERR_INVALID_ARGUMENT for buffers that break the section's
+ *           rule (y and weights are the outputs; x, context and the
+ *           parameters the inputs) or a negative size; QKV_ERR_SHAPE for a
+ *           NULL context with lk != lq
+ *           or Dkv != D; QKV_ERR_NULL_ARGUMENT; QKV_ERR_OVERFLOW;
+ *           QKV_ERR_OUT_OF_MEMORY; the attention's and qkv_sgemm's.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe. Bitwise the same for any thread count.
+ *  Memory:  scratch: Q, K, V and A, about
+ *           B x (Lq (H E + H Ev) + Lk Hkv (E + Ev)) floats, plus the
+ *           attention's. */
 QKV_API qkv_status qkv_mha_forward(const qkv_mha *m, float *y, float *weights, const float *x,
                                    int64_t batch, int64_t lq, const float *context, int64_t lk,
                                    const qkv_attention_options *opts);
 
-/* Backward of qkv_mha_forward for the same inputs and options, given
- * dy = dL/dY (B, Lq, D):
+/*! qkv_mha_backward() :
+ *  Backward of qkv_mha_forward for the same inputs and options, given
+ *  dy = dL/dY. The forward's activations are recomputed from x and context
+ *  (one more forward's work), so nothing needs keeping between the calls;
+ *  the attention part uses qkv_attention_backward.
  *
- *   grad      out: a layer created with m's configuration whose parameters
- *             are overwritten with dL/dW and dL/db of m's
- *   dx        out, optional (NULL): (B, Lq, D) dL/dX; for self-attention
- *             it includes the paths through K and V
- *   dcontext  out, optional (NULL): (B, Lk, Dkv) dL/dC; only with a context
+ *    m         in: the layer
+ *    grad      out: a layer created with m's configuration whose parameters
+ *              are overwritten with dL/dW and dL/db of m's
+ *    dx        out, optional (NULL), F32 (B, Lq, D): dL/dX; for
+ *              self-attention it includes the paths through K and V
+ *    dcontext  out, optional (NULL), F32 (B, Lk, Dkv): dL/dC; only with a
+ *              context
+ *    dy        in, F32 (B, Lq, D): dL/dY
+ *    x, batch, lq, context, lk, opts   in: as given to the forward
  *
- * The forward's activations are recomputed from x and context (one more
- * forward's work), so nothing needs keeping between the calls; the
- * attention part uses qkv_attention_backward. dx, dcontext and grad's
- * parameters must share no byte with each other, with dy, x, context or
- * m's parameters, and pointers must be aligned to 4 bytes, as for the
- * forward (QKV_ERR_INVALID_ARGUMENT). Bitwise the same for any
- * thread count. Thread-safe (distinct grad layers). */
+ *  Errors:  as the forward's, with dx, dcontext and grad's parameters as
+ *           the outputs and dy, x, context and m's parameters as the inputs
+ *           of the section's rule; QKV_ERR_SHAPE for a grad of another
+ *           configuration; QKV_ERR_INVALID_ARGUMENT for grad == m, or
+ *           dcontext without a context.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe (distinct grad layers). Bitwise the same for any thread
+ *           count.
+ *  Memory:  scratch: the forward's activations and their gradients. */
 QKV_API qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *dcontext,
                                     const float *dy, const float *x, int64_t batch, int64_t lq,
                                     const float *context, int64_t lk,
@@ -722,55 +1096,142 @@ QKV_API qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, 
  * B x Hkv x max_len x (E + Ev) floats, allocated once. Opaque. */
 typedef struct qkv_kv_cache qkv_kv_cache;
 
-/* Creates an empty cache for `batch` sequences of layer m's shape (the
- * cache keeps m's Hkv, E, Ev, not m itself). On failure *out is NULL. */
+/*! qkv_kv_cache_create() :
+ *  Creates an empty cache for `batch` sequences of layer m's shape (the
+ *  cache keeps m's Hkv, E, Ev, not m itself).
+ *
+ *    out      out: the cache; NULL on failure
+ *    m        in: the layer
+ *    batch    in: B, >= 1
+ *    max_len  in: the most tokens a sequence holds, >= 1
+ *
+ *  Errors:  QKV_ERR_INVALID_ARGUMENT for batch or max_len < 1;
+ *           QKV_ERR_OVERFLOW for a cache too large to count;
+ *           QKV_ERR_NULL_ARGUMENT; QKV_ERR_OUT_OF_MEMORY.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe.
+ *  Memory:  allocates the cache (its storage from qkv_alloc); free with
+ *           qkv_kv_cache_free. */
 QKV_API qkv_status qkv_kv_cache_create(qkv_kv_cache **out, const qkv_mha *m, int64_t batch,
                                        int64_t max_len);
+
+/*! qkv_kv_cache_free() :
+ *  Frees a cache and its storage; its views are then invalid.
+ *
+ *    c  in: the cache; NULL is a no-op
+ *
+ *  Errors:  none.
+ *  @return  nothing.
+ *  Threads: not while another thread uses c. */
 QKV_API void qkv_kv_cache_free(qkv_kv_cache *c);
 
-/* Tokens held for sequence b; -1 for a b out of range. */
+/*! qkv_kv_cache_length() :
+ *  The number of tokens held for one sequence.
+ *
+ *    c  in: the cache
+ *    b  in: the sequence, 0 <= b < B
+ *
+ *  Errors:  none.
+ *  @return  the length; -1 for a b out of range.
+ *  Threads: not while another thread changes c. */
 QKV_API int64_t qkv_kv_cache_length(const qkv_kv_cache *c, int64_t b);
 
-/* Keeps the first len tokens of sequence b (0 <= len <= its length);
- * len = 0 resets it. */
+/*! qkv_kv_cache_truncate() :
+ *  Keeps the first len tokens of one sequence; len = 0 resets it.
+ *
+ *    c    in/out: the cache
+ *    b    in: the sequence, 0 <= b < B
+ *    len  in: 0 <= len <= its length
+ *
+ *  Errors:  QKV_ERR_INVALID_ARGUMENT for b or len out of range;
+ *           QKV_ERR_NULL_ARGUMENT.
+ *  @return  QKV_OK, or the error.
+ *  Threads: not thread-safe on one cache. */
 QKV_API qkv_status qkv_kv_cache_truncate(qkv_kv_cache *c, int64_t b, int64_t len);
 
-/* Bytes the cache holds (its storage and bookkeeping). */
+/*! qkv_kv_cache_bytes() :
+ *  The bytes a cache holds (its storage and bookkeeping).
+ *
+ *    c  in: the cache
+ *
+ *  Errors:  none.
+ *  @return  the bytes.
+ *  Threads: safe. */
 QKV_API size_t qkv_kv_cache_bytes(const qkv_kv_cache *c);
 
-/* Appends n tokens' keys and values to sequence b as they are to be
- * stored, i.e. already rotated by RoPE where the layer has it: k (n, Hkv,
- * E) and v (n, Hkv, Ev) row-major, the layout of the K and V projections'
- * rows. For keys computed elsewhere (a prompt processed by another
- * program, a saved cache). k and v may be read from the cache itself (a
- * view of another sequence, to copy it) but must not overlap the rows
- * they are stored to (sequence b's from its length on), and must be
- * aligned to 4 bytes (QKV_ERR_INVALID_ARGUMENT, the detail naming them).
- * Fails, changing nothing, when the sequence would pass max_len. */
+/*! qkv_kv_cache_append() :
+ *  Appends n tokens' keys and values to one sequence as they are to be
+ *  stored, i.e. already rotated by RoPE where the layer has it: for keys
+ *  computed elsewhere (a prompt processed by another program, a saved
+ *  cache).
+ *
+ *    c  in/out: the cache
+ *    b  in: the sequence, 0 <= b < B
+ *    k  in, F32 (n, Hkv, E) row-major: the keys, the layout of the K
+ *       projection's rows
+ *    v  in, F32 (n, Hkv, Ev) row-major: the values, likewise
+ *    n  in: the tokens, >= 0
+ *
+ *  k and v may be read from the cache itself (a view of another sequence,
+ *  to copy it) but must not overlap the rows they are stored to (sequence
+ *  b's from its length on).
+ *  Errors:  QKV_ERR_INVALID_ARGUMENT, changing nothing, when the sequence
+ *           would pass max_len, for such an overlap, for k or v not aligned
+ *           to 4 bytes (the detail naming them), or b or n out of range;
+ *           QKV_ERR_NULL_ARGUMENT.
+ *  @return  QKV_OK, or the error.
+ *  Threads: not thread-safe on one cache. */
 QKV_API qkv_status qkv_kv_cache_append(qkv_kv_cache *c, int64_t b, const float *k, const float *v,
                                        int64_t n);
 
-/* Views of sequence b's cached keys (1, Hkv, len, E) and values (1, Hkv,
- * len, Ev), valid until the cache is freed; their data may be read, and
- * written to change the cache. Either pointer may be NULL. */
+/*! qkv_kv_cache_view() :
+ *  Views of one sequence's cached keys and values.
+ *
+ *    c  in: the cache
+ *    b  in: the sequence, 0 <= b < B
+ *    k  out, optional (NULL), F32 (1, Hkv, len, E): the keys
+ *    v  out, optional (NULL), F32 (1, Hkv, len, Ev): the values
+ *
+ *  Errors:  QKV_ERR_INVALID_ARGUMENT for b out of range;
+ *           QKV_ERR_NULL_ARGUMENT.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe to read while no thread changes c.
+ *  Memory:  the cache's; valid until the cache is freed. Their data may be
+ *           read, and written to change the cache. */
 QKV_API qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, qkv_tensor *v);
 
-/* One decode step for every sequence of the cache: x (B, n, D) holds n new
- * tokens per sequence (n >= 1; B is the cache's). Their k and v are
- * appended to the cache at positions len_b .. len_b + n - 1 (after RoPE
- * there), then their queries attend the sequence's len_b + n cached tokens
- * with causal bottom-right alignment (token t sees positions up to
- * len_b + t), and y (B, n, D) is written; weights, when not NULL, is
- * (B, H, n, len_max + n) with len_max the longest sequence before the
- * step, zero beyond each sequence's own length. The same output as the
- * full sequence through qkv_mha_forward with opts->causal set (to rounding
- * of the attention's key splitting). opts may set scale, softcap, the
- * window, impl, isa and num_threads; a mask or kv_lens is refused (the
- * cache knows the lengths), causal is implied, progress is not reported. A step that would pass
- * max_len fails with QKV_ERR_INVALID_ARGUMENT and leaves the cache as it
- * was; so do y, weights or the cache's storage sharing a byte with each
- * other, with x or with the layer's parameters, and a pointer not aligned
- * to 4 bytes (the detail names them). Not thread-safe on one cache. */
+/*! qkv_mha_decode() :
+ *  One decode step for every sequence of the cache: the new tokens' k and v
+ *  are appended to the cache at positions len_b .. len_b + n - 1 (after
+ *  RoPE there), then their queries attend the sequence's len_b + n cached
+ *  tokens with causal bottom-right alignment (token t sees positions up to
+ *  len_b + t), and y is written. The same output as the full sequence
+ *  through qkv_mha_forward with opts->causal set (to rounding of the
+ *  attention's key splitting).
+ *
+ *    m        in: the layer
+ *    c        in/out: the cache, made for m's shape
+ *    y        out, F32 (B, n, D)
+ *    weights  out, optional (NULL), F32 (B, H, n, len_max + n), with len_max
+ *             the longest sequence before the step: zero beyond each
+ *             sequence's own length
+ *    x        in, F32 (B, n, D): n new tokens per sequence (B is the cache's)
+ *    n        in: >= 1
+ *    opts     in, optional: may set scale, softcap, the window, impl, isa and
+ *             num_threads; causal is implied, progress is not reported
+ *
+ *  Errors:  QKV_ERR_INVALID_ARGUMENT, leaving the cache as it was, for a
+ *           step that would pass max_len; for buffers that break the
+ *           section's rule (y, weights and the cache's storage are the
+ *           outputs; x and the layer's parameters the inputs); for a mask,
+ *           kv_lens or positions in opts
+ *           (the cache knows the lengths). QKV_ERR_SHAPE for a cache of
+ *           another shape; QKV_ERR_NULL_ARGUMENT; QKV_ERR_OVERFLOW;
+ *           QKV_ERR_OUT_OF_MEMORY; the attention's and qkv_sgemm's.
+ *  @return  QKV_OK, or the error.
+ *  Threads: not thread-safe on one cache.
+ *  Memory:  scratch: the step's Q, K, V and A, B x n x (H E + Hkv (E + Ev) +
+ *           H Ev) floats, plus the attention's. */
 QKV_API qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *weights,
                                   const float *x, int64_t n, const qkv_attention_options *opts);
 

@@ -6,7 +6,9 @@
  * and, on Linux, marked for transparent huge pages, which the kernel
  * grants when its policy ("madvise" or "always") allows and memory is not
  * too fragmented; elsewhere, or when it refuses, the block is ordinary
- * memory. */
+ * memory. The library's own large buffers come from here for that reason:
+ * the KV cache (layer/cache.c), the layer's parameters (layer/mha.c) and
+ * the data of arrays read from files (array.c, io/npy.c). */
 #ifndef _DEFAULT_SOURCE
 #define _DEFAULT_SOURCE /* madvise, MADV_HUGEPAGE */
 #endif

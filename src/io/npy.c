@@ -626,6 +626,9 @@ qkv_status qkv_npy_write(const char *path, const qkv_array *a)
 
 /* ------------------------------------------------------ mapped files */
 
+/* Mapping is worth it for large inputs: the file's pages are taken from the
+ * page cache as they are, where reading would zero fresh memory and then
+ * copy every byte into it. */
 qkv_status qkv_npy_map(const char *path, qkv_array *out)
 {
 #if defined(QKV_HAVE_MMAP)
