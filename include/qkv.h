@@ -447,8 +447,10 @@ QKV_API qkv_status qkv_attention_backward(const qkv_tensor *dq, const qkv_tensor
  *  Row by row, in double: m = max(lse1, lse2), w_k = exp(lse_k - m),
  *  o = (w1 o1 + w2 o2) / (w1 + w2), lse = m + log(w1 + w2), narrowed to
  *  float. A part whose lse is -inf (its keys were all masked) has weight
- *  0; both -inf gives o = 0, lse = -inf, as a fully masked row does. NaN in
- *  a part's lse or O reaches that row only. Merging the parts of a split
+ *  0; both -inf gives o = 0, lse = -inf, as a fully masked row does. A
+ *  part whose lse is +inf (scores past float's range, see scale) takes the
+ *  row: its O (the mean of both when both are +inf), lse +inf. NaN in a
+ *  part's lse or O reaches that row only. Merging the parts of a split
  *  in a fixed order is bitwise reproducible, and equals one call over all
  *  the keys to rounding (within 1e-6 relative L2 on inputs of unit scale).
  *  Every view may be strided; o and lse may be exactly o1 and lse1 (the

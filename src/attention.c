@@ -39,8 +39,7 @@ static qkv_status check_view(const char *name, const qkv_tensor *t, int64_t *num
     if (!qkv_mul_ok(reach, (int64_t)es, &reach))
         return qkv_fail(QKV_ERR_OVERFLOW, "%s: strides reach past int64 byte offsets", name);
     if (!t->data) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "%s: data is NULL", name);
-    const qkv_status st = qkv_check_aligned(name, t->data, es);
-    if (st != QKV_OK) return st;
+    QKV_TRY(qkv_check_aligned(name, t->data, es));
     *numel = n;
     return QKV_OK;
 }
@@ -135,19 +134,13 @@ static qkv_status check_f32(const char *name, const qkv_tensor *t)
     return QKV_OK;
 }
 
-#define TRY(x)                                                                               \
-    do {                                                                                     \
-        qkv_status try_st_ = (x);                                                            \
-        if (try_st_ != QKV_OK) return try_st_;                                               \
-    } while (0)
-
 static qkv_status check_output(const char *name, const qkv_tensor *t, int64_t n0, int64_t n1,
                                int64_t n2, int64_t n3, const char *dims)
 {
     int64_t n;
-    TRY(check_f32(name, t));
-    TRY(check_view(name, t, &n));
-    TRY(check_shape(name, t, n0, n1, n2, n3, dims));
+    QKV_TRY(check_f32(name, t));
+    QKV_TRY(check_view(name, t, &n));
+    QKV_TRY(check_shape(name, t, n0, n1, n2, n3, dims));
     return n ? check_no_self_overlap(name, t) : QKV_OK; /* nothing to write */
 }
 
@@ -160,7 +153,7 @@ static qkv_status resolve_mask(const qkv_tensor *m, const int64_t full[4], qkv_t
     if (m->dtype != QKV_DTYPE_F32 && m->dtype != QKV_DTYPE_BOOL)
         return qkv_fail(QKV_ERR_DTYPE, "mask: dtype %s, expected f32 (additive) or bool",
                         qkv_dtype_name(m->dtype));
-    TRY(check_view("mask", m, &n));
+    QKV_TRY(check_view("mask", m, &n));
     *out = *m;
     for (int d = 0; d < 4; d++) {
         if (m->shape[d] == full[d]) continue;
@@ -184,7 +177,7 @@ static qkv_status resolve_positions(const char *name, const int64_t *pos, int64_
 {
     *out = NULL;
     if (!pos) return QKV_OK;
-    TRY(qkv_check_aligned(name, pos, sizeof *pos));
+    QKV_TRY(qkv_check_aligned(name, pos, sizeof *pos));
     for (int64_t b = 0; b < B; b++)
         if (pos[b] < 0 || pos[b] > MAX_POSITION)
             return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "%s[%lld]: %lld is outside 0..2^60", name,
@@ -204,12 +197,12 @@ static qkv_status resolve_inputs(const qkv_tensor *q, const qkv_tensor *k, const
     if (!k) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "K: NULL tensor");
     if (!v) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "V: NULL tensor");
     int64_t n;
-    TRY(check_f32("Q", q));
-    TRY(check_f32("K", k));
-    TRY(check_f32("V", v));
-    TRY(check_view("Q", q, &n));
-    TRY(check_view("K", k, &n));
-    TRY(check_view("V", v, &n));
+    QKV_TRY(check_f32("Q", q));
+    QKV_TRY(check_f32("K", k));
+    QKV_TRY(check_f32("V", v));
+    QKV_TRY(check_view("Q", q, &n));
+    QKV_TRY(check_view("K", k, &n));
+    QKV_TRY(check_view("V", v, &n));
 
     memset(p, 0, sizeof *p);
     p->B = q->shape[0];
@@ -254,11 +247,11 @@ static qkv_status resolve_inputs(const qkv_tensor *q, const qkv_tensor *k, const
     p->window_right = opts->window_right;
     if (opts->mask.data) {
         const int64_t full[4] = {p->B, p->H, p->Lq, p->Lk};
-        TRY(resolve_mask(&opts->mask, full, mask));
+        QKV_TRY(resolve_mask(&opts->mask, full, mask));
         p->mask = mask;
     }
     if (opts->kv_lens) {
-        TRY(qkv_check_aligned("kv_lens", opts->kv_lens, sizeof *opts->kv_lens));
+        QKV_TRY(qkv_check_aligned("kv_lens", opts->kv_lens, sizeof *opts->kv_lens));
         for (int64_t b = 0; b < p->B; b++)
             if (opts->kv_lens[b] < 0 || opts->kv_lens[b] > p->Lk)
                 return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
@@ -266,8 +259,8 @@ static qkv_status resolve_inputs(const qkv_tensor *q, const qkv_tensor *k, const
                                 (long long)opts->kv_lens[b], (long long)p->Lk);
         p->kv_lens = opts->kv_lens;
     }
-    TRY(resolve_positions("q_offsets", opts->q_offsets, p->B, &p->q_offsets));
-    TRY(resolve_positions("k_offsets", opts->k_offsets, p->B, &p->k_offsets));
+    QKV_TRY(resolve_positions("q_offsets", opts->q_offsets, p->B, &p->q_offsets));
+    QKV_TRY(resolve_positions("k_offsets", opts->k_offsets, p->B, &p->k_offsets));
     if (opts->impl < QKV_IMPL_AUTO || opts->impl > QKV_IMPL_REFERENCE)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "impl: %d is not a qkv_impl", (int)opts->impl);
     if (opts->isa < QKV_ISA_AUTO || opts->isa > QKV_ISA_AVX512)
@@ -327,13 +320,13 @@ qkv_status qkv_attention_forward_on(const char *backend, const qkv_tensor *o,
     if (!opts) opts = &defaults;
     qkv_fwd_problem p;
     qkv_tensor mask;
-    TRY(resolve_inputs(q, k, v, opts, &p, &mask));
+    QKV_TRY(resolve_inputs(q, k, v, opts, &p, &mask));
     if (!o) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "O: NULL tensor");
     if (weights && !weights->data) weights = NULL;
     if (lse && !lse->data) lse = NULL;
-    TRY(check_output("O", o, p.B, p.H, p.Lq, p.Ev, "(B, H, Lq, Ev)"));
-    if (weights) TRY(check_output("weights", weights, p.B, p.H, p.Lq, p.Lk, "(B, H, Lq, Lk)"));
-    if (lse) TRY(check_output("lse", lse, p.B, p.H, p.Lq, 1, "(B, H, Lq, 1)"));
+    QKV_TRY(check_output("O", o, p.B, p.H, p.Lq, p.Ev, "(B, H, Lq, Ev)"));
+    if (weights) QKV_TRY(check_output("weights", weights, p.B, p.H, p.Lq, p.Lk, "(B, H, Lq, Lk)"));
+    if (lse) QKV_TRY(check_output("lse", lse, p.B, p.H, p.Lq, 1, "(B, H, Lq, 1)"));
     p.o = o;
     p.weights = weights;
     p.lse = lse;
@@ -341,7 +334,7 @@ qkv_status qkv_attention_forward_on(const char *backend, const qkv_tensor *o,
                                     view_range("lse", lse)};
     qkv_byte_range ins[7];
     const int nin = input_ranges(&p, NULL, ins);
-    TRY(qkv_check_disjoint(outs, 3, ins, nin));
+    QKV_TRY(qkv_check_disjoint(outs, 3, ins, nin));
 
     qkv_status st;
     const qkv_backend *be = qkv_backend_choose(backend, &p, NULL, &st);
@@ -357,8 +350,8 @@ static qkv_status check_input(const char *name, const qkv_tensor *t, int64_t n0,
 {
     int64_t n;
     if (!t) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "%s: NULL tensor", name);
-    TRY(check_f32(name, t));
-    TRY(check_view(name, t, &n));
+    QKV_TRY(check_f32(name, t));
+    QKV_TRY(check_view(name, t, &n));
     return check_shape(name, t, n0, n1, n2, n3, dims);
 }
 
@@ -385,23 +378,23 @@ qkv_status qkv_attention_backward_on(const char *backend, const qkv_tensor *dq,
     qkv_bwd_problem bp;
     qkv_fwd_problem *p = &bp.f;
     qkv_tensor mask;
-    TRY(resolve_inputs(q, k, v, opts, p, &mask));
-    TRY(check_input("dO", dout, p->B, p->H, p->Lq, p->Ev, "(B, H, Lq, Ev)"));
-    TRY(check_input("O", o, p->B, p->H, p->Lq, p->Ev, "(B, H, Lq, Ev)"));
-    TRY(check_input("lse", lse, p->B, p->H, p->Lq, 1, "(B, H, Lq, 1)"));
+    QKV_TRY(resolve_inputs(q, k, v, opts, p, &mask));
+    QKV_TRY(check_input("dO", dout, p->B, p->H, p->Lq, p->Ev, "(B, H, Lq, Ev)"));
+    QKV_TRY(check_input("O", o, p->B, p->H, p->Lq, p->Ev, "(B, H, Lq, Ev)"));
+    QKV_TRY(check_input("lse", lse, p->B, p->H, p->Lq, 1, "(B, H, Lq, 1)"));
     if (!dq) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "dQ: NULL tensor");
     if (!dk) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "dK: NULL tensor");
     if (!dv) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "dV: NULL tensor");
-    TRY(check_output("dQ", dq, p->B, p->H, p->Lq, p->E, "(B, H, Lq, E)"));
-    TRY(check_output("dK", dk, p->B, p->Hkv, p->Lk, p->E, "(B, Hkv, Lk, E)"));
-    TRY(check_output("dV", dv, p->B, p->Hkv, p->Lk, p->Ev, "(B, Hkv, Lk, Ev)"));
+    QKV_TRY(check_output("dQ", dq, p->B, p->H, p->Lq, p->E, "(B, H, Lq, E)"));
+    QKV_TRY(check_output("dK", dk, p->B, p->Hkv, p->Lk, p->E, "(B, Hkv, Lk, E)"));
+    QKV_TRY(check_output("dV", dv, p->B, p->Hkv, p->Lk, p->Ev, "(B, Hkv, Lk, Ev)"));
     if (dmask && !dmask->data) dmask = NULL;
     if (dmask) {
         if (!opts->mask.data || opts->mask.dtype != QKV_DTYPE_F32)
             return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
                             "dmask: requested without a float mask in the options");
         const qkv_tensor *m = &opts->mask;
-        TRY(check_output("dmask", dmask, m->shape[0], m->shape[1], m->shape[2], m->shape[3],
+        QKV_TRY(check_output("dmask", dmask, m->shape[0], m->shape[1], m->shape[2], m->shape[3],
                          "the mask's shape"));
     }
     p->o = o;
@@ -410,7 +403,7 @@ qkv_status qkv_attention_backward_on(const char *backend, const qkv_tensor *dq,
                                     view_range("dV", dv), view_range("dmask", dmask)};
     qkv_byte_range ins[10];
     const int nin = input_ranges(p, dout, ins);
-    TRY(qkv_check_disjoint(outs, 4, ins, nin));
+    QKV_TRY(qkv_check_disjoint(outs, 4, ins, nin));
     bp.dout = dout;
     bp.dq = dq;
     bp.dk = dk;
@@ -464,17 +457,17 @@ qkv_status qkv_attention_merge(const qkv_tensor *o, const qkv_tensor *lse, const
 {
     qkv_clear_error();
     if (!o1) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "o1: NULL tensor");
-    TRY(check_f32("o1", o1));
+    QKV_TRY(check_f32("o1", o1));
     int64_t n;
-    TRY(check_view("o1", o1, &n));
+    QKV_TRY(check_view("o1", o1, &n));
     const int64_t B = o1->shape[0], H = o1->shape[1], Lq = o1->shape[2], Ev = o1->shape[3];
-    TRY(check_input("lse1", lse1, B, H, Lq, 1, "(B, H, Lq, 1) of o1"));
-    TRY(check_input("o2", o2, B, H, Lq, Ev, "o1's (B, H, Lq, Ev)"));
-    TRY(check_input("lse2", lse2, B, H, Lq, 1, "(B, H, Lq, 1) of o1"));
+    QKV_TRY(check_input("lse1", lse1, B, H, Lq, 1, "(B, H, Lq, 1) of o1"));
+    QKV_TRY(check_input("o2", o2, B, H, Lq, Ev, "o1's (B, H, Lq, Ev)"));
+    QKV_TRY(check_input("lse2", lse2, B, H, Lq, 1, "(B, H, Lq, 1) of o1"));
     if (!o) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "O: NULL tensor");
     if (!lse) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "lse: NULL tensor");
-    TRY(check_output("O", o, B, H, Lq, Ev, "o1's (B, H, Lq, Ev)"));
-    TRY(check_output("lse", lse, B, H, Lq, 1, "(B, H, Lq, 1) of o1"));
+    QKV_TRY(check_output("O", o, B, H, Lq, Ev, "o1's (B, H, Lq, Ev)"));
+    QKV_TRY(check_output("lse", lse, B, H, Lq, 1, "(B, H, Lq, 1) of o1"));
     /* Each element of o (lse) is read from o1 (lse1) at the same index
      * just before it is written, so the very same view may be both. */
     const qkv_byte_range outs[2] = {view_range("O", o), view_range("lse", lse)};
@@ -484,7 +477,7 @@ qkv_status qkv_attention_merge(const qkv_tensor *o, const qkv_tensor *lse, const
     if (!same_view(lse, lse1)) ins[nin++] = view_range("lse1", lse1);
     ins[nin++] = view_range("o2", o2);
     ins[nin++] = view_range("lse2", lse2);
-    TRY(qkv_check_disjoint(outs, 2, ins, nin));
+    QKV_TRY(qkv_check_disjoint(outs, 2, ins, nin));
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < H; h++)
             for (int64_t i = 0; i < Lq; i++)

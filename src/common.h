@@ -20,6 +20,17 @@
  * that error paths read `return qkv_fail(QKV_ERR_SHAPE, "K: ...", ...);`. */
 qkv_status qkv_fail(qkv_status st, const char *fmt, ...) QKV_PRINTF(2, 3);
 
+/* The library's one way to pass an error up: evaluate a call that returns
+ * a qkv_status and return its status from the enclosing function unless
+ * it is QKV_OK (the detail is the callee's). Where something must be freed
+ * on the way out, the code instead chains `if (st == QKV_OK) st = ...;`
+ * and frees once at the end. */
+#define QKV_TRY(call)                                                                        \
+    do {                                                                                     \
+        const qkv_status qkv_try_st_ = (call);                                               \
+        if (qkv_try_st_ != QKV_OK) return qkv_try_st_;                                       \
+    } while (0)
+
 /* isa with QKV_ISA_AUTO resolved (src/isa.c): a set this build and CPU run,
  * or QKV_ERR_UNSUPPORTED / QKV_ERR_INVALID_ARGUMENT with a detail naming
  * "isa" (or "QKV_ISA" for an environment value that names nothing

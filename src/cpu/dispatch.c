@@ -6,8 +6,7 @@
 
 qkv_status qkv_cpu_kernels_get(qkv_isa isa, const qkv_cpu_kernels **out)
 {
-    const qkv_status st = qkv_isa_resolve(isa, &isa);
-    if (st != QKV_OK) return st;
+    QKV_TRY(qkv_isa_resolve(isa, &isa));
     switch (isa) {
 #ifdef QKV_HAVE_X86_KERNELS
     case QKV_ISA_AVX2: *out = &qkv_kernels_avx2; break;

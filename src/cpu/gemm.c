@@ -321,22 +321,18 @@ qkv_status qkv_sgemm(qkv_gemm_transpose ta, qkv_gemm_transpose tb, int64_t m, in
     qkv_status st;
     /* A is stored m x k, or k x m when transposed; B k x n, or n x k. */
     snprintf(what, sizeof what, ta ? "m = %lld" : "k = %lld", (long long)(ta ? m : k));
-    st = check_matrix("a", "lda", a, ta ? k : m, ta ? m : k, lda, what);
-    if (st != QKV_OK) return st;
+    QKV_TRY(check_matrix("a", "lda", a, ta ? k : m, ta ? m : k, lda, what));
     snprintf(what, sizeof what, tb ? "k = %lld" : "n = %lld", (long long)(tb ? k : n));
-    st = check_matrix("b", "ldb", b, tb ? n : k, tb ? k : n, ldb, what);
-    if (st != QKV_OK) return st;
+    QKV_TRY(check_matrix("b", "ldb", b, tb ? n : k, tb ? k : n, ldb, what));
     snprintf(what, sizeof what, "n = %lld", (long long)n);
-    st = check_matrix("c", "ldc", c, m, n, ldc, what);
-    if (st != QKV_OK) return st;
+    QKV_TRY(check_matrix("c", "ldc", c, m, n, ldc, what));
     /* A and B are read only when there is a product to add; then C, which
      * is written while they are read, may share no byte with them. */
     if (m > 0 && n > 0 && k > 0 && alpha != 0) {
         const qkv_byte_range out = matrix_range("C", c, m, n, ldc);
         const qkv_byte_range in[2] = {matrix_range("A", a, ta ? k : m, ta ? m : k, lda),
                                       matrix_range("B", b, tb ? n : k, tb ? k : n, ldb)};
-        st = qkv_check_disjoint(&out, 1, in, 2);
-        if (st != QKV_OK) return st;
+        QKV_TRY(qkv_check_disjoint(&out, 1, in, 2));
     }
     if (opts->isa < QKV_ISA_AUTO || opts->isa > QKV_ISA_AVX512)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "isa: %d is not a qkv_isa", (int)opts->isa);
@@ -352,8 +348,7 @@ qkv_status qkv_sgemm(qkv_gemm_transpose ta, qkv_gemm_transpose tb, int64_t m, in
     gemm_job g;
     memset(&g, 0, sizeof g);
     if (!use_blas) {
-        st = qkv_cpu_kernels_get(opts->isa, &g.kern);
-        if (st != QKV_OK) return st;
+        QKV_TRY(qkv_cpu_kernels_get(opts->isa, &g.kern));
     }
     if (m == 0 || n == 0) return QKV_OK;
     if (k == 0 || alpha == 0) {
@@ -369,8 +364,7 @@ qkv_status qkv_sgemm(qkv_gemm_transpose ta, qkv_gemm_transpose tb, int64_t m, in
         return QKV_OK;
     }
     if (use_blas) {
-        st = qkv_cpu_kernels_get(QKV_ISA_AUTO, &g.kern);
-        if (st != QKV_OK) return st;
+        QKV_TRY(qkv_cpu_kernels_get(QKV_ISA_AUTO, &g.kern));
     }
 #endif
 

@@ -96,8 +96,7 @@ static void store_tokens(qkv_kv_cache *c, int64_t b, int64_t pos, const float *k
 qkv_status qkv_kv_cache_truncate(qkv_kv_cache *c, int64_t b, int64_t len)
 {
     qkv_clear_error();
-    qkv_status st = check_sequence(c, b);
-    if (st) return st;
+    QKV_TRY(check_sequence(c, b));
     if (len < 0 || len > c->len[b])
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
                         "len: %lld is not between 0 and sequence %lld's length %lld",
@@ -115,8 +114,7 @@ qkv_status qkv_kv_cache_append(qkv_kv_cache *c, int64_t b, const float *k, const
                                int64_t n)
 {
     qkv_clear_error();
-    qkv_status st = check_sequence(c, b);
-    if (st) return st;
+    QKV_TRY(check_sequence(c, b));
     if (n < 0) return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "n: %lld is negative", (long long)n);
     if (n > c->max_len - c->len[b])
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
@@ -136,8 +134,7 @@ qkv_status qkv_kv_cache_append(qkv_kv_cache *c, int64_t b, const float *k, const
         qkv_range("the cache's values", c->v + first * Ev, n > 0 ? span * Ev : 0, sizeof(float))};
     const qkv_byte_range ins[2] = {qkv_range("k", k, n * Hkv * E, sizeof(float)),
                                    qkv_range("v", v, n * Hkv * Ev, sizeof(float))};
-    st = qkv_check_buffers(outs, 2, ins, 2, sizeof(float));
-    if (st) return st;
+    QKV_TRY(qkv_check_buffers(outs, 2, ins, 2, sizeof(float)));
     store_tokens(c, b, c->len[b], k, v, n);
     c->len[b] += n;
     return QKV_OK;
@@ -146,8 +143,7 @@ qkv_status qkv_kv_cache_append(qkv_kv_cache *c, int64_t b, const float *k, const
 qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, qkv_tensor *v)
 {
     qkv_clear_error();
-    qkv_status st = check_sequence(c, b);
-    if (st) return st;
+    QKV_TRY(check_sequence(c, b));
     const int64_t Hkv = c->kv_heads, E = c->head_dim, Ev = c->v_head_dim, L = c->max_len;
     if (k) {
         qkv_tensor t = {c->k + b * Hkv * L * E, QKV_DTYPE_F32, {1, Hkv, c->len[b], E},
@@ -222,8 +218,8 @@ qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *we
 {
     qkv_clear_error();
     int64_t lmax = 0;
-    qkv_status st = check_decode(m, c, y, x, n, opts, &lmax);
-    if (st) return st;
+    QKV_TRY(check_decode(m, c, y, x, n, opts, &lmax));
+    qkv_status st = QKV_OK;
     const qkv_mha_config *cfg = &m->cfg;
     const int64_t B = c->batch, H = cfg->heads, Hkv = cfg->kv_heads, E = cfg->head_dim,
                   Ev = cfg->v_head_dim, D = cfg->d_model, L = c->max_len, Lw = lmax + n;
@@ -241,8 +237,7 @@ qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *we
     const qkv_byte_range ins[2] = {
         qkv_range("x", x, B * n * D, sizeof(float)),
         qkv_range("the layer's parameters", m->storage, qkv_mha_param_floats(m), sizeof(float))};
-    st = qkv_check_buffers(outs, 4, ins, 2, sizeof(float));
-    if (st) return st;
+    QKV_TRY(qkv_check_buffers(outs, 4, ins, 2, sizeof(float)));
     float *block = malloc((size_t)(nq + nk + nv + na + 1) * sizeof(float));
     int64_t *pos = malloc((size_t)(2 * B) * sizeof(int64_t));
     if (!block || !pos) {
@@ -269,17 +264,18 @@ qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *we
     o.progress = NULL; /* one step is short */
 
     st = qkv_mha_linear(q, x, B * n, m->param[QKV_MHA_WQ], H * E, D, m->param[QKV_MHA_BQ], &o);
-    if (!st)
+    if (st == QKV_OK)
         st = qkv_mha_linear(k, x, B * n, m->param[QKV_MHA_WK], Hkv * E, D, m->param[QKV_MHA_BK],
                             &o);
-    if (!st)
+    if (st == QKV_OK)
         st = qkv_mha_linear(v, x, B * n, m->param[QKV_MHA_WV], Hkv * Ev, D, m->param[QKV_MHA_BV],
                             &o);
-    for (int64_t b = 0; b < B && !st; b++) {
+    for (int64_t b = 0; b < B && st == QKV_OK; b++) {
         st = qkv_rope_apply(cfg, q + b * n * H * E, n, H * E, H, c->len[b], 0);
-        if (!st) st = qkv_rope_apply(cfg, k + b * n * Hkv * E, n, Hkv * E, Hkv, c->len[b], 0);
+        if (st == QKV_OK)
+            st = qkv_rope_apply(cfg, k + b * n * Hkv * E, n, Hkv * E, Hkv, c->len[b], 0);
     }
-    if (!st) {
+    if (st == QKV_OK) {
         /* Append the new tokens past each sequence's end; lengths move
          * only once the whole step has succeeded. */
         for (int64_t b = 0; b < B; b++)
@@ -291,10 +287,10 @@ qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *we
         qkv_tensor tw = qkv_tensor_contiguous(weights, QKV_DTYPE_F32, B, H, n, Lw);
         st = qkv_attention_forward(&ta, weights ? &tw : NULL, NULL, &tq, &tk, &tv, &o);
     }
-    if (!st)
+    if (st == QKV_OK)
         st = qkv_mha_linear(y, a, B * n, m->param[QKV_MHA_WO], D, H * Ev, m->param[QKV_MHA_BO],
                             &o);
-    if (!st)
+    if (st == QKV_OK)
         for (int64_t b = 0; b < B; b++) c->len[b] += n;
     free(block);
     free(pos);

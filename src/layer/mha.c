@@ -87,8 +87,7 @@ qkv_status qkv_mha_create(qkv_mha **out, const qkv_mha_config *cfg)
     if (!out) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "out: is NULL");
     *out = NULL;
     qkv_mha_config c;
-    qkv_status st = qkv_mha_resolve_config(cfg, &c);
-    if (st) return st;
+    QKV_TRY(qkv_mha_resolve_config(cfg, &c));
     qkv_mha *m = calloc(1, sizeof *m);
     if (!m) return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "layer: out of memory");
     m->cfg = c;
@@ -266,18 +265,18 @@ static qkv_status forward_core(const qkv_mha *m, activations *act, float *weight
     const int64_t dkv = c->d_context;
     qkv_status st = qkv_mha_linear(act->q, x, batch * lq, m->param[QKV_MHA_WQ], H * E, c->d_model,
                                    m->param[QKV_MHA_BQ], opts);
-    if (!st)
+    if (st == QKV_OK)
         st = qkv_mha_linear(act->k, ctx, batch * lk, m->param[QKV_MHA_WK], Hkv * E, dkv,
                             m->param[QKV_MHA_BK], opts);
-    if (!st)
+    if (st == QKV_OK)
         st = qkv_mha_linear(act->v, ctx, batch * lk, m->param[QKV_MHA_WV], Hkv * Ev, dkv,
                             m->param[QKV_MHA_BV], opts);
-    if (st) return st;
-    for (int64_t b = 0; b < batch && !st; b++) {
+    if (st != QKV_OK) return st;
+    for (int64_t b = 0; b < batch && st == QKV_OK; b++) {
         st = qkv_rope_apply(c, act->q + b * lq * H * E, lq, H * E, H, 0, 0);
-        if (!st) st = qkv_rope_apply(c, act->k + b * lk * Hkv * E, lk, Hkv * E, Hkv, 0, 0);
+        if (st == QKV_OK) st = qkv_rope_apply(c, act->k + b * lk * Hkv * E, lk, Hkv * E, Hkv, 0, 0);
     }
-    if (st) return st;
+    if (st != QKV_OK) return st;
     qkv_tensor tq = qkv_mha_heads_view(act->q, batch, lq, H, E);
     qkv_tensor tk = qkv_mha_heads_view(act->k, batch, lk, Hkv, E);
     qkv_tensor tv = qkv_mha_heads_view(act->v, batch, lk, Hkv, Ev);
@@ -298,8 +297,8 @@ qkv_status qkv_mha_forward(const qkv_mha *m, float *y, float *weights, const flo
                            const qkv_attention_options *opts)
 {
     qkv_clear_error();
-    qkv_status st = check_call(m, x, batch, lq, context, lk);
-    if (st) return st;
+    QKV_TRY(check_call(m, x, batch, lq, context, lk));
+    qkv_status st = QKV_OK;
     const qkv_mha_config *c = &m->cfg;
     const int64_t ny = batch * lq * c->d_model, nw = batch * c->heads * lq * lk;
     if (ny > 0 && !y) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "y: is NULL");
@@ -307,11 +306,10 @@ qkv_status qkv_mha_forward(const qkv_mha *m, float *y, float *weights, const flo
     const qkv_byte_range ins[3] = {
         floats("x", x, ny), floats("context", context, batch * lk * c->d_context),
         floats("the layer's parameters", m->storage, qkv_mha_param_floats(m))};
-    st = qkv_check_buffers(outs, 2, ins, 3, sizeof(float));
-    if (st) return st;
+    QKV_TRY(qkv_check_buffers(outs, 2, ins, 3, sizeof(float)));
     activations act;
     st = forward_core(m, &act, weights, x, batch, lq, context, lk, opts);
-    if (!st)
+    if (st == QKV_OK)
         st = qkv_mha_linear(y, act.a, batch * lq, m->param[QKV_MHA_WO], c->d_model,
                             c->heads * c->v_head_dim, m->param[QKV_MHA_BO], opts);
     activations_free(&act);
@@ -336,9 +334,8 @@ static qkv_status linear_backward(const float *dy, const float *x, int64_t rows,
                                   int accumulate, const qkv_attention_options *opts)
 {
     qkv_gemm_options g = gemm_options(opts);
-    qkv_status st = qkv_sgemm(QKV_GEMM_TRANS, QKV_GEMM_NO_TRANS, out, in, rows, 1.0f, dy, out, x,
-                              in, 0.0f, dw, in, &g);
-    if (st) return st;
+    QKV_TRY(qkv_sgemm(QKV_GEMM_TRANS, QKV_GEMM_NO_TRANS, out, in, rows, 1.0f, dy, out, x, in, 0.0f,
+                      dw, in, &g));
     column_sums(db, dy, rows, out);
     if (!dx) return QKV_OK;
     return qkv_sgemm(QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, rows, in, out, 1.0f, dy, out, w, in,
@@ -350,8 +347,8 @@ qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *d
                             const float *context, int64_t lk, const qkv_attention_options *opts)
 {
     qkv_clear_error();
-    qkv_status st = check_call(m, x, batch, lq, context, lk);
-    if (st) return st;
+    QKV_TRY(check_call(m, x, batch, lq, context, lk));
+    qkv_status st = QKV_OK;
     const qkv_mha_config *c = &m->cfg;
     if (!grad) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "grad: is NULL");
     if (memcmp(&grad->cfg, c, sizeof *c) != 0)
@@ -371,8 +368,7 @@ qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *d
     const qkv_byte_range ins[4] = {
         floats("dy", dy, ny), floats("x", x, ny), floats("context", context, batch * lk * Dkv),
         floats("the layer's parameters", m->storage, qkv_mha_param_floats(m))};
-    st = qkv_check_buffers(outs, 3, ins, 4, sizeof(float));
-    if (st) return st;
+    QKV_TRY(qkv_check_buffers(outs, 3, ins, 4, sizeof(float)));
 
     /* The recomputed forward reports no progress, so that the backward's
      * own reports rise once from 0 to 1. */
@@ -381,7 +377,7 @@ qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *d
     quiet.progress = NULL;
     activations act;
     st = forward_core(m, &act, NULL, x, batch, lq, context, lk, &quiet);
-    if (st) {
+    if (st != QKV_OK) {
         activations_free(&act);
         return st;
     }
@@ -400,7 +396,7 @@ qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *d
     /* Y = A Wo^T + bo. */
     st = linear_backward(dy, act.a, batch * lq, D, H * Ev, m->param[QKV_MHA_WO], gp[QKV_MHA_WO],
                          gp[QKV_MHA_BO], da, 0, opts);
-    if (!st) {
+    if (st == QKV_OK) {
         qkv_tensor tq = qkv_mha_heads_view(act.q, batch, lq, H, E);
         qkv_tensor tk = qkv_mha_heads_view(act.k, batch, lk, Hkv, E);
         qkv_tensor tv = qkv_mha_heads_view(act.v, batch, lk, Hkv, Ev);
@@ -412,22 +408,22 @@ qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *d
         qkv_tensor tl = qkv_tensor_contiguous(act.lse, QKV_DTYPE_F32, batch, H, lq, 1);
         st = qkv_attention_backward(&tdq, &tdk, &tdv, NULL, &tda, &tq, &tk, &tv, &ta, &tl, opts);
     }
-    if (!st) {
+    if (st == QKV_OK) {
         /* RoPE is a rotation: its backward rotates the gradient back. */
-        for (int64_t b = 0; b < batch && !st; b++) {
+        for (int64_t b = 0; b < batch && st == QKV_OK; b++) {
             st = qkv_rope_apply(c, dq + b * lq * H * E, lq, H * E, H, 0, 1);
-            if (!st) st = qkv_rope_apply(c, dk + b * lk * Hkv * E, lk, Hkv * E, Hkv, 0, 1);
+            if (st == QKV_OK) st = qkv_rope_apply(c, dk + b * lk * Hkv * E, lk, Hkv * E, Hkv, 0, 1);
         }
     }
-    if (!st) {
+    if (st == QKV_OK) {
         const float *ctx = context ? context : x;
         float *dctx = context ? dcontext : dx;
         st = linear_backward(dq, x, batch * lq, H * E, D, m->param[QKV_MHA_WQ], gp[QKV_MHA_WQ],
                              gp[QKV_MHA_BQ], dx, 0, opts);
-        if (!st)
+        if (st == QKV_OK)
             st = linear_backward(dk, ctx, batch * lk, Hkv * E, Dkv, m->param[QKV_MHA_WK],
                                  gp[QKV_MHA_WK], gp[QKV_MHA_BK], dctx, !context, opts);
-        if (!st)
+        if (st == QKV_OK)
             st = linear_backward(dv, ctx, batch * lk, Hkv * Ev, Dkv, m->param[QKV_MHA_WV],
                                  gp[QKV_MHA_WV], gp[QKV_MHA_BV], dctx, 1, opts);
     }
