@@ -296,6 +296,26 @@ static int input_ranges(const qkv_fwd_problem *p, const qkv_tensor *dout, qkv_by
     return n;
 }
 
+/* The workspace backend be asks for the call: one block per call, NULL
+ * when it asks for none (freed with qkv_free). */
+static qkv_status workspace_get(const qkv_backend *be, const qkv_fwd_problem *f,
+                                const qkv_bwd_problem *b, void **ws)
+{
+    size_t bytes;
+    *ws = NULL;
+    QKV_TRY(be->workspace(f, b, &bytes));
+    if (bytes == 0) return QKV_OK;
+    if (!(*ws = qkv_alloc(bytes)))
+        return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes of scratch for this "
+                        "call", be->name, bytes);
+#ifdef QKV_POISON_WORKSPACE
+    /* Sanitizer builds hand every backend a workspace of NaN bytes, so a
+     * backend that reads scratch it has not written shows in the tests. */
+    memset(*ws, 0xff, bytes);
+#endif
+    return QKV_OK;
+}
+
 /* The backend impl forces: NULL (auto dispatch) for QKV_IMPL_AUTO. */
 static const char *backend_name(qkv_impl impl)
 {
@@ -339,7 +359,10 @@ qkv_status qkv_attention_forward_on(const char *backend, const qkv_tensor *o,
     qkv_status st;
     const qkv_backend *be = qkv_backend_choose(backend, &p, NULL, &st);
     if (!be) return st;
-    st = be->forward(&p);
+    void *ws;
+    QKV_TRY(workspace_get(be, &p, NULL, &ws));
+    st = be->forward(&p, ws);
+    qkv_free(ws);
     if (st == QKV_OK && p.progress) p.progress(p.progress_user, 1.0);
     return st;
 }
@@ -412,7 +435,10 @@ qkv_status qkv_attention_backward_on(const char *backend, const qkv_tensor *dq,
     qkv_status st;
     const qkv_backend *be = qkv_backend_choose(backend, p, &bp, &st);
     if (!be) return st;
-    st = be->backward(&bp);
+    void *ws;
+    QKV_TRY(workspace_get(be, p, &bp, &ws));
+    st = be->backward(&bp, ws);
+    qkv_free(ws);
     if (st == QKV_OK && p->progress) p->progress(p->progress_user, 1.0);
     return st;
 }

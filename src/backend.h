@@ -14,6 +14,9 @@
 
 #include "qkv.h"
 
+#include <stddef.h>
+#include <stdint.h>
+
 typedef struct qkv_fwd_problem {
     int64_t B, H, Hkv, Lq, Lk, E, Ev;
     const qkv_tensor *q, *k, *v, *o;
@@ -102,15 +105,45 @@ typedef struct qkv_bwd_problem {
  * supports(f, b, &why): whether it computes the forward f (b NULL) or the
  * backward b (then f == &b->f); when not, *why is a static phrase saying
  * why ("dmask is the reference's alone"), used in the detail of a call
- * that forced this backend. forward and backward compute a problem that
- * supports() accepted; they may still fail (memory, threads, an isa this
- * CPU lacks) with qkv_fail's detail. */
+ * that forced this backend.
+ *
+ * workspace(f, b, &bytes): the scratch memory, in bytes, that forward(f)
+ * or backward(b) takes: one block (0 for none), 64-byte aligned, laid out
+ * by the backend (qkv_carve below). The dispatcher allocates it once per
+ * call (later: the execution context supplies it) and frees it after.
+ * Fails (QKV_ERR_OUT_OF_MEMORY, with a detail) when the size does not fit
+ * size_t.
+ *
+ * forward(p, ws) and backward(p, ws) compute a problem that supports()
+ * accepted, in the workspace ws of the size asked (NULL when 0); they
+ * allocate nothing else but in rare paths (a row the reference redoes)
+ * and may still fail (memory, threads, an isa this CPU lacks) with
+ * qkv_fail's detail. */
 typedef struct qkv_backend {
     const char *name; /* lower case: "cpu", "reference" */
     int (*supports)(const qkv_fwd_problem *f, const qkv_bwd_problem *b, const char **why);
-    qkv_status (*forward)(const qkv_fwd_problem *p);
-    qkv_status (*backward)(const qkv_bwd_problem *p);
+    qkv_status (*workspace)(const qkv_fwd_problem *f, const qkv_bwd_problem *b, size_t *bytes);
+    qkv_status (*forward)(const qkv_fwd_problem *p, void *ws);
+    qkv_status (*backward)(const qkv_bwd_problem *p, void *ws);
 } qkv_backend;
+
+/* Carving a workspace: each piece starts 64 bytes from the last at least
+ * (so threads' pieces share no cache line) and with base NULL nothing is
+ * written, only counted: one function lays a workspace out for both
+ * uses, sizing it (base NULL) and cutting it (base the block). A size
+ * past SIZE_MAX saturates there, which no allocation can give. */
+typedef struct qkv_carver {
+    char *base; /* NULL: count only */
+    size_t used;
+} qkv_carver;
+
+static inline void *qkv_carve(qkv_carver *c, size_t bytes)
+{
+    void *at = c->base ? c->base + c->used : NULL;
+    const size_t rounded = bytes > SIZE_MAX - 63 ? SIZE_MAX : (bytes + 63) / 64 * 64;
+    c->used = rounded > SIZE_MAX - c->used ? SIZE_MAX : c->used + rounded;
+    return at;
+}
 
 /* The registered backends (backends.c), in the order auto dispatch asks
  * them: i from 0 to qkv_backend_count() - 1; NULL outside. */

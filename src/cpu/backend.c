@@ -83,10 +83,10 @@ static int cpu_supports(const qkv_fwd_problem *f, const qkv_bwd_problem *b, cons
  * finite (inputs of 1e20: the forward redid those rows in double) show as
  * gradients that are not finite; from finite inputs that is the
  * overflow's doing, and the reference, in double, gives the answer. */
-static qkv_status cpu_backward(const qkv_bwd_problem *bp)
+static qkv_status cpu_backward(const qkv_bwd_problem *bp, void *ws)
 {
     const qkv_fwd_problem *p = &bp->f;
-    qkv_status st = qkv_flash_attention_backward(bp);
+    qkv_status st = qkv_flash_attention_backward(bp, ws);
     if (st == QKV_OK && !(all_finite(bp->dq, 0) && all_finite(bp->dk, 0) && all_finite(bp->dv, 0)) &&
         all_finite(p->q, 0) && all_finite(p->k, 0) && all_finite(p->v, 0) &&
         all_finite(bp->dout, 0) && all_finite(p->o, 0) && all_finite(p->lse, 1) &&
@@ -95,9 +95,19 @@ static qkv_status cpu_backward(const qkv_bwd_problem *bp)
     return st;
 }
 
+static qkv_status cpu_workspace(const qkv_fwd_problem *f, const qkv_bwd_problem *b, size_t *bytes)
+{
+    *bytes = b ? qkv_flash_backward_workspace(b) : qkv_flash_forward_workspace(f);
+    if (*bytes == SIZE_MAX)
+        return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast path: scratch for this call does not fit in "
+                        "memory");
+    return QKV_OK;
+}
+
 const qkv_backend qkv_backend_cpu = {
     .name = "cpu",
     .supports = cpu_supports,
+    .workspace = cpu_workspace,
     .forward = qkv_flash_attention_forward,
     .backward = cpu_backward,
 };

@@ -840,7 +840,7 @@ size_t qkv_flash_forward_workspace(const qkv_fwd_problem *p)
     return workspace_carve(&pl, NULL, &sc);
 }
 
-qkv_status qkv_flash_attention_forward(const qkv_fwd_problem *p)
+qkv_status qkv_flash_attention_forward(const qkv_fwd_problem *p, void *ws)
 {
     const qkv_cpu_kernels *k;
     qkv_status st = qkv_cpu_kernels_get(p->isa, &k);
@@ -852,16 +852,10 @@ qkv_status qkv_flash_attention_forward(const qkv_fwd_problem *p)
     _Atomic int out_of_memory = 0;
     pl.out_of_memory = &out_of_memory;
     scratch *sc;
-    void *ws = qkv_alloc(workspace_carve(&pl, NULL, &sc));
-    if (!ws && pl.chunks > 1)
-        return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast path: cannot allocate %lld key chunks",
-                        (long long)(pl.units * pl.chunks));
-    if (!ws) return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast path: cannot allocate tile buffers");
     workspace_carve(&pl, ws, &sc);
     st = pl.chunks > 1 ? forward_split(&pl, sc) : forward_units(&pl, sc);
     if (st == QKV_OK && atomic_load(&out_of_memory))
         st = qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast path: cannot allocate the reference's scratch "
                       "for a row whose float scores overflowed");
-    qkv_free(ws);
     return st;
 }

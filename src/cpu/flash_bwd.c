@@ -290,7 +290,7 @@ size_t qkv_flash_backward_workspace(const qkv_bwd_problem *bp)
     return workspace_carve(&bl, NULL);
 }
 
-qkv_status qkv_flash_attention_backward(const qkv_bwd_problem *bp)
+qkv_status qkv_flash_attention_backward(const qkv_bwd_problem *bp, void *ws)
 {
     const qkv_fwd_problem *p = &bp->f;
     const qkv_cpu_kernels *k;
@@ -300,8 +300,6 @@ qkv_status qkv_flash_attention_backward(const qkv_bwd_problem *bp)
     bplan bl;
     bplan_init(&bl, bp);
     bl.k = k;
-    void *ws = qkv_alloc(workspace_carve(&bl, NULL));
-    if (!ws) return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "fast backward: cannot allocate scratch");
     workspace_carve(&bl, ws);
     for (int t = 0; t < bl.nthreads; t++)
         for (int64_t x = 0; x < TILE; x++) bl.w[t].ones[x] = 1.0f;
@@ -342,6 +340,5 @@ qkv_status qkv_flash_attention_backward(const qkv_bwd_problem *bp)
                     const float *src = bl.dq + b * bl.dq_s[0] + h * bl.dq_s[1] + i * bl.dq_s[2];
                     for (int64_t d = 0; d < p->E; d++) row[d * tdq->stride[3]] = src[d];
                 }
-    qkv_free(ws);
     return st;
 }

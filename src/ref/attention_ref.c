@@ -146,34 +146,44 @@ static void ref_range(void *vctx, int tid, int64_t begin, int64_t end)
     }
 }
 
-qkv_status qkv_ref_attention_forward(const qkv_fwd_problem *p)
+/* The forward's workspace: min(threads, rows) slices of Lk + Ev doubles,
+ * then the array of their addresses. Returns its size (SIZE_MAX when it
+ * does not fit), and with a base the slices in *scratch. */
+static size_t fwd_carve(const qkv_fwd_problem *p, void *base, int *nt, double ***scratch)
 {
-    int64_t rows = p->B * p->H * p->Lq; /* fits: O's element count was checked */
-    if (rows == 0) return QKV_OK;
-    int nt = p->num_threads;
-    if (nt > rows) nt = (int)rows;
+    const int64_t rows = p->B * p->H * p->Lq; /* fits: O's element count was checked */
+    *nt = p->num_threads < rows ? p->num_threads : (int)rows;
+    const uint64_t per = (uint64_t)(p->Lk + p->Ev > 0 ? p->Lk + p->Ev : 1);
+    qkv_carver c = {base, 0};
+    *scratch = qkv_carve(&c, (size_t)*nt * sizeof **scratch);
+    for (int t = 0; t < *nt; t++) {
+        double *slice = qkv_carve(&c, per > SIZE_MAX / sizeof(double) ? SIZE_MAX
+                                                                       : (size_t)per * sizeof(double));
+        if (*scratch) (*scratch)[t] = slice;
+    }
+    return c.used;
+}
 
-    int64_t per = p->Lk + p->Ev;
-    if (per == 0) per = 1;
-    double **scratch = calloc((size_t)nt, sizeof *scratch);
-    if (!scratch) return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "reference: cannot allocate scratch");
-    qkv_status st = QKV_OK;
-    for (int t = 0; t < nt; t++) {
-        if ((uint64_t)per > SIZE_MAX / sizeof(double) ||
-            !(scratch[t] = malloc((size_t)per * sizeof(double)))) {
-            st = qkv_fail(QKV_ERR_OUT_OF_MEMORY,
-                          "reference: cannot allocate %lld doubles of scratch per thread",
-                          (long long)per);
-            break;
-        }
-    }
-    if (st == QKV_OK) {
-        ref_ctx c = {p, scratch};
-        st = qkv_parallel_for(rows, nt, ref_range, &c);
-    }
-    for (int t = 0; t < nt; t++) free(scratch[t]);
-    free(scratch);
-    return st;
+static qkv_status ref_forward_workspace(const qkv_fwd_problem *p, size_t *bytes)
+{
+    int nt;
+    double **scratch;
+    *bytes = p->B * p->H * p->Lq == 0 ? 0 : fwd_carve(p, NULL, &nt, &scratch);
+    if (*bytes == SIZE_MAX)
+        return qkv_fail(QKV_ERR_OUT_OF_MEMORY,
+                        "reference: cannot allocate %lld doubles of scratch per thread",
+                        (long long)(p->Lk + p->Ev));
+    return QKV_OK;
+}
+
+static qkv_status ref_forward(const qkv_fwd_problem *p, void *ws)
+{
+    const int64_t rows = p->B * p->H * p->Lq;
+    if (rows == 0) return QKV_OK;
+    ref_ctx c = {p, NULL};
+    int nt;
+    fwd_carve(p, ws, &nt, &c.scratch);
+    return qkv_parallel_for(rows, nt, ref_range, &c);
 }
 
 /* ------------------------------------------------------------ backward */
@@ -303,49 +313,68 @@ static void bwd_range(void *vctx, int tid, int64_t begin, int64_t end)
     }
 }
 
-static void *calloc_doubles(int64_t n) { return calloc((size_t)(n > 0 ? n : 1), sizeof(double)); }
-
-qkv_status qkv_ref_attention_backward(const qkv_bwd_problem *bp)
+/* The backward's workspace: min(threads, B x Hkv) scratches (one thread
+ * with dmask, so that its sums keep one order), each Lk x (E + Ev) + 3 Lk
+ * + E + Ev doubles, then dmask's sums in its own shape. Returns its size
+ * (SIZE_MAX when it does not fit), and with a base fills c. */
+static size_t bwd_carve(const qkv_bwd_problem *bp, void *base, int *nt, bwd_ctx *c)
 {
     const qkv_fwd_problem *p = &bp->f;
     const int64_t items = p->B * p->Hkv;
-    if (items == 0) return QKV_OK;
-    /* The mask's gradient sums over its broadcast dims in one fixed order:
-     * one thread then. */
-    int nt = bp->dmask ? 1 : p->num_threads;
-    if (nt > items) nt = (int)items;
+    *nt = bp->dmask ? 1 : p->num_threads;
+    if (*nt > items) *nt = (int)items;
     int64_t per_thread; /* doubles, checked for overflow like every size */
     if (!qkv_mul_ok(p->Lk, p->E + p->Ev, &per_thread) ||
         !qkv_add_ok(per_thread, 3 * p->Lk + p->E + p->Ev, &per_thread) ||
         (uint64_t)per_thread > SIZE_MAX / sizeof(double))
+        return SIZE_MAX;
+    qkv_carver cv = {base, 0};
+    c->bp = bp;
+    c->sc = qkv_carve(&cv, (size_t)*nt * sizeof(bwd_scratch));
+    for (int t = 0; t < *nt; t++) {
+        bwd_scratch w;
+        const size_t d = sizeof(double);
+        w.s = qkv_carve(&cv, (size_t)p->Lk * d);
+        w.pw = qkv_carve(&cv, (size_t)p->Lk * d);
+        w.deriv = qkv_carve(&cv, (size_t)p->Lk * d);
+        w.o = qkv_carve(&cv, (size_t)p->Ev * d);
+        w.dq = qkv_carve(&cv, (size_t)p->E * d);
+        w.dk = qkv_carve(&cv, (size_t)(p->Lk * p->E) * d);
+        w.dv = qkv_carve(&cv, (size_t)(p->Lk * p->Ev) * d);
+        if (c->sc) c->sc[t] = w;
+    }
+    c->dmask = NULL;
+    if (bp->dmask) {
+        const qkv_tensor *dm = bp->dmask; /* its element count was checked */
+        const int64_t nm = dm->shape[0] * dm->shape[1] * dm->shape[2] * dm->shape[3];
+        c->dmask = qkv_carve(&cv, (size_t)nm * sizeof(double));
+    }
+    return cv.used;
+}
+
+static qkv_status ref_backward_workspace(const qkv_bwd_problem *bp, size_t *bytes)
+{
+    int nt;
+    bwd_ctx c;
+    *bytes = bp->f.B * bp->f.Hkv == 0 ? 0 : bwd_carve(bp, NULL, &nt, &c);
+    if (*bytes == SIZE_MAX)
         return qkv_fail(QKV_ERR_OVERFLOW, "reference backward: scratch of Lk x (E + Ev) overflows");
-    bwd_ctx c = {bp, calloc((size_t)nt, sizeof(bwd_scratch)), NULL};
-    qkv_status st = QKV_OK;
-    if (!c.sc) return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "reference backward: cannot allocate scratch");
-    for (int t = 0; t < nt && st == QKV_OK; t++) {
-        bwd_scratch *w = &c.sc[t];
-        w->s = calloc_doubles(p->Lk);
-        w->pw = calloc_doubles(p->Lk);
-        w->deriv = calloc_doubles(p->Lk);
-        w->o = calloc_doubles(p->Ev);
-        w->dq = calloc_doubles(p->E);
-        w->dk = calloc_doubles(p->Lk * p->E);
-        w->dv = calloc_doubles(p->Lk * p->Ev);
-        if (!w->s || !w->pw || !w->deriv || !w->o || !w->dq || !w->dk || !w->dv)
-            st = qkv_fail(QKV_ERR_OUT_OF_MEMORY,
-                          "reference backward: cannot allocate %lld doubles of scratch",
-                          (long long)per_thread);
-    }
-    int64_t nm = 0;
-    if (st == QKV_OK && bp->dmask) {
-        const qkv_tensor *dm = bp->dmask;
-        nm = dm->shape[0] * dm->shape[1] * dm->shape[2] * dm->shape[3]; /* checked by the caller */
-        if (!(c.dmask = calloc_doubles(nm)))
-            st = qkv_fail(QKV_ERR_OUT_OF_MEMORY, "reference backward: cannot allocate dmask");
-    }
-    if (st == QKV_OK) st = qkv_parallel_for(items, nt, bwd_range, &c);
-    if (st == QKV_OK && c.dmask) {
-        const qkv_tensor *dm = bp->dmask;
+    return QKV_OK;
+}
+
+static qkv_status ref_backward(const qkv_bwd_problem *bp, void *ws)
+{
+    const qkv_fwd_problem *p = &bp->f;
+    const int64_t items = p->B * p->Hkv;
+    if (items == 0) return QKV_OK;
+    int nt;
+    bwd_ctx c;
+    bwd_carve(bp, ws, &nt, &c);
+    const qkv_tensor *dm = bp->dmask;
+    const int64_t nm = dm ? dm->shape[0] * dm->shape[1] * dm->shape[2] * dm->shape[3] : 0;
+    for (int64_t x = 0; x < nm; x++) c.dmask[x] = 0.0; /* the sums start at 0 */
+    qkv_status st = qkv_parallel_for(items, nt, bwd_range, &c);
+    if (st == QKV_OK && c.dmask)
         for (int64_t a = 0; a < dm->shape[0]; a++)
             for (int64_t h = 0; h < dm->shape[1]; h++)
                 for (int64_t i = 0; i < dm->shape[2]; i++)
@@ -353,22 +382,42 @@ qkv_status qkv_ref_attention_backward(const qkv_bwd_problem *bp)
                         *qkv_view_out(dm, a, h, i, j) =
                             qkv_narrow(c.dmask[((a * dm->shape[1] + h) * dm->shape[2] + i) *
                                                    dm->shape[3] + j]);
-    }
-    for (int t = 0; t < nt; t++) {
-        bwd_scratch *w = &c.sc[t];
-        free(w->s);
-        free(w->pw);
-        free(w->deriv);
-        free(w->o);
-        free(w->dq);
-        free(w->dk);
-        free(w->dv);
-    }
-    free(c.sc);
-    free(c.dmask);
     return st;
 }
 
+/* The workspace asked of every backend, forward (b NULL) or backward. */
+static qkv_status ref_workspace(const qkv_fwd_problem *f, const qkv_bwd_problem *b, size_t *bytes)
+{
+    return b ? ref_backward_workspace(b, bytes) : ref_forward_workspace(f, bytes);
+}
+
+/* A whole call run with a workspace of its own, for the backends that
+ * hand the reference what float cannot do. */
+qkv_status qkv_ref_attention_forward(const qkv_fwd_problem *p)
+{
+    size_t bytes;
+    QKV_TRY(ref_forward_workspace(p, &bytes));
+    void *ws = bytes ? qkv_alloc(bytes) : NULL;
+    if (bytes && !ws)
+        return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "reference: cannot allocate %zu bytes of scratch",
+                        bytes);
+    const qkv_status st = ref_forward(p, ws);
+    qkv_free(ws);
+    return st;
+}
+
+qkv_status qkv_ref_attention_backward(const qkv_bwd_problem *bp)
+{
+    size_t bytes;
+    QKV_TRY(ref_backward_workspace(bp, &bytes));
+    void *ws = bytes ? qkv_alloc(bytes) : NULL;
+    if (bytes && !ws)
+        return qkv_fail(QKV_ERR_OUT_OF_MEMORY,
+                        "reference backward: cannot allocate %zu bytes of scratch", bytes);
+    const qkv_status st = ref_backward(bp, ws);
+    qkv_free(ws);
+    return st;
+}
 /* The reference computes every problem the library validates. */
 static int ref_supports(const qkv_fwd_problem *f, const qkv_bwd_problem *b, const char **why)
 {
@@ -381,6 +430,7 @@ static int ref_supports(const qkv_fwd_problem *f, const qkv_bwd_problem *b, cons
 const qkv_backend qkv_backend_reference = {
     .name = "reference",
     .supports = ref_supports,
-    .forward = qkv_ref_attention_forward,
-    .backward = qkv_ref_attention_backward,
+    .workspace = ref_workspace,
+    .forward = ref_forward,
+    .backward = ref_backward,
 };
