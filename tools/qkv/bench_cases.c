@@ -59,14 +59,15 @@ static void json_gflops_tail(double gflops, double peak, double ceiling, int hav
                              double ratio)
 {
     json_fma_peak(gflops, peak);
-    printf("\"ceiling_gflops\": %.4g, \"ceiling\": \"%s\", ", ceiling, have_blas ? "sgemm" : "none");
+    printf("\"ceiling_gflops\": %.4g, \"ceiling\": \"%s\", ", ceiling,
+           have_blas ? "sgemm" : "none");
     json_ratio(ratio);
 }
 
 /* A compute-bound case's line of text (the ratio is a number exactly when
  * there is a ceiling). */
-static void text_gflops_line(const char *name, double t, double gflops, double peak,
-                             double ceiling, double ratio)
+static void text_gflops_line(const char *name, double t, double gflops, double peak, double ceiling,
+                             double ratio)
 {
     printf("%-24s %9.4f s %8.1f GFLOP/s", name, t, gflops);
     if (ceiling > 0)
@@ -79,18 +80,18 @@ static void text_gflops_line(const char *name, double t, double gflops, double p
 
 /* ------------------------------------------------------------ attention */
 
-typedef struct attn_ctx {
+typedef struct attention_ctx {
     float *data[5]; /* Q, K, V, O and, with --backward, lse, dO, dQ, dK, dV in one block */
     qkv_tensor q, k, v, o;
     qkv_tensor lse, dout, dq, dk, dv; /* with --backward */
     int backward;
     qkv_attention_options opt;
-} attn_ctx;
+} attention_ctx;
 
 /* One timed step: the forward, or the forward (with lse) and the backward. */
-static int run_attn(void *vctx)
+static int run_attention(void *vctx)
 {
-    attn_ctx *a = vctx;
+    attention_ctx *a = vctx;
     if (!a->backward)
         return qkv_attention_forward(&a->o, NULL, NULL, &a->q, &a->k, &a->v, &a->opt) == QKV_OK;
     return qkv_attention_forward(&a->o, NULL, &a->lse, &a->q, &a->k, &a->v, &a->opt) == QKV_OK &&
@@ -99,14 +100,15 @@ static int run_attn(void *vctx)
 }
 
 /* Random inputs and the options of case c; 0 when out of memory
- * (attn_free frees what was allocated). */
-static int attn_setup(const bcase *c, const bench_opts *bo, attn_ctx *a)
+ * (attention_free frees what was allocated). */
+static int attention_setup(const bcase *c, const bench_opts *bo, attention_ctx *a)
 {
     const int64_t nq = c->B * c->H * c->Lq * c->E, nk = c->B * c->Hkv * c->Lk * c->E;
     const int64_t nl = c->B * c->H * c->Lq;
     memset(a, 0, sizeof *a);
     float *q = a->data[0] = random_floats(nq, 1), *k = a->data[1] = random_floats(nk, 2);
-    float *v = a->data[2] = random_floats(nk, 3), *o = a->data[3] = qkv_alloc((size_t)nq * sizeof *o);
+    float *v = a->data[2] = random_floats(nk, 3),
+          *o = a->data[3] = qkv_alloc((size_t)nq * sizeof *o);
     float *grads = a->data[4] = bo->backward ? random_floats(nl + 2 * nq + 2 * nk, 4) : NULL;
     if (!q || !k || !v || !o || (bo->backward && !grads)) return 0;
     if (bo->backward) {
@@ -114,10 +116,10 @@ static int attn_setup(const bcase *c, const bench_opts *bo, attn_ctx *a)
         a->lse = qkv_tensor_contiguous(grads, QKV_DTYPE_F32, c->B, c->H, c->Lq, 1);
         a->dout = qkv_tensor_contiguous(grads + nl, QKV_DTYPE_F32, c->B, c->H, c->Lq, c->E);
         a->dq = qkv_tensor_contiguous(grads + nl + nq, QKV_DTYPE_F32, c->B, c->H, c->Lq, c->E);
-        a->dk = qkv_tensor_contiguous(grads + nl + 2 * nq, QKV_DTYPE_F32, c->B, c->Hkv, c->Lk,
+        a->dk =
+            qkv_tensor_contiguous(grads + nl + 2 * nq, QKV_DTYPE_F32, c->B, c->Hkv, c->Lk, c->E);
+        a->dv = qkv_tensor_contiguous(grads + nl + 2 * nq + nk, QKV_DTYPE_F32, c->B, c->Hkv, c->Lk,
                                       c->E);
-        a->dv = qkv_tensor_contiguous(grads + nl + 2 * nq + nk, QKV_DTYPE_F32, c->B, c->Hkv,
-                                      c->Lk, c->E);
     }
     a->q = qkv_tensor_contiguous(q, QKV_DTYPE_F32, c->B, c->H, c->Lq, c->E);
     a->k = qkv_tensor_contiguous(k, QKV_DTYPE_F32, c->B, c->Hkv, c->Lk, c->E);
@@ -131,7 +133,7 @@ static int attn_setup(const bcase *c, const bench_opts *bo, attn_ctx *a)
     return 1;
 }
 
-static void attn_free(attn_ctx *a)
+static void attention_free(attention_ctx *a)
 {
     for (int i = 0; i < 5; i++) qkv_free(a->data[i]);
 }
@@ -139,8 +141,8 @@ static void attn_free(attn_ctx *a)
 /* Case c's rates for its median time t, against its ceiling: the copy's
  * copy_gbps for decode (Lq = 1), else an SGEMM of min(L, 2048) squared
  * by E, measured here. */
-static void attn_report(const bcase *c, const bench_opts *bo, const blas *bl, double t,
-                        double copy_gbps, double peak)
+static void attention_report(const bcase *c, const bench_opts *bo, const blas *bl, double t,
+                             double copy_gbps, double peak)
 {
     const int decode = c->Lq == 1;
     double flops = 4.0 * (double)c->B * (double)c->H * (double)c->Lq * (double)c->Lk * (double)c->E;
@@ -189,26 +191,26 @@ static void attn_report(const bcase *c, const bench_opts *bo, const blas *bl, do
 int bench_attention_case(const bcase *c, const bench_opts *bo, const blas *bl, double copy_gbps,
                          double peak)
 {
-    attn_ctx a;
+    attention_ctx a;
     int ok = 0;
-    if (!attn_setup(c, bo, &a)) {
+    if (!attention_setup(c, bo, &a)) {
         cli_error("bench", "%s: cannot allocate the inputs", c->name);
     } else {
         cli_progress prog;
         cli_progress_init(&prog, "bench", c->name);
         a.opt.progress = cli_progress_update;
         a.opt.progress_user = &prog;
-        double t = bench_time_median(run_attn, &a);
+        double t = bench_time_median(run_attention, &a);
         cli_progress_done(&prog);
         if (t < 0) {
             cli_error("bench", "%s: %s", c->name, qkv_error_detail());
         } else {
-            attn_report(c, bo, bl, t, copy_gbps, peak);
+            attention_report(c, bo, bl, t, copy_gbps, peak);
             fflush(stdout);
             ok = 1;
         }
     }
-    attn_free(&a);
+    attention_free(&a);
     return ok;
 }
 
@@ -225,8 +227,8 @@ static int run_qkv_gemm(void *vctx)
 
 /* Case c's rates for the fastest runs t (ours) and tb (the BLAS's, 0 for
  * none). */
-static void gemm_report(const gcase *c, const bench_opts *bo, const blas *bl, double t,
-                        double tb, double peak)
+static void gemm_report(const gcase *c, const bench_opts *bo, const blas *bl, double t, double tb,
+                        double peak)
 {
     const double flops = 2.0 * (double)c->m * (double)c->n * (double)c->k;
     const double gflops = flops / t / 1e9, ceiling = tb > 0 ? flops / tb / 1e9 : 0;
@@ -246,16 +248,15 @@ static void gemm_report(const gcase *c, const bench_opts *bo, const blas *bl, do
 
 int bench_gemm_case(const gcase *c, const bench_opts *bo, const blas *bl, double peak)
 {
-    gemm_ctx g = {bl, (int)c->m, (int)c->n, (int)c->k, c->ta, c->tb, NULL, NULL, NULL,
-                  {QKV_ISA_AUTO, bo->threads}};
+    gemm_ctx g = {bl,    (int)c->m, (int)c->n, (int)c->k, c->ta,
+                  c->tb, NULL,      NULL,      NULL,      {QKV_ISA_AUTO, bo->threads}};
     /* Our kernel even where AUTO would mean the system BLAS (QKV_BLAS=ON). */
     g.opt.isa = bench_isa(bo);
     int ok = 0;
     double t, tb;
     if (!gemm_alloc(&g)) {
         cli_error("bench", "%s: cannot allocate the matrices", c->name);
-    } else if (!bench_time_pair(run_qkv_gemm, &g, g.b->sgemm ? run_blas_gemm : NULL, &g, &t,
-                                &tb)) {
+    } else if (!bench_time_pair(run_qkv_gemm, &g, g.b->sgemm ? run_blas_gemm : NULL, &g, &t, &tb)) {
         cli_error("bench", "%s: %s", c->name, qkv_error_detail());
     } else {
         gemm_report(c, bo, bl, t, tb, peak);
@@ -294,7 +295,10 @@ static int run_layer_forward(void *vctx)
  * tokens of random keys and values (appended in pieces). */
 static int layer_setup(const lcase *c, layer_ctx *l)
 {
-    qkv_mha_config cfg = {.d_model = c->D, .heads = c->H, .kv_heads = c->Hkv, .head_dim = c->E,
+    qkv_mha_config cfg = {.d_model = c->D,
+                          .heads = c->H,
+                          .kv_heads = c->Hkv,
+                          .head_dim = c->E,
                           .rope = QKV_ROPE_HALF};
     if (qkv_mha_create(&l->m, &cfg) != QKV_OK) return 0;
     for (int i = 0; i < QKV_MHA_NUM_PARAMS; i++) {
@@ -338,8 +342,8 @@ static double layer_weights(const lcase *c)
 
 /* A decode step of t seconds against the copy's fastest, tc: the bytes of
  * the weights and of the cached K and V, read once. */
-static void layer_decode_report(const lcase *c, const bench_opts *bo, const copy_ctx *cp,
-                                double t, double tc)
+static void layer_decode_report(const lcase *c, const bench_opts *bo, const copy_ctx *cp, double t,
+                                double tc)
 {
     const double kw = (double)(c->Hkv * c->E);
     const double copy_gbps = tc > 0 ? copy_gbps_of(cp, tc) : 0;
@@ -351,8 +355,8 @@ static void layer_decode_report(const lcase *c, const bench_opts *bo, const copy
                "\"impl\": \"%s\", \"seconds\": %.6g, \"tokens_per_s\": %.4g, \"gbps\": %.4g, "
                "\"ceiling_gbps\": %.4g, \"ceiling\": \"%s\", ",
                c->name, (long long)c->D, (long long)c->H, (long long)c->Hkv, (long long)c->E,
-               (long long)c->len, bench_threads(bo), qkv_isa_name(bench_isa(bo)), t, 1.0 / t,
-               gbps, copy_gbps, copy_ceiling_name);
+               (long long)c->len, bench_threads(bo), qkv_isa_name(bench_isa(bo)), t, 1.0 / t, gbps,
+               copy_gbps, copy_ceiling_name);
         json_ratio(ratio);
     } else {
         printf("%-24s %9.4f s %8.1f tokens/s %6.1f GB/s   copy %6.1f GB/s", c->name, t, 1.0 / t,

@@ -2,7 +2,7 @@
  * attention options of `qkv run` and dO (the gradient of a loss with
  * respect to the output), writes dQ, dK, dV and, for a float mask, its
  * gradient. */
-#include "attn_cli.h"
+#include "attention_cli.h"
 #include "commands.h"
 
 #include <stdio.h>
@@ -45,10 +45,10 @@ typedef struct grad_arrays {
 /* Usage checks of the gradients' flags: each required one given, --dmask
  * only with a --mask, no two outputs on one path. CLI_OK, or the exit
  * code after printing. */
-static int check_paths(const attn_args *a, const grad_paths *p)
+static int check_paths(const attention_args *a, const grad_paths *p)
 {
-    const char *req[4][2] = {{"--dout", p->dout}, {"--dq", p->dq}, {"--dk", p->dk},
-                             {"--dv", p->dv}};
+    const char *req[4][2] = {
+        {"--dout", p->dout}, {"--dq", p->dq}, {"--dk", p->dk}, {"--dv", p->dv}};
     for (int r = 0; r < 4; r++)
         if (!req[r][1]) {
             cli_error("grad", "%s is required (see 'qkv grad --help')", req[r][0]);
@@ -64,7 +64,7 @@ static int check_paths(const attn_args *a, const grad_paths *p)
 }
 
 /* dO from its file, which must have O's shape. 0 after printing. */
-static int load_dout(const attn_inputs *in, const char *path, qkv_array *dout)
+static int load_dout(const attention_inputs *in, const char *path, qkv_array *dout)
 {
     if (!cli_load_f32("grad", "--dout", path, 0, dout)) return 0;
     int same = dout->ndim == in->q.ndim;
@@ -82,11 +82,11 @@ static int load_dout(const attn_inputs *in, const char *path, qkv_array *dout)
 
 /* The forward's O and lse, and the gradients: dQ as Q, dK and dV as K
  * and V, dM (with --dmask) as the mask. 0 after printing. */
-static int alloc_arrays(const attn_inputs *in, const grad_paths *p, grad_arrays *g)
+static int alloc_arrays(const attention_inputs *in, const grad_paths *p, grad_arrays *g)
 {
-    if (!attn_output_like("grad", "--dout", in, in->Ev, 0, &g->o) ||
-        !attn_output_like("grad", "--dout", in, 1, 1, &g->lse) ||
-        !attn_output_like("grad", "--dq", in, in->E, 0, &g->dq))
+    if (!attention_output_like("grad", "--dout", in, in->Ev, 0, &g->o) ||
+        !attention_output_like("grad", "--dout", in, 1, 1, &g->lse) ||
+        !attention_output_like("grad", "--dq", in, in->E, 0, &g->dq))
         return 0;
     g->dk = in->k;
     g->dv = in->v;
@@ -122,32 +122,33 @@ static void free_arrays(grad_arrays *g)
 
 /* The forward, for the O and lse the backward takes, then the backward,
  * with a progress line. */
-static qkv_status run_backward(const attn_inputs *in, qkv_attention_options *opt, int with_dm,
+static qkv_status run_backward(const attention_inputs *in, qkv_attention_options *opt, int with_dm,
                                grad_arrays *g)
 {
     qkv_tensor to = qkv_tensor_contiguous(g->o.data, QKV_DTYPE_F32, in->B, in->H, in->Lq, in->Ev);
     qkv_tensor tl = qkv_tensor_contiguous(g->lse.data, QKV_DTYPE_F32, in->B, in->H, in->Lq, 1);
-    qkv_tensor tdo = attn_as_4d(&g->dout), tdq = attn_as_4d(&g->dq), tdk = attn_as_4d(&g->dk),
-               tdv = attn_as_4d(&g->dv), tdm = attn_as_4d(&g->dm);
+    qkv_tensor tdo = attention_as_4d(&g->dout), tdq = attention_as_4d(&g->dq),
+               tdk = attention_as_4d(&g->dk), tdv = attention_as_4d(&g->dv),
+               tdm = attention_as_4d(&g->dm);
     cli_progress prog;
     cli_progress_init(&prog, "grad", "gradients");
     qkv_status st = qkv_attention_forward(&to, NULL, &tl, &in->tq, &in->tk, &in->tv, opt);
     opt->progress = cli_progress_update; /* the backward is the long part */
     opt->progress_user = &prog;
     if (st == QKV_OK)
-        st = qkv_attention_backward(&tdq, &tdk, &tdv, with_dm ? &tdm : NULL, &tdo, &in->tq,
-                                    &in->tk, &in->tv, &to, &tl, opt);
+        st = qkv_attention_backward(&tdq, &tdk, &tdv, with_dm ? &tdm : NULL, &tdo, &in->tq, &in->tk,
+                                    &in->tv, &to, &tl, opt);
     cli_progress_done(&prog);
     return st;
 }
 
 int cmd_grad(int argc, char **argv)
 {
-    attn_args a;
+    attention_args a;
     grad_paths p = {NULL, NULL, NULL, NULL, NULL};
     memset(&a, 0, sizeof a);
-    cli_opt opts[ATTN_OPTS + 5];
-    int n = attn_opts(&a, opts);
+    cli_opt opts[ATTENTION_OPTS + 5];
+    int n = attention_opts(&a, opts);
     opts[n++] = (cli_opt){"--dout", &p.dout, NULL, 0};
     opts[n++] = (cli_opt){"--dq", &p.dq, NULL, 0};
     opts[n++] = (cli_opt){"--dk", &p.dk, NULL, 0};
@@ -160,25 +161,25 @@ int cmd_grad(int argc, char **argv)
     }
     if (prc != CLI_OK) return prc;
     qkv_attention_options opt = {0};
-    if (!attn_args_check("grad", &a, &opt)) return CLI_USAGE;
+    if (!attention_args_check("grad", &a, &opt)) return CLI_USAGE;
     prc = check_paths(&a, &p);
     if (prc != CLI_OK) return prc;
 
     int rc = CLI_ERROR;
-    attn_inputs in;
+    attention_inputs in;
     grad_arrays g;
     memset(&g, 0, sizeof g);
     cli_outputs outs = {0};
     cli_warnings warn = {0};
-    if (!attn_inputs_load("grad", &a, &opt, &in)) goto done;
+    if (!attention_inputs_load("grad", &a, &opt, &in)) goto done;
     if (p.dm && in.mask.dtype != QKV_DTYPE_F32) {
         cli_error("grad", "--dmask: --mask %s is bool; only a float mask has a gradient", a.mask);
         goto done;
     }
     if (!load_dout(&in, p.dout, &g.dout) || !alloc_arrays(&in, &p, &g)) goto done;
     if (run_backward(&in, &opt, p.dm != NULL, &g) != QKV_OK) {
-        const attn_name extra[] = {{"dO: ", "--dout", p.dout}};
-        attn_report_error("grad", &a, &in, extra, 1);
+        const attention_name extra[] = {{"dO: ", "--dout", p.dout}};
+        attention_report_error("grad", &a, &in, extra, 1);
         goto done;
     }
     if (!cli_outputs_add(&outs, "grad", "--dq", p.dq, &g.dq) ||
@@ -186,7 +187,8 @@ int cmd_grad(int argc, char **argv)
         !cli_outputs_add(&outs, "grad", "--dv", p.dv, &g.dv) ||
         (p.dm && !cli_outputs_add(&outs, "grad", "--dmask", p.dm, &g.dm)))
         goto done;
-    attn_count_nonfinite(&warn, "grad", &a, &in); /* nothing reads the inputs after the commit */
+    attention_count_nonfinite(&warn, "grad", &a,
+                              &in); /* nothing reads the inputs after the commit */
     if (!cli_outputs_commit(&outs, "grad")) goto done;
     cli_warnings_print(&warn);
     rc = CLI_OK;
@@ -194,7 +196,7 @@ int cmd_grad(int argc, char **argv)
 done:
     cli_warnings_free(&warn);
     cli_outputs_abort(&outs);
-    attn_inputs_free(&in);
+    attention_inputs_free(&in);
     free_arrays(&g);
     return rc;
 }

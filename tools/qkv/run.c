@@ -1,6 +1,6 @@
 /* `qkv run`: attention on .npy files. Q/K/V of rank 2 (L, E), 3 (H, L, E)
  * or 4 (B, H, L, E) become 4-d views; outputs keep Q's rank. */
-#include "attn_cli.h"
+#include "attention_cli.h"
 #include "commands.h"
 
 #include <math.h>
@@ -40,11 +40,11 @@ static const char run_usage[] =
 
 int cmd_run(int argc, char **argv)
 {
-    attn_args a;
+    attention_args a;
     const char *o = NULL, *weights = NULL, *lse_path = NULL;
     memset(&a, 0, sizeof a);
-    cli_opt opts[ATTN_OPTS + 3];
-    int n = attn_opts(&a, opts);
+    cli_opt opts[ATTENTION_OPTS + 3];
+    int n = attention_opts(&a, opts);
     opts[n++] = (cli_opt){"-o", &o, NULL, 0};
     opts[n++] = (cli_opt){"--weights", &weights, NULL, 0};
     opts[n++] = (cli_opt){"--lse", &lse_path, NULL, 0};
@@ -55,7 +55,7 @@ int cmd_run(int argc, char **argv)
     }
     if (prc != CLI_OK) return prc;
     qkv_attention_options opt = {0};
-    if (!attn_args_check("run", &a, &opt)) return CLI_USAGE;
+    if (!attention_args_check("run", &a, &opt)) return CLI_USAGE;
     if (!o) {
         cli_error("run", "-o is required (see 'qkv run --help')");
         return CLI_USAGE;
@@ -66,17 +66,17 @@ int cmd_run(int argc, char **argv)
     if (prc != CLI_OK) return prc;
 
     int rc = CLI_ERROR;
-    attn_inputs in;
+    attention_inputs in;
     qkv_array out = {0}, w = {0}, lse = {0};
     cli_outputs outs = {0};
     cli_warnings warn = {0};
-    if (!attn_inputs_load("run", &a, &opt, &in)) goto done;
+    if (!attention_inputs_load("run", &a, &opt, &in)) goto done;
 
     /* Outputs keep Q's rank: O (.., Lq, Ev), weights (.., Lq, Lk), lse (.., Lq).
      * The library writes them straight into their (temporary) files. */
-    attn_output_shape(&in, in.Ev, 0, &out);
-    attn_output_shape(&in, in.Lk, 0, &w);
-    attn_output_shape(&in, 1, 1, &lse);
+    attention_output_shape(&in, in.Ev, 0, &out);
+    attention_output_shape(&in, in.Lk, 0, &w);
+    attention_output_shape(&in, 1, 1, &lse);
     if (!cli_outputs_map(&outs, "run", "-o", o, &out) ||
         (weights && !cli_outputs_map(&outs, "run", "--weights", weights, &w)) ||
         (lse_path && !cli_outputs_map(&outs, "run", "--lse", lse_path, &lse)))
@@ -91,12 +91,13 @@ int cmd_run(int argc, char **argv)
     qkv_status st = qkv_attention_forward(&to, &tw, &tl, &in.tq, &in.tk, &in.tv, &opt);
     cli_progress_done(&prog);
     if (st != QKV_OK) {
-        const attn_name extra[] = {{"O: ", "-o", o}, {"weights: ", "--weights", weights},
-                                   {"lse: ", "--lse", lse_path}};
-        attn_report_error("run", &a, &in, extra, 3);
+        const attention_name extra[] = {
+            {"O: ", "-o", o}, {"weights: ", "--weights", weights}, {"lse: ", "--lse", lse_path}};
+        attention_report_error("run", &a, &in, extra, 3);
         goto done;
     }
-    attn_count_nonfinite(&warn, "run", &a, &in); /* nothing reads the inputs after the commit */
+    attention_count_nonfinite(&warn, "run", &a,
+                              &in); /* nothing reads the inputs after the commit */
     if (!cli_outputs_commit(&outs, "run")) goto done;
     cli_warnings_print(&warn);
     rc = CLI_OK;
@@ -104,7 +105,7 @@ int cmd_run(int argc, char **argv)
 done:
     cli_warnings_free(&warn);
     cli_outputs_abort(&outs);
-    attn_inputs_free(&in);
+    attention_inputs_free(&in);
     qkv_array_free(&out); /* unmaps the outputs, renamed or removed by now */
     qkv_array_free(&w);
     qkv_array_free(&lse);

@@ -1,15 +1,15 @@
 /* The command-line attention inputs that `qkv run` and `qkv grad` share;
- * see attn_cli.h. */
-#include "attn_cli.h"
+ * see attention_cli.h. */
+#include "attention_cli.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-int attn_opts(attn_args *a, cli_opt *opts)
+int attention_opts(attention_args *a, cli_opt *opts)
 {
-    const cli_opt all[ATTN_OPTS] = {
+    const cli_opt all[ATTENTION_OPTS] = {
         {"-q", &a->q, NULL, 0},           {"-k", &a->k, NULL, 0},
         {"-v", &a->v, NULL, 0},           {"--mask", &a->mask, NULL, 0},
         {"--kv-lens", &a->kv_lens, NULL, 0}, {"--scale", &a->scale, NULL, 0},
@@ -18,15 +18,14 @@ int attn_opts(attn_args *a, cli_opt *opts)
         {"--causal-lower-right", NULL, &a->causal_lr, 0}, {"--reference", NULL, &a->reference, 0},
     };
     memcpy(opts, all, sizeof all);
-    return ATTN_OPTS;
+    return ATTENTION_OPTS;
 }
 
 /* Option values that are wrong whatever the files hold: usage errors. */
-static int parse_values(const char *cmd, const attn_args *a, qkv_attention_options *opt)
+static int parse_values(const char *cmd, const attention_args *a, qkv_attention_options *opt)
 {
     if (a->scale) {
-        if (!cli_parse_double(a->scale, &opt->scale) || !isfinite(opt->scale) ||
-            opt->scale == 0) {
+        if (!cli_parse_double(a->scale, &opt->scale) || !isfinite(opt->scale) || opt->scale == 0) {
             cli_error(cmd, "--scale: '%s', expected a finite nonzero number", a->scale);
             return 0;
         }
@@ -47,8 +46,10 @@ static int parse_values(const char *cmd, const attn_args *a, qkv_attention_optio
              !cli_parse_int64(left, &opt->window_left)) ||
             !cli_parse_int64(comma + 1, &opt->window_right) || opt->window_left < -1 ||
             opt->window_right < -1) {
-            cli_error(cmd, "--window: '%s', expected LEFT,RIGHT with integers >= -1 "
-                             "(-1 = unlimited)", a->window);
+            cli_error(cmd,
+                      "--window: '%s', expected LEFT,RIGHT with integers >= -1 "
+                      "(-1 = unlimited)",
+                      a->window);
             return 0;
         }
         opt->use_window = 1;
@@ -60,7 +61,7 @@ static int parse_values(const char *cmd, const attn_args *a, qkv_attention_optio
     return 1;
 }
 
-int attn_args_check(const char *cmd, const attn_args *a, qkv_attention_options *opt)
+int attention_args_check(const char *cmd, const attention_args *a, qkv_attention_options *opt)
 {
     const char *req[3][2] = {{"-q", a->q}, {"-k", a->k}, {"-v", a->v}};
     for (int r = 0; r < 3; r++)
@@ -79,14 +80,15 @@ int attn_args_check(const char *cmd, const attn_args *a, qkv_attention_options *
  * qkv_array_as_tensor, for arrays whose rank the loaders have checked (a
  * view that fails anyway is absent, data NULL, and the call given it says
  * so). */
-qkv_tensor attn_as_4d(const qkv_array *a)
+qkv_tensor attention_as_4d(const qkv_array *a)
 {
     qkv_tensor t;
     (void)qkv_array_as_tensor(a, &t);
     return t;
 }
 
-static int check_rank(const char *cmd, const char *flag, const char *path, const qkv_array *a, int lo, int hi)
+static int check_rank(const char *cmd, const char *flag, const char *path, const qkv_array *a,
+                      int lo, int hi)
 {
     if (a->ndim < lo || a->ndim > hi) {
         cli_error(cmd, "%s %s: rank %d, expected %d to %d", flag, path, a->ndim, lo, hi);
@@ -95,18 +97,20 @@ static int check_rank(const char *cmd, const char *flag, const char *path, const
     return 1;
 }
 
-void attn_report_error(const char *cmd, const attn_args *a, const attn_inputs *in,
-                       const attn_name *extra, int n)
+void attention_report_error(const char *cmd, const attention_args *a, const attention_inputs *in,
+                            const attention_name *extra, int n)
 {
     const char *d = qkv_error_detail();
-    const attn_name names[] = {{"Q: ", "-q", a->q},         {"K: ", "-k", a->k},
-                               {"V: ", "-v", a->v},         {"mask: ", "--mask", a->mask},
-                               {"kv_lens", "--kv-lens", a->kv_lens}};
+    const attention_name names[] = {{"Q: ", "-q", a->q},
+                                    {"K: ", "-k", a->k},
+                                    {"V: ", "-v", a->v},
+                                    {"mask: ", "--mask", a->mask},
+                                    {"kv_lens", "--kv-lens", a->kv_lens}};
     const char *flag = NULL, *path = NULL;
     for (int x = 0; x < (int)(sizeof names / sizeof names[0]) + n && !flag; x++) {
-        const attn_name *nm = x < (int)(sizeof names / sizeof names[0])
-                                  ? &names[x]
-                                  : &extra[x - (int)(sizeof names / sizeof names[0])];
+        const attention_name *nm = x < (int)(sizeof names / sizeof names[0])
+                                       ? &names[x]
+                                       : &extra[x - (int)(sizeof names / sizeof names[0])];
         if (nm->path && strncmp(d, nm->prefix, strlen(nm->prefix)) == 0) {
             flag = nm->flag;
             path = nm->path;
@@ -122,8 +126,8 @@ void attn_report_error(const char *cmd, const attn_args *a, const attn_inputs *i
         cli_error(cmd, "%s (Q %s, K %s, V %s)", d, sq, sk, sv);
 }
 
-void attn_count_nonfinite(cli_warnings *w, const char *cmd, const attn_args *a,
-                          const attn_inputs *in)
+void attention_count_nonfinite(cli_warnings *w, const char *cmd, const attention_args *a,
+                               const attention_inputs *in)
 {
     cli_warnings_nonfinite(w, cmd, "-q", a->q, &in->q, 1);
     cli_warnings_nonfinite(w, cmd, "-k", a->k, &in->k, 1);
@@ -133,7 +137,8 @@ void attn_count_nonfinite(cli_warnings *w, const char *cmd, const attn_args *a,
 
 /* NumPy broadcasting of the mask against (B, H, Lq, Lk), checked here so
  * that the message shows the mask's own shape. */
-static int check_mask_shape(const char *cmd, const char *path, const qkv_array *m, const int64_t full[4])
+static int check_mask_shape(const char *cmd, const char *path, const qkv_array *m,
+                            const int64_t full[4])
 {
     for (int d = 0; d < m->ndim; d++) {
         int64_t n = m->shape[d], want = full[4 - m->ndim + d];
@@ -151,8 +156,8 @@ static int check_mask_shape(const char *cmd, const char *path, const qkv_array *
     return 1;
 }
 
-int attn_inputs_load(const char *cmd, const attn_args *a, qkv_attention_options *opt,
-                     attn_inputs *in)
+int attention_inputs_load(const char *cmd, const attention_args *a, qkv_attention_options *opt,
+                          attention_inputs *in)
 {
     memset(in, 0, sizeof *in);
     if (!cli_load_f32(cmd, "-q", a->q, 0, &in->q) || !check_rank(cmd, "-q", a->q, &in->q, 2, 4))
@@ -167,9 +172,9 @@ int attn_inputs_load(const char *cmd, const attn_args *a, qkv_attention_options 
                   kbad ? a->k : a->v, kbad ? in->k.ndim : in->v.ndim, in->q.ndim, a->q);
         return 0;
     }
-    in->tq = attn_as_4d(&in->q);
-    in->tk = attn_as_4d(&in->k);
-    in->tv = attn_as_4d(&in->v);
+    in->tq = attention_as_4d(&in->q);
+    in->tk = attention_as_4d(&in->k);
+    in->tv = attention_as_4d(&in->v);
     in->B = in->tq.shape[0];
     in->H = in->tq.shape[1];
     in->Lq = in->tq.shape[2];
@@ -184,7 +189,7 @@ int attn_inputs_load(const char *cmd, const attn_args *a, qkv_attention_options 
             !check_rank(cmd, "--mask", a->mask, &in->mask, 0, 4) ||
             !check_mask_shape(cmd, a->mask, &in->mask, full))
             return 0;
-        opt->mask = attn_as_4d(&in->mask);
+        opt->mask = attention_as_4d(&in->mask);
     }
     if (a->kv_lens) {
         /* The values are the library's to check (kv_lens in its messages). */
@@ -195,13 +200,13 @@ int attn_inputs_load(const char *cmd, const attn_args *a, qkv_attention_options 
     return 1;
 }
 
-void attn_inputs_free(attn_inputs *in)
+void attention_inputs_free(attention_inputs *in)
 {
     qkv_array *all[] = {&in->q, &in->k, &in->v, &in->mask, &in->lens_raw, &in->lens};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) qkv_array_free(all[i]);
 }
 
-void attn_output_shape(const attn_inputs *in, int64_t last, int drop_last, qkv_array *out)
+void attention_output_shape(const attention_inputs *in, int64_t last, int drop_last, qkv_array *out)
 {
     memset(out, 0, sizeof *out);
     out->dtype = QKV_DTYPE_F32;
@@ -210,10 +215,10 @@ void attn_output_shape(const attn_inputs *in, int64_t last, int drop_last, qkv_a
     if (!drop_last) out->shape[in->q.ndim - 1] = last;
 }
 
-int attn_output_like(const char *cmd, const char *flag, const attn_inputs *in, int64_t last,
-                     int drop_last, qkv_array *out)
+int attention_output_like(const char *cmd, const char *flag, const attention_inputs *in,
+                          int64_t last, int drop_last, qkv_array *out)
 {
-    attn_output_shape(in, last, drop_last, out);
+    attention_output_shape(in, last, drop_last, out);
     int64_t n = qkv_array_numel(out);
     if (n < 0 || (uint64_t)n > SIZE_MAX / 4 || !(out->data = malloc(n ? (size_t)n * 4 : 1))) {
         cli_error(cmd, "%s: cannot allocate %lld floats", flag, (long long)n);
