@@ -276,10 +276,124 @@ QKV_API int qkv_isa_supported(qkv_isa isa);
  *  Threads: safe. */
 QKV_API qkv_isa qkv_isa_auto(void);
 
-/* Options for qkv_attention_forward and qkv_attention_backward. A
- * zero-initialised struct (qkv_attention_options o = {0};) or a NULL pointer
- * means every default. */
+/* ---------------------------------------------------- execution context */
+
+/* How a call runs, as opposed to what it computes (the options): the
+ * worker threads, the instruction set, which backend computes, and a
+ * progress report. Every computing call (attention forward and backward,
+ * GEMM, the layer) takes one as its first argument; NULL means the
+ * default context: threads on every CPU this process may run on,
+ * QKV_ISA_AUTO, QKV_IMPL_AUTO, no progress report. A context is changed
+ * only by its setters and may be used by several threads at once while
+ * nobody changes it. Opaque; the worker threads themselves are one pool
+ * per process, shared by every context (a context says how many of them
+ * a call may use). */
+typedef struct qkv_context qkv_context;
+
+/*! qkv_context_create() :
+ *  A new context with the defaults NULL stands for.
+ *
+ *    out  out: the context; NULL on failure
+ *
+ *  Errors:  QKV_ERR_NULL_ARGUMENT for out NULL; QKV_ERR_OUT_OF_MEMORY.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe.
+ *  Memory:  free with qkv_context_free. */
+QKV_API qkv_status qkv_context_create(qkv_context **out);
+
+/*! qkv_context_free() :
+ *  Frees a context; NULL is a no-op. No call may be using it.
+ *  Errors:  none; leaves the error detail alone.
+ *  Threads: safe on distinct contexts. */
+QKV_API void qkv_context_free(qkv_context *ctx);
+
+/*! qkv_context_set_threads() :
+ *  The worker threads a call may use: 0 for one per CPU this process may
+ *  run on (qkv_default_num_threads), more than QKV_MAX_THREADS for
+ *  QKV_MAX_THREADS. Results are bitwise the same whatever the count.
+ *
+ *    ctx          in/out: the context
+ *    num_threads  in: 0 or more
+ *
+ *  Errors:  QKV_ERR_NULL_ARGUMENT for ctx NULL; QKV_ERR_INVALID_ARGUMENT
+ *           for a negative count ("num_threads: -1, ...").
+ *  @return  QKV_OK, or the error (the context unchanged).
+ *  Threads: not while a call uses ctx. */
+QKV_API qkv_status qkv_context_set_threads(qkv_context *ctx, int num_threads);
+
+/*! qkv_context_threads() :
+ *  The worker threads a call with ctx uses at most: its count with 0
+ *  resolved; for ctx NULL, the default context's.
+ *  Errors:  none.
+ *  @return  a count from 1 to QKV_MAX_THREADS.
+ *  Threads: safe. */
+QKV_API int qkv_context_threads(const qkv_context *ctx);
+
+/*! qkv_context_set_isa() :
+ *  The CPU backend's instruction set (the reference ignores it).
+ *  QKV_ISA_AUTO picks what qkv_isa_auto says. A set this build or CPU
+ *  lacks is refused by the calls that would use it (QKV_ERR_UNSUPPORTED),
+ *  not here. Sets differ in rounding; one set gives bitwise the same
+ *  results for any thread count.
+ *
+ *    ctx  in/out: the context
+ *    isa  in: a qkv_isa
+ *
+ *  Errors:  QKV_ERR_NULL_ARGUMENT for ctx NULL; QKV_ERR_INVALID_ARGUMENT
+ *           for a value outside the enum ("isa: 9 is not a qkv_isa").
+ *  @return  QKV_OK, or the error (the context unchanged).
+ *  Threads: not while a call uses ctx. */
+QKV_API qkv_status qkv_context_set_isa(qkv_context *ctx, qkv_isa isa);
+
+/*! qkv_context_set_impl() :
+ *  Which backend computes the attention calls: QKV_IMPL_AUTO the first
+ *  that can, QKV_IMPL_REFERENCE the reference (plain loops in double; the
+ *  oracle every faster path is tested against). The fast path stays
+ *  within a relative L2 error of 1e-5 of the reference on inputs of unit
+ *  scale. GEMM and the layer's projections have one implementation.
+ *
+ *    ctx   in/out: the context
+ *    impl  in: a qkv_impl
+ *
+ *  Errors:  QKV_ERR_NULL_ARGUMENT for ctx NULL; QKV_ERR_INVALID_ARGUMENT
+ *           for a value outside the enum ("impl: 2 is not a qkv_impl").
+ *  @return  QKV_OK, or the error (the context unchanged).
+ *  Threads: not while a call uses ctx. */
+QKV_API qkv_status qkv_context_set_impl(qkv_context *ctx, qkv_impl impl);
+
+/*! qkv_context_set_progress() :
+ *  A progress report for long calls: fn(user, done) is called on the
+ *  calling thread with the fraction of the work done, rising from 0 to 1,
+ *  at most about 200 times per attention call and last with 1.0 once
+ *  everything is written. fn must not call back into the library with the
+ *  same outputs, and must not fork. The layer reports the attention's
+ *  share of its work; GEMM reports nothing.
+ *
+ *    ctx   in/out: the context
+ *    fn    in, optional: the report; NULL for none
+ *    user  in: handed to fn
+ *
+ *  Errors:  QKV_ERR_NULL_ARGUMENT for ctx NULL.
+ *  @return  QKV_OK, or the error.
+ *  Threads: not while a call uses ctx. */
+QKV_API qkv_status qkv_context_set_progress(qkv_context *ctx, void (*fn)(void *user, double done),
+                                            void *user);
+
+/* Options for qkv_attention_forward and qkv_attention_backward: what is
+ * computed (how it runs is the context's). A zero-initialised struct
+ * (qkv_attention_options o = {0};) or a NULL pointer means every default.
+ * The struct grows at its end in later versions; struct_size says which
+ * version a caller was compiled with, so that a newer library reads an
+ * older caller's struct, and an older library refuses a newer caller's
+ * only when it sets a field the library does not know. */
 typedef struct qkv_attention_options {
+    /* 0, or sizeof(qkv_attention_options) as the caller's header has it;
+     * anything else is QKV_ERR_INVALID_ARGUMENT. 0 means this header's
+     * size (so {0} works for the fields up to here and any later
+     * version's first fields); a size larger than the library's is taken
+     * when the bytes past the library's fields are all zero, else
+     * QKV_ERR_UNSUPPORTED. */
+    size_t struct_size;
     /* Multiplies <q, k>. 0 means the default 1/sqrt(E). Must be finite
      * (else QKV_ERR_INVALID_ARGUMENT). Any finite value gives the
      * reference's answer, forward and backward: what would overflow the
@@ -313,26 +427,6 @@ typedef struct qkv_attention_options {
      * keys j >= kv_lens[b] are padding and never attended. NULL = none.
      * Padding does not move the causal diagonal. */
     const int64_t *kv_lens;
-    /* Which implementation computes the result. The fast path stays
-     * within a relative L2 error of 1e-5 of the reference on inputs of unit
-     * scale. */
-    qkv_impl impl;
-    /* The fast path's instruction set (ignored by the reference). A set
-     * this build or CPU lacks fails with QKV_ERR_UNSUPPORTED. Results are
-     * bitwise the same for every thread count with one set; sets differ in
-     * rounding. */
-    qkv_isa isa;
-    /* Worker threads; 0 means one per CPU this process may run on, more than
-     * QKV_MAX_THREADS means QKV_MAX_THREADS. The result is bitwise the
-     * same whatever the count. Threads are kept in a pool between calls. */
-    int num_threads;
-    /* Optional progress report for long calls: when not NULL, called on the
-     * calling thread with progress_user and the fraction of the work done,
-     * rising from 0 to 1, at most about 200 times per call and last with
-     * 1.0 once everything is written. It must not call back into the
-     * library with the same outputs, and must not fork. */
-    void (*progress)(void *user, double done);
-    void *progress_user;
     /* Optional positions per batch, B entries each, 0 .. 2^60; NULL means
      * all 0. Query row i of batch b sits at position q_offsets[b] + i and
      * key j at k_offsets[b] + j, so that d_i, the diagonal for causal and
@@ -351,6 +445,8 @@ typedef struct qkv_attention_options {
  *  Forward scaled dot-product attention: O = softmax(scale Q K^T + masks) V,
  *  as the top of this header defines it, and optionally the weights and lse.
  *
+ *    ctx      in, optional: how the call runs (threads, isa, backend,
+ *             progress); NULL for the default context
  *    o        out, F32 (B, H, Lq, Ev): the output
  *    weights  out, optional (NULL or data NULL), F32 (B, H, Lq, Lk): the
  *             softmax weights p; fully masked rows are all 0
@@ -384,15 +480,17 @@ typedef struct qkv_attention_options {
  *           call that splits its keys also keeps their partial results: at
  *           most 2048 tiles of them, each the tile's rows x Ev floats); the
  *           reference O(threads x (Lk + Ev)). */
-QKV_API qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
-                                         const qkv_tensor *lse, const qkv_tensor *q,
-                                         const qkv_tensor *k, const qkv_tensor *v,
-                                         const qkv_attention_options *opts);
+QKV_API qkv_status qkv_attention_forward(qkv_context *ctx, const qkv_tensor *o,
+                                         const qkv_tensor *weights, const qkv_tensor *lse,
+                                         const qkv_tensor *q, const qkv_tensor *k,
+                                         const qkv_tensor *v, const qkv_attention_options *opts);
 
 /*! qkv_attention_backward() :
  *  Backward of qkv_attention_forward: the gradients of a loss L with
  *  respect to Q, K, V (and a float mask), given dO = dL/dO.
  *
+ *    ctx      in, optional: how the call runs (threads, isa, backend,
+ *             progress); NULL for the default context
  *    dq     out, F32 (B, H, Lq, E): dL/dQ
  *    dk     out, F32 (B, Hkv, Lk, E): dL/dK, summed over the query heads of
  *           each kv head's group (GQA)
@@ -426,11 +524,12 @@ QKV_API qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *
  *           takes O(threads x tiles) plus B x H x Lq floats, and
  *           B x H x Lq x E more when dq's last dim is strided; the reference
  *           backward O(threads x Lk x (E + Ev)) doubles. */
-QKV_API qkv_status qkv_attention_backward(const qkv_tensor *dq, const qkv_tensor *dk,
-                                          const qkv_tensor *dv, const qkv_tensor *dmask,
-                                          const qkv_tensor *dout, const qkv_tensor *q,
-                                          const qkv_tensor *k, const qkv_tensor *v,
-                                          const qkv_tensor *o, const qkv_tensor *lse,
+QKV_API qkv_status qkv_attention_backward(qkv_context *ctx, const qkv_tensor *dq,
+                                          const qkv_tensor *dk, const qkv_tensor *dv,
+                                          const qkv_tensor *dmask, const qkv_tensor *dout,
+                                          const qkv_tensor *q, const qkv_tensor *k,
+                                          const qkv_tensor *v, const qkv_tensor *o,
+                                          const qkv_tensor *lse,
                                           const qkv_attention_options *opts);
 
 /*! qkv_attention_merge() :
@@ -686,19 +785,13 @@ typedef enum qkv_gemm_transpose {
     QKV_GEMM_TRANS         /* use its transpose */
 } qkv_gemm_transpose;
 
-/* Options for qkv_sgemm; a NULL pointer or a zeroed struct means the
- * defaults. isa and num_threads mean what they mean in qkv_attention_options. */
-typedef struct qkv_gemm_options {
-    qkv_isa isa;
-    int num_threads;
-} qkv_gemm_options;
-
 /*! qkv_sgemm() :
  *  C = alpha * op(A) * op(B) + beta * C in F32, every matrix row-major, with
  *  the library's own blocked kernel. A build configured with -DQKV_BLAS=ON
- *  calls the system BLAS (cblas_sgemm) instead when opts->isa is
+ *  calls the system BLAS (cblas_sgemm) instead when the context's isa is
  *  QKV_ISA_AUTO (its threads are the BLAS library's own).
  *
+ *    ctx     in, optional: the threads and the isa; NULL for the default
  *    ta, tb  in: QKV_GEMM_TRANS to use A's (B's) transpose
  *    m, n, k in: op(A) is m x k, op(B) k x n, C m x n; each >= 0, any may be 0
  *    alpha   in: multiplies op(A) op(B)
@@ -709,7 +802,6 @@ typedef struct qkv_gemm_options {
  *    beta    in: multiplies C; beta == 0 means C is only written (NaN or
  *            garbage in C does not leak through)
  *    c, ldc  in/out, F32: C, m x n (ldc >= n)
- *    opts    in, optional: isa and threads; NULL for the defaults
  *
  *  Leading dimensions are in elements. k == 0 or alpha == 0 scales C by beta
  *  without reading A or B. C must share no byte with A or B where they are
@@ -720,7 +812,7 @@ typedef struct qkv_gemm_options {
  *  Errors:  QKV_ERR_INVALID_ARGUMENT for such an overlap, or a non-empty
  *           matrix whose pointer is not aligned to 4 bytes (a detail naming
  *           them: "C and A overlap in memory; ..."), a negative size, a
- *           leading dimension too small, or an option out of range;
+ *           leading dimension too small;
  *           QKV_ERR_NULL_ARGUMENT for a NULL non-empty matrix;
  *           QKV_ERR_OVERFLOW for a matrix whose extent does not fit;
  *           QKV_ERR_UNSUPPORTED for an isa this build or CPU lacks;
@@ -731,10 +823,10 @@ typedef struct qkv_gemm_options {
  *  Memory:  scratch per call: O(threads x cache blocks), or for a C of at
  *           most 4 rows (a decode step's projections) m x k floats plus
  *           threads x m x 64. */
-QKV_API qkv_status qkv_sgemm(qkv_gemm_transpose ta, qkv_gemm_transpose tb, int64_t m, int64_t n,
-                             int64_t k, float alpha, const float *a, int64_t lda, const float *b,
-                             int64_t ldb, float beta, float *c, int64_t ldc,
-                             const qkv_gemm_options *opts);
+QKV_API qkv_status qkv_sgemm(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose tb,
+                             int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                             int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                             int64_t ldc);
 
 /* ------------------------------------------------------------ .safetensors */
 
@@ -1029,6 +1121,8 @@ QKV_API qkv_status qkv_mha_save(const qkv_mha *m, const char *path, const char *
  *  Forward of the layer: Y from X (and a context), as the section's
  *  introduction defines it.
  *
+ *    ctx      in, optional: how the call runs (threads, isa, backend,
+ *             progress); NULL for the default context
  *    m        in: the layer
  *    y        out, F32 (B, Lq, D) contiguous
  *    weights  out, optional (NULL), F32 (B, H, Lq, Lk) contiguous: the
@@ -1041,10 +1135,10 @@ QKV_API qkv_status qkv_mha_save(const qkv_mha *m, const char *path, const char *
  *             equal D)
  *    lk       in: Lk
  *    opts     in, optional: the attention options (masks of (B, H, Lq, Lk)
- *             broadcasting, causal, window, kv_lens, softcap, scale, impl,
- *             isa, num_threads, progress); NULL for the defaults. The
- *             projections use opts' isa and num_threads; progress reports
- *             the attention's share of the work.
+ *             broadcasting, causal, window, kv_lens, softcap, scale); NULL
+ *             for the defaults. The projections and the attention run as
+ *             ctx says; its progress reports the attention's share of the
+ *             work.
  *
  *  Errors:  QKV_ERR_INVALID_ARGUMENT for buffers that break the section's
  *           rule (y and weights are the outputs; x, context and the
@@ -1057,8 +1151,9 @@ QKV_API qkv_status qkv_mha_save(const qkv_mha *m, const char *path, const char *
  *  Memory:  scratch: Q, K, V and A, about
  *           B x (Lq (H E + H Ev) + Lk Hkv (E + Ev)) floats, plus the
  *           attention's. */
-QKV_API qkv_status qkv_mha_forward(const qkv_mha *m, float *y, float *weights, const float *x,
-                                   int64_t batch, int64_t lq, const float *context, int64_t lk,
+QKV_API qkv_status qkv_mha_forward(qkv_context *ctx, const qkv_mha *m, float *y, float *weights,
+                                   const float *x, int64_t batch, int64_t lq,
+                                   const float *context, int64_t lk,
                                    const qkv_attention_options *opts);
 
 /*! qkv_mha_backward() :
@@ -1067,6 +1162,8 @@ QKV_API qkv_status qkv_mha_forward(const qkv_mha *m, float *y, float *weights, c
  *  (one more forward's work), so nothing needs keeping between the calls;
  *  the attention part uses qkv_attention_backward.
  *
+ *    ctx      in, optional: how the call runs (threads, isa, backend,
+ *             progress); NULL for the default context
  *    m         in: the layer
  *    grad      out: a layer created with m's configuration whose parameters
  *              are overwritten with dL/dW and dL/db of m's
@@ -1086,9 +1183,9 @@ QKV_API qkv_status qkv_mha_forward(const qkv_mha *m, float *y, float *weights, c
  *  Threads: safe (distinct grad layers). Bitwise the same for any thread
  *           count.
  *  Memory:  scratch: the forward's activations and their gradients. */
-QKV_API qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *dcontext,
-                                    const float *dy, const float *x, int64_t batch, int64_t lq,
-                                    const float *context, int64_t lk,
+QKV_API qkv_status qkv_mha_backward(qkv_context *ctx, const qkv_mha *m, qkv_mha *grad, float *dx,
+                                    float *dcontext, const float *dy, const float *x,
+                                    int64_t batch, int64_t lq, const float *context, int64_t lk,
                                     const qkv_attention_options *opts);
 
 /* ---------------------------------------------------------------- KV cache */
@@ -1211,6 +1308,8 @@ QKV_API qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, 
  *  through qkv_mha_forward with opts->causal set (to rounding of the
  *  attention's key splitting).
  *
+ *    ctx      in, optional: how the call runs (threads, isa, backend,
+ *             progress); NULL for the default context
  *    m        in: the layer
  *    c        in/out: the cache, made for m's shape
  *    y        out, F32 (B, n, D)
@@ -1219,8 +1318,8 @@ QKV_API qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, 
  *             sequence's own length
  *    x        in, F32 (B, n, D): n new tokens per sequence (B is the cache's)
  *    n        in: >= 1
- *    opts     in, optional: may set scale, softcap, the window, impl, isa and
- *             num_threads; causal is implied, progress is not reported
+ *    opts     in, optional: may set scale, softcap and the window; causal
+ *             is implied; the step's one attention call reports progress
  *
  *  Errors:  QKV_ERR_INVALID_ARGUMENT, leaving the cache as it was, for a
  *           step that would pass max_len; for buffers that break the
@@ -1234,8 +1333,9 @@ QKV_API qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, 
  *  Threads: not thread-safe on one cache.
  *  Memory:  scratch: the step's Q, K, V and A, B x n x (H E + Hkv (E + Ev) +
  *           H Ev) floats, plus the attention's. */
-QKV_API qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *weights,
-                                  const float *x, int64_t n, const qkv_attention_options *opts);
+QKV_API qkv_status qkv_mha_decode(qkv_context *ctx, const qkv_mha *m, qkv_kv_cache *c, float *y,
+                                  float *weights, const float *x, int64_t n,
+                                  const qkv_attention_options *opts);
 
 #ifdef __cplusplus
 }

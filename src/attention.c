@@ -5,6 +5,7 @@
 #include "backend.h"
 
 #include "common.h"
+#include "context.h"
 #include "threads.h"
 
 #include <math.h>
@@ -167,6 +168,27 @@ static qkv_status resolve_mask(const qkv_tensor *m, const int64_t full[4], qkv_t
     return QKV_OK;
 }
 
+qkv_status qkv_options_read(const qkv_attention_options *opts, qkv_attention_options *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!opts) return QKV_OK;
+    const size_t known = sizeof *out, given = opts->struct_size ? opts->struct_size : known;
+    if (given < known)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
+                        "opts.struct_size: %zu, expected 0 or sizeof(qkv_attention_options) "
+                        "(%zu or more)", given, known);
+    /* A newer caller's fields past ours must be unset for us to know what
+     * it asks. */
+    for (size_t x = known; x < given; x++)
+        if (((const unsigned char *)opts)[x] != 0)
+            return qkv_fail(QKV_ERR_UNSUPPORTED,
+                            "opts: a field at byte %zu is set, which this libqkv (options of "
+                            "%zu bytes) does not know", x, known);
+    memcpy(out, opts, known);
+    out->struct_size = known;
+    return QKV_OK;
+}
+
 /* The most a position may be: with Lq and Lk below 2^61 (their tensors'
  * byte offsets fit int64_t), d_i stays within +-2^62. */
 #define MAX_POSITION (INT64_C(1) << 60)
@@ -190,8 +212,8 @@ static qkv_status resolve_positions(const char *name, const int64_t *pos, int64_
  * the forward and the backward each check their own). `mask` is storage
  * for the broadcast-resolved mask view that p->mask points to. */
 static qkv_status resolve_inputs(const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
-                                 const qkv_attention_options *opts, qkv_fwd_problem *p,
-                                 qkv_tensor *mask)
+                                 const qkv_attention_options *opts, const qkv_context *cx,
+                                 qkv_fwd_problem *p, qkv_tensor *mask)
 {
     if (!q) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "Q: NULL tensor");
     if (!k) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "K: NULL tensor");
@@ -261,18 +283,10 @@ static qkv_status resolve_inputs(const qkv_tensor *q, const qkv_tensor *k, const
     }
     QKV_TRY(resolve_positions("q_offsets", opts->q_offsets, p->B, &p->q_offsets));
     QKV_TRY(resolve_positions("k_offsets", opts->k_offsets, p->B, &p->k_offsets));
-    if (opts->impl < QKV_IMPL_AUTO || opts->impl > QKV_IMPL_REFERENCE)
-        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "impl: %d is not a qkv_impl", (int)opts->impl);
-    if (opts->isa < QKV_ISA_AUTO || opts->isa > QKV_ISA_AVX512)
-        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "isa: %d is not a qkv_isa", (int)opts->isa);
-    p->isa = opts->isa;
-    if (opts->num_threads < 0)
-        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "num_threads: %d, expected 0 (all CPUs) or more",
-                        opts->num_threads);
-    p->num_threads = opts->num_threads ? opts->num_threads : qkv_cpu_count();
-    if (p->num_threads > QKV_MAX_THREADS) p->num_threads = QKV_MAX_THREADS;
-    p->progress = opts->progress;
-    p->progress_user = opts->progress_user;
+    p->isa = cx->isa;
+    p->num_threads = qkv_context_resolved_threads(cx);
+    p->progress = cx->progress;
+    p->progress_user = cx->progress_user;
     return QKV_OK;
 }
 
@@ -322,25 +336,25 @@ static const char *backend_name(qkv_impl impl)
     return impl == QKV_IMPL_REFERENCE ? "reference" : NULL;
 }
 
-qkv_status qkv_attention_forward(const qkv_tensor *o, const qkv_tensor *weights,
+qkv_status qkv_attention_forward(qkv_context *ctx, const qkv_tensor *o, const qkv_tensor *weights,
                                  const qkv_tensor *lse, const qkv_tensor *q, const qkv_tensor *k,
                                  const qkv_tensor *v, const qkv_attention_options *opts)
 {
-    return qkv_attention_forward_on(opts ? backend_name(opts->impl) : NULL, o, weights, lse, q, k,
-                                    v, opts);
+    return qkv_attention_forward_on(backend_name(qkv_context_get(ctx)->impl), ctx, o, weights,
+                                    lse, q, k, v, opts);
 }
 
-qkv_status qkv_attention_forward_on(const char *backend, const qkv_tensor *o,
+qkv_status qkv_attention_forward_on(const char *backend, qkv_context *ctx, const qkv_tensor *o,
                                     const qkv_tensor *weights, const qkv_tensor *lse,
                                     const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
                                     const qkv_attention_options *opts)
 {
     qkv_clear_error();
-    static const qkv_attention_options defaults;
-    if (!opts) opts = &defaults;
+    qkv_attention_options op;
+    QKV_TRY(qkv_options_read(opts, &op));
     qkv_fwd_problem p;
     qkv_tensor mask;
-    QKV_TRY(resolve_inputs(q, k, v, opts, &p, &mask));
+    QKV_TRY(resolve_inputs(q, k, v, &op, qkv_context_get(ctx), &p, &mask));
     if (!o) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "O: NULL tensor");
     if (weights && !weights->data) weights = NULL;
     if (lse && !lse->data) lse = NULL;
@@ -378,17 +392,18 @@ static qkv_status check_input(const char *name, const qkv_tensor *t, int64_t n0,
     return check_shape(name, t, n0, n1, n2, n3, dims);
 }
 
-qkv_status qkv_attention_backward(const qkv_tensor *dq, const qkv_tensor *dk, const qkv_tensor *dv,
-                                  const qkv_tensor *dmask, const qkv_tensor *dout,
+qkv_status qkv_attention_backward(qkv_context *ctx, const qkv_tensor *dq, const qkv_tensor *dk,
+                                  const qkv_tensor *dv, const qkv_tensor *dmask,
+                                  const qkv_tensor *dout,
                                   const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
                                   const qkv_tensor *o, const qkv_tensor *lse,
                                   const qkv_attention_options *opts)
 {
-    return qkv_attention_backward_on(opts ? backend_name(opts->impl) : NULL, dq, dk, dv, dmask,
-                                     dout, q, k, v, o, lse, opts);
+    return qkv_attention_backward_on(backend_name(qkv_context_get(ctx)->impl), ctx, dq, dk, dv,
+                                     dmask, dout, q, k, v, o, lse, opts);
 }
 
-qkv_status qkv_attention_backward_on(const char *backend, const qkv_tensor *dq,
+qkv_status qkv_attention_backward_on(const char *backend, qkv_context *ctx, const qkv_tensor *dq,
                                      const qkv_tensor *dk, const qkv_tensor *dv,
                                      const qkv_tensor *dmask, const qkv_tensor *dout,
                                      const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
@@ -396,12 +411,13 @@ qkv_status qkv_attention_backward_on(const char *backend, const qkv_tensor *dq,
                                      const qkv_attention_options *opts)
 {
     qkv_clear_error();
-    static const qkv_attention_options defaults;
-    if (!opts) opts = &defaults;
+    qkv_attention_options op;
+    QKV_TRY(qkv_options_read(opts, &op));
+    opts = &op;
     qkv_bwd_problem bp;
     qkv_fwd_problem *p = &bp.f;
     qkv_tensor mask;
-    QKV_TRY(resolve_inputs(q, k, v, opts, p, &mask));
+    QKV_TRY(resolve_inputs(q, k, v, opts, qkv_context_get(ctx), p, &mask));
     QKV_TRY(check_input("dO", dout, p->B, p->H, p->Lq, p->Ev, "(B, H, Lq, Ev)"));
     QKV_TRY(check_input("O", o, p->B, p->H, p->Lq, p->Ev, "(B, H, Lq, Ev)"));
     QKV_TRY(check_input("lse", lse, p->B, p->H, p->Lq, 1, "(B, H, Lq, 1)"));

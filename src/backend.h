@@ -159,14 +159,14 @@ const qkv_backend *qkv_backend_choose(const char *name, const qkv_fwd_problem *f
                                       const qkv_bwd_problem *b, qkv_status *st);
 
 /* qkv_attention_forward and _backward on the backend so named (NULL: auto
- * dispatch), whatever opts->impl says; the public calls are these with
- * the name impl gives. For the tests that hold every backend to the
+ * dispatch), whatever ctx's impl says; the public calls are these with
+ * the name that impl gives. For the tests that hold every backend to the
  * reference. */
-qkv_status qkv_attention_forward_on(const char *backend, const qkv_tensor *o,
+qkv_status qkv_attention_forward_on(const char *backend, qkv_context *ctx, const qkv_tensor *o,
                                     const qkv_tensor *weights, const qkv_tensor *lse,
                                     const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
                                     const qkv_attention_options *opts);
-qkv_status qkv_attention_backward_on(const char *backend, const qkv_tensor *dq,
+qkv_status qkv_attention_backward_on(const char *backend, qkv_context *ctx, const qkv_tensor *dq,
                                      const qkv_tensor *dk, const qkv_tensor *dv,
                                      const qkv_tensor *dmask, const qkv_tensor *dout,
                                      const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,

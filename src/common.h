@@ -37,6 +37,11 @@ qkv_status qkv_fail(qkv_status st, const char *fmt, ...) QKV_PRINTF(2, 3);
  * runnable). */
 qkv_status qkv_isa_resolve(qkv_isa isa, qkv_isa *out);
 
+/* The caller's options as this library's struct (attention.c): NULL gives
+ * the defaults; struct_size 0 means ours; a smaller size is refused, a
+ * larger one taken when the bytes past ours are zero. */
+qkv_status qkv_options_read(const qkv_attention_options *opts, qkv_attention_options *out);
+
 /* Clears the calling thread's detail; every public entry point calls it. */
 void qkv_clear_error(void);
 

@@ -30,7 +30,7 @@ int main(void)
     qkv_tensor tk = qkv_tensor_contiguous(k, QKV_DTYPE_F32, 1, 1, 2, 2);
     qkv_tensor tv = qkv_tensor_contiguous(v, QKV_DTYPE_F32, 1, 1, 2, 2);
     qkv_tensor to = qkv_tensor_contiguous(o, QKV_DTYPE_F32, 1, 1, 1, 2);
-    if (qkv_attention_forward(&to, NULL, NULL, &tq, &tk, &tv, NULL) != QKV_OK) return 1;
+    if (qkv_attention_forward(NULL, &to, NULL, NULL, &tq, &tk, &tv, NULL) != QKV_OK) return 1;
     /* scores 1/sqrt2 and 0: weights 0.669761, 0.330239, o = (1.660477, 2.660477) */
     printf("%s %.6f %.6f\n", qkv_version_string(), o[0], o[1]);
     return 0;

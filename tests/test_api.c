@@ -1,7 +1,8 @@
 /* The API contract of qkv.h: version, status and dtype names, contiguous
- * views, every validation error of qkv_attention_forward (status and a
- * detail that names the argument), the per-thread error detail, and the
- * meaning of NULL options and absent optional outputs. */
+ * views, every validation error of qkv_attention_forward and of the
+ * context's setters (status and a detail that names the argument), the
+ * per-thread error detail, and the meaning of NULL options and absent
+ * optional outputs. */
 #include "test.h"
 #include "util.h"
 
@@ -136,15 +137,14 @@ static void call_init(call *c)
 
 static qkv_status call_run(call *c)
 {
-    return qkv_attention_forward(c->po, c->pw, c->pl, c->pq, c->pk, c->pv, &c->opt);
+    return qkv_attention_forward(NULL, c->po, c->pw, c->pl, c->pq, c->pk, c->pv, &c->opt);
 }
 
-/* The call fails with `want` and a detail starting with `prefix` (the
- * argument's name) and containing `needle` when given. */
-static void expect(const char *what, call *c, qkv_status want, const char *prefix,
-                   const char *needle)
+/* A call returned st: it should be `want` with a detail starting with
+ * `prefix` (the argument's name) and containing `needle` when given. */
+static void expect_status(const char *what, qkv_status st, qkv_status want, const char *prefix,
+                          const char *needle)
 {
-    qkv_status st = call_run(c);
     const char *d = qkv_error_detail();
     int ok_st = st == want;
     int ok_d = d != NULL && strncmp(d, prefix, strlen(prefix)) == 0 &&
@@ -157,6 +157,13 @@ static void expect(const char *what, call *c, qkv_status want, const char *prefi
                 needle ? "\"" : "");
     CHECK(ok_st);
     CHECK(ok_d);
+}
+
+/* The call fails with `want` and a detail as expect_status says. */
+static void expect(const char *what, call *c, qkv_status want, const char *prefix,
+                   const char *needle)
+{
+    expect_status(what, call_run(c), want, prefix, needle);
 }
 
 static void check_valid_base(void)
@@ -478,8 +485,8 @@ static void check_overlap_and_alignment(void)
         bad[x].t->data = bad[x].data;
         c.o.data = bad[x].o;
         c.l.data = bad[x].l;
-        st = qkv_attention_backward(&tdq, &tdk, &tdv, NULL, &tdo, &c.q, &c.k, &c.v, &c.o, &c.l,
-                                    &c.opt);
+        st = qkv_attention_backward(NULL, &tdq, &tdk, &tdv, NULL, &tdo, &c.q, &c.k, &c.v, &c.o,
+                                    &c.l, &c.opt);
         const char *d = qkv_error_detail();
         CHECK(st == QKV_ERR_INVALID_ARGUMENT && test_starts_with(d, bad[x].prefix) &&
               strstr(d, "overlap"));
@@ -489,7 +496,7 @@ static void check_overlap_and_alignment(void)
         c.o.data = g_o;
         c.l.data = g_l;
     }
-    st = qkv_attention_backward(&tdq, &tdk, &tdv, NULL, &tdo, &c.q, &c.k, &c.v, &c.o, &c.l,
+    st = qkv_attention_backward(NULL, &tdq, &tdk, &tdv, NULL, &tdo, &c.q, &c.k, &c.v, &c.o, &c.l,
                                 &c.opt);
     CHECK(st == QKV_OK);
 
@@ -514,11 +521,11 @@ static void check_overlap_and_alignment(void)
     qkv_tensor xo = qkv_tensor_contiguous(po, QKV_DTYPE_F32, PB, PH, PL, PE);
     qkv_tensor xl = qkv_tensor_contiguous(pl, QKV_DTYPE_F32, PB, PH, PL, 1);
     qkv_tensor xd = qkv_tensor_contiguous(pdo, QKV_DTYPE_F32, PB, PH, PL, PE);
-    CHECK(qkv_attention_forward(&xo, NULL, &xl, &xq, &xk, &xv, NULL) == QKV_OK);
+    CHECK(qkv_attention_forward(NULL, &xo, NULL, &xl, &xq, &xk, &xv, NULL) == QKV_OK);
     qkv_tensor g[3];
     for (int t = 0; t < 3; t++) g[t] = qkv_tensor_contiguous(sep[t], QKV_DTYPE_F32, PB, PH, PL, PE);
-    CHECK(qkv_attention_backward(&g[0], &g[1], &g[2], NULL, &xd, &xq, &xk, &xv, &xo, &xl, NULL) ==
-          QKV_OK);
+    CHECK(qkv_attention_backward(NULL, &g[0], &g[1], &g[2], NULL, &xd, &xq, &xk, &xv, &xo, &xl,
+                                 NULL) == QKV_OK);
     for (int t = 0; t < 3; t++) {
         g[t].data = packed + t * PH * PE;
         g[t].stride[0] = PL * 3 * PH * PE;
@@ -526,7 +533,8 @@ static void check_overlap_and_alignment(void)
         g[t].stride[2] = 3 * PH * PE;
         g[t].stride[3] = 1;
     }
-    st = qkv_attention_backward(&g[0], &g[1], &g[2], NULL, &xd, &xq, &xk, &xv, &xo, &xl, NULL);
+    st = qkv_attention_backward(NULL, &g[0], &g[1], &g[2], NULL, &xd, &xq, &xk, &xv, &xo, &xl,
+                                NULL);
     if (st != QKV_OK) fprintf(stderr, "  packed dQ, dK, dV: %s\n", qkv_error_detail());
     CHECK(st == QKV_OK);
     int same = 1;
@@ -538,7 +546,8 @@ static void check_overlap_and_alignment(void)
                                    sep[t] + ((b * PH + h) * PL + i) * PE, PE * sizeof(float)) == 0;
     CHECK(same);
     g[1].data = packed + PH * PE - 1; /* dK one float into dQ's heads */
-    st = qkv_attention_backward(&g[0], &g[1], &g[2], NULL, &xd, &xq, &xk, &xv, &xo, &xl, NULL);
+    st = qkv_attention_backward(NULL, &g[0], &g[1], &g[2], NULL, &xd, &xq, &xk, &xv, &xo, &xl,
+                                NULL);
     CHECK(st == QKV_ERR_INVALID_ARGUMENT && test_starts_with(qkv_error_detail(), "dQ and dK"));
 }
 
@@ -629,20 +638,21 @@ static void check_mask_and_options(void)
         snprintf(what, sizeof what, "softcap %g", bad_cap[x]);
         expect(what, &c, QKV_ERR_INVALID_ARGUMENT, "softcap", NULL);
     }
-    call_init(&c);
-    c.opt.num_threads = -1;
-    expect("num_threads -1", &c, QKV_ERR_INVALID_ARGUMENT, "num_threads", NULL);
+    /* How a call runs is the context's: its setters refuse a bad value. */
+    qkv_context *ctx = test_context(QKV_IMPL_AUTO, QKV_ISA_AUTO, 0);
+    expect_status("num_threads -1", qkv_context_set_threads(ctx, -1), QKV_ERR_INVALID_ARGUMENT,
+                  "num_threads", NULL);
     const int bad_align[] = {2, -1, 99};
     for (int x = 0; x < 3; x++) {
         call_init(&c);
         c.opt.align = (qkv_align)bad_align[x];
         snprintf(what, sizeof what, "align %d", bad_align[x]);
         expect(what, &c, QKV_ERR_INVALID_ARGUMENT, "align", NULL);
-        call_init(&c);
-        c.opt.impl = (qkv_impl)bad_align[x];
         snprintf(what, sizeof what, "impl %d", bad_align[x]);
-        expect(what, &c, QKV_ERR_INVALID_ARGUMENT, "impl", NULL);
+        expect_status(what, qkv_context_set_impl(ctx, (qkv_impl)bad_align[x]),
+                      QKV_ERR_INVALID_ARGUMENT, "impl", NULL);
     }
+    qkv_context_free(ctx);
 }
 
 /* ------------------------------------------------- error detail lifetime */
@@ -671,11 +681,10 @@ static void *thread_fail(void *arg)
 {
     thread_result *r = arg;
     r->empty_at_start = strcmp(qkv_error_detail(), "") == 0;
-    call c;
-    call_init(&c);
-    c.opt.num_threads = -3;
-    r->failed_right = call_run(&c) == QKV_ERR_INVALID_ARGUMENT;
+    qkv_context *ctx = test_context(QKV_IMPL_AUTO, QKV_ISA_AUTO, 0);
+    r->failed_right = qkv_context_set_threads(ctx, -3) == QKV_ERR_INVALID_ARGUMENT;
     snprintf(r->detail, sizeof r->detail, "%s", qkv_error_detail());
+    qkv_context_free(ctx);
     return NULL;
 }
 
@@ -730,7 +739,7 @@ static void check_defaults(void)
     call c;
     call_init(&c);
     /* opts == NULL */
-    CHECK(qkv_attention_forward(c.po, c.pw, c.pl, c.pq, c.pk, c.pv, NULL) == QKV_OK);
+    CHECK(qkv_attention_forward(NULL, c.po, c.pw, c.pl, c.pq, c.pk, c.pv, NULL) == QKV_OK);
     memcpy(o1, g_o, sizeof o1);
     memcpy(w1, g_w, sizeof w1);
     memcpy(l1, g_l, sizeof l1);

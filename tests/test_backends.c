@@ -104,7 +104,7 @@ static result run_backend(const char *name, const bcase *c, bufs *b, const resul
     qkv_tensor o = qkv_tensor_contiguous(b->o, QKV_DTYPE_F32, s->B, s->H, s->Lq, s->Ev);
     qkv_tensor w = qkv_tensor_contiguous(b->w, QKV_DTYPE_F32, s->B, s->H, s->Lq, s->Lk);
     qkv_tensor l = qkv_tensor_contiguous(b->l, QKV_DTYPE_F32, s->B, s->H, s->Lq, 1);
-    r.fwd = qkv_attention_forward_on(name, &o, &w, &l, &q, &k, &v, &opt);
+    r.fwd = qkv_attention_forward_on(name, NULL, &o, &w, &l, &q, &k, &v, &opt);
     snprintf(r.fwd_detail, sizeof r.fwd_detail, "%s", qkv_error_detail());
     r.o = copy(b->o, n_o(s));
     r.w = copy(b->w, n_p(s));
@@ -123,8 +123,8 @@ static result run_backend(const char *name, const bcase *c, bufs *b, const resul
     qkv_tensor dk = qkv_tensor_contiguous(b->dk, QKV_DTYPE_F32, s->B, s->Hkv, s->Lk, s->E);
     qkv_tensor dv = qkv_tensor_contiguous(b->dv, QKV_DTYPE_F32, s->B, s->Hkv, s->Lk, s->Ev);
     qkv_tensor dm = qkv_tensor_contiguous(b->dm, QKV_DTYPE_F32, 1, 1, s->Lq, s->Lk);
-    r.bwd = qkv_attention_backward_on(name, &dq, &dk, &dv, c->dmask ? &dm : NULL, &dout, &q, &k,
-                                      &v, &fo, &fl, &opt);
+    r.bwd = qkv_attention_backward_on(name, NULL, &dq, &dk, &dv, c->dmask ? &dm : NULL, &dout, &q,
+                                      &k, &v, &fo, &fl, &opt);
     snprintf(r.bwd_detail, sizeof r.bwd_detail, "%s", qkv_error_detail());
     r.dq = copy(b->dq, n_q(s));
     r.dk = copy(b->dk, n_k(s));
@@ -239,7 +239,7 @@ static void check_registry(void)
     float x[4] = {0};
     qkv_tensor t = qkv_tensor_contiguous(x, QKV_DTYPE_F32, 1, 1, 1, 1);
     qkv_tensor o = qkv_tensor_contiguous(x + 1, QKV_DTYPE_F32, 1, 1, 1, 1);
-    CHECK(qkv_attention_forward_on("abacus", &o, NULL, NULL, &t, &t, &t, NULL) ==
+    CHECK(qkv_attention_forward_on("abacus", NULL, &o, NULL, NULL, &t, &t, &t, NULL) ==
           QKV_ERR_UNSUPPORTED);
     CHECK(strstr(qkv_error_detail(), "abacus") != NULL);
 }

@@ -40,9 +40,9 @@ static void check_oracle(const char *cas, int causal, int has_mask)
     qkv_attention_options opt = {0};
     opt.causal = causal;
     if (has_mask) opt.mask = test_as_tensor(&mask);
-    CHECK(qkv_attention_forward(&to, NULL, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
-    CHECK(qkv_attention_backward(&tdq, &tdk, &tdv, NULL, &tdo, &tq, &tk, &tv, &to, &tl, &opt) ==
-          QKV_OK);
+    CHECK(qkv_attention_forward(NULL, &to, NULL, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
+    CHECK(qkv_attention_backward(NULL, &tdq, &tdk, &tdv, NULL, &tdo, &tq, &tk, &tv, &to, &tl,
+                                 &opt) == QKV_OK);
     CHECK_TENSOR(dq, want_dq.data, B * H * Lq * E, 1e-4, "%s vs PyTorch autograd: dQ", cas);
     CHECK_TENSOR(dk, want_dk.data, B * Hkv * Lk * E, 1e-4, "%s vs PyTorch autograd: dK", cas);
     CHECK_TENSOR(dv, want_dv.data, B * Hkv * Lk * Ev, 1e-4, "%s vs PyTorch autograd: dV", cas);
@@ -172,10 +172,11 @@ static void check_fd(const char *name, prob *p)
     opt.kv_lens = p->lens;
     if (fm) opt.mask = qkv_tensor_contiguous(fm, QKV_DTYPE_F32, 1, 1, p->Lq, p->Lk);
     if (p->bmask) opt.mask = qkv_tensor_contiguous(p->bmask, QKV_DTYPE_BOOL, 1, 1, p->Lq, p->Lk);
-    opt.num_threads = 1;
-    CHECK(qkv_attention_forward(&to, NULL, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
-    qkv_status st = qkv_attention_backward(&tdq, &tdk, &tdv, fm ? &tdm : NULL, &tdo, &tq, &tk,
+    qkv_context *one = test_context(QKV_IMPL_AUTO, QKV_ISA_AUTO, 1);
+    CHECK(qkv_attention_forward(one, &to, NULL, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
+    qkv_status st = qkv_attention_backward(one, &tdq, &tdk, &tdv, fm ? &tdm : NULL, &tdo, &tq, &tk,
                                            &tv, &to, &tl, &opt);
+    qkv_context_free(one);
     CHECK(st == QKV_OK);
     if (st != QKV_OK) fprintf(stderr, "  %s: %s\n", name, qkv_error_detail());
 
@@ -203,13 +204,13 @@ static void check_fd(const char *name, prob *p)
     qkv_tensor tdk3 = qkv_tensor_contiguous(dk3, QKV_DTYPE_F32, p->B, p->Hkv, p->Lk, p->E);
     qkv_tensor tdv3 = qkv_tensor_contiguous(dv3, QKV_DTYPE_F32, p->B, p->Hkv, p->Lk, p->Ev);
     for (int impl = 0; impl < 2; impl++) {
-        opt.impl = impl ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
-        opt.num_threads = 1;
-        CHECK(qkv_attention_backward(&tdq, &tdk, &tdv, NULL, &tdo, &tq, &tk, &tv, &to, &tl, &opt) ==
-              QKV_OK);
-        opt.num_threads = 3;
-        CHECK(qkv_attention_backward(&tdq3, &tdk3, &tdv3, NULL, &tdo, &tq, &tk, &tv, &to, &tl,
+        qkv_context *ctx = test_context(impl ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO, QKV_ISA_AUTO, 1);
+        CHECK(qkv_attention_backward(ctx, &tdq, &tdk, &tdv, NULL, &tdo, &tq, &tk, &tv, &to, &tl,
                                      &opt) == QKV_OK);
+        CHECK(qkv_context_set_threads(ctx, 3) == QKV_OK);
+        CHECK(qkv_attention_backward(ctx, &tdq3, &tdk3, &tdv3, NULL, &tdo, &tq, &tk, &tv, &to, &tl,
+                                     &opt) == QKV_OK);
+        qkv_context_free(ctx);
         CHECK(memcmp(dq, dq3, (size_t)nq * 4) == 0 && memcmp(dk, dk3, (size_t)nk * 4) == 0 &&
               memcmp(dv, dv3, (size_t)nv * 4) == 0);
     }
@@ -322,19 +323,19 @@ static void check_arguments(void)
     qkv_tensor to = qkv_tensor_contiguous(o, QKV_DTYPE_F32, 1, 1, 2, 4);
     qkv_tensor tl = qkv_tensor_contiguous(l, QKV_DTYPE_F32, 1, 1, 2, 1);
     qkv_tensor tg = qkv_tensor_contiguous(g, QKV_DTYPE_F32, 1, 1, 2, 4);
-    CHECK(qkv_attention_forward(&to, NULL, &tl, &t, &t, &t, NULL) == QKV_OK);
-    CHECK(qkv_attention_backward(&tg, &tg, &tg, NULL, NULL, &t, &t, &t, &to, &tl, NULL) ==
+    CHECK(qkv_attention_forward(NULL, &to, NULL, &tl, &t, &t, &t, NULL) == QKV_OK);
+    CHECK(qkv_attention_backward(NULL, &tg, &tg, &tg, NULL, NULL, &t, &t, &t, &to, &tl, NULL) ==
           QKV_ERR_NULL_ARGUMENT);
     CHECK(strncmp(qkv_error_detail(), "dO", 2) == 0);
     qkv_tensor bad = qkv_tensor_contiguous(g, QKV_DTYPE_F32, 1, 1, 2, 3);
-    CHECK(qkv_attention_backward(&bad, &tg, &tg, NULL, &t, &t, &t, &t, &to, &tl, NULL) ==
+    CHECK(qkv_attention_backward(NULL, &bad, &tg, &tg, NULL, &t, &t, &t, &t, &to, &tl, NULL) ==
           QKV_ERR_SHAPE);
     CHECK(strncmp(qkv_error_detail(), "dQ", 2) == 0);
-    CHECK(qkv_attention_backward(&tg, &tg, &tg, &tg, &t, &t, &t, &t, &to, &tl, NULL) ==
+    CHECK(qkv_attention_backward(NULL, &tg, &tg, &tg, &tg, &t, &t, &t, &t, &to, &tl, NULL) ==
           QKV_ERR_INVALID_ARGUMENT);
     CHECK(strncmp(qkv_error_detail(), "dmask", 5) == 0);
     qkv_tensor badl = qkv_tensor_contiguous(l, QKV_DTYPE_F32, 1, 1, 1, 1);
-    CHECK(qkv_attention_backward(&tg, &tg, &tg, NULL, &t, &t, &t, &t, &to, &badl, NULL) ==
+    CHECK(qkv_attention_backward(NULL, &tg, &tg, &tg, NULL, &t, &t, &t, &t, &to, &badl, NULL) ==
           QKV_ERR_SHAPE);
     CHECK(strncmp(qkv_error_detail(), "lse", 3) == 0);
 }

@@ -345,9 +345,9 @@ static int lib_forward(const problem *p, qkv_attention_options opt, lib_out *r)
     qkv_tensor to = qkv_tensor_contiguous(r->o, QKV_DTYPE_F32, p->B, p->H, p->Lq, p->Ev);
     qkv_tensor tw = qkv_tensor_contiguous(r->w, QKV_DTYPE_F32, p->B, p->H, p->Lq, p->Lk);
     qkv_tensor tl = qkv_tensor_contiguous(r->l, QKV_DTYPE_F32, p->B, p->H, p->Lq, 1);
-    opt.impl = QKV_IMPL_REFERENCE;
-    opt.num_threads = 1;
-    qkv_status st = qkv_attention_forward(&to, &tw, &tl, &tq, &tk, &tv, &opt);
+    qkv_context *ctx = test_context(QKV_IMPL_REFERENCE, QKV_ISA_AUTO, 1);
+    qkv_status st = qkv_attention_forward(ctx, &to, &tw, &tl, &tq, &tk, &tv, &opt);
+    qkv_context_free(ctx);
     if (st != QKV_OK) fprintf(stderr, "    library: %s\n", qkv_error_detail());
     return st == QKV_OK;
 }

@@ -1,5 +1,5 @@
 /* qkv_sgemm against a double-precision triple loop, for every instruction
- * set this CPU runs (forced through the isa option): all four transpose
+ * set this CPU runs (forced through the context's isa): all four transpose
  * cases, shapes with tails of every size and zeros, alpha and beta (beta 0
  * over a C full of NaN), leading dimensions wider than the rows (the gaps
  * hold NaN, which must not be read, and C's gaps must not be written),
@@ -53,9 +53,10 @@ static void check_one(qkv_isa isa, const problem *pr, test_rng *rng, int threads
     float *c0 = test_malloc((size_t)nc * sizeof *c0);
     memcpy(c0, c, (size_t)nc * sizeof *c0);
 
-    qkv_gemm_options o = {isa, threads};
-    qkv_status st = qkv_sgemm(pr->ta, pr->tb, m, n, k, pr->alpha, a, pr->lda, b, pr->ldb, pr->beta,
-                              c, pr->ldc, &o);
+    qkv_context *ctx = test_context(QKV_IMPL_AUTO, isa, threads);
+    qkv_status st = qkv_sgemm(ctx, pr->ta, pr->tb, m, n, k, pr->alpha, a, pr->lda, b, pr->ldb,
+                              pr->beta, c, pr->ldc);
+    qkv_context_free(ctx);
     CHECK(st == QKV_OK);
     int bad = 0;
     for (int64_t i = 0; i < m; i++) {
@@ -143,35 +144,36 @@ static void check_shapes(qkv_isa isa)
  * and alpha == 0 scale C by beta, beta == 0 clearing a NaN C. */
 static void check_zeros(qkv_isa isa)
 {
-    qkv_gemm_options o = {isa, 0};
+    qkv_context *ctx = test_context(QKV_IMPL_AUTO, isa, 0);
     float c[6] = {1, 2, 3, 4, 5, 6}, big[16] = {0};
-    CHECK(qkv_sgemm(QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, 0, 0, 0, 1, NULL, 0, NULL, 0, 0, NULL, 0,
-                    &o) == QKV_OK);
-    CHECK(qkv_sgemm(QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, 0, 3, 5, 1, NULL, 5, big, 3, 0, NULL, 3,
-                    &o) == QKV_OK);
-    CHECK(qkv_sgemm(QKV_GEMM_TRANS, QKV_GEMM_TRANS, 3, 0, 5, 1, big, 3, NULL, 5, 0, NULL, 0, &o) ==
+    CHECK(qkv_sgemm(ctx, QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, 0, 0, 0, 1, NULL, 0, NULL, 0, 0,
+                    NULL, 0) == QKV_OK);
+    CHECK(qkv_sgemm(ctx, QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, 0, 3, 5, 1, NULL, 5, big, 3, 0, NULL,
+                    3) == QKV_OK);
+    CHECK(qkv_sgemm(ctx, QKV_GEMM_TRANS, QKV_GEMM_TRANS, 3, 0, 5, 1, big, 3, NULL, 5, 0, NULL, 0) ==
           QKV_OK);
     CHECK(c[0] == 1 && c[5] == 6);
     /* k == 0: A and B may be NULL; C = beta C. */
-    CHECK(qkv_sgemm(QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, 2, 3, 0, 1, NULL, 0, NULL, 3, 2, c, 3,
-                    &o) == QKV_OK);
+    CHECK(qkv_sgemm(ctx, QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, 2, 3, 0, 1, NULL, 0, NULL, 3, 2, c,
+                    3) == QKV_OK);
     CHECK(c[0] == 2 && c[5] == 12);
     for (int i = 0; i < 6; i++) c[i] = NAN;
-    CHECK(qkv_sgemm(QKV_GEMM_TRANS, QKV_GEMM_NO_TRANS, 2, 3, 0, 1, NULL, 2, NULL, 3, 0, c, 3, &o) ==
-          QKV_OK);
+    CHECK(qkv_sgemm(ctx, QKV_GEMM_TRANS, QKV_GEMM_NO_TRANS, 2, 3, 0, 1, NULL, 2, NULL, 3, 0, c,
+                    3) == QKV_OK);
     for (int i = 0; i < 6; i++) CHECK(c[i] == 0 && !signbit(c[i]));
     /* alpha == 0: C = beta C, A and B not read (as BLAS does). */
     float a[4] = {NAN, NAN, NAN, NAN}, b[6] = {NAN, 1, 2, 3, 4, 5};
     for (int i = 0; i < 6; i++) c[i] = (float)i;
-    CHECK(qkv_sgemm(QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, 2, 3, 2, 0, a, 2, b, 3, -1, c, 3, &o) ==
+    CHECK(qkv_sgemm(ctx, QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, 2, 3, 2, 0, a, 2, b, 3, -1, c, 3) ==
           QKV_OK);
     for (int i = 0; i < 6; i++) CHECK(c[i] == -(float)i);
     /* k == 1, beta == 1: an outer product added. */
     float x[2] = {2, 3}, y[3] = {1, 10, 100};
     for (int i = 0; i < 6; i++) c[i] = 1;
-    CHECK(qkv_sgemm(QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, 2, 3, 1, 1, x, 1, y, 3, 1, c, 3, &o) ==
+    CHECK(qkv_sgemm(ctx, QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, 2, 3, 1, 1, x, 1, y, 3, 1, c, 3) ==
           QKV_OK);
     CHECK(c[0] == 3 && c[2] == 201 && c[3] == 4 && c[5] == 301);
+    qkv_context_free(ctx);
 }
 
 /* The same call with 1, 2, 3 and 5 threads gives the same bytes, for the
@@ -190,17 +192,18 @@ static void check_determinism(qkv_isa isa)
         float *c1 = test_malloc((size_t)(m * n) * sizeof *c1);
         float *c2 = test_malloc((size_t)(m * n) * sizeof *c2);
         memcpy(c1, c0, (size_t)(m * n) * sizeof *c1);
-        qkv_gemm_options o = {isa, 1};
-        CHECK(qkv_sgemm(ta, tb, m, n, k, 1.25f, a, ta ? m : k, b, tb ? k : n, 0.5f, c1, n, &o) ==
+        qkv_context *ctx = test_context(QKV_IMPL_AUTO, isa, 1);
+        CHECK(qkv_sgemm(ctx, ta, tb, m, n, k, 1.25f, a, ta ? m : k, b, tb ? k : n, 0.5f, c1, n) ==
               QKV_OK);
         static const int counts[] = {2, 3, 5};
         for (int i = 0; i < 3; i++) {
             memcpy(c2, c0, (size_t)(m * n) * sizeof *c2);
-            o.num_threads = counts[i];
-            CHECK(qkv_sgemm(ta, tb, m, n, k, 1.25f, a, ta ? m : k, b, tb ? k : n, 0.5f, c2, n,
-                            &o) == QKV_OK);
+            CHECK(qkv_context_set_threads(ctx, counts[i]) == QKV_OK);
+            CHECK(qkv_sgemm(ctx, ta, tb, m, n, k, 1.25f, a, ta ? m : k, b, tb ? k : n, 0.5f, c2,
+                            n) == QKV_OK);
             CHECK(memcmp(c1, c2, (size_t)(m * n) * sizeof *c1) == 0);
         }
+        qkv_context_free(ctx);
         free(a);
         free(b);
         free(c0);
@@ -223,8 +226,8 @@ static void check_errors(void)
     float a[12] = {0}, b[12] = {0}, c[12];
     for (int i = 0; i < 12; i++) c[i] = (float)i;
     const qkv_gemm_transpose N = QKV_GEMM_NO_TRANS, T = QKV_GEMM_TRANS;
-#define SGEMM(ta, tb, m, n, k, pa, lda, pb, ldb, pc, ldc, opts) \
-    qkv_sgemm((ta), (tb), (m), (n), (k), 1.0f, (pa), (lda), (pb), (ldb), 0.0f, (pc), (ldc), (opts))
+#define SGEMM(ta, tb, m, n, k, pa, lda, pb, ldb, pc, ldc, ctx) \
+    qkv_sgemm((ctx), (ta), (tb), (m), (n), (k), 1.0f, (pa), (lda), (pb), (ldb), 0.0f, (pc), (ldc))
     CHECK(SGEMM((qkv_gemm_transpose)2, N, 3, 4, 2, a, 2, b, 4, c, 4, NULL) ==
           QKV_ERR_INVALID_ARGUMENT);
     CHECK(detail_is("ta: 2 is not a qkv_gemm_transpose"));
@@ -261,18 +264,19 @@ static void check_errors(void)
     CHECK(strncmp(qkv_error_detail(), "a: ", 3) == 0);
     CHECK(SGEMM(N, N, 3, 4, 2, a, 2, b, 4, c, INT64_MAX / 8, NULL) == QKV_ERR_OVERFLOW);
     CHECK(strncmp(qkv_error_detail(), "c: ", 3) == 0);
-    qkv_gemm_options o = {(qkv_isa)9, 0};
-    CHECK(SGEMM(N, N, 3, 4, 2, a, 2, b, 4, c, 4, &o) == QKV_ERR_INVALID_ARGUMENT);
+    /* the context's settings: bad values refused by its setters */
+    qkv_context *ctx = test_context(QKV_IMPL_AUTO, QKV_ISA_AUTO, 0);
+    CHECK(qkv_context_set_isa(ctx, (qkv_isa)9) == QKV_ERR_INVALID_ARGUMENT);
     CHECK(detail_is("isa: 9 is not a qkv_isa"));
-    o = (qkv_gemm_options){QKV_ISA_AUTO, -1};
-    CHECK(SGEMM(N, N, 3, 4, 2, a, 2, b, 4, c, 4, &o) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_context_set_threads(ctx, -1) == QKV_ERR_INVALID_ARGUMENT);
     CHECK(detail_is("num_threads: -1, expected 0 (all CPUs) or more"));
     for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
         if (qkv_isa_supported(isas[i])) continue;
-        o = (qkv_gemm_options){isas[i], 0};
-        CHECK(SGEMM(N, N, 3, 4, 2, a, 2, b, 4, c, 4, &o) == QKV_ERR_UNSUPPORTED);
+        CHECK(qkv_context_set_isa(ctx, isas[i]) == QKV_OK);
+        CHECK(SGEMM(N, N, 3, 4, 2, a, 2, b, 4, c, 4, ctx) == QKV_ERR_UNSUPPORTED);
         CHECK(strstr(qkv_error_detail(), qkv_isa_name(isas[i])) != NULL);
     }
+    qkv_context_free(ctx);
     for (int i = 0; i < 12; i++) CHECK(c[i] == (float)i);
     /* success clears the detail */
     CHECK(SGEMM(N, N, 3, 4, 2, a, 2, b, 4, c, 4, NULL) == QKV_OK);
@@ -312,9 +316,9 @@ static void check_overlap_and_alignment(void)
         {"C under B", "C and B", N, 3, 2, 3, 3, 2, 0, 30, 25},
     };
     for (size_t x = 0; x < sizeof bad / sizeof bad[0]; x++) {
-        qkv_status st = qkv_sgemm(bad[x].ta, N, bad[x].m, bad[x].n, bad[x].k, 1.0f,
+        qkv_status st = qkv_sgemm(NULL, bad[x].ta, N, bad[x].m, bad[x].n, bad[x].k, 1.0f,
                                   buf + bad[x].a_at, bad[x].lda, buf + bad[x].b_at, bad[x].n, 0.0f,
-                                  buf + bad[x].c_at, bad[x].ldc, NULL);
+                                  buf + bad[x].c_at, bad[x].ldc);
         const char *d = qkv_error_detail();
         const int ok = st == QKV_ERR_INVALID_ARGUMENT && test_starts_with(d, bad[x].prefix) &&
                        strstr(d, "overlap in memory") != NULL;
@@ -332,23 +336,23 @@ static void check_overlap_and_alignment(void)
     b[0] = 5;
     b[1] = 7;
     c[2] = c[3] = c[4] = -1; /* C's gap: not written */
-    qkv_status st = qkv_sgemm(N, N, 2, 2, 1, 1.0f, a, 1, b, 2, 0.0f, c, 5, NULL);
+    qkv_status st = qkv_sgemm(NULL, N, N, 2, 2, 1, 1.0f, a, 1, b, 2, 0.0f, c, 5);
     CHECK(st == QKV_OK);
     CHECK(c[0] == 10 && c[1] == 14 && c[5] == 15 && c[6] == 21);
     CHECK(c[2] == -1 && c[3] == -1 && c[4] == -1 && a[0] == 2 && b[0] == 5);
     /* A and B on one buffer: A A^T for A = [[1, 2], [3, 4]]. */
     float sq[4] = {1, 2, 3, 4}, out[4];
-    CHECK(qkv_sgemm(N, T, 2, 2, 2, 1.0f, sq, 2, sq, 2, 0.0f, out, 2, NULL) == QKV_OK);
+    CHECK(qkv_sgemm(NULL, N, T, 2, 2, 2, 1.0f, sq, 2, sq, 2, 0.0f, out, 2) == QKV_OK);
     CHECK(out[0] == 5 && out[1] == 11 && out[2] == 11 && out[3] == 25);
     /* A and B not read (alpha == 0, k == 0) or nothing written (m or n
      * 0): C may lie on them; C = beta C still holds. */
     float s[6] = {1, 2, 3, 4, 5, 6};
-    CHECK(qkv_sgemm(N, N, 2, 3, 2, 0.0f, s, 3, s, 3, 2.0f, s, 3, NULL) == QKV_OK);
+    CHECK(qkv_sgemm(NULL, N, N, 2, 3, 2, 0.0f, s, 3, s, 3, 2.0f, s, 3) == QKV_OK);
     for (int i = 0; i < 6; i++) CHECK(s[i] == 2.0f * (float)(i + 1));
-    CHECK(qkv_sgemm(N, N, 2, 3, 0, 1.0f, s, 1, s, 3, 0.5f, s, 3, NULL) == QKV_OK);
+    CHECK(qkv_sgemm(NULL, N, N, 2, 3, 0, 1.0f, s, 1, s, 3, 0.5f, s, 3) == QKV_OK);
     for (int i = 0; i < 6; i++) CHECK(s[i] == (float)(i + 1));
-    CHECK(qkv_sgemm(N, N, 0, 3, 2, 1.0f, s, 2, s, 3, 0.0f, s, 3, NULL) == QKV_OK);
-    CHECK(qkv_sgemm(N, N, 2, 0, 2, 1.0f, s, 2, s, 1, 0.0f, s, 1, NULL) == QKV_OK);
+    CHECK(qkv_sgemm(NULL, N, N, 0, 3, 2, 1.0f, s, 2, s, 3, 0.0f, s, 3) == QKV_OK);
+    CHECK(qkv_sgemm(NULL, N, N, 2, 0, 2, 1.0f, s, 2, s, 1, 0.0f, s, 1) == QKV_OK);
     for (int i = 0; i < 6; i++) CHECK(s[i] == (float)(i + 1));
 
     /* Misaligned pointers, each refused naming the matrix. */
@@ -357,7 +361,7 @@ static void check_overlap_and_alignment(void)
     for (int t = 0; t < 3; t++) {
         float *p[3] = {ma, mb, mc};
         p[t] = misaligned(p[t]);
-        st = qkv_sgemm(N, N, 2, 2, 2, 1.0f, p[0], 2, p[1], 2, 0.0f, p[2], 2, NULL);
+        st = qkv_sgemm(NULL, N, N, 2, 2, 2, 1.0f, p[0], 2, p[1], 2, 0.0f, p[2], 2);
         const char *d = qkv_error_detail();
         const int ok = st == QKV_ERR_INVALID_ARGUMENT && test_starts_with(d, names[t]) &&
                        strstr(d, "aligned") != NULL;
@@ -365,8 +369,8 @@ static void check_overlap_and_alignment(void)
         CHECK(ok);
     }
     /* An empty matrix's pointer is not looked at (NULL would do). */
-    CHECK(qkv_sgemm(N, N, 2, 2, 0, 1.0f, misaligned(ma), 0, misaligned(mb), 2, 0.0f, mc, 2,
-                    NULL) == QKV_OK);
+    CHECK(qkv_sgemm(NULL, N, N, 2, 2, 0, 1.0f, misaligned(ma), 0, misaligned(mb), 2, 0.0f, mc, 2) ==
+          QKV_OK);
 }
 
 /* QKV_ISA naming nothing runnable fails an AUTO call (in a child, as the
@@ -378,7 +382,7 @@ static void check_env(void)
         setenv("QKV_ISA", "sse9", 1);
         float a[1] = {2}, b[1] = {3}, c[1] = {0};
         qkv_status st =
-            qkv_sgemm(QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, 1, 1, 1, 1, a, 1, b, 1, 0, c, 1, NULL);
+            qkv_sgemm(NULL, QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, 1, 1, 1, 1, a, 1, b, 1, 0, c, 1);
 #ifdef QKV_HAVE_CBLAS
         _exit(st == QKV_OK && c[0] == 6 ? 0 : 1);
 #else
@@ -404,7 +408,7 @@ int main(void)
         check_shapes(isas[i]);
         check_determinism(isas[i]);
     }
-    /* the defaults: NULL options, AUTO (or the system BLAS) */
+    /* the defaults: all CPUs, AUTO (or the system BLAS) */
     test_rng rng = test_rng_seed(3);
     double worst = 0;
     problem pr = {QKV_GEMM_NO_TRANS, QKV_GEMM_TRANS, 67, 45, 129, 129, 129, 45, 1, 0};

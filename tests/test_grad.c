@@ -114,9 +114,9 @@ static void check_dmask(void)
     opt.use_window = 1;
     opt.window_left = opt.window_right = 1;
     opt.softcap = 3;
-    CHECK(qkv_attention_forward(&to, NULL, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
-    CHECK(qkv_attention_backward(&tdq, &tdk, &tdv, &tdm, &tdo, &tq, &tk, &tv, &to, &tl, &opt) ==
-          QKV_OK);
+    CHECK(qkv_attention_forward(NULL, &to, NULL, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
+    CHECK(qkv_attention_backward(NULL, &tdq, &tdk, &tdv, &tdm, &tdo, &tq, &tk, &tv, &to, &tl,
+                                 &opt) == QKV_OK);
     const struct {
         const char *file;
         const float *want;

@@ -107,11 +107,9 @@ static void run(const problem *p, qkv_impl impl, qkv_isa isa, int threads, resul
     qkv_tensor to = qkv_tensor_contiguous(r->o, QKV_DTYPE_F32, p->B, p->H, p->Lq, p->Ev);
     qkv_tensor tw = qkv_tensor_contiguous(r->w, QKV_DTYPE_F32, p->B, p->H, p->Lq, p->Lk);
     qkv_tensor tl = qkv_tensor_contiguous(r->l, QKV_DTYPE_F32, p->B, p->H, p->Lq, 1);
-    qkv_attention_options opt = p->opt;
-    opt.impl = impl;
-    opt.isa = isa;
-    opt.num_threads = threads;
-    qkv_status st = qkv_attention_forward(&to, &tw, &tl, &tq, &tk, &tv, &opt);
+    qkv_context *ctx = test_context(impl, isa, threads);
+    qkv_status st = qkv_attention_forward(ctx, &to, &tw, &tl, &tq, &tk, &tv, &p->opt);
+    qkv_context_free(ctx);
     CHECK(st == QKV_OK);
     if (st != QKV_OK) fprintf(stderr, "  forward: %s\n", qkv_error_detail());
 }
@@ -321,14 +319,15 @@ static void check_empty_values(void)
     float want[10], got[10];
     qkv_tensor tl = qkv_tensor_contiguous(want, QKV_DTYPE_F32, 1, 2, 5, 1);
     qkv_attention_options opt = {0};
-    opt.impl = QKV_IMPL_REFERENCE;
-    CHECK(qkv_attention_forward(&to, NULL, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
+    qkv_context *ref = test_context(QKV_IMPL_REFERENCE, QKV_ISA_AUTO, 0);
+    CHECK(qkv_attention_forward(ref, &to, NULL, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
+    qkv_context_free(ref);
     for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
         if (!qkv_isa_supported(isas[i])) continue;
-        qkv_attention_options f = {0};
-        f.isa = isas[i];
+        qkv_context *f = test_context(QKV_IMPL_AUTO, isas[i], 0);
         tl.data = got;
-        CHECK(qkv_attention_forward(&to, NULL, &tl, &tq, &tk, &tv, &f) == QKV_OK);
+        CHECK(qkv_attention_forward(f, &to, NULL, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
+        qkv_context_free(f);
         CHECK(test_rel_l2(got, want, 10) <= 1e-6);
         tl.data = want;
     }
@@ -368,12 +367,11 @@ static void check_backward_sweep(void)
                 qkv_tensor tdq = qkv_tensor_contiguous(g[x][0], QKV_DTYPE_F32, p.B, p.H, p.Lq, p.E);
                 qkv_tensor tdk = qkv_tensor_contiguous(g[x][1], QKV_DTYPE_F32, p.B, p.Hkv, p.Lk, p.E);
                 qkv_tensor tdv = qkv_tensor_contiguous(g[x][2], QKV_DTYPE_F32, p.B, p.Hkv, p.Lk, p.Ev);
-                qkv_attention_options opt = p.opt;
-                opt.impl = x == 0 ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
-                opt.isa = isas[i];
-                opt.num_threads = x == 2 ? 3 : 1;
-                CHECK(qkv_attention_backward(&tdq, &tdk, &tdv, NULL, &tdo, &tq, &tk, &tv, &to, &tl,
-                                             &opt) == QKV_OK);
+                qkv_context *ctx = test_context(x == 0 ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO,
+                                                isas[i], x == 2 ? 3 : 1);
+                CHECK(qkv_attention_backward(ctx, &tdq, &tdk, &tdv, NULL, &tdo, &tq, &tk, &tv, &to,
+                                             &tl, &p.opt) == QKV_OK);
+                qkv_context_free(ctx);
             }
             double e0 = test_rel_l2(g[1][0], g[0][0], nq), e1 = test_rel_l2(g[1][1], g[0][1], nk),
                    e2 = test_rel_l2(g[1][2], g[0][2], nv);
@@ -423,7 +421,7 @@ static void check_backward_many_tiles(void)
     opt.use_window = 1;
     opt.window_left = 333;
     opt.window_right = -1;
-    CHECK(qkv_attention_forward(&to, NULL, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
+    CHECK(qkv_attention_forward(NULL, &to, NULL, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
     float *g[4][3];
     static const int threads[4] = {0, 1, 2, 5}; /* 0: the reference */
     for (int x = 0; x < 4; x++) {
@@ -436,11 +434,11 @@ static void check_backward_many_tiles(void)
         }
         qkv_tensor tdk = qkv_tensor_contiguous(g[x][1], QKV_DTYPE_F32, B, Hkv, Lk, E);
         qkv_tensor tdv = qkv_tensor_contiguous(g[x][2], QKV_DTYPE_F32, B, Hkv, Lk, Ev);
-        qkv_attention_options o2 = opt;
-        o2.impl = x == 0 ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
-        o2.num_threads = x == 0 ? 2 : threads[x];
-        CHECK(qkv_attention_backward(&tdq, &tdk, &tdv, NULL, &tdo, &tq, &tk, &tv, &to, &tl, &o2) ==
-              QKV_OK);
+        qkv_context *ctx = test_context(x == 0 ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO, QKV_ISA_AUTO,
+                                        x == 0 ? 2 : threads[x]);
+        CHECK(qkv_attention_backward(ctx, &tdq, &tdk, &tdv, NULL, &tdo, &tq, &tk, &tv, &to, &tl,
+                                     &opt) == QKV_OK);
+        qkv_context_free(ctx);
         if (x == 3) /* gather the strided rows back */
             for (int64_t e = 0; e < nq; e++) g[x][0][e] = g[x][0][2 * e];
     }
@@ -479,9 +477,11 @@ static void check_backward_empty(void)
         qkv_tensor tdv = qkv_tensor_contiguous(dv, QKV_DTYPE_F32, 1, Hkv, Lk, Ev);
         for (int impl = 0; impl < 2; impl++) {
             qkv_attention_options opt = {0};
-            opt.impl = impl ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
-            qkv_status st = qkv_attention_backward(&tq, &tdk, &tdv, NULL, &to, &tq, &tk, &tv, &to,
-                                                   &tl, &opt);
+            qkv_context *ctx = test_context(impl ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO,
+                                            QKV_ISA_AUTO, 0);
+            qkv_status st = qkv_attention_backward(ctx, &tq, &tdk, &tdv, NULL, &to, &tq, &tk, &tv,
+                                                   &to, &tl, &opt);
+            qkv_context_free(ctx);
             CHECK(st == QKV_OK);
             if (st) fprintf(stderr, "  empty backward %d/%d: %s\n", c, impl, qkv_error_detail());
             int zero = 1;
@@ -505,9 +505,10 @@ static void check_unsupported(void)
         qkv_tensor t = qkv_tensor_contiguous(&x, QKV_DTYPE_F32, 1, 1, 1, 1);
         qkv_tensor o = qkv_tensor_contiguous(&y, QKV_DTYPE_F32, 1, 1, 1, 1);
         qkv_attention_options opt = {0};
-        opt.isa = isas[i];
-        CHECK(qkv_attention_forward(&o, NULL, NULL, &t, &t, &t, &opt) == QKV_ERR_UNSUPPORTED);
+        qkv_context *ctx = test_context(QKV_IMPL_AUTO, isas[i], 0);
+        CHECK(qkv_attention_forward(ctx, &o, NULL, NULL, &t, &t, &t, &opt) == QKV_ERR_UNSUPPORTED);
         CHECK(strstr(qkv_error_detail(), "isa") != NULL);
+        qkv_context_free(ctx);
     }
     CHECK(qkv_isa_supported(QKV_ISA_GENERIC));
     CHECK(qkv_isa_auto() != QKV_ISA_AUTO || getenv("QKV_ISA") != NULL);
@@ -542,7 +543,7 @@ static void check_memory_bound(void)
         qkv_tensor to = qkv_tensor_contiguous(o, QKV_DTYPE_F32, 1, 1, L, E);
         qkv_attention_options opt = {0};
         opt.causal = 1;
-        if (qkv_attention_forward(&to, NULL, NULL, &t, &t, &t, &opt) != QKV_OK) _exit(4);
+        if (qkv_attention_forward(NULL, &to, NULL, NULL, &t, &t, &t, &opt) != QKV_OK) _exit(4);
         struct rusage after;
         getrusage(RUSAGE_SELF, &after);
         long grew_kib = after.ru_maxrss - before.ru_maxrss;

@@ -48,8 +48,10 @@ static qkv_status attend(part *out, const test_shape *s, const float *q, const f
     o.causal = causal;
     o.q_offsets = q_pos;
     o.k_offsets = k_pos;
-    o.impl = impl;
-    return qkv_attention_forward(&out->to, NULL, &out->tl, &tq, &tk, &tv, &o);
+    qkv_context *ctx = test_context(impl, QKV_ISA_AUTO, 0);
+    const qkv_status st = qkv_attention_forward(ctx, &out->to, NULL, &out->tl, &tq, &tk, &tv, &o);
+    qkv_context_free(ctx);
+    return st;
 }
 
 /* Every split point of the keys, two parts merged, against one call. */

@@ -170,8 +170,9 @@ static void check_forward(const char *name, const qkv_mha_config *cfg, ref_call 
     qkv_attention_options o = {0};
     o.causal = rc.causal;
     o.kv_lens = rc.kv_lens;
-    o.impl = impl;
-    qkv_status st = qkv_mha_forward(m, y, w, x, rc.B, rc.Lq, ctx, rc.Lk, &o);
+    qkv_context *run = test_context(impl, QKV_ISA_AUTO, 0);
+    qkv_status st = qkv_mha_forward(run, m, y, w, x, rc.B, rc.Lq, ctx, rc.Lk, &o);
+    qkv_context_free(run);
     CHECK(st == QKV_OK);
     if (st) fprintf(stderr, "%s: %s\n", name, qkv_error_detail());
 
@@ -241,13 +242,14 @@ static void test_threads(void)
     qkv_mha *g[3];
     for (int t = 0; t < 3; t++) {
         qkv_attention_options o = {0};
-        o.num_threads = t + 1;
+        qkv_context *run = test_context(QKV_IMPL_AUTO, QKV_ISA_AUTO, t + 1);
         o.causal = 1;
         y[t] = test_malloc(sizeof(float) * (size_t)n);
         dx[t] = test_malloc(sizeof(float) * (size_t)n);
         CHECK(qkv_mha_create(&g[t], &cfg) == QKV_OK);
-        CHECK(qkv_mha_forward(m, y[t], NULL, x, B, L, NULL, L, &o) == QKV_OK);
-        CHECK(qkv_mha_backward(m, g[t], dx[t], NULL, dy, x, B, L, NULL, L, &o) == QKV_OK);
+        CHECK(qkv_mha_forward(run, m, y[t], NULL, x, B, L, NULL, L, &o) == QKV_OK);
+        CHECK(qkv_mha_backward(run, m, g[t], dx[t], NULL, dy, x, B, L, NULL, L, &o) == QKV_OK);
+        qkv_context_free(run);
     }
     for (int t = 1; t < 3; t++) {
         CHECK(memcmp(y[0], y[t], sizeof(float) * (size_t)n) == 0);
@@ -316,7 +318,7 @@ static void check_backward(const char *name, const qkv_mha_config *cfg, ref_call
     qkv_attention_options o = {0};
     o.causal = rc.causal;
     o.kv_lens = rc.kv_lens;
-    qkv_status st = qkv_mha_backward(m, grad, dx, dc, dy, x, rc.B, rc.Lq, ctx, rc.Lk, &o);
+    qkv_status st = qkv_mha_backward(NULL, m, grad, dx, dc, dy, x, rc.B, rc.Lq, ctx, rc.Lk, &o);
     CHECK(st == QKV_OK);
     if (st) fprintf(stderr, "%s: %s\n", name, qkv_error_detail());
 
@@ -415,7 +417,7 @@ static void test_decode(void)
         float *x = test_rand_f32(&r, B * n * D, -1, 1);
         float *y = test_malloc(sizeof(float) * (size_t)(B * n * D));
         float *w = test_malloc(sizeof(float) * (size_t)(B * H * n * lw));
-        qkv_status st = qkv_mha_decode(m, c, y, w, x, n, NULL);
+        qkv_status st = qkv_mha_decode(NULL, m, c, y, w, x, n, NULL);
         CHECK(st == QKV_OK);
         if (st) fprintf(stderr, "decode: %s\n", qkv_error_detail());
         for (int64_t b = 0; b < B; b++) {
@@ -427,7 +429,8 @@ static void test_decode(void)
             float *wf = test_malloc(sizeof(float) * (size_t)(H * L * L));
             qkv_attention_options o = {0};
             o.causal = 1;
-            CHECK(qkv_mha_forward(m, yf, wf, hist + b * max_len * D, 1, L, NULL, L, &o) == QKV_OK);
+            CHECK(qkv_mha_forward(NULL, m, yf, wf, hist + b * max_len * D, 1, L, NULL, L, &o) ==
+                  QKV_OK);
             CHECK_TENSOR(y + b * n * D, yf + (L - n) * D, n * D, 1e-5, "decode step %zu seq %lld",
                          s, (long long)b);
             for (int64_t h = 0; h < H; h++)
@@ -451,23 +454,23 @@ static void test_decode(void)
     float *x = test_rand_f32(&r, B * 40 * D, -1, 1), *y = test_malloc(sizeof(float) * (size_t)(B * 40 * D));
     int64_t before[3];
     for (int64_t b = 0; b < B; b++) before[b] = qkv_kv_cache_length(c, b);
-    CHECK(qkv_mha_decode(m, c, y, NULL, x, 40, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_mha_decode(NULL, m, c, y, NULL, x, 40, NULL) == QKV_ERR_INVALID_ARGUMENT);
     CHECK(strstr(qkv_error_detail(), "max_len") != NULL);
     for (int64_t b = 0; b < B; b++) CHECK(qkv_kv_cache_length(c, b) == before[b]);
     /* Masks and kv_lens belong to the cache. */
     qkv_attention_options o = {0};
     int64_t lens[3] = {1, 1, 1};
     o.kv_lens = lens;
-    CHECK(qkv_mha_decode(m, c, y, NULL, x, 1, &o) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_mha_decode(NULL, m, c, y, NULL, x, 1, &o) == QKV_ERR_INVALID_ARGUMENT);
     CHECK(strstr(qkv_error_detail(), "kv_lens") != NULL);
     o.kv_lens = NULL;
     unsigned char keep = 1;
     o.mask = qkv_tensor_contiguous(&keep, QKV_DTYPE_BOOL, 1, 1, 1, 1);
-    CHECK(qkv_mha_decode(m, c, y, NULL, x, 1, &o) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_mha_decode(NULL, m, c, y, NULL, x, 1, &o) == QKV_ERR_INVALID_ARGUMENT);
     CHECK(strstr(qkv_error_detail(), "mask") != NULL);
-    CHECK(qkv_mha_decode(m, c, y, NULL, x, 0, NULL) == QKV_ERR_INVALID_ARGUMENT);
-    CHECK(qkv_mha_decode(m, NULL, y, NULL, x, 1, NULL) == QKV_ERR_NULL_ARGUMENT);
-    CHECK(qkv_mha_decode(m, c, NULL, NULL, x, 1, NULL) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(qkv_mha_decode(NULL, m, c, y, NULL, x, 0, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_mha_decode(NULL, m, NULL, y, NULL, x, 1, NULL) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(qkv_mha_decode(NULL, m, c, NULL, NULL, x, 1, NULL) == QKV_ERR_NULL_ARGUMENT);
     for (int64_t b = 0; b < B; b++) CHECK(qkv_kv_cache_length(c, b) == before[b]);
     /* Truncation and lengths. */
     CHECK(qkv_kv_cache_truncate(c, 3, 0) == QKV_ERR_INVALID_ARGUMENT);
@@ -481,7 +484,7 @@ static void test_decode(void)
     /* A cache of another layer's shape is refused. */
     qkv_mha *other = NULL;
     CHECK(qkv_mha_create(&other, &(qkv_mha_config){.d_model = 32, .heads = 4}) == QKV_OK);
-    CHECK(qkv_mha_decode(other, c, y, NULL, x, 1, NULL) == QKV_ERR_SHAPE);
+    CHECK(qkv_mha_decode(NULL, other, c, y, NULL, x, 1, NULL) == QKV_ERR_SHAPE);
     qkv_kv_cache *bad = (qkv_kv_cache *)1;
     CHECK(qkv_kv_cache_create(&bad, m, 0, 4) == QKV_ERR_INVALID_ARGUMENT && bad == NULL);
     CHECK(qkv_kv_cache_create(&bad, m, 1, 0) == QKV_ERR_INVALID_ARGUMENT);
@@ -518,21 +521,21 @@ static void test_decode_long(void)
     for (int t = 0; t < 2; t++) {
         qkv_kv_cache *c = NULL;
         CHECK(qkv_kv_cache_create(&c, m, 1, L) == QKV_OK);
-        o.num_threads = t ? 3 : 1;
+        qkv_context *run = test_context(QKV_IMPL_AUTO, QKV_ISA_AUTO, t ? 3 : 1);
         float *yp = test_malloc(sizeof(float) * (size_t)(L * D));
-        CHECK(qkv_mha_decode(m, c, yp, NULL, x, L - 1, &o) == QKV_OK); /* the prompt */
+        CHECK(qkv_mha_decode(run, m, c, yp, NULL, x, L - 1, &o) == QKV_OK); /* the prompt */
         y[t] = test_malloc(sizeof(float) * (size_t)D);
-        qkv_status st = qkv_mha_decode(m, c, y[t], NULL, x + (L - 1) * D, 1, &o);
+        qkv_status st = qkv_mha_decode(run, m, c, y[t], NULL, x + (L - 1) * D, 1, &o);
         CHECK(st == QKV_OK);
         if (st) fprintf(stderr, "long decode: %s\n", qkv_error_detail());
         CHECK(qkv_kv_cache_length(c, 0) == L);
         free(yp);
         qkv_kv_cache_free(c);
+        qkv_context_free(run);
     }
     CHECK(memcmp(y[0], y[1], sizeof(float) * (size_t)D) == 0);
     o.causal = 1;
-    o.num_threads = 0;
-    CHECK(qkv_mha_forward(m, full, NULL, x, 1, L, NULL, L, &o) == QKV_OK);
+    CHECK(qkv_mha_forward(NULL, m, full, NULL, x, 1, L, NULL, L, &o) == QKV_OK);
     CHECK_TENSOR(y[0], full + (L - 1) * D, D, 1e-5, "long decode");
     free(y[0]);
     free(y[1]);
@@ -554,7 +557,7 @@ static void test_cache_append(void)
     CHECK(qkv_kv_cache_create(&a, m, 1, 10) == QKV_OK);
     CHECK(qkv_kv_cache_create(&b, m, 2, 10) == QKV_OK);
     float *x = test_rand_f32(&r, n * D, -1, 1), y[6 * 16];
-    CHECK(qkv_mha_decode(m, a, y, NULL, x, n, NULL) == QKV_OK);
+    CHECK(qkv_mha_decode(NULL, m, a, y, NULL, x, n, NULL) == QKV_OK);
     qkv_tensor tk, tv;
     CHECK(qkv_kv_cache_view(a, 0, &tk, &tv) == QKV_OK);
     CHECK(tk.shape[0] == 1 && tk.shape[1] == Hkv && tk.shape[2] == n && tk.shape[3] == E);
@@ -572,9 +575,9 @@ static void test_cache_append(void)
     CHECK(qkv_kv_cache_truncate(b, 0, 0) == QKV_OK);
     CHECK(qkv_kv_cache_append(b, 0, k, v, n) == QKV_OK);
     float *x1 = test_rand_f32(&r, 2 * D, -1, 1), ya[16], yb[2 * 16];
-    CHECK(qkv_mha_decode(m, a, ya, NULL, x1, 1, NULL) == QKV_OK);
+    CHECK(qkv_mha_decode(NULL, m, a, ya, NULL, x1, 1, NULL) == QKV_OK);
     memcpy(x1 + D, x1, sizeof(float) * (size_t)D);
-    CHECK(qkv_mha_decode(m, b, yb, NULL, x1, 1, NULL) == QKV_OK);
+    CHECK(qkv_mha_decode(NULL, m, b, yb, NULL, x1, 1, NULL) == QKV_OK);
     CHECK(memcmp(ya, yb, sizeof ya) == 0);
     CHECK(memcmp(ya, yb + D, sizeof ya) == 0);
     /* Errors change nothing. */
@@ -657,45 +660,48 @@ static void test_config_errors(void)
 
     /* Forward and backward arguments. */
     float x[2 * 3 * 12] = {0}, y[2 * 3 * 12], ctx[2 * 4 * 5] = {0};
-    CHECK(qkv_mha_forward(m, y, NULL, x, 2, 3, NULL, 3, NULL) == QKV_ERR_SHAPE);
+    CHECK(qkv_mha_forward(NULL, m, y, NULL, x, 2, 3, NULL, 3, NULL) == QKV_ERR_SHAPE);
     CHECK(detail_has("d_context"));
-    CHECK(qkv_mha_forward(m, y, NULL, x, 2, 3, ctx, 4, NULL) == QKV_OK);
-    CHECK(qkv_mha_forward(m, NULL, NULL, x, 2, 3, ctx, 4, NULL) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(qkv_mha_forward(NULL, m, y, NULL, x, 2, 3, ctx, 4, NULL) == QKV_OK);
+    CHECK(qkv_mha_forward(NULL, m, NULL, NULL, x, 2, 3, ctx, 4, NULL) == QKV_ERR_NULL_ARGUMENT);
     CHECK(detail_has("y"));
-    CHECK(qkv_mha_forward(m, y, NULL, NULL, 2, 3, ctx, 4, NULL) == QKV_ERR_NULL_ARGUMENT);
-    CHECK(qkv_mha_forward(m, y, NULL, x, -1, 3, ctx, 4, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_mha_forward(NULL, m, y, NULL, NULL, 2, 3, ctx, 4, NULL) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(qkv_mha_forward(NULL, m, y, NULL, x, -1, 3, ctx, 4, NULL) == QKV_ERR_INVALID_ARGUMENT);
     CHECK(detail_has("batch"));
-    CHECK(qkv_mha_forward(m, y, NULL, x, 2, -3, ctx, 4, NULL) == QKV_ERR_INVALID_ARGUMENT);
-    CHECK(qkv_mha_forward(m, y, NULL, x, 2, 3, ctx, -4, NULL) == QKV_ERR_INVALID_ARGUMENT);
-    CHECK(qkv_mha_forward(m, x, NULL, x, 2, 3, ctx, 4, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_mha_forward(NULL, m, y, NULL, x, 2, -3, ctx, 4, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_mha_forward(NULL, m, y, NULL, x, 2, 3, ctx, -4, NULL) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_mha_forward(NULL, m, x, NULL, x, 2, 3, ctx, 4, NULL) == QKV_ERR_INVALID_ARGUMENT);
     CHECK(detail_has("y and x overlap in memory"));
-    CHECK(qkv_mha_forward(NULL, y, NULL, x, 2, 3, ctx, 4, NULL) == QKV_ERR_NULL_ARGUMENT);
-    CHECK(qkv_mha_forward(m, y, NULL, x, INT64_MAX / 4, 3, ctx, 4, NULL) == QKV_ERR_OVERFLOW);
+    CHECK(qkv_mha_forward(NULL, NULL, y, NULL, x, 2, 3, ctx, 4, NULL) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(qkv_mha_forward(NULL, m, y, NULL, x, INT64_MAX / 4, 3, ctx, 4, NULL) == QKV_ERR_OVERFLOW);
     /* Attention options reach the attention. */
     qkv_attention_options o = {0};
     o.scale = NAN;
-    CHECK(qkv_mha_forward(m, y, NULL, x, 2, 3, ctx, 4, &o) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_mha_forward(NULL, m, y, NULL, x, 2, 3, ctx, 4, &o) == QKV_ERR_INVALID_ARGUMENT);
     CHECK(detail_has("scale"));
     /* Zero-size calls are fine. */
-    CHECK(qkv_mha_forward(m, y, NULL, x, 0, 3, ctx, 4, NULL) == QKV_OK);
-    CHECK(qkv_mha_forward(m, y, NULL, x, 2, 0, ctx, 4, NULL) == QKV_OK);
+    CHECK(qkv_mha_forward(NULL, m, y, NULL, x, 0, 3, ctx, 4, NULL) == QKV_OK);
+    CHECK(qkv_mha_forward(NULL, m, y, NULL, x, 2, 0, ctx, 4, NULL) == QKV_OK);
 
     qkv_mha *g = NULL, *g2 = NULL;
     CHECK(qkv_mha_create(&g, &c) == QKV_OK);
     CHECK(qkv_mha_create(&g2, &(qkv_mha_config){.d_model = 12, .heads = 4}) == QKV_OK);
     float dy[2 * 3 * 12] = {0}, dx[2 * 3 * 12], dc[2 * 4 * 5];
-    CHECK(qkv_mha_backward(m, g, dx, dc, dy, x, 2, 3, ctx, 4, NULL) == QKV_OK);
-    CHECK(qkv_mha_backward(m, g2, dx, dc, dy, x, 2, 3, ctx, 4, NULL) == QKV_ERR_SHAPE);
+    CHECK(qkv_mha_backward(NULL, m, g, dx, dc, dy, x, 2, 3, ctx, 4, NULL) == QKV_OK);
+    CHECK(qkv_mha_backward(NULL, m, g2, dx, dc, dy, x, 2, 3, ctx, 4, NULL) == QKV_ERR_SHAPE);
     CHECK(detail_has("grad"));
-    CHECK(qkv_mha_backward(m, m, dx, dc, dy, x, 2, 3, ctx, 4, NULL) == QKV_ERR_INVALID_ARGUMENT);
-    CHECK(qkv_mha_backward(m, NULL, dx, dc, dy, x, 2, 3, ctx, 4, NULL) == QKV_ERR_NULL_ARGUMENT);
-    CHECK(qkv_mha_backward(m, g, dx, dc, NULL, x, 2, 3, ctx, 4, NULL) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(qkv_mha_backward(NULL, m, m, dx, dc, dy, x, 2, 3, ctx, 4, NULL) ==
+          QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_mha_backward(NULL, m, NULL, dx, dc, dy, x, 2, 3, ctx, 4, NULL) ==
+          QKV_ERR_NULL_ARGUMENT);
+    CHECK(qkv_mha_backward(NULL, m, g, dx, dc, NULL, x, 2, 3, ctx, 4, NULL) ==
+          QKV_ERR_NULL_ARGUMENT);
     CHECK(detail_has("dy"));
-    CHECK(qkv_mha_backward(g2, g2 == g ? NULL : g, dx, dc, dy, x, 2, 3, NULL, 3, NULL) ==
+    CHECK(qkv_mha_backward(NULL, g2, g2 == g ? NULL : g, dx, dc, dy, x, 2, 3, NULL, 3, NULL) ==
           QKV_ERR_SHAPE);
     qkv_mha *g3 = NULL;
     CHECK(qkv_mha_create(&g3, &(qkv_mha_config){.d_model = 12, .heads = 4}) == QKV_OK);
-    CHECK(qkv_mha_backward(g2, g3, dx, dc, dy, x, 2, 3, NULL, 3, NULL) ==
+    CHECK(qkv_mha_backward(NULL, g2, g3, dx, dc, dy, x, 2, 3, NULL, 3, NULL) ==
           QKV_ERR_INVALID_ARGUMENT);
     CHECK(detail_has("dcontext"));
     qkv_mha_free(g3);
@@ -758,32 +764,33 @@ static void test_overlap_and_alignment(void)
         {"weights on the layer's Wq", "weights and the layer's parameters", y, wq, x, ctx},
     };
     for (size_t i = 0; i < sizeof fwd / sizeof fwd[0]; i++)
-        expect_refused(fwd[i].what,
-                       qkv_mha_forward(m, fwd[i].y, fwd[i].w, fwd[i].x, B, LQ, fwd[i].ctx, LK, NULL),
-                       fwd[i].prefix, "overlap in memory");
+        expect_refused(
+            fwd[i].what,
+            qkv_mha_forward(NULL, m, fwd[i].y, fwd[i].w, fwd[i].x, B, LQ, fwd[i].ctx, LK, NULL),
+            fwd[i].prefix, "overlap in memory");
     const char *fnames[4] = {"y:", "weights:", "x:", "context:"};
     for (int t = 0; t < 4; t++) {
         float *p[4] = {y, w, x, ctx};
         p[t] = misaligned(p[t]);
-        expect_refused(fnames[t], qkv_mha_forward(m, p[0], p[1], p[2], B, LQ, p[3], LK, NULL),
+        expect_refused(fnames[t], qkv_mha_forward(NULL, m, p[0], p[1], p[2], B, LQ, p[3], LK, NULL),
                        fnames[t], "aligned");
     }
     /* y and weights touching in one buffer, x and context sharing bytes:
      * the same bytes as separate buffers. */
-    CHECK(qkv_mha_forward(m, y, w, x, B, LQ, ctx, LK, NULL) == QKV_OK);
+    CHECK(qkv_mha_forward(NULL, m, y, w, x, B, LQ, ctx, LK, NULL) == QKV_OK);
     float *both = arena + 200; /* arena[200 .. 200 + NX + NW) */
     memcpy(arena, x, sizeof(float) * NX);
     memcpy(arena + 10, ctx, sizeof(float) * NC); /* context inside x */
     float *x2 = test_malloc(sizeof(float) * NX);
     memcpy(x2, arena, sizeof(float) * NX);
-    CHECK(qkv_mha_forward(m, y, w, x2, B, LQ, arena + 10, LK, NULL) == QKV_OK);
-    qkv_status st = qkv_mha_forward(m, both, both + NX, arena, B, LQ, arena + 10, LK, NULL);
+    CHECK(qkv_mha_forward(NULL, m, y, w, x2, B, LQ, arena + 10, LK, NULL) == QKV_OK);
+    qkv_status st = qkv_mha_forward(NULL, m, both, both + NX, arena, B, LQ, arena + 10, LK, NULL);
     CHECK(st == QKV_OK);
     if (st) fprintf(stderr, "  touching outputs: %s\n", qkv_error_detail());
     CHECK(memcmp(both, y, sizeof y) == 0 && memcmp(both + NX, w, sizeof w) == 0);
     free(x2);
     /* Nothing to write: y may be anything. */
-    CHECK(qkv_mha_forward(m, x, NULL, x, 0, LQ, ctx, LK, NULL) == QKV_OK);
+    CHECK(qkv_mha_forward(NULL, m, x, NULL, x, 0, LQ, ctx, LK, NULL) == QKV_OK);
 
     /* Backward. */
     float *dy = test_rand_f32(&r, NX, -1, 1), dx[NX], dc[NC];
@@ -806,17 +813,18 @@ static void test_overlap_and_alignment(void)
     };
     for (size_t i = 0; i < sizeof bwd / sizeof bwd[0]; i++)
         expect_refused(bwd[i].what,
-                       qkv_mha_backward(m, g, bwd[i].dx, bwd[i].dc, bwd[i].dy, bwd[i].x, B, LQ,
-                                        bwd[i].ctx, LK, NULL),
+                       qkv_mha_backward(NULL, m, g, bwd[i].dx, bwd[i].dc, bwd[i].dy, bwd[i].x, B,
+                                        LQ, bwd[i].ctx, LK, NULL),
                        bwd[i].prefix, "overlap in memory");
     const char *bnames[3] = {"dx:", "dcontext:", "dy:"};
     for (int t = 0; t < 3; t++) {
         float *p[3] = {dx, dc, dy};
         p[t] = misaligned(p[t]);
-        expect_refused(bnames[t], qkv_mha_backward(m, g, p[0], p[1], p[2], x, B, LQ, ctx, LK, NULL),
+        expect_refused(bnames[t],
+                       qkv_mha_backward(NULL, m, g, p[0], p[1], p[2], x, B, LQ, ctx, LK, NULL),
                        bnames[t], "aligned");
     }
-    CHECK(qkv_mha_backward(m, g, dx, dc, dy, x, B, LQ, ctx, LK, NULL) == QKV_OK);
+    CHECK(qkv_mha_backward(NULL, m, g, dx, dc, dy, x, B, LQ, ctx, LK, NULL) == QKV_OK);
 
     /* Decode: the cache is written too. */
     qkv_mha_config sc = {.d_model = 8, .heads = 2, .kv_heads = 1, .bias = 1};
@@ -824,7 +832,7 @@ static void test_overlap_and_alignment(void)
     qkv_kv_cache *c = NULL;
     CHECK(qkv_kv_cache_create(&c, s, 2, 8) == QKV_OK);
     float *sx = test_rand_f32(&r, 2 * 2 * 8, -1, 1), sy[2 * 2 * 8], sw[2 * 2 * 1 * 3];
-    CHECK(qkv_mha_decode(s, c, sy, NULL, sx, 2, NULL) == QKV_OK); /* 2 tokens each */
+    CHECK(qkv_mha_decode(NULL, s, c, sy, NULL, sx, 2, NULL) == QKV_OK); /* 2 tokens each */
     qkv_tensor tk, tv;
     CHECK(qkv_kv_cache_view(c, 0, &tk, &tv) == QKV_OK);
     float *ck = tk.data, *cv = tv.data, *swq = qkv_mha_param_data(s, QKV_MHA_WQ, NULL, NULL);
@@ -842,7 +850,8 @@ static void test_overlap_and_alignment(void)
         {"x in the cache's keys", "the cache's keys and x", sy, NULL, ck},
     };
     for (size_t i = 0; i < sizeof dec / sizeof dec[0]; i++) {
-        expect_refused(dec[i].what, qkv_mha_decode(s, c, dec[i].y, dec[i].w, dec[i].x, 1, NULL),
+        expect_refused(dec[i].what,
+                       qkv_mha_decode(NULL, s, c, dec[i].y, dec[i].w, dec[i].x, 1, NULL),
                        dec[i].prefix, "overlap in memory");
         CHECK(qkv_kv_cache_length(c, 0) == 2 && qkv_kv_cache_length(c, 1) == 2);
     }
@@ -850,7 +859,7 @@ static void test_overlap_and_alignment(void)
     for (int t = 0; t < 3; t++) {
         float *p[3] = {sy, sw, sx};
         p[t] = misaligned(p[t]);
-        expect_refused(dnames[t], qkv_mha_decode(s, c, p[0], p[1], p[2], 1, NULL), dnames[t],
+        expect_refused(dnames[t], qkv_mha_decode(NULL, s, c, p[0], p[1], p[2], 1, NULL), dnames[t],
                        "aligned");
     }
     CHECK(qkv_kv_cache_length(c, 0) == 2 && qkv_kv_cache_length(c, 1) == 2);

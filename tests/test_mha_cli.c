@@ -189,10 +189,10 @@ static void test_library(size_t ci, const case_args *ca, const oracle *o)
             opt.causal = ca->causal;
             opt.align = QKV_ALIGN_TOP_LEFT;
             opt.kv_lens = o->lens64.data;
-            opt.impl = impls[i];
-            opt.num_threads = threads;
-            qkv_status s = qkv_mha_forward(m, threads == 1 ? y1 : y, threads == 1 ? w1 : w,
+            qkv_context *ctx = test_context(impls[i], QKV_ISA_AUTO, threads);
+            qkv_status s = qkv_mha_forward(ctx, m, threads == 1 ? y1 : y, threads == 1 ? w1 : w,
                                            o->x.data, o->B, o->Lq, o->c.data, o->Lk, &opt);
+            qkv_context_free(ctx);
             EXPECT(s == QKV_OK);
             if (s) {
                 fprintf(stderr, "    qkv_mha_forward: %s\n", qkv_error_detail());

@@ -112,7 +112,7 @@ static void naive(const shape *s, const float *q, const float *k, const float *v
 
 /* ------------------------------------------------------------ the library */
 
-static qkv_attention_options cfg_opts(const cfg *c, qkv_impl impl, int threads)
+static qkv_attention_options cfg_opts(const cfg *c)
 {
     qkv_attention_options o = {0};
     o.scale = c->scale;
@@ -123,8 +123,6 @@ static qkv_attention_options cfg_opts(const cfg *c, qkv_impl impl, int threads)
     o.window_left = c->wl;
     o.window_right = c->wr;
     o.kv_lens = c->kv_lens;
-    o.impl = impl;
-    o.num_threads = threads;
     if (c->mask_kind == MASK_F32)
         o.mask = qkv_tensor_contiguous((void *)c->mf, QKV_DTYPE_F32, c->ms[0], c->ms[1],
                                        c->ms[2], c->ms[3]);
@@ -134,8 +132,8 @@ static qkv_attention_options cfg_opts(const cfg *c, qkv_impl impl, int threads)
     return o;
 }
 
-static qkv_status lib(const shape *s, const float *q, const float *k, const float *v,
-                      const qkv_attention_options *opt, out *r)
+static qkv_status lib(qkv_context *ctx, const shape *s, const float *q, const float *k,
+                      const float *v, const qkv_attention_options *opt, out *r)
 {
     qkv_tensor tq = qkv_tensor_contiguous((void *)q, QKV_DTYPE_F32, s->B, s->H, s->Lq, s->E);
     qkv_tensor tk = qkv_tensor_contiguous((void *)k, QKV_DTYPE_F32, s->B, s->Hkv, s->Lk, s->E);
@@ -143,7 +141,7 @@ static qkv_status lib(const shape *s, const float *q, const float *k, const floa
     qkv_tensor to = qkv_tensor_contiguous(r->o, QKV_DTYPE_F32, s->B, s->H, s->Lq, s->Ev);
     qkv_tensor tp = qkv_tensor_contiguous(r->p, QKV_DTYPE_F32, s->B, s->H, s->Lq, s->Lk);
     qkv_tensor tl = qkv_tensor_contiguous(r->l, QKV_DTYPE_F32, s->B, s->H, s->Lq, 1);
-    qkv_status st = qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, opt);
+    qkv_status st = qkv_attention_forward(ctx, &to, &tp, &tl, &tq, &tk, &tv, opt);
     if (st != QKV_OK)
         fprintf(stderr, "  qkv_attention_forward: %s: %s\n", qkv_status_string(st),
                 qkv_error_detail());
@@ -179,8 +177,10 @@ static void run_case(const char *name, const shape *s, const cfg *c, uint64_t se
                  (long long)s->Lk, (long long)s->E, (long long)s->Ev, (int)runs[x].impl,
                  runs[x].threads);
         out got = out_alloc(s);
-        qkv_attention_options opt = cfg_opts(c, runs[x].impl, runs[x].threads);
-        qkv_status st = lib(s, q, k, v, &opt, &got);
+        qkv_attention_options opt = cfg_opts(c);
+        qkv_context *run_ctx = test_context(runs[x].impl, QKV_ISA_AUTO, runs[x].threads);
+        qkv_status st = lib(run_ctx, s, q, k, v, &opt, &got);
+        qkv_context_free(run_ctx);
         if (st != QKV_OK) fprintf(stderr, "  [%s] failed\n", ctx);
         CHECK(st == QKV_OK);
         if (st == QKV_OK) {
@@ -383,7 +383,7 @@ static void check_empty_keys(void)
         qkv_attention_options opt = {0};
         opt.causal = variant == 2;
         opt.align = QKV_ALIGN_BOTTOM_RIGHT;
-        qkv_status st = qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, &opt);
+        qkv_status st = qkv_attention_forward(NULL, &to, &tp, &tl, &tq, &tk, &tv, &opt);
         if (st != QKV_OK) fprintf(stderr, "  Lk == 0: %s\n", qkv_error_detail());
         CHECK(st == QKV_OK);
         int bad = 0;
@@ -425,8 +425,9 @@ static void check_empty_problems(void)
             qkv_tensor tl = qkv_tensor_contiguous(&sl, QKV_DTYPE_F32, s->B, s->H, s->Lq, 1);
             qkv_attention_options opt = {0};
             opt.causal = 1;
-            opt.num_threads = 3;
-            qkv_status st = qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, &opt);
+            qkv_context *ctx = test_context(QKV_IMPL_AUTO, QKV_ISA_AUTO, 3);
+            qkv_status st = qkv_attention_forward(ctx, &to, &tp, &tl, &tq, &tk, &tv, &opt);
+            qkv_context_free(ctx);
             if (st != QKV_OK)
                 fprintf(stderr, "  empty problem %zu: %s: %s\n", si, qkv_status_string(st),
                         qkv_error_detail());
@@ -454,8 +455,10 @@ static void check_empty_problems(void)
     qkv_tensor to = qkv_tensor_contiguous(&so, QKV_DTYPE_F32, 2, 2, 4, 0);
     qkv_tensor tp = qkv_tensor_contiguous(got.p, QKV_DTYPE_F32, 2, 2, 4, 5);
     qkv_tensor tl = qkv_tensor_contiguous(got.l, QKV_DTYPE_F32, 2, 2, 4, 1);
-    qkv_attention_options opt = cfg_opts(&c, QKV_IMPL_REFERENCE, 2);
-    qkv_status st = qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, &opt);
+    qkv_attention_options opt = cfg_opts(&c);
+    qkv_context *ctx = test_context(QKV_IMPL_REFERENCE, QKV_ISA_AUTO, 2);
+    qkv_status st = qkv_attention_forward(ctx, &to, &tp, &tl, &tq, &tk, &tv, &opt);
+    qkv_context_free(ctx);
     if (st != QKV_OK)
         fprintf(stderr, "  Ev == 0: %s: %s\n", qkv_status_string(st), qkv_error_detail());
     CHECK(st == QKV_OK);
@@ -493,9 +496,9 @@ static void check_float_fully_masked(void)
     out got = out_alloc(&s);
     float minf = -INFINITY;
     for (int variant = 0; variant < 2; variant++) {
-        qkv_attention_options opt = cfg_opts(&c, QKV_IMPL_AUTO, 0);
+        qkv_attention_options opt = cfg_opts(&c);
         if (variant) opt.mask = qkv_tensor_contiguous(&minf, QKV_DTYPE_F32, 1, 1, 1, 1);
-        CHECK(lib(&s, q, k, v, &opt, &got) == QKV_OK);
+        CHECK(lib(NULL, &s, q, k, v, &opt, &got) == QKV_OK);
         for (int64_t b = 0; b < 2; b++)
             for (int64_t h = 0; h < 2; h++)
                 for (int64_t i = 0; i < 4; i++) {
@@ -556,11 +559,11 @@ static void check_nan_confinement(void)
     padded.kv_lens = lens;
 
     /* NaN in Q row (b 1, h 2, i 3): that row only. */
-    CHECK(lib(&s, q, k, v, &causal, &clean) == QKV_OK);
+    CHECK(lib(NULL, &s, q, k, v, &causal, &clean) == QKV_OK);
     const int64_t qrow = (1 * 4 + 2) * 6 + 3;
     float saved = q[qrow * 5 + 2];
     q[qrow * 5 + 2] = NAN;
-    CHECK(lib(&s, q, k, v, &causal, &got) == QKV_OK);
+    CHECK(lib(NULL, &s, q, k, v, &causal, &got) == QKV_OK);
     q[qrow * 5 + 2] = saved;
     for (int64_t row = 0; row < n_l(&s); row++) {
         if (row == qrow) {
@@ -583,7 +586,7 @@ static void check_nan_confinement(void)
     const int64_t kj = 2, kidx = ((0 * 2 + 1) * 6 + kj) * 5 + 1;
     saved = k[kidx];
     k[kidx] = NAN;
-    CHECK(lib(&s, q, k, v, &causal, &got) == QKV_OK);
+    CHECK(lib(NULL, &s, q, k, v, &causal, &got) == QKV_OK);
     k[kidx] = saved;
     int bad = 0;
     for (int64_t b = 0; b < 2; b++)
@@ -610,11 +613,11 @@ static void check_nan_confinement(void)
 
     /* NaN in V of a padding key (b 1, key 4 >= kv_lens[1] = 3): nothing
      * changes anywhere. */
-    CHECK(lib(&s, q, k, v, &padded, &clean) == QKV_OK);
+    CHECK(lib(NULL, &s, q, k, v, &padded, &clean) == QKV_OK);
     const int64_t vidx = ((1 * 2 + 0) * 6 + 4) * 4 + 0;
     saved = v[vidx];
     v[vidx] = NAN;
-    CHECK(lib(&s, q, k, v, &padded, &got) == QKV_OK);
+    CHECK(lib(NULL, &s, q, k, v, &padded, &got) == QKV_OK);
     int nan_out = row_has_nan(got.o, n_o(&s)) || row_has_nan(got.p, n_p(&s)) ||
                   row_has_nan(got.l, n_l(&s));
     if (nan_out) fprintf(stderr, "  NaN in an unattended (padding) V row reached the output\n");
@@ -626,7 +629,7 @@ static void check_nan_confinement(void)
     v[vidx] = saved;
     const int64_t vidx2 = ((1 * 2 + 0) * 6 + 1) * 4 + 0;
     v[vidx2] = NAN;
-    CHECK(lib(&s, q, k, v, &padded, &got) == QKV_OK);
+    CHECK(lib(NULL, &s, q, k, v, &padded, &got) == QKV_OK);
     v[vidx2] = saved;
     CHECK(row_same_bits(got.p, clean.p, n_p(&s)));
     CHECK(row_same_bits(got.l, clean.l, n_l(&s)));
@@ -649,11 +652,11 @@ static void check_nan_confinement(void)
         qkv_attention_options om = {0};
         om.mask = bcast ? qkv_tensor_contiguous(m, QKV_DTYPE_F32, 1, 1, 6, 6)
                         : qkv_tensor_contiguous(m, QKV_DTYPE_F32, 2, 4, 6, 6);
-        CHECK(lib(&s, q, k, v, &om, &clean) == QKV_OK);
+        CHECK(lib(NULL, &s, q, k, v, &om, &clean) == QKV_OK);
         int64_t midx = bcast ? 4 * 6 : ((0 * 4 + 1) * 6 + 4) * 6;
         saved = m[midx];
         m[midx] = NAN;
-        CHECK(lib(&s, q, k, v, &om, &got) == QKV_OK);
+        CHECK(lib(NULL, &s, q, k, v, &om, &got) == QKV_OK);
         m[midx] = saved;
         bad = 0;
         for (int64_t row = 0; row < n_l(&s); row++) {
@@ -740,7 +743,7 @@ static void check_layouts(void)
     opt.kv_lens = lens;
     opt.softcap = 3.0;
     out base = out_alloc(&s), got = out_alloc(&s);
-    CHECK(lib(&s, q, k, v, &opt, &base) == QKV_OK);
+    CHECK(lib(NULL, &s, q, k, v, &opt, &base) == QKV_OK);
     /* The test itself must not be trivial: the naive answer agrees. */
     {
         cfg c;
@@ -773,7 +776,7 @@ static void check_layouts(void)
         memset(ob, 0xff, (size_t)n_o(&s) * sizeof(float));
         memset(pb, 0xff, (size_t)n_p(&s) * sizeof(float));
         memset(lb, 0xff, (size_t)n_l(&s) * sizeof(float));
-        qkv_status st = qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, &opt);
+        qkv_status st = qkv_attention_forward(NULL, &to, &tp, &tl, &tq, &tk, &tv, &opt);
         if (st != QKV_OK) fprintf(stderr, "  BSHD: %s\n", qkv_error_detail());
         CHECK(st == QKV_OK);
         gather(&to, got.o);
@@ -819,7 +822,7 @@ static void check_layouts(void)
         qkv_tensor to = qkv_tensor_contiguous(got.o, QKV_DTYPE_F32, s.B, s.H, s.Lq, s.Ev);
         qkv_tensor tp = qkv_tensor_contiguous(got.p, QKV_DTYPE_F32, s.B, s.H, s.Lq, s.Lk);
         qkv_tensor tl = qkv_tensor_contiguous(got.l, QKV_DTYPE_F32, s.B, s.H, s.Lq, 1);
-        qkv_status st = qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, &opt);
+        qkv_status st = qkv_attention_forward(NULL, &to, &tp, &tl, &tq, &tk, &tv, &opt);
         if (st != QKV_OK) fprintf(stderr, "  transposed: %s\n", qkv_error_detail());
         CHECK(st == QKV_OK);
         CHECK_RUN("transposed / reversed views", "O", got.o, base.o, n_o(&s));
@@ -838,7 +841,7 @@ static void check_layouts(void)
             const int64_t nm[4] = {bcast ? 1 : s.B, bcast ? 1 : s.H, s.Lq, s.Lk};
             om.mask = qkv_tensor_contiguous(mfull, QKV_DTYPE_F32, nm[0], nm[1], nm[2], nm[3]);
             out want = out_alloc(&s);
-            CHECK(lib(&s, q, k, v, &om, &want) == QKV_OK);
+            CHECK(lib(NULL, &s, q, k, v, &om, &want) == QKV_OK);
             const int64_t nq4[4] = {s.B, s.H, s.Lq, s.E}, no4[4] = {s.B, s.H, s.Lq, s.Ev},
                           np4[4] = {s.B, s.H, s.Lq, s.Lk}, nl4[4] = {s.B, s.H, s.Lq, 1};
             const int inner_first[4] = {0, 1, 3, 2}, lse_order[4] = {2, 0, 1, 3},
@@ -863,7 +866,7 @@ static void check_layouts(void)
             }
             tk = qkv_tensor_contiguous(k, QKV_DTYPE_F32, s.B, s.Hkv, s.Lk, s.E);
             tv = qkv_tensor_contiguous(v, QKV_DTYPE_F32, s.B, s.Hkv, s.Lk, s.Ev);
-            st = qkv_attention_forward(&to2, &tp2, &tl2, &tq2, &tk, &tv, &om);
+            st = qkv_attention_forward(NULL, &to2, &tp2, &tl2, &tq2, &tk, &tv, &om);
             if (st != QKV_OK) fprintf(stderr, "  inner strides: %s\n", qkv_error_detail());
             CHECK(st == QKV_OK);
             gather(&to2, got.o);
@@ -892,13 +895,13 @@ static void check_layouts(void)
         memcpy(v2, v, (size_t)vb * sizeof(float));
         memcpy(v2 + vb, v, (size_t)vb * sizeof(float));
         out want = out_alloc(&s);
-        CHECK(lib(&s, q, k2, v2, &opt, &want) == QKV_OK);
+        CHECK(lib(NULL, &s, q, k2, v2, &opt, &want) == QKV_OK);
         tq = qkv_tensor_contiguous(q, QKV_DTYPE_F32, s.B, s.H, s.Lq, s.E);
         tk = qkv_tensor_contiguous(k, QKV_DTYPE_F32, s.B, s.Hkv, s.Lk, s.E);
         tv = qkv_tensor_contiguous(v, QKV_DTYPE_F32, s.B, s.Hkv, s.Lk, s.Ev);
         tk.stride[0] = 0;
         tv.stride[0] = 0;
-        st = qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, &opt);
+        st = qkv_attention_forward(NULL, &to, &tp, &tl, &tq, &tk, &tv, &opt);
         CHECK(st == QKV_OK);
         CHECK_RUN("K, V batch stride 0", "O", got.o, want.o, n_o(&s));
         CHECK_RUN("K, V batch stride 0", "weights", got.p, want.p, n_p(&s));
@@ -931,7 +934,7 @@ static void check_layouts(void)
         qkv_tensor to = qkv_tensor_contiguous(buf[3] + off, QKV_DTYPE_F32, s.B, s.H, s.Lq, s.Ev);
         qkv_tensor tp = qkv_tensor_contiguous(buf[4] + off, QKV_DTYPE_F32, s.B, s.H, s.Lq, s.Lk);
         qkv_tensor tl = qkv_tensor_contiguous(buf[5] + off, QKV_DTYPE_F32, s.B, s.H, s.Lq, 1);
-        qkv_status st = qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, &opt);
+        qkv_status st = qkv_attention_forward(NULL, &to, &tp, &tl, &tq, &tk, &tv, &opt);
         CHECK(st == QKV_OK);
         memcpy(got.o, buf[3] + off, bytes[3]);
         memcpy(got.p, buf[4] + off, bytes[4]);
@@ -976,7 +979,7 @@ static void check_layouts(void)
         qkv_tensor tq = qkv_tensor_contiguous(q, QKV_DTYPE_F32, s.B, s.H, s.Lq, s.E);
         qkv_tensor tk = qkv_tensor_contiguous(k, QKV_DTYPE_F32, s.B, s.Hkv, s.Lk, s.E);
         qkv_tensor tv = qkv_tensor_contiguous(v, QKV_DTYPE_F32, s.B, s.Hkv, s.Lk, s.Ev);
-        qkv_status st = qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, &opt);
+        qkv_status st = qkv_attention_forward(NULL, &to, &tp, &tl, &tq, &tk, &tv, &opt);
         if (st != QKV_OK) fprintf(stderr, "  embedded outputs: %s\n", qkv_error_detail());
         CHECK(st == QKV_OK);
         gather(&to, got.o);
@@ -1046,12 +1049,12 @@ static void check_underflowed_weight_reads_value(void)
     qkv_attention_options opt;
     memset(&opt, 0, sizeof opt);
     opt.scale = 1.0;
-    CHECK(qkv_attention_forward(&to, &tp, NULL, &tq, &tk, &tv, &opt) == QKV_OK);
+    CHECK(qkv_attention_forward(NULL, &to, &tp, NULL, &tq, &tk, &tv, &opt) == QKV_OK);
     CHECK(isnan(o));
     CHECK(p[0] == 1.0f && p[1] == 0.0f);
     const int64_t lens[1] = {1};
     opt.kv_lens = lens;
-    CHECK(qkv_attention_forward(&to, &tp, NULL, &tq, &tk, &tv, &opt) == QKV_OK);
+    CHECK(qkv_attention_forward(NULL, &to, &tp, NULL, &tq, &tk, &tv, &opt) == QKV_OK);
     CHECK(o == 1.0f);
     CHECK(p[0] == 1.0f && p[1] == 0.0f && !signbit(p[1]));
 }

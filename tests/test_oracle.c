@@ -55,13 +55,13 @@ static void run_case(const oracle_case *c, qkv_impl impl, int threads)
     qkv_tensor tp = qkv_tensor_contiguous(p, QKV_DTYPE_F32, B, H, Lq, Lk);
     qkv_tensor tl = qkv_tensor_contiguous(l, QKV_DTYPE_F32, B, H, Lq, 1);
     qkv_attention_options opt = {0};
-    opt.impl = impl;
-    opt.num_threads = threads;
     opt.causal = c->causal != 0;
     opt.align = c->causal == 2 ? QKV_ALIGN_BOTTOM_RIGHT : QKV_ALIGN_TOP_LEFT;
     if (c->has_mask) opt.mask = test_as_tensor(&mask);
 
-    qkv_status st = qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, &opt);
+    qkv_context *ctx = test_context(impl, QKV_ISA_AUTO, threads);
+    qkv_status st = qkv_attention_forward(ctx, &to, &tp, &tl, &tq, &tk, &tv, &opt);
+    qkv_context_free(ctx);
     CHECK(st == QKV_OK);
     if (st != QKV_OK) fprintf(stderr, "%s: %s\n", c->name, qkv_error_detail());
     CHECK_TENSOR(o, want_o.data, qkv_array_numel(&want_o), 1e-5, "%s: O", c->name);
@@ -95,7 +95,7 @@ static void check_fully_masked_row(void)
     qkv_tensor tl = qkv_tensor_contiguous(l, QKV_DTYPE_F32, 2, 3, 5, 1);
     qkv_attention_options opt = {0};
     opt.mask = test_as_tensor(&mask);
-    CHECK(qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
+    CHECK(qkv_attention_forward(NULL, &to, &tp, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
     for (int h = 0; h < 3; h++) {
         int row = (1 * 3 + h) * 5 + 2;
         for (int e = 0; e < 8; e++) CHECK(o[row * 8 + e] == 0.0f);

@@ -41,7 +41,9 @@ typedef struct result {
     qkv_status st;
 } result;
 
-static result forward(const problem *p, const qkv_attention_options *opt)
+/* The forward on impl with num_threads threads. */
+static result forward(const problem *p, qkv_impl impl, int num_threads,
+                      const qkv_attention_options *opt)
 {
     const test_shape *s = &p->s;
     result r = {test_malloc((size_t)n_o(s) * 4 + 4), test_malloc((size_t)n_p(s) * 4 + 4),
@@ -52,7 +54,9 @@ static result forward(const problem *p, const qkv_attention_options *opt)
     qkv_tensor to = qkv_tensor_contiguous(r.o, QKV_DTYPE_F32, s->B, s->H, s->Lq, s->Ev);
     qkv_tensor tw = qkv_tensor_contiguous(r.w, QKV_DTYPE_F32, s->B, s->H, s->Lq, s->Lk);
     qkv_tensor tl = qkv_tensor_contiguous(r.l, QKV_DTYPE_F32, s->B, s->H, s->Lq, 1);
-    r.st = qkv_attention_forward(&to, &tw, &tl, &tq, &tk, &tv, opt);
+    qkv_context *ctx = test_context(impl, QKV_ISA_AUTO, num_threads);
+    r.st = qkv_attention_forward(ctx, &to, &tw, &tl, &tq, &tk, &tv, opt);
+    qkv_context_free(ctx);
     if (r.st != QKV_OK) fprintf(stderr, "  forward: %s\n", qkv_error_detail());
     return r;
 }
@@ -79,10 +83,8 @@ static void check_forward(const char *what, const problem *p, double scale, int 
     opt.scale = scale;
     opt.causal = causal;
     opt.align = QKV_ALIGN_BOTTOM_RIGHT;
-    opt.num_threads = threads;
-    result fast = forward(p, &opt);
-    opt.impl = QKV_IMPL_REFERENCE;
-    result ref = forward(p, &opt);
+    result fast = forward(p, QKV_IMPL_AUTO, threads, &opt);
+    result ref = forward(p, QKV_IMPL_REFERENCE, threads, &opt);
     const test_shape *s = &p->s;
     const double eo = test_rel_l2(fast.o, ref.o, n_o(s));
     const double ew = test_rel_l2(fast.w, ref.w, n_p(s));
@@ -146,7 +148,7 @@ static void check_nan_kept(void)
     qkv_attention_options opt = {0};
     opt.causal = 1;
     opt.scale = 1e38;
-    result r = forward(&p, &opt);
+    result r = forward(&p, QKV_IMPL_AUTO, 0, &opt);
     for (int64_t i = 0; i < 6; i++) {
         const int64_t nan = count_nan(r.o + i * 4, 4);
         CHECK(i < 3 ? nan == 0 : nan == 4);
@@ -164,8 +166,7 @@ static void check_backward_case(const char *what, const problem *p, double scale
     float *dout = test_rand_f32(&rng, n_o(&s), -1.0f, 1.0f);
     qkv_attention_options opt = {0};
     opt.scale = scale;
-    opt.num_threads = 2;
-    result f = forward(p, &opt);
+    result f = forward(p, QKV_IMPL_AUTO, 2, &opt);
     float *g[2][3];
     for (int impl = 0; impl < 2; impl++) {
         g[impl][0] = test_malloc((size_t)n_q(&s) * 4);
@@ -180,9 +181,10 @@ static void check_backward_case(const char *what, const problem *p, double scale
         qkv_tensor dq = qkv_tensor_contiguous(g[impl][0], QKV_DTYPE_F32, s.B, s.H, s.Lq, s.E);
         qkv_tensor dk = qkv_tensor_contiguous(g[impl][1], QKV_DTYPE_F32, s.B, s.Hkv, s.Lk, s.E);
         qkv_tensor dv = qkv_tensor_contiguous(g[impl][2], QKV_DTYPE_F32, s.B, s.Hkv, s.Lk, s.Ev);
-        opt.impl = impl ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
+        qkv_context *ctx = test_context(impl ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO, QKV_ISA_AUTO, 2);
         qkv_status st =
-            qkv_attention_backward(&dq, &dk, &dv, NULL, &td, &tq, &tk, &tv, &to, &tl, &opt);
+            qkv_attention_backward(ctx, &dq, &dk, &dv, NULL, &td, &tq, &tk, &tv, &to, &tl, &opt);
+        qkv_context_free(ctx);
         if (st != QKV_OK) fprintf(stderr, "  backward: %s\n", qkv_error_detail());
         CHECK(st == QKV_OK);
     }
@@ -256,9 +258,8 @@ static void check_nan_masked(void)
     qkv_attention_options opt = {0};
     opt.scale = 1e38;
     opt.mask = qkv_tensor_contiguous(allow, QKV_DTYPE_BOOL, 1, 1, 4, 6);
-    result r = forward(&p, &opt);
-    opt.impl = QKV_IMPL_REFERENCE;
-    result ref = forward(&p, &opt);
+    result r = forward(&p, QKV_IMPL_AUTO, 0, &opt);
+    result ref = forward(&p, QKV_IMPL_REFERENCE, 0, &opt);
     for (int64_t i = 0; i < 4; i++) {
         const int64_t nan = count_nan(r.o + i * 4, 4);
         CHECK(i < 2 ? nan == 0 : nan >= 1); /* reading the NaN, the row is NaN's */

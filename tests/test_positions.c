@@ -41,7 +41,7 @@ typedef struct outs {
 } outs;
 
 static void run(const pcase *c, const float *q, const float *k, const float *v, const float *dout,
-                const qkv_attention_options *opt, outs *r)
+                qkv_context *ctx, const qkv_attention_options *opt, outs *r)
 {
     const test_shape *s = &c->s;
     r->o = test_malloc((size_t)n_o(s) * sizeof(float));
@@ -58,8 +58,8 @@ static void run(const pcase *c, const float *q, const float *k, const float *v, 
     qkv_tensor tdq = qkv_tensor_contiguous(r->dq, QKV_DTYPE_F32, s->B, s->H, s->Lq, s->E);
     qkv_tensor tdk = qkv_tensor_contiguous(r->dk, QKV_DTYPE_F32, s->B, s->Hkv, s->Lk, s->E);
     qkv_tensor tdv = qkv_tensor_contiguous(r->dv, QKV_DTYPE_F32, s->B, s->Hkv, s->Lk, s->Ev);
-    CHECK(qkv_attention_forward(&to, NULL, &tl, &tq, &tk, &tv, opt) == QKV_OK);
-    CHECK(qkv_attention_backward(&tdq, &tdk, &tdv, NULL, &td, &tq, &tk, &tv, &to, &tl, opt) ==
+    CHECK(qkv_attention_forward(ctx, &to, NULL, &tl, &tq, &tk, &tv, opt) == QKV_OK);
+    CHECK(qkv_attention_backward(ctx, &tdq, &tdk, &tdv, NULL, &td, &tq, &tk, &tv, &to, &tl, opt) ==
           QKV_OK);
 }
 
@@ -91,8 +91,8 @@ static void check_case(const pcase *c, uint64_t seed)
           *v = test_rand_f32(&r, n_v(s), -1, 1), *dout = test_rand_f32(&r, n_o(s), -1, 1);
     unsigned char *mask = mask_of(c);
     for (int impl = 0; impl < 2; impl++) {
+        qkv_context *ctx = test_context((qkv_impl)impl, QKV_ISA_AUTO, 0);
         qkv_attention_options po = {0};
-        po.impl = (qkv_impl)impl;
         po.causal = c->causal;
         po.use_window = c->window;
         po.window_left = c->left;
@@ -100,11 +100,11 @@ static void check_case(const pcase *c, uint64_t seed)
         po.q_offsets = c->q_pos;
         po.k_offsets = c->k_pos;
         qkv_attention_options mo = {0};
-        mo.impl = (qkv_impl)impl;
         mo.mask = qkv_tensor_contiguous(mask, QKV_DTYPE_BOOL, s->B, 1, s->Lq, s->Lk);
         outs a, b;
-        run(c, q, k, v, dout, &po, &a);
-        run(c, q, k, v, dout, &mo, &b);
+        run(c, q, k, v, dout, ctx, &po, &a);
+        run(c, q, k, v, dout, ctx, &mo, &b);
+        qkv_context_free(ctx);
         compare(impl ? "positions vs mask, reference" : "positions vs mask, fast", c, &a, &b,
                 impl ? 1e-12 : 1e-6);
         outs_free(&a);
@@ -125,14 +125,15 @@ static void check_bottom_right(void)
           *v = test_rand_f32(&r, n_v(s), -1, 1), *dout = test_rand_f32(&r, n_o(s), -1, 1);
     const int64_t shift[3] = {14, 14, 14};
     for (int impl = 0; impl < 2; impl++) {
+        qkv_context *ctx = test_context((qkv_impl)impl, QKV_ISA_AUTO, 0);
         qkv_attention_options a = {0}, b = {0};
-        a.impl = b.impl = (qkv_impl)impl;
         a.causal = b.causal = 1;
         a.q_offsets = shift;
         b.align = QKV_ALIGN_BOTTOM_RIGHT;
         outs x, y;
-        run(&c, q, k, v, dout, &a, &x);
-        run(&c, q, k, v, dout, &b, &y);
+        run(&c, q, k, v, dout, ctx, &a, &x);
+        run(&c, q, k, v, dout, ctx, &b, &y);
+        qkv_context_free(ctx);
         CHECK(memcmp(x.o, y.o, (size_t)n_o(s) * sizeof(float)) == 0);
         CHECK(memcmp(x.dq, y.dq, (size_t)n_q(s) * sizeof(float)) == 0);
         CHECK(memcmp(x.dk, y.dk, (size_t)n_k(s) * sizeof(float)) == 0);
@@ -152,33 +153,37 @@ static void check_errors(void)
     qkv_attention_options opt = {0};
     opt.causal = 1;
     opt.q_offsets = neg;
-    CHECK(qkv_attention_forward(&o, NULL, NULL, &q, &q, &q, &opt) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_attention_forward(NULL, &o, NULL, NULL, &q, &q, &q, &opt) ==
+          QKV_ERR_INVALID_ARGUMENT);
     CHECK(test_starts_with(qkv_error_detail(), "q_offsets[1]: -1"));
     opt.q_offsets = NULL;
     opt.k_offsets = big;
-    CHECK(qkv_attention_forward(&o, NULL, NULL, &q, &q, &q, &opt) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_attention_forward(NULL, &o, NULL, NULL, &q, &q, &q, &opt) ==
+          QKV_ERR_INVALID_ARGUMENT);
     CHECK(test_starts_with(qkv_error_detail(), "k_offsets[0]:"));
     /* The largest positions are taken, whatever their difference. */
     opt.k_offsets = edge;
-    CHECK(qkv_attention_forward(&o, NULL, NULL, &q, &q, &q, &opt) == QKV_OK);
+    CHECK(qkv_attention_forward(NULL, &o, NULL, NULL, &q, &q, &q, &opt) == QKV_OK);
     opt.k_offsets = NULL;
     opt.q_offsets = edge;
     opt.use_window = 1;
     opt.window_left = INT64_MAX;
     opt.window_right = INT64_MAX;
-    CHECK(qkv_attention_forward(&o, NULL, NULL, &q, &q, &q, &opt) == QKV_OK);
+    CHECK(qkv_attention_forward(NULL, &o, NULL, NULL, &q, &q, &q, &opt) == QKV_OK);
     /* Misaligned. */
     unsigned char raw[32];
     memset(raw, 0, sizeof raw);
     opt.q_offsets = (const int64_t *)(void *)(raw + 1);
-    CHECK(qkv_attention_forward(&o, NULL, NULL, &q, &q, &q, &opt) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_attention_forward(NULL, &o, NULL, NULL, &q, &q, &q, &opt) ==
+          QKV_ERR_INVALID_ARGUMENT);
     CHECK(test_starts_with(qkv_error_detail(), "q_offsets"));
     /* An output over the positions. */
     int64_t pos[4] = {0, 0, 0, 0};
     qkv_tensor over = qkv_tensor_contiguous(pos, QKV_DTYPE_F32, 2, 1, 1, 2);
     opt.q_offsets = pos;
     opt.use_window = 0;
-    CHECK(qkv_attention_forward(&over, NULL, NULL, &q, &q, &q, &opt) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(qkv_attention_forward(NULL, &over, NULL, NULL, &q, &q, &q, &opt) ==
+          QKV_ERR_INVALID_ARGUMENT);
     CHECK(strstr(qkv_error_detail(), "q_offsets") != NULL);
 }
 

@@ -1,7 +1,7 @@
-/* Progress reporting: the library calls opts.progress on the calling
- * thread with fractions that rise to exactly 1.0, and `qkv run` draws its
- * progress line only when stderr is a terminal (a pseudo-terminal here),
- * erasing it at the end; with stderr a pipe it stays silent. */
+/* Progress reporting: the library calls the context's progress report on
+ * the calling thread with fractions that rise to exactly 1.0, and `qkv run`
+ * draws its progress line only when stderr is a terminal (a pseudo-terminal
+ * here), erasing it at the end; with stderr a pipe it stays silent. */
 #define _XOPEN_SOURCE 700 /* posix_openpt, grantpt, ptsname */
 #include "test.h"
 #include "util.h"
@@ -49,10 +49,10 @@ static void check_library_progress(void)
     for (int threads = 1; threads <= 2; threads++) {
         seen s = {0, 1, 0, 0.0, pthread_self()};
         qkv_attention_options opt = {0};
-        opt.num_threads = threads;
-        opt.progress = on_progress;
-        opt.progress_user = &s;
-        CHECK(qkv_attention_forward(&to, NULL, NULL, &t, &t, &t, &opt) == QKV_OK);
+        qkv_context *ctx = test_context(QKV_IMPL_AUTO, QKV_ISA_AUTO, threads);
+        CHECK(qkv_context_set_progress(ctx, on_progress, &s) == QKV_OK);
+        CHECK(qkv_attention_forward(ctx, &to, NULL, NULL, &t, &t, &t, &opt) == QKV_OK);
+        qkv_context_free(ctx);
         /* One thread reports along the way; with two the other may take
          * every work item, leaving only the final report. */
         CHECK(s.calls >= (threads == 1 ? 2 : 1) && s.calls <= 210);
@@ -73,10 +73,10 @@ static void check_library_progress(void)
     qkv_tensor to1 = qkv_tensor_contiguous(o1, QKV_DTYPE_F32, 1, 1, 1, E);
     seen s = {0, 1, 0, 0.0, pthread_self()};
     qkv_attention_options opt = {0};
-    opt.num_threads = 1;
-    opt.progress = on_progress;
-    opt.progress_user = &s;
-    CHECK(qkv_attention_forward(&to1, NULL, NULL, &tq1, &tk1, &tk1, &opt) == QKV_OK);
+    qkv_context *ctx = test_context(QKV_IMPL_AUTO, QKV_ISA_AUTO, 1);
+    CHECK(qkv_context_set_progress(ctx, on_progress, &s) == QKV_OK);
+    CHECK(qkv_attention_forward(ctx, &to1, NULL, NULL, &tq1, &tk1, &tk1, &opt) == QKV_OK);
+    qkv_context_free(ctx);
     CHECK(s.calls >= 2 && s.rising && s.last == 1.0);
     free(kv);
 }

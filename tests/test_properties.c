@@ -69,7 +69,6 @@ static void free_res(res *r)
     free(r->l);
 }
 
-/* Runs the library on contiguous buffers, with weights and lse requested. */
 /* Every property runs twice (main): on the reference, whose tolerance is
  * the numbers written below, and on the fast path, whose float32
  * arithmetic is held to DESIGN.md's 1e-5 (TOL raises a tolerance to it). */
@@ -77,12 +76,13 @@ static qkv_impl run_impl = QKV_IMPL_REFERENCE;
 static double tol_floor = 0.0;
 #define TOL(t) ((t) > tol_floor ? (t) : tol_floor)
 
-static res run(const prob *pr, const qkv_attention_options *given)
+/* Runs the library on contiguous buffers, with weights and lse requested,
+ * on impl (QKV_IMPL_AUTO: this pass's run_impl; an explicit REFERENCE
+ * stays) with num_threads threads. */
+static res run_on(const prob *pr, qkv_impl impl, int num_threads,
+                  const qkv_attention_options *opt)
 {
     const shape *s = &pr->s;
-    qkv_attention_options copy = *given;
-    if (copy.impl == QKV_IMPL_AUTO) copy.impl = run_impl; /* explicit REFERENCE stays */
-    const qkv_attention_options *opt = &copy;
     res r;
     r.o = test_malloc((size_t)n_o(s) * sizeof(float));
     r.p = test_malloc((size_t)n_p(s) * sizeof(float));
@@ -93,7 +93,10 @@ static res run(const prob *pr, const qkv_attention_options *given)
     qkv_tensor to = qkv_tensor_contiguous(r.o, QKV_DTYPE_F32, s->B, s->H, s->Lq, s->Ev);
     qkv_tensor tp = qkv_tensor_contiguous(r.p, QKV_DTYPE_F32, s->B, s->H, s->Lq, s->Lk);
     qkv_tensor tl = qkv_tensor_contiguous(r.l, QKV_DTYPE_F32, s->B, s->H, s->Lq, 1);
-    r.st = qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, opt);
+    qkv_context *ctx =
+        test_context(impl == QKV_IMPL_AUTO ? run_impl : impl, QKV_ISA_AUTO, num_threads);
+    r.st = qkv_attention_forward(ctx, &to, &tp, &tl, &tq, &tk, &tv, opt);
+    qkv_context_free(ctx);
     if (r.st != QKV_OK) {
         char buf[160];
         shape_str(s, buf, sizeof buf);
@@ -102,6 +105,12 @@ static res run(const prob *pr, const qkv_attention_options *given)
     }
     CHECK(r.st == QKV_OK);
     return r;
+}
+
+/* run_on with this pass's impl and every CPU. */
+static res run(const prob *pr, const qkv_attention_options *opt)
+{
+    return run_on(pr, QKV_IMPL_AUTO, 0, opt);
 }
 
 /* Bitwise equality of two float arrays, with the first difference printed. */
@@ -569,20 +578,18 @@ static void check_determinism(void)
             opt.align = QKV_ALIGN_BOTTOM_RIGHT;
             opt.softcap = 5.0;
             opt.mask = qkv_tensor_contiguous(m, QKV_DTYPE_F32, 1, 1, s->Lq, s->Lk);
-            opt.impl = impl ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
-            opt.num_threads = 1;
-            res base = run(&pr, &opt);
+            const qkv_impl im = impl ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
+            res base = run_on(&pr, im, 1, &opt);
             const int threads[] = {1, 2, 3, 7, 0};
             for (size_t t = 0; t < sizeof threads / sizeof threads[0]; t++) {
                 char ctx[256], sh[160];
                 shape_str(s, sh, sizeof sh);
                 snprintf(ctx, sizeof ctx, "%s, num_threads %d vs 1, %s",
                          impl ? "reference" : "fast", threads[t], sh);
-                opt.num_threads = threads[t];
-                res r = run(&pr, &opt);
+                res r = run_on(&pr, im, threads[t], &opt);
                 if (base.st == QKV_OK && r.st == QKV_OK) check_same_res(ctx, s, &r, &base);
                 /* A second run, same bytes. */
-                res r2 = run(&pr, &opt);
+                res r2 = run_on(&pr, im, threads[t], &opt);
                 if (r.st == QKV_OK && r2.st == QKV_OK) {
                     CHECK(memcmp(r.o, r2.o, (size_t)n_o(s) * sizeof(float)) == 0);
                     CHECK(memcmp(r.p, r2.p, (size_t)n_p(s) * sizeof(float)) == 0);

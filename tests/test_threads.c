@@ -96,9 +96,10 @@ static qkv_status fwd_run(const fwd_case *c, float *o, float *w, float *l, qkv_i
     qkv_attention_options opt = {0};
     opt.causal = c->causal;
     opt.align = QKV_ALIGN_BOTTOM_RIGHT;
-    opt.impl = impl;
-    opt.num_threads = threads;
-    return qkv_attention_forward(&to, &tw, &tl, &tq, &tk, &tv, &opt);
+    qkv_context *ctx = test_context(impl, QKV_ISA_AUTO, threads);
+    const qkv_status st = qkv_attention_forward(ctx, &to, &tw, &tl, &tq, &tk, &tv, &opt);
+    qkv_context_free(ctx);
+    return st;
 }
 
 static int fwd_same(const fwd_case *c, const char *ctx)
@@ -180,9 +181,11 @@ static qkv_status bwd_run(const bwd_case *c, float *dq, float *dk, float *dv, qk
     qkv_attention_options opt = {0};
     opt.causal = f->causal;
     opt.align = QKV_ALIGN_BOTTOM_RIGHT;
-    opt.impl = impl;
-    opt.num_threads = threads;
-    return qkv_attention_backward(&tdq, &tdk, &tdv, NULL, &tdo, &tq, &tk, &tv, &to, &tl, &opt);
+    qkv_context *ctx = test_context(impl, QKV_ISA_AUTO, threads);
+    const qkv_status st =
+        qkv_attention_backward(ctx, &tdq, &tdk, &tdv, NULL, &tdo, &tq, &tk, &tv, &to, &tl, &opt);
+    qkv_context_free(ctx);
+    return st;
 }
 
 static int bwd_same(const bwd_case *c, const char *ctx)
@@ -248,9 +251,11 @@ static void gemm_free(gemm_case *g)
 static qkv_status gemm_run(const gemm_case *g, float *c, int threads)
 {
     memcpy(c, g->c0, (size_t)(g->m * g->n) * sizeof *c);
-    qkv_gemm_options o = {QKV_ISA_AUTO, threads};
-    return qkv_sgemm(g->ta, g->tb, g->m, g->n, g->k, 1.5f, g->a, g->ta ? g->m : g->k, g->b,
-                     g->tb ? g->k : g->n, -0.5f, c, g->n, &o);
+    qkv_context *ctx = test_context(QKV_IMPL_AUTO, QKV_ISA_AUTO, threads);
+    const qkv_status st = qkv_sgemm(ctx, g->ta, g->tb, g->m, g->n, g->k, 1.5f, g->a,
+                                    g->ta ? g->m : g->k, g->b, g->tb ? g->k : g->n, -0.5f, c, g->n);
+    qkv_context_free(ctx);
+    return st;
 }
 
 static void check_gemm(gemm_case *g)

@@ -33,8 +33,8 @@ static void check_example(qkv_impl impl)
     qkv_tensor tp = qkv_tensor_contiguous(p, QKV_DTYPE_F32, 1, 1, 1, 4);
     qkv_tensor tl = qkv_tensor_contiguous(&lse, QKV_DTYPE_F32, 1, 1, 1, 1);
     qkv_attention_options opt = {0};
-    opt.impl = impl;
-    CHECK(qkv_attention_forward(&to, &tp, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
+    qkv_context *ctx = test_context(impl, QKV_ISA_AUTO, 0);
+    CHECK(qkv_attention_forward(ctx, &to, &tp, &tl, &tq, &tk, &tv, &opt) == QKV_OK);
 
     const double want_p[4] = {0.13361833026132658, 0.36321227909840337, 0.22029938325728377,
                               0.28287000738298623};
@@ -49,9 +49,10 @@ static void check_example(qkv_impl impl)
     /* An explicit scale of 1 (no division): scores 0, 2, 1, 1.5, exp sum
      * 1 + e^2 + e + e^1.5 = 15.6938335..., weight of apple e^2 / that. */
     opt.scale = 1.0;
-    CHECK(qkv_attention_forward(&to, &tp, NULL, &tq, &tk, &tv, &opt) == QKV_OK);
+    CHECK(qkv_attention_forward(ctx, &to, &tp, NULL, &tq, &tk, &tv, &opt) == QKV_OK);
     CHECK_NEAR(p[1], 7.38905609893065 / (1 + 7.38905609893065 + 2.718281828459045 +
                                          4.4816890703380645), 1e-7);
+    qkv_context_free(ctx);
 }
 
 /* d_k = 64 divides the scores by 8: with q = k = 8 * e_0 the score is
@@ -67,7 +68,7 @@ static void check_divide_by_eight(void)
     qkv_tensor tv = qkv_tensor_contiguous(v, QKV_DTYPE_F32, 1, 1, 2, 1);
     qkv_tensor to = qkv_tensor_contiguous(&o, QKV_DTYPE_F32, 1, 1, 1, 1);
     qkv_tensor tp = qkv_tensor_contiguous(p, QKV_DTYPE_F32, 1, 1, 1, 2);
-    CHECK(qkv_attention_forward(&to, &tp, NULL, &tq, &tk, &tv, NULL) == QKV_OK);
+    CHECK(qkv_attention_forward(NULL, &to, &tp, NULL, &tq, &tk, &tv, NULL) == QKV_OK);
     CHECK_NEAR(p[0], 2980.9579870417283 / 2981.9579870417283, 1e-7);
     CHECK_NEAR(p[1], 1.0 / 2981.9579870417283, 1e-9);
     CHECK_NEAR(o, p[0], 1e-7);

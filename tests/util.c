@@ -307,3 +307,15 @@ qkv_tensor test_as_tensor(const qkv_array *a)
     }
     return t;
 }
+
+qkv_context *test_context(qkv_impl impl, qkv_isa isa, int num_threads)
+{
+    qkv_context *ctx = NULL;
+    if (qkv_context_create(&ctx) != QKV_OK || qkv_context_set_impl(ctx, impl) != QKV_OK ||
+        qkv_context_set_isa(ctx, isa) != QKV_OK ||
+        qkv_context_set_threads(ctx, num_threads) != QKV_OK) {
+        fprintf(stderr, "test_context: %s\n", qkv_error_detail());
+        abort();
+    }
+    return ctx;
+}

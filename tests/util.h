@@ -58,6 +58,10 @@ typedef enum test_measure { TEST_REL_L2, TEST_MAX_ABS, TEST_REL_L2_F64 } test_me
 int test_check_tensor(const char *file, int line, test_measure m, double tol, const float *got,
                       const void *want, int64_t n, const char *fmt, ...) TEST_PRINTF(8, 9);
 
+/* A new execution context with these settings (free with
+ * qkv_context_free); aborts the test when one cannot be made. */
+qkv_context *test_context(qkv_impl impl, qkv_isa isa, int num_threads);
+
 /* An array of rank 0..4 as a (B, H, L, E) view with leading dims 1
  * (qkv_array_as_tensor); aborts the test on failure. */
 qkv_tensor test_as_tensor(const qkv_array *a);

@@ -21,6 +21,7 @@ calling convention (and its gradients, `grad`), qkv.KVCache its cache for
 incremental decoding (MultiheadAttention.decode); see qkv.layer.
 """
 import ctypes
+import threading
 
 import numpy as np
 
@@ -48,6 +49,39 @@ def _raise(status, what):
     if status == _lib.ERR_IO:
         raise OSError(msg)
     raise ValueError(msg)
+
+
+_CONTEXTS = {}  # (threads, impl) -> a qkv_context *, made once and kept for the process
+_CONTEXTS_LOCK = threading.Lock()
+
+
+def _context(threads, reference, what):
+    """The qkv_context * for a call with `threads` worker threads (0 or None
+    for one per CPU; already checked) and the reference implementation or
+    not: None, libqkv's default context, for the defaults, otherwise one
+    made on first use and shared by every later call with the same
+    settings. A context is only read by the calls, so sharing one between
+    Python threads is safe, and it is never freed while a call could be
+    using it. Counts past QKV_MAX_THREADS mean QKV_MAX_THREADS, so at most
+    2 x (QKV_MAX_THREADS + 1) contexts are ever made."""
+    impl = _lib.IMPL_REFERENCE if reference else _lib.IMPL_AUTO
+    key = (min(threads or 0, _lib.MAX_THREADS), impl)
+    if key == (0, _lib.IMPL_AUTO):
+        return None
+    with _CONTEXTS_LOCK:
+        ctx = _CONTEXTS.get(key)
+        if ctx is None:
+            ptr = ctypes.c_void_p()
+            st = _LIB.qkv_context_create(ctypes.byref(ptr))
+            if st == _lib.OK:
+                st = _LIB.qkv_context_set_threads(ptr, key[0])
+            if st == _lib.OK:
+                st = _LIB.qkv_context_set_impl(ptr, key[1])
+            if st != _lib.OK:
+                _LIB.qkv_context_free(ptr)
+                _raise(st, what)
+            ctx = _CONTEXTS[key] = ptr
+    return ctx
 
 
 def _as_float32(name, x):
@@ -126,7 +160,7 @@ def _window(window):
 
 
 def _options(query_E, attn_mask, mask_shape4, is_causal, scale, causal_alignment, window,
-             kv_lens, softcap, threads, reference, keep, positions=(None, None)):
+             kv_lens, softcap, keep, positions=(None, None)):
     opt = _lib.Options()
     if scale is not None:
         # Only 0 is refused here, since 0 means the default in qkv_attention_options;
@@ -176,9 +210,6 @@ def _options(query_E, attn_mask, mask_shape4, is_causal, scale, causal_alignment
                                  % (name, len(a), mask_shape4[0]))
             keep.append(a)
             setattr(opt, name, a.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)))
-    if threads is not None:
-        opt.num_threads = _args.integer("threads", threads, 1, _args.INT_MAX)
-    opt.impl = _lib.IMPL_REFERENCE if reference else _lib.IMPL_AUTO
     return opt
 
 
@@ -217,11 +248,14 @@ def _prepare(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_g
                              % (np.shape(attn_mask), mshape)) from None
         attn_mask = m.reshape((B, H, L, S))
     opt = _options(E, attn_mask, (B, H, L, S), is_causal, scale, causal_alignment, window,
-                   kv_lens, softcap, threads, reference, keep, positions)
+                   kv_lens, softcap, keep, positions)
+    if threads is not None:
+        threads = _args.integer("threads", threads, 1, _args.INT_MAX)
     # Rank-2 inputs have no head dim to give back: (L, Ev), as torch does.
     plain = query.ndim == 2 and key.ndim == 2 and value.ndim == 2
     return dict(batch=batch, B=B, H=H, Hkv=Hkv, L=L, S=S, E=E, Ev=Ev, tq=tq, tk=tk, tv=tv,
-                opt=opt, keep=keep, lead=() if plain else batch + (H,),
+                opt=opt, threads=threads, reference=reference, keep=keep,
+                lead=() if plain else batch + (H,),
                 kv_lead=() if plain else batch + (Hkv,))
 
 
@@ -283,7 +317,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     lse = np.empty((B, H, L, 1), dtype=np.float32) if return_lse else None
     tw = _view(w, _lib.DTYPE_F32, w.shape)[0] if w is not None else _empty_view()
     tl = _view(lse, _lib.DTYPE_F32, lse.shape)[0] if lse is not None else _empty_view()
-    st = _LIB.qkv_attention_forward(ctypes.byref(to), ctypes.byref(tw), ctypes.byref(tl),
+    ctx = _context(p["threads"], p["reference"], "scaled_dot_product_attention")
+    st = _LIB.qkv_attention_forward(ctx, ctypes.byref(to), ctypes.byref(tw), ctypes.byref(tl),
                                     ctypes.byref(p["tq"]), ctypes.byref(p["tk"]),
                                     ctypes.byref(p["tv"]), ctypes.byref(p["opt"]))
     if st != _lib.OK:
@@ -327,9 +362,10 @@ def attention_backward(grad_out, query, key, value, attn_mask=None, dropout_p=0.
     lse = np.empty((B, H, L, 1), np.float32)
     to, _ = _view(o, _lib.DTYPE_F32, o.shape)
     tl, _ = _view(lse, _lib.DTYPE_F32, lse.shape)
-    st = _LIB.qkv_attention_forward(ctypes.byref(to), None, ctypes.byref(tl), ctypes.byref(p["tq"]),
-                                    ctypes.byref(p["tk"]), ctypes.byref(p["tv"]),
-                                    ctypes.byref(p["opt"]))
+    ctx = _context(p["threads"], False, "attention_backward")
+    st = _LIB.qkv_attention_forward(ctx, ctypes.byref(to), None, ctypes.byref(tl),
+                                    ctypes.byref(p["tq"]), ctypes.byref(p["tk"]),
+                                    ctypes.byref(p["tv"]), ctypes.byref(p["opt"]))
     if st != _lib.OK:
         _raise(st, "attention_backward")
     dq = np.empty((B, H, L, E), np.float32)
@@ -346,10 +382,11 @@ def attention_backward(grad_out, query, key, value, attn_mask=None, dropout_p=0.
             raise ValueError("return_mask_grad: needs a float attn_mask")
         dm = np.empty(tuple(m.shape), np.float32)
         tdm, _ = _view(dm, _lib.DTYPE_F32, dm.shape)
-    st = _LIB.qkv_attention_backward(ctypes.byref(tdq), ctypes.byref(tdk), ctypes.byref(tdv),
-                                     ctypes.byref(tdm), ctypes.byref(tdo), ctypes.byref(p["tq"]),
-                                     ctypes.byref(p["tk"]), ctypes.byref(p["tv"]),
-                                     ctypes.byref(to), ctypes.byref(tl), ctypes.byref(p["opt"]))
+    st = _LIB.qkv_attention_backward(ctx, ctypes.byref(tdq), ctypes.byref(tdk),
+                                     ctypes.byref(tdv), ctypes.byref(tdm), ctypes.byref(tdo),
+                                     ctypes.byref(p["tq"]), ctypes.byref(p["tk"]),
+                                     ctypes.byref(p["tv"]), ctypes.byref(to), ctypes.byref(tl),
+                                     ctypes.byref(p["opt"]))
     if st != _lib.OK:
         _raise(st, "attention_backward")
     lead, kv_lead = p["lead"], p["kv_lead"]

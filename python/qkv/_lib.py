@@ -24,8 +24,10 @@ PROGRESS = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_double)
 
 
 class Options(ctypes.Structure):
-    """qkv_attention_options; zero means every default."""
+    """qkv_attention_options: what a call computes; zero means every
+    default. struct_size is filled in, as a C caller's sizeof would be."""
     _fields_ = [
+        ("struct_size", ctypes.c_size_t),
         ("scale", ctypes.c_double),
         ("softcap", ctypes.c_double),
         ("mask", Tensor),
@@ -35,14 +37,13 @@ class Options(ctypes.Structure):
         ("window_left", ctypes.c_int64),
         ("window_right", ctypes.c_int64),
         ("kv_lens", ctypes.POINTER(ctypes.c_int64)),
-        ("impl", ctypes.c_int),
-        ("isa", ctypes.c_int),
-        ("num_threads", ctypes.c_int),
-        ("progress", PROGRESS),
-        ("progress_user", ctypes.c_void_p),
         ("q_offsets", ctypes.POINTER(ctypes.c_int64)),
         ("k_offsets", ctypes.POINTER(ctypes.c_int64)),
     ]
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.struct_size = ctypes.sizeof(Options)
 
 
 class MhaConfig(ctypes.Structure):
@@ -66,6 +67,7 @@ ALIGN_TOP_LEFT, ALIGN_BOTTOM_RIGHT = 0, 1
 ROPE_NONE, ROPE_INTERLEAVED, ROPE_HALF = range(3)
 MHA_WQ, MHA_WK, MHA_WV, MHA_WO, MHA_BQ, MHA_BK, MHA_BV, MHA_BO = range(8)
 IMPL_AUTO, IMPL_REFERENCE = 0, 1
+MAX_THREADS = 1024  # QKV_MAX_THREADS: a larger count means this many
 (OK, ERR_NULL_ARGUMENT, ERR_INVALID_ARGUMENT, ERR_SHAPE, ERR_DTYPE, ERR_OVERFLOW,
  ERR_OUT_OF_MEMORY, ERR_IO, ERR_FORMAT, ERR_THREAD, ERR_UNSUPPORTED) = range(11)
 
@@ -97,26 +99,43 @@ def load():
         except OSError as e:
             tried.append("%s (%s)" % (path, e))
             continue
+        if not hasattr(lib, "qkv_context_create"):  # the calls before it took no context
+            tried.append("%s (older than the execution context; rebuild it)" % path)
+            continue
         _declare(lib)
         return lib
     raise ImportError("qkv: cannot find libqkv; build it (make) or set QKV_LIBRARY. Tried: "
                       + ", ".join(tried))
 
 
+def _set_types(lib, decl):
+    for name, (args, res) in decl.items():
+        f = getattr(lib, name)
+        f.argtypes = args
+        f.restype = res
+
+
 def _declare(lib):
+    """The execution context (the first argument of every computing call,
+    a qkv_context * or None for the default one), attention and errors."""
     T = ctypes.POINTER(Tensor)
-    lib.qkv_attention_forward.argtypes = [T, T, T, T, T, T, ctypes.POINTER(Options)]
-    lib.qkv_attention_forward.restype = ctypes.c_int
-    lib.qkv_attention_backward.argtypes = [T, T, T, T, T, T, T, T, T, T, ctypes.POINTER(Options)]
-    lib.qkv_attention_backward.restype = ctypes.c_int
-    lib.qkv_attention_merge.argtypes = [T, T, T, T, T, T]
-    lib.qkv_attention_merge.restype = ctypes.c_int
-    lib.qkv_error_detail.argtypes = []
-    lib.qkv_error_detail.restype = ctypes.c_char_p
-    lib.qkv_status_string.argtypes = [ctypes.c_int]
-    lib.qkv_status_string.restype = ctypes.c_char_p
-    lib.qkv_version_string.argtypes = []
-    lib.qkv_version_string.restype = ctypes.c_char_p
+    C, I = ctypes.c_void_p, ctypes.c_int  # qkv_context *, a C int or enum
+    pOpt = ctypes.POINTER(Options)
+    _set_types(lib, {
+        "qkv_context_create": ([ctypes.POINTER(C)], I),
+        "qkv_context_free": ([C], None),
+        "qkv_context_set_threads": ([C, I], I),
+        "qkv_context_threads": ([C], I),
+        "qkv_context_set_isa": ([C, I], I),
+        "qkv_context_set_impl": ([C, I], I),
+        "qkv_context_set_progress": ([C, PROGRESS, ctypes.c_void_p], I),
+        "qkv_attention_forward": ([C, T, T, T, T, T, T, pOpt], I),
+        "qkv_attention_backward": ([C, T, T, T, T, T, T, T, T, T, T, pOpt], I),
+        "qkv_attention_merge": ([T, T, T, T, T, T], I),
+        "qkv_error_detail": ([], ctypes.c_char_p),
+        "qkv_status_string": ([I], ctypes.c_char_p),
+        "qkv_version_string": ([], ctypes.c_char_p),
+    })
     if hasattr(lib, "qkv_mha_create"):  # a libqkv older than the layer still gives attention
         _declare_layer(lib)
 
@@ -124,7 +143,7 @@ def _declare(lib):
 def _declare_layer(lib):
     """The multi-head attention layer, its KV cache and the .safetensors
     reader the layer's loader takes."""
-    P, I64 = ctypes.c_void_p, ctypes.c_int64  # opaque handles, sizes
+    P, I64 = ctypes.c_void_p, ctypes.c_int64  # opaque handles (the context too), sizes
     FP = ctypes.c_void_p  # float *: a numpy array's .ctypes.data, or None
     pI64 = ctypes.POINTER(ctypes.c_int64)
     pCfg = ctypes.POINTER(MhaConfig)
@@ -138,8 +157,8 @@ def _declare_layer(lib):
         "qkv_mha_param_data": ([P, ctypes.c_int, pI64, pI64], FP),
         "qkv_mha_load": ([ctypes.POINTER(P), pCfg, P, ctypes.c_char_p], ctypes.c_int),
         "qkv_mha_save": ([P, ctypes.c_char_p, ctypes.c_char_p], ctypes.c_int),
-        "qkv_mha_forward": ([P, FP, FP, FP, I64, I64, FP, I64, pOpt], ctypes.c_int),
-        "qkv_mha_backward": ([P, P, FP, FP, FP, FP, I64, I64, FP, I64, pOpt], ctypes.c_int),
+        "qkv_mha_forward": ([P, P, FP, FP, FP, I64, I64, FP, I64, pOpt], ctypes.c_int),
+        "qkv_mha_backward": ([P, P, P, FP, FP, FP, FP, I64, I64, FP, I64, pOpt], ctypes.c_int),
         "qkv_kv_cache_create": ([ctypes.POINTER(P), P, I64, I64], ctypes.c_int),
         "qkv_kv_cache_free": ([P], None),
         "qkv_kv_cache_length": ([P, I64], I64),
@@ -148,9 +167,6 @@ def _declare_layer(lib):
         "qkv_kv_cache_append": ([P, I64, FP, FP, I64], ctypes.c_int),
         "qkv_kv_cache_view": ([P, I64, ctypes.POINTER(Tensor), ctypes.POINTER(Tensor)],
                               ctypes.c_int),
-        "qkv_mha_decode": ([P, P, FP, FP, FP, I64, pOpt], ctypes.c_int),
+        "qkv_mha_decode": ([P, P, P, FP, FP, FP, I64, pOpt], ctypes.c_int),
     }
-    for name, (args, res) in decl.items():
-        f = getattr(lib, name)
-        f.argtypes = args
-        f.restype = res
+    _set_types(lib, decl)

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from . import _args, _lib
-from . import _LIB, _as_float32, _raise
+from . import _LIB, _as_float32, _context, _raise
 
 __all__ = ["MultiheadAttention", "KVCache"]
 
@@ -85,11 +85,15 @@ def _f32(name, x):
     return np.ascontiguousarray(_as_float32(name, x))
 
 
-def _options(threads, mask=None, causal=False, kv_lens=None, keep=None):
-    """The attention options of a call. threads is checked again here since
-    it is a plain attribute a caller may have set."""
+def _run_context(threads, what):
+    """The execution context of a call with the layer's threads, checked
+    again here since it is a plain attribute a caller may have set."""
+    return _context(_threads(threads), False, what)
+
+
+def _options(mask=None, causal=False, kv_lens=None, keep=None):
+    """The attention options of a call."""
     opt = _lib.Options()
-    opt.num_threads = _threads(threads)
     opt.causal = 1 if causal else 0
     if mask is not None:
         m = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
@@ -435,7 +439,8 @@ class MultiheadAttention:
 
     def _prepare(self, query, key, value, key_padding_mask, attn_mask, is_causal):
         """The (B, L, D) query rows, the (B, S, Dkv) context (None for
-        self-attention), the options, and how to lay results back out."""
+        self-attention), the execution context ("run") and the options, and
+        how to lay results back out."""
         is_causal = _args.flag("is_causal", is_causal)
         if query is None:
             raise ValueError("query: is None")
@@ -536,8 +541,9 @@ class MultiheadAttention:
             mask = allowed if allowed is not None else add
         if mask is not None:
             mask = np.ascontiguousarray(mask)
-        opt = _options(self.threads, mask, causal, kv_lens, keep)
-        return dict(x=x, ctx=ctx, B=B, L=L, S=S, opt=opt, keep=keep, batched=batched,
+        run = _run_context(self.threads, "MultiheadAttention")
+        opt = _options(mask, causal, kv_lens, keep)
+        return dict(x=x, ctx=ctx, B=B, L=L, S=S, run=run, opt=opt, keep=keep, batched=batched,
                     swap=swap)
 
     def _out(self, p, y):
@@ -580,8 +586,8 @@ class MultiheadAttention:
         y = np.empty((B, L, self.embed_dim), np.float32)
         w = np.empty((B, self.num_heads, L, S), np.float32) if need_weights else None
         ctx = p["ctx"]
-        _check(_LIB.qkv_mha_forward(self._handle.ptr, _ptr(y), _ptr(w), _ptr(p["x"]), B, L,
-                                    _ptr(ctx), S, ctypes.byref(p["opt"])),
+        _check(_LIB.qkv_mha_forward(p["run"], self._handle.ptr, _ptr(y), _ptr(w), _ptr(p["x"]),
+                                    B, L, _ptr(ctx), S, ctypes.byref(p["opt"])),
                "MultiheadAttention.forward")
         if w is not None:
             if average_attn_weights:
@@ -621,8 +627,8 @@ class MultiheadAttention:
                "MultiheadAttention.grad")
         g = _Owned(gptr.value, _LIB.qkv_mha_free)
         try:
-            _check(_LIB.qkv_mha_backward(self._handle.ptr, g.ptr, _ptr(dx), _ptr(dctx),
-                                         _ptr(dy), _ptr(p["x"]), B, L, _ptr(ctx), S,
+            _check(_LIB.qkv_mha_backward(p["run"], self._handle.ptr, g.ptr, _ptr(dx),
+                                         _ptr(dctx), _ptr(dy), _ptr(p["x"]), B, L, _ptr(ctx), S,
                                          ctypes.byref(p["opt"])), "MultiheadAttention.grad")
             grads = self._state(_param_views(g))
         finally:
@@ -650,8 +656,9 @@ class MultiheadAttention:
         if need_weights:
             longest = max(cache.length(b) for b in range(cache.batch))
             w = np.empty((cache.batch, self.num_heads, n, longest + n), np.float32)
-        opt = _options(self.threads)
-        _check(_LIB.qkv_mha_decode(self._handle.ptr, cache._handle.ptr, _ptr(y), _ptr(w),
+        run = _run_context(self.threads, "MultiheadAttention.decode")
+        opt = _options()
+        _check(_LIB.qkv_mha_decode(run, self._handle.ptr, cache._handle.ptr, _ptr(y), _ptr(w),
                                    _ptr(x), n, ctypes.byref(opt)), "MultiheadAttention.decode")
         return (y, w) if need_weights else y
 

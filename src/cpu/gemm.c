@@ -4,6 +4,7 @@
  * instruction set (kernels.h, chosen as for attention) serves all four
  * cases. Threads take rectangles of C. */
 #include "common.h"
+#include "context.h"
 #include "cpu/dispatch.h"
 #include "threads.h"
 
@@ -301,13 +302,12 @@ static qkv_status gemm_small(const qkv_cpu_kernels *kern, qkv_gemm_transpose ta,
     return st;
 }
 
-qkv_status qkv_sgemm(qkv_gemm_transpose ta, qkv_gemm_transpose tb, int64_t m, int64_t n, int64_t k,
-                     float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
-                     float beta, float *c, int64_t ldc, const qkv_gemm_options *opts)
+qkv_status qkv_sgemm(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose tb, int64_t m,
+                     int64_t n, int64_t k, float alpha, const float *a, int64_t lda, const float *b,
+                     int64_t ldb, float beta, float *c, int64_t ldc)
 {
     qkv_clear_error();
-    static const qkv_gemm_options defaults;
-    if (!opts) opts = &defaults;
+    const qkv_context *cx = qkv_context_get(ctx);
     if (ta != QKV_GEMM_NO_TRANS && ta != QKV_GEMM_TRANS)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "ta: %d is not a qkv_gemm_transpose", (int)ta);
     if (tb != QKV_GEMM_NO_TRANS && tb != QKV_GEMM_TRANS)
@@ -334,21 +334,16 @@ qkv_status qkv_sgemm(qkv_gemm_transpose ta, qkv_gemm_transpose tb, int64_t m, in
                                       matrix_range("B", b, tb ? n : k, tb ? k : n, ldb)};
         QKV_TRY(qkv_check_disjoint(&out, 1, in, 2));
     }
-    if (opts->isa < QKV_ISA_AUTO || opts->isa > QKV_ISA_AVX512)
-        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "isa: %d is not a qkv_isa", (int)opts->isa);
-    if (opts->num_threads < 0)
-        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "num_threads: %d, expected 0 (all CPUs) or more",
-                        opts->num_threads);
 
 #ifdef QKV_HAVE_CBLAS
-    const int use_blas = opts->isa == QKV_ISA_AUTO;
+    const int use_blas = cx->isa == QKV_ISA_AUTO;
 #else
     const int use_blas = 0;
 #endif
     gemm_job g;
     memset(&g, 0, sizeof g);
     if (!use_blas) {
-        QKV_TRY(qkv_cpu_kernels_get(opts->isa, &g.kern));
+        QKV_TRY(qkv_cpu_kernels_get(cx->isa, &g.kern));
     }
     if (m == 0 || n == 0) return QKV_OK;
     if (k == 0 || alpha == 0) {
@@ -368,8 +363,7 @@ qkv_status qkv_sgemm(qkv_gemm_transpose ta, qkv_gemm_transpose tb, int64_t m, in
     }
 #endif
 
-    int nt = opts->num_threads ? opts->num_threads : qkv_cpu_count();
-    if (nt > QKV_MAX_THREADS) nt = QKV_MAX_THREADS;
+    int nt = qkv_context_resolved_threads(cx);
     const double flops = 2.0 * (double)m * (double)n * (double)k;
     if (flops / GEMM_MIN_FLOPS_PER_THREAD < nt)
         nt = flops < GEMM_MIN_FLOPS_PER_THREAD ? 1 : (int)(flops / GEMM_MIN_FLOPS_PER_THREAD);

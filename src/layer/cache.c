@@ -213,12 +213,15 @@ static qkv_status check_decode(const qkv_mha *m, const qkv_kv_cache *c, const fl
     return QKV_OK;
 }
 
-qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *weights,
-                          const float *x, int64_t n, const qkv_attention_options *opts)
+qkv_status qkv_mha_decode(qkv_context *ctx, const qkv_mha *m, qkv_kv_cache *c, float *y,
+                          float *weights, const float *x, int64_t n,
+                          const qkv_attention_options *opts)
 {
     qkv_clear_error();
     int64_t lmax = 0;
-    QKV_TRY(check_decode(m, c, y, x, n, opts, &lmax));
+    qkv_attention_options o;
+    QKV_TRY(qkv_options_read(opts, &o));
+    QKV_TRY(check_decode(m, c, y, x, n, &o, &lmax));
     qkv_status st = QKV_OK;
     const qkv_mha_config *cfg = &m->cfg;
     const int64_t B = c->batch, H = cfg->heads, Hkv = cfg->kv_heads, E = cfg->head_dim,
@@ -255,21 +258,16 @@ qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *we
         q_pos[b] = c->len[b];
         k_len[b] = c->len[b] + n;
     }
-    qkv_attention_options o = {0};
-    if (opts) o = *opts;
     o.causal = 1;
     o.align = QKV_ALIGN_TOP_LEFT;
     o.q_offsets = q_pos;
     o.kv_lens = k_len;
-    o.progress = NULL; /* one step is short */
 
-    st = qkv_mha_linear(q, x, B * n, m->param[QKV_MHA_WQ], H * E, D, m->param[QKV_MHA_BQ], &o);
+    st = qkv_mha_linear(ctx, q, x, B * n, m->param[QKV_MHA_WQ], H * E, D, m->param[QKV_MHA_BQ]);
     if (st == QKV_OK)
-        st = qkv_mha_linear(k, x, B * n, m->param[QKV_MHA_WK], Hkv * E, D, m->param[QKV_MHA_BK],
-                            &o);
+        st = qkv_mha_linear(ctx, k, x, B * n, m->param[QKV_MHA_WK], Hkv * E, D, m->param[QKV_MHA_BK]);
     if (st == QKV_OK)
-        st = qkv_mha_linear(v, x, B * n, m->param[QKV_MHA_WV], Hkv * Ev, D, m->param[QKV_MHA_BV],
-                            &o);
+        st = qkv_mha_linear(ctx, v, x, B * n, m->param[QKV_MHA_WV], Hkv * Ev, D, m->param[QKV_MHA_BV]);
     for (int64_t b = 0; b < B && st == QKV_OK; b++) {
         st = qkv_rope_apply(cfg, q + b * n * H * E, n, H * E, H, c->len[b], 0);
         if (st == QKV_OK)
@@ -285,11 +283,10 @@ qkv_status qkv_mha_decode(const qkv_mha *m, qkv_kv_cache *c, float *y, float *we
         qkv_tensor tk = {c->k, QKV_DTYPE_F32, {B, Hkv, Lw, E}, {Hkv * L * E, L * E, E, 1}};
         qkv_tensor tv = {c->v, QKV_DTYPE_F32, {B, Hkv, Lw, Ev}, {Hkv * L * Ev, L * Ev, Ev, 1}};
         qkv_tensor tw = qkv_tensor_contiguous(weights, QKV_DTYPE_F32, B, H, n, Lw);
-        st = qkv_attention_forward(&ta, weights ? &tw : NULL, NULL, &tq, &tk, &tv, &o);
+        st = qkv_attention_forward(ctx, &ta, weights ? &tw : NULL, NULL, &tq, &tk, &tv, &o);
     }
     if (st == QKV_OK)
-        st = qkv_mha_linear(y, a, B * n, m->param[QKV_MHA_WO], D, H * Ev, m->param[QKV_MHA_BO],
-                            &o);
+        st = qkv_mha_linear(ctx, y, a, B * n, m->param[QKV_MHA_WO], D, H * Ev, m->param[QKV_MHA_BO]);
     if (st == QKV_OK)
         for (int64_t b = 0; b < B; b++) c->len[b] += n;
     free(block);

@@ -6,6 +6,7 @@
 #include "layer/mha.h"
 
 #include "common.h"
+#include "context.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -152,24 +153,13 @@ float *qkv_mha_param_data(qkv_mha *m, qkv_mha_param which, int64_t *rows, int64_
 
 /* ------------------------------------------------------------ projections */
 
-static qkv_gemm_options gemm_options(const qkv_attention_options *opts)
+qkv_status qkv_mha_linear(qkv_context *ctx, float *y, const float *x, int64_t rows, const float *w,
+                          int64_t out, int64_t in, const float *b)
 {
-    qkv_gemm_options g = {0};
-    if (opts) {
-        g.isa = opts->isa;
-        g.num_threads = opts->num_threads;
-    }
-    return g;
-}
-
-qkv_status qkv_mha_linear(float *y, const float *x, int64_t rows, const float *w, int64_t out,
-                          int64_t in, const float *b, const qkv_attention_options *opts)
-{
-    qkv_gemm_options g = gemm_options(opts);
     if (b)
         for (int64_t r = 0; r < rows; r++) memcpy(y + r * out, b, (size_t)out * sizeof(float));
-    return qkv_sgemm(QKV_GEMM_NO_TRANS, QKV_GEMM_TRANS, rows, out, in, 1.0f, x, in, w, in,
-                     b ? 1.0f : 0.0f, y, out, &g);
+    return qkv_sgemm(ctx, QKV_GEMM_NO_TRANS, QKV_GEMM_TRANS, rows, out, in, 1.0f, x, in, w, in,
+                     b ? 1.0f : 0.0f, y, out);
 }
 
 qkv_tensor qkv_mha_heads_view(float *data, int64_t batch, int64_t len, int64_t heads,
@@ -241,9 +231,9 @@ static qkv_status check_call(const qkv_mha *m, const float *x, int64_t batch, in
 
 /* Projects and rotates Q, K, V, runs the attention into act->a and
  * act->lse, and writes the weights when asked. */
-static qkv_status forward_core(const qkv_mha *m, activations *act, float *weights, const float *x,
-                               int64_t batch, int64_t lq, const float *context, int64_t lk,
-                               const qkv_attention_options *opts)
+static qkv_status forward_core(qkv_context *ctx, const qkv_mha *m, activations *act,
+                               float *weights, const float *x, int64_t batch, int64_t lq,
+                               const float *context, int64_t lk, const qkv_attention_options *opts)
 {
     const qkv_mha_config *c = &m->cfg;
     const int64_t H = c->heads, Hkv = c->kv_heads, E = c->head_dim, Ev = c->v_head_dim;
@@ -261,16 +251,16 @@ static qkv_status forward_core(const qkv_mha *m, activations *act, float *weight
     act->a = act->v + nv;
     act->lse = act->a + na;
 
-    const float *ctx = context ? context : x;
+    const float *cin = context ? context : x;
     const int64_t dkv = c->d_context;
-    qkv_status st = qkv_mha_linear(act->q, x, batch * lq, m->param[QKV_MHA_WQ], H * E, c->d_model,
-                                   m->param[QKV_MHA_BQ], opts);
+    qkv_status st = qkv_mha_linear(ctx, act->q, x, batch * lq, m->param[QKV_MHA_WQ], H * E, c->d_model,
+                                   m->param[QKV_MHA_BQ]);
     if (st == QKV_OK)
-        st = qkv_mha_linear(act->k, ctx, batch * lk, m->param[QKV_MHA_WK], Hkv * E, dkv,
-                            m->param[QKV_MHA_BK], opts);
+        st = qkv_mha_linear(ctx, act->k, cin, batch * lk, m->param[QKV_MHA_WK], Hkv * E, dkv,
+                            m->param[QKV_MHA_BK]);
     if (st == QKV_OK)
-        st = qkv_mha_linear(act->v, ctx, batch * lk, m->param[QKV_MHA_WV], Hkv * Ev, dkv,
-                            m->param[QKV_MHA_BV], opts);
+        st = qkv_mha_linear(ctx, act->v, cin, batch * lk, m->param[QKV_MHA_WV], Hkv * Ev, dkv,
+                            m->param[QKV_MHA_BV]);
     if (st != QKV_OK) return st;
     for (int64_t b = 0; b < batch && st == QKV_OK; b++) {
         st = qkv_rope_apply(c, act->q + b * lq * H * E, lq, H * E, H, 0, 0);
@@ -283,7 +273,7 @@ static qkv_status forward_core(const qkv_mha *m, activations *act, float *weight
     qkv_tensor ta = qkv_mha_heads_view(act->a, batch, lq, H, Ev);
     qkv_tensor tl = qkv_tensor_contiguous(act->lse, QKV_DTYPE_F32, batch, H, lq, 1);
     qkv_tensor tw = qkv_tensor_contiguous(weights, QKV_DTYPE_F32, batch, H, lq, lk);
-    return qkv_attention_forward(&ta, weights ? &tw : NULL, &tl, &tq, &tk, &tv, opts);
+    return qkv_attention_forward(ctx, &ta, weights ? &tw : NULL, &tl, &tq, &tk, &tv, opts);
 }
 
 /* n floats from p, for the overlap and alignment checks. */
@@ -292,9 +282,9 @@ static qkv_byte_range floats(const char *name, const float *p, int64_t n)
     return qkv_range(name, p, n, sizeof *p);
 }
 
-qkv_status qkv_mha_forward(const qkv_mha *m, float *y, float *weights, const float *x,
-                           int64_t batch, int64_t lq, const float *context, int64_t lk,
-                           const qkv_attention_options *opts)
+qkv_status qkv_mha_forward(qkv_context *ctx, const qkv_mha *m, float *y, float *weights,
+                           const float *x, int64_t batch, int64_t lq, const float *context,
+                           int64_t lk, const qkv_attention_options *opts)
 {
     qkv_clear_error();
     QKV_TRY(check_call(m, x, batch, lq, context, lk));
@@ -308,10 +298,10 @@ qkv_status qkv_mha_forward(const qkv_mha *m, float *y, float *weights, const flo
         floats("the layer's parameters", m->storage, qkv_mha_param_floats(m))};
     QKV_TRY(qkv_check_buffers(outs, 2, ins, 3, sizeof(float)));
     activations act;
-    st = forward_core(m, &act, weights, x, batch, lq, context, lk, opts);
+    st = forward_core(ctx, m, &act, weights, x, batch, lq, context, lk, opts);
     if (st == QKV_OK)
-        st = qkv_mha_linear(y, act.a, batch * lq, m->param[QKV_MHA_WO], c->d_model,
-                            c->heads * c->v_head_dim, m->param[QKV_MHA_BO], opts);
+        st = qkv_mha_linear(ctx, y, act.a, batch * lq, m->param[QKV_MHA_WO], c->d_model,
+                            c->heads * c->v_head_dim, m->param[QKV_MHA_BO]);
     activations_free(&act);
     return st;
 }
@@ -329,22 +319,22 @@ static void column_sums(float *db, const float *d, int64_t rows, int64_t cols)
 
 /* The backward of y = x W^T + b for one projection: dW = dY^T x, db, and
  * dx (+)= dY W (accumulating when accumulate is nonzero). */
-static qkv_status linear_backward(const float *dy, const float *x, int64_t rows, int64_t out,
-                                  int64_t in, const float *w, float *dw, float *db, float *dx,
-                                  int accumulate, const qkv_attention_options *opts)
+static qkv_status linear_backward(qkv_context *ctx, const float *dy, const float *x, int64_t rows,
+                                  int64_t out, int64_t in, const float *w, float *dw, float *db,
+                                  float *dx, int accumulate)
 {
-    qkv_gemm_options g = gemm_options(opts);
-    QKV_TRY(qkv_sgemm(QKV_GEMM_TRANS, QKV_GEMM_NO_TRANS, out, in, rows, 1.0f, dy, out, x, in, 0.0f,
-                      dw, in, &g));
+    QKV_TRY(qkv_sgemm(ctx, QKV_GEMM_TRANS, QKV_GEMM_NO_TRANS, out, in, rows, 1.0f, dy, out, x, in,
+                      0.0f, dw, in));
     column_sums(db, dy, rows, out);
     if (!dx) return QKV_OK;
-    return qkv_sgemm(QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, rows, in, out, 1.0f, dy, out, w, in,
-                     accumulate ? 1.0f : 0.0f, dx, in, &g);
+    return qkv_sgemm(ctx, QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, rows, in, out, 1.0f, dy, out, w, in,
+                     accumulate ? 1.0f : 0.0f, dx, in);
 }
 
-qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *dcontext,
-                            const float *dy, const float *x, int64_t batch, int64_t lq,
-                            const float *context, int64_t lk, const qkv_attention_options *opts)
+qkv_status qkv_mha_backward(qkv_context *ctx, const qkv_mha *m, qkv_mha *grad, float *dx,
+                            float *dcontext, const float *dy, const float *x, int64_t batch,
+                            int64_t lq, const float *context, int64_t lk,
+                            const qkv_attention_options *opts)
 {
     qkv_clear_error();
     QKV_TRY(check_call(m, x, batch, lq, context, lk));
@@ -372,11 +362,10 @@ qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *d
 
     /* The recomputed forward reports no progress, so that the backward's
      * own reports rise once from 0 to 1. */
-    qkv_attention_options quiet = {0};
-    if (opts) quiet = *opts;
+    qkv_context quiet = *qkv_context_get(ctx);
     quiet.progress = NULL;
     activations act;
-    st = forward_core(m, &act, NULL, x, batch, lq, context, lk, &quiet);
+    st = forward_core(&quiet, m, &act, NULL, x, batch, lq, context, lk, opts);
     if (st != QKV_OK) {
         activations_free(&act);
         return st;
@@ -394,8 +383,8 @@ qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *d
     float **gp = grad->param;
 
     /* Y = A Wo^T + bo. */
-    st = linear_backward(dy, act.a, batch * lq, D, H * Ev, m->param[QKV_MHA_WO], gp[QKV_MHA_WO],
-                         gp[QKV_MHA_BO], da, 0, opts);
+    st = linear_backward(ctx, dy, act.a, batch * lq, D, H * Ev, m->param[QKV_MHA_WO], gp[QKV_MHA_WO],
+                         gp[QKV_MHA_BO], da, 0);
     if (st == QKV_OK) {
         qkv_tensor tq = qkv_mha_heads_view(act.q, batch, lq, H, E);
         qkv_tensor tk = qkv_mha_heads_view(act.k, batch, lk, Hkv, E);
@@ -406,7 +395,8 @@ qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *d
         qkv_tensor tdk = qkv_mha_heads_view(dk, batch, lk, Hkv, E);
         qkv_tensor tdv = qkv_mha_heads_view(dv, batch, lk, Hkv, Ev);
         qkv_tensor tl = qkv_tensor_contiguous(act.lse, QKV_DTYPE_F32, batch, H, lq, 1);
-        st = qkv_attention_backward(&tdq, &tdk, &tdv, NULL, &tda, &tq, &tk, &tv, &ta, &tl, opts);
+        st = qkv_attention_backward(ctx, &tdq, &tdk, &tdv, NULL, &tda, &tq, &tk, &tv, &ta, &tl,
+                                    opts);
     }
     if (st == QKV_OK) {
         /* RoPE is a rotation: its backward rotates the gradient back. */
@@ -416,16 +406,16 @@ qkv_status qkv_mha_backward(const qkv_mha *m, qkv_mha *grad, float *dx, float *d
         }
     }
     if (st == QKV_OK) {
-        const float *ctx = context ? context : x;
-        float *dctx = context ? dcontext : dx;
-        st = linear_backward(dq, x, batch * lq, H * E, D, m->param[QKV_MHA_WQ], gp[QKV_MHA_WQ],
-                             gp[QKV_MHA_BQ], dx, 0, opts);
+        const float *cin = context ? context : x;
+        float *dcin = context ? dcontext : dx;
+        st = linear_backward(ctx, dq, x, batch * lq, H * E, D, m->param[QKV_MHA_WQ], gp[QKV_MHA_WQ],
+                             gp[QKV_MHA_BQ], dx, 0);
         if (st == QKV_OK)
-            st = linear_backward(dk, ctx, batch * lk, Hkv * E, Dkv, m->param[QKV_MHA_WK],
-                                 gp[QKV_MHA_WK], gp[QKV_MHA_BK], dctx, !context, opts);
+            st = linear_backward(ctx, dk, cin, batch * lk, Hkv * E, Dkv, m->param[QKV_MHA_WK],
+                                 gp[QKV_MHA_WK], gp[QKV_MHA_BK], dcin, !context);
         if (st == QKV_OK)
-            st = linear_backward(dv, ctx, batch * lk, Hkv * Ev, Dkv, m->param[QKV_MHA_WV],
-                                 gp[QKV_MHA_WV], gp[QKV_MHA_BV], dctx, 1, opts);
+            st = linear_backward(ctx, dv, cin, batch * lk, Hkv * Ev, Dkv, m->param[QKV_MHA_WV],
+                                 gp[QKV_MHA_WV], gp[QKV_MHA_BV], dcin, 1);
     }
     free(block);
     activations_free(&act);

@@ -18,9 +18,9 @@ struct qkv_mha {
 qkv_status qkv_mha_resolve_config(const qkv_mha_config *cfg, qkv_mha_config *out);
 
 /* y (rows x out) = x (rows x in) W^T + b, W being (out x in) and b (out)
- * or NULL, with opts' isa and threads. */
-qkv_status qkv_mha_linear(float *y, const float *x, int64_t rows, const float *w, int64_t out,
-                          int64_t in, const float *b, const qkv_attention_options *opts);
+ * or NULL, run as ctx says. */
+qkv_status qkv_mha_linear(qkv_context *ctx, float *y, const float *x, int64_t rows, const float *w,
+                          int64_t out, int64_t in, const float *b);
 
 /* Rotates the `heads` heads of head dim E in each of n rows of width
  * `row_stride` (the heads are the first heads*E columns) by RoPE, row r

@@ -22,7 +22,7 @@ int attention_opts(attention_args *a, cli_opt *opts)
 }
 
 /* Option values that are wrong whatever the files hold: usage errors. */
-static int parse_values(const char *cmd, const attention_args *a, qkv_attention_options *opt)
+static int parse_values(const char *cmd, attention_args *a, qkv_attention_options *opt)
 {
     if (a->scale) {
         if (!cli_parse_double(a->scale, &opt->scale) || !isfinite(opt->scale) || opt->scale == 0) {
@@ -54,14 +54,13 @@ static int parse_values(const char *cmd, const attention_args *a, qkv_attention_
         }
         opt->use_window = 1;
     }
-    if (a->threads && !cli_parse_threads(cmd, a->threads, &opt->num_threads)) return 0;
+    if (a->threads && !cli_parse_threads(cmd, a->threads, &a->num_threads)) return 0;
     opt->causal = a->causal || a->causal_lr;
     opt->align = a->causal_lr ? QKV_ALIGN_BOTTOM_RIGHT : QKV_ALIGN_TOP_LEFT;
-    opt->impl = a->reference ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
     return 1;
 }
 
-int attention_args_check(const char *cmd, const attention_args *a, qkv_attention_options *opt)
+int attention_args_check(const char *cmd, attention_args *a, qkv_attention_options *opt)
 {
     const char *req[3][2] = {{"-q", a->q}, {"-k", a->k}, {"-v", a->v}};
     for (int r = 0; r < 3; r++)

@@ -11,6 +11,7 @@ typedef struct attention_args {
     const char *q, *k, *v, *mask, *kv_lens;
     const char *scale, *softcap, *window, *threads;
     int causal, causal_lr, reference;
+    int num_threads; /* --threads parsed by attention_args_check; 0 = all CPUs */
 } attention_args;
 
 /* The cli_opt entries for these flags, written to opts (room for
@@ -20,8 +21,9 @@ int attention_opts(attention_args *a, cli_opt *opts);
 
 /* Usage checks after parsing: -q, -k, -v given; one causal flag at most;
  * the values of --scale, --softcap, --window, --threads. Fills opt (not
- * its mask or kv_lens). Prints and returns 0 on a usage error. */
-int attention_args_check(const char *cmd, const attention_args *a, qkv_attention_options *opt);
+ * its mask or kv_lens) and a->num_threads. Prints and returns 0 on a
+ * usage error. */
+int attention_args_check(const char *cmd, attention_args *a, qkv_attention_options *opt);
 
 /* The loaded inputs. */
 typedef struct attention_inputs {

@@ -59,7 +59,7 @@ typedef struct gemm_ctx {
     int m, n, k;
     int ta, tb;
     float *a, *bm, *c;
-    qkv_gemm_options opt; /* for qkv_sgemm */
+    qkv_context *ctx; /* for qkv_sgemm; freed by gemm_free */
 } gemm_ctx;
 
 /* The operands of g, filled with small repeating values; 0 when out of

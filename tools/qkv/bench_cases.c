@@ -86,6 +86,7 @@ typedef struct attention_ctx {
     qkv_tensor lse, dout, dq, dk, dv; /* with --backward */
     int backward;
     qkv_attention_options opt;
+    qkv_context *ctx;
 } attention_ctx;
 
 /* One timed step: the forward, or the forward (with lse) and the backward. */
@@ -93,14 +94,16 @@ static int run_attention(void *vctx)
 {
     attention_ctx *a = vctx;
     if (!a->backward)
-        return qkv_attention_forward(&a->o, NULL, NULL, &a->q, &a->k, &a->v, &a->opt) == QKV_OK;
-    return qkv_attention_forward(&a->o, NULL, &a->lse, &a->q, &a->k, &a->v, &a->opt) == QKV_OK &&
-           qkv_attention_backward(&a->dq, &a->dk, &a->dv, NULL, &a->dout, &a->q, &a->k, &a->v,
-                                  &a->o, &a->lse, &a->opt) == QKV_OK;
+        return qkv_attention_forward(a->ctx, &a->o, NULL, NULL, &a->q, &a->k, &a->v, &a->opt) ==
+               QKV_OK;
+    return qkv_attention_forward(a->ctx, &a->o, NULL, &a->lse, &a->q, &a->k, &a->v, &a->opt) ==
+               QKV_OK &&
+           qkv_attention_backward(a->ctx, &a->dq, &a->dk, &a->dv, NULL, &a->dout, &a->q, &a->k,
+                                  &a->v, &a->o, &a->lse, &a->opt) == QKV_OK;
 }
 
-/* Random inputs and the options of case c; 0 when out of memory
- * (attention_free frees what was allocated). */
+/* Random inputs, the options and the context of case c; 0 when out of
+ * memory (attention_free frees what was allocated). */
 static int attention_setup(const bcase *c, const bench_opts *bo, attention_ctx *a)
 {
     const int64_t nq = c->B * c->H * c->Lq * c->E, nk = c->B * c->Hkv * c->Lk * c->E;
@@ -127,14 +130,13 @@ static int attention_setup(const bcase *c, const bench_opts *bo, attention_ctx *
     a->o = qkv_tensor_contiguous(o, QKV_DTYPE_F32, c->B, c->H, c->Lq, c->E);
     a->opt.causal = c->causal;
     a->opt.align = QKV_ALIGN_BOTTOM_RIGHT;
-    a->opt.num_threads = bo->threads;
-    a->opt.isa = bo->isa;
-    a->opt.impl = bo->reference ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
-    return 1;
+    a->ctx = cli_context("bench", bo->threads, bo->reference, bo->isa);
+    return a->ctx != NULL;
 }
 
 static void attention_free(attention_ctx *a)
 {
+    qkv_context_free(a->ctx);
     for (int i = 0; i < 5; i++) qkv_free(a->data[i]);
 }
 
@@ -198,8 +200,7 @@ int bench_attention_case(const bcase *c, const bench_opts *bo, const blas *bl, d
     } else {
         cli_progress prog;
         cli_progress_init(&prog, "bench", c->name);
-        a.opt.progress = cli_progress_update;
-        a.opt.progress_user = &prog;
+        qkv_context_set_progress(a.ctx, cli_progress_update, &prog);
         double t = bench_time_median(run_attention, &a);
         cli_progress_done(&prog);
         if (t < 0) {
@@ -219,10 +220,10 @@ int bench_attention_case(const bcase *c, const bench_opts *bo, const blas *bl, d
 static int run_qkv_gemm(void *vctx)
 {
     gemm_ctx *g = vctx;
-    return qkv_sgemm(g->ta ? QKV_GEMM_TRANS : QKV_GEMM_NO_TRANS,
+    return qkv_sgemm(g->ctx, g->ta ? QKV_GEMM_TRANS : QKV_GEMM_NO_TRANS,
                      g->tb ? QKV_GEMM_TRANS : QKV_GEMM_NO_TRANS, g->m, g->n, g->k, 1.0f, g->a,
-                     g->ta ? g->m : g->k, g->bm, g->tb ? g->k : g->n, 0.0f, g->c, g->n,
-                     &g->opt) == QKV_OK;
+                     g->ta ? g->m : g->k, g->bm, g->tb ? g->k : g->n, 0.0f, g->c,
+                     g->n) == QKV_OK;
 }
 
 /* Case c's rates for the fastest runs t (ours) and tb (the BLAS's, 0 for
@@ -248,13 +249,14 @@ static void gemm_report(const gcase *c, const bench_opts *bo, const blas *bl, do
 
 int bench_gemm_case(const gcase *c, const bench_opts *bo, const blas *bl, double peak)
 {
-    gemm_ctx g = {bl,    (int)c->m, (int)c->n, (int)c->k, c->ta,
-                  c->tb, NULL,      NULL,      NULL,      {QKV_ISA_AUTO, bo->threads}};
+    gemm_ctx g = {bl, (int)c->m, (int)c->n, (int)c->k, c->ta, c->tb, NULL, NULL, NULL, NULL};
     /* Our kernel even where AUTO would mean the system BLAS (QKV_BLAS=ON). */
-    g.opt.isa = bench_isa(bo);
+    g.ctx = cli_context("bench", bo->threads, 0, bench_isa(bo));
     int ok = 0;
     double t, tb;
-    if (!gemm_alloc(&g)) {
+    if (!g.ctx) {
+        /* cli_context said why */
+    } else if (!gemm_alloc(&g)) {
         cli_error("bench", "%s: cannot allocate the matrices", c->name);
     } else if (!bench_time_pair(run_qkv_gemm, &g, g.b->sgemm ? run_blas_gemm : NULL, &g, &t, &tb)) {
         cli_error("bench", "%s: %s", c->name, qkv_error_detail());
@@ -275,20 +277,22 @@ typedef struct layer_ctx {
     float *x, *y;
     int64_t len;
     qkv_attention_options opt;
+    qkv_context *ctx;
 } layer_ctx;
 
 /* One decode step, then the cache cut back to its context. */
 static int run_layer_decode(void *vctx)
 {
     layer_ctx *l = vctx;
-    return qkv_mha_decode(l->m, l->cache, l->y, NULL, l->x, 1, &l->opt) == QKV_OK &&
+    return qkv_mha_decode(l->ctx, l->m, l->cache, l->y, NULL, l->x, 1, &l->opt) == QKV_OK &&
            qkv_kv_cache_truncate(l->cache, 0, l->len) == QKV_OK;
 }
 
 static int run_layer_forward(void *vctx)
 {
     layer_ctx *l = vctx;
-    return qkv_mha_forward(l->m, l->y, NULL, l->x, 1, l->len, NULL, l->len, &l->opt) == QKV_OK;
+    return qkv_mha_forward(l->ctx, l->m, l->y, NULL, l->x, 1, l->len, NULL, l->len, &l->opt) ==
+           QKV_OK;
 }
 
 /* A layer with random parameters and, for decode, a cache holding `len`
@@ -328,6 +332,7 @@ static int layer_setup(const lcase *c, layer_ctx *l)
 
 static void layer_free(layer_ctx *l)
 {
+    qkv_context_free(l->ctx);
     qkv_kv_cache_free(l->cache);
     qkv_mha_free(l->m);
     qkv_free(l->x);
@@ -396,14 +401,14 @@ int bench_layer_case(const lcase *c, const bench_opts *bo, const blas *bl, doubl
     layer_ctx l;
     memset(&l, 0, sizeof l);
     copy_ctx cp = {NULL, NULL, 0, 1};
-    gemm_ctx g = {bl, (int)c->len, (int)c->D, (int)c->D, 0, 1, NULL, NULL, NULL, {QKV_ISA_AUTO, 0}};
+    gemm_ctx g = {bl, (int)c->len, (int)c->D, (int)c->D, 0, 1, NULL, NULL, NULL, NULL};
     double t = -1, tc = 0;
     l.len = c->len;
-    l.opt.num_threads = bo->threads;
-    l.opt.isa = bo->isa;
     l.opt.causal = 1;
     int ok = 0;
-    if (!layer_setup(c, &l)) {
+    if (!(l.ctx = cli_context("bench", bo->threads, 0, bo->isa))) {
+        /* cli_context said why */
+    } else if (!layer_setup(c, &l)) {
         cli_error("bench", "%s: %s", c->name,
                   *qkv_error_detail() ? qkv_error_detail() : "cannot allocate the layer");
     } else if (c->decode ? !copy_alloc(&cp, bench_threads(bo)) : bl->sgemm && !gemm_alloc(&g)) {

@@ -65,6 +65,7 @@ int gemm_alloc(gemm_ctx *g)
 
 void gemm_free(gemm_ctx *g)
 {
+    qkv_context_free(g->ctx);
     qkv_free(g->a);
     qkv_free(g->bm);
     qkv_free(g->c);
@@ -73,7 +74,7 @@ void gemm_free(gemm_ctx *g)
 double sgemm_ceiling(const blas *b, int m, int n, int k)
 {
     if (!b->sgemm) return 0;
-    gemm_ctx g = {b, m, n, k, 0, 1, NULL, NULL, NULL, {QKV_ISA_AUTO, 0}};
+    gemm_ctx g = {b, m, n, k, 0, 1, NULL, NULL, NULL, NULL};
     double gf = 0;
     if (gemm_alloc(&g)) {
         double t = bench_time_best(run_blas_gemm, &g);

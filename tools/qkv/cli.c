@@ -207,6 +207,20 @@ int cli_parse_threads(const char *cmd, const char *s, int *out)
     return 1;
 }
 
+qkv_context *cli_context(const char *cmd, int threads, int reference, qkv_isa isa)
+{
+    qkv_context *ctx = NULL;
+    if (qkv_context_create(&ctx) != QKV_OK ||
+        qkv_context_set_threads(ctx, threads) != QKV_OK ||
+        qkv_context_set_impl(ctx, reference ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO) != QKV_OK ||
+        qkv_context_set_isa(ctx, isa) != QKV_OK) {
+        cli_error(cmd, "%s", qkv_error_detail());
+        qkv_context_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
 /* ------------------------------------------------ temporaries, signals */
 
 /* The temporaries that exist now, kept where a signal handler can read

@@ -39,6 +39,11 @@ int cli_load_lens(const char *cmd, const char *flag, const char *path, int64_t b
  * flag and returns 0 when s is not one. */
 int cli_parse_threads(const char *cmd, const char *s, int *out);
 
+/* The library's execution context for a command: threads (0 = all CPUs),
+ * the reference backend or the fastest, an isa. NULL, after printing the
+ * library's error, when it cannot be made. Free with qkv_context_free. */
+qkv_context *cli_context(const char *cmd, int threads, int reference, qkv_isa isa);
+
 /* "(2, 3)", "(5,)" or "()" into buf. */
 void cli_format_shape(char *buf, size_t len, const qkv_array *a);
 

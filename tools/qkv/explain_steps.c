@@ -141,6 +141,7 @@ int attend(const double *s, const unsigned char *allowed, int n, const float *vf
     for (int j = 0; j < n; j++)
         if (!allowed || allowed[j]) m = s[j] > m ? s[j] : m;
     float one = 1.0f;
+    qkv_context *ctx = NULL;
     float *kf = malloc((size_t)n * sizeof *kf);
     double *p = malloc((size_t)n * sizeof *p);
     if (!kf || !p) {
@@ -161,10 +162,10 @@ int attend(const double *s, const unsigned char *allowed, int n, const float *vf
     qkv_tensor tw = qkv_tensor_contiguous(w, QKV_DTYPE_F32, 1, 1, 1, n);
     qkv_attention_options opt = {0};
     opt.scale = 1.0;
-    opt.impl = QKV_IMPL_REFERENCE;
-    opt.num_threads = 1;
     if (allowed) opt.mask = qkv_tensor_contiguous((void *)allowed, QKV_DTYPE_BOOL, 1, 1, 1, n);
-    if (qkv_attention_forward(&to, &tw, NULL, &tq, &tk, &tv, &opt) != QKV_OK) {
+    ctx = cli_context("explain", 1, 1, QKV_ISA_AUTO);
+    if (!ctx) goto done;
+    if (qkv_attention_forward(ctx, &to, &tw, NULL, &tq, &tk, &tv, &opt) != QKV_OK) {
         cli_error("explain", "%s", qkv_error_detail());
         goto done;
     }
@@ -191,6 +192,7 @@ int attend(const double *s, const unsigned char *allowed, int n, const float *vf
     }
     ok = 1;
 done:
+    qkv_context_free(ctx);
     free(kf);
     free(p);
     return ok;

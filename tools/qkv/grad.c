@@ -122,8 +122,8 @@ static void free_arrays(grad_arrays *g)
 
 /* The forward, for the O and lse the backward takes, then the backward,
  * with a progress line. */
-static qkv_status run_backward(const attention_inputs *in, qkv_attention_options *opt, int with_dm,
-                               grad_arrays *g)
+static qkv_status run_backward(qkv_context *ctx, const attention_inputs *in,
+                               const qkv_attention_options *opt, int with_dm, grad_arrays *g)
 {
     qkv_tensor to = qkv_tensor_contiguous(g->o.data, QKV_DTYPE_F32, in->B, in->H, in->Lq, in->Ev);
     qkv_tensor tl = qkv_tensor_contiguous(g->lse.data, QKV_DTYPE_F32, in->B, in->H, in->Lq, 1);
@@ -132,12 +132,11 @@ static qkv_status run_backward(const attention_inputs *in, qkv_attention_options
                tdm = attention_as_4d(&g->dm);
     cli_progress prog;
     cli_progress_init(&prog, "grad", "gradients");
-    qkv_status st = qkv_attention_forward(&to, NULL, &tl, &in->tq, &in->tk, &in->tv, opt);
-    opt->progress = cli_progress_update; /* the backward is the long part */
-    opt->progress_user = &prog;
+    qkv_status st = qkv_attention_forward(ctx, &to, NULL, &tl, &in->tq, &in->tk, &in->tv, opt);
+    qkv_context_set_progress(ctx, cli_progress_update, &prog); /* the backward is the long part */
     if (st == QKV_OK)
-        st = qkv_attention_backward(&tdq, &tdk, &tdv, with_dm ? &tdm : NULL, &tdo, &in->tq, &in->tk,
-                                    &in->tv, &to, &tl, opt);
+        st = qkv_attention_backward(ctx, &tdq, &tdk, &tdv, with_dm ? &tdm : NULL, &tdo, &in->tq,
+                                    &in->tk, &in->tv, &to, &tl, opt);
     cli_progress_done(&prog);
     return st;
 }
@@ -171,13 +170,15 @@ int cmd_grad(int argc, char **argv)
     memset(&g, 0, sizeof g);
     cli_outputs outs = {0};
     cli_warnings warn = {0};
+    qkv_context *ctx = NULL;
     if (!attention_inputs_load("grad", &a, &opt, &in)) goto done;
     if (p.dm && in.mask.dtype != QKV_DTYPE_F32) {
         cli_error("grad", "--dmask: --mask %s is bool; only a float mask has a gradient", a.mask);
         goto done;
     }
     if (!load_dout(&in, p.dout, &g.dout) || !alloc_arrays(&in, &p, &g)) goto done;
-    if (run_backward(&in, &opt, p.dm != NULL, &g) != QKV_OK) {
+    if (!(ctx = cli_context("grad", a.num_threads, a.reference, QKV_ISA_AUTO))) goto done;
+    if (run_backward(ctx, &in, &opt, p.dm != NULL, &g) != QKV_OK) {
         const attention_name extra[] = {{"dO: ", "--dout", p.dout}};
         attention_report_error("grad", &a, &in, extra, 1);
         goto done;
@@ -187,13 +188,14 @@ int cmd_grad(int argc, char **argv)
         !cli_outputs_add(&outs, "grad", "--dv", p.dv, &g.dv) ||
         (p.dm && !cli_outputs_add(&outs, "grad", "--dmask", p.dm, &g.dm)))
         goto done;
-    attention_count_nonfinite(&warn, "grad", &a,
-                              &in); /* nothing reads the inputs after the commit */
+    /* Nothing reads the inputs after the commit. */
+    attention_count_nonfinite(&warn, "grad", &a, &in);
     if (!cli_outputs_commit(&outs, "grad")) goto done;
     cli_warnings_print(&warn);
     rc = CLI_OK;
 
 done:
+    qkv_context_free(ctx);
     cli_warnings_free(&warn);
     cli_outputs_abort(&outs);
     attention_inputs_free(&in);

@@ -54,11 +54,13 @@ typedef struct mha_args {
     const char *params, *heads, *kv_heads, *query, *context, *out, *weights, *kv_lens;
     const char *rope, *rope_style, *prefix, *threads;
     int causal, reference;
+    int num_threads; /* --threads parsed by check_args; 0 = all CPUs */
 } mha_args;
 
 /* Usage checks: what is wrong whatever the files hold. Fills cfg's heads,
- * kv_heads and rope, and opt. Prints and returns 0 on an error. */
-static int check_args(const mha_args *a, qkv_mha_config *cfg, qkv_attention_options *opt)
+ * kv_heads and rope, opt, and a->num_threads. Prints and returns 0 on an
+ * error. */
+static int check_args(mha_args *a, qkv_mha_config *cfg, qkv_attention_options *opt)
 {
     const char *req[4][2] = {
         {"--params", a->params}, {"--heads", a->heads}, {"--query", a->query}, {"-o", a->out}};
@@ -104,10 +106,9 @@ static int check_args(const mha_args *a, qkv_mha_config *cfg, qkv_attention_opti
             return 0;
         }
     }
-    if (a->threads && !cli_parse_threads("mha", a->threads, &opt->num_threads)) return 0;
+    if (a->threads && !cli_parse_threads("mha", a->threads, &a->num_threads)) return 0;
     opt->causal = a->causal;
     opt->align = QKV_ALIGN_TOP_LEFT;
-    opt->impl = a->reference ? QKV_IMPL_REFERENCE : QKV_IMPL_AUTO;
     return 1;
 }
 
@@ -284,20 +285,22 @@ static int load_layer(const mha_args *a, qkv_mha_config *cfg, qkv_attention_opti
 
 /* Y, and W with --weights, then the layer's forward with a progress line.
  * 0 after printing. */
-static int run_layer(const mha_args *a, qkv_attention_options *opt, mha_run *r)
+static int run_layer(const mha_args *a, const qkv_attention_options *opt, mha_run *r)
 {
     /* Y has X's shape; W is (B, H, Lq, Lk), without B for a rank-2 X. */
     const int64_t wshape[4] = {r->B, qkv_mha_get_config(r->m).heads, r->Lq, r->Lk};
     if (!alloc_output("-o", r->x.ndim, r->x.shape, &r->y) ||
         (a->weights && !alloc_output("--weights", r->x.ndim + 1, wshape + !r->batched, &r->w)))
         return 0;
+    qkv_context *ctx = cli_context("mha", a->num_threads, a->reference, QKV_ISA_AUTO);
+    if (!ctx) return 0;
     cli_progress prog;
     cli_progress_init(&prog, "mha", "attention");
-    opt->progress = cli_progress_update;
-    opt->progress_user = &prog;
-    qkv_status s = qkv_mha_forward(r->m, r->y.data, a->weights ? r->w.data : NULL, r->x.data, r->B,
-                                   r->Lq, a->context ? r->c.data : NULL, r->Lk, opt);
+    qkv_context_set_progress(ctx, cli_progress_update, &prog);
+    qkv_status s = qkv_mha_forward(ctx, r->m, r->y.data, a->weights ? r->w.data : NULL, r->x.data,
+                                   r->B, r->Lq, a->context ? r->c.data : NULL, r->Lk, opt);
     cli_progress_done(&prog);
+    qkv_context_free(ctx);
     if (s != QKV_OK) {
         /* The checks above leave little to fail here: memory, mostly. */
         cli_error("mha", "%s (--query %s %s, --params %s)", qkv_error_detail(), a->query, r->sx,

@@ -70,6 +70,7 @@ int cmd_run(int argc, char **argv)
     qkv_array out = {0}, w = {0}, lse = {0};
     cli_outputs outs = {0};
     cli_warnings warn = {0};
+    qkv_context *ctx = NULL;
     if (!attention_inputs_load("run", &a, &opt, &in)) goto done;
 
     /* Outputs keep Q's rank: O (.., Lq, Ev), weights (.., Lq, Lk), lse (.., Lq).
@@ -84,11 +85,11 @@ int cmd_run(int argc, char **argv)
     qkv_tensor to = qkv_tensor_contiguous(out.data, QKV_DTYPE_F32, in.B, in.H, in.Lq, in.Ev);
     qkv_tensor tw = qkv_tensor_contiguous(w.data, QKV_DTYPE_F32, in.B, in.H, in.Lq, in.Lk);
     qkv_tensor tl = qkv_tensor_contiguous(lse.data, QKV_DTYPE_F32, in.B, in.H, in.Lq, 1);
+    if (!(ctx = cli_context("run", a.num_threads, a.reference, QKV_ISA_AUTO))) goto done;
     cli_progress prog;
     cli_progress_init(&prog, "run", "attention");
-    opt.progress = cli_progress_update;
-    opt.progress_user = &prog;
-    qkv_status st = qkv_attention_forward(&to, &tw, &tl, &in.tq, &in.tk, &in.tv, &opt);
+    qkv_context_set_progress(ctx, cli_progress_update, &prog);
+    qkv_status st = qkv_attention_forward(ctx, &to, &tw, &tl, &in.tq, &in.tk, &in.tv, &opt);
     cli_progress_done(&prog);
     if (st != QKV_OK) {
         const attention_name extra[] = {
@@ -96,13 +97,14 @@ int cmd_run(int argc, char **argv)
         attention_report_error("run", &a, &in, extra, 3);
         goto done;
     }
-    attention_count_nonfinite(&warn, "run", &a,
-                              &in); /* nothing reads the inputs after the commit */
+    /* Nothing reads the inputs after the commit. */
+    attention_count_nonfinite(&warn, "run", &a, &in);
     if (!cli_outputs_commit(&outs, "run")) goto done;
     cli_warnings_print(&warn);
     rc = CLI_OK;
 
 done:
+    qkv_context_free(ctx);
     cli_warnings_free(&warn);
     cli_outputs_abort(&outs);
     attention_inputs_free(&in);

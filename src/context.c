@@ -1,0 +1,77 @@
+/* qkv_context: create, free, the setters (each checks its value, so that
+ * a call never meets a bad one), and the default context. */
+#include "context.h"
+
+#include "common.h"
+#include "threads.h"
+
+#include <stdlib.h>
+
+/* All zero: every CPU, QKV_ISA_AUTO, QKV_IMPL_AUTO, no progress. */
+static const qkv_context default_context;
+
+const qkv_context *qkv_context_get(const qkv_context *ctx)
+{
+    return ctx ? ctx : &default_context;
+}
+
+int qkv_context_resolved_threads(const qkv_context *ctx)
+{
+    const int n = qkv_context_get(ctx)->num_threads;
+    const int t = n ? n : qkv_cpu_count();
+    return t > QKV_MAX_THREADS ? QKV_MAX_THREADS : t;
+}
+
+qkv_status qkv_context_create(qkv_context **out)
+{
+    qkv_clear_error();
+    if (!out) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "out: is NULL");
+    *out = calloc(1, sizeof **out);
+    if (!*out) return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "context: out of memory");
+    return QKV_OK;
+}
+
+void qkv_context_free(qkv_context *ctx) { free(ctx); }
+
+int qkv_context_threads(const qkv_context *ctx) { return qkv_context_resolved_threads(ctx); }
+
+qkv_status qkv_context_set_threads(qkv_context *ctx, int num_threads)
+{
+    qkv_clear_error();
+    if (!ctx) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "ctx: is NULL");
+    if (num_threads < 0)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "num_threads: %d, expected 0 (all CPUs) or more",
+                        num_threads);
+    ctx->num_threads = num_threads;
+    return QKV_OK;
+}
+
+qkv_status qkv_context_set_isa(qkv_context *ctx, qkv_isa isa)
+{
+    qkv_clear_error();
+    if (!ctx) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "ctx: is NULL");
+    if (isa < QKV_ISA_AUTO || isa > QKV_ISA_AVX512)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "isa: %d is not a qkv_isa", (int)isa);
+    ctx->isa = isa;
+    return QKV_OK;
+}
+
+qkv_status qkv_context_set_impl(qkv_context *ctx, qkv_impl impl)
+{
+    qkv_clear_error();
+    if (!ctx) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "ctx: is NULL");
+    if (impl != QKV_IMPL_AUTO && impl != QKV_IMPL_REFERENCE)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "impl: %d is not a qkv_impl", (int)impl);
+    ctx->impl = impl;
+    return QKV_OK;
+}
+
+qkv_status qkv_context_set_progress(qkv_context *ctx, void (*fn)(void *user, double done),
+                                    void *user)
+{
+    qkv_clear_error();
+    if (!ctx) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "ctx: is NULL");
+    ctx->progress = fn;
+    ctx->progress_user = user;
+    return QKV_OK;
+}
