@@ -391,21 +391,8 @@ static qkv_status ref_workspace(const qkv_fwd_problem *f, const qkv_bwd_problem 
     return b ? ref_backward_workspace(b, bytes) : ref_forward_workspace(f, bytes);
 }
 
-/* A whole call run with a workspace of its own, for the backends that
- * hand the reference what float cannot do. */
-qkv_status qkv_ref_attention_forward(const qkv_fwd_problem *p)
-{
-    size_t bytes;
-    QKV_TRY(ref_forward_workspace(p, &bytes));
-    void *ws = bytes ? qkv_alloc(bytes) : NULL;
-    if (bytes && !ws)
-        return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "reference: cannot allocate %zu bytes of scratch",
-                        bytes);
-    const qkv_status st = ref_forward(p, ws);
-    qkv_free(ws);
-    return st;
-}
-
+/* A whole backward run with a workspace of its own, for the CPU backend,
+ * which hands the reference the calls whose float gradients overflowed. */
 qkv_status qkv_ref_attention_backward(const qkv_bwd_problem *bp)
 {
     size_t bytes;

@@ -9,8 +9,7 @@
 
 extern const qkv_backend qkv_backend_reference;
 
-/* The reference forward and backward of a whole call. */
-qkv_status qkv_ref_attention_forward(const qkv_fwd_problem *p);
+/* The reference backward of a whole call, in scratch it allocates. */
 qkv_status qkv_ref_attention_backward(const qkv_bwd_problem *p);
 
 /* One query row (b, h, i) of p by the reference, on the calling thread,
