@@ -285,9 +285,14 @@ QKV_API qkv_isa qkv_isa_auto(void);
  * default context: threads on every CPU this process may run on,
  * QKV_ISA_AUTO, QKV_IMPL_AUTO, no progress report. A context is changed
  * only by its setters and may be used by several threads at once while
- * nobody changes it. Opaque; the worker threads themselves are one pool
- * per process, shared by every context (a context says how many of them
- * a call may use). */
+ * nobody changes it. Opaque. Each context owns a pool of worker threads,
+ * started on its first threaded call, kept asleep between calls and
+ * stopped by qkv_context_free (the default context's pool lives as long
+ * as the process), so calls on distinct contexts from distinct threads
+ * each run on their own workers; a call that finds its context's pool
+ * busy with another thread's call starts threads of its own for its
+ * duration instead of waiting. After fork() the child's pools start
+ * empty. */
 typedef struct qkv_context qkv_context;
 
 /*! qkv_context_create() :
@@ -302,7 +307,8 @@ typedef struct qkv_context qkv_context;
 QKV_API qkv_status qkv_context_create(qkv_context **out);
 
 /*! qkv_context_free() :
- *  Frees a context; NULL is a no-op. No call may be using it.
+ *  Frees a context and stops its worker threads; NULL is a no-op. No
+ *  call may be using it.
  *  Errors:  none; leaves the error detail alone.
  *  Threads: safe on distinct contexts. */
 QKV_API void qkv_context_free(qkv_context *ctx);

@@ -285,6 +285,7 @@ static qkv_status resolve_inputs(const qkv_tensor *q, const qkv_tensor *k, const
     QKV_TRY(resolve_positions("k_offsets", opts->k_offsets, p->B, &p->k_offsets));
     p->isa = cx->isa;
     p->num_threads = qkv_context_resolved_threads(cx);
+    p->pool = cx->pool;
     p->progress = cx->progress;
     p->progress_user = cx->progress_user;
     return QKV_OK;

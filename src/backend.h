@@ -13,6 +13,7 @@
 #define QKV_BACKEND_H
 
 #include "qkv.h"
+#include "threads.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -34,6 +35,7 @@ typedef struct qkv_fwd_problem {
     const int64_t *k_offsets;  /* likewise */
     qkv_isa isa;               /* as asked (AUTO not resolved): the CPU backend's */
     int num_threads;           /* resolved: >= 1 */
+    qkv_pool *pool;            /* the context's workers */
     void (*progress)(void *user, double done); /* NULL = none; see qkv.h */
     void *progress_user;
 } qkv_fwd_problem;
@@ -109,7 +111,7 @@ typedef struct qkv_bwd_problem {
  *
  * workspace(f, b, &bytes): the scratch memory, in bytes, that forward(f)
  * or backward(b) takes: one block (0 for none), 64-byte aligned, laid out
- * by the backend (qkv_carve below). The dispatcher allocates it once per
+ * by the backend (qkv_carve, common.h). The dispatcher allocates it once per
  * call (later: the execution context supplies it) and frees it after.
  * Fails (QKV_ERR_OUT_OF_MEMORY, with a detail) when the size does not fit
  * size_t.
@@ -126,24 +128,6 @@ typedef struct qkv_backend {
     qkv_status (*forward)(const qkv_fwd_problem *p, void *ws);
     qkv_status (*backward)(const qkv_bwd_problem *p, void *ws);
 } qkv_backend;
-
-/* Carving a workspace: each piece starts 64 bytes from the last at least
- * (so threads' pieces share no cache line) and with base NULL nothing is
- * written, only counted: one function lays a workspace out for both
- * uses, sizing it (base NULL) and cutting it (base the block). A size
- * past SIZE_MAX saturates there, which no allocation can give. */
-typedef struct qkv_carver {
-    char *base; /* NULL: count only */
-    size_t used;
-} qkv_carver;
-
-static inline void *qkv_carve(qkv_carver *c, size_t bytes)
-{
-    void *at = c->base ? c->base + c->used : NULL;
-    const size_t rounded = bytes > SIZE_MAX - 63 ? SIZE_MAX : (bytes + 63) / 64 * 64;
-    c->used = rounded > SIZE_MAX - c->used ? SIZE_MAX : c->used + rounded;
-    return at;
-}
 
 /* The registered backends (backends.c), in the order auto dispatch asks
  * them: i from 0 to qkv_backend_count() - 1; NULL outside. */

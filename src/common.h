@@ -169,4 +169,22 @@ static inline float qkv_narrow(double x)
     return (float)x;
 }
 
+/* Carving a workspace: each piece starts 64 bytes from the last at least
+ * (so threads' pieces share no cache line) and with base NULL nothing is
+ * written, only counted: one function lays a workspace out for both
+ * uses, sizing it (base NULL) and cutting it (base the block). A size
+ * past SIZE_MAX saturates there, which no allocation can give. */
+typedef struct qkv_carver {
+    char *base; /* NULL: count only */
+    size_t used;
+} qkv_carver;
+
+static inline void *qkv_carve(qkv_carver *c, size_t bytes)
+{
+    void *at = c->base ? c->base + c->used : NULL;
+    const size_t rounded = bytes > SIZE_MAX - 63 ? SIZE_MAX : (bytes + 63) / 64 * 64;
+    c->used = rounded > SIZE_MAX - c->used ? SIZE_MAX : c->used + rounded;
+    return at;
+}
+
 #endif

@@ -7,7 +7,8 @@
 
 #include <stdlib.h>
 
-/* All zero: every CPU, QKV_ISA_AUTO, QKV_IMPL_AUTO, no progress. */
+/* All zero: every CPU, QKV_ISA_AUTO, QKV_IMPL_AUTO, no progress, the
+ * default pool. */
 static const qkv_context default_context;
 
 const qkv_context *qkv_context_get(const qkv_context *ctx)
@@ -26,12 +27,22 @@ qkv_status qkv_context_create(qkv_context **out)
 {
     qkv_clear_error();
     if (!out) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "out: is NULL");
-    *out = calloc(1, sizeof **out);
-    if (!*out) return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "context: out of memory");
+    qkv_context *c = calloc(1, sizeof *c);
+    if (c && !(c->pool = qkv_pool_create())) {
+        free(c);
+        c = NULL;
+    }
+    *out = c;
+    if (!c) return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "context: out of memory");
     return QKV_OK;
 }
 
-void qkv_context_free(qkv_context *ctx) { free(ctx); }
+void qkv_context_free(qkv_context *ctx)
+{
+    if (!ctx) return;
+    qkv_pool_free(ctx->pool);
+    free(ctx);
+}
 
 int qkv_context_threads(const qkv_context *ctx) { return qkv_context_resolved_threads(ctx); }
 

@@ -5,6 +5,7 @@
 #define QKV_CONTEXT_H
 
 #include "qkv.h"
+#include "threads.h"
 
 struct qkv_context {
     int num_threads; /* as set: 0 = one per CPU this process may run on */
@@ -12,6 +13,7 @@ struct qkv_context {
     qkv_impl impl;
     void (*progress)(void *user, double done); /* NULL = none */
     void *progress_user;
+    qkv_pool *pool; /* its workers; NULL (the default context) = the default pool */
 };
 
 /* ctx, or the default context for NULL. */

@@ -1,11 +1,14 @@
-/* Fork-join parallel loop on a persistent pool of POSIX threads; see
- * threads.h. The pool starts empty and grows to the largest count a call
- * asks for; its workers sleep on a condition variable between calls, so a
- * decode step that takes a millisecond does not pay for thread creation.
- * One call uses the pool at a time: a second caller that finds it busy
- * (the library is called from several threads) starts its own threads for
- * that call instead of waiting. After fork() the child starts with no pool
- * (its workers did not survive the fork). */
+/* Fork-join parallel loops on persistent pools of POSIX threads; see
+ * threads.h. A pool starts empty and grows to the largest count a call
+ * asks of it; its workers sleep on a condition variable between calls, so
+ * a decode step that takes a millisecond does not pay for thread creation.
+ * Each execution context owns a pool (the default context's is a static
+ * one), so that calls on different contexts from different threads run
+ * side by side on their own workers. One call uses a pool at a time: a
+ * second caller that finds it busy (one context shared by several
+ * threads) starts its own threads for that call instead of waiting. After
+ * fork() a child finds every pool empty (its workers did not survive the
+ * fork): the first call there starts the pool over. */
 #if defined(__linux__)
 #define _GNU_SOURCE /* sched_getaffinity: the CPUs this process may run on */
 #include <sched.h>
@@ -35,77 +38,141 @@ static void run_slice(const job *j, int t)
 
 /* ------------------------------------------------------------ the pool */
 
-static pthread_mutex_t pool_busy = PTHREAD_MUTEX_INITIALIZER; /* held for a call */
-static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER; /* guards the rest */
-static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER;
-static pthread_cond_t pool_done = PTHREAD_COND_INITIALIZER;
-static int pool_size;         /* workers started; worker w runs slice w + 1 */
-static uint64_t pool_gen;     /* bumped for every job */
-static job pool_job;
-static int pool_pending;      /* slices of the current job not yet finished */
-static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
-
-/* A worker's index and the job generation when it was started: a job
- * posted while it was starting (its creator holds pool_lock and posts
- * right after) is one it must still run. */
-typedef struct worker_start {
-    int w;
+/* A worker's place in its pool, and the job generation when it was
+ * started: a job posted while it was starting (its creator holds the lock
+ * and posts right after) is one it must still run. */
+typedef struct worker {
+    qkv_pool *pool;
+    int w; /* runs slice w + 1 */
     uint64_t gen;
-} worker_start;
+    pthread_t thread;
+} worker;
+
+struct qkv_pool {
+    pthread_mutex_t busy; /* held for a call */
+    pthread_mutex_t lock; /* guards the rest */
+    pthread_cond_t wake, done;
+    int size;     /* workers started */
+    int quit;     /* set by qkv_pool_free: workers return */
+    uint64_t gen; /* bumped for every job */
+    job job;
+    int pending;    /* slices of the current job not yet finished */
+    unsigned epoch; /* the fork epoch its workers and locks belong to */
+    worker workers[MAX_WORKERS];
+};
+
+/* Bumped in every forked child, under epoch_lock (which the child handler
+ * starts over too): a pool whose epoch is older has neither workers nor
+ * trustworthy locks. */
+static unsigned fork_epoch;
+static pthread_mutex_t epoch_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void after_fork_child(void)
+{
+    pthread_mutex_init(&epoch_lock, NULL);
+    fork_epoch++;
+}
+
+static void fork_init(void) { pthread_atfork(NULL, NULL, after_fork_child); }
+
+static void pool_start_over(qkv_pool *p)
+{
+    pthread_mutex_init(&p->busy, NULL);
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->wake, NULL);
+    pthread_cond_init(&p->done, NULL);
+    p->size = 0;
+    p->quit = 0;
+    p->pending = 0;
+}
+
+static qkv_pool default_pool = {
+    .busy = PTHREAD_MUTEX_INITIALIZER,
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .wake = PTHREAD_COND_INITIALIZER,
+    .done = PTHREAD_COND_INITIALIZER,
+};
+
+/* pool, or the default pool for NULL, made current after a fork. */
+static qkv_pool *pool_get(qkv_pool *pool)
+{
+    qkv_pool *p = pool ? pool : &default_pool;
+    pthread_once(&fork_once, fork_init);
+    pthread_mutex_lock(&epoch_lock);
+    if (p->epoch != fork_epoch) {
+        pool_start_over(p);
+        p->epoch = fork_epoch;
+    }
+    pthread_mutex_unlock(&epoch_lock);
+    return p;
+}
+
+qkv_pool *qkv_pool_create(void)
+{
+    qkv_pool *p = malloc(sizeof *p);
+    if (!p) return NULL;
+    pool_start_over(p);
+    p->gen = 0;
+    pthread_once(&fork_once, fork_init);
+    pthread_mutex_lock(&epoch_lock);
+    p->epoch = fork_epoch;
+    pthread_mutex_unlock(&epoch_lock);
+    return p;
+}
 
 static void *pool_worker(void *arg)
 {
-    const worker_start ws = *(worker_start *)arg;
-    free(arg);
-    const int w = ws.w;
-    uint64_t seen = ws.gen;
-    pthread_mutex_lock(&pool_lock);
+    const worker *me = arg;
+    qkv_pool *p = me->pool;
+    uint64_t seen = me->gen;
+    pthread_mutex_lock(&p->lock);
     for (;;) {
-        while (pool_gen == seen) pthread_cond_wait(&pool_wake, &pool_lock);
-        seen = pool_gen;
-        if (w + 1 >= pool_job.nt) continue; /* this job needs fewer workers */
-        job j = pool_job;
-        pthread_mutex_unlock(&pool_lock);
-        run_slice(&j, w + 1);
-        pthread_mutex_lock(&pool_lock);
-        if (--pool_pending == 0) pthread_cond_signal(&pool_done);
+        while (p->gen == seen && !p->quit) pthread_cond_wait(&p->wake, &p->lock);
+        if (p->quit) break;
+        seen = p->gen;
+        if (me->w + 1 >= p->job.nt) continue; /* this job needs fewer workers */
+        job j = p->job;
+        pthread_mutex_unlock(&p->lock);
+        run_slice(&j, me->w + 1);
+        pthread_mutex_lock(&p->lock);
+        if (--p->pending == 0) pthread_cond_signal(&p->done);
     }
+    pthread_mutex_unlock(&p->lock);
     return NULL;
 }
 
-/* In a forked child the workers are gone and the locks may be held by
- * threads that no longer exist: start over. */
-static void pool_after_fork_child(void)
+void qkv_pool_free(qkv_pool *pool)
 {
-    pthread_mutex_init(&pool_busy, NULL);
-    pthread_mutex_init(&pool_lock, NULL);
-    pthread_cond_init(&pool_wake, NULL);
-    pthread_cond_init(&pool_done, NULL);
-    pool_size = 0;
-    pool_pending = 0;
+    if (!pool) return;
+    pthread_mutex_lock(&epoch_lock);
+    const int ours = pool->epoch == fork_epoch; /* else its workers are gone */
+    pthread_mutex_unlock(&epoch_lock);
+    if (ours) {
+        pthread_mutex_lock(&pool->lock);
+        pool->quit = 1;
+        pthread_cond_broadcast(&pool->wake);
+        pthread_mutex_unlock(&pool->lock);
+        for (int w = 0; w < pool->size; w++) pthread_join(pool->workers[w].thread, NULL);
+        pthread_cond_destroy(&pool->wake);
+        pthread_cond_destroy(&pool->done);
+        pthread_mutex_destroy(&pool->lock);
+        pthread_mutex_destroy(&pool->busy);
+    }
+    free(pool);
 }
 
-static void pool_init(void) { pthread_atfork(NULL, NULL, pool_after_fork_child); }
-
-/* Grows the pool to `want` workers (as many as can be started). */
-static void pool_grow(int want)
+/* Grows the pool to `want` workers (as many as can be started); called
+ * with its lock held. */
+static void pool_grow(qkv_pool *p, int want)
 {
-    while (pool_size < want) {
-        pthread_t t;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        worker_start *ws = malloc(sizeof *ws);
-        int ok = ws != NULL;
-        if (ok) {
-            ws->w = pool_size;
-            ws->gen = pool_gen;
-            ok = pthread_create(&t, &attr, pool_worker, ws) == 0;
-            if (!ok) free(ws);
-        }
-        pthread_attr_destroy(&attr);
-        if (!ok) break;
-        pool_size++;
+    while (p->size < want) {
+        worker *wk = &p->workers[p->size];
+        wk->pool = p;
+        wk->w = p->size;
+        wk->gen = p->gen;
+        if (pthread_create(&wk->thread, NULL, pool_worker, wk) != 0) break;
+        p->size++;
     }
 }
 
@@ -172,7 +239,7 @@ int qkv_cpu_count(void)
 
 int qkv_default_num_threads(void) { return qkv_cpu_count(); }
 
-qkv_status qkv_parallel_for(int64_t n, int nthreads, qkv_range_fn fn, void *ctx)
+qkv_status qkv_parallel_for(qkv_pool *pool, int64_t n, int nthreads, qkv_range_fn fn, void *ctx)
 {
     if (n <= 0) return QKV_OK;
     int64_t nt = nthreads < 1 ? 1 : nthreads;
@@ -183,26 +250,26 @@ qkv_status qkv_parallel_for(int64_t n, int nthreads, qkv_range_fn fn, void *ctx)
         run_slice(&j, 0);
         return QKV_OK;
     }
-    pthread_once(&pool_once, pool_init);
-    if (pthread_mutex_trylock(&pool_busy) != 0) return run_spawned(&j);
+    qkv_pool *p = pool_get(pool);
+    if (pthread_mutex_trylock(&p->busy) != 0) return run_spawned(&j);
 
-    pthread_mutex_lock(&pool_lock);
-    pool_grow((int)nt - 1);
+    pthread_mutex_lock(&p->lock);
+    pool_grow(p, (int)nt - 1);
     /* Slices beyond the workers that exist run here, after slice 0. */
-    const int workers = pool_size < nt - 1 ? pool_size : (int)nt - 1;
-    pool_job = j;
-    pool_pending = workers;
-    pool_gen++;
-    pthread_cond_broadcast(&pool_wake);
-    pthread_mutex_unlock(&pool_lock);
+    const int workers = p->size < nt - 1 ? p->size : (int)nt - 1;
+    p->job = j;
+    p->pending = workers;
+    p->gen++;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->lock);
 
     run_slice(&j, 0);
     for (int t = workers + 1; t < nt; t++) run_slice(&j, t);
 
-    pthread_mutex_lock(&pool_lock);
-    while (pool_pending > 0) pthread_cond_wait(&pool_done, &pool_lock);
-    pthread_mutex_unlock(&pool_lock);
-    pthread_mutex_unlock(&pool_busy);
+    pthread_mutex_lock(&p->lock);
+    while (p->pending > 0) pthread_cond_wait(&p->done, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&p->busy);
     return QKV_OK;
 }
 
@@ -229,7 +296,8 @@ static void items_worker(void *vctx, int tid, int64_t begin, int64_t end)
     }
 }
 
-qkv_status qkv_parallel_items(int64_t items, int nthreads, qkv_item_fn fn, void *ctx)
+qkv_status qkv_parallel_items(qkv_pool *pool, int64_t items, int nthreads, qkv_item_fn fn,
+                              void *ctx)
 {
     if (items <= 0) return QKV_OK;
     int nt = nthreads < 1 ? 1 : nthreads;
@@ -239,5 +307,5 @@ qkv_status qkv_parallel_items(int64_t items, int nthreads, qkv_item_fn fn, void 
     j.items = items;
     j.fn = fn;
     j.ctx = ctx;
-    return qkv_parallel_for(nt, nt, items_worker, &j);
+    return qkv_parallel_for(pool, nt, nt, items_worker, &j);
 }

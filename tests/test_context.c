@@ -2,11 +2,25 @@
  * default context, each setting reaches the call (threads do not change
  * the bits, impl picks the reference, progress is reported), and the
  * options' struct_size lets a struct of another size through exactly when
- * it means the same. */
+ * it means the same. Each context's pool of workers survives its calls
+ * and a fork: the child computes the same bits on the parent's contexts
+ * (their workers gone, the pools start over) and frees them without
+ * waiting for workers that do not exist. */
 #include "test.h"
 #include "util.h"
 
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
 
 static void check_setters(void)
 {
@@ -167,10 +181,51 @@ static void check_struct_size(void)
     unmake(&b);
 }
 
+/* Contexts whose pools have workers, then fork: in the child, the same
+ * calls on them give the same bits on fresh workers, and freeing them
+ * returns (an alarm fails a child that hangs). */
+static void check_fork(void)
+{
+#ifdef UNDER_TSAN
+    /* ThreadSanitizer ends a child of a threaded process that starts
+     * threads (die_after_fork), which is what this check does. */
+    fprintf(stderr, "test_context: fork check skipped under ThreadSanitizer\n");
+#else
+    bufs b = make();
+    qkv_attention_options opt = {0};
+    qkv_context *ctx = test_context(QKV_IMPL_AUTO, QKV_ISA_AUTO, 3);
+    qkv_context *ref = test_context(QKV_IMPL_REFERENCE, QKV_ISA_AUTO, 3);
+    float *o = run(&b, ctx, &opt), *r = run(&b, ref, &opt), *d = run(&b, NULL, &opt);
+    CHECK(o && r && d);
+    fflush(NULL);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        alarm(60);
+        float *o2 = run(&b, ctx, &opt), *r2 = run(&b, ref, &opt), *d2 = run(&b, NULL, &opt);
+        const int ok = same(o2, o, &b) && same(r2, r, &b) && same(d2, d, &b);
+        qkv_context_free(ctx);
+        qkv_context_free(ref);
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (WIFSIGNALED(status))
+        fprintf(stderr, "  fork: the child died of signal %d\n", WTERMSIG(status));
+    /* The parent's pools are untouched by the child. */
+    float *o3 = run(&b, ctx, &opt);
+    CHECK(same(o3, o, &b));
+    free(o), free(r), free(d), free(o3);
+    qkv_context_free(ctx), qkv_context_free(ref);
+    unmake(&b);
+#endif
+}
+
 int main(void)
 {
     check_setters();
     check_settings_reach_the_call();
     check_struct_size();
+    check_fork();
     return test_finish("test_context");
 }

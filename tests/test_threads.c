@@ -3,9 +3,11 @@
  * forward, the row-major decode that splits its keys into chunks, the
  * one-pass backward with its dQ turn counters, the blocked GEMM and its
  * few-rows path. Every count must give the bits one thread gives, and one
- * thread must agree with the reference. Then three application threads
- * call at once, so that two of them find the pool busy and start threads
- * of their own. Sized to run in seconds under ThreadSanitizer, which is
+ * thread must agree with the reference; all of these run on one context,
+ * whose pool grows and is reused. Then three application threads call at
+ * once, first on one shared context (two of them find its pool busy and
+ * start threads of their own), then each on a context of its own (three
+ * pools at work side by side). Sized to run in seconds under ThreadSanitizer, which is
  * where this program matters most (make test-tsan). */
 #include "test.h"
 #include "util.h"
@@ -41,6 +43,17 @@ static int close_to(const char *what, const float *got, const float *want, int64
     fprintf(stderr, "  %s: relative L2 error %.3g against the reference, over %g\n", what, rel,
             tol);
     return 0;
+}
+
+/* The one context the checks run on, one after another, so that its
+ * pool grows and is reused; with() sets how it runs for the next call. */
+static qkv_context *main_ctx;
+
+static qkv_context *with(qkv_impl impl, int threads)
+{
+    CHECK(qkv_context_set_impl(main_ctx, impl) == QKV_OK &&
+          qkv_context_set_threads(main_ctx, threads) == QKV_OK);
+    return main_ctx;
 }
 
 /* ------------------------------------------------------------ forward */
@@ -83,8 +96,7 @@ static void fwd_free(fwd_case *c)
 }
 
 /* O, the weights and lse into o, w, l. */
-static qkv_status fwd_run(const fwd_case *c, float *o, float *w, float *l, qkv_impl impl,
-                          int threads)
+static qkv_status fwd_run(const fwd_case *c, float *o, float *w, float *l, qkv_context *ctx)
 {
     const test_shape *s = &c->s;
     qkv_tensor tq = qkv_tensor_contiguous(c->q, QKV_DTYPE_F32, s->B, s->H, s->Lq, s->E);
@@ -96,10 +108,7 @@ static qkv_status fwd_run(const fwd_case *c, float *o, float *w, float *l, qkv_i
     qkv_attention_options opt = {0};
     opt.causal = c->causal;
     opt.align = QKV_ALIGN_BOTTOM_RIGHT;
-    qkv_context *ctx = test_context(impl, QKV_ISA_AUTO, threads);
-    const qkv_status st = qkv_attention_forward(ctx, &to, &tw, &tl, &tq, &tk, &tv, &opt);
-    qkv_context_free(ctx);
-    return st;
+    return qkv_attention_forward(ctx, &to, &tw, &tl, &tq, &tk, &tv, &opt);
 }
 
 static int fwd_same(const fwd_case *c, const char *ctx)
@@ -117,14 +126,14 @@ static int fwd_same(const fwd_case *c, const char *ctx)
 
 static void check_forward(fwd_case *c)
 {
-    CHECK(fwd_run(c, c->o, c->w, c->l, QKV_IMPL_AUTO, 1) == QKV_OK);
-    CHECK(fwd_run(c, c->o2, c->w2, c->l2, QKV_IMPL_REFERENCE, 1) == QKV_OK);
+    CHECK(fwd_run(c, c->o, c->w, c->l, with(QKV_IMPL_AUTO, 1)) == QKV_OK);
+    CHECK(fwd_run(c, c->o2, c->w2, c->l2, with(QKV_IMPL_REFERENCE, 1)) == QKV_OK);
     CHECK(close_to(c->name, c->o, c->o2, n_o(&c->s), 1e-5));
     for (size_t t = 0; t < NCOUNTS; t++) {
         char ctx[64];
         snprintf(ctx, sizeof ctx, "num_threads %d vs 1", counts[t]);
         memset(c->o2, 0xff, (size_t)n_o(&c->s) * sizeof(float));
-        CHECK(fwd_run(c, c->o2, c->w2, c->l2, QKV_IMPL_AUTO, counts[t]) == QKV_OK);
+        CHECK(fwd_run(c, c->o2, c->w2, c->l2, with(QKV_IMPL_AUTO, counts[t])) == QKV_OK);
         CHECK(fwd_same(c, ctx));
     }
 }
@@ -149,7 +158,7 @@ static void bwd_setup(bwd_case *c, uint64_t seed)
     c->dq2 = test_malloc((size_t)n_q(s) * sizeof(float));
     c->dk2 = test_malloc((size_t)n_k(s) * sizeof(float));
     c->dv2 = test_malloc((size_t)n_v(s) * sizeof(float));
-    CHECK(fwd_run(&c->f, c->f.o, c->f.w, c->f.l, QKV_IMPL_AUTO, 1) == QKV_OK);
+    CHECK(fwd_run(&c->f, c->f.o, c->f.w, c->f.l, with(QKV_IMPL_AUTO, 1)) == QKV_OK);
 }
 
 static void bwd_free(bwd_case *c)
@@ -164,8 +173,7 @@ static void bwd_free(bwd_case *c)
     free(c->dv2);
 }
 
-static qkv_status bwd_run(const bwd_case *c, float *dq, float *dk, float *dv, qkv_impl impl,
-                          int threads)
+static qkv_status bwd_run(const bwd_case *c, float *dq, float *dk, float *dv, qkv_context *ctx)
 {
     const fwd_case *f = &c->f;
     const test_shape *s = &f->s;
@@ -181,11 +189,8 @@ static qkv_status bwd_run(const bwd_case *c, float *dq, float *dk, float *dv, qk
     qkv_attention_options opt = {0};
     opt.causal = f->causal;
     opt.align = QKV_ALIGN_BOTTOM_RIGHT;
-    qkv_context *ctx = test_context(impl, QKV_ISA_AUTO, threads);
-    const qkv_status st =
-        qkv_attention_backward(ctx, &tdq, &tdk, &tdv, NULL, &tdo, &tq, &tk, &tv, &to, &tl, &opt);
-    qkv_context_free(ctx);
-    return st;
+    return qkv_attention_backward(ctx, &tdq, &tdk, &tdv, NULL, &tdo, &tq, &tk, &tv, &to, &tl,
+                                  &opt);
 }
 
 static int bwd_same(const bwd_case *c, const char *ctx)
@@ -205,15 +210,15 @@ static int bwd_same(const bwd_case *c, const char *ctx)
 static void check_backward(bwd_case *c)
 {
     const test_shape *s = &c->f.s;
-    CHECK(bwd_run(c, c->dq, c->dk, c->dv, QKV_IMPL_AUTO, 1) == QKV_OK);
-    CHECK(bwd_run(c, c->dq2, c->dk2, c->dv2, QKV_IMPL_REFERENCE, 1) == QKV_OK);
+    CHECK(bwd_run(c, c->dq, c->dk, c->dv, with(QKV_IMPL_AUTO, 1)) == QKV_OK);
+    CHECK(bwd_run(c, c->dq2, c->dk2, c->dv2, with(QKV_IMPL_REFERENCE, 1)) == QKV_OK);
     CHECK(close_to("backward dQ", c->dq, c->dq2, n_q(s), 1e-5));
     CHECK(close_to("backward dK", c->dk, c->dk2, n_k(s), 1e-5));
     CHECK(close_to("backward dV", c->dv, c->dv2, n_v(s), 1e-5));
     for (size_t t = 0; t < NCOUNTS; t++) {
         char ctx[64];
         snprintf(ctx, sizeof ctx, "num_threads %d vs 1", counts[t]);
-        CHECK(bwd_run(c, c->dq2, c->dk2, c->dv2, QKV_IMPL_AUTO, counts[t]) == QKV_OK);
+        CHECK(bwd_run(c, c->dq2, c->dk2, c->dv2, with(QKV_IMPL_AUTO, counts[t])) == QKV_OK);
         CHECK(bwd_same(c, ctx));
     }
 }
@@ -248,19 +253,16 @@ static void gemm_free(gemm_case *g)
 }
 
 /* C = 1.5 op(A) op(B) - 0.5 C0 into c. */
-static qkv_status gemm_run(const gemm_case *g, float *c, int threads)
+static qkv_status gemm_run(const gemm_case *g, float *c, qkv_context *ctx)
 {
     memcpy(c, g->c0, (size_t)(g->m * g->n) * sizeof *c);
-    qkv_context *ctx = test_context(QKV_IMPL_AUTO, QKV_ISA_AUTO, threads);
-    const qkv_status st = qkv_sgemm(ctx, g->ta, g->tb, g->m, g->n, g->k, 1.5f, g->a,
-                                    g->ta ? g->m : g->k, g->b, g->tb ? g->k : g->n, -0.5f, c, g->n);
-    qkv_context_free(ctx);
-    return st;
+    return qkv_sgemm(ctx, g->ta, g->tb, g->m, g->n, g->k, 1.5f, g->a, g->ta ? g->m : g->k, g->b,
+                     g->tb ? g->k : g->n, -0.5f, c, g->n);
 }
 
 static void check_gemm(gemm_case *g)
 {
-    CHECK(gemm_run(g, g->c, 1) == QKV_OK);
+    CHECK(gemm_run(g, g->c, with(QKV_IMPL_AUTO, 1)) == QKV_OK);
     /* The definition, in double. */
     for (int64_t i = 0; i < g->m; i++)
         for (int64_t j = 0; j < g->n; j++) {
@@ -276,7 +278,7 @@ static void check_gemm(gemm_case *g)
     for (size_t t = 0; t < NCOUNTS; t++) {
         char what[160];
         snprintf(what, sizeof what, "%s, num_threads %d vs 1", g->name, counts[t]);
-        CHECK(gemm_run(g, g->c2, counts[t]) == QKV_OK);
+        CHECK(gemm_run(g, g->c2, with(QKV_IMPL_AUTO, counts[t])) == QKV_OK);
         CHECK(same_bits(what, g->c2, g->c, g->m * g->n));
     }
 }
@@ -289,6 +291,8 @@ typedef struct caller {
     fwd_case *f;
     bwd_case *b;
     gemm_case *g;
+    qkv_context *shared; /* the first round's, one for all callers */
+    qkv_context *own;    /* the second round's, this caller's alone */
     int ok;
 } caller;
 
@@ -297,26 +301,27 @@ static void *caller_main(void *arg)
     caller *c = arg;
     pthread_barrier_wait(c->start);
     for (int round = 0; round < 2; round++) {
-        const int threads = round ? 7 : 3;
-        char ctx[64];
-        snprintf(ctx, sizeof ctx, "three callers at once, num_threads %d", threads);
+        qkv_context *cx = round ? c->own : c->shared;
+        char ctx[80];
+        snprintf(ctx, sizeof ctx, "three callers at once, %s context, num_threads %d",
+                 round ? "each its own" : "one shared", qkv_context_threads(cx));
         if (c->kind == 0)
-            c->ok &= fwd_run(c->f, c->f->o2, c->f->w2, c->f->l2, QKV_IMPL_AUTO, threads) ==
-                         QKV_OK &&
+            c->ok &= fwd_run(c->f, c->f->o2, c->f->w2, c->f->l2, cx) == QKV_OK &&
                      fwd_same(c->f, ctx);
         else if (c->kind == 1)
-            c->ok &= bwd_run(c->b, c->b->dq2, c->b->dk2, c->b->dv2, QKV_IMPL_AUTO, threads) ==
-                         QKV_OK &&
+            c->ok &= bwd_run(c->b, c->b->dq2, c->b->dk2, c->b->dv2, cx) == QKV_OK &&
                      bwd_same(c->b, ctx);
         else
-            c->ok &= gemm_run(c->g, c->g->c2, threads) == QKV_OK &&
+            c->ok &= gemm_run(c->g, c->g->c2, cx) == QKV_OK &&
                      same_bits(c->g->name, c->g->c2, c->g->c, c->g->m * c->g->n);
     }
     return NULL;
 }
 
-/* The pool serves one call at a time: the others run on threads of their
- * own, and every result must still be the one-thread result. */
+/* First the three share one context: its pool serves one call at a time,
+ * the others run on threads of their own. Then each has its own context,
+ * whose pool runs its calls beside the others'. Every result must still
+ * be the one-thread result. */
 static void check_callers_at_once(fwd_case *f, bwd_case *b, gemm_case *g)
 {
     enum { N = 3 };
@@ -325,8 +330,10 @@ static void check_callers_at_once(fwd_case *f, bwd_case *b, gemm_case *g)
     caller cs[N];
     pthread_t th[N];
     int started[N];
+    qkv_context *shared = test_context(QKV_IMPL_AUTO, QKV_ISA_AUTO, 3);
     for (int i = 0; i < N; i++) {
-        cs[i] = (caller){&start, i, f, b, g, 1};
+        cs[i] = (caller){&start, i, f, b, g, shared, test_context(QKV_IMPL_AUTO, QKV_ISA_AUTO, 7),
+                         1};
         started[i] = pthread_create(&th[i], NULL, caller_main, &cs[i]) == 0;
         CHECK(started[i]);
     }
@@ -335,6 +342,8 @@ static void check_callers_at_once(fwd_case *f, bwd_case *b, gemm_case *g)
             pthread_join(th[i], NULL);
             CHECK(cs[i].ok);
         }
+    for (int i = 0; i < N; i++) qkv_context_free(cs[i].own);
+    qkv_context_free(shared);
     pthread_barrier_destroy(&start);
 }
 
@@ -360,6 +369,7 @@ int main(void)
     gemm_case few = {
         "few-rows GEMM", QKV_GEMM_NO_TRANS, QKV_GEMM_TRANS, 4, 2000, 2000, 0, 0, 0, 0, 0};
 
+    main_ctx = test_context(QKV_IMPL_AUTO, QKV_ISA_AUTO, 1);
     fwd_setup(&tiled, 1);
     fwd_setup(&decode, 2);
     bwd_setup(&back, 3);
@@ -378,5 +388,6 @@ int main(void)
     bwd_free(&back);
     gemm_free(&blocked);
     gemm_free(&few);
+    qkv_context_free(main_ctx);
     return test_finish("test_threads");
 }

@@ -699,7 +699,7 @@ static qkv_status run_items(const plan *pl, scratch *sc, int64_t items,
                             double span)
 {
     run_ctx c = {pl, sc, item, items, items / 100 + 1, base, span};
-    return qkv_parallel_items(items, pl->nthreads, run_item, &c);
+    return qkv_parallel_items(pl->p->pool, items, pl->nthreads, run_item, &c);
 }
 
 /* The common path: every unit over all its keys. */

@@ -331,7 +331,7 @@ qkv_status qkv_flash_attention_backward(const qkv_bwd_problem *bp, void *ws)
         bl.dq_s[2] = p->E;
         memset(bl.dq, 0, (size_t)(p->B * p->H * p->Lq * p->E) * sizeof(float));
     }
-    st = qkv_parallel_items(bl.items, bl.nthreads, tile_item, &bl);
+    st = qkv_parallel_items(p->pool, bl.items, bl.nthreads, tile_item, &bl);
     if (st == QKV_OK && !bl.in_place)
         for (int64_t b = 0; b < p->B; b++)
             for (int64_t h = 0; h < p->H; h++)

@@ -280,25 +280,30 @@ static void small_worker(void *ctx, int tid, int64_t begin, int64_t end)
 static qkv_status gemm_small(const qkv_cpu_kernels *kern, qkv_gemm_transpose ta,
                              qkv_gemm_transpose tb, int64_t m, int64_t n, int64_t k, float alpha,
                              const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
-                             float *c, int64_t ldc, int nt)
+                             float *c, int64_t ldc, qkv_pool *pool, int nt)
 {
     small_job g = {kern, tb, m, n, k, NULL, b, ldb, alpha, beta, c, ldc, NULL};
     const int64_t slices = (n + SMALL_COLS - 1) / SMALL_COLS;
     if (nt > slices) nt = (int)slices;
-    float *rows = malloc((size_t)(m * k) * sizeof *rows);
-    g.tmp = malloc((size_t)(nt * m * SMALL_COLS) * sizeof *g.tmp);
-    qkv_status st = QKV_OK;
-    if (!rows || !g.tmp) {
-        st = qkv_fail(QKV_ERR_OUT_OF_MEMORY, "qkv_sgemm: cannot allocate %lld x %lld rows of A",
-                      (long long)m, (long long)k);
-    } else {
-        for (int64_t r = 0; r < m; r++)
-            for (int64_t p = 0; p < k; p++) rows[r * k + p] = ta ? a[p * lda + r] : a[r * lda + p];
-        g.a = rows;
-        st = qkv_parallel_for(slices, nt, small_worker, &g);
+    /* One block: A's rows, then each worker's tile of results. */
+    qkv_carver cv = {NULL, 0};
+    float *rows = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            if (!(cv.base = qkv_alloc(cv.used)))
+                return qkv_fail(QKV_ERR_OUT_OF_MEMORY,
+                                "qkv_sgemm: cannot allocate %lld x %lld rows of A", (long long)m,
+                                (long long)k);
+            cv.used = 0;
+        }
+        rows = qkv_carve(&cv, (size_t)(m * k) * sizeof(float));
+        g.tmp = qkv_carve(&cv, (size_t)(nt * m * SMALL_COLS) * sizeof(float));
     }
-    free(rows);
-    free(g.tmp);
+    for (int64_t r = 0; r < m; r++)
+        for (int64_t p = 0; p < k; p++) rows[r * k + p] = ta ? a[p * lda + r] : a[r * lda + p];
+    g.a = rows;
+    const qkv_status st = qkv_parallel_for(pool, slices, nt, small_worker, &g);
+    qkv_free(cv.base);
     return st;
 }
 
@@ -368,7 +373,7 @@ qkv_status qkv_sgemm(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose
     if (flops / GEMM_MIN_FLOPS_PER_THREAD < nt)
         nt = flops < GEMM_MIN_FLOPS_PER_THREAD ? 1 : (int)(flops / GEMM_MIN_FLOPS_PER_THREAD);
     if (m <= GEMM_SMALL_M)
-        return gemm_small(g.kern, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nt);
+        return gemm_small(g.kern, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, cx->pool, nt);
 
     g.ta = ta;
     g.tb = tb;
@@ -391,23 +396,25 @@ qkv_status qkv_sgemm(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose
     const int64_t kc = g.kc;
     g.mc = min64(round_up(GEMM_MC, mr), round_up((m + g.gm - 1) / g.gm + mr, mr));
     g.nc = min64(round_up(GEMM_NC, nr), round_up((n + g.gn - 1) / g.gn + nr, nr));
-    g.pa = calloc((size_t)nt, sizeof *g.pa);
-    g.pb = calloc((size_t)nt, sizeof *g.pb);
-    st = g.pa && g.pb ? QKV_OK : QKV_ERR_OUT_OF_MEMORY;
-    for (int t = 0; t < nt && st == QKV_OK; t++) {
-        g.pa[t] = aligned_alloc(64, (size_t)(g.mc / mr * panel_stride(mr, kc)) * sizeof(float));
-        g.pb[t] = aligned_alloc(64, (size_t)(g.nc / nr * panel_stride(nr, kc)) * sizeof(float));
-        if (!g.pa[t] || !g.pb[t]) st = QKV_ERR_OUT_OF_MEMORY;
+    /* One block: the tables of panels, then each worker's A and B panels. */
+    const size_t pa_bytes = (size_t)(g.mc / mr * panel_stride(mr, kc)) * sizeof(float);
+    const size_t pb_bytes = (size_t)(g.nc / nr * panel_stride(nr, kc)) * sizeof(float);
+    qkv_carver cv = {NULL, 0};
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            if (!(cv.base = qkv_alloc(cv.used)))
+                return qkv_fail(QKV_ERR_OUT_OF_MEMORY,
+                                "qkv_sgemm: cannot allocate packing buffers for %d threads", nt);
+            cv.used = 0;
+        }
+        g.pa = qkv_carve(&cv, (size_t)nt * sizeof *g.pa);
+        g.pb = qkv_carve(&cv, (size_t)nt * sizeof *g.pb);
+        for (int t = 0; t < nt; t++) {
+            float *pa = qkv_carve(&cv, pa_bytes), *pb = qkv_carve(&cv, pb_bytes);
+            if (pass == 1) g.pa[t] = pa, g.pb[t] = pb;
+        }
     }
-    if (st == QKV_OK)
-        st = qkv_parallel_for(g.gm * g.gn, nt, gemm_worker, &g);
-    else
-        st = qkv_fail(st, "qkv_sgemm: cannot allocate packing buffers for %d threads", nt);
-    for (int t = 0; t < nt && g.pa && g.pb; t++) {
-        free(g.pa[t]);
-        free(g.pb[t]);
-    }
-    free(g.pa);
-    free(g.pb);
+    st = qkv_parallel_for(cx->pool, g.gm * g.gn, nt, gemm_worker, &g);
+    qkv_free(cv.base);
     return st;
 }

@@ -183,7 +183,7 @@ static qkv_status ref_forward(const qkv_fwd_problem *p, void *ws)
     ref_ctx c = {p, NULL};
     int nt;
     fwd_carve(p, ws, &nt, &c.scratch);
-    return qkv_parallel_for(rows, nt, ref_range, &c);
+    return qkv_parallel_for(p->pool, rows, nt, ref_range, &c);
 }
 
 /* ------------------------------------------------------------ backward */
@@ -373,7 +373,7 @@ static qkv_status ref_backward(const qkv_bwd_problem *bp, void *ws)
     const qkv_tensor *dm = bp->dmask;
     const int64_t nm = dm ? dm->shape[0] * dm->shape[1] * dm->shape[2] * dm->shape[3] : 0;
     for (int64_t x = 0; x < nm; x++) c.dmask[x] = 0.0; /* the sums start at 0 */
-    qkv_status st = qkv_parallel_for(items, nt, bwd_range, &c);
+    qkv_status st = qkv_parallel_for(p->pool, items, nt, bwd_range, &c);
     if (st == QKV_OK && c.dmask)
         for (int64_t a = 0; a < dm->shape[0]; a++)
             for (int64_t h = 0; h < dm->shape[1]; h++)
