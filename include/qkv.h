@@ -385,6 +385,37 @@ QKV_API qkv_status qkv_context_set_impl(qkv_context *ctx, qkv_impl impl);
 QKV_API qkv_status qkv_context_set_progress(qkv_context *ctx, void (*fn)(void *user, double done),
                                             void *user);
 
+/*! qkv_context_set_workspace() :
+ *  Lends the context memory for its calls' scratch, so that attention
+ *  (forward and backward) and qkv_sgemm on it allocate nothing: a call
+ *  carves its scratch from mem instead of allocating a block, and fails
+ *  when mem is too small for it. The size a call needs comes from
+ *  qkv_attention_forward_workspace, qkv_attention_backward_workspace and
+ *  qkv_sgemm_workspace, asked with the same context (it depends on the
+ *  threads, the isa and the backend); lend the largest. NULL and 0 take
+ *  the loan back: calls allocate again. The memory stays the caller's: it
+ *  is never freed by the library and must outlive the loan. The layer's
+ *  calls pass the context on to their attention and GEMM calls, which then
+ *  use the workspace, while the layer's own activations are still
+ *  allocated per call; so does the rare row of a fast call that the
+ *  reference recomputes in double.
+ *
+ *    ctx    in/out: the context
+ *    mem    in, optional: 64-byte aligned (qkv_alloc gives such memory);
+ *           NULL for none
+ *    bytes  in: its size; 0 with mem NULL
+ *
+ *  Errors:  QKV_ERR_NULL_ARGUMENT for ctx NULL; QKV_ERR_INVALID_ARGUMENT for
+ *           mem without bytes (or bytes without mem) or a misaligned mem.
+ *  @return  QKV_OK, or the error (the context unchanged).
+ *  Threads: not while a call uses ctx. A context with a workspace serves
+ *           one call at a time: a call that finds the workspace in use by
+ *           another fails with QKV_ERR_INVALID_ARGUMENT ("workspace:
+ *           another call is using ..."), and one that needs more than
+ *           bytes fails with QKV_ERR_OUT_OF_MEMORY ("workspace: this call
+ *           needs N bytes ..."), before anything is written. */
+QKV_API qkv_status qkv_context_set_workspace(qkv_context *ctx, void *mem, size_t bytes);
+
 /* Options for qkv_attention_forward and qkv_attention_backward: what is
  * computed (how it runs is the context's). A zero-initialised struct
  * (qkv_attention_options o = {0};) or a NULL pointer means every default.
@@ -479,7 +510,8 @@ typedef struct qkv_attention_options {
  *  @return  QKV_OK, or the error; on error nothing is promised about the
  *           outputs' contents.
  *  Threads: safe.
- *  Memory:  scratch is allocated per call and freed before returning. The
+ *  Memory:  scratch is allocated per call and freed before returning, or
+ *           carved from the context's workspace when it has one. The
  *           fast path takes O(threads x tile), a tile being max(64, H/Hkv)
  *           rows x (E + Ev + 128) floats — a few hundred KiB for common
  *           shapes — never anything proportional to Lq x Lk (a decode-shaped
@@ -490,6 +522,26 @@ QKV_API qkv_status qkv_attention_forward(qkv_context *ctx, const qkv_tensor *o,
                                          const qkv_tensor *weights, const qkv_tensor *lse,
                                          const qkv_tensor *q, const qkv_tensor *k,
                                          const qkv_tensor *v, const qkv_attention_options *opts);
+
+/*! qkv_attention_forward_workspace() :
+ *  The scratch, in bytes, that qkv_attention_forward with these arguments
+ *  takes under ctx (qkv_context_set_workspace): the call's checks and
+ *  backend choice without computing anything. Pass the arguments of the
+ *  call itself; their data is read only as the call's dispatch reads it.
+ *
+ *    bytes  out: the size; 0 when the call needs none
+ *    the rest: as qkv_attention_forward
+ *
+ *  Errors:  those of qkv_attention_forward for its arguments;
+ *           QKV_ERR_NULL_ARGUMENT for bytes NULL.
+ *  @return  QKV_OK, or the error (*bytes 0).
+ *  Threads: safe. */
+QKV_API qkv_status qkv_attention_forward_workspace(qkv_context *ctx, const qkv_tensor *o,
+                                                   const qkv_tensor *weights,
+                                                   const qkv_tensor *lse, const qkv_tensor *q,
+                                                   const qkv_tensor *k, const qkv_tensor *v,
+                                                   const qkv_attention_options *opts,
+                                                   size_t *bytes);
 
 /*! qkv_attention_backward() :
  *  Backward of qkv_attention_forward: the gradients of a loss L with
@@ -526,7 +578,8 @@ QKV_API qkv_status qkv_attention_forward(qkv_context *ctx, const qkv_tensor *o,
  *           outputs' contents.
  *  Threads: safe. Either way results are bitwise the same for any thread
  *           count.
- *  Memory:  scratch per call, freed before returning. The fast backward
+ *  Memory:  scratch per call, freed before returning (or the context's
+ *           workspace). The fast backward
  *           takes O(threads x tiles) plus B x H x Lq floats, and
  *           B x H x Lq x E more when dq's last dim is strided; the reference
  *           backward O(threads x Lk x (E + Ev)) doubles. */
@@ -537,6 +590,24 @@ QKV_API qkv_status qkv_attention_backward(qkv_context *ctx, const qkv_tensor *dq
                                           const qkv_tensor *v, const qkv_tensor *o,
                                           const qkv_tensor *lse,
                                           const qkv_attention_options *opts);
+
+/*! qkv_attention_backward_workspace() :
+ *  The scratch, in bytes, that qkv_attention_backward with these arguments
+ *  takes under ctx, as qkv_attention_forward_workspace is for the forward
+ *  (the backend choice reads lse, so pass the forward's).
+ *
+ *    bytes  out: the size; 0 when the call needs none
+ *    the rest: as qkv_attention_backward
+ *
+ *  Errors:  those of qkv_attention_backward for its arguments;
+ *           QKV_ERR_NULL_ARGUMENT for bytes NULL.
+ *  @return  QKV_OK, or the error (*bytes 0).
+ *  Threads: safe. */
+QKV_API qkv_status qkv_attention_backward_workspace(
+    qkv_context *ctx, const qkv_tensor *dq, const qkv_tensor *dk, const qkv_tensor *dv,
+    const qkv_tensor *dmask, const qkv_tensor *dout, const qkv_tensor *q, const qkv_tensor *k,
+    const qkv_tensor *v, const qkv_tensor *o, const qkv_tensor *lse,
+    const qkv_attention_options *opts, size_t *bytes);
 
 /*! qkv_attention_merge() :
  *  Merges partial results of the same queries over two disjoint sets of
@@ -826,13 +897,32 @@ typedef enum qkv_gemm_transpose {
  *  @return  QKV_OK, or the error.
  *  Threads: safe. Results are bitwise the same for any thread count with
  *           one instruction set.
- *  Memory:  scratch per call: O(threads x cache blocks), or for a C of at
+ *  Memory:  scratch per call (or the context's workspace): O(threads x
+ *           cache blocks), or for a C of at
  *           most 4 rows (a decode step's projections) m x k floats plus
  *           threads x m x 64. */
 QKV_API qkv_status qkv_sgemm(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose tb,
                              int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                              int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                              int64_t ldc);
+
+/*! qkv_sgemm_workspace() :
+ *  The scratch, in bytes, that qkv_sgemm with these transposes and sizes
+ *  takes under ctx (qkv_context_set_workspace), whatever alpha, beta and
+ *  the leading dimensions (a call with alpha == 0 or k == 0 takes none).
+ *
+ *    bytes  out: the size; 0 when the call needs none (the system BLAS
+ *           manages its own)
+ *    the rest: as qkv_sgemm
+ *
+ *  Errors:  QKV_ERR_NULL_ARGUMENT for bytes NULL; QKV_ERR_INVALID_ARGUMENT
+ *           for a bad transpose or a negative size; QKV_ERR_UNSUPPORTED for
+ *           an isa this build or CPU lacks.
+ *  @return  QKV_OK, or the error (*bytes 0).
+ *  Threads: safe. */
+QKV_API qkv_status qkv_sgemm_workspace(qkv_context *ctx, qkv_gemm_transpose ta,
+                                       qkv_gemm_transpose tb, int64_t m, int64_t n, int64_t k,
+                                       size_t *bytes);
 
 /* ------------------------------------------------------------ .safetensors */
 

@@ -311,24 +311,19 @@ static int input_ranges(const qkv_fwd_problem *p, const qkv_tensor *dout, qkv_by
     return n;
 }
 
-/* The workspace backend be asks for the call: one block per call, NULL
- * when it asks for none (freed with qkv_free). */
-static qkv_status workspace_get(const qkv_backend *be, const qkv_fwd_problem *f,
-                                const qkv_bwd_problem *b, void **ws)
+/* Runs the forward (b NULL) or backward b that backend be accepted, in
+ * the workspace it asks for: the context's, or one block for the call. */
+static qkv_status run_on(const qkv_backend *be, const qkv_context *ctx, const qkv_fwd_problem *f,
+                         const qkv_bwd_problem *b)
 {
     size_t bytes;
-    *ws = NULL;
+    void *ws;
     QKV_TRY(be->workspace(f, b, &bytes));
-    if (bytes == 0) return QKV_OK;
-    if (!(*ws = qkv_alloc(bytes)))
-        return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes of scratch for this "
-                        "call", be->name, bytes);
-#ifdef QKV_POISON_WORKSPACE
-    /* Sanitizer builds hand every backend a workspace of NaN bytes, so a
-     * backend that reads scratch it has not written shows in the tests. */
-    memset(*ws, 0xff, bytes);
-#endif
-    return QKV_OK;
+    QKV_TRY(qkv_scratch_get(ctx, bytes, be->name, &ws));
+    const qkv_status st = b ? be->backward(b, ws) : be->forward(f, ws);
+    if (st == QKV_OK && f->progress) f->progress(f->progress_user, 1.0);
+    qkv_scratch_release(ctx, ws);
+    return st;
 }
 
 /* The backend impl forces: NULL (auto dispatch) for QKV_IMPL_AUTO. */
@@ -345,6 +340,36 @@ qkv_status qkv_attention_forward(qkv_context *ctx, const qkv_tensor *o, const qk
                                     lse, q, k, v, opts);
 }
 
+/* A forward call checked, into p (its mask view in *mask, its options
+ * in *op), and the backend that computes it. */
+static qkv_status forward_prepare(const char *backend, const qkv_context *ctx, const qkv_tensor *o,
+                                  const qkv_tensor *weights, const qkv_tensor *lse,
+                                  const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
+                                  const qkv_attention_options *opts, qkv_attention_options *op,
+                                  qkv_fwd_problem *p, qkv_tensor *mask, const qkv_backend **be)
+{
+    QKV_TRY(qkv_options_read(opts, op));
+    QKV_TRY(resolve_inputs(q, k, v, op, qkv_context_get(ctx), p, mask));
+    if (!o) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "O: NULL tensor");
+    if (weights && !weights->data) weights = NULL;
+    if (lse && !lse->data) lse = NULL;
+    QKV_TRY(check_output("O", o, p->B, p->H, p->Lq, p->Ev, "(B, H, Lq, Ev)"));
+    if (weights)
+        QKV_TRY(check_output("weights", weights, p->B, p->H, p->Lq, p->Lk, "(B, H, Lq, Lk)"));
+    if (lse) QKV_TRY(check_output("lse", lse, p->B, p->H, p->Lq, 1, "(B, H, Lq, 1)"));
+    p->o = o;
+    p->weights = weights;
+    p->lse = lse;
+    const qkv_byte_range outs[3] = {view_range("O", o), view_range("weights", weights),
+                                    view_range("lse", lse)};
+    qkv_byte_range ins[7];
+    const int nin = input_ranges(p, NULL, ins);
+    QKV_TRY(qkv_check_disjoint(outs, 3, ins, nin));
+    qkv_status st;
+    if (!(*be = qkv_backend_choose(backend, p, NULL, &st))) return st;
+    return QKV_OK;
+}
+
 qkv_status qkv_attention_forward_on(const char *backend, qkv_context *ctx, const qkv_tensor *o,
                                     const qkv_tensor *weights, const qkv_tensor *lse,
                                     const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
@@ -352,34 +377,29 @@ qkv_status qkv_attention_forward_on(const char *backend, qkv_context *ctx, const
 {
     qkv_clear_error();
     qkv_attention_options op;
-    QKV_TRY(qkv_options_read(opts, &op));
     qkv_fwd_problem p;
     qkv_tensor mask;
-    QKV_TRY(resolve_inputs(q, k, v, &op, qkv_context_get(ctx), &p, &mask));
-    if (!o) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "O: NULL tensor");
-    if (weights && !weights->data) weights = NULL;
-    if (lse && !lse->data) lse = NULL;
-    QKV_TRY(check_output("O", o, p.B, p.H, p.Lq, p.Ev, "(B, H, Lq, Ev)"));
-    if (weights) QKV_TRY(check_output("weights", weights, p.B, p.H, p.Lq, p.Lk, "(B, H, Lq, Lk)"));
-    if (lse) QKV_TRY(check_output("lse", lse, p.B, p.H, p.Lq, 1, "(B, H, Lq, 1)"));
-    p.o = o;
-    p.weights = weights;
-    p.lse = lse;
-    const qkv_byte_range outs[3] = {view_range("O", o), view_range("weights", weights),
-                                    view_range("lse", lse)};
-    qkv_byte_range ins[7];
-    const int nin = input_ranges(&p, NULL, ins);
-    QKV_TRY(qkv_check_disjoint(outs, 3, ins, nin));
+    const qkv_backend *be;
+    QKV_TRY(forward_prepare(backend, ctx, o, weights, lse, q, k, v, opts, &op, &p, &mask, &be));
+    return run_on(be, ctx, &p, NULL);
+}
 
-    qkv_status st;
-    const qkv_backend *be = qkv_backend_choose(backend, &p, NULL, &st);
-    if (!be) return st;
-    void *ws;
-    QKV_TRY(workspace_get(be, &p, NULL, &ws));
-    st = be->forward(&p, ws);
-    qkv_free(ws);
-    if (st == QKV_OK && p.progress) p.progress(p.progress_user, 1.0);
-    return st;
+qkv_status qkv_attention_forward_workspace(qkv_context *ctx, const qkv_tensor *o,
+                                           const qkv_tensor *weights, const qkv_tensor *lse,
+                                           const qkv_tensor *q, const qkv_tensor *k,
+                                           const qkv_tensor *v, const qkv_attention_options *opts,
+                                           size_t *bytes)
+{
+    qkv_clear_error();
+    if (!bytes) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "bytes: is NULL");
+    *bytes = 0;
+    qkv_attention_options op;
+    qkv_fwd_problem p;
+    qkv_tensor mask;
+    const qkv_backend *be;
+    QKV_TRY(forward_prepare(backend_name(qkv_context_get(ctx)->impl), ctx, o, weights, lse, q, k,
+                            v, opts, &op, &p, &mask, &be));
+    return be->workspace(&p, NULL, bytes);
 }
 
 /* An input of the backward: f32, the given shape. */
@@ -404,21 +424,21 @@ qkv_status qkv_attention_backward(qkv_context *ctx, const qkv_tensor *dq, const 
                                      dmask, dout, q, k, v, o, lse, opts);
 }
 
-qkv_status qkv_attention_backward_on(const char *backend, qkv_context *ctx, const qkv_tensor *dq,
-                                     const qkv_tensor *dk, const qkv_tensor *dv,
-                                     const qkv_tensor *dmask, const qkv_tensor *dout,
-                                     const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
-                                     const qkv_tensor *o, const qkv_tensor *lse,
-                                     const qkv_attention_options *opts)
+/* A backward call checked, into bp (its mask view in *mask, its options
+ * in *op), and the backend that computes it. */
+static qkv_status backward_prepare(const char *backend, const qkv_context *ctx,
+                                   const qkv_tensor *dq, const qkv_tensor *dk,
+                                   const qkv_tensor *dv, const qkv_tensor *dmask,
+                                   const qkv_tensor *dout, const qkv_tensor *q,
+                                   const qkv_tensor *k, const qkv_tensor *v, const qkv_tensor *o,
+                                   const qkv_tensor *lse, const qkv_attention_options *opts,
+                                   qkv_attention_options *op, qkv_bwd_problem *bp,
+                                   qkv_tensor *mask, const qkv_backend **be)
 {
-    qkv_clear_error();
-    qkv_attention_options op;
-    QKV_TRY(qkv_options_read(opts, &op));
-    opts = &op;
-    qkv_bwd_problem bp;
-    qkv_fwd_problem *p = &bp.f;
-    qkv_tensor mask;
-    QKV_TRY(resolve_inputs(q, k, v, opts, qkv_context_get(ctx), p, &mask));
+    QKV_TRY(qkv_options_read(opts, op));
+    opts = op;
+    qkv_fwd_problem *p = &bp->f;
+    QKV_TRY(resolve_inputs(q, k, v, opts, qkv_context_get(ctx), p, mask));
     QKV_TRY(check_input("dO", dout, p->B, p->H, p->Lq, p->Ev, "(B, H, Lq, Ev)"));
     QKV_TRY(check_input("O", o, p->B, p->H, p->Lq, p->Ev, "(B, H, Lq, Ev)"));
     QKV_TRY(check_input("lse", lse, p->B, p->H, p->Lq, 1, "(B, H, Lq, 1)"));
@@ -444,20 +464,51 @@ qkv_status qkv_attention_backward_on(const char *backend, qkv_context *ctx, cons
     qkv_byte_range ins[10];
     const int nin = input_ranges(p, dout, ins);
     QKV_TRY(qkv_check_disjoint(outs, 4, ins, nin));
-    bp.dout = dout;
-    bp.dq = dq;
-    bp.dk = dk;
-    bp.dv = dv;
-    bp.dmask = dmask;
+    bp->dout = dout;
+    bp->dq = dq;
+    bp->dk = dk;
+    bp->dv = dv;
+    bp->dmask = dmask;
     qkv_status st;
-    const qkv_backend *be = qkv_backend_choose(backend, p, &bp, &st);
-    if (!be) return st;
-    void *ws;
-    QKV_TRY(workspace_get(be, p, &bp, &ws));
-    st = be->backward(&bp, ws);
-    qkv_free(ws);
-    if (st == QKV_OK && p->progress) p->progress(p->progress_user, 1.0);
-    return st;
+    if (!(*be = qkv_backend_choose(backend, p, bp, &st))) return st;
+    return QKV_OK;
+}
+
+qkv_status qkv_attention_backward_on(const char *backend, qkv_context *ctx, const qkv_tensor *dq,
+                                     const qkv_tensor *dk, const qkv_tensor *dv,
+                                     const qkv_tensor *dmask, const qkv_tensor *dout,
+                                     const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
+                                     const qkv_tensor *o, const qkv_tensor *lse,
+                                     const qkv_attention_options *opts)
+{
+    qkv_clear_error();
+    qkv_attention_options op;
+    qkv_bwd_problem bp;
+    qkv_tensor mask;
+    const qkv_backend *be;
+    QKV_TRY(backward_prepare(backend, ctx, dq, dk, dv, dmask, dout, q, k, v, o, lse, opts, &op,
+                             &bp, &mask, &be));
+    return run_on(be, ctx, &bp.f, &bp);
+}
+
+qkv_status qkv_attention_backward_workspace(qkv_context *ctx, const qkv_tensor *dq,
+                                            const qkv_tensor *dk, const qkv_tensor *dv,
+                                            const qkv_tensor *dmask, const qkv_tensor *dout,
+                                            const qkv_tensor *q, const qkv_tensor *k,
+                                            const qkv_tensor *v, const qkv_tensor *o,
+                                            const qkv_tensor *lse,
+                                            const qkv_attention_options *opts, size_t *bytes)
+{
+    qkv_clear_error();
+    if (!bytes) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "bytes: is NULL");
+    *bytes = 0;
+    qkv_attention_options op;
+    qkv_bwd_problem bp;
+    qkv_tensor mask;
+    const qkv_backend *be;
+    QKV_TRY(backward_prepare(backend_name(qkv_context_get(ctx)->impl), ctx, dq, dk, dv, dmask,
+                             dout, q, k, v, o, lse, opts, &op, &bp, &mask, &be));
+    return be->workspace(&bp.f, &bp, bytes);
 }
 
 /* Whether a and b are the same view: same data, shape and strides. */

@@ -277,42 +277,107 @@ static void small_worker(void *ctx, int tid, int64_t begin, int64_t end)
     }
 }
 
-static qkv_status gemm_small(const qkv_cpu_kernels *kern, qkv_gemm_transpose ta,
-                             qkv_gemm_transpose tb, int64_t m, int64_t n, int64_t k, float alpha,
-                             const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
-                             float *c, int64_t ldc, qkv_pool *pool, int nt)
+/* How a call runs, decided from the context and the sizes alone (not
+ * from the data), so that qkv_sgemm and qkv_sgemm_workspace agree. */
+typedef enum gemm_route {
+    ROUTE_NOTHING, /* C is empty */
+    ROUTE_SCALE,   /* k == 0 or alpha == 0: C = beta C */
+    ROUTE_BLAS,    /* the system BLAS */
+    ROUTE_SMALL,   /* m <= GEMM_SMALL_M: slices of C's columns */
+    ROUTE_BLOCKED  /* packed panels, threads over rectangles of C */
+} gemm_route;
+
+/* The route of a call that passed its checks, with g's kernels, sizes and
+ * (blocked) blocks, and *nt its threads. */
+static qkv_status gemm_plan(const qkv_context *cx, qkv_gemm_transpose ta, qkv_gemm_transpose tb,
+                            int64_t m, int64_t n, int64_t k, float alpha, int64_t lda, int64_t ldb,
+                            int64_t ldc, gemm_job *g, int *nt, gemm_route *route)
 {
-    small_job g = {kern, tb, m, n, k, NULL, b, ldb, alpha, beta, c, ldc, NULL};
-    const int64_t slices = (n + SMALL_COLS - 1) / SMALL_COLS;
-    if (nt > slices) nt = (int)slices;
-    /* One block: A's rows, then each worker's tile of results. */
-    qkv_carver cv = {NULL, 0};
-    float *rows = NULL;
-    for (int pass = 0; pass < 2; pass++) {
-        if (pass == 1) {
-            if (!(cv.base = qkv_alloc(cv.used)))
-                return qkv_fail(QKV_ERR_OUT_OF_MEMORY,
-                                "qkv_sgemm: cannot allocate %lld x %lld rows of A", (long long)m,
-                                (long long)k);
-            cv.used = 0;
-        }
-        rows = qkv_carve(&cv, (size_t)(m * k) * sizeof(float));
-        g.tmp = qkv_carve(&cv, (size_t)(nt * m * SMALL_COLS) * sizeof(float));
+    memset(g, 0, sizeof *g);
+#ifdef QKV_HAVE_CBLAS
+    const int use_blas = cx->isa == QKV_ISA_AUTO;
+#else
+    const int use_blas = 0;
+    (void)lda, (void)ldb, (void)ldc;
+#endif
+    if (!use_blas) {
+        QKV_TRY(qkv_cpu_kernels_get(cx->isa, &g->kern));
     }
-    for (int64_t r = 0; r < m; r++)
-        for (int64_t p = 0; p < k; p++) rows[r * k + p] = ta ? a[p * lda + r] : a[r * lda + p];
-    g.a = rows;
-    const qkv_status st = qkv_parallel_for(pool, slices, nt, small_worker, &g);
-    qkv_free(cv.base);
-    return st;
+    *nt = 1;
+    if (m == 0 || n == 0) {
+        *route = ROUTE_NOTHING;
+        return QKV_OK;
+    }
+    if (k == 0 || alpha == 0) {
+        *route = ROUTE_SCALE;
+        return QKV_OK;
+    }
+#ifdef QKV_HAVE_CBLAS
+    /* The BLAS takes int sizes: larger problems stay with our kernel. */
+    if (use_blas && m <= INT_MAX && n <= INT_MAX && k <= INT_MAX && lda <= INT_MAX &&
+        ldb <= INT_MAX && ldc <= INT_MAX) {
+        *route = ROUTE_BLAS;
+        return QKV_OK;
+    }
+    if (use_blas) {
+        QKV_TRY(qkv_cpu_kernels_get(QKV_ISA_AUTO, &g->kern));
+    }
+#endif
+    g->ta = ta;
+    g->tb = tb;
+    g->m = m;
+    g->n = n;
+    g->k = k;
+    int t = qkv_context_resolved_threads(cx);
+    const double flops = 2.0 * (double)m * (double)n * (double)k;
+    if (flops / GEMM_MIN_FLOPS_PER_THREAD < t)
+        t = flops < GEMM_MIN_FLOPS_PER_THREAD ? 1 : (int)(flops / GEMM_MIN_FLOPS_PER_THREAD);
+    if (m <= GEMM_SMALL_M) {
+        const int64_t slices = (n + SMALL_COLS - 1) / SMALL_COLS;
+        *nt = t > slices ? (int)slices : t;
+        *route = ROUTE_SMALL;
+        return QKV_OK;
+    }
+    choose_grid(g, t);
+    *nt = (int)(g->gm * g->gn);
+    const int64_t mr = g->kern->gemm_mr, nr = g->kern->gemm_nr;
+    g->kc = even_block(k, GEMM_KC, 1);
+    g->mc = min64(round_up(GEMM_MC, mr), round_up((m + g->gm - 1) / g->gm + mr, mr));
+    g->nc = min64(round_up(GEMM_NC, nr), round_up((n + g->gn - 1) / g->gn + nr, nr));
+    *route = ROUTE_BLOCKED;
+    return QKV_OK;
 }
 
-qkv_status qkv_sgemm(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose tb, int64_t m,
-                     int64_t n, int64_t k, float alpha, const float *a, int64_t lda, const float *b,
-                     int64_t ldb, float beta, float *c, int64_t ldc)
+/* The scratch of a small or blocked call, carved from cv (only counted
+ * while cv->base is NULL): the small path's copy of A's rows (*rows) and
+ * each worker's tile of results (s->tmp); the blocked path's tables of
+ * panels and each worker's A and B panels. */
+static void gemm_layout(gemm_route route, gemm_job *g, int nt, qkv_carver *cv, small_job *s,
+                        float **rows)
 {
-    qkv_clear_error();
-    const qkv_context *cx = qkv_context_get(ctx);
+    if (route == ROUTE_SMALL) {
+        *rows = qkv_carve(cv, (size_t)(g->m * g->k) * sizeof(float));
+        s->tmp = qkv_carve(cv, (size_t)(nt * g->m * SMALL_COLS) * sizeof(float));
+    } else if (route == ROUTE_BLOCKED) {
+        const size_t pa_bytes =
+            (size_t)(g->mc / g->kern->gemm_mr * panel_stride(g->kern->gemm_mr, g->kc)) *
+            sizeof(float);
+        const size_t pb_bytes =
+            (size_t)(g->nc / g->kern->gemm_nr * panel_stride(g->kern->gemm_nr, g->kc)) *
+            sizeof(float);
+        g->pa = qkv_carve(cv, (size_t)nt * sizeof *g->pa);
+        g->pb = qkv_carve(cv, (size_t)nt * sizeof *g->pb);
+        for (int t = 0; t < nt; t++) {
+            float *pa = qkv_carve(cv, pa_bytes), *pb = qkv_carve(cv, pb_bytes);
+            if (cv->base) g->pa[t] = pa, g->pb[t] = pb;
+        }
+    }
+}
+
+/* The transposes and sizes: what the call and the size query share. */
+static qkv_status check_sizes(qkv_gemm_transpose ta, qkv_gemm_transpose tb, int64_t m, int64_t n,
+                              int64_t k)
+{
     if (ta != QKV_GEMM_NO_TRANS && ta != QKV_GEMM_TRANS)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "ta: %d is not a qkv_gemm_transpose", (int)ta);
     if (tb != QKV_GEMM_NO_TRANS && tb != QKV_GEMM_TRANS)
@@ -322,8 +387,17 @@ qkv_status qkv_sgemm(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose
         if (dims[i] < 0)
             return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "%c: %lld is negative", "mnk"[i],
                             (long long)dims[i]);
+    return QKV_OK;
+}
+
+/* Checks the arguments of a call and plans it. */
+static qkv_status gemm_check(const qkv_context *cx, qkv_gemm_transpose ta, qkv_gemm_transpose tb,
+                             int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                             int64_t lda, const float *b, int64_t ldb, const float *c, int64_t ldc,
+                             gemm_job *g, int *nt, gemm_route *route)
+{
+    QKV_TRY(check_sizes(ta, tb, m, n, k));
     char what[64];
-    qkv_status st;
     /* A is stored m x k, or k x m when transposed; B k x n, or n x k. */
     snprintf(what, sizeof what, ta ? "m = %lld" : "k = %lld", (long long)(ta ? m : k));
     QKV_TRY(check_matrix("a", "lda", a, ta ? k : m, ta ? m : k, lda, what));
@@ -339,82 +413,79 @@ qkv_status qkv_sgemm(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose
                                       matrix_range("B", b, tb ? n : k, tb ? k : n, ldb)};
         QKV_TRY(qkv_check_disjoint(&out, 1, in, 2));
     }
+    return gemm_plan(cx, ta, tb, m, n, k, alpha, lda, ldb, ldc, g, nt, route);
+}
 
-#ifdef QKV_HAVE_CBLAS
-    const int use_blas = cx->isa == QKV_ISA_AUTO;
-#else
-    const int use_blas = 0;
-#endif
+qkv_status qkv_sgemm_workspace(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose tb,
+                               int64_t m, int64_t n, int64_t k, size_t *bytes)
+{
+    qkv_clear_error();
+    if (!bytes) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "bytes: is NULL");
+    *bytes = 0;
+    QKV_TRY(check_sizes(ta, tb, m, n, k));
     gemm_job g;
-    memset(&g, 0, sizeof g);
-    if (!use_blas) {
-        QKV_TRY(qkv_cpu_kernels_get(cx->isa, &g.kern));
-    }
-    if (m == 0 || n == 0) return QKV_OK;
-    if (k == 0 || alpha == 0) {
+    small_job sm;
+    float *rows;
+    int nt;
+    gemm_route route;
+    /* Leading dimensions as small as they may be: the route does not
+     * depend on them unless they pass the BLAS's int range. */
+    QKV_TRY(gemm_plan(qkv_context_get(ctx), ta, tb, m, n, k, 1.0f, 1, 1, 1, &g, &nt, &route));
+    qkv_carver cv = {NULL, 0};
+    gemm_layout(route, &g, nt, &cv, &sm, &rows);
+    *bytes = cv.used;
+    return QKV_OK;
+}
+
+qkv_status qkv_sgemm(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose tb, int64_t m,
+                     int64_t n, int64_t k, float alpha, const float *a, int64_t lda, const float *b,
+                     int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    qkv_clear_error();
+    const qkv_context *cx = qkv_context_get(ctx);
+    gemm_job g;
+    int nt;
+    gemm_route route;
+    QKV_TRY(gemm_check(cx, ta, tb, m, n, k, alpha, a, lda, b, ldb, c, ldc, &g, &nt, &route));
+    if (route == ROUTE_NOTHING) return QKV_OK;
+    if (route == ROUTE_SCALE) {
         scale_c(c, ldc, m, n, beta);
         return QKV_OK;
     }
 #ifdef QKV_HAVE_CBLAS
-    /* The BLAS takes int sizes: larger problems stay with our kernel. */
-    if (use_blas && m <= INT_MAX && n <= INT_MAX && k <= INT_MAX && lda <= INT_MAX &&
-        ldb <= INT_MAX && ldc <= INT_MAX) {
+    if (route == ROUTE_BLAS) {
         cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                     (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
         return QKV_OK;
     }
-    if (use_blas) {
-        QKV_TRY(qkv_cpu_kernels_get(QKV_ISA_AUTO, &g.kern));
-    }
 #endif
-
-    int nt = qkv_context_resolved_threads(cx);
-    const double flops = 2.0 * (double)m * (double)n * (double)k;
-    if (flops / GEMM_MIN_FLOPS_PER_THREAD < nt)
-        nt = flops < GEMM_MIN_FLOPS_PER_THREAD ? 1 : (int)(flops / GEMM_MIN_FLOPS_PER_THREAD);
-    if (m <= GEMM_SMALL_M)
-        return gemm_small(g.kern, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, cx->pool, nt);
-
-    g.ta = ta;
-    g.tb = tb;
-    g.m = m;
-    g.n = n;
-    g.k = k;
-    g.alpha = alpha;
-    g.beta = beta;
-    g.a = a;
-    g.b = b;
-    g.lda = lda;
-    g.ldb = ldb;
-    g.c = c;
-    g.ldc = ldc;
-    choose_grid(&g, nt);
-    nt = (int)(g.gm * g.gn);
-
-    const int64_t mr = g.kern->gemm_mr, nr = g.kern->gemm_nr;
-    g.kc = even_block(k, GEMM_KC, 1);
-    const int64_t kc = g.kc;
-    g.mc = min64(round_up(GEMM_MC, mr), round_up((m + g.gm - 1) / g.gm + mr, mr));
-    g.nc = min64(round_up(GEMM_NC, nr), round_up((n + g.gn - 1) / g.gn + nr, nr));
-    /* One block: the tables of panels, then each worker's A and B panels. */
-    const size_t pa_bytes = (size_t)(g.mc / mr * panel_stride(mr, kc)) * sizeof(float);
-    const size_t pb_bytes = (size_t)(g.nc / nr * panel_stride(nr, kc)) * sizeof(float);
+    small_job sm = {g.kern, tb, m, n, k, NULL, b, ldb, alpha, beta, c, ldc, NULL};
+    float *rows = NULL;
     qkv_carver cv = {NULL, 0};
-    for (int pass = 0; pass < 2; pass++) {
-        if (pass == 1) {
-            if (!(cv.base = qkv_alloc(cv.used)))
-                return qkv_fail(QKV_ERR_OUT_OF_MEMORY,
-                                "qkv_sgemm: cannot allocate packing buffers for %d threads", nt);
-            cv.used = 0;
-        }
-        g.pa = qkv_carve(&cv, (size_t)nt * sizeof *g.pa);
-        g.pb = qkv_carve(&cv, (size_t)nt * sizeof *g.pb);
-        for (int t = 0; t < nt; t++) {
-            float *pa = qkv_carve(&cv, pa_bytes), *pb = qkv_carve(&cv, pb_bytes);
-            if (pass == 1) g.pa[t] = pa, g.pb[t] = pb;
-        }
+    gemm_layout(route, &g, nt, &cv, &sm, &rows);
+    void *scratch;
+    QKV_TRY(qkv_scratch_get(cx, cv.used, "qkv_sgemm", &scratch));
+    cv = (qkv_carver){scratch, 0};
+    gemm_layout(route, &g, nt, &cv, &sm, &rows);
+    qkv_status st;
+    if (route == ROUTE_SMALL) {
+        for (int64_t r = 0; r < m; r++)
+            for (int64_t p = 0; p < k; p++)
+                rows[r * k + p] = ta ? a[p * lda + r] : a[r * lda + p];
+        sm.a = rows;
+        const int64_t slices = (n + SMALL_COLS - 1) / SMALL_COLS;
+        st = qkv_parallel_for(cx->pool, slices, nt, small_worker, &sm);
+    } else {
+        g.alpha = alpha;
+        g.beta = beta;
+        g.a = a;
+        g.b = b;
+        g.lda = lda;
+        g.ldb = ldb;
+        g.c = c;
+        g.ldc = ldc;
+        st = qkv_parallel_for(cx->pool, g.gm * g.gn, nt, gemm_worker, &g);
     }
-    st = qkv_parallel_for(cx->pool, g.gm * g.gn, nt, gemm_worker, &g);
-    qkv_free(cv.base);
+    qkv_scratch_release(cx, scratch);
     return st;
 }

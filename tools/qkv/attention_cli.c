@@ -25,8 +25,8 @@ int attention_opts(attention_args *a, cli_opt *opts)
 static int parse_values(const char *cmd, attention_args *a, qkv_attention_options *opt)
 {
     if (a->scale) {
-        if (!cli_parse_double(a->scale, &opt->scale) || !isfinite(opt->scale) || opt->scale == 0) {
-            cli_error(cmd, "--scale: '%s', expected a finite nonzero number", a->scale);
+        if (!cli_parse_scale(a->scale, &opt->scale)) {
+            cli_error(cmd, "--scale: '%s', " CLI_SCALE_EXPECTED, a->scale);
             return 0;
         }
     }

@@ -196,6 +196,11 @@ int cli_load_lens(const char *cmd, const char *flag, const char *path, int64_t b
     return 1;
 }
 
+int cli_parse_scale(const char *s, double *out)
+{
+    return cli_parse_double(s, out) && isfinite(*out) && *out != 0;
+}
+
 int cli_parse_threads(const char *cmd, const char *s, int *out)
 {
     int64_t n;

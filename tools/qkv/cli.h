@@ -35,6 +35,14 @@ int cli_load_f32(const char *cmd, const char *flag, const char *path, int keep_b
 int cli_load_lens(const char *cmd, const char *flag, const char *path, int64_t batch,
                   int64_t max_len, qkv_array *raw, qkv_array *lens);
 
+/* --scale S: a finite nonzero number, into *out; 0 when s is not one.
+ * Zero is refused rather than passed on: the library reads a scale of 0
+ * as "the default 1/sqrt(E)" (a zeroed options struct), which a user who
+ * typed 0 would not expect. CLI_SCALE_EXPECTED is the usage error's
+ * phrase for it. */
+int cli_parse_scale(const char *s, double *out);
+#define CLI_SCALE_EXPECTED "expected a finite nonzero number (leave --scale out for 1/sqrt(E))"
+
 /* --threads N: an integer from 1 to 1024. Prints a usage error naming the
  * flag and returns 0 when s is not one. */
 int cli_parse_threads(const char *cmd, const char *s, int *out);

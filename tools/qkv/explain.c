@@ -83,8 +83,8 @@ static int parse_knobs(const explain_args *a, double *scale, double *temp)
     char b1[SHOW_CAP];
     *scale = 0;
     *temp = 1;
-    if (a->scale && (!cli_parse_double(a->scale, scale) || !isfinite(*scale) || *scale == 0)) {
-        cli_error("explain", "--scale: '%s', expected a finite nonzero number",
+    if (a->scale && !cli_parse_scale(a->scale, scale)) {
+        cli_error("explain", "--scale: '%s', " CLI_SCALE_EXPECTED,
                   explain_show(b1, a->scale));
         return CLI_USAGE;
     }

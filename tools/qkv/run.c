@@ -22,7 +22,7 @@ static const char run_usage[] =
     "                         scores), broadcast to (B, H, Lq, Lk) as NumPy does\n"
     "  --causal               row i sees keys j <= i (PyTorch's is_causal)\n"
     "  --causal-lower-right   row i sees keys j <= i + Lk - Lq (KV-cache decoding)\n"
-    "  --scale S              score scale, nonzero (default 1/sqrt(E))\n"
+    "  --scale S              score scale, finite and nonzero (default 1/sqrt(E))\n"
     "  --softcap C            scores become C*tanh(s/C) before the mask, C > 0\n"
     "  --window LEFT,RIGHT    row i sees keys d-LEFT..d+RIGHT around its diagonal d\n"
     "                         (aligned like the causal flag, top-left without one);\n"
