@@ -1156,6 +1156,10 @@ static const layout_case layout_cases[] = {
     {"2 heads 1x300", 2, 1, 300, 0, 0, "t"},
     {"9 heads 3x3 labelled", 9, 3, 3, 2, 1, "t"},
     {"64 heads 2x2", 64, 2, 2, 0, 1, "t"},
+    {"1x40, one row", 1, 1, 40, 0, 0, "t"},
+    {"2x2", 1, 2, 2, 0, 0, "t"},
+    {"4 heads 1x20 labelled", 4, 1, 20, 1, 1, "t"},
+    {"3x500", 1, 3, 500, 0, 0, "t"},
 };
 
 static void expect_layout(const layout_case *lc)

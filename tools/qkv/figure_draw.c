@@ -67,7 +67,14 @@ static void draw_panel(const figure *f, const canvas *cv, int64_t p)
     }
     cv_text(cv, x0 + mw / 2, oy + (f->names ? 16 : 0) + 10, "keys", 10, ANCHOR_MIDDLE, 0, 0,
             INK);
-    cv_text(cv, ox + 10, y0 + mh / 2, "queries", 10, ANCHOR_MIDDLE, 1, 0, INK);
+    /* The rows' label runs down beside the matrix, centred on it, moved
+     * up into the key labels' height when the matrix is shorter than the
+     * word, and cut to "q" when even the panel is. */
+    const char *ql = text_width("queries", 10) <= f->ph ? "queries" : "q";
+    const int64_t qh = text_width(ql, 10);
+    int64_t qy = y0 + mh / 2;
+    if (qy + (qh + 1) / 2 > oy + f->ph) qy = oy + f->ph - (qh + 1) / 2;
+    cv_text(cv, ox + 10, qy, ql, 10, ANCHOR_MIDDLE, 1, 0, INK);
 
     int64_t tick_len = f->step > 1 ? 4 : 0;
     for (int64_t j = 0; j < f->nk; j += f->step) {
