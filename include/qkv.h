@@ -161,6 +161,24 @@ QKV_API size_t qkv_dtype_size(qkv_dtype dtype);
  *  Memory:  static; never freed. */
 QKV_API const char *qkv_dtype_name(qkv_dtype dtype);
 
+/* The dtypes attention takes, one table for the forward, the backward and
+ * every backend. "in" is the dtype Q, K and V share (f32, f16 or bf16):
+ *
+ *   tensor                      dtype
+ *   Q, K, V                     one of f32, f16, bf16, the same for all three
+ *   O, weights (forward)        in or f32
+ *   lse (forward and backward)  f32
+ *   mask                        bool, or a float mask in f32 or in
+ *   dO, O (backward)            in or f32 (each on its own)
+ *   dQ, dK, dV, dmask           in or f32 (each on its own)
+ *   qkv_attention_merge         f32 throughout
+ *
+ * Whatever the dtypes, every score, maximum, sum and accumulator is kept in
+ * f32 or wider: f16 and bf16 inputs are widened exactly and each result is
+ * rounded once, to its own dtype, when it is stored. A tensor outside the
+ * table is QKV_ERR_DTYPE with a detail naming it ("K: dtype f32, expected
+ * bf16 as Q has (Q, K and V share one dtype)"). */
+
 /* A strided 4-d view of memory the caller owns. Element (a, b, c, d) lives at
  * (elem *)data + a*stride[0] + b*stride[1] + c*stride[2] + d*stride[3].
  * Strides are in elements. A tensor whose data is NULL is "absent" wherever
@@ -443,8 +461,9 @@ typedef struct qkv_attention_options {
     /* Softcap c: scores become c * tanh(s / c), applied after scaling and
      * before the mask. 0 means none; otherwise must be finite and > 0. */
     double softcap;
-    /* Optional mask; mask.data == NULL means none. dtype QKV_DTYPE_F32 is
-     * added to the scores (-INFINITY forbids); QKV_DTYPE_BOOL keeps
+    /* Optional mask; mask.data == NULL means none. A float mask (f32, or
+     * the inputs' f16 or bf16: the dtype table above) is added to the
+     * scores (-INFINITY forbids); QKV_DTYPE_BOOL keeps
      * positions whose byte is nonzero (true = may attend, as in PyTorch).
      * Shape (Bm, Hm, Lqm, Lkm) where each dim is 1 (broadcast) or equal to
      * B, H, Lq, Lk respectively. */
@@ -484,22 +503,22 @@ typedef struct qkv_attention_options {
  *
  *    ctx      in, optional: how the call runs (threads, isa, backend,
  *             progress); NULL for the default context
- *    o        out, F32 (B, H, Lq, Ev): the output
- *    weights  out, optional (NULL or data NULL), F32 (B, H, Lq, Lk): the
- *             softmax weights p; fully masked rows are all 0
+ *    o        out, in or F32 (B, H, Lq, Ev): the output
+ *    weights  out, optional (NULL or data NULL), in or F32 (B, H, Lq, Lk):
+ *             the softmax weights p; fully masked rows are all 0
  *    lse      out, optional (NULL or data NULL), F32 (B, H, Lq, 1): natural
  *             log-sum-exp of the final scores; -INFINITY for masked rows
- *    q        in, F32 (B, H, Lq, E)
- *    k        in, F32 (B, Hkv, Lk, E)
- *    v        in, F32 (B, Hkv, Lk, Ev)
+ *    q        in, F32, F16 or BF16 (B, H, Lq, E): its dtype is "in"
+ *    k        in, in (B, Hkv, Lk, E)
+ *    v        in, in (B, Hkv, Lk, Ev)
  *    opts     in, optional: the options; NULL for every default
  *
  *  Any dim except E may be 0 (nothing is computed); E >= 1. Lk == 0 makes
  *  every row fully masked. The fast path takes head dims up to 2^20; beyond,
  *  the reference computes the call (QKV_IMPL_AUTO).
  *  Errors:  QKV_ERR_NULL_ARGUMENT for a NULL q, k, v or o (or a NULL data
- *           pointer of a non-empty tensor); QKV_ERR_DTYPE for a tensor that
- *           is not F32 (a mask: F32 or BOOL); QKV_ERR_SHAPE for shapes that
+ *           pointer of a non-empty tensor); QKV_ERR_DTYPE for a dtype outside
+ *           the table (above qkv_tensor); QKV_ERR_SHAPE for shapes that
  *           disagree (E == 0, H % Hkv != 0, a mask dim that is neither 1 nor
  *           its full size); QKV_ERR_OVERFLOW for a view whose offsets do
  *           not fit int64_t; QKV_ERR_INVALID_ARGUMENT for an option out of
@@ -549,16 +568,16 @@ QKV_API qkv_status qkv_attention_forward_workspace(qkv_context *ctx, const qkv_t
  *
  *    ctx      in, optional: how the call runs (threads, isa, backend,
  *             progress); NULL for the default context
- *    dq     out, F32 (B, H, Lq, E): dL/dQ
- *    dk     out, F32 (B, Hkv, Lk, E): dL/dK, summed over the query heads of
+ *    dq     out, in or F32 (B, H, Lq, E): dL/dQ
+ *    dk     out, in or F32 (B, Hkv, Lk, E): dL/dK, summed over the query heads of
  *           each kv head's group (GQA)
- *    dv     out, F32 (B, Hkv, Lk, Ev): dL/dV, summed likewise
- *    dmask  out, optional (NULL or data NULL), F32 with the float mask's own
+ *    dv     out, in or F32 (B, Hkv, Lk, Ev): dL/dV, summed likewise
+ *    dmask  out, optional (NULL or data NULL), in or F32 with the float mask's own
  *           shape (opts->mask must be an F32 mask): dL/dmask, summed over
  *           the dims the mask was broadcast along
- *    dout   in, F32 (B, H, Lq, Ev): dL/dO
+ *    dout   in, in or F32 (B, H, Lq, Ev): dL/dO
  *    q, k, v, opts   in: exactly as given to the forward
- *    o      in, F32 (B, H, Lq, Ev): the forward's O
+ *    o      in, in or F32 (B, H, Lq, Ev): the forward's O
  *    lse    in, F32 (B, H, Lq, 1): the forward's lse
  *
  *  With D_i = <dO_i, O_i>: dV = P^T dO, dP = dO V^T, dS = P o (dP - D),

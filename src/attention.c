@@ -128,18 +128,47 @@ static qkv_status check_shape(const char *name, const qkv_tensor *t, int64_t n0,
     return QKV_OK;
 }
 
-static qkv_status check_f32(const char *name, const qkv_tensor *t)
+/* The dtype rules of qkv.h's table: Q, K and V share one float dtype,
+ * the call's input dtype `in` (F32, F16 or BF16); O, weights, dO, dQ, dK
+ * and dV are `in` or F32, and so are a float mask and dmask; lse (and the
+ * merge's tensors) are F32, which `in` == F32 says. */
+static int is_float_dtype(qkv_dtype d)
 {
-    if (t->dtype != QKV_DTYPE_F32)
-        return qkv_fail(QKV_ERR_DTYPE, "%s: dtype %s, expected f32", name, qkv_dtype_name(t->dtype));
-    return QKV_OK;
+    return d == QKV_DTYPE_F32 || d == QKV_DTYPE_F16 || d == QKV_DTYPE_BF16;
 }
 
-static qkv_status check_output(const char *name, const qkv_tensor *t, int64_t n0, int64_t n1,
-                               int64_t n2, int64_t n3, const char *dims)
+static qkv_status check_dtype(const char *name, const qkv_tensor *t, qkv_dtype in)
+{
+    if (t->dtype == QKV_DTYPE_F32 || t->dtype == in) return QKV_OK;
+    if (in == QKV_DTYPE_F32)
+        return qkv_fail(QKV_ERR_DTYPE, "%s: dtype %s, expected f32", name, qkv_dtype_name(t->dtype));
+    return qkv_fail(QKV_ERR_DTYPE, "%s: dtype %s, expected %s (the inputs' dtype) or f32", name,
+                    qkv_dtype_name(t->dtype), qkv_dtype_name(in));
+}
+
+/* Q, K and V: one float dtype. The detail names the odd one out. */
+static qkv_status check_input_dtypes(const qkv_tensor *q, const qkv_tensor *k,
+                                     const qkv_tensor *v)
+{
+    const qkv_tensor *t[3] = {q, k, v};
+    const char *name[3] = {"Q", "K", "V"};
+    for (int x = 0; x < 3; x++)
+        if (!is_float_dtype(t[x]->dtype))
+            return qkv_fail(QKV_ERR_DTYPE, "%s: dtype %s, expected f32, f16 or bf16", name[x],
+                            qkv_dtype_name(t[x]->dtype));
+    if (q->dtype == k->dtype && q->dtype == v->dtype) return QKV_OK;
+    const int odd = k->dtype == v->dtype ? 0 : q->dtype == k->dtype ? 2 : 1;
+    const int other = odd == 0 ? 1 : 0;
+    return qkv_fail(QKV_ERR_DTYPE, "%s: dtype %s, expected %s as %s has (Q, K and V share one dtype)",
+                    name[odd], qkv_dtype_name(t[odd]->dtype), qkv_dtype_name(t[other]->dtype),
+                    name[other]);
+}
+
+static qkv_status check_output(const char *name, const qkv_tensor *t, qkv_dtype in, int64_t n0,
+                               int64_t n1, int64_t n2, int64_t n3, const char *dims)
 {
     int64_t n;
-    QKV_TRY(check_f32(name, t));
+    QKV_TRY(check_dtype(name, t, in));
     QKV_TRY(check_view(name, t, &n));
     QKV_TRY(check_shape(name, t, n0, n1, n2, n3, dims));
     return n ? check_no_self_overlap(name, t) : QKV_OK; /* nothing to write */
@@ -147,13 +176,15 @@ static qkv_status check_output(const char *name, const qkv_tensor *t, int64_t n0
 
 /* Broadcast dims of the mask get stride 0, so kernels index it as if it
  * were (B, H, Lq, Lk). */
-static qkv_status resolve_mask(const qkv_tensor *m, const int64_t full[4], qkv_tensor *out)
+static qkv_status resolve_mask(const qkv_tensor *m, qkv_dtype in, const int64_t full[4],
+                               qkv_tensor *out)
 {
     static const char *dimname[4] = {"B", "H", "Lq", "Lk"};
     int64_t n;
-    if (m->dtype != QKV_DTYPE_F32 && m->dtype != QKV_DTYPE_BOOL)
-        return qkv_fail(QKV_ERR_DTYPE, "mask: dtype %s, expected f32 (additive) or bool",
-                        qkv_dtype_name(m->dtype));
+    if (m->dtype != QKV_DTYPE_F32 && m->dtype != QKV_DTYPE_BOOL && m->dtype != in)
+        return qkv_fail(QKV_ERR_DTYPE, "mask: dtype %s, expected f32%s%s (additive) or bool",
+                        qkv_dtype_name(m->dtype), in == QKV_DTYPE_F32 ? "" : " or ",
+                        in == QKV_DTYPE_F32 ? "" : qkv_dtype_name(in));
     QKV_TRY(check_view("mask", m, &n));
     *out = *m;
     for (int d = 0; d < 4; d++) {
@@ -219,9 +250,7 @@ static qkv_status resolve_inputs(const qkv_tensor *q, const qkv_tensor *k, const
     if (!k) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "K: NULL tensor");
     if (!v) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "V: NULL tensor");
     int64_t n;
-    QKV_TRY(check_f32("Q", q));
-    QKV_TRY(check_f32("K", k));
-    QKV_TRY(check_f32("V", v));
+    QKV_TRY(check_input_dtypes(q, k, v));
     QKV_TRY(check_view("Q", q, &n));
     QKV_TRY(check_view("K", k, &n));
     QKV_TRY(check_view("V", v, &n));
@@ -269,7 +298,7 @@ static qkv_status resolve_inputs(const qkv_tensor *q, const qkv_tensor *k, const
     p->window_right = opts->window_right;
     if (opts->mask.data) {
         const int64_t full[4] = {p->B, p->H, p->Lq, p->Lk};
-        QKV_TRY(resolve_mask(&opts->mask, full, mask));
+        QKV_TRY(resolve_mask(&opts->mask, q->dtype, full, mask));
         p->mask = mask;
     }
     if (opts->kv_lens) {
@@ -353,10 +382,12 @@ static qkv_status forward_prepare(const char *backend, const qkv_context *ctx, c
     if (!o) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "O: NULL tensor");
     if (weights && !weights->data) weights = NULL;
     if (lse && !lse->data) lse = NULL;
-    QKV_TRY(check_output("O", o, p->B, p->H, p->Lq, p->Ev, "(B, H, Lq, Ev)"));
+    const qkv_dtype in = q->dtype;
+    QKV_TRY(check_output("O", o, in, p->B, p->H, p->Lq, p->Ev, "(B, H, Lq, Ev)"));
     if (weights)
-        QKV_TRY(check_output("weights", weights, p->B, p->H, p->Lq, p->Lk, "(B, H, Lq, Lk)"));
-    if (lse) QKV_TRY(check_output("lse", lse, p->B, p->H, p->Lq, 1, "(B, H, Lq, 1)"));
+        QKV_TRY(check_output("weights", weights, in, p->B, p->H, p->Lq, p->Lk, "(B, H, Lq, Lk)"));
+    if (lse)
+        QKV_TRY(check_output("lse", lse, QKV_DTYPE_F32, p->B, p->H, p->Lq, 1, "(B, H, Lq, 1)"));
     p->o = o;
     p->weights = weights;
     p->lse = lse;
@@ -403,12 +434,12 @@ qkv_status qkv_attention_forward_workspace(qkv_context *ctx, const qkv_tensor *o
 }
 
 /* An input of the backward: f32, the given shape. */
-static qkv_status check_input(const char *name, const qkv_tensor *t, int64_t n0, int64_t n1,
-                              int64_t n2, int64_t n3, const char *dims)
+static qkv_status check_input(const char *name, const qkv_tensor *t, qkv_dtype in, int64_t n0,
+                              int64_t n1, int64_t n2, int64_t n3, const char *dims)
 {
     int64_t n;
     if (!t) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "%s: NULL tensor", name);
-    QKV_TRY(check_f32(name, t));
+    QKV_TRY(check_dtype(name, t, in));
     QKV_TRY(check_view(name, t, &n));
     return check_shape(name, t, n0, n1, n2, n3, dims);
 }
@@ -439,23 +470,24 @@ static qkv_status backward_prepare(const char *backend, const qkv_context *ctx,
     opts = op;
     qkv_fwd_problem *p = &bp->f;
     QKV_TRY(resolve_inputs(q, k, v, opts, qkv_context_get(ctx), p, mask));
-    QKV_TRY(check_input("dO", dout, p->B, p->H, p->Lq, p->Ev, "(B, H, Lq, Ev)"));
-    QKV_TRY(check_input("O", o, p->B, p->H, p->Lq, p->Ev, "(B, H, Lq, Ev)"));
-    QKV_TRY(check_input("lse", lse, p->B, p->H, p->Lq, 1, "(B, H, Lq, 1)"));
+    const qkv_dtype in = q->dtype;
+    QKV_TRY(check_input("dO", dout, in, p->B, p->H, p->Lq, p->Ev, "(B, H, Lq, Ev)"));
+    QKV_TRY(check_input("O", o, in, p->B, p->H, p->Lq, p->Ev, "(B, H, Lq, Ev)"));
+    QKV_TRY(check_input("lse", lse, QKV_DTYPE_F32, p->B, p->H, p->Lq, 1, "(B, H, Lq, 1)"));
     if (!dq) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "dQ: NULL tensor");
     if (!dk) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "dK: NULL tensor");
     if (!dv) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "dV: NULL tensor");
-    QKV_TRY(check_output("dQ", dq, p->B, p->H, p->Lq, p->E, "(B, H, Lq, E)"));
-    QKV_TRY(check_output("dK", dk, p->B, p->Hkv, p->Lk, p->E, "(B, Hkv, Lk, E)"));
-    QKV_TRY(check_output("dV", dv, p->B, p->Hkv, p->Lk, p->Ev, "(B, Hkv, Lk, Ev)"));
+    QKV_TRY(check_output("dQ", dq, in, p->B, p->H, p->Lq, p->E, "(B, H, Lq, E)"));
+    QKV_TRY(check_output("dK", dk, in, p->B, p->Hkv, p->Lk, p->E, "(B, Hkv, Lk, E)"));
+    QKV_TRY(check_output("dV", dv, in, p->B, p->Hkv, p->Lk, p->Ev, "(B, Hkv, Lk, Ev)"));
     if (dmask && !dmask->data) dmask = NULL;
     if (dmask) {
-        if (!opts->mask.data || opts->mask.dtype != QKV_DTYPE_F32)
+        if (!opts->mask.data || opts->mask.dtype == QKV_DTYPE_BOOL)
             return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
                             "dmask: requested without a float mask in the options");
         const qkv_tensor *m = &opts->mask;
-        QKV_TRY(check_output("dmask", dmask, m->shape[0], m->shape[1], m->shape[2], m->shape[3],
-                         "the mask's shape"));
+        QKV_TRY(check_output("dmask", dmask, in, m->shape[0], m->shape[1], m->shape[2],
+                             m->shape[3], "the mask's shape"));
     }
     p->o = o;
     p->lse = lse;
@@ -551,17 +583,18 @@ qkv_status qkv_attention_merge(const qkv_tensor *o, const qkv_tensor *lse, const
 {
     qkv_clear_error();
     if (!o1) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "o1: NULL tensor");
-    QKV_TRY(check_f32("o1", o1));
+    QKV_TRY(check_dtype("o1", o1, QKV_DTYPE_F32));
     int64_t n;
     QKV_TRY(check_view("o1", o1, &n));
     const int64_t B = o1->shape[0], H = o1->shape[1], Lq = o1->shape[2], Ev = o1->shape[3];
-    QKV_TRY(check_input("lse1", lse1, B, H, Lq, 1, "(B, H, Lq, 1) of o1"));
-    QKV_TRY(check_input("o2", o2, B, H, Lq, Ev, "o1's (B, H, Lq, Ev)"));
-    QKV_TRY(check_input("lse2", lse2, B, H, Lq, 1, "(B, H, Lq, 1) of o1"));
+    const qkv_dtype f32 = QKV_DTYPE_F32;
+    QKV_TRY(check_input("lse1", lse1, f32, B, H, Lq, 1, "(B, H, Lq, 1) of o1"));
+    QKV_TRY(check_input("o2", o2, f32, B, H, Lq, Ev, "o1's (B, H, Lq, Ev)"));
+    QKV_TRY(check_input("lse2", lse2, f32, B, H, Lq, 1, "(B, H, Lq, 1) of o1"));
     if (!o) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "O: NULL tensor");
     if (!lse) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "lse: NULL tensor");
-    QKV_TRY(check_output("O", o, B, H, Lq, Ev, "o1's (B, H, Lq, Ev)"));
-    QKV_TRY(check_output("lse", lse, B, H, Lq, 1, "(B, H, Lq, 1) of o1"));
+    QKV_TRY(check_output("O", o, f32, B, H, Lq, Ev, "o1's (B, H, Lq, Ev)"));
+    QKV_TRY(check_output("lse", lse, f32, B, H, Lq, 1, "(B, H, Lq, 1) of o1"));
     /* Each element of o (lse) is read from o1 (lse1) at the same index
      * just before it is written, so the very same view may be both. */
     const qkv_byte_range outs[2] = {view_range("O", o), view_range("lse", lse)};

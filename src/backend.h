@@ -12,6 +12,8 @@
 #ifndef QKV_BACKEND_H
 #define QKV_BACKEND_H
 
+#include "common.h"
+#include "half.h"
 #include "qkv.h"
 #include "threads.h"
 
@@ -57,6 +59,86 @@ static inline float *qkv_view_out(const qkv_tensor *t, int64_t a, int64_t b, int
     return t->data ? (float *)t->data + a * t->stride[0] + b * t->stride[1] + c * t->stride[2] +
                          d * t->stride[3]
                    : NULL;
+}
+
+/* Views of the three float dtypes a call takes (F32, F16, BF16; see the
+ * dtype rules in qkv.h): element (a, b, c, d) widened to float (exactly),
+ * and x stored there rounded to nearest even. The f32 pointers above stay
+ * for the code that knows its view is f32. */
+static inline int64_t qkv_view_offset(const qkv_tensor *t, int64_t a, int64_t b, int64_t c,
+                                      int64_t d)
+{
+    return a * t->stride[0] + b * t->stride[1] + c * t->stride[2] + d * t->stride[3];
+}
+
+static inline float qkv_view_get(const qkv_tensor *t, int64_t a, int64_t b, int64_t c, int64_t d)
+{
+    const int64_t x = qkv_view_offset(t, a, b, c, d);
+    switch (t->dtype) {
+    case QKV_DTYPE_F16: return qkv_f16_to_f32(((const uint16_t *)t->data)[x]);
+    case QKV_DTYPE_BF16: return qkv_bf16_to_f32(((const uint16_t *)t->data)[x]);
+    default: return ((const float *)t->data)[x];
+    }
+}
+
+static inline void qkv_view_put(const qkv_tensor *t, int64_t a, int64_t b, int64_t c, int64_t d,
+                                float v)
+{
+    const int64_t x = qkv_view_offset(t, a, b, c, d);
+    switch (t->dtype) {
+    case QKV_DTYPE_F16: ((uint16_t *)t->data)[x] = qkv_f32_to_f16(v); break;
+    case QKV_DTYPE_BF16: ((uint16_t *)t->data)[x] = qkv_f32_to_bf16(v); break;
+    default: ((float *)t->data)[x] = v; break;
+    }
+}
+
+/* The same from a double, rounded once to the view's dtype (through
+ * float first a 16-bit result would be rounded twice); past float's range
+ * as qkv_narrow does. */
+static inline void qkv_view_put_f64(const qkv_tensor *t, int64_t a, int64_t b, int64_t c,
+                                    int64_t d, double v)
+{
+    const int64_t x = qkv_view_offset(t, a, b, c, d);
+    switch (t->dtype) {
+    case QKV_DTYPE_F16: ((uint16_t *)t->data)[x] = qkv_f64_to_f16(v); break;
+    case QKV_DTYPE_BF16: ((uint16_t *)t->data)[x] = qkv_f64_to_bf16(v); break;
+    default: ((float *)t->data)[x] = qkv_narrow(v); break;
+    }
+}
+
+/* n elements of row (a, b, c) of t, widened into dst[0], dst[step], ...
+ * times scale (1 for a plain copy). */
+static inline void qkv_row_get(const qkv_tensor *t, int64_t a, int64_t b, int64_t c, int64_t n,
+                               float scale, float *dst, int64_t step)
+{
+    const int64_t x0 = qkv_view_offset(t, a, b, c, 0), s = t->stride[3];
+    if (t->dtype == QKV_DTYPE_F32) {
+        const float *src = (const float *)t->data + x0;
+        for (int64_t d = 0; d < n; d++) dst[d * step] = src[d * s] * scale;
+    } else {
+        const uint16_t *src = (const uint16_t *)t->data + x0;
+        if (t->dtype == QKV_DTYPE_F16)
+            for (int64_t d = 0; d < n; d++) dst[d * step] = qkv_f16_to_f32(src[d * s]) * scale;
+        else
+            for (int64_t d = 0; d < n; d++) dst[d * step] = qkv_bf16_to_f32(src[d * s]) * scale;
+    }
+}
+
+/* n floats src[0], src[step], ... into row (a, b, c) of t, rounded. */
+static inline void qkv_row_put(const qkv_tensor *t, int64_t a, int64_t b, int64_t c, int64_t n,
+                               const float *src, int64_t step)
+{
+    const int64_t x0 = qkv_view_offset(t, a, b, c, 0), s = t->stride[3];
+    if (t->dtype == QKV_DTYPE_F32) {
+        float *dst = (float *)t->data + x0;
+        for (int64_t d = 0; d < n; d++) dst[d * s] = src[d * step];
+    } else {
+        uint16_t *dst = (uint16_t *)t->data + x0;
+        if (t->dtype == QKV_DTYPE_F16)
+            for (int64_t d = 0; d < n; d++) dst[d * s] = qkv_f32_to_f16(src[d * step]);
+        else
+            for (int64_t d = 0; d < n; d++) dst[d * s] = qkv_f32_to_bf16(src[d * step]);
+    }
 }
 
 /* d_i of query row i in batch b: the key index of its causal diagonal.

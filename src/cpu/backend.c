@@ -58,8 +58,22 @@ static int all_finite(const qkv_tensor *t, int neg_inf_ok)
     return 1;
 }
 
+/* Whether every float view of the call is f32 (a bool mask aside). */
+static int all_f32(const qkv_fwd_problem *f, const qkv_bwd_problem *b)
+{
+    const qkv_tensor *t[9] = {f->q, f->o, f->weights, f->mask, NULL, NULL, NULL, NULL, NULL};
+    if (b) t[4] = b->dout, t[5] = b->dq, t[6] = b->dk, t[7] = b->dv, t[8] = b->dmask;
+    for (int x = 0; x < 9; x++)
+        if (t[x] && t[x]->dtype != QKV_DTYPE_F32 && t[x]->dtype != QKV_DTYPE_BOOL) return 0;
+    return 1;
+}
+
 static int cpu_supports(const qkv_fwd_problem *f, const qkv_bwd_problem *b, const char **why)
 {
+    if (b && !all_f32(f, b)) {
+        *why = "the backward of f16 and bf16 views is the reference's";
+        return 0;
+    }
     if (!float_scale(f->scale)) {
         *why = "the scale is outside float's normal range";
         return 0;

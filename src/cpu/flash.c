@@ -139,18 +139,16 @@ static void load_query(const plan *pl, const scratch *sc, int64_t b, int64_t r, 
                        int64_t step)
 {
     const qkv_fwd_problem *p = pl->p;
-    const float scale = (float)p->scale;
     if (sc->head[r] < 0) {
         for (int64_t d = 0; d < p->E; d++) dst[d * step] = 0.0f;
         return;
     }
-    const float *src = qkv_view_at(p->q, b, sc->head[r], sc->qi[r], 0);
-    for (int64_t d = 0; d < p->E; d++) dst[d * step] = src[d * p->q->stride[3]] * scale;
+    qkv_row_get(p->q, b, sc->head[r], sc->qi[r], p->E, (float)p->scale, dst, step);
 }
 
 /* Where keys jb.. of kv head hk are, with the leading dimension to step
- * through them: in place when the tensor is contiguous along its last dim,
- * else copied into buf. */
+ * through them: in place when the tensor is f32 and contiguous along its
+ * last dim, else copied into buf (widened to f32: the kernels read f32). */
 static const float *key_rows(const qkv_tensor *t, int pack, float *buf, int64_t b, int64_t hk,
                              int64_t jb, int64_t n, int64_t width, int64_t *ld)
 {
@@ -158,10 +156,7 @@ static const float *key_rows(const qkv_tensor *t, int pack, float *buf, int64_t 
         *ld = t->stride[2];
         return qkv_view_at(t, b, hk, jb, 0);
     }
-    for (int64_t j = 0; j < n; j++) {
-        const float *src = qkv_view_at(t, b, hk, jb + j, 0);
-        for (int64_t d = 0; d < width; d++) buf[j * width + d] = src[d * t->stride[3]];
-    }
+    for (int64_t j = 0; j < n; j++) qkv_row_get(t, b, hk, jb + j, width, 1.0f, buf + j * width, 1);
     *ld = width;
     return buf;
 }
@@ -240,8 +235,8 @@ static int block_scores(const plan *pl, scratch *sc, int64_t b, const float *k, 
     pl->k->qk(sc->qt, R, k, ldk, sc->st, R, R, n, p->E);
     if (p->softcap > 0)
         for (int64_t j = 0; j < n; j++) pl->k->softcap(sc->st + j * R, R, (float)p->softcap);
-    const int fmask = p->mask && p->mask->dtype == QKV_DTYPE_F32;
     const int bmask = p->mask && p->mask->dtype == QKV_DTYPE_BOOL;
+    const int fmask = p->mask && !bmask;
     /* Does a real row see less than the whole block? (Padding rows are
      * masked too, their column all -inf, but no value reaches them.) */
     int partial = 0, padded = 0;
@@ -268,7 +263,7 @@ static int block_scores(const plan *pl, scratch *sc, int64_t b, const float *k, 
             for (int64_t j = from; j <= to; j++) {
                 float *x = sc->st + j * R + r;
                 if (fmask) {
-                    *x += *qkv_view_at(m, b, h, i, jb + j);
+                    *x += qkv_view_get(m, b, h, i, jb + j);
                 } else if (!qkv_mask_allows(m, b, h, i, jb + j)) {
                     *x = -INFINITY;
                 }
@@ -331,7 +326,7 @@ static void weights_tiled(const plan *pl, scratch *sc, int64_t b, int64_t hk)
 {
     const qkv_fwd_problem *p = pl->p;
     const qkv_tensor *w = p->weights;
-    const int64_t ws = w->stride[3], R = pl->rows;
+    const int64_t R = pl->rows;
     int64_t first, last;
     unit_key_range(pl, sc, 0, p->Lk - 1, &first, &last);
     for (int64_t jb = first, n; jb <= last; jb += n) {
@@ -347,8 +342,8 @@ static void weights_tiled(const plan *pl, scratch *sc, int64_t b, int64_t hk)
         for (int64_t r = 0; r < R; r++) {
             if (sc->head[r] < 0 || sc->mx[r] == -INFINITY || isnan(sc->l[r])) continue;
             const float inv = (float)(1.0 / sc->l[r]);
-            float *row = qkv_view_out(w, b, sc->head[r], sc->qi[r], 0);
-            for (int64_t j = 0; j < n; j++) row[(jb + j) * ws] = sc->st[j * R + r] * inv;
+            for (int64_t j = 0; j < n; j++)
+                qkv_view_put(w, b, sc->head[r], sc->qi[r], jb + j, sc->st[j * R + r] * inv);
         }
     }
 }
@@ -374,8 +369,8 @@ static int narrow_scores(const plan *pl, scratch *sc, int64_t b, const float *k,
     const qkv_fwd_problem *p = pl->p;
     const int64_t m = pl->narrow;
     pl->k->dot_rows(sc->qr, p->E, m, k, ldk, sc->sr, BLOCK_KEYS, n, p->E);
-    const int fmask = p->mask && p->mask->dtype == QKV_DTYPE_F32;
     const int bmask = p->mask && p->mask->dtype == QKV_DTYPE_BOOL;
+    const int fmask = p->mask && !bmask;
     int forbidden = fmask || bmask;
     for (int64_t r = 0; r < m; r++) {
         float *sj = sc->sr + r * BLOCK_KEYS;
@@ -391,7 +386,7 @@ static int narrow_scores(const plan *pl, scratch *sc, int64_t b, const float *k,
         const int64_t h = sc->head[r], i = sc->qi[r];
         for (int64_t j = from; j <= to; j++) {
             if (fmask)
-                sj[j] += *qkv_view_at(p->mask, b, h, i, jb + j);
+                sj[j] += qkv_view_get(p->mask, b, h, i, jb + j);
             else if (!qkv_mask_allows(p->mask, b, h, i, jb + j))
                 sj[j] = -INFINITY;
         }
@@ -454,7 +449,6 @@ static void weights_rows(const plan *pl, scratch *sc, int64_t b, int64_t hk)
 {
     const qkv_fwd_problem *p = pl->p;
     const qkv_tensor *w = p->weights;
-    const int64_t ws = w->stride[3];
     int64_t first, last;
     unit_key_range(pl, sc, 0, p->Lk - 1, &first, &last);
     for (int64_t jb = first, n; jb <= last; jb += n) {
@@ -468,8 +462,8 @@ static void weights_rows(const plan *pl, scratch *sc, int64_t b, int64_t hk)
             for (int64_t j = 0; j < n; j++) sj[j] -= sc->mx[r];
             pl->k->exp_inplace(sj, n);
             const float inv = (float)(1.0 / sc->l[r]);
-            float *row = qkv_view_out(w, b, sc->head[r], sc->qi[r], 0);
-            for (int64_t j = 0; j < n; j++) row[(jb + j) * ws] = sj[j] * inv;
+            for (int64_t j = 0; j < n; j++)
+                qkv_view_put(w, b, sc->head[r], sc->qi[r], jb + j, sj[j] * inv);
         }
     }
 }
@@ -486,9 +480,8 @@ static void weights_clear(const plan *pl, const scratch *sc, int64_t b)
     const qkv_tensor *w = p->weights;
     for (int64_t r = 0; r < pl->rows; r++) {
         if (sc->head[r] < 0) continue;
-        float *row = qkv_view_out(w, b, sc->head[r], sc->qi[r], 0);
         const float fill = isnan(sc->l[r]) ? NAN : 0.0f;
-        for (int64_t j = 0; j < p->Lk; j++) row[j * w->stride[3]] = fill;
+        for (int64_t j = 0; j < p->Lk; j++) qkv_view_put(w, b, sc->head[r], sc->qi[r], j, fill);
     }
 }
 
@@ -503,8 +496,8 @@ static void find_bad_keys(const plan *pl, scratch *sc, int64_t b, int64_t hk)
     memset(sc->bad, 0, (size_t)((p->Lk + 63) / 64) * sizeof *sc->bad);
     for (int64_t j = 0; j < p->Lk; j++) {
         int bad = 0;
-        for (int64_t e = 0; e < p->E && !bad; e++) bad = !isfinite(*qkv_view_at(p->k, b, hk, j, e));
-        for (int64_t e = 0; e < p->Ev && !bad; e++) bad = !isfinite(*qkv_view_at(p->v, b, hk, j, e));
+        for (int64_t e = 0; e < p->E && !bad; e++) bad = !isfinite(qkv_view_get(p->k, b, hk, j, e));
+        for (int64_t e = 0; e < p->Ev && !bad; e++) bad = !isfinite(qkv_view_get(p->v, b, hk, j, e));
         if (bad) sc->bad[j / 64] |= UINT64_C(1) << (j % 64);
     }
     sc->bad_for = b * p->Hkv + hk;
@@ -518,16 +511,16 @@ static int row_reads_nonfinite(const plan *pl, const scratch *sc, int64_t b, int
     const qkv_fwd_problem *p = pl->p;
     const int64_t h = sc->head[r], i = sc->qi[r], lo = sc->lo[r], hi = sc->hi[r];
     const qkv_tensor *m = p->mask;
-    const int fmask = m && m->dtype == QKV_DTYPE_F32;
+    const int fmask = m && m->dtype != QKV_DTYPE_BOOL;
     for (int64_t e = 0; e < p->E; e++)
-        if (!isfinite(*qkv_view_at(p->q, b, h, i, e))) return 1;
+        if (!isfinite(qkv_view_get(p->q, b, h, i, e))) return 1;
     for (int64_t j = lo; fmask && j <= hi; j++) {
-        const float x = *qkv_view_at(m, b, h, i, j);
+        const float x = qkv_view_get(m, b, h, i, j);
         if (isnan(x) || x == INFINITY) return 1;
     }
     for (int64_t j = lo; j <= hi; j++) {
         if (!(sc->bad[j / 64] >> (j % 64) & 1)) continue;
-        if (m && (fmask ? *qkv_view_at(m, b, h, i, j) == -INFINITY
+        if (m && (fmask ? qkv_view_get(m, b, h, i, j) == -INFINITY
                         : !qkv_mask_allows(m, b, h, i, j)))
             continue;
         return 1;
@@ -555,8 +548,8 @@ static void redo_overflowed_rows(const plan *pl, scratch *sc, int64_t b, int64_t
         int suspect = m == INFINITY || isnan(m) || isnan(sc->l[r]) ||
                       (m == -INFINITY && sc->lo[r] <= sc->hi[r] &&
                        qkv_row_has_open_key(p, b, h, i));
-        const float *o = qkv_view_at(p->o, b, h, i, 0);
-        for (int64_t c = 0; c < p->Ev && !suspect; c++) suspect = !isfinite(o[c * p->o->stride[3]]);
+        for (int64_t c = 0; c < p->Ev && !suspect; c++)
+            suspect = !isfinite(qkv_view_get(p->o, b, h, i, c));
         if (!suspect) continue;
         find_bad_keys(pl, sc, b, hk);
         if (!row_reads_nonfinite(pl, sc, b, r) && !qkv_ref_attention_row(p, b, h, i))
@@ -569,22 +562,23 @@ static void redo_overflowed_rows(const plan *pl, scratch *sc, int64_t b, int64_t
 static void finish_unit(const plan *pl, scratch *sc, int64_t b, int64_t hk)
 {
     const qkv_fwd_problem *p = pl->p;
-    const int64_t os = p->o->stride[3];
+    const qkv_tensor *o = p->o;
     for (int64_t r = 0; r < pl->rows; r++) {
         if (sc->head[r] < 0) continue;
         const int64_t h = sc->head[r], i = sc->qi[r];
-        float *o = qkv_view_out(p->o, b, h, i, 0);
         const float *acc = sc->o + r; /* column r of the transposed output */
         float lse;
         if (isnan(sc->l[r])) {
-            for (int64_t c = 0; c < p->Ev; c++) o[c * os] = NAN;
+            for (int64_t c = 0; c < p->Ev; c++) qkv_view_put(o, b, h, i, c, NAN);
             lse = NAN;
         } else if (sc->mx[r] == -INFINITY) {
-            for (int64_t c = 0; c < p->Ev; c++) o[c * os] = 0.0f;
+            for (int64_t c = 0; c < p->Ev; c++) qkv_view_put(o, b, h, i, c, 0.0f);
             lse = -INFINITY;
         } else {
+            /* Rounded once, from double, to O's dtype. */
             const double inv = 1.0 / sc->l[r];
-            for (int64_t c = 0; c < p->Ev; c++) o[c * os] = (float)(acc[c * pl->rows] * inv);
+            for (int64_t c = 0; c < p->Ev; c++)
+                qkv_view_put_f64(o, b, h, i, c, acc[c * pl->rows] * inv);
             lse = qkv_narrow((double)sc->mx[r] + log(sc->l[r]));
         }
         if (p->lse) *qkv_view_out(p->lse, b, h, i, 0) = lse;
@@ -770,8 +764,8 @@ static void plan_init(plan *pl, const qkv_fwd_problem *p)
     pl->qtiles = (p->Lq + pl->bq - 1) / pl->bq;
     pl->units = p->B * p->Hkv * pl->qtiles;
     pl->ev = p->Ev > 0 ? p->Ev : 1;
-    pl->pack_k = p->k->stride[3] != 1;
-    pl->pack_v = p->v->stride[3] != 1;
+    pl->pack_k = p->k->stride[3] != 1 || p->k->dtype != QKV_DTYPE_F32;
+    pl->pack_v = p->v->stride[3] != 1 || p->v->dtype != QKV_DTYPE_F32;
     plan_split(pl);
     const int64_t items = pl->units * pl->chunks;
     pl->nthreads = p->num_threads < items ? p->num_threads : (int)items;

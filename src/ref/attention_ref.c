@@ -35,7 +35,7 @@ static int allowed(const qkv_fwd_problem *p, int64_t b, int64_t h, int64_t i, in
 /* Step 3's additive mask value of (b, h, i, j); 0 without a float mask. */
 static float mask_add(const qkv_fwd_problem *p, int64_t b, int64_t h, int64_t i, int64_t j)
 {
-    return p->mask && p->mask->dtype == QKV_DTYPE_F32 ? *qkv_view_at(p->mask, b, h, i, j) : 0.0f;
+    return p->mask && p->mask->dtype != QKV_DTYPE_BOOL ? qkv_view_get(p->mask, b, h, i, j) : 0.0f;
 }
 
 int qkv_row_has_open_key(const qkv_fwd_problem *p, int64_t b, int64_t h, int64_t i)
@@ -49,9 +49,6 @@ static void ref_row(const qkv_fwd_problem *p, double *s, double *acc, int64_t b,
                     int64_t i)
 {
     const int64_t hk = h / (p->H / p->Hkv);
-    const float *q = qkv_view_at(p->q, b, h, i, 0);
-    const int64_t qs = p->q->stride[3];
-
     /* Steps 1-4: scores, softcap, float mask, disallowed -> -inf. */
     int any_nan = 0;
     double m = -INFINITY;
@@ -60,13 +57,13 @@ static void ref_row(const qkv_fwd_problem *p, double *s, double *acc, int64_t b,
             s[j] = -INFINITY;
             continue;
         }
-        const float *k = qkv_view_at(p->k, b, hk, j, 0);
-        const int64_t ks = p->k->stride[3];
         double dot = 0.0;
-        for (int64_t e = 0; e < p->E; e++) dot += (double)q[e * qs] * (double)k[e * ks];
+        for (int64_t e = 0; e < p->E; e++)
+            dot += (double)qkv_view_get(p->q, b, h, i, e) * (double)qkv_view_get(p->k, b, hk, j, e);
         double sj = p->scale * dot;
         if (p->softcap > 0) sj = p->softcap * tanh(sj / p->softcap);
-        if (p->mask && p->mask->dtype == QKV_DTYPE_F32) sj += (double)*qkv_view_at(p->mask, b, h, i, j);
+        if (p->mask && p->mask->dtype != QKV_DTYPE_BOOL)
+            sj += (double)qkv_view_get(p->mask, b, h, i, j);
         s[j] = sj;
         if (isnan(sj))
             any_nan = 1;
@@ -75,15 +72,11 @@ static void ref_row(const qkv_fwd_problem *p, double *s, double *acc, int64_t b,
     }
     if (any_nan) m = NAN; /* NaN reaches every weight of this row, and only it */
 
-    float *o = qkv_view_out(p->o, b, h, i, 0);
-    const int64_t os = p->o->stride[3];
     if (m == -INFINITY) {
         /* No allowed position: o = 0, p = 0, lse = -inf (never NaN). */
-        for (int64_t e = 0; e < p->Ev; e++) o[e * os] = 0.0f;
-        if (p->weights) {
-            float *w = qkv_view_out(p->weights, b, h, i, 0);
-            for (int64_t j = 0; j < p->Lk; j++) w[j * p->weights->stride[3]] = 0.0f;
-        }
+        for (int64_t e = 0; e < p->Ev; e++) qkv_view_put(p->o, b, h, i, e, 0.0f);
+        if (p->weights)
+            for (int64_t j = 0; j < p->Lk; j++) qkv_view_put(p->weights, b, h, i, j, 0.0f);
         if (p->lse) *qkv_view_out(p->lse, b, h, i, 0) = -INFINITY;
         return;
     }
@@ -103,16 +96,14 @@ static void ref_row(const qkv_fwd_problem *p, double *s, double *acc, int64_t b,
     for (int64_t e = 0; e < p->Ev; e++) acc[e] = 0.0;
     for (int64_t j = 0; j < p->Lk; j++) {
         if (signbit(s[j])) continue;
-        const float *v = qkv_view_at(p->v, b, hk, j, 0);
-        const int64_t vs = p->v->stride[3];
-        for (int64_t e = 0; e < p->Ev; e++) acc[e] += s[j] * (double)v[e * vs];
+        for (int64_t e = 0; e < p->Ev; e++)
+            acc[e] += s[j] * (double)qkv_view_get(p->v, b, hk, j, e);
     }
-    for (int64_t e = 0; e < p->Ev; e++) o[e * os] = qkv_narrow(acc[e] / sum);
-    if (p->weights) {
-        float *w = qkv_view_out(p->weights, b, h, i, 0);
+    /* Each result is rounded once, from double to the output's dtype. */
+    for (int64_t e = 0; e < p->Ev; e++) qkv_view_put_f64(p->o, b, h, i, e, acc[e] / sum);
+    if (p->weights)
         for (int64_t j = 0; j < p->Lk; j++)
-            w[j * p->weights->stride[3]] = signbit(s[j]) ? 0.0f : (float)(s[j] / sum);
-    }
+            qkv_view_put_f64(p->weights, b, h, i, j, signbit(s[j]) ? 0.0 : s[j] / sum);
     if (p->lse) *qkv_view_out(p->lse, b, h, i, 0) = qkv_narrow(m + log(sum));
 }
 
@@ -193,6 +184,7 @@ static qkv_status ref_forward(const qkv_fwd_problem *p, void *ws)
  * dK, dV of one (b, kv head) group. */
 typedef struct bwd_scratch {
     double *s, *pw, *deriv, *o, *dq, *dk, *dv;
+    double *qrow, *drow; /* the row's Q and dO, widened */
 } bwd_scratch;
 
 typedef struct bwd_ctx {
@@ -219,10 +211,11 @@ static void bwd_row(const bwd_ctx *c, bwd_scratch *w, int64_t b, int64_t h, int6
     const qkv_bwd_problem *bp = c->bp;
     const qkv_fwd_problem *p = &bp->f;
     const int64_t hk = h / (p->H / p->Hkv);
-    const float *q = qkv_view_at(p->q, b, h, i, 0);
-    const float *dout = qkv_view_at(bp->dout, b, h, i, 0);
-    const int64_t qs = p->q->stride[3], ds = bp->dout->stride[3];
-    const int fmask = p->mask && p->mask->dtype == QKV_DTYPE_F32;
+    const int fmask = p->mask && p->mask->dtype != QKV_DTYPE_BOOL;
+    /* Q's and dO's row, widened once (exactly). */
+    double *q = w->qrow, *dout = w->drow;
+    for (int64_t e = 0; e < p->E; e++) q[e] = qkv_view_get(p->q, b, h, i, e);
+    for (int64_t e = 0; e < p->Ev; e++) dout[e] = qkv_view_get(bp->dout, b, h, i, e);
 
     int any_nan = 0;
     double m = -INFINITY;
@@ -231,9 +224,8 @@ static void bwd_row(const bwd_ctx *c, bwd_scratch *w, int64_t b, int64_t h, int6
             w->s[j] = -INFINITY;
             continue;
         }
-        const float *k = qkv_view_at(p->k, b, hk, j, 0);
         double dot = 0.0;
-        for (int64_t e = 0; e < p->E; e++) dot += (double)q[e * qs] * (double)k[e * p->k->stride[3]];
+        for (int64_t e = 0; e < p->E; e++) dot += q[e] * (double)qkv_view_get(p->k, b, hk, j, e);
         double u = p->scale * dot, sj = u;
         w->deriv[j] = 1.0;
         if (p->softcap > 0) {
@@ -241,7 +233,7 @@ static void bwd_row(const bwd_ctx *c, bwd_scratch *w, int64_t b, int64_t h, int6
             sj = p->softcap * t;
             w->deriv[j] = 1.0 - t * t;
         }
-        if (fmask) sj += (double)*qkv_view_at(p->mask, b, h, i, j);
+        if (fmask) sj += (double)qkv_view_get(p->mask, b, h, i, j);
         w->s[j] = sj;
         if (isnan(sj))
             any_nan = 1;
@@ -261,30 +253,28 @@ static void bwd_row(const bwd_ctx *c, bwd_scratch *w, int64_t b, int64_t h, int6
         for (int64_t j = 0; j < p->Lk; j++) {
             if (signbit(w->pw[j])) continue;
             w->pw[j] /= sum;
-            const float *v = qkv_view_at(p->v, b, hk, j, 0);
-            for (int64_t e = 0; e < p->Ev; e++) w->o[e] += w->pw[j] * (double)v[e * p->v->stride[3]];
+            for (int64_t e = 0; e < p->Ev; e++)
+                w->o[e] += w->pw[j] * (double)qkv_view_get(p->v, b, hk, j, e);
         }
         double D = 0.0;
-        for (int64_t e = 0; e < p->Ev; e++) D += (double)dout[e * ds] * w->o[e];
+        for (int64_t e = 0; e < p->Ev; e++) D += dout[e] * w->o[e];
         for (int64_t j = 0; j < p->Lk; j++) {
             if (signbit(w->pw[j])) continue;
-            const float *v = qkv_view_at(p->v, b, hk, j, 0);
-            const float *k = qkv_view_at(p->k, b, hk, j, 0);
             double dp = 0.0;
-            for (int64_t e = 0; e < p->Ev; e++) dp += (double)dout[e * ds] * (double)v[e * p->v->stride[3]];
+            for (int64_t e = 0; e < p->Ev; e++)
+                dp += dout[e] * (double)qkv_view_get(p->v, b, hk, j, e);
             const double dsj = w->pw[j] * (dp - D);
             if (c->dmask) c->dmask[mask_index(bp->dmask, b, h, i, j)] += dsj;
             const double du = dsj * w->deriv[j] * p->scale;
             double *dkj = w->dk + j * p->E, *dvj = w->dv + j * p->Ev;
             for (int64_t e = 0; e < p->E; e++) {
-                w->dq[e] += du * (double)k[e * p->k->stride[3]];
-                dkj[e] += du * (double)q[e * qs];
+                w->dq[e] += du * (double)qkv_view_get(p->k, b, hk, j, e);
+                dkj[e] += du * q[e];
             }
-            for (int64_t e = 0; e < p->Ev; e++) dvj[e] += w->pw[j] * (double)dout[e * ds];
+            for (int64_t e = 0; e < p->Ev; e++) dvj[e] += w->pw[j] * dout[e];
         }
     }
-    float *dq = qkv_view_out(bp->dq, b, h, i, 0);
-    for (int64_t e = 0; e < p->E; e++) dq[e * bp->dq->stride[3]] = qkv_narrow(w->dq[e]);
+    for (int64_t e = 0; e < p->E; e++) qkv_view_put_f64(bp->dq, b, h, i, e, w->dq[e]);
 }
 
 /* Items are (b, kv head) groups: a group's dK and dV belong to it alone, so
@@ -306,16 +296,16 @@ static void bwd_range(void *vctx, int tid, int64_t begin, int64_t end)
             for (int64_t i = 0; i < p->Lq; i++) bwd_row(c, w, b, h, i);
         const qkv_tensor *dk = c->bp->dk, *dv = c->bp->dv;
         for (int64_t j = 0; j < p->Lk; j++) {
-            float *dkr = qkv_view_out(dk, b, hk, j, 0), *dvr = qkv_view_out(dv, b, hk, j, 0);
-            for (int64_t e = 0; e < p->E; e++) dkr[e * dk->stride[3]] = qkv_narrow(w->dk[j * p->E + e]);
-            for (int64_t e = 0; e < p->Ev; e++) dvr[e * dv->stride[3]] = qkv_narrow(w->dv[j * p->Ev + e]);
+            for (int64_t e = 0; e < p->E; e++) qkv_view_put_f64(dk, b, hk, j, e, w->dk[j * p->E + e]);
+            for (int64_t e = 0; e < p->Ev; e++)
+                qkv_view_put_f64(dv, b, hk, j, e, w->dv[j * p->Ev + e]);
         }
     }
 }
 
 /* The backward's workspace: min(threads, B x Hkv) scratches (one thread
  * with dmask, so that its sums keep one order), each Lk x (E + Ev) + 3 Lk
- * + E + Ev doubles, then dmask's sums in its own shape. Returns its size
+ * + 2 (E + Ev) doubles, then dmask's sums in its own shape. Returns its size
  * (SIZE_MAX when it does not fit), and with a base fills c. */
 static size_t bwd_carve(const qkv_bwd_problem *bp, void *base, int *nt, bwd_ctx *c)
 {
@@ -325,7 +315,7 @@ static size_t bwd_carve(const qkv_bwd_problem *bp, void *base, int *nt, bwd_ctx 
     if (*nt > items) *nt = (int)items;
     int64_t per_thread; /* doubles, checked for overflow like every size */
     if (!qkv_mul_ok(p->Lk, p->E + p->Ev, &per_thread) ||
-        !qkv_add_ok(per_thread, 3 * p->Lk + p->E + p->Ev, &per_thread) ||
+        !qkv_add_ok(per_thread, 3 * p->Lk + 2 * (p->E + p->Ev), &per_thread) ||
         (uint64_t)per_thread > SIZE_MAX / sizeof(double))
         return SIZE_MAX;
     qkv_carver cv = {base, 0};
@@ -341,6 +331,8 @@ static size_t bwd_carve(const qkv_bwd_problem *bp, void *base, int *nt, bwd_ctx 
         w.dq = qkv_carve(&cv, (size_t)p->E * d);
         w.dk = qkv_carve(&cv, (size_t)(p->Lk * p->E) * d);
         w.dv = qkv_carve(&cv, (size_t)(p->Lk * p->Ev) * d);
+        w.qrow = qkv_carve(&cv, (size_t)p->E * d);
+        w.drow = qkv_carve(&cv, (size_t)p->Ev * d);
         if (c->sc) c->sc[t] = w;
     }
     c->dmask = NULL;
@@ -379,9 +371,10 @@ static qkv_status ref_backward(const qkv_bwd_problem *bp, void *ws)
             for (int64_t h = 0; h < dm->shape[1]; h++)
                 for (int64_t i = 0; i < dm->shape[2]; i++)
                     for (int64_t j = 0; j < dm->shape[3]; j++)
-                        *qkv_view_out(dm, a, h, i, j) =
-                            qkv_narrow(c.dmask[((a * dm->shape[1] + h) * dm->shape[2] + i) *
-                                                   dm->shape[3] + j]);
+                        qkv_view_put_f64(dm, a, h, i, j,
+                                         c.dmask[((a * dm->shape[1] + h) * dm->shape[2] + i) *
+                                                     dm->shape[3] +
+                                                 j]);
     return st;
 }
 
