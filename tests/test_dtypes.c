@@ -10,9 +10,9 @@
  * covers causal in both alignments, the window, the softcap, float masks
  * in the dtype and in f32, bool masks, padding lengths with a fully masked
  * batch, large logits, GQA, Ev != E, head dims 1, 3, 17 and 80, decode
- * with split keys. The backward (the reference's, for now, on 16-bit
- * views) is held to the same exactness and to 2x the forward's bound in
- * the dtype. Finally the dtype rules: mixed inputs and outputs outside the
+ * with split keys. The backward is held to the same exactness (the
+ * reference) and, on every kernel set, to 2x the forward's bound and the
+ * same bits for any thread count. Finally the dtype rules: mixed inputs and outputs outside the
  * table are refused, naming the tensor. */
 #include "backend.h"
 #include "half.h"
@@ -198,58 +198,83 @@ static void check_forward(const dcase *c, qkv_dtype dt)
     inputs_free(&in);
 }
 
+/* The backward of c on backend be under ctx, from the forward f: inputs
+ * as 16-bit views (or, wide, their widened copies), the gradients in gdt,
+ * returned widened in g[0..2] (dQ, dK, dV). */
+static qkv_status run_bwd(const char *be, qkv_context *ctx, const dcase *c, const inputs *in,
+                          const fwd *f, int wide, qkv_dtype gdt, float *g[3])
+{
+    const test_shape *s = &c->s;
+    const qkv_dtype idt = wide ? QKV_DTYPE_F32 : in->dt;
+    const int64_t n[3] = {n_q(s), n_k(s), n_v(s)};
+    void *buf[3];
+    for (int x = 0; x < 3; x++)
+        buf[x] = test_malloc((size_t)(n[x] > 0 ? n[x] : 1) * qkv_dtype_size(gdt));
+    qkv_tensor tq =
+        qkv_tensor_contiguous(wide ? (void *)in->q : in->qh, idt, s->B, s->H, s->Lq, s->E);
+    qkv_tensor tk =
+        qkv_tensor_contiguous(wide ? (void *)in->k : in->kh, idt, s->B, s->Hkv, s->Lk, s->E);
+    qkv_tensor tv =
+        qkv_tensor_contiguous(wide ? (void *)in->v : in->vh, idt, s->B, s->Hkv, s->Lk, s->Ev);
+    qkv_tensor tdo =
+        qkv_tensor_contiguous(wide ? (void *)in->dout : in->douth, idt, s->B, s->H, s->Lq, s->Ev);
+    qkv_tensor to = qkv_tensor_contiguous(f->o, QKV_DTYPE_F32, s->B, s->H, s->Lq, s->Ev);
+    qkv_tensor tl = qkv_tensor_contiguous(f->l, QKV_DTYPE_F32, s->B, s->H, s->Lq, 1);
+    qkv_tensor tdq = qkv_tensor_contiguous(buf[0], gdt, s->B, s->H, s->Lq, s->E);
+    qkv_tensor tdk = qkv_tensor_contiguous(buf[1], gdt, s->B, s->Hkv, s->Lk, s->E);
+    qkv_tensor tdv = qkv_tensor_contiguous(buf[2], gdt, s->B, s->Hkv, s->Lk, s->Ev);
+    const qkv_attention_options opt = options(c, in, wide);
+    const qkv_status st = qkv_attention_backward_on(be, ctx, &tdq, &tdk, &tdv, NULL, &tdo, &tq,
+                                                    &tk, &tv, &to, &tl, &opt);
+    for (int x = 0; x < 3; x++) {
+        g[x] = gdt == QKV_DTYPE_F32 ? buf[x] : widen(buf[x], n[x], gdt);
+        if (gdt != QKV_DTYPE_F32) free(buf[x]);
+    }
+    return st;
+}
+
 /* The backward on 16-bit views: the reference's gradients are the same
  * as on the widened copies, bit for bit, when they are stored in f32; the
- * call as auto dispatch runs it, in the dtype, is within twice the
- * forward's bound of them. dO is in the dtype, O and lse the reference
- * forward's in f32. */
+ * CPU backend's, on every kernel set here, in the dtype and in f32, are
+ * within twice the forward's bound of them and the same bits on 1 and 3
+ * threads. dO is in the dtype, O and lse the reference forward's in f32. */
 static void check_backward(const dcase *c, qkv_dtype dt)
 {
     const test_shape *s = &c->s;
     const double tol = 2 * (dt == QKV_DTYPE_BF16 ? 4e-3 : 1e-3);
+    const char *names[3] = {"dQ", "dK", "dV"};
+    const int64_t n[3] = {n_q(s), n_k(s), n_v(s)};
     inputs in;
     inputs_make(c, dt, 99, &in);
-    qkv_context *ctx = test_context(QKV_IMPL_AUTO, QKV_ISA_AUTO, 2);
+    qkv_context *ref = test_context(QKV_IMPL_REFERENCE, QKV_ISA_AUTO, 2);
     fwd f;
-    CHECK(run_fwd("reference", ctx, c, &in, 0, 0, &f) == QKV_OK);
-    const char *backend[3] = {"reference", "reference", NULL /* auto */};
-    const int64_t n[3] = {n_q(s), n_k(s), n_v(s)};
-    float *g[3][3]; /* [wide f32, 16-bit f32, 16-bit in dt][dq, dk, dv] */
-    for (int mode = 0; mode < 3; mode++) {
-        const int wide = mode == 0;
-        const qkv_dtype idt = wide ? QKV_DTYPE_F32 : dt;
-        const qkv_dtype gdt = mode == 2 ? dt : QKV_DTYPE_F32;
-        void *buf[3];
-        for (int x = 0; x < 3; x++)
-            buf[x] = test_malloc((size_t)(n[x] > 0 ? n[x] : 1) * qkv_dtype_size(gdt));
-        qkv_tensor tq = qkv_tensor_contiguous(wide ? (void *)in.q : in.qh, idt, s->B, s->H, s->Lq, s->E);
-        qkv_tensor tk = qkv_tensor_contiguous(wide ? (void *)in.k : in.kh, idt, s->B, s->Hkv, s->Lk, s->E);
-        qkv_tensor tv =
-            qkv_tensor_contiguous(wide ? (void *)in.v : in.vh, idt, s->B, s->Hkv, s->Lk, s->Ev);
-        qkv_tensor tdo =
-            qkv_tensor_contiguous(wide ? (void *)in.dout : in.douth, idt, s->B, s->H, s->Lq, s->Ev);
-        qkv_tensor to = qkv_tensor_contiguous(f.o, QKV_DTYPE_F32, s->B, s->H, s->Lq, s->Ev);
-        qkv_tensor tl = qkv_tensor_contiguous(f.l, QKV_DTYPE_F32, s->B, s->H, s->Lq, 1);
-        qkv_tensor tdq = qkv_tensor_contiguous(buf[0], gdt, s->B, s->H, s->Lq, s->E);
-        qkv_tensor tdk = qkv_tensor_contiguous(buf[1], gdt, s->B, s->Hkv, s->Lk, s->E);
-        qkv_tensor tdv = qkv_tensor_contiguous(buf[2], gdt, s->B, s->Hkv, s->Lk, s->Ev);
-        const qkv_attention_options opt = options(c, &in, wide);
-        CHECK(qkv_attention_backward_on(backend[mode], ctx, &tdq, &tdk, &tdv, NULL, &tdo, &tq, &tk,
-                                        &tv, &to, &tl, &opt) == QKV_OK);
-        for (int x = 0; x < 3; x++) {
-            g[mode][x] = mode == 2 ? widen(buf[x], n[x], dt) : buf[x];
-            if (mode == 2) free(buf[x]);
+    CHECK(run_fwd("reference", ref, c, &in, 0, 0, &f) == QKV_OK);
+    float *want[3], *ref16[3];
+    CHECK(run_bwd("reference", ref, c, &in, &f, 1, QKV_DTYPE_F32, want) == QKV_OK);
+    CHECK(run_bwd("reference", ref, c, &in, &f, 0, QKV_DTYPE_F32, ref16) == QKV_OK);
+    for (int x = 0; x < 3; x++) CHECK(same_bits(want[x], ref16[x], n[x]));
+    for (int isa = QKV_ISA_GENERIC; isa <= QKV_ISA_AVX512; isa++) {
+        if (!qkv_isa_supported((qkv_isa)isa)) continue;
+        for (int g16 = 0; g16 < 2; g16++) {
+            qkv_context *one = test_context(QKV_IMPL_AUTO, (qkv_isa)isa, 1);
+            qkv_context *three = test_context(QKV_IMPL_AUTO, (qkv_isa)isa, 3);
+            const qkv_dtype gdt = g16 ? dt : QKV_DTYPE_F32;
+            float *got[3], *got3[3];
+            CHECK(run_bwd("cpu", one, c, &in, &f, 0, gdt, got) == QKV_OK);
+            CHECK(run_bwd("cpu", three, c, &in, &f, 0, gdt, got3) == QKV_OK);
+            for (int x = 0; x < 3; x++) {
+                CHECK_TENSOR(got[x], want[x], n[x], tol, "%s %s %s: %s in %s", c->name,
+                             qkv_dtype_name(dt), isa_names[isa - 1], names[x],
+                             qkv_dtype_name(gdt));
+                CHECK(same_bits(got[x], got3[x], n[x]));
+                free(got[x]), free(got3[x]);
+            }
+            qkv_context_free(one), qkv_context_free(three);
         }
     }
-    const char *names[3] = {"dQ", "dK", "dV"};
-    for (int x = 0; x < 3; x++) {
-        CHECK(same_bits(g[0][x], g[1][x], n[x]));
-        CHECK_TENSOR(g[2][x], g[0][x], n[x], tol, "%s %s: %s in the dtype", c->name,
-                     qkv_dtype_name(dt), names[x]);
-        for (int mode = 0; mode < 3; mode++) free(g[mode][x]);
-    }
+    for (int x = 0; x < 3; x++) free(want[x]), free(ref16[x]);
     fwd_free(&f);
-    qkv_context_free(ctx);
+    qkv_context_free(ref);
     inputs_free(&in);
 }
 

@@ -49,31 +49,16 @@ static int all_finite(const qkv_tensor *t, int neg_inf_ok)
     for (int64_t a = 0; a < t->shape[0]; a++)
         for (int64_t b = 0; b < t->shape[1]; b++)
             for (int64_t c = 0; c < t->shape[2]; c++) {
-                const float *row = qkv_view_at(t, a, b, c, 0);
                 for (int64_t d = 0; d < t->shape[3]; d++) {
-                    const float x = row[d * t->stride[3]];
+                    const float x = qkv_view_get(t, a, b, c, d);
                     if (!isfinite(x) && !(neg_inf_ok && x == -INFINITY)) return 0;
                 }
             }
     return 1;
 }
 
-/* Whether every float view of the call is f32 (a bool mask aside). */
-static int all_f32(const qkv_fwd_problem *f, const qkv_bwd_problem *b)
-{
-    const qkv_tensor *t[9] = {f->q, f->o, f->weights, f->mask, NULL, NULL, NULL, NULL, NULL};
-    if (b) t[4] = b->dout, t[5] = b->dq, t[6] = b->dk, t[7] = b->dv, t[8] = b->dmask;
-    for (int x = 0; x < 9; x++)
-        if (t[x] && t[x]->dtype != QKV_DTYPE_F32 && t[x]->dtype != QKV_DTYPE_BOOL) return 0;
-    return 1;
-}
-
 static int cpu_supports(const qkv_fwd_problem *f, const qkv_bwd_problem *b, const char **why)
 {
-    if (b && !all_f32(f, b)) {
-        *why = "the backward of f16 and bf16 views is the reference's";
-        return 0;
-    }
     if (!float_scale(f->scale)) {
         *why = "the scale is outside float's normal range";
         return 0;
@@ -104,7 +89,7 @@ static qkv_status cpu_backward(const qkv_bwd_problem *bp, void *ws)
     if (st == QKV_OK && !(all_finite(bp->dq, 0) && all_finite(bp->dk, 0) && all_finite(bp->dv, 0)) &&
         all_finite(p->q, 0) && all_finite(p->k, 0) && all_finite(p->v, 0) &&
         all_finite(bp->dout, 0) && all_finite(p->o, 0) && all_finite(p->lse, 1) &&
-        (!p->mask || p->mask->dtype != QKV_DTYPE_F32 || all_finite(p->mask, 1)))
+        (!p->mask || p->mask->dtype == QKV_DTYPE_BOOL || all_finite(p->mask, 1)))
         st = qkv_ref_attention_backward(bp);
     return st;
 }

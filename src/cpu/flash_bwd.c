@@ -42,8 +42,8 @@ typedef struct bplan {
     const qkv_cpu_kernels *k;
     int64_t G;
     float *D; /* B x H x Lq: <dO_i, O_i> */
-    /* dQ, accumulated: the output itself when its rows are contiguous,
-     * else a B x H x Lq x E buffer copied out at the end. */
+    /* dQ, accumulated: the output itself when it is f32 with contiguous
+     * rows, else a B x H x Lq x E buffer copied out at the end. */
     float *dq;
     int64_t dq_s[3];      /* its strides for b, h, i (d is 1) */
     int64_t qblocks;      /* ceil(Lq / STREAM) */
@@ -55,19 +55,16 @@ typedef struct bplan {
     bscratch *w;          /* nthreads of them */
 } bplan;
 
-/* Rows r0.. of a 4-d view's (a, b) slice with d contiguous: in place, or
- * copied into buf. */
+/* Rows r0.. of a 4-d view's (a, b) slice: in place when it is f32 with d
+ * contiguous, else copied into buf (widened to f32). */
 static const float *rows_of(const qkv_tensor *t, float *buf, int64_t a, int64_t b, int64_t r0,
                             int64_t n, int64_t width, int64_t *ld)
 {
-    if (t->stride[3] == 1) {
+    if (t->stride[3] == 1 && t->dtype == QKV_DTYPE_F32) {
         *ld = t->stride[2];
         return qkv_view_at(t, a, b, r0, 0);
     }
-    for (int64_t r = 0; r < n; r++) {
-        const float *src = qkv_view_at(t, a, b, r0 + r, 0);
-        for (int64_t d = 0; d < width; d++) buf[r * width + d] = src[d * t->stride[3]];
-    }
+    for (int64_t r = 0; r < n; r++) qkv_row_get(t, a, b, r0 + r, width, 1.0f, buf + r * width, 1);
     *ld = width;
     return buf;
 }
@@ -78,9 +75,10 @@ static void pack_t(const qkv_tensor *t, float *dst, int64_t a, int64_t b, int64_
                    int64_t width, float scale)
 {
     for (int64_t r = 0; r < TILE; r++) {
-        const float *src = r < n ? qkv_view_at(t, a, b, r0 + r, 0) : NULL;
-        for (int64_t d = 0; d < width; d++)
-            dst[d * TILE + r] = src ? src[d * t->stride[3]] * scale : 0.0f;
+        if (r < n)
+            qkv_row_get(t, a, b, r0 + r, width, scale, dst + r, TILE);
+        else
+            for (int64_t d = 0; d < width; d++) dst[d * TILE + r] = 0.0f;
     }
 }
 
@@ -124,7 +122,7 @@ static void weights_keys(const bplan *bl, float *srow, float *dprow, float *tmp,
             if (p->mask->dtype == QKV_DTYPE_BOOL) {
                 if (!qkv_mask_allows(p->mask, b, h, i, j0 + x)) srow[x] = -INFINITY;
             } else {
-                srow[x] += *qkv_view_at(p->mask, b, h, i, j0 + x);
+                srow[x] += qkv_view_get(p->mask, b, h, i, j0 + x);
             }
         }
     for (int64_t x = 0; x < n; x++) srow[x] = x >= xlo && x <= xhi ? srow[x] - lse : -INFINITY;
@@ -207,9 +205,8 @@ static void tile(const bplan *bl, bscratch *w, int64_t b, int64_t hk, int64_t t,
         }
     }
     for (int64_t c = 0; c < nk; c++) {
-        float *dk = qkv_view_out(bp->dk, b, hk, j0 + c, 0), *dv = qkv_view_out(bp->dv, b, hk, j0 + c, 0);
-        for (int64_t d = 0; d < p->E; d++) dk[d * bp->dk->stride[3]] = w->g1[d * TILE + c];
-        for (int64_t d = 0; d < p->Ev; d++) dv[d * bp->dv->stride[3]] = w->g2[d * TILE + c];
+        qkv_row_put(bp->dk, b, hk, j0 + c, p->E, w->g1 + c, TILE);
+        qkv_row_put(bp->dv, b, hk, j0 + c, p->Ev, w->g2 + c, TILE);
     }
 }
 
@@ -235,7 +232,7 @@ static void bplan_init(bplan *bl, const qkv_bwd_problem *bp)
     bl->qblocks = (p->Lq + STREAM - 1) / STREAM;
     bl->ktiles = (p->Lk + TILE - 1) / TILE;
     bl->items = p->B * p->Hkv * bl->ktiles;
-    bl->in_place = bp->dq->stride[3] == 1 || p->E == 1;
+    bl->in_place = bp->dq->dtype == QKV_DTYPE_F32 && (bp->dq->stride[3] == 1 || p->E == 1);
     bl->nthreads = p->num_threads;
     if (bl->nthreads > bl->items) bl->nthreads = (int)(bl->items > 0 ? bl->items : 1);
 }
@@ -306,10 +303,10 @@ qkv_status qkv_flash_attention_backward(const qkv_bwd_problem *bp, void *ws)
     for (int64_t b = 0; b < p->B; b++) /* D_i = <dO_i, O_i>, in double */
         for (int64_t h = 0; h < p->H; h++)
             for (int64_t i = 0; i < p->Lq; i++) {
-                const float *o = qkv_view_at(p->o, b, h, i, 0), *d = qkv_view_at(bp->dout, b, h, i, 0);
                 double acc = 0;
                 for (int64_t c = 0; c < p->Ev; c++)
-                    acc += (double)o[c * p->o->stride[3]] * (double)d[c * bp->dout->stride[3]];
+                    acc += (double)qkv_view_get(p->o, b, h, i, c) *
+                           (double)qkv_view_get(bp->dout, b, h, i, c);
                 bl.D[(b * p->H + h) * p->Lq + i] = (float)acc;
             }
     /* dQ starts at 0 and every key tile adds to it. */
@@ -335,10 +332,8 @@ qkv_status qkv_flash_attention_backward(const qkv_bwd_problem *bp, void *ws)
     if (st == QKV_OK && !bl.in_place)
         for (int64_t b = 0; b < p->B; b++)
             for (int64_t h = 0; h < p->H; h++)
-                for (int64_t i = 0; i < p->Lq; i++) {
-                    float *row = qkv_view_out(tdq, b, h, i, 0);
-                    const float *src = bl.dq + b * bl.dq_s[0] + h * bl.dq_s[1] + i * bl.dq_s[2];
-                    for (int64_t d = 0; d < p->E; d++) row[d * tdq->stride[3]] = src[d];
-                }
+                for (int64_t i = 0; i < p->Lq; i++) /* rounded to dQ's dtype here */
+                    qkv_row_put(tdq, b, h, i, p->E,
+                                bl.dq + b * bl.dq_s[0] + h * bl.dq_s[1] + i * bl.dq_s[2], 1);
     return st;
 }
