@@ -3,13 +3,15 @@
  * seeded random sweep of shapes and options (head dims 1 to 512, sizes
  * that are multiples of no vector or block width, GQA, every mask, weights
  * and lse), bitwise determinism over thread counts, large logits, fully
- * masked blocks and rows, the decode split, and the memory the fast path
- * takes for a long sequence. */
+ * masked blocks and rows, the decode split, the memory the fast path
+ * takes for a long sequence, and the f16 / bf16 widening and narrowing
+ * against half.h's scalar conversions. */
 #define _XOPEN_SOURCE 700 /* getrusage, fork */
 #include "test.h"
 #include "util.h"
 
 #include "cpu/kernels/kernels.h"
+#include "half.h"
 #include "qkv.h"
 
 #include <math.h>
@@ -557,9 +559,72 @@ static void check_memory_bound(void)
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+/* Widening: every one of the 65536 patterns, at odd offsets and lengths
+ * (vector bodies and scalar tails), equals half.h's; narrowing: the
+ * floats around every rounding boundary of both formats (each 16-bit
+ * value, the midpoints to its neighbours and one float-ulp either side),
+ * overflow, subnormals, infinities and NaNs, bit for bit. */
+static void check_widen_narrow(qkv_isa isa)
+{
+    const qkv_cpu_kernels *k = kernels_of(isa);
+    if (!k) return;
+    enum { N = 65536 };
+    uint16_t *h = test_malloc((N + 1) * sizeof *h);
+    float *f = test_malloc((N + 1) * sizeof *f);
+    for (int fmt = 0; fmt < 2; fmt++) {
+        int64_t bad = 0;
+        for (int i = 0; i < N; i++) h[i + 1] = (uint16_t)i;
+        (fmt ? k->widen_bf16 : k->widen_f16)(f + 1, h + 1, N); /* misaligned on purpose */
+        for (int i = 0; i < N; i++) {
+            const float want = fmt ? qkv_bf16_to_f32((uint16_t)i) : qkv_f16_to_f32((uint16_t)i);
+            if (memcmp(&f[i + 1], &want, sizeof want) != 0 && !(isnan(want) && isnan(f[i + 1])))
+                bad++;
+        }
+        CHECK(bad == 0);
+        if (bad) fprintf(stderr, "  %s widen %s: %lld patterns differ\n", qkv_isa_name(isa),
+                         fmt ? "bf16" : "f16", (long long)bad);
+    }
+    enum { M = 6 * 65536 + 16 };
+    float *x = test_malloc(M * sizeof *x);
+    uint16_t *got = test_malloc((M + 1) * sizeof *got);
+    for (int fmt = 0; fmt < 2; fmt++) {
+        int64_t n = 0;
+        for (int i = 0; i < 65536; i++) {
+            const float v = fmt ? qkv_bf16_to_f32((uint16_t)i) : qkv_f16_to_f32((uint16_t)i);
+            const float next =
+                fmt ? qkv_bf16_to_f32((uint16_t)(i + 1)) : qkv_f16_to_f32((uint16_t)(i + 1));
+            if (!isfinite(v)) {
+                x[n++] = v;
+                continue;
+            }
+            const float mid = isfinite(next) && (i & 0x7fff) != 0x7fff ? v + (next - v) / 2 : v;
+            x[n++] = v;
+            x[n++] = mid;
+            x[n++] = nextafterf(mid, INFINITY);
+            x[n++] = nextafterf(mid, -INFINITY);
+        }
+        const float extra[] = {1e30f, -1e30f, 65504.0f, 65520.0f, 65519.99f, 3.4e38f, 1e-30f,
+                               -1e-30f, 1e-40f, 0x1p-25f, 0x1p-24f, 0x1.8p-25f, INFINITY,
+                               -INFINITY, NAN, -NAN};
+        for (size_t e = 0; e < sizeof extra / sizeof extra[0]; e++) x[n++] = extra[e];
+        (fmt ? k->narrow_bf16 : k->narrow_f16)(got + 1, x, n);
+        int64_t bad = 0;
+        for (int64_t i = 0; i < n; i++) {
+            const uint16_t want = fmt ? qkv_f32_to_bf16(x[i]) : qkv_f32_to_f16(x[i]);
+            if (got[i + 1] != want) bad++;
+        }
+        CHECK(bad == 0);
+        if (bad) fprintf(stderr, "  %s narrow %s: %lld of %lld values differ\n",
+                         qkv_isa_name(isa), fmt ? "bf16" : "f16", (long long)bad, (long long)n);
+    }
+    free(h), free(f), free(x), free(got);
+}
+
 int main(void)
 {
     for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
+        if (qkv_isa_supported(isas[i]))
+            check_widen_narrow(isas[i]);
         if (qkv_isa_supported(isas[i]))
             check_exp_softcap(isas[i]);
         else

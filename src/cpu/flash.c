@@ -85,7 +85,8 @@ typedef struct scratch {
     float *orr;        /* narrow x Ev: the running output */
     /* Both: */
     float *o;          /* Ev x rows: the running output, transposed */
-    float *kb, *vb;    /* BLOCK_KEYS x E, x Ev: copies of strided K, V blocks */
+    float *kb, *vb;    /* BLOCK_KEYS x E, x Ev: copies of strided or 16-bit K, V blocks */
+    float *orow;       /* Ev: a 16-bit O's row before it is rounded */
     float *mx, *alpha; /* rows */
     double *l;         /* rows */
     unsigned char *forbid; /* BLOCK_KEYS x rows, for the careful pv */
@@ -149,14 +150,14 @@ static void load_query(const plan *pl, const scratch *sc, int64_t b, int64_t r, 
 /* Where keys jb.. of kv head hk are, with the leading dimension to step
  * through them: in place when the tensor is f32 and contiguous along its
  * last dim, else copied into buf (widened to f32: the kernels read f32). */
-static const float *key_rows(const qkv_tensor *t, int pack, float *buf, int64_t b, int64_t hk,
-                             int64_t jb, int64_t n, int64_t width, int64_t *ld)
+static const float *key_rows(const plan *pl, const qkv_tensor *t, int pack, float *buf, int64_t b,
+                             int64_t hk, int64_t jb, int64_t n, int64_t width, int64_t *ld)
 {
     if (!pack) {
         *ld = t->stride[2];
         return qkv_view_at(t, b, hk, jb, 0);
     }
-    for (int64_t j = 0; j < n; j++) qkv_row_get(t, b, hk, jb + j, width, 1.0f, buf + j * width, 1);
+    for (int64_t j = 0; j < n; j++) qkv_cpu_row_widen(pl->k, t, b, hk, jb + j, width, buf + j * width);
     *ld = width;
     return buf;
 }
@@ -203,8 +204,8 @@ static int64_t block_at(const plan *pl, scratch *sc, int64_t b, int64_t hk, int6
 {
     const qkv_fwd_problem *p = pl->p;
     const int64_t n = block_len(jb, last);
-    *k = key_rows(p->k, pl->pack_k, sc->kb, b, hk, jb, n, p->E, ldk);
-    if (v) *v = key_rows(p->v, pl->pack_v, sc->vb, b, hk, jb, n, p->Ev, ldv);
+    *k = key_rows(pl, p->k, pl->pack_k, sc->kb, b, hk, jb, n, p->E, ldk);
+    if (v) *v = key_rows(pl, p->v, pl->pack_v, sc->vb, b, hk, jb, n, p->Ev, ldv);
     return n;
 }
 
@@ -575,10 +576,18 @@ static void finish_unit(const plan *pl, scratch *sc, int64_t b, int64_t hk)
             for (int64_t c = 0; c < p->Ev; c++) qkv_view_put(o, b, h, i, c, 0.0f);
             lse = -INFINITY;
         } else {
-            /* Rounded once, from double, to O's dtype. */
             const double inv = 1.0 / sc->l[r];
-            for (int64_t c = 0; c < p->Ev; c++)
-                qkv_view_put_f64(o, b, h, i, c, acc[c * pl->rows] * inv);
+            if (o->dtype == QKV_DTYPE_F32) {
+                for (int64_t c = 0; c < p->Ev; c++)
+                    qkv_view_put_f64(o, b, h, i, c, acc[c * pl->rows] * inv);
+            } else {
+                /* A 16-bit O is rounded to f32 first, then to its dtype by
+                 * the kernels' narrowing: two roundings, within the
+                 * contract (test_dtypes). */
+                for (int64_t c = 0; c < p->Ev; c++)
+                    sc->orow[c] = qkv_narrow(acc[c * pl->rows] * inv);
+                qkv_cpu_row_narrow(pl->k, o, b, h, i, p->Ev, sc->orow);
+            }
             lse = qkv_narrow((double)sc->mx[r] + log(sc->l[r]));
         }
         if (p->lse) *qkv_view_out(p->lse, b, h, i, 0) = lse;
@@ -790,6 +799,7 @@ static void scratch_carve(const plan *pl, qkv_carver *c, scratch *sc)
     sc->o = qkv_carve(c, rows * ev * f);
     if (pl->pack_k) sc->kb = qkv_carve(c, bk * e * f);
     if (pl->pack_v) sc->vb = qkv_carve(c, bk * ev * f);
+    sc->orow = qkv_carve(c, ev * f);
     sc->mx = qkv_carve(c, rows * f);
     sc->alpha = qkv_carve(c, rows * f);
     sc->l = qkv_carve(c, rows * sizeof(double));

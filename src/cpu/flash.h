@@ -4,6 +4,7 @@
 #define QKV_CPU_FLASH_H
 
 #include "backend.h"
+#include "cpu/kernels/kernels.h"
 
 #include <stddef.h>
 
@@ -24,5 +25,39 @@ qkv_status qkv_flash_attention_backward(const qkv_bwd_problem *bp, void *ws);
  * and carves, so the figure is exact. */
 size_t qkv_flash_forward_workspace(const qkv_fwd_problem *p);
 size_t qkv_flash_backward_workspace(const qkv_bwd_problem *bp);
+
+/* n elements of row (a, b, c) of t into dst, contiguous, widened to
+ * float: by k's vector widening when t is a 16-bit view with contiguous
+ * rows, else element by element. How both paths pack the f16 and bf16
+ * rows their f32 kernels read. */
+static inline void qkv_cpu_row_widen(const qkv_cpu_kernels *k, const qkv_tensor *t, int64_t a,
+                                     int64_t b, int64_t c, int64_t n, float *dst)
+{
+    if (t->stride[3] != 1 || t->dtype == QKV_DTYPE_F32) {
+        qkv_row_get(t, a, b, c, n, 1.0f, dst, 1);
+        return;
+    }
+    const uint16_t *h = (const uint16_t *)t->data + qkv_view_offset(t, a, b, c, 0);
+    if (t->dtype == QKV_DTYPE_F16)
+        k->widen_f16(dst, h, n);
+    else
+        k->widen_bf16(dst, h, n);
+}
+
+/* n floats of src into row (a, b, c) of t, rounded to its dtype: by k's
+ * vector narrowing when t is a 16-bit view with contiguous rows. */
+static inline void qkv_cpu_row_narrow(const qkv_cpu_kernels *k, const qkv_tensor *t, int64_t a,
+                                      int64_t b, int64_t c, int64_t n, const float *src)
+{
+    if (t->stride[3] != 1 || t->dtype == QKV_DTYPE_F32) {
+        qkv_row_put(t, a, b, c, n, src, 1);
+        return;
+    }
+    uint16_t *h = (uint16_t *)t->data + qkv_view_offset(t, a, b, c, 0);
+    if (t->dtype == QKV_DTYPE_F16)
+        k->narrow_f16(h, src, n);
+    else
+        k->narrow_bf16(h, src, n);
+}
 
 #endif

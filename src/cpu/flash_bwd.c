@@ -57,14 +57,14 @@ typedef struct bplan {
 
 /* Rows r0.. of a 4-d view's (a, b) slice: in place when it is f32 with d
  * contiguous, else copied into buf (widened to f32). */
-static const float *rows_of(const qkv_tensor *t, float *buf, int64_t a, int64_t b, int64_t r0,
-                            int64_t n, int64_t width, int64_t *ld)
+static const float *rows_of(const bplan *bl, const qkv_tensor *t, float *buf, int64_t a,
+                            int64_t b, int64_t r0, int64_t n, int64_t width, int64_t *ld)
 {
     if (t->stride[3] == 1 && t->dtype == QKV_DTYPE_F32) {
         *ld = t->stride[2];
         return qkv_view_at(t, a, b, r0, 0);
     }
-    for (int64_t r = 0; r < n; r++) qkv_row_get(t, a, b, r0 + r, width, 1.0f, buf + r * width, 1);
+    for (int64_t r = 0; r < n; r++) qkv_cpu_row_widen(bl->k, t, a, b, r0 + r, width, buf + r * width);
     *ld = width;
     return buf;
 }
@@ -173,7 +173,7 @@ static void tile(const bplan *bl, bscratch *w, int64_t b, int64_t hk, int64_t t,
     pack_t(p->k, w->at, b, hk, j0, nk, p->E, scale); /* scores come out scaled */
     pack_t(p->v, w->bt, b, hk, j0, nk, p->Ev, 1.0f);
     int64_t ldkr;
-    const float *krows = rows_of(p->k, w->kbuf, b, hk, j0, nk, p->E, &ldkr);
+    const float *krows = rows_of(bl, p->k, w->kbuf, b, hk, j0, nk, p->E, &ldkr);
     memset(w->g1, 0, (size_t)(p->E * TILE) * sizeof(float));
     memset(w->g2, 0, (size_t)(p->Ev * TILE) * sizeof(float));
     for (int64_t h = hk * bl->G; h < (hk + 1) * bl->G; h++) {
@@ -186,8 +186,8 @@ static void tile(const bplan *bl, bscratch *w, int64_t b, int64_t hk, int64_t t,
                 continue;
             }
             int64_t ldq, ldo;
-            const float *q = rows_of(p->q, w->rowbuf, b, h, i0, n, p->E, &ldq);
-            const float *dout = rows_of(bp->dout, w->rowbuf2, b, h, i0, n, p->Ev, &ldo);
+            const float *q = rows_of(bl, p->q, w->rowbuf, b, h, i0, n, p->E, &ldq);
+            const float *dout = rows_of(bl, bp->dout, w->rowbuf2, b, h, i0, n, p->Ev, &ldo);
             /* s[i][j] = scale <q_i, k_j>, dp[i][j] = <dO_i, v_j> (keys along the vector) */
             bl->k->qk(w->at, TILE, q, ldq, w->s, TILE, TILE, n, p->E);
             bl->k->qk(w->bt, TILE, dout, ldo, w->dp, TILE, TILE, n, p->Ev);

@@ -58,6 +58,11 @@ static const char bench_usage[] =
     "  --backward         time the forward and the backward together (FLOPs:\n"
     "                     3.5 times the forward's)\n"
     "  --reference        time the reference kernel instead\n"
+    "  --dtype NAME       f32 (the default), f16 or bf16: attention's Q, K, V, O\n"
+    "                     (and dO, dQ, dK, dV) in that dtype, each case timed in\n"
+    "                     turn with its f32 twin (the same values; each side's\n"
+    "                     fastest run) and printed beside it with the ratio of\n"
+    "                     their rates; attention cases only\n"
     "  --json             one JSON object per case and line, nothing else\n"
     "  -h, --help         show this help\n";
 
@@ -79,13 +84,14 @@ static int parse_args(int argc, char **argv, bench_plan *p)
 {
     /* Each option once, the three kinds of shape as often as there is
      * room for them (the suite adds its cases only when none is given). */
-    const char *threads = NULL, *isa = NULL;
+    const char *threads = NULL, *isa = NULL, *dtype = NULL;
     const char *shape_args[32], *gemm_args[32], *layer_args[32];
     const cli_opt opts[] = {
         {"--json", NULL, &p->bo.json, 0},         {"--quick", NULL, &p->quick, 0},
         {"--gemm", NULL, &p->gemm_only, 0},       {"--layer", NULL, &p->layer_only, 0},
         {"--backward", NULL, &p->bo.backward, 0}, {"--reference", NULL, &p->bo.reference, 0},
         {"--threads", &threads, NULL, 0},         {"--isa", &isa, NULL, 0},
+        {"--dtype", &dtype, NULL, 0},
     };
     const cli_list lists[] = {
         {"--shape", shape_args, 32, &p->nshape_args},
@@ -137,6 +143,17 @@ static int parse_args(int argc, char **argv, bench_plan *p)
         }
         p->bo.isa = found;
     }
+    p->bo.dtype = QKV_DTYPE_F32;
+    if (dtype) {
+        const qkv_dtype known[3] = {QKV_DTYPE_F32, QKV_DTYPE_F16, QKV_DTYPE_BF16};
+        int found = 0;
+        for (int x = 0; x < 3; x++)
+            if (strcmp(dtype, qkv_dtype_name(known[x])) == 0) p->bo.dtype = known[x], found = 1;
+        if (!found) {
+            cli_error("bench", "--dtype: '%s', expected f32, f16 or bf16", dtype);
+            return CLI_USAGE;
+        }
+    }
     return CLI_OK;
 }
 
@@ -173,6 +190,13 @@ static int check_combinations(const bench_plan *p)
                   bo->backward ? "--backward" : "--reference");
         return CLI_USAGE;
     }
+    if ((p->gemm_only || ngemm || p->layer_only || nlayer) && bo->dtype != QKV_DTYPE_F32) {
+        cli_error("bench", "--dtype %s times attention only; it does not combine with %s",
+                  qkv_dtype_name(bo->dtype),
+                  p->gemm_only ? "--gemm" : ngemm ? "--gemm-shape" : p->layer_only ? "--layer"
+                                                                   : "--layer-shape");
+        return CLI_USAGE;
+    }
     if ((p->gemm_only || ngemm) && (bo->backward || bo->reference)) {
         cli_error("bench", "%s times attention only; it does not combine with %s",
                   bo->backward ? "--backward" : "--reference",
@@ -183,12 +207,12 @@ static int check_combinations(const bench_plan *p)
 }
 
 /* Without cases on the command line, the suite: attention, then (unless
- * --backward or --reference, which are about attention) the SGEMM and
+ * --backward, --reference or --dtype, which are about attention) the SGEMM and
  * layer cases; --gemm and --layer keep only theirs. */
 static void add_suite(bench_plan *p)
 {
     if (p->nshape_args || p->ngemm_args || p->nlayer_args) return;
-    const int attention_only = p->bo.backward || p->bo.reference;
+    const int attention_only = p->bo.backward || p->bo.reference || p->bo.dtype != QKV_DTYPE_F32;
     if (!attention_only && !p->gemm_only) suite_layer_cases(p->lcases, &p->nlayer, p->quick);
     if (!attention_only && !p->layer_only) suite_gemm_cases(p->gcases, &p->ngemm, p->quick);
     if (!p->gemm_only && !p->layer_only) suite_attention_cases(p->cases, &p->n, p->quick);

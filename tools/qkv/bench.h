@@ -110,6 +110,7 @@ const char *thp_policy(char *buf, size_t size);
 typedef struct bench_opts {
     int threads, json, reference, backward;
     qkv_isa isa;
+    qkv_dtype dtype; /* attention's inputs and outputs: F32, or F16 / BF16 beside an f32 twin */
 } bench_opts;
 
 /* The threads a case runs on (bo->threads, or all CPUs) and the

@@ -87,6 +87,7 @@ typedef struct attention_ctx {
     int backward;
     qkv_attention_options opt;
     qkv_context *ctx;
+    qkv_array half[8]; /* with a 16-bit dtype: the tensors' 16-bit data (lse stays f32) */
 } attention_ctx;
 
 /* One timed step: the forward, or the forward (with lse) and the backward. */
@@ -138,13 +139,32 @@ static void attention_free(attention_ctx *a)
 {
     qkv_context_free(a->ctx);
     for (int i = 0; i < 5; i++) qkv_free(a->data[i]);
+    for (int i = 0; i < 8; i++) qkv_array_free(&a->half[i]);
 }
 
-/* Case c's rates for its median time t, against its ceiling: the copy's
+/* The case's tensors in dtype dt instead of f32: the inputs' values
+ * rounded, the outputs written in dt (lse stays f32, as the library
+ * keeps it); 0 when out of memory. */
+static int attention_narrow(attention_ctx *a, qkv_dtype dt)
+{
+    qkv_tensor *t[8] = {&a->q, &a->k, &a->v, &a->dout, &a->o, &a->dq, &a->dk, &a->dv};
+    for (int i = 0; i < 8; i++) {
+        if (!t[i]->data) continue;
+        qkv_array src = {t[i]->data, QKV_DTYPE_F32, 1, {0}};
+        src.shape[0] = t[i]->shape[0] * t[i]->shape[1] * t[i]->shape[2] * t[i]->shape[3];
+        if (qkv_array_convert(&a->half[i], &src, dt) != QKV_OK) return 0;
+        t[i]->data = a->half[i].data;
+        t[i]->dtype = dt;
+    }
+    return 1;
+}
+
+/* Case c's rates for its time t, against its ceiling: the copy's
  * copy_gbps for decode (Lq = 1), else an SGEMM of min(L, 2048) squared
- * by E, measured here. */
+ * by E, measured here. With a 16-bit --dtype, t32 is the f32 twin's time
+ * (timed in turn with it), reported beside it with the ratio of rates. */
 static void attention_report(const bcase *c, const bench_opts *bo, const blas *bl, double t,
-                             double copy_gbps, double peak)
+                             double t32, double copy_gbps, double peak)
 {
     const int decode = c->Lq == 1;
     double flops = 4.0 * (double)c->B * (double)c->H * (double)c->Lq * (double)c->Lk * (double)c->E;
@@ -152,7 +172,7 @@ static void attention_report(const bcase *c, const bench_opts *bo, const blas *b
     if (bo->backward) flops *= 3.5; /* the forward, and the backward counted as 2.5 of it */
     const double gflops = flops / t / 1e9;
     const double nk = (double)(c->B * c->Hkv * c->Lk * c->E);
-    const double bytes = 2.0 * nk * sizeof(float); /* K and V, read once */
+    const double bytes = 2.0 * nk * (double)qkv_dtype_size(bo->dtype); /* K and V, read once */
     const double gbps = bytes / t / 1e9;
     double ceiling, ratio;
     if (decode) {
@@ -166,12 +186,16 @@ static void attention_report(const bcase *c, const bench_opts *bo, const blas *b
     if (bo->json) {
         printf("{\"name\": \"%s\", \"B\": %lld, \"H\": %lld, \"Hkv\": %lld, \"Lq\": %lld, "
                "\"Lk\": %lld, \"E\": %lld, \"causal\": %s, \"backward\": %s, \"threads\": %d, "
-               "\"impl\": \"%s\", "
+               "\"impl\": \"%s\", \"dtype\": \"%s\", "
                "\"seconds\": %.6g, \"gflops\": %.4g, ",
                c->name, (long long)c->B, (long long)c->H, (long long)c->Hkv, (long long)c->Lq,
                (long long)c->Lk, (long long)c->E, c->causal ? "true" : "false",
                bo->backward ? "true" : "false", bench_threads(bo),
-               bo->reference ? "reference" : qkv_isa_name(bench_isa(bo)), t, gflops);
+               bo->reference ? "reference" : qkv_isa_name(bench_isa(bo)),
+               qkv_dtype_name(bo->dtype), t, gflops);
+        if (t32 > 0)
+            printf("\"f32_seconds\": %.6g, \"f32_gflops\": %.4g, \"vs_f32\": %.4f, ", t32,
+                   flops / t32 / 1e9, t32 / t);
         if (!decode) {
             json_gflops_tail(gflops, peak, ceiling, bl->sgemm != NULL, ratio);
             return;
@@ -180,38 +204,56 @@ static void attention_report(const bcase *c, const bench_opts *bo, const blas *b
         printf("\"gbps\": %.4g, \"ceiling_gbps\": %.4g, \"ceiling\": \"%s\", ", gbps, ceiling,
                copy_ceiling_name);
         json_ratio(ratio);
-    } else if (!decode) {
-        text_gflops_line(c->name, t, gflops, peak, ceiling, ratio);
     } else {
-        printf("%-24s %9.4f s %8.1f GFLOP/s", c->name, t, gflops);
-        printf(" %7.1f GB/s   copy %6.1f GB/s", gbps, ceiling);
-        if (!isnan(ratio)) printf("   ratio %.3f", ratio);
-        printf("\n");
+        char name[80];
+        snprintf(name, sizeof name, "%s%s%s", c->name, t32 > 0 ? " " : "",
+                 t32 > 0 ? qkv_dtype_name(bo->dtype) : "");
+        if (!decode) {
+            text_gflops_line(name, t, gflops, peak, ceiling, ratio);
+        } else {
+            printf("%-24s %9.4f s %8.1f GFLOP/s", name, t, gflops);
+            printf(" %7.1f GB/s   copy %6.1f GB/s", gbps, ceiling);
+            if (!isnan(ratio)) printf("   ratio %.3f", ratio);
+            printf("\n");
+        }
+        if (t32 > 0)
+            printf("%-24s %9.4f s %8.1f GFLOP/s   %s / f32 %.3f\n", "  its f32 twin", t32,
+                   flops / t32 / 1e9, qkv_dtype_name(bo->dtype), t32 / t);
     }
 }
 
 int bench_attention_case(const bcase *c, const bench_opts *bo, const blas *bl, double copy_gbps,
                          double peak)
 {
-    attention_ctx a;
+    attention_ctx a, twin;
+    const int narrow = bo->dtype != QKV_DTYPE_F32;
     int ok = 0;
-    if (!attention_setup(c, bo, &a)) {
+    memset(&twin, 0, sizeof twin);
+    if (!attention_setup(c, bo, &a) || (narrow && (!attention_setup(c, bo, &twin) ||
+                                                   !attention_narrow(&a, bo->dtype)))) {
         cli_error("bench", "%s: cannot allocate the inputs", c->name);
     } else {
         cli_progress prog;
         cli_progress_init(&prog, "bench", c->name);
         qkv_context_set_progress(a.ctx, cli_progress_update, &prog);
-        double t = bench_time_median(run_attention, &a);
+        /* A 16-bit case and its f32 twin are called in turn, each one's
+         * fastest run counted: the same statistic, the same moments. */
+        double t = -1, t32 = 0;
+        if (!narrow)
+            t = bench_time_median(run_attention, &a);
+        else if (!bench_time_pair(run_attention, &a, run_attention, &twin, &t, &t32))
+            t = -1;
         cli_progress_done(&prog);
-        if (t < 0) {
+        if (t < 0 || (narrow && t32 <= 0)) {
             cli_error("bench", "%s: %s", c->name, qkv_error_detail());
         } else {
-            attention_report(c, bo, bl, t, copy_gbps, peak);
+            attention_report(c, bo, bl, t, t32, copy_gbps, peak);
             fflush(stdout);
             ok = 1;
         }
     }
     attention_free(&a);
+    if (narrow) attention_free(&twin);
     return ok;
 }
 

@@ -2,6 +2,7 @@
  * register tile is 4 keys (or value columns) x 16 rows, 8 accumulators. Compiled with -mavx2 -mfma; chosen only when cpuid
  * says the CPU has both (cpu/dispatch.c). */
 #include <immintrin.h>
+#include <stdint.h>
 
 typedef __m256 VF;
 #define VL 8
@@ -60,6 +61,31 @@ static inline __m256 vsum_each(const __m256 *a)
                              _mm256_shuffle_ps(b[j], b[j + 2], _MM_SHUFFLE(3, 2, 3, 2)));
     return _mm256_add_ps(_mm256_shuffle_ps(c[0], c[1], _MM_SHUFFLE(2, 0, 2, 0)),
                          _mm256_shuffle_ps(c[0], c[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* 8 f16 patterns by F16C's VCVTPH2PS; 8 bf16 patterns as the high halves
+ * of floats. */
+#define vwiden_f16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p)))
+#define vwiden_bf16(p)                                                                 \
+    _mm256_castsi256_ps(_mm256_slli_epi32(                                            \
+        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))), 16))
+
+/* And back: F16C's VCVTPS2PH rounding to nearest even; bf16 by adding
+ * 0x7fff plus the lowest kept bit (half.h's rounding), NaN lanes made
+ * quiet NaNs instead, then the 32-bit lanes packed to 16. */
+#define vnarrow_f16(p, x)                                                              \
+    _mm_storeu_si128((__m128i *)(void *)(p),                                          \
+                     _mm256_cvtps_ph((x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
+static inline void vnarrow_bf16(uint16_t *p, __m256 x)
+{
+    const __m256i b = _mm256_castps_si256(x), hi = _mm256_srli_epi32(b, 16);
+    const __m256i bias = _mm256_add_epi32(_mm256_set1_epi32(0x7fff),
+                                          _mm256_and_si256(hi, _mm256_set1_epi32(1)));
+    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(b, bias), 16);
+    const __m256i nan = _mm256_or_si256(hi, _mm256_set1_epi32(0x40));
+    r = _mm256_blendv_epi8(r, nan, _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)));
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
+    _mm_storeu_si128((__m128i *)(void *)p, _mm256_castsi256_si128(packed));
 }
 
 #include "cpu/kernels/body.h"

@@ -2,6 +2,7 @@
  * register tile is 6 keys (or value columns) x 64 rows, 24 accumulators. Compiled with -mavx512f; chosen only when cpuid
  * says the CPU has it (cpu/dispatch.c). */
 #include <immintrin.h>
+#include <stdint.h>
 
 typedef __m512 VF;
 #define VL 16
@@ -56,6 +57,29 @@ static inline VF vsum_each(const VF *a)
                              _mm512_shuffle_ps(c[j], c[j + 2], _MM_SHUFFLE(3, 2, 3, 2)));
     return _mm512_add_ps(_mm512_shuffle_ps(d[0], d[1], _MM_SHUFFLE(2, 0, 2, 0)),
                          _mm512_shuffle_ps(d[0], d[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* 16 f16 patterns by VCVTPH2PS (AVX-512F); 16 bf16 patterns as the high
+ * halves of floats. */
+#define vwiden_f16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
+#define vwiden_bf16(p)                                                                 \
+    _mm512_castsi512_ps(_mm512_slli_epi32(                                            \
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(p))), 16))
+
+/* And back, as in avx2.c: VCVTPS2PH; bf16 by half.h's rounding, NaN lanes
+ * quiet NaNs, then VPMOVDW. */
+#define vnarrow_f16(p, x)                                                              \
+    _mm256_storeu_si256((__m256i *)(void *)(p),                                       \
+                        _mm512_cvtps_ph((x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
+static inline void vnarrow_bf16(uint16_t *p, __m512 x)
+{
+    const __m512i b = _mm512_castps_si512(x), hi = _mm512_srli_epi32(b, 16);
+    const __m512i bias = _mm512_add_epi32(_mm512_set1_epi32(0x7fff),
+                                          _mm512_and_si512(hi, _mm512_set1_epi32(1)));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(b, bias), 16);
+    const __m512i nan = _mm512_or_si512(hi, _mm512_set1_epi32(0x40));
+    r = _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), r, nan);
+    _mm256_storeu_si256((__m256i *)(void *)p, _mm512_cvtepi32_epi16(r));
 }
 
 #include "cpu/kernels/body.h"

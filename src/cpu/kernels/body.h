@@ -20,6 +20,10 @@
  *   vabs(x)
  *   vsum_each(a)      from VL vectors a[0..VL-1], the vector whose lane j is
  *                     the sum of a[j]'s lanes
+ *   vwiden_f16(p), vwiden_bf16(p)   VL 16-bit patterns at p (any
+ *                     alignment) widened to floats
+ *   vnarrow_f16(p, x), vnarrow_bf16(p, x)   x rounded to VL 16-bit
+ *                     patterns stored at p, as half.h rounds
  *
  * Layout (kernels.h): scores and output are kept transposed, st[j][i] for
  * key j and row i, ot[c][i] for value column c, so that the rows of a tile
@@ -27,6 +31,7 @@
  * every softmax step is a vertical operation. */
 
 #include "cpu/kernels/kernels.h"
+#include "half.h"
 
 #include <math.h>
 
@@ -492,6 +497,34 @@ static void gemm(int64_t kc, const float *a, const float *b, float alpha, float 
             for (int j = 0; j < cols; j++) c[r * ldc + j] = tile[r * GEMM_NR + j];
 }
 
+static void widen_f16(float *dst, const uint16_t *src, int64_t n)
+{
+    int64_t x = 0;
+    for (; x + VL <= n; x += VL) vstu(dst + x, vwiden_f16(src + x));
+    for (; x < n; x++) dst[x] = qkv_f16_to_f32(src[x]);
+}
+
+static void widen_bf16(float *dst, const uint16_t *src, int64_t n)
+{
+    int64_t x = 0;
+    for (; x + VL <= n; x += VL) vstu(dst + x, vwiden_bf16(src + x));
+    for (; x < n; x++) dst[x] = qkv_bf16_to_f32(src[x]);
+}
+
+static void narrow_f16(uint16_t *dst, const float *src, int64_t n)
+{
+    int64_t x = 0;
+    for (; x + VL <= n; x += VL) vnarrow_f16(dst + x, vldu(src + x));
+    for (; x < n; x++) dst[x] = qkv_f32_to_f16(src[x]);
+}
+
+static void narrow_bf16(uint16_t *dst, const float *src, int64_t n)
+{
+    int64_t x = 0;
+    for (; x + VL <= n; x += VL) vnarrow_bf16(dst + x, vldu(src + x));
+    for (; x < n; x++) dst[x] = qkv_f32_to_bf16(src[x]);
+}
+
 const qkv_cpu_kernels KNAME = {.name = KNAME_STRING,
                                .qk = qk,
                                .softmax = softmax,
@@ -503,4 +536,8 @@ const qkv_cpu_kernels KNAME = {.name = KNAME_STRING,
                                .gemm = gemm,
                                .dot_rows = dot_rows,
                                .softmax_rows = softmax_rows,
-                               .axpy_rows = axpy_rows};
+                               .axpy_rows = axpy_rows,
+                               .widen_f16 = widen_f16,
+                               .widen_bf16 = widen_bf16,
+                               .narrow_f16 = narrow_f16,
+                               .narrow_bf16 = narrow_bf16};

@@ -1,6 +1,8 @@
 /* The kernels in plain C11 for any compiler and CPU: a "vector" is a
  * struct of 8 floats and every operation a loop the compiler may
  * vectorise. Always built; the reference for what the SIMD sets do. */
+#include "half.h"
+
 #include <math.h>
 
 typedef struct {
@@ -96,6 +98,29 @@ static inline VF vsum_each(const VF *a)
         r.f[j] = s;
     }
     return r;
+}
+
+/* One pattern at a time, by half.h's exact conversions. */
+static inline VF vwiden_f16(const uint16_t *p)
+{
+    VF r;
+    for (int i = 0; i < VL; i++) r.f[i] = qkv_f16_to_f32(p[i]);
+    return r;
+}
+static inline VF vwiden_bf16(const uint16_t *p)
+{
+    VF r;
+    for (int i = 0; i < VL; i++) r.f[i] = qkv_bf16_to_f32(p[i]);
+    return r;
+}
+
+static inline void vnarrow_f16(uint16_t *p, VF x)
+{
+    for (int i = 0; i < VL; i++) p[i] = qkv_f32_to_f16(x.f[i]);
+}
+static inline void vnarrow_bf16(uint16_t *p, VF x)
+{
+    for (int i = 0; i < VL; i++) p[i] = qkv_f32_to_bf16(x.f[i]);
 }
 
 #include "cpu/kernels/body.h"

@@ -85,6 +85,18 @@ typedef struct qkv_cpu_kernels {
                          float *alpha);
     void (*axpy_rows)(const float *p, int64_t ldp, int64_t m, const float *v, int64_t ldv,
                       float *o, int64_t ldo, const float *alpha, int64_t n, int64_t ev);
+
+    /* dst[x] = src[x] widened to float (exactly), x < n, any alignment:
+     * IEEE binary16 (widen_f16) or bfloat16 (widen_bf16) patterns. How the
+     * driver reads f16 and bf16 views into the f32 tiles the kernels
+     * above compute on. */
+    void (*widen_f16)(float *dst, const uint16_t *src, int64_t n);
+    void (*widen_bf16)(float *dst, const uint16_t *src, int64_t n);
+    /* And back: dst[x] = src[x] rounded to nearest even, x < n, any
+     * alignment, exactly as half.h's qkv_f32_to_f16 and qkv_f32_to_bf16
+     * round (NaN stays NaN). */
+    void (*narrow_f16)(uint16_t *dst, const float *src, int64_t n);
+    void (*narrow_bf16)(uint16_t *dst, const float *src, int64_t n);
 } qkv_cpu_kernels;
 
 /* Every set this build has: generic always; the x86 sets when the build
