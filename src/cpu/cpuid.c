@@ -1,6 +1,18 @@
 /* cpuid through the compiler's builtins; see cpuid.h. */
 #include "cpu/cpuid.h"
 
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+
+/* F16C: leaf 1, ECX bit 29 (asked directly: clang 14's
+ * __builtin_cpu_supports does not know the name). */
+static int has_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+}
+#endif
+
 int qkv_cpu_runs(qkv_isa isa)
 {
     switch (isa) {
@@ -9,8 +21,7 @@ int qkv_cpu_runs(qkv_isa isa)
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
     case QKV_ISA_AVX2:
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
     case QKV_ISA_AVX512:
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx512f");
