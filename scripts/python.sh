@@ -1,12 +1,13 @@
 #!/bin/sh
-# The Python binding's tests (make test-python): numpy and pytest from PyPI
-# when missing, pytest against build/release/libqkv.so, then
+# The Python binding's tests (make test-python): numpy, pytest and
+# ml_dtypes (numpy's bfloat16) from PyPI when missing, pytest against
+# build/release/libqkv.so, then
 # `pip install ./python` into a fresh virtual environment and `import qkv`.
 set -eu
 py=${PYTHON:-python3}
-if ! "$py" -c "import numpy, pytest" >/dev/null 2>&1; then
-    echo "python: installing numpy and pytest"
-    "$py" -m pip install -q numpy pytest
+if ! "$py" -c "import numpy, pytest, ml_dtypes" >/dev/null 2>&1; then
+    echo "python: installing numpy, pytest and ml_dtypes"
+    "$py" -m pip install -q numpy pytest ml_dtypes
 fi
 QKV_LIBRARY="$PWD/build/release/libqkv.so" "$py" -m pytest -q python/tests
 venv=$(mktemp -d)

@@ -88,9 +88,29 @@ def _as_float32(name, x):
     x = np.asarray(x)
     if x.dtype == np.float32:
         return x
-    if x.dtype in (np.float64, np.float16):
+    if x.dtype in (np.float64, np.float16) or x.dtype.name == "bfloat16":
         return x.astype(np.float32)
     raise TypeError("%s: dtype %s, expected float32, float64 or float16" % (name, x.dtype))
+
+
+def _as_input(name, x):
+    """x as an array attention takes as it is, and its libqkv dtype code:
+    float32, float16 and bfloat16 (ml_dtypes' numpy dtype) stay; float64
+    becomes float32."""
+    x = np.asarray(x)
+    if x.dtype == np.float16:
+        return x, _lib.DTYPE_F16
+    if x.dtype.name == "bfloat16":
+        return x, _lib.DTYPE_BF16
+    return _as_float32(name, x), _lib.DTYPE_F32
+
+
+def _same_dtype(names, arrays):
+    """query, key and value (and grad_out) share one dtype, as in torch."""
+    for name, a in zip(names[1:], arrays[1:]):
+        if a.dtype != arrays[0].dtype:
+            raise TypeError("%s: dtype %s, expected %s as %s has (they share one dtype)"
+                            % (name, a.dtype, arrays[0].dtype, names[0]))
 
 
 def _view(x, dtype_code, shape4):
@@ -160,7 +180,7 @@ def _window(window):
 
 
 def _options(query_E, attn_mask, mask_shape4, is_causal, scale, causal_alignment, window,
-             kv_lens, softcap, keep, positions=(None, None)):
+             kv_lens, softcap, keep, positions=(None, None), dtype=np.dtype(np.float32)):
     opt = _lib.Options()
     if scale is not None:
         # Only 0 is refused here, since 0 means the default in qkv_attention_options;
@@ -185,7 +205,9 @@ def _options(query_E, attn_mask, mask_shape4, is_causal, scale, causal_alignment
         m = np.asarray(attn_mask)
         if m.dtype == np.bool_:
             code = _lib.DTYPE_BOOL
-        else:
+        elif m.dtype == dtype and dtype != np.float32:
+            code = _lib.DTYPE_F16 if dtype == np.float16 else _lib.DTYPE_BF16
+        else:  # a float mask in the inputs' 16-bit dtype stays, any other is float32
             m = _as_float32("attn_mask", m)
             code = _lib.DTYPE_F32
         try:
@@ -221,9 +243,10 @@ def _prepare(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_g
     is_causal = _args.flag("is_causal", is_causal)
     enable_gqa = _args.flag("enable_gqa", enable_gqa)
     reference = _args.flag("reference", reference)
-    query = _as_float32("query", query)
-    key = _as_float32("key", key)
-    value = _as_float32("value", value)
+    query, code = _as_input("query", query)
+    key, _ = _as_input("key", key)
+    value, _ = _as_input("value", value)
+    _same_dtype(("query", "key", "value"), (query, key, value))
     batch, H, Hkv = _heads_and_batch(query, key, value, enable_gqa)
     L, E = query.shape[-2], query.shape[-1]
     S, Ev = key.shape[-2], value.shape[-1]
@@ -235,9 +258,9 @@ def _prepare(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_g
     k = np.broadcast_to(key.reshape((1,) * (len(kfull) - key.ndim) + key.shape), kfull)
     v = np.broadcast_to(value.reshape((1,) * (len(vfull) - value.ndim) + value.shape), vfull)
     keep = []
-    tq, q4 = _view(q, _lib.DTYPE_F32, (B, H, L, E))
-    tk, k4 = _view(k, _lib.DTYPE_F32, (B, Hkv, S, key.shape[-1]))
-    tv, v4 = _view(v, _lib.DTYPE_F32, (B, Hkv, S, Ev))
+    tq, q4 = _view(q, code, (B, H, L, E))
+    tk, k4 = _view(k, code, (B, Hkv, S, key.shape[-1]))
+    tv, v4 = _view(v, code, (B, Hkv, S, Ev))
     keep += [q4, k4, v4]
     if attn_mask is not None:
         mshape = batch + (H, L, S)
@@ -248,12 +271,13 @@ def _prepare(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_g
                              % (np.shape(attn_mask), mshape)) from None
         attn_mask = m.reshape((B, H, L, S))
     opt = _options(E, attn_mask, (B, H, L, S), is_causal, scale, causal_alignment, window,
-                   kv_lens, softcap, keep, positions)
+                   kv_lens, softcap, keep, positions, query.dtype)
     if threads is not None:
         threads = _args.integer("threads", threads, 1, _args.INT_MAX)
     # Rank-2 inputs have no head dim to give back: (L, Ev), as torch does.
     plain = query.ndim == 2 and key.ndim == 2 and value.ndim == 2
     return dict(batch=batch, B=B, H=H, Hkv=Hkv, L=L, S=S, E=E, Ev=Ev, tq=tq, tk=tk, tv=tv,
+                dtype=query.dtype, code=code,
                 opt=opt, threads=threads, reference=reference, keep=keep,
                 lead=() if plain else batch + (H,),
                 kv_lead=() if plain else batch + (Hkv,))
@@ -269,9 +293,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
     query (..., H, L, E), key (..., Hkv, S, E), value (..., Hkv, S, Ev);
     leading dims broadcast as numpy does; Hkv == H unless enable_gqa, then
-    H % Hkv == 0 and query head h reads kv head h // (H // Hkv). float64
-    and float16 inputs are converted; the result is a new float32 array
-    (..., H, L, Ev).
+    H % Hkv == 0 and query head h reads kv head h // (H // Hkv). The
+    three share one dtype: float32, float16, or bfloat16 (ml_dtypes'
+    numpy dtype), computed as they are (every sum in float32) with the
+    result a new array of that dtype (..., H, L, Ev); float64 is read as
+    float32.
 
     attn_mask: bool (True = may attend) or float (added to the scores),
         broadcast to (..., H, L, S).
@@ -311,11 +337,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                  causal_alignment, window, kv_lens, softcap, threads, reference,
                  (q_offsets, k_offsets))
     B, H, L, S, Ev, batch = p["B"], p["H"], p["L"], p["S"], p["Ev"], p["batch"]
-    out = np.empty((B, H, L, Ev), dtype=np.float32)
-    to, _ = _view(out, _lib.DTYPE_F32, out.shape)
-    w = np.empty((B, H, L, S), dtype=np.float32) if return_weights else None
+    out = np.empty((B, H, L, Ev), dtype=p["dtype"])
+    to, _ = _view(out, p["code"], out.shape)
+    w = np.empty((B, H, L, S), dtype=p["dtype"]) if return_weights else None
     lse = np.empty((B, H, L, 1), dtype=np.float32) if return_lse else None
-    tw = _view(w, _lib.DTYPE_F32, w.shape)[0] if w is not None else _empty_view()
+    tw = _view(w, p["code"], w.shape)[0] if w is not None else _empty_view()
     tl = _view(lse, _lib.DTYPE_F32, lse.shape)[0] if lse is not None else _empty_view()
     ctx = _context(p["threads"], p["reference"], "scaled_dot_product_attention")
     st = _LIB.qkv_attention_forward(ctx, ctypes.byref(to), ctypes.byref(tw), ctypes.byref(tl),
@@ -353,11 +379,12 @@ def attention_backward(grad_out, query, key, value, attn_mask=None, dropout_p=0.
                  (q_offsets, k_offsets))
     B, H, Hkv, L, S, E, Ev, batch = (p["B"], p["H"], p["Hkv"], p["L"], p["S"], p["E"], p["Ev"],
                                      p["batch"])
-    dout = _as_float32("grad_out", grad_out)
+    dout, _ = _as_input("grad_out", grad_out)
+    _same_dtype(("query", "grad_out"), (np.empty(0, p["dtype"]), dout))
     if dout.shape != batch + (H, L, Ev) and dout.shape != (H, L, Ev) and dout.shape != (L, Ev):
         raise ValueError("grad_out: shape %s, expected the output's %s"
                          % (dout.shape, batch + (H, L, Ev)))
-    tdo, do4 = _view(np.ascontiguousarray(dout), _lib.DTYPE_F32, (B, H, L, Ev))
+    tdo, do4 = _view(np.ascontiguousarray(dout), p["code"], (B, H, L, Ev))
     o = np.empty((B, H, L, Ev), np.float32)
     lse = np.empty((B, H, L, 1), np.float32)
     to, _ = _view(o, _lib.DTYPE_F32, o.shape)
@@ -368,17 +395,17 @@ def attention_backward(grad_out, query, key, value, attn_mask=None, dropout_p=0.
                                     ctypes.byref(p["tv"]), ctypes.byref(p["opt"]))
     if st != _lib.OK:
         _raise(st, "attention_backward")
-    dq = np.empty((B, H, L, E), np.float32)
-    dk = np.empty((B, Hkv, S, E), np.float32)
-    dv = np.empty((B, Hkv, S, Ev), np.float32)
-    tdq, _ = _view(dq, _lib.DTYPE_F32, dq.shape)
-    tdk, _ = _view(dk, _lib.DTYPE_F32, dk.shape)
-    tdv, _ = _view(dv, _lib.DTYPE_F32, dv.shape)
+    dq = np.empty((B, H, L, E), p["dtype"])
+    dk = np.empty((B, Hkv, S, E), p["dtype"])
+    dv = np.empty((B, Hkv, S, Ev), p["dtype"])
+    tdq, _ = _view(dq, p["code"], dq.shape)
+    tdk, _ = _view(dk, p["code"], dk.shape)
+    tdv, _ = _view(dv, p["code"], dv.shape)
     dm = None
     tdm = _empty_view()
     if return_mask_grad:
         m = p["opt"].mask
-        if attn_mask is None or m.dtype != _lib.DTYPE_F32:
+        if attn_mask is None or m.dtype == _lib.DTYPE_BOOL:
             raise ValueError("return_mask_grad: needs a float attn_mask")
         dm = np.empty(tuple(m.shape), np.float32)
         tdm, _ = _view(dm, _lib.DTYPE_F32, dm.shape)

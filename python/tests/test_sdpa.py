@@ -130,14 +130,53 @@ def test_ranks_broadcast_and_dtypes():
     out = qkv.scaled_dot_product_attention(q4, k[None, None], v[None, None])
     assert rel(out, reference(q4, np.broadcast_to(k, (2, 3, 7, 8)),
                               np.broadcast_to(v, (2, 3, 7, 3)))[0]) <= 1e-5
-    # float64 and float16 are read as float32
+    # float64 is read as float32
     out64 = qkv.scaled_dot_product_attention(q.astype(np.float64), k.astype(np.float64),
                                              v.astype(np.float64))
     assert np.array_equal(out64, qkv.scaled_dot_product_attention(q, k, v))
+
+
+def test_float16_stays_float16():
+    # computed on the float16 values as they are, every sum in float32: the
+    # float32 result on the same values, rounded once more to float16
+    q, k, v = rand(2, 3, 9, 8), rand(2, 3, 11, 8), rand(2, 3, 11, 5)
     q16, k16, v16 = (x.astype(np.float16) for x in (q, k, v))
-    out16 = qkv.scaled_dot_product_attention(q16, k16, v16)
-    assert np.array_equal(out16, qkv.scaled_dot_product_attention(
-        q16.astype(np.float32), k16.astype(np.float32), v16.astype(np.float32)))
+    for kw in ({}, {"is_causal": True}, {"attn_mask": rand(9, 11).astype(np.float16)}):
+        out16 = qkv.scaled_dot_product_attention(q16, k16, v16, **kw)
+        assert out16.dtype == np.float16
+        kw32 = {n: (a.astype(np.float32) if isinstance(a, np.ndarray) else a)
+                for n, a in kw.items()}
+        want = qkv.scaled_dot_product_attention(q16.astype(np.float32), k16.astype(np.float32),
+                                                v16.astype(np.float32), **kw32)
+        assert np.array_equal(out16, want.astype(np.float16))
+    out, w, lse = qkv.scaled_dot_product_attention(q16, k16, v16, return_weights=True,
+                                                   return_lse=True)
+    assert w.dtype == np.float16 and lse.dtype == np.float32
+    dq, dk, dv = qkv.attention_backward(out, q16, k16, v16)
+    assert dq.dtype == dk.dtype == dv.dtype == np.float16
+    g32 = qkv.attention_backward(out.astype(np.float32), q16.astype(np.float32),
+                                 k16.astype(np.float32), v16.astype(np.float32))
+    for got, want in zip((dq, dk, dv), g32):
+        assert rel(got.astype(np.float32), want) <= 2e-3
+    with pytest.raises(TypeError, match="key: dtype float32, expected float16 as query has"):
+        qkv.scaled_dot_product_attention(q16, k, v16)
+    with pytest.raises(TypeError, match="grad_out: dtype float32"):
+        qkv.attention_backward(out.astype(np.float32), q16, k16, v16)
+
+
+def test_bfloat16_stays_bfloat16():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bf16 = ml_dtypes.bfloat16
+    q, k, v = rand(2, 4, 16, 8), rand(2, 2, 20, 8), rand(2, 2, 20, 8)
+    qb, kb, vb = (x.astype(bf16) for x in (q, k, v))
+    out = qkv.scaled_dot_product_attention(qb, kb, vb, enable_gqa=True, is_causal=True)
+    assert out.dtype == bf16
+    want = qkv.scaled_dot_product_attention(qb.astype(np.float32), kb.astype(np.float32),
+                                            vb.astype(np.float32), enable_gqa=True,
+                                            is_causal=True, reference=True)
+    assert rel(out.astype(np.float32), want) <= 4e-3
+    dq, dk, dv = qkv.attention_backward(out, qb, kb, vb, enable_gqa=True, is_causal=True)
+    assert dq.dtype == dk.dtype == dv.dtype == bf16
 
 
 def test_strided_views():
