@@ -56,6 +56,26 @@ static void check_backward_json(void)
     CHECK(s > 0 && fabs(gf - 3.5 * 4.0 * 2 * 16 * 24 * 8 / s / 1e9) <= 0.01 * gf);
 }
 
+/* --dtype bf16 (and f16, with --backward): the case in that dtype, its
+ * f32 twin beside it, and the ratio of the two rates. */
+static void check_dtype_json(void)
+{
+    const char *dts[2] = {"bf16", "f16"};
+    for (int d = 0; d < 2; d++) {
+        char *argv[] = {"qkv", "bench", "--shape", "1,2,2,16,24,8", "--dtype", (char *)dts[d],
+                        "--threads", "1", "--json", d ? "--backward" : NULL, NULL};
+        CHECK(test_run_qkv(argv, out, sizeof out, err, sizeof err) == 0);
+        char want[32];
+        snprintf(want, sizeof want, "\"dtype\": \"%s\"", dts[d]);
+        CHECK(strstr(out, want) != NULL);
+        const double s = field(out, "seconds"), s32 = field(out, "f32_seconds");
+        const double gf = field(out, "gflops"), gf32 = field(out, "f32_gflops");
+        CHECK(s > 0 && s32 > 0 && gf > 0 && gf32 > 0);
+        CHECK(fabs(field(out, "vs_f32") - s32 / s) <= 0.01 * s32 / s + 1e-4);
+        CHECK(fabs(gf / gf32 - s32 / s) <= 0.01 * s32 / s + 1e-4);
+    }
+}
+
 static void check_decode_json(void)
 {
     char *argv[] = {"qkv", "bench", "--shape", "1,4,1,1,256,8", "--json", NULL};
@@ -197,6 +217,10 @@ static void check_errors(void)
         {"--layer", "--gemm", NULL, NULL, NULL, NULL, NULL, "--layer"},
         {"--layer", "--backward", NULL, NULL, NULL, NULL, NULL, "--backward"},
         {"--quick", "--layer-shape", "forward,8,1,1,8,8", NULL, NULL, NULL, NULL, "--quick"},
+        {"--dtype", "f64", TINY, NULL, NULL, NULL, "--dtype"},
+        {"--dtype", "bf16", "--gemm", NULL, NULL, NULL, NULL, "--dtype"},
+        {"--dtype", "f16", "--layer-shape", "forward,8,1,1,8,8", NULL, NULL, NULL, "--dtype"},
+        {"--dtype", "f16", "--dtype", "f16", TINY, NULL, "--dtype"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char *argv[10] = {"qkv", "bench"};
@@ -217,6 +241,7 @@ int main(void)
     check_json();
     check_backward_json();
     check_decode_json();
+    check_dtype_json();
     check_gemm_json();
     check_layer_json();
     check_equals_forms();

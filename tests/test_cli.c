@@ -15,6 +15,7 @@
 #include "util.h"
 #include "cmdtest.h"
 
+#include "half.h"
 #include "qkv.h"
 
 #include <errno.h>
@@ -541,6 +542,46 @@ static void write_converted(const char *name, qkv_dtype dt, int ndim, const int6
     free(buf);
 }
 
+/* The f32 run's o.npy, w.npy and l.npy, as read back, for the runs in
+ * other dtypes to be compared with. */
+static qkv_array f32_out[3];
+static const char *const out_names[3] = {"o.npy", "w.npy", "l.npy"};
+
+static void keep_f32_outputs(void)
+{
+    for (int f = 0; f < 3; f++) {
+        qkv_array_free(&f32_out[f]);
+        EXPECT(qkv_npy_read(out_path(out_names[f]), &f32_out[f]) == QKV_OK);
+    }
+}
+
+/* o.npy and w.npy in dt, each element the f32 run's rounded to dt; l.npy
+ * the f32 run's lse exactly. */
+static void expect_rounded_outputs(qkv_dtype dt)
+{
+    for (int f = 0; f < 3; f++) {
+        qkv_array got;
+        if (!f32_out[f].data || qkv_npy_read(out_path(out_names[f]), &got) != QKV_OK) {
+            EXPECT(!"outputs readable");
+            continue;
+        }
+        const int64_t n = qkv_array_numel(&got);
+        EXPECT(n == qkv_array_numel(&f32_out[f]));
+        const float *want = f32_out[f].data;
+        int64_t bad = 0;
+        if (f == 2) {
+            EXPECT(got.dtype == QKV_DTYPE_F32);
+            bad = got.dtype != QKV_DTYPE_F32 || memcmp(got.data, want, (size_t)n * 4) != 0;
+        } else {
+            EXPECT(got.dtype == dt);
+            for (int64_t i = 0; got.dtype == dt && i < n; i++)
+                bad += ((const uint16_t *)got.data)[i] != qkv_f32_to_f16(want[i]);
+        }
+        EXPECT(bad == 0);
+        qkv_array_free(&got);
+    }
+}
+
 static void test_dtypes(void)
 {
     test_rng rng = test_rng_seed(22);
@@ -584,7 +625,11 @@ static void test_dtypes(void)
         }
         EXPECT(run_problem(combos[c].prefix, NULL) == 0);
         EXPECT(g_stderr[0] == '\0');
-        if (g_rc == 0) {
+        if (g_rc == 0 && combos[c].dt[0] == QKV_DTYPE_F16 && combos[c].dt[1] == QKV_DTYPE_F16) {
+            /* f16 inputs are computed in f16: O and the weights come out
+             * f16, the f32 run's rounded once more; lse as in f32. */
+            expect_rounded_outputs(QKV_DTYPE_F16);
+        } else if (g_rc == 0) {
             expect_outputs(&p, &r, 4, 0);
             /* Byte-identical to the float32 run of the same values. */
             static const char *const names[3] = {"o.npy", "w.npy", "l.npy"};
@@ -600,9 +645,59 @@ static void test_dtypes(void)
                 }
             }
         }
+        if (c == 0 && g_rc == 0) keep_f32_outputs();
         expect_out_files(g_rc == 0 ? 3 : 0);
     }
-    for (int f = 0; f < 3; f++) free(base[f]);
+    /* bf16 tensors named in a .safetensors file: computed in bf16 on
+     * values bf16 holds exactly, so the f32-written outputs are the f32
+     * run's bytes. */
+    {
+        set_ctx("dtypes: bf16 from FILE.safetensors:NAME");
+        qkv_array arr[3];
+        const char *names[3] = {"q", "k", "v"};
+        for (int t = 0; t < 3; t++) {
+            uint16_t *h = test_malloc((size_t)n[t] * sizeof *h);
+            for (int64_t i = 0; i < n[t]; i++) h[i] = qkv_f32_to_bf16(x[t][i]);
+            arr[t] = (qkv_array){h, QKV_DTYPE_BF16, 4, {0}};
+            memcpy(arr[t].shape, shapes[t], sizeof shapes[t]);
+        }
+        EXPECT(qkv_safetensors_write(in_path("bf.safetensors"), 3, names, arr) == QKV_OK);
+        for (int t = 0; t < 3; t++) free(arr[t].data);
+        EXPECT(RUN("run", "-q", "@bf.safetensors:q", "-k", "@bf.safetensors:k", "-v",
+                   "@bf.safetensors:v", "-o", "%o.npy", "--weights", "%w.npy", "--lse",
+                   "%l.npy") == 0);
+        EXPECT(g_stderr[0] == '\0');
+        static const char *const outs[3] = {"o.npy", "w.npy", "l.npy"};
+        for (int f = 0; f < 3 && g_rc == 0; f++) {
+            size_t len = 0;
+            char *b = slurp(out_path(outs[f]), &len);
+            EXPECT(b && base[f] && len == blen[f] && memcmp(b, base[f], len) == 0);
+            free(b);
+        }
+        expect_out_files(g_rc == 0 ? 3 : 0);
+        /* A name the file lacks, and a file that is not there. */
+        EXPECT(RUN("run", "-q", "@bf.safetensors:nope", "-k", "@bf.safetensors:k", "-v",
+                   "@bf.safetensors:v", "-o", "%o.npy") == 1);
+        EXPECT(strstr(g_stderr, "-q ") && strstr(g_stderr, "no tensor named 'nope'"));
+        expect_out_files(0);
+        EXPECT(RUN("run", "-q", "@gone.safetensors:q", "-k", "@bf.safetensors:k", "-v",
+                   "@bf.safetensors:v", "-o", "%o.npy") == 1);
+        EXPECT(strstr(g_stderr, "-q ") != NULL);
+        expect_out_files(0);
+    }
+    /* --dtype f16 on f32 files: computed in f16, written f16. */
+    {
+        set_ctx("dtypes: --dtype f16");
+        static const char *const f16[] = {"--dtype", "f16", NULL};
+        EXPECT(run_problem("dt_f32", f16) == 0);
+        if (g_rc == 0) expect_rounded_outputs(QKV_DTYPE_F16);
+        expect_out_files(g_rc == 0 ? 3 : 0);
+        static const char *const bad[] = {"--dtype", "f64", NULL};
+        EXPECT(run_problem("dt_f32", bad) == 2);
+        EXPECT(strstr(g_stderr, "--dtype: 'f64', expected f32, f16 or bf16") != NULL);
+        expect_out_files(0);
+    }
+    for (int f = 0; f < 3; f++) free(base[f]), qkv_array_free(&f32_out[f]);
     lib_out_free(&r);
     for (int t = 0; t < 3; t++) free(x[t]);
 }

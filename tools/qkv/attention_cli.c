@@ -14,7 +14,8 @@ int attention_opts(attention_args *a, cli_opt *opts)
         {"-v", &a->v, NULL, 0},           {"--mask", &a->mask, NULL, 0},
         {"--kv-lens", &a->kv_lens, NULL, 0}, {"--scale", &a->scale, NULL, 0},
         {"--softcap", &a->softcap, NULL, 0}, {"--window", &a->window, NULL, 0},
-        {"--threads", &a->threads, NULL, 0}, {"--causal", NULL, &a->causal, 0},
+        {"--threads", &a->threads, NULL, 0}, {"--dtype", &a->dtype, NULL, 0},
+        {"--causal", NULL, &a->causal, 0},
         {"--causal-lower-right", NULL, &a->causal_lr, 0}, {"--reference", NULL, &a->reference, 0},
     };
     memcpy(opts, all, sizeof all);
@@ -55,6 +56,8 @@ static int parse_values(const char *cmd, attention_args *a, qkv_attention_option
         opt->use_window = 1;
     }
     if (a->threads && !cli_parse_threads(cmd, a->threads, &a->num_threads)) return 0;
+    a->compute = QKV_DTYPE_BOOL;
+    if (a->dtype && !cli_parse_dtype(cmd, "--dtype", a->dtype, &a->compute)) return 0;
     opt->causal = a->causal || a->causal_lr;
     opt->align = a->causal_lr ? QKV_ALIGN_BOTTOM_RIGHT : QKV_ALIGN_TOP_LEFT;
     return 1;
@@ -159,11 +162,17 @@ int attention_inputs_load(const char *cmd, const attention_args *a, qkv_attentio
                           attention_inputs *in)
 {
     memset(in, 0, sizeof *in);
-    if (!cli_load_f32(cmd, "-q", a->q, 0, &in->q) || !check_rank(cmd, "-q", a->q, &in->q, 2, 4))
+    if (!cli_load_float(cmd, "-q", a->q, 0, &in->q) ||
+        !check_rank(cmd, "-q", a->q, &in->q, 2, 4) || !cli_load_float(cmd, "-k", a->k, 0, &in->k) ||
+        !check_rank(cmd, "-k", a->k, &in->k, 2, 4) || !cli_load_float(cmd, "-v", a->v, 0, &in->v) ||
+        !check_rank(cmd, "-v", a->v, &in->v, 2, 4))
         return 0;
-    if (!cli_load_f32(cmd, "-k", a->k, 0, &in->k) || !check_rank(cmd, "-k", a->k, &in->k, 2, 4))
-        return 0;
-    if (!cli_load_f32(cmd, "-v", a->v, 0, &in->v) || !check_rank(cmd, "-v", a->v, &in->v, 2, 4))
+    const int shared = in->q.dtype == in->k.dtype && in->q.dtype == in->v.dtype;
+    in->dt = a->compute != QKV_DTYPE_BOOL ? a->compute : shared ? in->q.dtype : QKV_DTYPE_F32;
+    in->out_dt = in->dt == QKV_DTYPE_BF16 ? QKV_DTYPE_F32 : in->dt;
+    if (!cli_convert(cmd, "-q", a->q, &in->q, in->dt) ||
+        !cli_convert(cmd, "-k", a->k, &in->k, in->dt) ||
+        !cli_convert(cmd, "-v", a->v, &in->v, in->dt))
         return 0;
     if (in->k.ndim != in->q.ndim || in->v.ndim != in->q.ndim) {
         int kbad = in->k.ndim != in->q.ndim;
@@ -184,9 +193,13 @@ int attention_inputs_load(const char *cmd, const attention_args *a, qkv_attentio
 
     if (a->mask) {
         const int64_t full[4] = {in->B, in->H, in->Lq, in->Lk};
-        if (!cli_load_f32(cmd, "--mask", a->mask, 1, &in->mask) ||
+        if (!cli_load_float(cmd, "--mask", a->mask, 1, &in->mask) ||
             !check_rank(cmd, "--mask", a->mask, &in->mask, 0, 4) ||
             !check_mask_shape(cmd, a->mask, &in->mask, full))
+            return 0;
+        const qkv_dtype md = in->mask.dtype;
+        if (md != QKV_DTYPE_BOOL && md != QKV_DTYPE_F32 && md != in->dt &&
+            !cli_convert(cmd, "--mask", a->mask, &in->mask, QKV_DTYPE_F32))
             return 0;
         opt->mask = attention_as_4d(&in->mask);
     }
@@ -208,7 +221,7 @@ void attention_inputs_free(attention_inputs *in)
 void attention_output_shape(const attention_inputs *in, int64_t last, int drop_last, qkv_array *out)
 {
     memset(out, 0, sizeof *out);
-    out->dtype = QKV_DTYPE_F32;
+    out->dtype = drop_last ? QKV_DTYPE_F32 : in->out_dt;
     out->ndim = drop_last ? in->q.ndim - 1 : in->q.ndim;
     for (int d = 0; d < in->q.ndim - 1; d++) out->shape[d] = in->q.shape[d];
     if (!drop_last) out->shape[in->q.ndim - 1] = last;

@@ -9,14 +9,15 @@
 
 typedef struct attention_args {
     const char *q, *k, *v, *mask, *kv_lens;
-    const char *scale, *softcap, *window, *threads;
+    const char *scale, *softcap, *window, *threads, *dtype;
     int causal, causal_lr, reference;
     int num_threads; /* --threads parsed by attention_args_check; 0 = all CPUs */
+    qkv_dtype compute; /* --dtype parsed; QKV_DTYPE_BOOL when not given (the inputs decide) */
 } attention_args;
 
 /* The cli_opt entries for these flags, written to opts (room for
  * ATTENTION_OPTS entries); returns how many. */
-#define ATTENTION_OPTS 12
+#define ATTENTION_OPTS 13
 int attention_opts(attention_args *a, cli_opt *opts);
 
 /* Usage checks after parsing: -q, -k, -v given; one causal flag at most;
@@ -30,11 +31,16 @@ typedef struct attention_inputs {
     qkv_array q, k, v, mask, lens_raw, lens;
     qkv_tensor tq, tk, tv;
     int64_t B, H, Hkv, Lq, Lk, E, Ev;
+    qkv_dtype dt;     /* the compute dtype: Q, K and V are in it */
+    qkv_dtype out_dt; /* O, the weights and the gradients: dt, or f32 for bf16 (.npy has none) */
 } attention_inputs;
 
 /* Loads the files a names, checks ranks and the mask's broadcast, and
- * points opt->mask and opt->kv_lens at what it read. Prints and returns 0
- * on failure (attention_inputs_free still applies). */
+ * points opt->mask and opt->kv_lens at what it read. Q, K and V are
+ * computed in --dtype when it is given, else in the dtype they share
+ * when that is f16 or bf16, else in f32; each is converted to it as
+ * needed, and a float mask in neither f32 nor that dtype to f32. Prints
+ * and returns 0 on failure (attention_inputs_free still applies). */
 int attention_inputs_load(const char *cmd, const attention_args *a, qkv_attention_options *opt,
                           attention_inputs *in);
 void attention_inputs_free(attention_inputs *in);
@@ -42,14 +48,14 @@ void attention_inputs_free(attention_inputs *in);
 /* Rank 0..4 array as a (B, H, L, E) view, leading dims 1. */
 qkv_tensor attention_as_4d(const qkv_array *a);
 
-/* The dtype (F32) and shape of an array of Q's rank and leading dims
- * whose last dim is `last` (or, with drop_last, Q's rank minus one: lse);
- * no data. */
+/* The dtype (in->out_dt; F32 with drop_last: lse) and shape of an array
+ * of Q's rank and leading dims whose last dim is `last` (or, with
+ * drop_last, Q's rank minus one: lse); no data. */
 void attention_output_shape(const attention_inputs *in, int64_t last, int drop_last,
                             qkv_array *out);
 
-/* The same with its data malloc'd (free it with free()). Prints and
- * returns 0 on failure. */
+/* The same with its data malloc'd (room for floats; free it with
+ * free()). Prints and returns 0 on failure. */
 int attention_output_like(const char *cmd, const char *flag, const attention_inputs *in,
                           int64_t last, int drop_last, qkv_array *out);
 

@@ -144,16 +144,7 @@ static int parse_args(int argc, char **argv, bench_plan *p)
         p->bo.isa = found;
     }
     p->bo.dtype = QKV_DTYPE_F32;
-    if (dtype) {
-        const qkv_dtype known[3] = {QKV_DTYPE_F32, QKV_DTYPE_F16, QKV_DTYPE_BF16};
-        int found = 0;
-        for (int x = 0; x < 3; x++)
-            if (strcmp(dtype, qkv_dtype_name(known[x])) == 0) p->bo.dtype = known[x], found = 1;
-        if (!found) {
-            cli_error("bench", "--dtype: '%s', expected f32, f16 or bf16", dtype);
-            return CLI_USAGE;
-        }
-    }
+    if (dtype && !cli_parse_dtype("bench", "--dtype", dtype, &p->bo.dtype)) return CLI_USAGE;
     return CLI_OK;
 }
 

@@ -54,31 +54,99 @@ int cli_parse_int64(const char *s, int64_t *out)
     return 1;
 }
 
-int cli_load_f32(const char *cmd, const char *flag, const char *path, int keep_bool,
-                 qkv_array *out)
+int cli_convert(const char *cmd, const char *flag, const char *path, qkv_array *a, qkv_dtype to)
 {
-    qkv_array raw;
-    if (qkv_npy_map(path, &raw) != QKV_OK) {
-        cli_error(cmd, "%s %s", flag, qkv_error_detail()); /* detail starts "PATH: " */
-        return 0;
-    }
-    if (raw.dtype == QKV_DTYPE_F32 || (keep_bool && raw.dtype == QKV_DTYPE_BOOL)) {
-        *out = raw;
-        return 1;
-    }
-    if (raw.dtype != QKV_DTYPE_F64 && raw.dtype != QKV_DTYPE_F16) {
-        cli_error(cmd, "%s %s: dtype %s, expected %sfloat32, float64 or float16", flag, path,
-                  qkv_dtype_name(raw.dtype), keep_bool ? "bool, " : "");
-        qkv_array_free(&raw);
-        return 0;
-    }
-    qkv_status st = qkv_array_convert(out, &raw, QKV_DTYPE_F32);
-    qkv_array_free(&raw);
-    if (st != QKV_OK) {
+    if (a->dtype == to) return 1;
+    qkv_array c;
+    if (qkv_array_convert(&c, a, to) != QKV_OK) {
         cli_error(cmd, "%s %s: %s", flag, path, qkv_error_detail());
         return 0;
     }
+    qkv_array_free(a);
+    *a = c;
     return 1;
+}
+
+/* The tensor NAME of PATH.safetensors for spec "PATH.safetensors:NAME",
+ * in its own dtype; 0 after printing. */
+static int load_safetensors(const char *cmd, const char *flag, const char *spec,
+                            const char *colon, qkv_array *out)
+{
+    char *path = malloc((size_t)(colon - spec) + 1);
+    if (!path) {
+        cli_error(cmd, "%s %s: out of memory", flag, spec);
+        return 0;
+    }
+    memcpy(path, spec, (size_t)(colon - spec));
+    path[colon - spec] = '\0';
+    qkv_safetensors *st = NULL;
+    qkv_array info;
+    int ok = 0;
+    if (qkv_safetensors_read(path, &st) != QKV_OK)
+        cli_error(cmd, "%s %s", flag, qkv_error_detail()); /* detail starts "PATH: " */
+    else if (!qkv_safetensors_find(st, colon + 1, &info))
+        cli_error(cmd, "%s %s: %s has no tensor named '%s'", flag, spec, path, colon + 1);
+    else if (qkv_dtype_size(info.dtype) == 0)
+        cli_error(cmd, "%s %s: the tensor's dtype has no qkv dtype", flag, spec);
+    else if (qkv_safetensors_get(st, colon + 1, info.dtype, out) != QKV_OK)
+        cli_error(cmd, "%s %s: %s", flag, spec, qkv_error_detail());
+    else
+        ok = 1;
+    qkv_safetensors_free(st);
+    free(path);
+    return ok;
+}
+
+int cli_load_float(const char *cmd, const char *flag, const char *path, int keep_bool,
+                   qkv_array *out)
+{
+    qkv_array raw;
+    const char *tag = ".safetensors:", *colon = NULL;
+    for (const char *s = strstr(path, tag); s; s = strstr(s + 1, tag)) colon = s + strlen(tag) - 1;
+    if (colon) {
+        if (!load_safetensors(cmd, flag, path, colon, &raw)) return 0;
+    } else if (qkv_npy_map(path, &raw) != QKV_OK) {
+        cli_error(cmd, "%s %s", flag, qkv_error_detail()); /* detail starts "PATH: " */
+        return 0;
+    }
+    if (raw.dtype == QKV_DTYPE_F32 || raw.dtype == QKV_DTYPE_F16 || raw.dtype == QKV_DTYPE_BF16 ||
+        (keep_bool && raw.dtype == QKV_DTYPE_BOOL)) {
+        *out = raw;
+        return 1;
+    }
+    if (raw.dtype != QKV_DTYPE_F64) {
+        cli_error(cmd, "%s %s: dtype %s, expected %sfloat32, float64, float16 or bfloat16", flag,
+                  path, qkv_dtype_name(raw.dtype), keep_bool ? "bool, " : "");
+        qkv_array_free(&raw);
+        return 0;
+    }
+    *out = raw;
+    if (!cli_convert(cmd, flag, path, out, QKV_DTYPE_F32)) {
+        qkv_array_free(out);
+        return 0;
+    }
+    return 1;
+}
+
+int cli_load_f32(const char *cmd, const char *flag, const char *path, int keep_bool,
+                 qkv_array *out)
+{
+    if (!cli_load_float(cmd, flag, path, keep_bool, out)) return 0;
+    if (out->dtype == QKV_DTYPE_BOOL || cli_convert(cmd, flag, path, out, QKV_DTYPE_F32)) return 1;
+    qkv_array_free(out);
+    return 0;
+}
+
+int cli_parse_dtype(const char *cmd, const char *flag, const char *s, qkv_dtype *out)
+{
+    const qkv_dtype known[3] = {QKV_DTYPE_F32, QKV_DTYPE_F16, QKV_DTYPE_BF16};
+    for (int x = 0; x < 3; x++)
+        if (strcmp(s, qkv_dtype_name(known[x])) == 0) {
+            *out = known[x];
+            return 1;
+        }
+    cli_error(cmd, "%s: '%s', expected f32, f16 or bf16", flag, s);
+    return 0;
 }
 
 static inline uint32_t exponent_all_ones(const float *x)
@@ -107,8 +175,16 @@ static int any_nonfinite(const float *x, int64_t n)
 
 int64_t cli_count_nonfinite(const qkv_array *a, int count_inf)
 {
-    const float *x = a->data;
     int64_t n = qkv_array_numel(a), bad = 0;
+    if (a->dtype == QKV_DTYPE_F16 || a->dtype == QKV_DTYPE_BF16) {
+        /* The exponent all ones: infinity with a zero fraction, else NaN. */
+        const uint16_t e = a->dtype == QKV_DTYPE_F16 ? 0x7c00 : 0x7f80;
+        const uint16_t *h = a->data;
+        for (int64_t i = 0; i < n; i++)
+            if ((h[i] & e) == e && (count_inf || (h[i] & (0x7fff & ~e)) != 0)) bad++;
+        return bad;
+    }
+    const float *x = a->data;
     if (!any_nonfinite(x, n)) return 0;
     for (int64_t i = 0; i < n; i++)
         if (isnan(x[i]) || (count_inf && isinf(x[i]))) bad++;
@@ -118,7 +194,9 @@ int64_t cli_count_nonfinite(const qkv_array *a, int count_inf)
 void cli_warnings_nonfinite(cli_warnings *w, const char *cmd, const char *flag, const char *path,
                             const qkv_array *a, int count_inf)
 {
-    int64_t bad = a->data && a->dtype == QKV_DTYPE_F32 ? cli_count_nonfinite(a, count_inf) : 0;
+    const int floats = a->dtype == QKV_DTYPE_F32 || a->dtype == QKV_DTYPE_F16 ||
+                       a->dtype == QKV_DTYPE_BF16;
+    int64_t bad = a->data && floats ? cli_count_nonfinite(a, count_inf) : 0;
     if (!bad) return;
     const char *fmt = "qkv %s: warning: %s %s holds %lld %s value%s; output rows that read "
                       "them may be NaN\n";

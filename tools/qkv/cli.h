@@ -22,11 +22,25 @@ void cli_error(const char *cmd, const char *fmt, ...)
 int cli_parse_double(const char *s, double *out);
 int cli_parse_int64(const char *s, int64_t *out);
 
-/* Reads a .npy file and converts a float64/float16 one to float32; a bool
- * one is kept as it is when keep_bool is nonzero. Other dtypes fail. On
- * failure prints "qkv CMD: FLAG PATH: detail" and returns 0. */
+/* Reads an input array for flag: a .npy file, or with PATH.safetensors:NAME
+ * the tensor NAME of a .safetensors file. float32, float16 and bfloat16
+ * are kept as they are, float64 becomes float32, bool is kept when
+ * keep_bool is nonzero; other dtypes fail. On failure prints "qkv CMD:
+ * FLAG PATH: detail" and returns 0. */
+int cli_load_float(const char *cmd, const char *flag, const char *path, int keep_bool,
+                   qkv_array *out);
+
+/* cli_load_float, then any float dtype converted to float32. */
 int cli_load_f32(const char *cmd, const char *flag, const char *path, int keep_bool,
                  qkv_array *out);
+
+/* *a (loaded for flag from path) converted in place to dtype `to`;
+ * nothing when it already is. Prints and returns 0 on failure. */
+int cli_convert(const char *cmd, const char *flag, const char *path, qkv_array *a, qkv_dtype to);
+
+/* A --dtype value for flag: f32, f16 or bf16, into *out. Prints a usage
+ * error and returns 0 for anything else. */
+int cli_parse_dtype(const char *cmd, const char *flag, const char *s, qkv_dtype *out);
 
 /* Reads padding lengths for flag (--kv-lens): an int32 or int64 .npy of
  * shape (batch,), into *raw as stored and *lens as int64. When max_len >= 0
@@ -63,7 +77,8 @@ void cli_format_shape(char *buf, size_t len, const qkv_array *a);
  * of a crash. main calls it once. */
 void cli_catch_bus_errors(const char *cmd);
 
-/* Counts NaN (and, when count_inf, infinite) elements of an f32 array. */
+/* Counts NaN (and, when count_inf, infinite) elements of an f32, f16 or
+ * bf16 array. */
 int64_t cli_count_nonfinite(const qkv_array *a, int count_inf);
 
 /* Warnings about NaN or infinite inputs, counted before cli_outputs_commit

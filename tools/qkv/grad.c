@@ -18,11 +18,14 @@ static const char grad_usage[] =
     "computes it with the same options. DO.npy has O's shape: (.., Lq, Ev) with\n"
     "Q's rank. dQ has Q's shape, dK and dV those of K and V (summed over the\n"
     "query heads that share a kv head), dM the mask's own shape (summed over\n"
-    "the dims it was broadcast along). Outputs are float32.\n"
+    "the dims it was broadcast along). Inputs are read and computed as `qkv run`\n"
+    "reads them (DO.npy in the compute dtype too); dQ, dK and dV are in the\n"
+    "compute dtype (float32 for bfloat16), dM in float32.\n"
     "\n"
     "options (as in qkv run):\n"
     "  --mask M.npy  --causal | --causal-lower-right  --scale S  --softcap C\n"
     "  --window LEFT,RIGHT  --kv-lens LENS.npy  --reference  --threads N\n"
+    "  --dtype f32|f16|bf16\n"
     "  --dmask DM.npy   also write the gradient of a float --mask\n"
     "  -h, --help       show this help\n"
     "\n"
@@ -66,7 +69,9 @@ static int check_paths(const attention_args *a, const grad_paths *p)
 /* dO from its file, which must have O's shape. 0 after printing. */
 static int load_dout(const attention_inputs *in, const char *path, qkv_array *dout)
 {
-    if (!cli_load_f32("grad", "--dout", path, 0, dout)) return 0;
+    if (!cli_load_float("grad", "--dout", path, 0, dout) ||
+        !cli_convert("grad", "--dout", path, dout, in->dt))
+        return 0;
     int same = dout->ndim == in->q.ndim;
     for (int d = 0; same && d < dout->ndim; d++)
         same = dout->shape[d] == (d == dout->ndim - 1 ? in->Ev : in->q.shape[d]);
@@ -91,6 +96,7 @@ static int alloc_arrays(const attention_inputs *in, const grad_paths *p, grad_ar
     g->dk = in->k;
     g->dv = in->v;
     g->dk.data = g->dv.data = NULL;
+    g->dk.dtype = g->dv.dtype = in->out_dt;
     int64_t nk = qkv_array_numel(&g->dk), nv = qkv_array_numel(&g->dv);
     if (!(g->dk.data = malloc(nk ? (size_t)nk * 4 : 1)) ||
         !(g->dv.data = malloc(nv ? (size_t)nv * 4 : 1))) {
@@ -100,6 +106,7 @@ static int alloc_arrays(const attention_inputs *in, const grad_paths *p, grad_ar
     if (p->dm) {
         g->dm = in->mask;
         g->dm.data = NULL;
+        g->dm.dtype = QKV_DTYPE_F32;
         int64_t nm = qkv_array_numel(&g->dm);
         if (!(g->dm.data = malloc(nm ? (size_t)nm * 4 : 1))) {
             cli_error("grad", "--dmask: cannot allocate %lld floats", (long long)nm);
@@ -125,7 +132,7 @@ static void free_arrays(grad_arrays *g)
 static qkv_status run_backward(qkv_context *ctx, const attention_inputs *in,
                                const qkv_attention_options *opt, int with_dm, grad_arrays *g)
 {
-    qkv_tensor to = qkv_tensor_contiguous(g->o.data, QKV_DTYPE_F32, in->B, in->H, in->Lq, in->Ev);
+    qkv_tensor to = qkv_tensor_contiguous(g->o.data, g->o.dtype, in->B, in->H, in->Lq, in->Ev);
     qkv_tensor tl = qkv_tensor_contiguous(g->lse.data, QKV_DTYPE_F32, in->B, in->H, in->Lq, 1);
     qkv_tensor tdo = attention_as_4d(&g->dout), tdq = attention_as_4d(&g->dq),
                tdk = attention_as_4d(&g->dk), tdv = attention_as_4d(&g->dv),
@@ -172,7 +179,7 @@ int cmd_grad(int argc, char **argv)
     cli_warnings warn = {0};
     qkv_context *ctx = NULL;
     if (!attention_inputs_load("grad", &a, &opt, &in)) goto done;
-    if (p.dm && in.mask.dtype != QKV_DTYPE_F32) {
+    if (p.dm && in.mask.dtype == QKV_DTYPE_BOOL) {
         cli_error("grad", "--dmask: --mask %s is bool; only a float mask has a gradient", a.mask);
         goto done;
     }

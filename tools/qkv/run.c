@@ -14,8 +14,12 @@ static const char run_usage[] =
     "Computes softmax(scale * Q K^T + mask) V and writes it to OUT.npy.\n"
     "Q is (L, E), (H, L, E) or (B, H, L, E); K and V have Q's rank, with\n"
     "Hkv heads dividing H (grouped-query attention) and any Lk; V's last dim\n"
-    "Ev may differ from E. float64/float16 inputs are read as float32;\n"
-    "outputs are float32 with Q's rank.\n"
+    "Ev may differ from E. Each input is a .npy file or, as FILE.safetensors:NAME,\n"
+    "a tensor of a .safetensors file. Q, K and V of one dtype, float16 or\n"
+    "bfloat16, are computed as they are (every sum in float32); otherwise all\n"
+    "three are read as float32 (float64, mixed dtypes). Outputs have Q's rank\n"
+    "and the compute dtype (bfloat16 results are written as float32: .npy has\n"
+    "no bfloat16); lse is float32.\n"
     "\n"
     "options:\n"
     "  --mask M.npy           bool (True = may attend) or float (added to the\n"
@@ -32,6 +36,7 @@ static const char run_usage[] =
     "  --lse LSE.npy          also write the log-sum-exp of the scores (.., Lq)\n"
     "  --reference            use the reference kernel (double accumulation)\n"
     "  --threads N            worker threads (default: all CPUs)\n"
+    "  --dtype f32|f16|bf16   compute in this dtype (Q, K, V converted to it)\n"
     "  -h, --help             show this help\n"
     "\n"
     "Rows with no allowed key give output 0, weights 0 and lse -inf.\n"
@@ -82,8 +87,8 @@ int cmd_run(int argc, char **argv)
         (weights && !cli_outputs_map(&outs, "run", "--weights", weights, &w)) ||
         (lse_path && !cli_outputs_map(&outs, "run", "--lse", lse_path, &lse)))
         goto done;
-    qkv_tensor to = qkv_tensor_contiguous(out.data, QKV_DTYPE_F32, in.B, in.H, in.Lq, in.Ev);
-    qkv_tensor tw = qkv_tensor_contiguous(w.data, QKV_DTYPE_F32, in.B, in.H, in.Lq, in.Lk);
+    qkv_tensor to = qkv_tensor_contiguous(out.data, out.dtype, in.B, in.H, in.Lq, in.Ev);
+    qkv_tensor tw = qkv_tensor_contiguous(w.data, w.dtype, in.B, in.H, in.Lq, in.Lk);
     qkv_tensor tl = qkv_tensor_contiguous(lse.data, QKV_DTYPE_F32, in.B, in.H, in.Lq, 1);
     if (!(ctx = cli_context("run", a.num_threads, a.reference, QKV_ISA_AUTO))) goto done;
     cli_progress prog;
