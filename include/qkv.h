@@ -925,6 +925,50 @@ QKV_API qkv_status qkv_sgemm(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_t
                              int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                              int64_t ldc);
 
+/*! qkv_gemm() :
+ *  qkv_sgemm with A and B in F32, F16 or BF16, each its own dtype, and C
+ *  in F32: C = alpha * op(A) * op(B) + beta * C. The 16-bit operands are
+ *  widened exactly as they are packed (or, for a C of at most 4 rows, as
+ *  each slice of B is read) and every product and sum is F32, by the same
+ *  microkernels as qkv_sgemm: the result equals qkv_sgemm's on the
+ *  widened matrices, bit for bit, with one instruction set. A weight
+ *  matrix kept in bf16 is read at half its F32 bytes (the layer's decode
+ *  projections). Two F32 operands are qkv_sgemm exactly (the system BLAS
+ *  too, where it is used).
+ *
+ *    a_dtype, b_dtype  in: F32, F16 or BF16
+ *    a, b              in: A and B in those dtypes; lda, ldb in elements
+ *    the rest: as qkv_sgemm
+ *
+ *  Errors:  those of qkv_sgemm; QKV_ERR_DTYPE for a_dtype or b_dtype
+ *           outside the three ("a_dtype: dtype i32, ..."); pointers must be
+ *           aligned to their dtype's size.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe; bitwise the same for any thread count with one
+ *           instruction set.
+ *  Memory:  as qkv_sgemm, plus for a 16-bit operand a widening buffer per
+ *           thread (a block's row or a panel's rows; for a C of at most 4
+ *           rows and a 16-bit B, 64 x k floats per thread). */
+QKV_API qkv_status qkv_gemm(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose tb,
+                            int64_t m, int64_t n, int64_t k, float alpha, const void *a,
+                            qkv_dtype a_dtype, int64_t lda, const void *b, qkv_dtype b_dtype,
+                            int64_t ldb, float beta, float *c, int64_t ldc);
+
+/*! qkv_gemm_workspace() :
+ *  The scratch, in bytes, that qkv_gemm with these transposes, sizes and
+ *  dtypes takes under ctx, as qkv_sgemm_workspace says for qkv_sgemm.
+ *
+ *    a_dtype, b_dtype  in: as qkv_gemm
+ *    bytes             out: the size; 0 when the call needs none
+ *    the rest: as qkv_sgemm_workspace
+ *
+ *  Errors:  those of qkv_sgemm_workspace; QKV_ERR_DTYPE as qkv_gemm's.
+ *  @return  QKV_OK, or the error (*bytes 0).
+ *  Threads: safe. */
+QKV_API qkv_status qkv_gemm_workspace(qkv_context *ctx, qkv_gemm_transpose ta,
+                                      qkv_gemm_transpose tb, int64_t m, int64_t n, int64_t k,
+                                      qkv_dtype a_dtype, qkv_dtype b_dtype, size_t *bytes);
+
 /*! qkv_sgemm_workspace() :
  *  The scratch, in bytes, that qkv_sgemm with these transposes and sizes
  *  takes under ctx (qkv_context_set_workspace), whatever alpha, beta and

@@ -3,11 +3,15 @@
  * cases, shapes with tails of every size and zeros, alpha and beta (beta 0
  * over a C full of NaN), leading dimensions wider than the rows (the gaps
  * hold NaN, which must not be read, and C's gaps must not be written),
- * bitwise determinism over thread counts, and every error case. */
+ * bitwise determinism over thread counts, and every error case. Then
+ * qkv_gemm with f16 and bf16 operands: bit for bit qkv_sgemm on the
+ * widened matrices, on both paths (blocked and few rows), every transpose
+ * and every set, its workspace query exact, and its dtype errors. */
 #define _XOPEN_SOURCE 700 /* fork, setenv */
 #include "test.h"
 #include "util.h"
 
+#include "half.h"
 #include "qkv.h"
 
 #include <math.h>
@@ -394,8 +398,92 @@ static void check_env(void)
           WEXITSTATUS(status) == 0);
 }
 
+/* A stored matrix (gaps NaN, as stored() makes them) rounded to dt: the
+ * 16-bit patterns, and the same values widened in *wide. */
+static uint16_t *narrowed(const float *x, int64_t n, qkv_dtype dt, float **wide)
+{
+    uint16_t *h = test_malloc((size_t)(n > 0 ? n : 1) * sizeof *h);
+    *wide = test_malloc((size_t)(n > 0 ? n : 1) * sizeof **wide);
+    for (int64_t i = 0; i < n; i++) {
+        h[i] = dt == QKV_DTYPE_F16 ? qkv_f32_to_f16(x[i]) : qkv_f32_to_bf16(x[i]);
+        (*wide)[i] = dt == QKV_DTYPE_F16 ? qkv_f16_to_f32(h[i]) : qkv_bf16_to_f32(h[i]);
+    }
+    return h;
+}
+
+static void check_dtypes(qkv_isa isa)
+{
+    test_rng rng = test_rng_seed(41);
+    qkv_context *ctx = test_context(QKV_IMPL_AUTO, isa, 3);
+    /* Blocked (m > 4) and few-rows shapes; leading dims wider than rows. */
+    const int64_t shapes[][3] = {{37, 29, 53}, {70, 140, 600}, {3, 150, 70}, {1, 65, 9}};
+    const qkv_dtype dts[3] = {QKV_DTYPE_F32, QKV_DTYPE_F16, QKV_DTYPE_BF16};
+    for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++)
+        for (int t = 0; t < 4; t++)
+            for (int da = 0; da < 3; da++)
+                for (int db = 0; db < 3; db++) {
+                    if (da == 0 && db == 0) continue;
+                    const qkv_gemm_transpose ta = t & 1 ? QKV_GEMM_TRANS : QKV_GEMM_NO_TRANS;
+                    const qkv_gemm_transpose tb = t & 2 ? QKV_GEMM_TRANS : QKV_GEMM_NO_TRANS;
+                    const int64_t m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2];
+                    const int64_t ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k,
+                                  bc = tb ? k : n;
+                    const int64_t lda = ac + 3, ldb = bc + 1;
+                    float *a = stored(&rng, ar, ac, lda), *b = stored(&rng, br, bc, ldb);
+                    float *aw = a, *bw = b;
+                    uint16_t *ah = NULL, *bh = NULL;
+                    if (da) ah = narrowed(a, ar * lda, dts[da], &aw);
+                    if (db) bh = narrowed(b, br * ldb, dts[db], &bw);
+                    float *c0 = stored(&rng, m, n, n), *c1 = test_malloc((size_t)(m * n) * 4);
+                    memcpy(c1, c0, (size_t)(m * n) * 4);
+                    CHECK(qkv_sgemm(ctx, ta, tb, m, n, k, 0.75f, aw, lda, bw, ldb, 0.5f, c0, n) ==
+                          QKV_OK);
+                    size_t bytes = 0;
+                    CHECK(qkv_gemm_workspace(ctx, ta, tb, m, n, k, dts[da], dts[db], &bytes) ==
+                          QKV_OK);
+                    void *ws = bytes ? qkv_alloc(bytes) : NULL;
+                    if (ws) CHECK(qkv_context_set_workspace(ctx, ws, bytes) == QKV_OK);
+                    CHECK(qkv_gemm(ctx, ta, tb, m, n, k, 0.75f, da ? (const void *)ah : a,
+                                   dts[da], lda, db ? (const void *)bh : b, dts[db], ldb, 0.5f,
+                                   c1, n) == QKV_OK);
+                    CHECK(qkv_context_set_workspace(ctx, NULL, 0) == QKV_OK);
+                    if (memcmp(c0, c1, (size_t)(m * n) * 4) != 0) {
+                        CHECK(!"qkv_gemm on 16-bit operands is qkv_sgemm on them widened");
+                        fprintf(stderr, "  %s %lldx%lldx%lld %c%c a %s b %s\n", qkv_isa_name(isa),
+                                (long long)m, (long long)n, (long long)k, ta ? 'T' : 'N',
+                                tb ? 'T' : 'N', qkv_dtype_name(dts[da]), qkv_dtype_name(dts[db]));
+                    }
+                    qkv_free(ws);
+                    if (da) free(aw), free(ah);
+                    if (db) free(bw), free(bh);
+                    free(a), free(b), free(c0), free(c1);
+                }
+    qkv_context_free(ctx);
+}
+
+static void check_dtype_errors(void)
+{
+    float c[4] = {0};
+    uint16_t h[8] = {0};
+    const qkv_gemm_transpose N = QKV_GEMM_NO_TRANS;
+    CHECK(qkv_gemm(NULL, N, N, 2, 2, 2, 1, h, QKV_DTYPE_I32, 2, h, QKV_DTYPE_F16, 2, 0, c, 2) ==
+          QKV_ERR_DTYPE);
+    CHECK(test_starts_with(qkv_error_detail(), "a_dtype: dtype i32"));
+    CHECK(qkv_gemm(NULL, N, N, 2, 2, 2, 1, h, QKV_DTYPE_BF16, 2, h, QKV_DTYPE_F64, 2, 0, c, 2) ==
+          QKV_ERR_DTYPE);
+    CHECK(test_starts_with(qkv_error_detail(), "b_dtype: dtype f64"));
+    /* A 16-bit matrix one byte off its alignment. */
+    CHECK(qkv_gemm(NULL, N, N, 2, 2, 2, 1, (const char *)h + 1, QKV_DTYPE_BF16, 2, h,
+                   QKV_DTYPE_BF16, 2, 0, c, 2) == QKV_ERR_INVALID_ARGUMENT);
+    size_t bytes = 1;
+    CHECK(qkv_gemm_workspace(NULL, N, N, 2, 2, 2, QKV_DTYPE_BOOL, QKV_DTYPE_F32, &bytes) ==
+              QKV_ERR_DTYPE &&
+          bytes == 0);
+}
+
 int main(void)
 {
+    check_dtype_errors();
     check_env();
     check_errors();
     check_overlap_and_alignment();
@@ -406,6 +494,7 @@ int main(void)
         }
         check_zeros(isas[i]);
         check_shapes(isas[i]);
+        check_dtypes(isas[i]);
         check_determinism(isas[i]);
     }
     /* the defaults: all CPUs, AUTO (or the system BLAS) */

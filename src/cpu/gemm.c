@@ -6,6 +6,7 @@
 #include "common.h"
 #include "context.h"
 #include "cpu/dispatch.h"
+#include "half.h"
 #include "threads.h"
 
 #include <math.h>
@@ -37,7 +38,8 @@ typedef struct gemm_job {
     qkv_gemm_transpose ta, tb;
     int64_t m, n, k;
     float alpha, beta;
-    const float *a, *b;
+    const void *a, *b;
+    qkv_dtype adt, bdt; /* f32, f16 or bf16 each */
     int64_t lda, ldb;
     float *c;
     int64_t ldc;
@@ -45,7 +47,21 @@ typedef struct gemm_job {
     int64_t kc;       /* depth of a pass: the same for every thread count */
     int64_t mc, nc;   /* largest blocks: multiples of the register tile */
     float **pa, **pb; /* each thread's packing buffers */
+    float **pw;       /* each thread's widened rows of a 16-bit A or B (NULL: both f32) */
+    int64_t pw_floats;
 } gemm_job;
+
+/* n elements of a 16-bit matrix from element `at` of src, widened into
+ * dst by the kernels' widening. */
+static void widen(const qkv_cpu_kernels *kern, qkv_dtype dt, const void *src, int64_t at, int64_t n,
+                  float *dst)
+{
+    const uint16_t *h = (const uint16_t *)src + at;
+    if (dt == QKV_DTYPE_F16)
+        kern->widen_f16(dst, h, n);
+    else
+        kern->widen_bf16(dst, h, n);
+}
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
@@ -73,44 +89,80 @@ static void pack_rows_across(float *dst, int64_t w, const float *src, int64_t ld
 
 /* dst panel q, row p = src[p * ld + q * w ..] for p < kc: kc stored rows
  * of `len` numbers cut into micro-panels of width w, zero-padded. */
+/* One stored row s of len numbers into row p of each micro-panel from d
+ * on (panels `stride` floats apart), zero-padded. */
+static void pack_row_along(float *d, int64_t w, int64_t stride, const float *s, int64_t len)
+{
+    int64_t j = 0;
+    for (; j + w <= len; j += w, d += stride) memcpy(d, s + j, (size_t)w * sizeof(float));
+    if (j < len) {
+        memcpy(d, s + j, (size_t)(len - j) * sizeof(float));
+        for (int64_t q = len - j; q < w; q++) d[q] = 0.0f;
+    }
+}
+
 static void pack_rows_along(float *dst, int64_t w, const float *src, int64_t ld, int64_t len,
                             int64_t kc)
 {
     const int64_t stride = panel_stride(w, kc);
-    for (int64_t p = 0; p < kc; p++) {
-        const float *s = src + p * ld;
-        float *d = dst + p * w;
-        int64_t j = 0;
-        for (; j + w <= len; j += w, d += stride) memcpy(d, s + j, (size_t)w * sizeof(float));
-        if (j < len) {
-            memcpy(d, s + j, (size_t)(len - j) * sizeof(float));
-            for (int64_t q = len - j; q < w; q++) d[q] = 0.0f;
-        }
-    }
+    for (int64_t p = 0; p < kc; p++) pack_row_along(dst + p * w, w, stride, src + p * ld, len);
 }
 
 /* rows x kc of op(A) from (i0, p0) as micro-panels of mr rows:
  * dst[q * stride + p * mr + r] = op(A)[i0 + q * mr + r][p0 + p]. */
-static void pack_a(const gemm_job *g, float *dst, int64_t i0, int64_t rows, int64_t p0, int64_t kc)
+/* pack_rows_across from a matrix of dtype dt: a 16-bit one's h rows are
+ * widened into buf first (h x kc floats). */
+static void pack_across(const gemm_job *g, float *dst, int64_t w, const void *src, qkv_dtype dt,
+                        int64_t at, int64_t ld, int64_t h, int64_t kc, float *buf)
+{
+    if (dt == QKV_DTYPE_F32) {
+        pack_rows_across(dst, w, (const float *)src + at, ld, h, kc);
+        return;
+    }
+    for (int64_t r = 0; r < h; r++) widen(g->kern, dt, src, at + r * ld, kc, buf + r * kc);
+    pack_rows_across(dst, w, buf, kc, h, kc);
+}
+
+/* pack_rows_along from a matrix of dtype dt: a 16-bit one row by row
+ * through buf (len floats). */
+static void pack_along(const gemm_job *g, float *dst, int64_t w, const void *src, qkv_dtype dt,
+                       int64_t at, int64_t ld, int64_t len, int64_t kc, float *buf)
+{
+    if (dt == QKV_DTYPE_F32) {
+        pack_rows_along(dst, w, (const float *)src + at, ld, len, kc);
+        return;
+    }
+    const int64_t stride = panel_stride(w, kc);
+    for (int64_t p = 0; p < kc; p++) {
+        widen(g->kern, dt, src, at + p * ld, len, buf);
+        pack_row_along(dst + p * w, w, stride, buf, len);
+    }
+}
+
+static void pack_a(const gemm_job *g, float *dst, int64_t i0, int64_t rows, int64_t p0, int64_t kc,
+                   float *buf)
 {
     const int64_t mr = g->kern->gemm_mr, stride = panel_stride(mr, kc);
     if (g->ta == QKV_GEMM_NO_TRANS) /* op(A) row i is stored row i */
         for (int64_t i = 0; i < rows; i += mr, dst += stride)
-            pack_rows_across(dst, mr, g->a + (i0 + i) * g->lda + p0, g->lda, min64(mr, rows - i), kc);
+            pack_across(g, dst, mr, g->a, g->adt, (i0 + i) * g->lda + p0, g->lda,
+                        min64(mr, rows - i), kc, buf);
     else /* op(A) column p is stored row p */
-        pack_rows_along(dst, mr, g->a + p0 * g->lda + i0, g->lda, rows, kc);
+        pack_along(g, dst, mr, g->a, g->adt, p0 * g->lda + i0, g->lda, rows, kc, buf);
 }
 
 /* kc x cols of op(B) from (p0, j0) as micro-panels of nr columns:
  * dst[q * stride + p * nr + j] = op(B)[p0 + p][j0 + q * nr + j]. */
-static void pack_b(const gemm_job *g, float *dst, int64_t p0, int64_t kc, int64_t j0, int64_t cols)
+static void pack_b(const gemm_job *g, float *dst, int64_t p0, int64_t kc, int64_t j0, int64_t cols,
+                   float *buf)
 {
     const int64_t nr = g->kern->gemm_nr, stride = panel_stride(nr, kc);
     if (g->tb == QKV_GEMM_NO_TRANS) /* op(B) row p is stored row p */
-        pack_rows_along(dst, nr, g->b + p0 * g->ldb + j0, g->ldb, cols, kc);
+        pack_along(g, dst, nr, g->b, g->bdt, p0 * g->ldb + j0, g->ldb, cols, kc, buf);
     else /* op(B) column j is stored row j */
         for (int64_t j = 0; j < cols; j += nr, dst += stride)
-            pack_rows_across(dst, nr, g->b + (j0 + j) * g->ldb + p0, g->ldb, min64(nr, cols - j), kc);
+            pack_across(g, dst, nr, g->b, g->bdt, (j0 + j) * g->ldb + p0, g->ldb,
+                        min64(nr, cols - j), kc, buf);
 }
 
 /* The block size that cuts len into equal pieces (multiples of unit, at
@@ -124,8 +176,8 @@ static int64_t even_block(int64_t len, int64_t most, int64_t unit)
 
 /* C[i0:i1, j0:j1]: for each block of rows and each depth pass, the A block
  * is packed once and every B block of the rectangle runs past it. */
-static void gemm_rect(const gemm_job *g, float *pa, float *pb, int64_t i0, int64_t i1, int64_t j0,
-                      int64_t j1)
+static void gemm_rect(const gemm_job *g, float *pa, float *pb, float *pw, int64_t i0, int64_t i1,
+                      int64_t j0, int64_t j1)
 {
     const qkv_cpu_kernels *kern = g->kern;
     const int64_t mr = kern->gemm_mr, nr = kern->gemm_nr;
@@ -136,10 +188,10 @@ static void gemm_rect(const gemm_job *g, float *pa, float *pb, int64_t i0, int64
             const int64_t kc = min64(g->kc, g->k - pc);
             const float beta = pc == 0 ? g->beta : 1.0f; /* later passes add */
             const int64_t sa = panel_stride(mr, kc), sb = panel_stride(nr, kc);
-            pack_a(g, pa, ic, mc, pc, kc);
+            pack_a(g, pa, ic, mc, pc, kc, pw);
             for (int64_t jc = j0; jc < j1; jc += ncb) {
                 const int64_t nc = min64(ncb, j1 - jc);
-                pack_b(g, pb, pc, kc, jc, nc);
+                pack_b(g, pb, pc, kc, jc, nc, pw);
                 for (int64_t ir = 0; ir < mc; ir += mr) {
                     float *crow = g->c + (ic + ir) * g->ldc + jc;
                     const float *a = pa + ir / mr * sa;
@@ -166,7 +218,8 @@ static void gemm_worker(void *ctx, int tid, int64_t begin, int64_t end)
     const int64_t mr = g->kern->gemm_mr, nr = g->kern->gemm_nr;
     for (int64_t u = begin; u < end; u++) {
         const int64_t r = u / g->gn, s = u % g->gn;
-        gemm_rect(g, g->pa[tid], g->pb[tid], split_at(g->m, mr, g->gm, r),
+        gemm_rect(g, g->pa[tid], g->pb[tid], g->pw ? g->pw[tid] : NULL,
+                  split_at(g->m, mr, g->gm, r),
                   split_at(g->m, mr, g->gm, r + 1), split_at(g->n, nr, g->gn, s),
                   split_at(g->n, nr, g->gn, s + 1));
     }
@@ -192,8 +245,8 @@ static void choose_grid(gemm_job *g, int nt)
     }
 }
 
-static qkv_status check_matrix(const char *name, const char *ldname, const void *p, int64_t rows,
-                               int64_t cols, int64_t ld, const char *what)
+static qkv_status check_matrix(const char *name, const char *ldname, const void *p, size_t es,
+                               int64_t rows, int64_t cols, int64_t ld, const char *what)
 {
     if (ld < cols)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "%s: %lld is less than %s", ldname,
@@ -205,18 +258,18 @@ static qkv_status check_matrix(const char *name, const char *ldname, const void 
     /* The last element read or written, in bytes from the first. */
     int64_t span;
     if (!qkv_mul_ok(rows - 1, ld, &span) || !qkv_add_ok(span, cols, &span) ||
-        span > INT64_MAX / (int64_t)sizeof(float))
+        span > INT64_MAX / (int64_t)es)
         return qkv_fail(QKV_ERR_OVERFLOW, "%s: %lld rows of %s = %lld elements overflow", name,
                         (long long)rows, ldname, (long long)ld);
-    return qkv_check_aligned(name, p, sizeof(float));
+    return qkv_check_aligned(name, p, es);
 }
 
 /* The bytes a stored matrix reaches: rows - 1 rows of ld, then a last row
  * only cols wide (check_matrix bounded the count). */
-static qkv_byte_range matrix_range(const char *name, const float *p, int64_t rows, int64_t cols,
-                                   int64_t ld)
+static qkv_byte_range matrix_range(const char *name, const void *p, size_t es, int64_t rows,
+                                   int64_t cols, int64_t ld)
 {
-    return qkv_range(name, p, rows && cols ? (rows - 1) * ld + cols : 0, sizeof *p);
+    return qkv_range(name, p, rows && cols ? (rows - 1) * ld + cols : 0, es);
 }
 
 /* C = beta C, for k == 0 or alpha == 0 (A and B are not read then, as in
@@ -240,17 +293,20 @@ static void scale_c(float *c, int64_t ldc, int64_t m, int64_t n, float beta)
 #define GEMM_SMALL_M 4
 #define SMALL_COLS 64 /* columns of C per slice */
 
+
 typedef struct small_job {
     const qkv_cpu_kernels *kern;
     qkv_gemm_transpose tb;
     int64_t m, n, k;
     const float *a; /* m x k, ld k */
-    const float *b;
+    const void *b;
+    qkv_dtype bdt;
     int64_t ldb;
     float alpha, beta;
     float *c;
     int64_t ldc;
     float *tmp; /* per thread: m x SMALL_COLS */
+    float *wb;  /* per thread, for a 16-bit B: its slice widened, SMALL_COLS x k */
 } small_job;
 
 static void small_worker(void *ctx, int tid, int64_t begin, int64_t end)
@@ -260,11 +316,28 @@ static void small_worker(void *ctx, int tid, int64_t begin, int64_t end)
     static const float zeros[GEMM_SMALL_M];
     for (int64_t s = begin; s < end; s++) {
         const int64_t j0 = s * SMALL_COLS, w = min64(SMALL_COLS, g->n - j0);
-        if (g->tb) {
-            g->kern->dot_rows(g->a, g->k, g->m, g->b + j0 * g->ldb, g->ldb, t, SMALL_COLS, w, g->k);
+        /* The slice of B where it lies, or widened into wb (ld k or w). */
+        const float *b = (const float *)g->b + (g->tb ? j0 * g->ldb : j0);
+        int64_t ldb = g->ldb;
+        float *wb = g->wb ? g->wb + (int64_t)tid * SMALL_COLS * g->k : NULL;
+        if (g->tb && g->bdt != QKV_DTYPE_F32) {
+            /* A 16-bit B's rows read where they lie, widened in registers. */
+            const uint16_t *bh = (const uint16_t *)g->b + j0 * g->ldb;
+            if (g->bdt == QKV_DTYPE_F16)
+                g->kern->dot_rows_f16(g->a, g->k, g->m, bh, g->ldb, t, SMALL_COLS, w, g->k);
+            else
+                g->kern->dot_rows_bf16(g->a, g->k, g->m, bh, g->ldb, t, SMALL_COLS, w, g->k);
+        } else if (g->tb) {
+            g->kern->dot_rows(g->a, g->k, g->m, b, ldb, t, SMALL_COLS, w, g->k);
         } else {
+            if (wb) {
+                for (int64_t p = 0; p < g->k; p++)
+                    widen(g->kern, g->bdt, g->b, p * g->ldb + j0, w, wb + p * w);
+                b = wb;
+                ldb = w;
+            }
             memset(t, 0, (size_t)(g->m * SMALL_COLS) * sizeof *t);
-            g->kern->axpy_rows(g->a, g->k, g->m, g->b + j0, g->ldb, t, SMALL_COLS, zeros, g->k, w);
+            g->kern->axpy_rows(g->a, g->k, g->m, b, ldb, t, SMALL_COLS, zeros, g->k, w);
         }
         for (int64_t r = 0; r < g->m; r++) {
             float *cr = g->c + r * g->ldc + j0;
@@ -277,25 +350,29 @@ static void small_worker(void *ctx, int tid, int64_t begin, int64_t end)
     }
 }
 
-/* How a call runs, decided from the context and the sizes alone (not
- * from the data), so that qkv_sgemm and qkv_sgemm_workspace agree. */
+/* How a call runs, decided from the context, the dtypes and the sizes
+ * alone (not from the data), so that qkv_gemm and qkv_gemm_workspace
+ * agree. */
 typedef enum gemm_route {
     ROUTE_NOTHING, /* C is empty */
     ROUTE_SCALE,   /* k == 0 or alpha == 0: C = beta C */
-    ROUTE_BLAS,    /* the system BLAS */
+    ROUTE_BLAS,    /* the system BLAS (f32 operands) */
     ROUTE_SMALL,   /* m <= GEMM_SMALL_M: slices of C's columns */
     ROUTE_BLOCKED  /* packed panels, threads over rectangles of C */
 } gemm_route;
 
-/* The route of a call that passed its checks, with g's kernels, sizes and
- * (blocked) blocks, and *nt its threads. */
+/* The route of a call that passed its checks, with g's kernels, sizes,
+ * dtypes and (blocked) blocks, and *nt its threads. */
 static qkv_status gemm_plan(const qkv_context *cx, qkv_gemm_transpose ta, qkv_gemm_transpose tb,
-                            int64_t m, int64_t n, int64_t k, float alpha, int64_t lda, int64_t ldb,
-                            int64_t ldc, gemm_job *g, int *nt, gemm_route *route)
+                            int64_t m, int64_t n, int64_t k, float alpha, qkv_dtype adt,
+                            qkv_dtype bdt, int64_t lda, int64_t ldb, int64_t ldc, gemm_job *g,
+                            int *nt, gemm_route *route)
 {
     memset(g, 0, sizeof *g);
+    g->adt = adt;
+    g->bdt = bdt;
 #ifdef QKV_HAVE_CBLAS
-    const int use_blas = cx->isa == QKV_ISA_AUTO;
+    const int use_blas = cx->isa == QKV_ISA_AUTO && adt == QKV_DTYPE_F32 && bdt == QKV_DTYPE_F32;
 #else
     const int use_blas = 0;
     (void)lda, (void)ldb, (void)ldc;
@@ -344,20 +421,31 @@ static qkv_status gemm_plan(const qkv_context *cx, qkv_gemm_transpose ta, qkv_ge
     g->kc = even_block(k, GEMM_KC, 1);
     g->mc = min64(round_up(GEMM_MC, mr), round_up((m + g->gm - 1) / g->gm + mr, mr));
     g->nc = min64(round_up(GEMM_NC, nr), round_up((n + g->gn - 1) / g->gn + nr, nr));
+    /* A 16-bit operand is widened through a buffer as it is packed: rows
+     * of a panel (at most mr or nr of kc) or a row of a block (mc or nc). */
+    const int64_t across = (mr > nr ? mr : nr) * g->kc, along = g->mc > g->nc ? g->mc : g->nc;
+    g->pw_floats = adt == QKV_DTYPE_F32 && bdt == QKV_DTYPE_F32 ? 0
+                                                                 : (across > along ? across : along);
     *route = ROUTE_BLOCKED;
     return QKV_OK;
 }
 
 /* The scratch of a small or blocked call, carved from cv (only counted
- * while cv->base is NULL): the small path's copy of A's rows (*rows) and
- * each worker's tile of results (s->tmp); the blocked path's tables of
- * panels and each worker's A and B panels. */
+ * while cv->base is NULL): the small path's copy of A's rows (*rows),
+ * each worker's tile of results (s->tmp) and, for a 16-bit B, its slice
+ * widened (s->wb); the blocked path's tables of panels, each worker's A
+ * and B panels and, for a 16-bit operand, its widening buffer. */
 static void gemm_layout(gemm_route route, gemm_job *g, int nt, qkv_carver *cv, small_job *s,
                         float **rows)
 {
     if (route == ROUTE_SMALL) {
         *rows = qkv_carve(cv, (size_t)(g->m * g->k) * sizeof(float));
         s->tmp = qkv_carve(cv, (size_t)(nt * g->m * SMALL_COLS) * sizeof(float));
+        /* A 16-bit B stored k x n: the slice's k rows of SMALL_COLS
+         * widened (stored n x k, dot_rows_f16 / _bf16 read it in place). */
+        s->wb = g->bdt == QKV_DTYPE_F32 || g->tb
+                    ? NULL
+                    : qkv_carve(cv, (size_t)nt * SMALL_COLS * (size_t)g->k * sizeof(float));
     } else if (route == ROUTE_BLOCKED) {
         const size_t pa_bytes =
             (size_t)(g->mc / g->kern->gemm_mr * panel_stride(g->kern->gemm_mr, g->kc)) *
@@ -365,18 +453,25 @@ static void gemm_layout(gemm_route route, gemm_job *g, int nt, qkv_carver *cv, s
         const size_t pb_bytes =
             (size_t)(g->nc / g->kern->gemm_nr * panel_stride(g->kern->gemm_nr, g->kc)) *
             sizeof(float);
+        const size_t pw_bytes = (size_t)g->pw_floats * sizeof(float);
         g->pa = qkv_carve(cv, (size_t)nt * sizeof *g->pa);
         g->pb = qkv_carve(cv, (size_t)nt * sizeof *g->pb);
+        g->pw = pw_bytes ? qkv_carve(cv, (size_t)nt * sizeof *g->pw) : NULL;
         for (int t = 0; t < nt; t++) {
             float *pa = qkv_carve(cv, pa_bytes), *pb = qkv_carve(cv, pb_bytes);
-            if (cv->base) g->pa[t] = pa, g->pb[t] = pb;
+            float *pw = pw_bytes ? qkv_carve(cv, pw_bytes) : NULL;
+            if (cv->base) {
+                g->pa[t] = pa, g->pb[t] = pb;
+                if (g->pw) g->pw[t] = pw;
+            }
         }
     }
 }
 
-/* The transposes and sizes: what the call and the size query share. */
+/* The transposes, sizes and dtypes: what the call and the size query
+ * share. */
 static qkv_status check_sizes(qkv_gemm_transpose ta, qkv_gemm_transpose tb, int64_t m, int64_t n,
-                              int64_t k)
+                              int64_t k, qkv_dtype adt, qkv_dtype bdt)
 {
     if (ta != QKV_GEMM_NO_TRANS && ta != QKV_GEMM_TRANS)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "ta: %d is not a qkv_gemm_transpose", (int)ta);
@@ -387,42 +482,49 @@ static qkv_status check_sizes(qkv_gemm_transpose ta, qkv_gemm_transpose tb, int6
         if (dims[i] < 0)
             return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "%c: %lld is negative", "mnk"[i],
                             (long long)dims[i]);
+    const qkv_dtype dts[2] = {adt, bdt};
+    for (int i = 0; i < 2; i++)
+        if (dts[i] != QKV_DTYPE_F32 && dts[i] != QKV_DTYPE_F16 && dts[i] != QKV_DTYPE_BF16)
+            return qkv_fail(QKV_ERR_DTYPE, "%s: dtype %s, expected f32, f16 or bf16",
+                            i ? "b_dtype" : "a_dtype", qkv_dtype_name(dts[i]));
     return QKV_OK;
 }
 
 /* Checks the arguments of a call and plans it. */
 static qkv_status gemm_check(const qkv_context *cx, qkv_gemm_transpose ta, qkv_gemm_transpose tb,
-                             int64_t m, int64_t n, int64_t k, float alpha, const float *a,
-                             int64_t lda, const float *b, int64_t ldb, const float *c, int64_t ldc,
-                             gemm_job *g, int *nt, gemm_route *route)
+                             int64_t m, int64_t n, int64_t k, float alpha, const void *a,
+                             qkv_dtype adt, int64_t lda, const void *b, qkv_dtype bdt, int64_t ldb,
+                             const float *c, int64_t ldc, gemm_job *g, int *nt, gemm_route *route)
 {
-    QKV_TRY(check_sizes(ta, tb, m, n, k));
+    QKV_TRY(check_sizes(ta, tb, m, n, k, adt, bdt));
+    const size_t as = qkv_dtype_size(adt), bs = qkv_dtype_size(bdt);
     char what[64];
     /* A is stored m x k, or k x m when transposed; B k x n, or n x k. */
     snprintf(what, sizeof what, ta ? "m = %lld" : "k = %lld", (long long)(ta ? m : k));
-    QKV_TRY(check_matrix("a", "lda", a, ta ? k : m, ta ? m : k, lda, what));
+    QKV_TRY(check_matrix("a", "lda", a, as, ta ? k : m, ta ? m : k, lda, what));
     snprintf(what, sizeof what, tb ? "k = %lld" : "n = %lld", (long long)(tb ? k : n));
-    QKV_TRY(check_matrix("b", "ldb", b, tb ? n : k, tb ? k : n, ldb, what));
+    QKV_TRY(check_matrix("b", "ldb", b, bs, tb ? n : k, tb ? k : n, ldb, what));
     snprintf(what, sizeof what, "n = %lld", (long long)n);
-    QKV_TRY(check_matrix("c", "ldc", c, m, n, ldc, what));
+    QKV_TRY(check_matrix("c", "ldc", c, sizeof(float), m, n, ldc, what));
     /* A and B are read only when there is a product to add; then C, which
      * is written while they are read, may share no byte with them. */
     if (m > 0 && n > 0 && k > 0 && alpha != 0) {
-        const qkv_byte_range out = matrix_range("C", c, m, n, ldc);
-        const qkv_byte_range in[2] = {matrix_range("A", a, ta ? k : m, ta ? m : k, lda),
-                                      matrix_range("B", b, tb ? n : k, tb ? k : n, ldb)};
+        const qkv_byte_range out = matrix_range("C", c, sizeof(float), m, n, ldc);
+        const qkv_byte_range in[2] = {matrix_range("A", a, as, ta ? k : m, ta ? m : k, lda),
+                                      matrix_range("B", b, bs, tb ? n : k, tb ? k : n, ldb)};
         QKV_TRY(qkv_check_disjoint(&out, 1, in, 2));
     }
-    return gemm_plan(cx, ta, tb, m, n, k, alpha, lda, ldb, ldc, g, nt, route);
+    return gemm_plan(cx, ta, tb, m, n, k, alpha, adt, bdt, lda, ldb, ldc, g, nt, route);
 }
 
-qkv_status qkv_sgemm_workspace(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose tb,
-                               int64_t m, int64_t n, int64_t k, size_t *bytes)
+qkv_status qkv_gemm_workspace(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose tb,
+                              int64_t m, int64_t n, int64_t k, qkv_dtype a_dtype,
+                              qkv_dtype b_dtype, size_t *bytes)
 {
     qkv_clear_error();
     if (!bytes) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "bytes: is NULL");
     *bytes = 0;
-    QKV_TRY(check_sizes(ta, tb, m, n, k));
+    QKV_TRY(check_sizes(ta, tb, m, n, k, a_dtype, b_dtype));
     gemm_job g;
     small_job sm;
     float *rows;
@@ -430,23 +532,42 @@ qkv_status qkv_sgemm_workspace(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm
     gemm_route route;
     /* Leading dimensions as small as they may be: the route does not
      * depend on them unless they pass the BLAS's int range. */
-    QKV_TRY(gemm_plan(qkv_context_get(ctx), ta, tb, m, n, k, 1.0f, 1, 1, 1, &g, &nt, &route));
+    QKV_TRY(gemm_plan(qkv_context_get(ctx), ta, tb, m, n, k, 1.0f, a_dtype, b_dtype, 1, 1, 1, &g,
+                      &nt, &route));
     qkv_carver cv = {NULL, 0};
     gemm_layout(route, &g, nt, &cv, &sm, &rows);
     *bytes = cv.used;
     return QKV_OK;
 }
 
-qkv_status qkv_sgemm(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose tb, int64_t m,
-                     int64_t n, int64_t k, float alpha, const float *a, int64_t lda, const float *b,
-                     int64_t ldb, float beta, float *c, int64_t ldc)
+qkv_status qkv_sgemm_workspace(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose tb,
+                               int64_t m, int64_t n, int64_t k, size_t *bytes)
+{
+    return qkv_gemm_workspace(ctx, ta, tb, m, n, k, QKV_DTYPE_F32, QKV_DTYPE_F32, bytes);
+}
+
+/* Element i of a stored matrix of dtype dt, widened. */
+static float elem(const void *p, qkv_dtype dt, int64_t i)
+{
+    switch (dt) {
+    case QKV_DTYPE_F16: return qkv_f16_to_f32(((const uint16_t *)p)[i]);
+    case QKV_DTYPE_BF16: return qkv_bf16_to_f32(((const uint16_t *)p)[i]);
+    default: return ((const float *)p)[i];
+    }
+}
+
+qkv_status qkv_gemm(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose tb, int64_t m,
+                    int64_t n, int64_t k, float alpha, const void *a, qkv_dtype a_dtype,
+                    int64_t lda, const void *b, qkv_dtype b_dtype, int64_t ldb, float beta,
+                    float *c, int64_t ldc)
 {
     qkv_clear_error();
     const qkv_context *cx = qkv_context_get(ctx);
     gemm_job g;
     int nt;
     gemm_route route;
-    QKV_TRY(gemm_check(cx, ta, tb, m, n, k, alpha, a, lda, b, ldb, c, ldc, &g, &nt, &route));
+    QKV_TRY(gemm_check(cx, ta, tb, m, n, k, alpha, a, a_dtype, lda, b, b_dtype, ldb, c, ldc, &g,
+                       &nt, &route));
     if (route == ROUTE_NOTHING) return QKV_OK;
     if (route == ROUTE_SCALE) {
         scale_c(c, ldc, m, n, beta);
@@ -459,19 +580,19 @@ qkv_status qkv_sgemm(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose
         return QKV_OK;
     }
 #endif
-    small_job sm = {g.kern, tb, m, n, k, NULL, b, ldb, alpha, beta, c, ldc, NULL};
+    small_job sm = {g.kern, tb, m, n, k, NULL, b, b_dtype, ldb, alpha, beta, c, ldc, NULL, NULL};
     float *rows = NULL;
     qkv_carver cv = {NULL, 0};
     gemm_layout(route, &g, nt, &cv, &sm, &rows);
     void *scratch;
-    QKV_TRY(qkv_scratch_get(cx, cv.used, "qkv_sgemm", &scratch));
+    QKV_TRY(qkv_scratch_get(cx, cv.used, "qkv_gemm", &scratch));
     cv = (qkv_carver){scratch, 0};
     gemm_layout(route, &g, nt, &cv, &sm, &rows);
     qkv_status st;
     if (route == ROUTE_SMALL) {
         for (int64_t r = 0; r < m; r++)
             for (int64_t p = 0; p < k; p++)
-                rows[r * k + p] = ta ? a[p * lda + r] : a[r * lda + p];
+                rows[r * k + p] = elem(a, a_dtype, ta ? p * lda + r : r * lda + p);
         sm.a = rows;
         const int64_t slices = (n + SMALL_COLS - 1) / SMALL_COLS;
         st = qkv_parallel_for(cx->pool, slices, nt, small_worker, &sm);
@@ -488,4 +609,12 @@ qkv_status qkv_sgemm(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose
     }
     qkv_scratch_release(cx, scratch);
     return st;
+}
+
+qkv_status qkv_sgemm(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose tb, int64_t m,
+                     int64_t n, int64_t k, float alpha, const float *a, int64_t lda, const float *b,
+                     int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    return qkv_gemm(ctx, ta, tb, m, n, k, alpha, a, QKV_DTYPE_F32, lda, b, QKV_DTYPE_F32, ldb, beta,
+                    c, ldc);
 }

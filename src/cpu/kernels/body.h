@@ -259,61 +259,90 @@ static void pv(const float *pt, int64_t ldp, const float *v, int64_t ldv, float 
  * vector and VL of them are reduced together by vsum_each. */
 
 /* Lane j: sum over d < k of ar[d] * b[j * ldb + d], for the first nj <= VL
- * rows of b (lanes past nj are 0). */
-static inline VF dot_block(const float *ar, const float *b, int64_t ldb, int nj, int64_t k)
+ * rows of b (lanes past nj are 0); b's elements of type T read by LOAD(p)
+ * (VL of them) and LOADN(p, t) (the first t, zeros after): written once
+ * for f32 rows and for f16 and bf16 rows, which are widened in registers,
+ * so a 16-bit B is read at half the bytes and gives the bits its widened
+ * copy would. */
+#define DEFINE_DOT_BLOCK(NAME, T, LOAD, LOADN)                                              \
+    static inline VF NAME(const float *ar, const T *b, int64_t ldb, int nj, int64_t k)      \
+    {                                                                                       \
+        VF acc[VL];                                                                         \
+        _Pragma("GCC unroll 16") for (int j = 0; j < VL; j++) acc[j] = vzero();             \
+        int64_t d = 0;                                                                      \
+        if (nj == VL) {                                                                     \
+            /* Eight vectors of the row at a time, kept in registers, against each row   \
+             * of b in turn: b is read in the order it is stored (the prefetchers see   \
+             * one stream), and each accumulator still sums along d in order. */        \
+            for (; d + 8 * VL <= k; d += 8 * VL) {                                          \
+                VF av[8];                                                                   \
+                _Pragma("GCC unroll 8") for (int v = 0; v < 8; v++) av[v] =                 \
+                    vldu(ar + d + v * VL);                                                  \
+                const T *pj = b + d;                                                        \
+                _Pragma("GCC unroll 16") for (int j = 0; j < VL; j++, pj += ldb)            \
+                    _Pragma("GCC unroll 8") for (int v = 0; v < 8; v++) acc[j] =            \
+                        vfma(av[v], LOAD(pj + v * VL), acc[j]);                             \
+            }                                                                               \
+            for (; d + VL <= k; d += VL) {                                                  \
+                const VF av = vldu(ar + d);                                                 \
+                _Pragma("GCC unroll 16") for (int j = 0; j < VL; j++) acc[j] =              \
+                    vfma(av, LOAD(b + j * ldb + d), acc[j]);                                \
+            }                                                                               \
+        } else {                                                                            \
+            for (; d + VL <= k; d += VL) {                                                  \
+                const VF av = vldu(ar + d);                                                 \
+                for (int j = 0; j < nj; j++) acc[j] = vfma(av, LOAD(b + j * ldb + d), acc[j]); \
+            }                                                                               \
+        }                                                                                   \
+        if (d < k) {                                                                        \
+            const int t = (int)(k - d);                                                     \
+            const VF av = vldu_n(ar + d, t);                                                \
+            for (int j = 0; j < nj; j++) acc[j] = vfma(av, LOADN(b + j * ldb + d, t), acc[j]); \
+        }                                                                                   \
+        return vsum_each(acc);                                                              \
+    }
+
+/* The first t < VL 16-bit patterns at p widened, zeros after. */
+static inline VF vwiden_f16_n(const uint16_t *p, int t)
 {
-    VF acc[VL];
-    _Pragma("GCC unroll 16") for (int j = 0; j < VL; j++) acc[j] = vzero();
-    int64_t d = 0;
-    if (nj == VL) {
-        /* Eight vectors of the row at a time, kept in registers, against
-         * each row of b in turn: b is read in the order it is stored (the
-         * prefetchers see one stream), and each accumulator still sums
-         * along d in order. */
-        for (; d + 8 * VL <= k; d += 8 * VL) {
-            VF av[8];
-            _Pragma("GCC unroll 8") for (int v = 0; v < 8; v++) av[v] = vldu(ar + d + v * VL);
-            const float *pj = b + d;
-            _Pragma("GCC unroll 16") for (int j = 0; j < VL; j++, pj += ldb)
-                _Pragma("GCC unroll 8") for (int v = 0; v < 8; v++) acc[j] =
-                    vfma(av[v], vldu(pj + v * VL), acc[j]);
-        }
-        for (; d + VL <= k; d += VL) {
-            const VF av = vldu(ar + d);
-            _Pragma("GCC unroll 16") for (int j = 0; j < VL; j++) acc[j] =
-                vfma(av, vldu(b + j * ldb + d), acc[j]);
-        }
-    } else {
-        for (; d + VL <= k; d += VL) {
-            const VF av = vldu(ar + d);
-            for (int j = 0; j < nj; j++) acc[j] = vfma(av, vldu(b + j * ldb + d), acc[j]);
-        }
-    }
-    if (d < k) {
-        const int t = (int)(k - d);
-        const VF av = vldu_n(ar + d, t);
-        for (int j = 0; j < nj; j++) acc[j] = vfma(av, vldu_n(b + j * ldb + d, t), acc[j]);
-    }
-    return vsum_each(acc);
+    uint16_t h[VL] = {0};
+    for (int i = 0; i < t; i++) h[i] = p[i];
+    return vwiden_f16(h);
+}
+static inline VF vwiden_bf16_n(const uint16_t *p, int t)
+{
+    uint16_t h[VL] = {0};
+    for (int i = 0; i < t; i++) h[i] = p[i];
+    return vwiden_bf16(h);
 }
 
-static void dot_rows(const float *a, int64_t lda, int64_t m, const float *b, int64_t ldb,
-                     float *c, int64_t ldc, int64_t n, int64_t k)
-{
-    for (int64_t j0 = 0; j0 < n; j0 += VL) {
-        const int nj = n - j0 < VL ? (int)(n - j0) : VL;
-        for (int64_t r = 0; r < m; r++) {
-            const VF s = dot_block(a + r * lda, b + j0 * ldb, ldb, nj, k);
-            if (nj == VL) {
-                vstu(c + r * ldc + j0, s);
-            } else {
-                _Alignas(64) float buf[VL];
-                vst(buf, s);
-                for (int j = 0; j < nj; j++) c[r * ldc + j0 + j] = buf[j];
-            }
-        }
+DEFINE_DOT_BLOCK(dot_block, float, vldu, vldu_n)
+DEFINE_DOT_BLOCK(dot_block_f16, uint16_t, vwiden_f16, vwiden_f16_n)
+DEFINE_DOT_BLOCK(dot_block_bf16, uint16_t, vwiden_bf16, vwiden_bf16_n)
+
+/* dot_rows for b of type T through BLOCK (one of the above). */
+#define DEFINE_DOT_ROWS(NAME, T, BLOCK)                                                     \
+    static void NAME(const float *a, int64_t lda, int64_t m, const T *b, int64_t ldb, float *c, \
+                     int64_t ldc, int64_t n, int64_t k)                                     \
+    {                                                                                       \
+        for (int64_t j0 = 0; j0 < n; j0 += VL) {                                            \
+            const int nj = n - j0 < VL ? (int)(n - j0) : VL;                                \
+            for (int64_t r = 0; r < m; r++) {                                               \
+                const VF s = BLOCK(a + r * lda, b + j0 * ldb, ldb, nj, k);                  \
+                if (nj == VL) {                                                             \
+                    vstu(c + r * ldc + j0, s);                                              \
+                } else {                                                                    \
+                    _Alignas(64) float buf[VL];                                             \
+                    vst(buf, s);                                                            \
+                    for (int j = 0; j < nj; j++) c[r * ldc + j0 + j] = buf[j];              \
+                }                                                                           \
+            }                                                                               \
+        }                                                                                   \
     }
-}
+
+DEFINE_DOT_ROWS(dot_rows, float, dot_block)
+DEFINE_DOT_ROWS(dot_rows_f16, uint16_t, dot_block_f16)
+DEFINE_DOT_ROWS(dot_rows_bf16, uint16_t, dot_block_bf16)
 
 /* The online softmax step of softmax() for row-major scores: row r is
  * s[r * lds ..], n long. The maximum and the sum run along the vector;
@@ -535,6 +564,8 @@ const qkv_cpu_kernels KNAME = {.name = KNAME_STRING,
                                .gemm_nr = GEMM_NR,
                                .gemm = gemm,
                                .dot_rows = dot_rows,
+                               .dot_rows_f16 = dot_rows_f16,
+                               .dot_rows_bf16 = dot_rows_bf16,
                                .softmax_rows = softmax_rows,
                                .axpy_rows = axpy_rows,
                                .widen_f16 = widen_f16,

@@ -79,6 +79,12 @@ typedef struct qkv_cpu_kernels {
      *              v (n, ev) ld ldv, o (m, ev) ld ldo, any alignment. */
     void (*dot_rows)(const float *a, int64_t lda, int64_t m, const float *b, int64_t ldb,
                      float *c, int64_t ldc, int64_t n, int64_t k);
+    /* dot_rows with b of f16 or bf16 patterns, widened in registers: the
+     * bits dot_rows gives on b's widened copy, from half the bytes. */
+    void (*dot_rows_f16)(const float *a, int64_t lda, int64_t m, const uint16_t *b, int64_t ldb,
+                         float *c, int64_t ldc, int64_t n, int64_t k);
+    void (*dot_rows_bf16)(const float *a, int64_t lda, int64_t m, const uint16_t *b, int64_t ldb,
+                          float *c, int64_t ldc, int64_t n, int64_t k);
     /* The softmax step above for row-major scores: row r is s[r][j], j < n,
      * ld lds; the same results up to the order of the sum. */
     void (*softmax_rows)(float *s, int64_t lds, int64_t m, int64_t n, float *mx, double *l,
