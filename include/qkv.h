@@ -1167,6 +1167,13 @@ typedef struct qkv_mha_config {
     int bias;           /* nonzero: the four projections have biases */
     qkv_rope rope;      /* RoPE on q and k; E must be even */
     double rope_base;   /* base frequency; 0 means 10000 */
+    /* The dtype the four projection weights are kept in: QKV_DTYPE_F32 (0,
+     * the default), QKV_DTYPE_F16 or QKV_DTYPE_BF16 (biases stay F32). A
+     * 16-bit layer's projections are qkv_gemm calls that read the weights
+     * as they are, widened exactly, so its results are the F32 layer's
+     * on the same (rounded) weights, bit for bit, and a decode step reads
+     * half the weight bytes. */
+    qkv_dtype weight_dtype;
 } qkv_mha_config;
 
 /* A layer: its configuration and its parameters. Opaque. A layer may be
@@ -1225,15 +1232,35 @@ typedef enum qkv_mha_param {
  *
  *  Errors:  none.
  *  @return  the parameter's floats; NULL, with *rows = *cols = 0, for a bias
- *           the layer does not have or a value outside the enum.
+ *           the layer does not have, a value outside the enum, or a weight
+ *           kept in F16 or BF16 (qkv_mha_param_view gives those).
  *  Threads: writing through the pointer is not safe while another thread
  *           reads the layer (qkv_mha).
  *  Memory:  the layer's; valid until qkv_mha_free. */
 QKV_API float *qkv_mha_param_data(qkv_mha *m, qkv_mha_param which, int64_t *rows, int64_t *cols);
 
+/*! qkv_mha_param_view() :
+ *  qkv_mha_param_data for a parameter of any dtype: its storage and the
+ *  dtype it is kept in (the config's weight_dtype for a weight, F32 for a
+ *  bias).
+ *
+ *    m, which, rows, cols  as qkv_mha_param_data
+ *    dtype  out, optional (NULL): the dtype
+ *
+ *  Errors:  none.
+ *  @return  the parameter's data; NULL (rows, cols 0) as qkv_mha_param_data
+ *           says, but for 16-bit weights, which it gives.
+ *  Threads: as qkv_mha_param_data.
+ *  Memory:  the layer's; valid until qkv_mha_free. */
+QKV_API void *qkv_mha_param_view(qkv_mha *m, qkv_mha_param which, qkv_dtype *dtype, int64_t *rows,
+                                 int64_t *cols);
+
 /*! qkv_mha_load() :
- *  Creates a layer from parameters in a .safetensors file, converted to
- *  F32 from F32, F16 or BF16. Names, each looked up with `prefix`
+ *  Creates a layer from parameters in a .safetensors file, F32, F16 or
+ *  BF16, converted to the weight_dtype cfg asks for (F32 by default; a
+ *  bf16 checkpoint loaded with weight_dtype BF16 keeps its weights
+ *  exactly, at half the memory) and biases to F32. Names, each looked up
+ *  with `prefix`
  *  prepended:
  *    PyTorch nn.MultiheadAttention: in_proj_weight (3D, D) holding Wq, Wk,
  *      Wv stacked, or q_proj_weight, k_proj_weight, v_proj_weight (when
@@ -1244,7 +1271,7 @@ QKV_API float *qkv_mha_param_data(qkv_mha *m, qkv_mha_param which, int64_t *rows
  *      o_proj.weight and optional .bias of each (these allow Hkv < H).
  *
  *    out     out: the layer; NULL on failure
- *    cfg     in: heads, kv_heads, rope and rope_base; its dims may be 0, to
+ *    cfg     in: heads, kv_heads, rope, rope_base, weight_dtype; its dims may be 0, to
  *            be taken from the tensors' shapes, or given, to be checked
  *            against them; bias is taken from the file (all four present, or
  *            none)
@@ -1324,7 +1351,8 @@ QKV_API qkv_status qkv_mha_forward(qkv_context *ctx, const qkv_mha *m, float *y,
  *    ctx      in, optional: how the call runs (threads, isa, backend,
  *             progress); NULL for the default context
  *    m         in: the layer
- *    grad      out: a layer created with m's configuration whose parameters
+ *    grad      out: a layer created with m's configuration (its weight_dtype
+ *              F32 whatever m's: gradients are kept in F32) whose parameters
  *              are overwritten with dL/dW and dL/db of m's
  *    dx        out, optional (NULL), F32 (B, Lq, D): dL/dX; for
  *              self-attention it includes the paths through K and V

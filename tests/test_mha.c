@@ -2,6 +2,7 @@
  * layer written out here from the formulas of qkv.h, backward against
  * central finite differences of that double layer, decoding with the KV
  * cache against the full sequence, save/load round trips, and the errors. */
+#include "half.h"
 #include "qkv.h"
 #include "test.h"
 #include "util.h"
@@ -904,6 +905,15 @@ static void test_overlap_and_alignment(void)
 
 /* -------------------------------------------------------- save and load */
 
+/* Field by field: the struct has padding, which memcmp would compare. */
+static int same_config(const qkv_mha_config *a, const qkv_mha_config *b)
+{
+    return a->d_model == b->d_model && a->d_context == b->d_context && a->heads == b->heads &&
+           a->kv_heads == b->kv_heads && a->head_dim == b->head_dim &&
+           a->v_head_dim == b->v_head_dim && a->bias == b->bias && a->rope == b->rope &&
+           a->rope_base == b->rope_base && a->weight_dtype == b->weight_dtype;
+}
+
 static void test_save_load(void)
 {
     test_rng r = test_rng_seed(5);
@@ -920,7 +930,7 @@ static void test_save_load(void)
     CHECK(qkv_mha_load(&back, &want, st, "layers.3.") == QKV_OK);
     if (back) {
         qkv_mha_config a = qkv_mha_get_config(m), b = qkv_mha_get_config(back);
-        CHECK(memcmp(&a, &b, sizeof a) == 0);
+        CHECK(same_config(&a, &b));
         for (int i = 0; i < QKV_MHA_NUM_PARAMS; i++) {
             int64_t rows, cols;
             float *pa = qkv_mha_param_data(m, (qkv_mha_param)i, &rows, &cols);
@@ -1019,6 +1029,136 @@ static void test_save_load(void)
     test_rmdir(dir);
 }
 
+/* ------------------------------------------------ 16-bit weights */
+
+/* The f32 layer wide's weights rounded to dt, both in wide (widened back)
+ * and in the dt layer half (as 16-bit patterns); biases copied. */
+static void share_rounded(qkv_mha *wide, qkv_mha *half, qkv_dtype dt)
+{
+    for (int i = 0; i < QKV_MHA_NUM_PARAMS; i++) {
+        int64_t rows, cols;
+        qkv_dtype got;
+        float *w = qkv_mha_param_data(wide, (qkv_mha_param)i, &rows, &cols);
+        void *h = qkv_mha_param_view(half, (qkv_mha_param)i, &got, NULL, NULL);
+        CHECK(w && h && got == (i < QKV_MHA_BQ ? dt : QKV_DTYPE_F32));
+        if (!w || !h) continue;
+        /* qkv_mha_param_data gives f32 parameters only. */
+        CHECK((qkv_mha_param_data(half, (qkv_mha_param)i, NULL, NULL) != NULL) ==
+              (i >= QKV_MHA_BQ));
+        for (int64_t j = 0; j < rows * cols; j++) {
+            if (i >= QKV_MHA_BQ) {
+                ((float *)h)[j] = w[j];
+                continue;
+            }
+            const uint16_t bits =
+                dt == QKV_DTYPE_F16 ? qkv_f32_to_f16(w[j]) : qkv_f32_to_bf16(w[j]);
+            ((uint16_t *)h)[j] = bits;
+            w[j] = dt == QKV_DTYPE_F16 ? qkv_f16_to_f32(bits) : qkv_bf16_to_f32(bits);
+        }
+    }
+}
+
+/* A layer that keeps its weights in f16 or bf16 computes what the f32
+ * layer whose weights are those same values computes, bit for bit: the
+ * forward (self and cross), the backward (dx and every gradient), a
+ * decode step with the cache. The checkpoint round trip keeps the
+ * weights' dtype, or widens them when asked for f32; and the errors. */
+static void test_weight_dtypes(void)
+{
+    const qkv_dtype dts[2] = {QKV_DTYPE_BF16, QKV_DTYPE_F16};
+    char *dir = test_tmpdir();
+    for (int d = 0; d < 2; d++) {
+        const qkv_dtype dt = dts[d];
+        test_rng r = test_rng_seed(70 + (uint64_t)d);
+        qkv_mha_config cfg = {.d_model = 24, .d_context = 16, .heads = 4, .kv_heads = 2,
+                              .bias = 1, .rope = QKV_ROPE_HALF};
+        qkv_mha *wide = make_layer(&cfg, &r), *half = NULL;
+        qkv_mha_config hc = cfg;
+        hc.weight_dtype = dt;
+        CHECK(qkv_mha_create(&half, &hc) == QKV_OK);
+        if (!half) continue;
+        share_rounded(wide, half, dt);
+        const int64_t B = 2, L = 5, Lk = 7, D = 24, Dc = 16;
+        float *x = test_rand_f32(&r, B * L * D, -1, 1), *cx = test_rand_f32(&r, B * Lk * Dc, -1, 1);
+        float *dy = test_rand_f32(&r, B * L * D, -1, 1);
+        float y0[2 * 5 * 24], y1[2 * 5 * 24];
+        qkv_attention_options o = {0};
+        CHECK(qkv_mha_forward(NULL, wide, y0, NULL, x, B, L, cx, Lk, &o) == QKV_OK);
+        CHECK(qkv_mha_forward(NULL, half, y1, NULL, x, B, L, cx, Lk, &o) == QKV_OK);
+        CHECK(memcmp(y0, y1, sizeof y0) == 0);
+        /* The backward: gradients into f32 layers. */
+        qkv_mha *g0 = NULL, *g1 = NULL;
+        CHECK(qkv_mha_create(&g0, &cfg) == QKV_OK && qkv_mha_create(&g1, &cfg) == QKV_OK);
+        float dx0[2 * 5 * 24], dx1[2 * 5 * 24], dc0[2 * 7 * 16], dc1[2 * 7 * 16];
+        CHECK(qkv_mha_backward(NULL, wide, g0, dx0, dc0, dy, x, B, L, cx, Lk, &o) == QKV_OK);
+        CHECK(qkv_mha_backward(NULL, half, g1, dx1, dc1, dy, x, B, L, cx, Lk, &o) == QKV_OK);
+        CHECK(memcmp(dx0, dx1, sizeof dx0) == 0 && memcmp(dc0, dc1, sizeof dc0) == 0);
+        for (int i = 0; i < QKV_MHA_NUM_PARAMS && g0 && g1; i++) {
+            int64_t rows, cols;
+            const float *a = qkv_mha_param_data(g0, (qkv_mha_param)i, &rows, &cols);
+            const float *b = qkv_mha_param_data(g1, (qkv_mha_param)i, NULL, NULL);
+            CHECK(a && b && memcmp(a, b, sizeof(float) * (size_t)(rows * cols)) == 0);
+        }
+        /* Gradients are f32: a 16-bit grad layer is refused. */
+        CHECK(qkv_mha_backward(NULL, half, half, dx1, dc1, dy, x, B, L, cx, Lk, &o) ==
+              QKV_ERR_DTYPE);
+        CHECK(detail_has("grad"));
+        /* Self-attention decode, one token at a time, against the f32 layer. */
+        qkv_mha_config sc = {.d_model = 24, .heads = 4, .kv_heads = 2, .bias = 1,
+                             .rope = QKV_ROPE_HALF};
+        qkv_mha *sw = make_layer(&sc, &r), *sh = NULL;
+        qkv_mha_config shc = sc;
+        shc.weight_dtype = dt;
+        CHECK(qkv_mha_create(&sh, &shc) == QKV_OK);
+        if (sh) share_rounded(sw, sh, dt);
+        qkv_kv_cache *c0 = NULL, *c1 = NULL;
+        CHECK(qkv_kv_cache_create(&c0, sw, 2, 16) == QKV_OK);
+        CHECK(sh && qkv_kv_cache_create(&c1, sh, 2, 16) == QKV_OK);
+        for (int step = 0; step < 4 && c0 && c1; step++) {
+            float t0[2 * 24], t1[2 * 24];
+            CHECK(qkv_mha_decode(NULL, sw, c0, t0, NULL, x + step * 2 * 24, 1, NULL) == QKV_OK);
+            CHECK(qkv_mha_decode(NULL, sh, c1, t1, NULL, x + step * 2 * 24, 1, NULL) == QKV_OK);
+            CHECK(memcmp(t0, t1, sizeof t0) == 0);
+        }
+        qkv_kv_cache_free(c0), qkv_kv_cache_free(c1);
+        /* The checkpoint keeps the dtype; loading as f32 widens it. */
+        char path[512];
+        snprintf(path, sizeof path, "%s/half%d.safetensors", dir, d);
+        CHECK(qkv_mha_save(half, path, "") == QKV_OK);
+        qkv_safetensors *st = NULL;
+        CHECK(qkv_safetensors_read(path, &st) == QKV_OK);
+        qkv_array info;
+        CHECK(st && qkv_safetensors_find(st, "q_proj.weight", &info) && info.dtype == dt);
+        qkv_mha_config want = {.heads = 4, .kv_heads = 2, .rope = QKV_ROPE_HALF,
+                               .weight_dtype = dt};
+        qkv_mha *back = NULL, *back32 = NULL;
+        CHECK(st && qkv_mha_load(&back, &want, st, "") == QKV_OK);
+        want.weight_dtype = QKV_DTYPE_F32;
+        CHECK(st && qkv_mha_load(&back32, &want, st, "") == QKV_OK);
+        for (int i = 0; i < QKV_MHA_NUM_PARAMS && back && back32; i++) {
+            int64_t rows, cols;
+            qkv_dtype t0, t1;
+            const void *a = qkv_mha_param_view(half, (qkv_mha_param)i, &t0, &rows, &cols);
+            const void *b = qkv_mha_param_view(back, (qkv_mha_param)i, &t1, NULL, NULL);
+            const float *w = qkv_mha_param_data(wide, (qkv_mha_param)i, NULL, NULL);
+            const float *b32 = qkv_mha_param_data(back32, (qkv_mha_param)i, NULL, NULL);
+            CHECK(a && b && t0 == t1 &&
+                  memcmp(a, b, qkv_dtype_size(t0) * (size_t)(rows * cols)) == 0);
+            CHECK(w && b32 && memcmp(w, b32, sizeof(float) * (size_t)(rows * cols)) == 0);
+        }
+        qkv_mha_free(back), qkv_mha_free(back32);
+        qkv_safetensors_free(st);
+        free(x), free(cx), free(dy);
+        qkv_mha_free(wide), qkv_mha_free(half), qkv_mha_free(g0), qkv_mha_free(g1);
+        qkv_mha_free(sw), qkv_mha_free(sh);
+    }
+    qkv_mha *bad = NULL;
+    CHECK(qkv_mha_create(&bad, &(qkv_mha_config){.d_model = 8, .heads = 2,
+                                                .weight_dtype = QKV_DTYPE_I32}) == QKV_ERR_DTYPE);
+    CHECK(detail_has("weight_dtype"));
+    free(dir);
+}
+
 int main(void)
 {
     test_config_errors();
@@ -1030,5 +1170,6 @@ int main(void)
     test_cache_append();
     test_decode_long();
     test_save_load();
+    test_weight_dtypes();
     return test_finish("test_mha");
 }

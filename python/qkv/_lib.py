@@ -58,6 +58,7 @@ class MhaConfig(ctypes.Structure):
         ("bias", ctypes.c_int),
         ("rope", ctypes.c_int),
         ("rope_base", ctypes.c_double),
+        ("weight_dtype", ctypes.c_int),  # qkv_dtype: 0 = float32
     ]
 
 

@@ -239,7 +239,7 @@ qkv_status qkv_mha_decode(qkv_context *ctx, const qkv_mha *m, qkv_kv_cache *c, f
         qkv_range("the cache's values", c->v, B * Hkv * L * Ev, sizeof(float))};
     const qkv_byte_range ins[2] = {
         qkv_range("x", x, B * n * D, sizeof(float)),
-        qkv_range("the layer's parameters", m->storage, qkv_mha_param_floats(m), sizeof(float))};
+        qkv_mha_param_range("the layer's parameters", m)};
     QKV_TRY(qkv_check_buffers(outs, 4, ins, 2, sizeof(float)));
     float *block = malloc((size_t)(nq + nk + nv + na + 1) * sizeof(float));
     int64_t *pos = malloc((size_t)(2 * B) * sizeof(int64_t));
@@ -263,11 +263,14 @@ qkv_status qkv_mha_decode(qkv_context *ctx, const qkv_mha *m, qkv_kv_cache *c, f
     o.q_offsets = q_pos;
     o.kv_lens = k_len;
 
-    st = qkv_mha_linear(ctx, q, x, B * n, m->param[QKV_MHA_WQ], H * E, D, m->param[QKV_MHA_BQ]);
+    st = qkv_mha_linear(ctx, q, x, B * n, m->param[QKV_MHA_WQ], m->dtype[QKV_MHA_WQ], H * E, D,
+                        m->param[QKV_MHA_BQ]);
     if (st == QKV_OK)
-        st = qkv_mha_linear(ctx, k, x, B * n, m->param[QKV_MHA_WK], Hkv * E, D, m->param[QKV_MHA_BK]);
+        st = qkv_mha_linear(ctx, k, x, B * n, m->param[QKV_MHA_WK], m->dtype[QKV_MHA_WK], Hkv * E,
+                            D, m->param[QKV_MHA_BK]);
     if (st == QKV_OK)
-        st = qkv_mha_linear(ctx, v, x, B * n, m->param[QKV_MHA_WV], Hkv * Ev, D, m->param[QKV_MHA_BV]);
+        st = qkv_mha_linear(ctx, v, x, B * n, m->param[QKV_MHA_WV], m->dtype[QKV_MHA_WV], Hkv * Ev,
+                            D, m->param[QKV_MHA_BV]);
     for (int64_t b = 0; b < B && st == QKV_OK; b++) {
         st = qkv_rope_apply(cfg, q + b * n * H * E, n, H * E, H, c->len[b], 0);
         if (st == QKV_OK)
@@ -286,7 +289,8 @@ qkv_status qkv_mha_decode(qkv_context *ctx, const qkv_mha *m, qkv_kv_cache *c, f
         st = qkv_attention_forward(ctx, &ta, weights ? &tw : NULL, NULL, &tq, &tk, &tv, &o);
     }
     if (st == QKV_OK)
-        st = qkv_mha_linear(ctx, y, a, B * n, m->param[QKV_MHA_WO], D, H * Ev, m->param[QKV_MHA_BO]);
+        st = qkv_mha_linear(ctx, y, a, B * n, m->param[QKV_MHA_WO], m->dtype[QKV_MHA_WO], D, H * Ev,
+                            m->param[QKV_MHA_BO]);
     if (st == QKV_OK)
         for (int64_t b = 0; b < B; b++) c->len[b] += n;
     free(block);

@@ -60,6 +60,10 @@ qkv_status qkv_mha_resolve_config(const qkv_mha_config *cfg, qkv_mha_config *out
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "rope_base: %g is not finite and > 0",
                         c.rope_base);
     c.bias = c.bias != 0;
+    if (c.weight_dtype != QKV_DTYPE_F32 && c.weight_dtype != QKV_DTYPE_F16 &&
+        c.weight_dtype != QKV_DTYPE_BF16)
+        return qkv_fail(QKV_ERR_DTYPE, "weight_dtype: %s, expected f32, f16 or bf16",
+                        qkv_dtype_name(c.weight_dtype));
     /* Every projection's size must fit, and so must their sum. */
     int64_t hq, hk, hv, total = 0, t;
     if (!qkv_mul_ok(c.heads, c.head_dim, &hq) || !qkv_mul_ok(c.kv_heads, c.head_dim, &hk) ||
@@ -99,25 +103,33 @@ qkv_status qkv_mha_create(qkv_mha **out, const qkv_mha_config *cfg)
         {1, c.kv_heads * c.v_head_dim},           {1, c.d_model}};
     int64_t total = 0;
     for (int i = 0; i < QKV_MHA_NUM_PARAMS; i++) {
+        m->dtype[i] = i < QKV_MHA_BQ ? c.weight_dtype : QKV_DTYPE_F32;
         if (i >= QKV_MHA_BQ && !c.bias) continue;
         m->rows[i] = shape[i][0];
         m->cols[i] = shape[i][1];
         total += shape[i][0] * shape[i][1]; /* bounded by resolve_config */
     }
-    /* Decode reads every weight once per step: huge pages, as for the cache. */
-    const size_t bytes = (size_t)(total ? total : 1) * sizeof(float);
-    m->storage = qkv_alloc(bytes);
-    if (!m->storage) {
-        free(m);
-        return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "layer: %lld parameters do not fit in memory",
-                        (long long)total);
-    }
-    memset(m->storage, 0, bytes);
-    float *p = m->storage;
-    for (int i = 0; i < QKV_MHA_NUM_PARAMS; i++) {
-        if (!m->rows[i]) continue;
-        m->param[i] = p;
-        p += m->rows[i] * m->cols[i];
+    /* One block, each parameter 64-byte aligned in it, sized and cut by one
+     * carving. Decode reads every weight once per step: huge pages, as for
+     * the cache. */
+    qkv_carver cv = {NULL, 0};
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            m->storage_bytes = cv.used ? cv.used : 64;
+            if (!(m->storage = qkv_alloc(m->storage_bytes))) {
+                free(m);
+                return qkv_fail(QKV_ERR_OUT_OF_MEMORY,
+                                "layer: %lld parameters do not fit in memory", (long long)total);
+            }
+            memset(m->storage, 0, m->storage_bytes);
+            cv = (qkv_carver){m->storage, 0};
+        }
+        for (int i = 0; i < QKV_MHA_NUM_PARAMS; i++) {
+            if (!m->rows[i]) continue;
+            const size_t bytes = (size_t)(m->rows[i] * m->cols[i]) * qkv_dtype_size(m->dtype[i]);
+            void *p = qkv_carve(&cv, bytes);
+            if (pass == 1) m->param[i] = p;
+        }
     }
     *out = m;
     return QKV_OK;
@@ -130,11 +142,9 @@ void qkv_mha_free(qkv_mha *m)
     free(m);
 }
 
-int64_t qkv_mha_param_floats(const qkv_mha *m)
+qkv_byte_range qkv_mha_param_range(const char *name, const qkv_mha *m)
 {
-    int64_t n = 0;
-    for (int i = 0; i < QKV_MHA_NUM_PARAMS; i++) n += m->rows[i] * m->cols[i];
-    return n;
+    return qkv_range(name, m->storage, (int64_t)m->storage_bytes, 1);
 }
 
 qkv_mha_config qkv_mha_get_config(const qkv_mha *m)
@@ -143,23 +153,35 @@ qkv_mha_config qkv_mha_get_config(const qkv_mha *m)
     return m ? m->cfg : none;
 }
 
-float *qkv_mha_param_data(qkv_mha *m, qkv_mha_param which, int64_t *rows, int64_t *cols)
+void *qkv_mha_param_view(qkv_mha *m, qkv_mha_param which, qkv_dtype *dtype, int64_t *rows,
+                         int64_t *cols)
 {
     int ok = m && (int)which >= 0 && (int)which < QKV_MHA_NUM_PARAMS && m->param[which];
     if (rows) *rows = ok ? m->rows[which] : 0;
     if (cols) *cols = ok ? m->cols[which] : 0;
+    if (dtype) *dtype = ok ? m->dtype[which] : QKV_DTYPE_F32;
     return ok ? m->param[which] : NULL;
+}
+
+float *qkv_mha_param_data(qkv_mha *m, qkv_mha_param which, int64_t *rows, int64_t *cols)
+{
+    qkv_dtype dt;
+    void *p = qkv_mha_param_view(m, which, &dt, rows, cols);
+    if (p && dt == QKV_DTYPE_F32) return p;
+    if (rows) *rows = 0;
+    if (cols) *cols = 0;
+    return NULL;
 }
 
 /* ------------------------------------------------------------ projections */
 
-qkv_status qkv_mha_linear(qkv_context *ctx, float *y, const float *x, int64_t rows, const float *w,
-                          int64_t out, int64_t in, const float *b)
+qkv_status qkv_mha_linear(qkv_context *ctx, float *y, const float *x, int64_t rows, const void *w,
+                          qkv_dtype wdt, int64_t out, int64_t in, const float *b)
 {
     if (b)
         for (int64_t r = 0; r < rows; r++) memcpy(y + r * out, b, (size_t)out * sizeof(float));
-    return qkv_sgemm(ctx, QKV_GEMM_NO_TRANS, QKV_GEMM_TRANS, rows, out, in, 1.0f, x, in, w, in,
-                     b ? 1.0f : 0.0f, y, out);
+    return qkv_gemm(ctx, QKV_GEMM_NO_TRANS, QKV_GEMM_TRANS, rows, out, in, 1.0f, x, QKV_DTYPE_F32,
+                    in, w, wdt, in, b ? 1.0f : 0.0f, y, out);
 }
 
 qkv_tensor qkv_mha_heads_view(float *data, int64_t batch, int64_t len, int64_t heads,
@@ -253,14 +275,14 @@ static qkv_status forward_core(qkv_context *ctx, const qkv_mha *m, activations *
 
     const float *cin = context ? context : x;
     const int64_t dkv = c->d_context;
-    qkv_status st = qkv_mha_linear(ctx, act->q, x, batch * lq, m->param[QKV_MHA_WQ], H * E, c->d_model,
-                                   m->param[QKV_MHA_BQ]);
+    qkv_status st = qkv_mha_linear(ctx, act->q, x, batch * lq, m->param[QKV_MHA_WQ],
+                                   m->dtype[QKV_MHA_WQ], H * E, c->d_model, m->param[QKV_MHA_BQ]);
     if (st == QKV_OK)
-        st = qkv_mha_linear(ctx, act->k, cin, batch * lk, m->param[QKV_MHA_WK], Hkv * E, dkv,
-                            m->param[QKV_MHA_BK]);
+        st = qkv_mha_linear(ctx, act->k, cin, batch * lk, m->param[QKV_MHA_WK],
+                            m->dtype[QKV_MHA_WK], Hkv * E, dkv, m->param[QKV_MHA_BK]);
     if (st == QKV_OK)
-        st = qkv_mha_linear(ctx, act->v, cin, batch * lk, m->param[QKV_MHA_WV], Hkv * Ev, dkv,
-                            m->param[QKV_MHA_BV]);
+        st = qkv_mha_linear(ctx, act->v, cin, batch * lk, m->param[QKV_MHA_WV],
+                            m->dtype[QKV_MHA_WV], Hkv * Ev, dkv, m->param[QKV_MHA_BV]);
     if (st != QKV_OK) return st;
     for (int64_t b = 0; b < batch && st == QKV_OK; b++) {
         st = qkv_rope_apply(c, act->q + b * lq * H * E, lq, H * E, H, 0, 0);
@@ -295,13 +317,14 @@ qkv_status qkv_mha_forward(qkv_context *ctx, const qkv_mha *m, float *y, float *
     const qkv_byte_range outs[2] = {floats("y", y, ny), floats("weights", weights, nw)};
     const qkv_byte_range ins[3] = {
         floats("x", x, ny), floats("context", context, batch * lk * c->d_context),
-        floats("the layer's parameters", m->storage, qkv_mha_param_floats(m))};
+        qkv_mha_param_range("the layer's parameters", m)};
     QKV_TRY(qkv_check_buffers(outs, 2, ins, 3, sizeof(float)));
     activations act;
     st = forward_core(ctx, m, &act, weights, x, batch, lq, context, lk, opts);
     if (st == QKV_OK)
-        st = qkv_mha_linear(ctx, y, act.a, batch * lq, m->param[QKV_MHA_WO], c->d_model,
-                            c->heads * c->v_head_dim, m->param[QKV_MHA_BO]);
+        st = qkv_mha_linear(ctx, y, act.a, batch * lq, m->param[QKV_MHA_WO],
+                            m->dtype[QKV_MHA_WO], c->d_model, c->heads * c->v_head_dim,
+                            m->param[QKV_MHA_BO]);
     activations_free(&act);
     return st;
 }
@@ -317,18 +340,29 @@ static void column_sums(float *db, const float *d, int64_t rows, int64_t cols)
         for (int64_t j = 0; j < cols; j++) db[j] += d[r * cols + j];
 }
 
+/* Whether two resolved configurations describe the same layer, whatever
+ * dtype each keeps its weights in (field by field: the struct has
+ * padding). */
+static int same_shape(const qkv_mha_config *a, const qkv_mha_config *b)
+{
+    return a->d_model == b->d_model && a->d_context == b->d_context && a->heads == b->heads &&
+           a->kv_heads == b->kv_heads && a->head_dim == b->head_dim &&
+           a->v_head_dim == b->v_head_dim && a->bias == b->bias && a->rope == b->rope &&
+           a->rope_base == b->rope_base;
+}
+
 /* The backward of y = x W^T + b for one projection: dW = dY^T x, db, and
  * dx (+)= dY W (accumulating when accumulate is nonzero). */
 static qkv_status linear_backward(qkv_context *ctx, const float *dy, const float *x, int64_t rows,
-                                  int64_t out, int64_t in, const float *w, float *dw, float *db,
-                                  float *dx, int accumulate)
+                                  int64_t out, int64_t in, const void *w, qkv_dtype wdt, float *dw,
+                                  float *db, float *dx, int accumulate)
 {
     QKV_TRY(qkv_sgemm(ctx, QKV_GEMM_TRANS, QKV_GEMM_NO_TRANS, out, in, rows, 1.0f, dy, out, x, in,
                       0.0f, dw, in));
     column_sums(db, dy, rows, out);
     if (!dx) return QKV_OK;
-    return qkv_sgemm(ctx, QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, rows, in, out, 1.0f, dy, out, w, in,
-                     accumulate ? 1.0f : 0.0f, dx, in);
+    return qkv_gemm(ctx, QKV_GEMM_NO_TRANS, QKV_GEMM_NO_TRANS, rows, in, out, 1.0f, dy,
+                    QKV_DTYPE_F32, out, w, wdt, in, accumulate ? 1.0f : 0.0f, dx, in);
 }
 
 qkv_status qkv_mha_backward(qkv_context *ctx, const qkv_mha *m, qkv_mha *grad, float *dx,
@@ -341,8 +375,12 @@ qkv_status qkv_mha_backward(qkv_context *ctx, const qkv_mha *m, qkv_mha *grad, f
     qkv_status st = QKV_OK;
     const qkv_mha_config *c = &m->cfg;
     if (!grad) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "grad: is NULL");
-    if (memcmp(&grad->cfg, c, sizeof *c) != 0)
+    if (!same_shape(&grad->cfg, c))
         return qkv_fail(QKV_ERR_SHAPE, "grad: its configuration differs from the layer's");
+    if (grad->cfg.weight_dtype != QKV_DTYPE_F32)
+        return qkv_fail(QKV_ERR_DTYPE, "grad: its weights are %s; gradients are kept in f32 "
+                        "(create grad with weight_dtype f32)",
+                        qkv_dtype_name(grad->cfg.weight_dtype));
     if (grad == m) return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "grad: is the layer itself");
     if (dcontext && !context)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
@@ -354,10 +392,10 @@ qkv_status qkv_mha_backward(qkv_context *ctx, const qkv_mha *m, qkv_mha *grad, f
     /* grad's parameters are outputs too; m's are read throughout. */
     const qkv_byte_range outs[3] = {
         floats("dx", dx, ny), floats("dcontext", dcontext, batch * lk * Dkv),
-        floats("grad's parameters", grad->storage, qkv_mha_param_floats(grad))};
+        qkv_mha_param_range("grad's parameters", grad)};
     const qkv_byte_range ins[4] = {
         floats("dy", dy, ny), floats("x", x, ny), floats("context", context, batch * lk * Dkv),
-        floats("the layer's parameters", m->storage, qkv_mha_param_floats(m))};
+        qkv_mha_param_range("the layer's parameters", m)};
     QKV_TRY(qkv_check_buffers(outs, 3, ins, 4, sizeof(float)));
 
     /* The recomputed forward reports no progress, so that the backward's
@@ -380,10 +418,12 @@ qkv_status qkv_mha_backward(qkv_context *ctx, const qkv_mha *m, qkv_mha *grad, f
         return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "layer: gradients do not fit in memory");
     }
     float *dq = block, *dk = dq + nq, *dv = dk + nk, *da = dv + nv;
-    float **gp = grad->param;
+    float *gp[QKV_MHA_NUM_PARAMS]; /* grad's are f32 (checked above) */
+    for (int i = 0; i < QKV_MHA_NUM_PARAMS; i++) gp[i] = grad->param[i];
 
     /* Y = A Wo^T + bo. */
-    st = linear_backward(ctx, dy, act.a, batch * lq, D, H * Ev, m->param[QKV_MHA_WO], gp[QKV_MHA_WO],
+    st = linear_backward(ctx, dy, act.a, batch * lq, D, H * Ev, m->param[QKV_MHA_WO],
+                         m->dtype[QKV_MHA_WO], gp[QKV_MHA_WO],
                          gp[QKV_MHA_BO], da, 0);
     if (st == QKV_OK) {
         qkv_tensor tq = qkv_mha_heads_view(act.q, batch, lq, H, E);
@@ -408,14 +448,15 @@ qkv_status qkv_mha_backward(qkv_context *ctx, const qkv_mha *m, qkv_mha *grad, f
     if (st == QKV_OK) {
         const float *cin = context ? context : x;
         float *dcin = context ? dcontext : dx;
-        st = linear_backward(ctx, dq, x, batch * lq, H * E, D, m->param[QKV_MHA_WQ], gp[QKV_MHA_WQ],
+        st = linear_backward(ctx, dq, x, batch * lq, H * E, D, m->param[QKV_MHA_WQ],
+                             m->dtype[QKV_MHA_WQ], gp[QKV_MHA_WQ],
                              gp[QKV_MHA_BQ], dx, 0);
         if (st == QKV_OK)
             st = linear_backward(ctx, dk, cin, batch * lk, Hkv * E, Dkv, m->param[QKV_MHA_WK],
-                                 gp[QKV_MHA_WK], gp[QKV_MHA_BK], dcin, !context);
+                                 m->dtype[QKV_MHA_WK], gp[QKV_MHA_WK], gp[QKV_MHA_BK], dcin, !context);
         if (st == QKV_OK)
             st = linear_backward(ctx, dv, cin, batch * lk, Hkv * Ev, Dkv, m->param[QKV_MHA_WV],
-                                 gp[QKV_MHA_WV], gp[QKV_MHA_BV], dcin, 1);
+                                 m->dtype[QKV_MHA_WV], gp[QKV_MHA_WV], gp[QKV_MHA_BV], dcin, 1);
     }
     free(block);
     activations_free(&act);

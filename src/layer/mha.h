@@ -4,23 +4,26 @@
 #ifndef QKV_LAYER_MHA_H
 #define QKV_LAYER_MHA_H
 
+#include "common.h"
 #include "qkv.h"
 
 struct qkv_mha {
     qkv_mha_config cfg; /* every 0 default resolved */
-    float *param[QKV_MHA_NUM_PARAMS]; /* NULL for absent biases */
+    void *param[QKV_MHA_NUM_PARAMS]; /* NULL for absent biases */
+    qkv_dtype dtype[QKV_MHA_NUM_PARAMS]; /* weights cfg.weight_dtype, biases F32 */
     int64_t rows[QKV_MHA_NUM_PARAMS], cols[QKV_MHA_NUM_PARAMS];
-    float *storage; /* one allocation behind every param */
+    void *storage;        /* one allocation behind every param */
+    size_t storage_bytes; /* its length */
 };
 
 /* Checks cfg and fills every 0 default into *out; the detail names the
  * field ("heads: 6 is not a multiple of kv_heads = 4"). */
 qkv_status qkv_mha_resolve_config(const qkv_mha_config *cfg, qkv_mha_config *out);
 
-/* y (rows x out) = x (rows x in) W^T + b, W being (out x in) and b (out)
- * or NULL, run as ctx says. */
-qkv_status qkv_mha_linear(qkv_context *ctx, float *y, const float *x, int64_t rows, const float *w,
-                          int64_t out, int64_t in, const float *b);
+/* y (rows x out) = x (rows x in) W^T + b, W being (out x in) in dtype wdt
+ * and b (out) or NULL, run as ctx says. */
+qkv_status qkv_mha_linear(qkv_context *ctx, float *y, const float *x, int64_t rows, const void *w,
+                          qkv_dtype wdt, int64_t out, int64_t in, const float *b);
 
 /* Rotates the `heads` heads of head dim E in each of n rows of width
  * `row_stride` (the heads are the first heads*E columns) by RoPE, row r
@@ -30,9 +33,9 @@ qkv_status qkv_mha_linear(qkv_context *ctx, float *y, const float *x, int64_t ro
 qkv_status qkv_rope_apply(const qkv_mha_config *cfg, float *rows, int64_t n, int64_t row_stride,
                           int64_t heads, int64_t pos0, int inverse);
 
-/* Floats behind all of m's parameters (m->storage's length), for the
- * overlap checks of the calls that read or write them. */
-int64_t qkv_mha_param_floats(const qkv_mha *m);
+/* The bytes behind all of m's parameters, named, for the overlap checks
+ * of the calls that read or write them. */
+qkv_byte_range qkv_mha_param_range(const char *name, const qkv_mha *m);
 
 /* Whether n buffers of counts[i] floats (each count already known not to
  * overflow) fit in one allocation together, with one float more. */
