@@ -252,9 +252,13 @@ static void test_cli_case(size_t ci, const case_args *ca, const oracle *o)
     fmt(l, sizeof l, "%s", case_file(cas, "lens.npy"));
     const int64_t ws[4] = {o->B, o->H, o->Lq, o->Lk};
 
-    /* Rank 3, as stored: the fast path, the reference and 1 thread. */
-    static const char *const extra[3] = {NULL, "--reference", "--threads=1"};
-    for (int v = 0; v < 3; v++) {
+    /* Rank 3, as stored: the fast path, the reference and 1 thread; with
+     * 16-bit parameters also kept in their dtype (the same numbers). */
+    const char *keep = strstr(cas, "bf16") ? "--weight-dtype=bf16"
+                       : strstr(cas, "f16") ? "--weight-dtype=f16"
+                                            : NULL;
+    const char *const extra[4] = {NULL, "--reference", "--threads=1", keep};
+    for (int v = 0; v < (keep ? 4 : 3); v++) {
         EXPECT_OK(run_cli(ca, x, o->c.data ? c : NULL, o->lens.data ? l : NULL, params, extra[v]));
         if (g_rc != 0) {
             clear_out(NULL, 0);
@@ -552,6 +556,7 @@ static const err_case err_cases[] = {
     {"--rope 0", 2, {"--rope"}, {"mha", GOOD, "--rope", "0"}},
     {"--rope -10000", 2, {"--rope"}, {"mha", GOOD, "--rope=-10000"}},
     {"--rope inf", 2, {"--rope"}, {"mha", GOOD, "--rope", "inf"}},
+    {"--weight-dtype f64", 2, {"--weight-dtype", "'f64'"}, {"mha", GOOD, "--weight-dtype", "f64"}},
     {"--rope-style bad", 2, {"--rope-style", "sideways"},
      {"mha", GOOD, "--rope", "10000", "--rope-style", "sideways"}},
     {"--rope-style without --rope", 2, {"--rope-style", "--rope"},

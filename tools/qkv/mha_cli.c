@@ -45,6 +45,8 @@ static const char mha_usage[] =
     "                          model.layers.0.self_attn.\n"
     "  --reference             use the reference attention kernel\n"
     "  --threads N             worker threads (default: all CPUs)\n"
+    "  --weight-dtype D        keep the projection weights in f32 (the default),\n"
+    "                          f16 or bf16 (a bf16 file's exactly, half the bytes)\n"
     "  -h, --help              show this help\n"
     "\n"
     "Exit status: 0 success, 1 error, 2 usage error. On error no output file\n"
@@ -52,7 +54,7 @@ static const char mha_usage[] =
 
 typedef struct mha_args {
     const char *params, *heads, *kv_heads, *query, *context, *out, *weights, *kv_lens;
-    const char *rope, *rope_style, *prefix, *threads;
+    const char *rope, *rope_style, *prefix, *threads, *weight_dtype;
     int causal, reference;
     int num_threads; /* --threads parsed by check_args; 0 = all CPUs */
 } mha_args;
@@ -107,6 +109,9 @@ static int check_args(mha_args *a, qkv_mha_config *cfg, qkv_attention_options *o
         }
     }
     if (a->threads && !cli_parse_threads("mha", a->threads, &a->num_threads)) return 0;
+    if (a->weight_dtype &&
+        !cli_parse_dtype("mha", "--weight-dtype", a->weight_dtype, &cfg->weight_dtype))
+        return 0;
     opt->causal = a->causal;
     opt->align = QKV_ALIGN_TOP_LEFT;
     return 1;
@@ -206,6 +211,7 @@ static int parse_args(int argc, char **argv, mha_args *a)
         {"--rope", &a->rope, NULL, 0},         {"--rope-style", &a->rope_style, NULL, 0},
         {"--prefix", &a->prefix, NULL, 1},     {"--threads", &a->threads, NULL, 0},
         {"--causal", NULL, &a->causal, 0},     {"--reference", NULL, &a->reference, 0},
+        {"--weight-dtype", &a->weight_dtype, NULL, 0},
     };
     return cli_parse_args("mha", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL);
 }
