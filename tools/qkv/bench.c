@@ -59,10 +59,10 @@ static const char bench_usage[] =
     "                     3.5 times the forward's)\n"
     "  --reference        time the reference kernel instead\n"
     "  --dtype NAME       f32 (the default), f16 or bf16: attention's Q, K, V, O\n"
-    "                     (and dO, dQ, dK, dV) in that dtype, each case timed in\n"
-    "                     turn with its f32 twin (the same values; each side's\n"
-    "                     fastest run) and printed beside it with the ratio of\n"
-    "                     their rates; attention cases only\n"
+    "                     (and dO, dQ, dK, dV), the SGEMM's A and B (qkv_gemm),\n"
+    "                     the layer's weights in that dtype, each case timed in\n"
+    "                     turn with its f32 twin (each side's fastest run) and\n"
+    "                     printed beside it with the ratio of their rates\n"
     "  --json             one JSON object per case and line, nothing else\n"
     "  -h, --help         show this help\n";
 
@@ -181,13 +181,6 @@ static int check_combinations(const bench_plan *p)
                   bo->backward ? "--backward" : "--reference");
         return CLI_USAGE;
     }
-    if ((p->gemm_only || ngemm || p->layer_only || nlayer) && bo->dtype != QKV_DTYPE_F32) {
-        cli_error("bench", "--dtype %s times attention only; it does not combine with %s",
-                  qkv_dtype_name(bo->dtype),
-                  p->gemm_only ? "--gemm" : ngemm ? "--gemm-shape" : p->layer_only ? "--layer"
-                                                                   : "--layer-shape");
-        return CLI_USAGE;
-    }
     if ((p->gemm_only || ngemm) && (bo->backward || bo->reference)) {
         cli_error("bench", "%s times attention only; it does not combine with %s",
                   bo->backward ? "--backward" : "--reference",
@@ -198,12 +191,12 @@ static int check_combinations(const bench_plan *p)
 }
 
 /* Without cases on the command line, the suite: attention, then (unless
- * --backward, --reference or --dtype, which are about attention) the SGEMM and
+ * --backward or --reference, which are about attention) the SGEMM and
  * layer cases; --gemm and --layer keep only theirs. */
 static void add_suite(bench_plan *p)
 {
     if (p->nshape_args || p->ngemm_args || p->nlayer_args) return;
-    const int attention_only = p->bo.backward || p->bo.reference || p->bo.dtype != QKV_DTYPE_F32;
+    const int attention_only = p->bo.backward || p->bo.reference;
     if (!attention_only && !p->gemm_only) suite_layer_cases(p->lcases, &p->nlayer, p->quick);
     if (!attention_only && !p->layer_only) suite_gemm_cases(p->gcases, &p->ngemm, p->quick);
     if (!p->gemm_only && !p->layer_only) suite_attention_cases(p->cases, &p->n, p->quick);

@@ -78,6 +78,30 @@ static void text_gflops_line(const char *name, double t, double gflops, double p
     printf("\n");
 }
 
+/* A case run in a 16-bit --dtype beside its f32 twin (the SGEMM and layer
+ * cases): t and t32 seconds for `work` units of what `unit` names
+ * ("GFLOP/s": work in FLOPs; "tokens/s": work 1), and their ratio. */
+static void twin_report(const char *name, const char *kind, const bench_opts *bo, double t,
+                        double t32, double work, const char *unit)
+{
+    const double scale = strcmp(unit, "GFLOP/s") == 0 ? 1e9 : 1.0;
+    const double rate = work / t / scale, rate32 = work / t32 / scale;
+    if (bo->json) {
+        printf("{\"name\": \"%s\", \"kind\": \"%s\", \"threads\": %d, \"impl\": \"%s\", "
+               "\"dtype\": \"%s\", \"seconds\": %.6g, \"f32_seconds\": %.6g, \"%s\": %.4g, "
+               "\"f32_%s\": %.4g, \"vs_f32\": %.4f}\n",
+               name, kind, bench_threads(bo), qkv_isa_name(bench_isa(bo)), qkv_dtype_name(bo->dtype),
+               t, t32, scale > 1 ? "gflops" : "tokens_per_s", rate,
+               scale > 1 ? "gflops" : "tokens_per_s", rate32, t32 / t);
+    } else {
+        char label[80];
+        snprintf(label, sizeof label, "%s %s", name, qkv_dtype_name(bo->dtype));
+        printf("%-24s %9.4f s %8.1f %s\n", label, t, rate, unit);
+        printf("%-24s %9.4f s %8.1f %s   %s / f32 %.3f\n", "  its f32 twin", t32, rate32, unit,
+               qkv_dtype_name(bo->dtype), t32 / t);
+    }
+}
+
 /* ------------------------------------------------------------ attention */
 
 typedef struct attention_ctx {
@@ -289,24 +313,58 @@ static void gemm_report(const gcase *c, const bench_opts *bo, const blas *bl, do
     }
 }
 
+/* qkv_gemm on A and B in a 16-bit dtype: g's matrices rounded. */
+typedef struct gemm16_ctx {
+    const gemm_ctx *g;
+    qkv_array a, b;
+} gemm16_ctx;
+
+static int run_qkv_gemm16(void *vctx)
+{
+    const gemm16_ctx *h = vctx;
+    const gemm_ctx *g = h->g;
+    return qkv_gemm(g->ctx, g->ta ? QKV_GEMM_TRANS : QKV_GEMM_NO_TRANS,
+                    g->tb ? QKV_GEMM_TRANS : QKV_GEMM_NO_TRANS, g->m, g->n, g->k, 1.0f, h->a.data,
+                    h->a.dtype, g->ta ? g->m : g->k, h->b.data, h->b.dtype, g->tb ? g->k : g->n,
+                    0.0f, g->c, g->n) == QKV_OK;
+}
+
+/* n floats at x as a 1-d array converted to dt; 0 when out of memory. */
+static int narrowed(const float *x, int64_t n, qkv_dtype dt, qkv_array *out)
+{
+    qkv_array src = {(void *)x, QKV_DTYPE_F32, 1, {n}};
+    return qkv_array_convert(out, &src, dt) == QKV_OK;
+}
+
 int bench_gemm_case(const gcase *c, const bench_opts *bo, const blas *bl, double peak)
 {
     gemm_ctx g = {bl, (int)c->m, (int)c->n, (int)c->k, c->ta, c->tb, NULL, NULL, NULL, NULL};
+    gemm16_ctx h = {&g, {0}, {0}};
+    const int narrow = bo->dtype != QKV_DTYPE_F32;
     /* Our kernel even where AUTO would mean the system BLAS (QKV_BLAS=ON). */
     g.ctx = cli_context("bench", bo->threads, 0, bench_isa(bo));
     int ok = 0;
     double t, tb;
     if (!g.ctx) {
         /* cli_context said why */
-    } else if (!gemm_alloc(&g)) {
+    } else if (!gemm_alloc(&g) || (narrow && (!narrowed(g.a, c->m * c->k, bo->dtype, &h.a) ||
+                                             !narrowed(g.bm, c->n * c->k, bo->dtype, &h.b)))) {
         cli_error("bench", "%s: cannot allocate the matrices", c->name);
-    } else if (!bench_time_pair(run_qkv_gemm, &g, g.b->sgemm ? run_blas_gemm : NULL, &g, &t, &tb)) {
+    } else if (narrow ? !bench_time_pair(run_qkv_gemm16, &h, run_qkv_gemm, &g, &t, &tb)
+                      : !bench_time_pair(run_qkv_gemm, &g, g.b->sgemm ? run_blas_gemm : NULL, &g,
+                                         &t, &tb)) {
         cli_error("bench", "%s: %s", c->name, qkv_error_detail());
     } else {
-        gemm_report(c, bo, bl, t, tb, peak);
+        if (narrow)
+            twin_report(c->name, "gemm", bo, t, tb, 2.0 * (double)c->m * (double)c->n * (double)c->k,
+                        "GFLOP/s");
+        else
+            gemm_report(c, bo, bl, t, tb, peak);
         fflush(stdout);
         ok = 1;
     }
+    qkv_array_free(&h.a);
+    qkv_array_free(&h.b);
     gemm_free(&g);
     return ok;
 }
@@ -337,23 +395,33 @@ static int run_layer_forward(void *vctx)
            QKV_OK;
 }
 
-/* A layer with random parameters and, for decode, a cache holding `len`
- * tokens of random keys and values (appended in pieces). */
-static int layer_setup(const lcase *c, layer_ctx *l)
+/* A layer with random parameters, its weights kept in dt, and, for
+ * decode, a cache holding `len` tokens of random keys and values
+ * (appended in pieces). */
+static int layer_setup(const lcase *c, qkv_dtype dt, layer_ctx *l)
 {
     qkv_mha_config cfg = {.d_model = c->D,
                           .heads = c->H,
                           .kv_heads = c->Hkv,
                           .head_dim = c->E,
-                          .rope = QKV_ROPE_HALF};
+                          .rope = QKV_ROPE_HALF,
+                          .weight_dtype = dt};
     if (qkv_mha_create(&l->m, &cfg) != QKV_OK) return 0;
     for (int i = 0; i < QKV_MHA_NUM_PARAMS; i++) {
         int64_t rows, cols;
-        float *p = qkv_mha_param_data(l->m, (qkv_mha_param)i, &rows, &cols);
+        qkv_dtype pdt;
+        void *p = qkv_mha_param_view(l->m, (qkv_mha_param)i, &pdt, &rows, &cols);
         float *r = p ? random_floats(rows * cols, 10 + (uint64_t)i) : NULL;
         if (p && !r) return 0;
-        for (int64_t j = 0; p && j < rows * cols; j++) p[j] = r[j] / sqrtf((float)cols);
+        for (int64_t j = 0; p && j < rows * cols; j++) r[j] /= sqrtf((float)cols);
+        qkv_array wide = {r, QKV_DTYPE_F32, 1, {rows * cols}}, conv = {0};
+        const int ok = !p || pdt == QKV_DTYPE_F32 || qkv_array_convert(&conv, &wide, pdt) == QKV_OK;
+        if (p && ok)
+            memcpy(p, pdt == QKV_DTYPE_F32 ? (void *)r : conv.data,
+                   (size_t)(rows * cols) * qkv_dtype_size(pdt));
+        qkv_array_free(&conv);
         qkv_free(r);
+        if (!ok) return 0;
     }
     const int64_t rows = c->decode ? 1 : c->len;
     l->x = random_floats(rows * c->D, 20);
@@ -438,8 +506,44 @@ static void layer_forward_report(const lcase *c, const bench_opts *bo, const bla
 /* The layer's fastest run against its ceiling's, called in turn
  * (bench_time_pair): a copy for decode, an SGEMM of the projections' size
  * for the forward. */
+/* A layer case with 16-bit weights (--dtype) against its f32 twin, each
+ * side's fastest run: tokens per second for decode, GFLOP/s for the
+ * forward. */
+static int layer_twin_case(const lcase *c, const bench_opts *bo)
+{
+    layer_ctx l, twin;
+    memset(&l, 0, sizeof l);
+    memset(&twin, 0, sizeof twin);
+    l.len = twin.len = c->len;
+    l.opt.causal = twin.opt.causal = 1;
+    double t = -1, t32 = 0;
+    int ok = 0;
+    if (!(l.ctx = cli_context("bench", bo->threads, 0, bo->isa)) ||
+        !(twin.ctx = cli_context("bench", bo->threads, 0, bo->isa))) {
+        /* cli_context said why */
+    } else if (!layer_setup(c, bo->dtype, &l) || !layer_setup(c, QKV_DTYPE_F32, &twin)) {
+        cli_error("bench", "%s: %s", c->name,
+                  *qkv_error_detail() ? qkv_error_detail() : "cannot allocate the layer");
+    } else if (!bench_time_pair(c->decode ? run_layer_decode : run_layer_forward, &l,
+                                c->decode ? run_layer_decode : run_layer_forward, &twin, &t,
+                                &t32)) {
+        cli_error("bench", "%s: %s", c->name, qkv_error_detail());
+    } else {
+        const double L = (double)c->len;
+        const double flops = 2.0 * L * layer_weights(c) + 2.0 * (double)c->H * L * L * (double)c->E;
+        twin_report(c->name, c->decode ? "mha_decode" : "mha_forward", bo, t, t32,
+                    c->decode ? 1.0 : flops, c->decode ? "tokens/s" : "GFLOP/s");
+        fflush(stdout);
+        ok = 1;
+    }
+    layer_free(&l);
+    layer_free(&twin);
+    return ok;
+}
+
 int bench_layer_case(const lcase *c, const bench_opts *bo, const blas *bl, double peak)
 {
+    if (bo->dtype != QKV_DTYPE_F32) return layer_twin_case(c, bo);
     layer_ctx l;
     memset(&l, 0, sizeof l);
     copy_ctx cp = {NULL, NULL, 0, 1};
@@ -450,7 +554,7 @@ int bench_layer_case(const lcase *c, const bench_opts *bo, const blas *bl, doubl
     int ok = 0;
     if (!(l.ctx = cli_context("bench", bo->threads, 0, bo->isa))) {
         /* cli_context said why */
-    } else if (!layer_setup(c, &l)) {
+    } else if (!layer_setup(c, QKV_DTYPE_F32, &l)) {
         cli_error("bench", "%s: %s", c->name,
                   *qkv_error_detail() ? qkv_error_detail() : "cannot allocate the layer");
     } else if (c->decode ? !copy_alloc(&cp, bench_threads(bo)) : bl->sgemm && !gemm_alloc(&g)) {
