@@ -223,6 +223,20 @@ static void walk_start(const plan *pl, scratch *sc, int64_t from, int64_t to, in
     unit_key_range(pl, sc, from, to, first, last);
 }
 
+/* x[j * xs] += the float mask m at (b, h, i, jb + j) for j in [from, to]:
+ * an f32 mask's row by pointer, a 16-bit one's element by element. */
+static void mask_add(const qkv_tensor *m, int64_t b, int64_t h, int64_t i, int64_t jb,
+                     int64_t from, int64_t to, float *x, int64_t xs)
+{
+    if (from > to) return;
+    if (m->dtype == QKV_DTYPE_F32) {
+        const float *row = qkv_view_at(m, b, h, i, jb);
+        for (int64_t j = from; j <= to; j++) x[j * xs] += row[j * m->stride[3]];
+    } else {
+        for (int64_t j = from; j <= to; j++) x[j * xs] += qkv_view_get(m, b, h, i, jb + j);
+    }
+}
+
 /* ------------------------------------------------------------ tiled */
 
 /* Scores of the unit's rows against the n keys from jb, in sc->st: scaled
@@ -261,14 +275,11 @@ static int block_scores(const plan *pl, scratch *sc, int64_t b, const float *k, 
             const int64_t h = sc->head[r], i = sc->qi[r];
             const int64_t from = sc->lo[r] > jb ? sc->lo[r] - jb : 0;
             const int64_t to = sc->hi[r] < jb + n - 1 ? sc->hi[r] - jb : n - 1;
-            for (int64_t j = from; j <= to; j++) {
-                float *x = sc->st + j * R + r;
-                if (fmask) {
-                    *x += qkv_view_get(m, b, h, i, jb + j);
-                } else if (!qkv_mask_allows(m, b, h, i, jb + j)) {
-                    *x = -INFINITY;
-                }
-            }
+            if (fmask)
+                mask_add(m, b, h, i, jb, from, to, sc->st + r, R);
+            else
+                for (int64_t j = from; j <= to; j++)
+                    if (!qkv_mask_allows(m, b, h, i, jb + j)) sc->st[j * R + r] = -INFINITY;
         }
     }
     const int forbidden = partial || fmask || bmask;
@@ -385,12 +396,11 @@ static int narrow_scores(const plan *pl, scratch *sc, int64_t b, const float *k,
         for (int64_t j = to + 1 > 0 ? to + 1 : 0; j < n; j++) sj[j] = -INFINITY;
         if (sc->head[r] < 0 || !(fmask || bmask)) continue;
         const int64_t h = sc->head[r], i = sc->qi[r];
-        for (int64_t j = from; j <= to; j++) {
-            if (fmask)
-                sj[j] += qkv_view_get(p->mask, b, h, i, jb + j);
-            else if (!qkv_mask_allows(p->mask, b, h, i, jb + j))
-                sj[j] = -INFINITY;
-        }
+        if (fmask)
+            mask_add(p->mask, b, h, i, jb, from, to, sj, 1);
+        else
+            for (int64_t j = from; j <= to; j++)
+                if (!qkv_mask_allows(p->mask, b, h, i, jb + j)) sj[j] = -INFINITY;
     }
     return forbidden;
 }
@@ -549,8 +559,14 @@ static void redo_overflowed_rows(const plan *pl, scratch *sc, int64_t b, int64_t
         int suspect = m == INFINITY || isnan(m) || isnan(sc->l[r]) ||
                       (m == -INFINITY && sc->lo[r] <= sc->hi[r] &&
                        qkv_row_has_open_key(p, b, h, i));
-        for (int64_t c = 0; c < p->Ev && !suspect; c++)
-            suspect = !isfinite(qkv_view_get(p->o, b, h, i, c));
+        if (p->o->dtype == QKV_DTYPE_F32) { /* O as written, most rows: f32 */
+            const float *o = qkv_view_at(p->o, b, h, i, 0);
+            for (int64_t c = 0; c < p->Ev && !suspect; c++)
+                suspect = !isfinite(o[c * p->o->stride[3]]);
+        } else {
+            for (int64_t c = 0; c < p->Ev && !suspect; c++)
+                suspect = !isfinite(qkv_view_get(p->o, b, h, i, c));
+        }
         if (!suspect) continue;
         find_bad_keys(pl, sc, b, hk);
         if (!row_reads_nonfinite(pl, sc, b, r) && !qkv_ref_attention_row(p, b, h, i))
@@ -576,18 +592,16 @@ static void finish_unit(const plan *pl, scratch *sc, int64_t b, int64_t hk)
             for (int64_t c = 0; c < p->Ev; c++) qkv_view_put(o, b, h, i, c, 0.0f);
             lse = -INFINITY;
         } else {
+            /* The row in f32: straight into an f32 O with contiguous rows,
+             * else through sc->orow into O's dtype (a 16-bit O is rounded
+             * a second time there, by the kernels' narrowing, within the
+             * contract: test_dtypes). l >= 1 (the maximum's own term is
+             * 1), so acc / l stays in float's range. */
             const double inv = 1.0 / sc->l[r];
-            if (o->dtype == QKV_DTYPE_F32) {
-                for (int64_t c = 0; c < p->Ev; c++)
-                    qkv_view_put_f64(o, b, h, i, c, acc[c * pl->rows] * inv);
-            } else {
-                /* A 16-bit O is rounded to f32 first, then to its dtype by
-                 * the kernels' narrowing: two roundings, within the
-                 * contract (test_dtypes). */
-                for (int64_t c = 0; c < p->Ev; c++)
-                    sc->orow[c] = qkv_narrow(acc[c * pl->rows] * inv);
-                qkv_cpu_row_narrow(pl->k, o, b, h, i, p->Ev, sc->orow);
-            }
+            const int direct = o->dtype == QKV_DTYPE_F32 && o->stride[3] == 1;
+            float *dst = direct ? qkv_view_out(o, b, h, i, 0) : sc->orow;
+            for (int64_t c = 0; c < p->Ev; c++) dst[c] = (float)(acc[c * pl->rows] * inv);
+            if (!direct) qkv_cpu_row_narrow(pl->k, o, b, h, i, p->Ev, sc->orow);
             lse = qkv_narrow((double)sc->mx[r] + log(sc->l[r]));
         }
         if (p->lse) *qkv_view_out(p->lse, b, h, i, 0) = lse;
