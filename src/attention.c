@@ -132,11 +132,6 @@ static qkv_status check_shape(const char *name, const qkv_tensor *t, int64_t n0,
  * the call's input dtype `in` (F32, F16 or BF16); O, weights, dO, dQ, dK
  * and dV are `in` or F32, and so are a float mask and dmask; lse (and the
  * merge's tensors) are F32, which `in` == F32 says. */
-static int is_float_dtype(qkv_dtype d)
-{
-    return d == QKV_DTYPE_F32 || d == QKV_DTYPE_F16 || d == QKV_DTYPE_BF16;
-}
-
 static qkv_status check_dtype(const char *name, const qkv_tensor *t, qkv_dtype in)
 {
     if (t->dtype == QKV_DTYPE_F32 || t->dtype == in) return QKV_OK;
@@ -153,7 +148,7 @@ static qkv_status check_input_dtypes(const qkv_tensor *q, const qkv_tensor *k,
     const qkv_tensor *t[3] = {q, k, v};
     const char *name[3] = {"Q", "K", "V"};
     for (int x = 0; x < 3; x++)
-        if (!is_float_dtype(t[x]->dtype))
+        if (!qkv_float_dtype(t[x]->dtype))
             return qkv_fail(QKV_ERR_DTYPE, "%s: dtype %s, expected f32, f16 or bf16", name[x],
                             qkv_dtype_name(t[x]->dtype));
     if (q->dtype == k->dtype && q->dtype == v->dtype) return QKV_OK;

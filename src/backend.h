@@ -13,7 +13,6 @@
 #define QKV_BACKEND_H
 
 #include "common.h"
-#include "half.h"
 #include "qkv.h"
 #include "threads.h"
 
@@ -73,23 +72,13 @@ static inline int64_t qkv_view_offset(const qkv_tensor *t, int64_t a, int64_t b,
 
 static inline float qkv_view_get(const qkv_tensor *t, int64_t a, int64_t b, int64_t c, int64_t d)
 {
-    const int64_t x = qkv_view_offset(t, a, b, c, d);
-    switch (t->dtype) {
-    case QKV_DTYPE_F16: return qkv_f16_to_f32(((const uint16_t *)t->data)[x]);
-    case QKV_DTYPE_BF16: return qkv_bf16_to_f32(((const uint16_t *)t->data)[x]);
-    default: return ((const float *)t->data)[x];
-    }
+    return qkv_elem_get(t->data, t->dtype, qkv_view_offset(t, a, b, c, d));
 }
 
 static inline void qkv_view_put(const qkv_tensor *t, int64_t a, int64_t b, int64_t c, int64_t d,
                                 float v)
 {
-    const int64_t x = qkv_view_offset(t, a, b, c, d);
-    switch (t->dtype) {
-    case QKV_DTYPE_F16: ((uint16_t *)t->data)[x] = qkv_f32_to_f16(v); break;
-    case QKV_DTYPE_BF16: ((uint16_t *)t->data)[x] = qkv_f32_to_bf16(v); break;
-    default: ((float *)t->data)[x] = v; break;
-    }
+    qkv_elem_put(t->data, t->dtype, qkv_view_offset(t, a, b, c, d), v);
 }
 
 /* The same from a double, rounded once to the view's dtype (through

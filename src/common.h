@@ -3,6 +3,7 @@
 #ifndef QKV_COMMON_H
 #define QKV_COMMON_H
 
+#include "half.h"
 #include "qkv.h"
 
 #include <float.h>
@@ -185,6 +186,32 @@ static inline void *qkv_carve(qkv_carver *c, size_t bytes)
     const size_t rounded = bytes > SIZE_MAX - 63 ? SIZE_MAX : (bytes + 63) / 64 * 64;
     c->used = rounded > SIZE_MAX - c->used ? SIZE_MAX : c->used + rounded;
     return at;
+}
+
+/* The float dtypes attention, GEMM and the layer's weights take. */
+static inline int qkv_float_dtype(qkv_dtype d)
+{
+    return d == QKV_DTYPE_F32 || d == QKV_DTYPE_F16 || d == QKV_DTYPE_BF16;
+}
+
+/* Element i of an array of one of those dtypes, widened to float (exactly),
+ * and v stored there, rounded to nearest even for a 16-bit one. */
+static inline float qkv_elem_get(const void *p, qkv_dtype dt, int64_t i)
+{
+    switch (dt) {
+    case QKV_DTYPE_F16: return qkv_f16_to_f32(((const uint16_t *)p)[i]);
+    case QKV_DTYPE_BF16: return qkv_bf16_to_f32(((const uint16_t *)p)[i]);
+    default: return ((const float *)p)[i];
+    }
+}
+
+static inline void qkv_elem_put(void *p, qkv_dtype dt, int64_t i, float v)
+{
+    switch (dt) {
+    case QKV_DTYPE_F16: ((uint16_t *)p)[i] = qkv_f32_to_f16(v); break;
+    case QKV_DTYPE_BF16: ((uint16_t *)p)[i] = qkv_f32_to_bf16(v); break;
+    default: ((float *)p)[i] = v; break;
+    }
 }
 
 #endif

@@ -4,7 +4,7 @@
 #define QKV_CPU_FLASH_H
 
 #include "backend.h"
-#include "cpu/kernels/kernels.h"
+#include "cpu/dispatch.h"
 
 #include <stddef.h>
 
@@ -37,11 +37,7 @@ static inline void qkv_cpu_row_widen(const qkv_cpu_kernels *k, const qkv_tensor 
         qkv_row_get(t, a, b, c, n, 1.0f, dst, 1);
         return;
     }
-    const uint16_t *h = (const uint16_t *)t->data + qkv_view_offset(t, a, b, c, 0);
-    if (t->dtype == QKV_DTYPE_F16)
-        k->widen_f16(dst, h, n);
-    else
-        k->widen_bf16(dst, h, n);
+    qkv_cpu_widen(k, t->dtype, dst, (const uint16_t *)t->data + qkv_view_offset(t, a, b, c, 0), n);
 }
 
 /* n floats of src into row (a, b, c) of t, rounded to its dtype: by k's
@@ -53,11 +49,7 @@ static inline void qkv_cpu_row_narrow(const qkv_cpu_kernels *k, const qkv_tensor
         qkv_row_put(t, a, b, c, n, src, 1);
         return;
     }
-    uint16_t *h = (uint16_t *)t->data + qkv_view_offset(t, a, b, c, 0);
-    if (t->dtype == QKV_DTYPE_F16)
-        k->narrow_f16(h, src, n);
-    else
-        k->narrow_bf16(h, src, n);
+    qkv_cpu_narrow(k, t->dtype, (uint16_t *)t->data + qkv_view_offset(t, a, b, c, 0), src, n);
 }
 
 #endif

@@ -6,7 +6,6 @@
 #include "common.h"
 #include "context.h"
 #include "cpu/dispatch.h"
-#include "half.h"
 #include "threads.h"
 
 #include <math.h>
@@ -52,15 +51,11 @@ typedef struct gemm_job {
 } gemm_job;
 
 /* n elements of a 16-bit matrix from element `at` of src, widened into
- * dst by the kernels' widening. */
+ * dst. */
 static void widen(const qkv_cpu_kernels *kern, qkv_dtype dt, const void *src, int64_t at, int64_t n,
                   float *dst)
 {
-    const uint16_t *h = (const uint16_t *)src + at;
-    if (dt == QKV_DTYPE_F16)
-        kern->widen_f16(dst, h, n);
-    else
-        kern->widen_bf16(dst, h, n);
+    qkv_cpu_widen(kern, dt, dst, (const uint16_t *)src + at, n);
 }
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -484,7 +479,7 @@ static qkv_status check_sizes(qkv_gemm_transpose ta, qkv_gemm_transpose tb, int6
                             (long long)dims[i]);
     const qkv_dtype dts[2] = {adt, bdt};
     for (int i = 0; i < 2; i++)
-        if (dts[i] != QKV_DTYPE_F32 && dts[i] != QKV_DTYPE_F16 && dts[i] != QKV_DTYPE_BF16)
+        if (!qkv_float_dtype(dts[i]))
             return qkv_fail(QKV_ERR_DTYPE, "%s: dtype %s, expected f32, f16 or bf16",
                             i ? "b_dtype" : "a_dtype", qkv_dtype_name(dts[i]));
     return QKV_OK;
@@ -546,16 +541,6 @@ qkv_status qkv_sgemm_workspace(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm
     return qkv_gemm_workspace(ctx, ta, tb, m, n, k, QKV_DTYPE_F32, QKV_DTYPE_F32, bytes);
 }
 
-/* Element i of a stored matrix of dtype dt, widened. */
-static float elem(const void *p, qkv_dtype dt, int64_t i)
-{
-    switch (dt) {
-    case QKV_DTYPE_F16: return qkv_f16_to_f32(((const uint16_t *)p)[i]);
-    case QKV_DTYPE_BF16: return qkv_bf16_to_f32(((const uint16_t *)p)[i]);
-    default: return ((const float *)p)[i];
-    }
-}
-
 qkv_status qkv_gemm(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose tb, int64_t m,
                     int64_t n, int64_t k, float alpha, const void *a, qkv_dtype a_dtype,
                     int64_t lda, const void *b, qkv_dtype b_dtype, int64_t ldb, float beta,
@@ -592,7 +577,7 @@ qkv_status qkv_gemm(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose 
     if (route == ROUTE_SMALL) {
         for (int64_t r = 0; r < m; r++)
             for (int64_t p = 0; p < k; p++)
-                rows[r * k + p] = elem(a, a_dtype, ta ? p * lda + r : r * lda + p);
+                rows[r * k + p] = qkv_elem_get(a, a_dtype, ta ? p * lda + r : r * lda + p);
         sm.a = rows;
         const int64_t slices = (n + SMALL_COLS - 1) / SMALL_COLS;
         st = qkv_parallel_for(cx->pool, slices, nt, small_worker, &sm);

@@ -34,7 +34,7 @@ static qkv_status expect_shape(const entry *e, int64_t *rows, int64_t *cols)
 {
     const qkv_array *a = &e->info;
     int ndim = *cols < 0 ? 1 : 2;
-    if (a->dtype != QKV_DTYPE_F32 && a->dtype != QKV_DTYPE_F16 && a->dtype != QKV_DTYPE_BF16)
+    if (!qkv_float_dtype(a->dtype))
         return qkv_fail(QKV_ERR_DTYPE, "%s: dtype %s is not F32, F16 or BF16", e->name,
                         e->file_dtype);
     int ok = a->ndim == ndim && (*rows == 0 || a->shape[0] == *rows) &&

@@ -60,8 +60,7 @@ qkv_status qkv_mha_resolve_config(const qkv_mha_config *cfg, qkv_mha_config *out
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "rope_base: %g is not finite and > 0",
                         c.rope_base);
     c.bias = c.bias != 0;
-    if (c.weight_dtype != QKV_DTYPE_F32 && c.weight_dtype != QKV_DTYPE_F16 &&
-        c.weight_dtype != QKV_DTYPE_BF16)
+    if (!qkv_float_dtype(c.weight_dtype))
         return qkv_fail(QKV_ERR_DTYPE, "weight_dtype: %s, expected f32, f16 or bf16",
                         qkv_dtype_name(c.weight_dtype));
     /* Every projection's size must fit, and so must their sum. */
