@@ -86,7 +86,7 @@ typedef struct scratch {
     /* Both: */
     float *o;          /* Ev x rows: the running output, transposed */
     float *kb, *vb;    /* BLOCK_KEYS x E, x Ev: copies of strided or 16-bit K, V blocks */
-    float *orow;       /* Ev: a 16-bit O's row before it is rounded */
+    float *orow;       /* Ev: an O row in f32 (before a 16-bit O's rounding; read back) */
     float *mx, *alpha; /* rows */
     double *l;         /* rows */
     unsigned char *forbid; /* BLOCK_KEYS x rows, for the careful pv */
@@ -223,20 +223,6 @@ static void walk_start(const plan *pl, scratch *sc, int64_t from, int64_t to, in
     unit_key_range(pl, sc, from, to, first, last);
 }
 
-/* x[j * xs] += the float mask m at (b, h, i, jb + j) for j in [from, to]:
- * an f32 mask's row by pointer, a 16-bit one's element by element. */
-static void mask_add(const qkv_tensor *m, int64_t b, int64_t h, int64_t i, int64_t jb,
-                     int64_t from, int64_t to, float *x, int64_t xs)
-{
-    if (from > to) return;
-    if (m->dtype == QKV_DTYPE_F32) {
-        const float *row = qkv_view_at(m, b, h, i, jb);
-        for (int64_t j = from; j <= to; j++) x[j * xs] += row[j * m->stride[3]];
-    } else {
-        for (int64_t j = from; j <= to; j++) x[j * xs] += qkv_view_get(m, b, h, i, jb + j);
-    }
-}
-
 /* ------------------------------------------------------------ tiled */
 
 /* Scores of the unit's rows against the n keys from jb, in sc->st: scaled
@@ -276,7 +262,7 @@ static int block_scores(const plan *pl, scratch *sc, int64_t b, const float *k, 
             const int64_t from = sc->lo[r] > jb ? sc->lo[r] - jb : 0;
             const int64_t to = sc->hi[r] < jb + n - 1 ? sc->hi[r] - jb : n - 1;
             if (fmask)
-                mask_add(m, b, h, i, jb, from, to, sc->st + r, R);
+                qkv_cpu_mask_add(m, b, h, i, jb, from, to, sc->st + r, R);
             else
                 for (int64_t j = from; j <= to; j++)
                     if (!qkv_mask_allows(m, b, h, i, jb + j)) sc->st[j * R + r] = -INFINITY;
@@ -397,7 +383,7 @@ static int narrow_scores(const plan *pl, scratch *sc, int64_t b, const float *k,
         if (sc->head[r] < 0 || !(fmask || bmask)) continue;
         const int64_t h = sc->head[r], i = sc->qi[r];
         if (fmask)
-            mask_add(p->mask, b, h, i, jb, from, to, sj, 1);
+            qkv_cpu_mask_add(p->mask, b, h, i, jb, from, to, sj, 1);
         else
             for (int64_t j = from; j <= to; j++)
                 if (!qkv_mask_allows(p->mask, b, h, i, jb + j)) sj[j] = -INFINITY;
@@ -559,13 +545,9 @@ static void redo_overflowed_rows(const plan *pl, scratch *sc, int64_t b, int64_t
         int suspect = m == INFINITY || isnan(m) || isnan(sc->l[r]) ||
                       (m == -INFINITY && sc->lo[r] <= sc->hi[r] &&
                        qkv_row_has_open_key(p, b, h, i));
-        if (p->o->dtype == QKV_DTYPE_F32) { /* O as written, most rows: f32 */
-            const float *o = qkv_view_at(p->o, b, h, i, 0);
-            for (int64_t c = 0; c < p->Ev && !suspect; c++)
-                suspect = !isfinite(o[c * p->o->stride[3]]);
-        } else {
-            for (int64_t c = 0; c < p->Ev && !suspect; c++)
-                suspect = !isfinite(qkv_view_get(p->o, b, h, i, c));
+        if (!suspect) { /* O's row as written, read back widened */
+            qkv_row_get(p->o, b, h, i, p->Ev, 1.0f, sc->orow, 1);
+            for (int64_t c = 0; c < p->Ev && !suspect; c++) suspect = !isfinite(sc->orow[c]);
         }
         if (!suspect) continue;
         find_bad_keys(pl, sc, b, hk);

@@ -40,6 +40,21 @@ static inline void qkv_cpu_row_widen(const qkv_cpu_kernels *k, const qkv_tensor 
     qkv_cpu_widen(k, t->dtype, dst, (const uint16_t *)t->data + qkv_view_offset(t, a, b, c, 0), n);
 }
 
+/* x[j * xs] += the float mask m at (b, h, i, jb + j) for j in [from, to]:
+ * an f32 mask's row by pointer, a 16-bit one's element by element. The
+ * forward's scores and the backward's recomputed ones take it alike. */
+static inline void qkv_cpu_mask_add(const qkv_tensor *m, int64_t b, int64_t h, int64_t i,
+                                    int64_t jb, int64_t from, int64_t to, float *x, int64_t xs)
+{
+    if (from > to) return;
+    if (m->dtype == QKV_DTYPE_F32) {
+        const float *row = qkv_view_at(m, b, h, i, jb);
+        for (int64_t j = from; j <= to; j++) x[j * xs] += row[j * m->stride[3]];
+    } else {
+        for (int64_t j = from; j <= to; j++) x[j * xs] += qkv_view_get(m, b, h, i, jb + j);
+    }
+}
+
 /* n floats of src into row (a, b, c) of t, rounded to its dtype: by k's
  * vector narrowing when t is a 16-bit view with contiguous rows. */
 static inline void qkv_cpu_row_narrow(const qkv_cpu_kernels *k, const qkv_tensor *t, int64_t a,

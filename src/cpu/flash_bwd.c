@@ -117,14 +117,12 @@ static void weights_keys(const bplan *bl, float *srow, float *dprow, float *tmp,
     int64_t xlo = lo - j0 > 0 ? lo - j0 : 0, xhi = hi - j0 < nk - 1 ? hi - j0 : nk - 1;
     if (lse == -INFINITY) xhi = -1; /* a row with nothing allowed */
     if (p->softcap > 0) softcap_row(bl, srow, tmp, n);
-    if (p->mask)
-        for (int64_t x = xlo; x <= xhi; x++) {
-            if (p->mask->dtype == QKV_DTYPE_BOOL) {
-                if (!qkv_mask_allows(p->mask, b, h, i, j0 + x)) srow[x] = -INFINITY;
-            } else {
-                srow[x] += qkv_view_get(p->mask, b, h, i, j0 + x);
-            }
-        }
+    if (p->mask && p->mask->dtype == QKV_DTYPE_BOOL) {
+        for (int64_t x = xlo; x <= xhi; x++)
+            if (!qkv_mask_allows(p->mask, b, h, i, j0 + x)) srow[x] = -INFINITY;
+    } else if (p->mask) {
+        qkv_cpu_mask_add(p->mask, b, h, i, j0, xlo, xhi, srow, 1);
+    }
     for (int64_t x = 0; x < n; x++) srow[x] = x >= xlo && x <= xhi ? srow[x] - lse : -INFINITY;
     bl->k->exp_inplace(srow, n);
     grad_row(bl, srow, dprow, tmp, D, n);
