@@ -82,8 +82,6 @@ static void pack_rows_across(float *dst, int64_t w, const float *src, int64_t ld
         for (int64_t r = h; r < w; r++) dst[p * w + r] = 0.0f;
 }
 
-/* dst panel q, row p = src[p * ld + q * w ..] for p < kc: kc stored rows
- * of `len` numbers cut into micro-panels of width w, zero-padded. */
 /* One stored row s of len numbers into row p of each micro-panel from d
  * on (panels `stride` floats apart), zero-padded. */
 static void pack_row_along(float *d, int64_t w, int64_t stride, const float *s, int64_t len)
@@ -96,6 +94,8 @@ static void pack_row_along(float *d, int64_t w, int64_t stride, const float *s, 
     }
 }
 
+/* dst panel q, row p = src[p * ld + q * w ..] for p < kc: kc stored rows
+ * of `len` numbers cut into micro-panels of width w, zero-padded. */
 static void pack_rows_along(float *dst, int64_t w, const float *src, int64_t ld, int64_t len,
                             int64_t kc)
 {
@@ -103,8 +103,6 @@ static void pack_rows_along(float *dst, int64_t w, const float *src, int64_t ld,
     for (int64_t p = 0; p < kc; p++) pack_row_along(dst + p * w, w, stride, src + p * ld, len);
 }
 
-/* rows x kc of op(A) from (i0, p0) as micro-panels of mr rows:
- * dst[q * stride + p * mr + r] = op(A)[i0 + q * mr + r][p0 + p]. */
 /* pack_rows_across from a matrix of dtype dt: a 16-bit one's h rows are
  * widened into buf first (h x kc floats). */
 static void pack_across(const gemm_job *g, float *dst, int64_t w, const void *src, qkv_dtype dt,
@@ -134,6 +132,9 @@ static void pack_along(const gemm_job *g, float *dst, int64_t w, const void *src
     }
 }
 
+/* rows x kc of op(A) from (i0, p0) as micro-panels of mr rows:
+ * dst[q * stride + p * mr + r] = op(A)[i0 + q * mr + r][p0 + p]; buf for
+ * a 16-bit A's widening. */
 static void pack_a(const gemm_job *g, float *dst, int64_t i0, int64_t rows, int64_t p0, int64_t kc,
                    float *buf)
 {
@@ -288,7 +289,6 @@ static void scale_c(float *c, int64_t ldc, int64_t m, int64_t n, float beta)
 #define GEMM_SMALL_M 4
 #define SMALL_COLS 64 /* columns of C per slice */
 
-
 typedef struct small_job {
     const qkv_cpu_kernels *kern;
     qkv_gemm_transpose tb;
@@ -311,21 +311,21 @@ static void small_worker(void *ctx, int tid, int64_t begin, int64_t end)
     static const float zeros[GEMM_SMALL_M];
     for (int64_t s = begin; s < end; s++) {
         const int64_t j0 = s * SMALL_COLS, w = min64(SMALL_COLS, g->n - j0);
-        /* The slice of B where it lies, or widened into wb (ld k or w). */
-        const float *b = (const float *)g->b + (g->tb ? j0 * g->ldb : j0);
-        int64_t ldb = g->ldb;
-        float *wb = g->wb ? g->wb + (int64_t)tid * SMALL_COLS * g->k : NULL;
-        if (g->tb && g->bdt != QKV_DTYPE_F32) {
-            /* A 16-bit B's rows read where they lie, widened in registers. */
-            const uint16_t *bh = (const uint16_t *)g->b + j0 * g->ldb;
-            if (g->bdt == QKV_DTYPE_F16)
-                g->kern->dot_rows_f16(g->a, g->k, g->m, bh, g->ldb, t, SMALL_COLS, w, g->k);
+        if (g->tb) { /* B's rows j0.., read where they lie (16-bit: widened in registers) */
+            const int64_t at = j0 * g->ldb;
+            if (g->bdt == QKV_DTYPE_F32)
+                g->kern->dot_rows(g->a, g->k, g->m, (const float *)g->b + at, g->ldb, t,
+                                  SMALL_COLS, w, g->k);
             else
-                g->kern->dot_rows_bf16(g->a, g->k, g->m, bh, g->ldb, t, SMALL_COLS, w, g->k);
-        } else if (g->tb) {
-            g->kern->dot_rows(g->a, g->k, g->m, b, ldb, t, SMALL_COLS, w, g->k);
-        } else {
-            if (wb) {
+                (g->bdt == QKV_DTYPE_F16 ? g->kern->dot_rows_f16 : g->kern->dot_rows_bf16)(
+                    g->a, g->k, g->m, (const uint16_t *)g->b + at, g->ldb, t, SMALL_COLS, w, g->k);
+        } else { /* B's columns j0.., in place, or a 16-bit B's widened into wb (ld w) */
+            const float *b;
+            int64_t ldb = g->ldb;
+            if (g->bdt == QKV_DTYPE_F32) {
+                b = (const float *)g->b + j0;
+            } else {
+                float *wb = g->wb + (int64_t)tid * SMALL_COLS * g->k;
                 for (int64_t p = 0; p < g->k; p++)
                     widen(g->kern, g->bdt, g->b, p * g->ldb + j0, w, wb + p * w);
                 b = wb;
@@ -419,8 +419,8 @@ static qkv_status gemm_plan(const qkv_context *cx, qkv_gemm_transpose ta, qkv_ge
     /* A 16-bit operand is widened through a buffer as it is packed: rows
      * of a panel (at most mr or nr of kc) or a row of a block (mc or nc). */
     const int64_t across = (mr > nr ? mr : nr) * g->kc, along = g->mc > g->nc ? g->mc : g->nc;
-    g->pw_floats = adt == QKV_DTYPE_F32 && bdt == QKV_DTYPE_F32 ? 0
-                                                                 : (across > along ? across : along);
+    const int both_f32 = adt == QKV_DTYPE_F32 && bdt == QKV_DTYPE_F32;
+    g->pw_floats = both_f32 ? 0 : across > along ? across : along;
     *route = ROUTE_BLOCKED;
     return QKV_OK;
 }
