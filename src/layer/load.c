@@ -63,16 +63,18 @@ static qkv_status expect_shape(const entry *e, int64_t *rows, int64_t *cols)
 }
 
 /* Copies rows [r0, r0 + n) of entry e (as F32) into dst. */
-/* Rows r0 .. r0 + n - 1 of the tensor e, `width` wide, into dst,
- * converted to the parameter's dtype dt (exactly, from the same dtype). */
+/* Rows r0 .. r0 + n - 1 of the tensor e, `width` wide, into m's parameter
+ * `which`, converted to its dtype (exactly, from the same dtype). */
 static qkv_status copy_rows(const qkv_safetensors *st, const entry *e, int64_t r0, int64_t n,
-                            int64_t width, void *dst, qkv_dtype dt)
+                            int64_t width, qkv_mha *m, int which)
 {
     qkv_array a;
+    const qkv_dtype dt = m->dtype[which];
     qkv_status s = qkv_safetensors_get(st, e->name, dt, &a);
     if (s) return s;
     const size_t es = qkv_dtype_size(dt);
-    memcpy(dst, (const char *)a.data + (size_t)(r0 * width) * es, (size_t)(n * width) * es);
+    memcpy(m->param[which], (const char *)a.data + (size_t)(r0 * width) * es,
+           (size_t)(n * width) * es);
     qkv_array_free(&a);
     return QKV_OK;
 }
@@ -254,15 +256,15 @@ qkv_status qkv_mha_load(qkv_mha **out, const qkv_mha_config *cfg, const qkv_safe
                   nk = rc->kv_heads * rc->head_dim, nv = rc->kv_heads * rc->v_head_dim;
     if (torch_style) {
         if (pk[0].present) {
-            s = copy_rows(st, &pk[0], 0, nq, D, m->param[QKV_MHA_WQ], m->dtype[QKV_MHA_WQ]);
-            if (!s) s = copy_rows(st, &pk[0], nq, nk, D, m->param[QKV_MHA_WK], m->dtype[QKV_MHA_WK]);
-            if (!s) s = copy_rows(st, &pk[0], nq + nk, nv, D, m->param[QKV_MHA_WV], m->dtype[QKV_MHA_WV]);
+            s = copy_rows(st, &pk[0], 0, nq, D, m, QKV_MHA_WQ);
+            if (!s) s = copy_rows(st, &pk[0], nq, nk, D, m, QKV_MHA_WK);
+            if (!s) s = copy_rows(st, &pk[0], nq + nk, nv, D, m, QKV_MHA_WV);
         } else {
-            s = copy_rows(st, &sm[0], 0, nq, D, m->param[QKV_MHA_WQ], m->dtype[QKV_MHA_WQ]);
-            if (!s) s = copy_rows(st, &sm[1], 0, nk, Dkv, m->param[QKV_MHA_WK], m->dtype[QKV_MHA_WK]);
-            if (!s) s = copy_rows(st, &sm[2], 0, nv, Dkv, m->param[QKV_MHA_WV], m->dtype[QKV_MHA_WV]);
+            s = copy_rows(st, &sm[0], 0, nq, D, m, QKV_MHA_WQ);
+            if (!s) s = copy_rows(st, &sm[1], 0, nk, Dkv, m, QKV_MHA_WK);
+            if (!s) s = copy_rows(st, &sm[2], 0, nv, Dkv, m, QKV_MHA_WV);
         }
-        if (!s) s = copy_rows(st, &pk[2], 0, D, D, m->param[QKV_MHA_WO], m->dtype[QKV_MHA_WO]);
+        if (!s) s = copy_rows(st, &pk[2], 0, D, D, m, QKV_MHA_WO);
     }
     if (torch_style && !s && rc->bias) {
         /* in_proj_bias is bq, bk, bv one after another. */
@@ -274,15 +276,15 @@ qkv_status qkv_mha_load(qkv_mha **out, const qkv_mha_config *cfg, const qkv_safe
             memcpy(m->param[QKV_MHA_BK], p + nq, (size_t)nk * sizeof(float));
             memcpy(m->param[QKV_MHA_BV], p + nq + nk, (size_t)nv * sizeof(float));
             qkv_array_free(&a);
-            s = copy_rows(st, &pk[3], 0, 1, D, m->param[QKV_MHA_BO], m->dtype[QKV_MHA_BO]);
+            s = copy_rows(st, &pk[3], 0, 1, D, m, QKV_MHA_BO);
         }
     }
     if (!torch_style) {
         const int p_w[NPROJ] = {QKV_MHA_WQ, QKV_MHA_WK, QKV_MHA_WV, QKV_MHA_WO};
         for (int i = 0; i < NPROJ && !s; i++)
-            s = copy_rows(st, &sw[i], 0, m->rows[p_w[i]], m->cols[p_w[i]], m->param[p_w[i]], m->dtype[p_w[i]]);
+            s = copy_rows(st, &sw[i], 0, m->rows[p_w[i]], m->cols[p_w[i]], m, p_w[i]);
         for (int i = 0; i < NPROJ && !s && rc->bias; i++)
-            s = copy_rows(st, &sb[i], 0, 1, m->cols[QKV_MHA_BQ + i], m->param[QKV_MHA_BQ + i], m->dtype[QKV_MHA_BQ + i]);
+            s = copy_rows(st, &sb[i], 0, 1, m->cols[QKV_MHA_BQ + i], m, QKV_MHA_BQ + i);
     }
     if (s) {
         qkv_mha_free(m);
