@@ -78,6 +78,22 @@ static void text_gflops_line(const char *name, double t, double gflops, double p
     printf("\n");
 }
 
+/* n floats at x as a 1-d array converted to dt (rounded: a --dtype case's
+ * copy of its twin's values); 0 when out of memory. */
+static int narrowed(const float *x, int64_t n, qkv_dtype dt, qkv_array *out)
+{
+    qkv_array src = {(void *)x, QKV_DTYPE_F32, 1, {n}};
+    return qkv_array_convert(out, &src, dt) == QKV_OK;
+}
+
+/* The text line under a --dtype case: its f32 twin's time and rate, and
+ * the case's rate over the twin's. */
+static void twin_line(const bench_opts *bo, double t, double t32, double rate32, const char *unit)
+{
+    printf("%-24s %9.4f s %8.1f %s   %s / f32 %.3f\n", "  its f32 twin", t32, rate32, unit,
+           qkv_dtype_name(bo->dtype), t32 / t);
+}
+
 /* A case run in a 16-bit --dtype beside its f32 twin (the SGEMM and layer
  * cases): t and t32 seconds for `work` units of what `unit` names
  * ("GFLOP/s": work in FLOPs; "tokens/s": work 1), and their ratio. */
@@ -97,8 +113,7 @@ static void twin_report(const char *name, const char *kind, const bench_opts *bo
         char label[80];
         snprintf(label, sizeof label, "%s %s", name, qkv_dtype_name(bo->dtype));
         printf("%-24s %9.4f s %8.1f %s\n", label, t, rate, unit);
-        printf("%-24s %9.4f s %8.1f %s   %s / f32 %.3f\n", "  its f32 twin", t32, rate32, unit,
-               qkv_dtype_name(bo->dtype), t32 / t);
+        twin_line(bo, t, t32, rate32, unit);
     }
 }
 
@@ -174,9 +189,8 @@ static int attention_narrow(attention_ctx *a, qkv_dtype dt)
     qkv_tensor *t[8] = {&a->q, &a->k, &a->v, &a->dout, &a->o, &a->dq, &a->dk, &a->dv};
     for (int i = 0; i < 8; i++) {
         if (!t[i]->data) continue;
-        qkv_array src = {t[i]->data, QKV_DTYPE_F32, 1, {0}};
-        src.shape[0] = t[i]->shape[0] * t[i]->shape[1] * t[i]->shape[2] * t[i]->shape[3];
-        if (qkv_array_convert(&a->half[i], &src, dt) != QKV_OK) return 0;
+        const int64_t n = t[i]->shape[0] * t[i]->shape[1] * t[i]->shape[2] * t[i]->shape[3];
+        if (!narrowed(t[i]->data, n, dt, &a->half[i])) return 0;
         t[i]->data = a->half[i].data;
         t[i]->dtype = dt;
     }
@@ -240,9 +254,7 @@ static void attention_report(const bcase *c, const bench_opts *bo, const blas *b
             if (!isnan(ratio)) printf("   ratio %.3f", ratio);
             printf("\n");
         }
-        if (t32 > 0)
-            printf("%-24s %9.4f s %8.1f GFLOP/s   %s / f32 %.3f\n", "  its f32 twin", t32,
-                   flops / t32 / 1e9, qkv_dtype_name(bo->dtype), t32 / t);
+        if (t32 > 0) twin_line(bo, t, t32, flops / t32 / 1e9, "GFLOP/s");
     }
 }
 
@@ -329,13 +341,6 @@ static int run_qkv_gemm16(void *vctx)
                     0.0f, g->c, g->n) == QKV_OK;
 }
 
-/* n floats at x as a 1-d array converted to dt; 0 when out of memory. */
-static int narrowed(const float *x, int64_t n, qkv_dtype dt, qkv_array *out)
-{
-    qkv_array src = {(void *)x, QKV_DTYPE_F32, 1, {n}};
-    return qkv_array_convert(out, &src, dt) == QKV_OK;
-}
-
 int bench_gemm_case(const gcase *c, const bench_opts *bo, const blas *bl, double peak)
 {
     gemm_ctx g = {bl, (int)c->m, (int)c->n, (int)c->k, c->ta, c->tb, NULL, NULL, NULL, NULL};
@@ -414,8 +419,8 @@ static int layer_setup(const lcase *c, qkv_dtype dt, layer_ctx *l)
         float *r = p ? random_floats(rows * cols, 10 + (uint64_t)i) : NULL;
         if (p && !r) return 0;
         for (int64_t j = 0; p && j < rows * cols; j++) r[j] /= sqrtf((float)cols);
-        qkv_array wide = {r, QKV_DTYPE_F32, 1, {rows * cols}}, conv = {0};
-        const int ok = !p || pdt == QKV_DTYPE_F32 || qkv_array_convert(&conv, &wide, pdt) == QKV_OK;
+        qkv_array conv = {0};
+        const int ok = !p || pdt == QKV_DTYPE_F32 || narrowed(r, rows * cols, pdt, &conv);
         if (p && ok)
             memcpy(p, pdt == QKV_DTYPE_F32 ? (void *)r : conv.data,
                    (size_t)(rows * cols) * qkv_dtype_size(pdt));
