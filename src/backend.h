@@ -96,10 +96,12 @@ static inline void qkv_view_put_f64(const qkv_tensor *t, int64_t a, int64_t b, i
 }
 
 /* n elements of row (a, b, c) of t, widened into dst[0], dst[step], ...
- * times scale (1 for a plain copy). */
+ * times scale (1 for a plain copy). n == 0 touches nothing (a view with
+ * no elements may have no data). */
 static inline void qkv_row_get(const qkv_tensor *t, int64_t a, int64_t b, int64_t c, int64_t n,
                                float scale, float *dst, int64_t step)
 {
+    if (n <= 0) return;
     const int64_t x0 = qkv_view_offset(t, a, b, c, 0), s = t->stride[3];
     if (t->dtype == QKV_DTYPE_F32) {
         const float *src = (const float *)t->data + x0;
@@ -113,10 +115,12 @@ static inline void qkv_row_get(const qkv_tensor *t, int64_t a, int64_t b, int64_
     }
 }
 
-/* n floats src[0], src[step], ... into row (a, b, c) of t, rounded. */
+/* n floats src[0], src[step], ... into row (a, b, c) of t, rounded;
+ * n == 0 touches nothing. */
 static inline void qkv_row_put(const qkv_tensor *t, int64_t a, int64_t b, int64_t c, int64_t n,
                                const float *src, int64_t step)
 {
+    if (n <= 0) return;
     const int64_t x0 = qkv_view_offset(t, a, b, c, 0), s = t->stride[3];
     if (t->dtype == QKV_DTYPE_F32) {
         float *dst = (float *)t->data + x0;

@@ -33,6 +33,7 @@ size_t qkv_flash_backward_workspace(const qkv_bwd_problem *bp);
 static inline void qkv_cpu_row_widen(const qkv_cpu_kernels *k, const qkv_tensor *t, int64_t a,
                                      int64_t b, int64_t c, int64_t n, float *dst)
 {
+    if (n <= 0) return;
     if (t->stride[3] != 1 || t->dtype == QKV_DTYPE_F32) {
         qkv_row_get(t, a, b, c, n, 1.0f, dst, 1);
         return;
@@ -60,6 +61,7 @@ static inline void qkv_cpu_mask_add(const qkv_tensor *m, int64_t b, int64_t h, i
 static inline void qkv_cpu_row_narrow(const qkv_cpu_kernels *k, const qkv_tensor *t, int64_t a,
                                       int64_t b, int64_t c, int64_t n, const float *src)
 {
+    if (n <= 0) return;
     if (t->stride[3] != 1 || t->dtype == QKV_DTYPE_F32) {
         qkv_row_put(t, a, b, c, n, src, 1);
         return;
