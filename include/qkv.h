@@ -254,17 +254,21 @@ typedef enum qkv_impl {
 } qkv_impl;
 
 /* Instruction sets of the fast path. QKV_ISA_AUTO picks the one named by
- * the environment variable QKV_ISA ("generic", "avx2", "avx512"; read once
- * per process) or else the best the CPU supports. */
+ * the environment variable QKV_ISA ("generic", "avx2", "avx512",
+ * "avx512bf16"; read once per process) or else the best the CPU supports.
+ * Every set computes every dtype; AVX512_BF16 differs from AVX512 in bf16
+ * attention forwards only (its dot products; README, DESIGN.md section 2). */
 typedef enum qkv_isa {
     QKV_ISA_AUTO = 0,
     QKV_ISA_GENERIC, /* plain C, every build and CPU */
     QKV_ISA_AVX2,    /* x86-64 with AVX2 and FMA */
-    QKV_ISA_AVX512   /* x86-64 with AVX-512F */
+    QKV_ISA_AVX512,  /* x86-64 with AVX-512F */
+    QKV_ISA_AVX512_BF16 /* x86-64 with AVX-512F and AVX512_BF16 (VDPBF16PS) */
 } qkv_isa;
 
 /*! qkv_isa_name() :
- *  The name of an instruction set: "auto", "generic", "avx2", "avx512".
+ *  The name of an instruction set: "auto", "generic", "avx2", "avx512",
+ *  "avx512bf16".
  *
  *    isa  in: any value, inside the enum or not
  *

@@ -69,7 +69,7 @@ qkv_status qkv_context_set_isa(qkv_context *ctx, qkv_isa isa)
 {
     qkv_clear_error();
     if (!ctx) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "ctx: is NULL");
-    if (isa < QKV_ISA_AUTO || isa > QKV_ISA_AVX512)
+    if (isa < QKV_ISA_AUTO || isa > QKV_ISA_AVX512_BF16)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "isa: %d is not a qkv_isa", (int)isa);
     ctx->isa = isa;
     return QKV_OK;

@@ -15,6 +15,7 @@ const char *qkv_isa_name(qkv_isa isa)
     case QKV_ISA_GENERIC: return "generic";
     case QKV_ISA_AVX2: return "avx2";
     case QKV_ISA_AVX512: return "avx512";
+    case QKV_ISA_AVX512_BF16: return "avx512bf16";
     }
     return "unknown";
 }
@@ -26,6 +27,7 @@ int qkv_isa_supported(qkv_isa isa)
     case QKV_ISA_GENERIC: return 1;
     case QKV_ISA_AVX2:
     case QKV_ISA_AVX512:
+    case QKV_ISA_AVX512_BF16:
 #ifdef QKV_HAVE_X86_KERNELS
         return qkv_cpu_runs(isa);
 #else
@@ -43,7 +45,7 @@ static void choose_auto(void)
 {
     const char *env = getenv("QKV_ISA");
     if (env && *env) {
-        for (qkv_isa i = QKV_ISA_GENERIC; i <= QKV_ISA_AVX512; i++)
+        for (qkv_isa i = QKV_ISA_GENERIC; i <= QKV_ISA_AVX512_BF16; i++)
             if (strcmp(env, qkv_isa_name(i)) == 0 && qkv_isa_supported(i)) {
                 auto_isa = i;
                 return;
@@ -54,7 +56,8 @@ static void choose_auto(void)
         auto_isa = QKV_ISA_AUTO;
         return;
     }
-    auto_isa = qkv_isa_supported(QKV_ISA_AVX512) ? QKV_ISA_AVX512
+    auto_isa = qkv_isa_supported(QKV_ISA_AVX512_BF16) ? QKV_ISA_AVX512_BF16
+               : qkv_isa_supported(QKV_ISA_AVX512)    ? QKV_ISA_AVX512
                : qkv_isa_supported(QKV_ISA_AVX2) ? QKV_ISA_AVX2
                                                   : QKV_ISA_GENERIC;
 }
@@ -71,10 +74,10 @@ qkv_status qkv_isa_resolve(qkv_isa isa, qkv_isa *out)
         isa = qkv_isa_auto();
         if (isa == QKV_ISA_AUTO)
             return qkv_fail(QKV_ERR_UNSUPPORTED,
-                            "QKV_ISA: '%s' is not generic, avx2 or avx512 runnable here",
+                            "QKV_ISA: '%s' is not generic, avx2, avx512 or avx512bf16 runnable here",
                             auto_env);
     }
-    if (isa < QKV_ISA_GENERIC || isa > QKV_ISA_AVX512)
+    if (isa < QKV_ISA_GENERIC || isa > QKV_ISA_AVX512_BF16)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "isa: %d is not a qkv_isa", (int)isa);
     if (!qkv_isa_supported(isa))
         return qkv_fail(QKV_ERR_UNSUPPORTED, "isa: %s is not supported by this %s",

@@ -15,6 +15,7 @@
  * same bits for any thread count. Finally the dtype rules: mixed inputs and outputs outside the
  * table are refused, naming the tensor. */
 #include "backend.h"
+#include "cpu/dispatch.h"
 #include "half.h"
 #include "test.h"
 #include "util.h"
@@ -146,7 +147,22 @@ static int same_bits(const float *a, const float *b, int64_t n)
     return memcmp(a, b, (size_t)n * sizeof *a) == 0;
 }
 
-static const char *isa_names[] = {"generic", "avx2", "avx512"};
+/* The kernel sets the forward is held to: every isa (the ones this
+ * machine lacks skipped, main says so), then PAIRS_SET, the generic set
+ * with its bf16 pair kernels (VDPBF16PS emulated), forced through
+ * cpu/dispatch.h: the pairs layout of every bf16 case on every machine. */
+#define PAIRS_SET (QKV_ISA_AVX512_BF16 + 1)
+static int set_runs(int set) { return set == PAIRS_SET || qkv_isa_supported((qkv_isa)set); }
+static const char *set_name(int set)
+{
+    return set == PAIRS_SET ? "generic-pairs" : qkv_isa_name((qkv_isa)set);
+}
+static qkv_isa set_enter(int set)
+{
+    if (set != PAIRS_SET) return (qkv_isa)set;
+    qkv_cpu_kernels_force(&qkv_kernels_generic_pairs);
+    return QKV_ISA_GENERIC;
+}
 
 static void check_forward(const dcase *c, qkv_dtype dt)
 {
@@ -172,26 +188,28 @@ static void check_forward(const dcase *c, qkv_dtype dt)
             CHECK(!"the reference's 16-bit O is its f32 O rounded");
             break;
         }
-    for (int isa = QKV_ISA_GENERIC; isa <= QKV_ISA_AVX512; isa++) {
-        if (!qkv_isa_supported((qkv_isa)isa)) continue;
+    for (int set = QKV_ISA_GENERIC; set <= PAIRS_SET; set++) {
+        if (!set_runs(set)) continue;
+        const qkv_isa isa = set_enter(set);
         for (int out16 = 0; out16 < 2; out16++) {
-            qkv_context *one = test_context(QKV_IMPL_AUTO, (qkv_isa)isa, 1);
-            qkv_context *three = test_context(QKV_IMPL_AUTO, (qkv_isa)isa, 3);
+            qkv_context *one = test_context(QKV_IMPL_AUTO, isa, 1);
+            qkv_context *three = test_context(QKV_IMPL_AUTO, isa, 3);
             fwd got, got3;
             CHECK(run_fwd("cpu", one, c, &in, 0, out16, &got) == QKV_OK);
             CHECK(run_fwd("cpu", three, c, &in, 0, out16, &got3) == QKV_OK);
             const char *od = out16 ? dn : "f32";
             CHECK_TENSOR(got.o, want.o, n_o(s), tol, "%s %s %s: O in %s", c->name, dn,
-                         isa_names[isa - 1], od);
+                         set_name(set), od);
             CHECK_TENSOR(got.w, want.w, n_p(s), tol, "%s %s %s: weights in %s", c->name, dn,
-                         isa_names[isa - 1], od);
+                         set_name(set), od);
             CHECK_TENSOR(got.l, want.l, n_l(s), 1e-5, "%s %s %s: lse", c->name, dn,
-                         isa_names[isa - 1]);
+                         set_name(set));
             CHECK(same_bits(got.o, got3.o, n_o(s)) && same_bits(got.w, got3.w, n_p(s)) &&
                   same_bits(got.l, got3.l, n_l(s)));
             fwd_free(&got), fwd_free(&got3);
             qkv_context_free(one), qkv_context_free(three);
         }
+        qkv_cpu_kernels_force(NULL);
     }
     fwd_free(&want), fwd_free(&wide), fwd_free(&ref16);
     qkv_context_free(ref);
@@ -253,7 +271,7 @@ static void check_backward(const dcase *c, qkv_dtype dt)
     CHECK(run_bwd("reference", ref, c, &in, &f, 1, QKV_DTYPE_F32, want) == QKV_OK);
     CHECK(run_bwd("reference", ref, c, &in, &f, 0, QKV_DTYPE_F32, ref16) == QKV_OK);
     for (int x = 0; x < 3; x++) CHECK(same_bits(want[x], ref16[x], n[x]));
-    for (int isa = QKV_ISA_GENERIC; isa <= QKV_ISA_AVX512; isa++) {
+    for (int isa = QKV_ISA_GENERIC; isa <= QKV_ISA_AVX512_BF16; isa++) {
         if (!qkv_isa_supported((qkv_isa)isa)) continue;
         for (int g16 = 0; g16 < 2; g16++) {
             qkv_context *one = test_context(QKV_IMPL_AUTO, (qkv_isa)isa, 1);
@@ -264,7 +282,7 @@ static void check_backward(const dcase *c, qkv_dtype dt)
             CHECK(run_bwd("cpu", three, c, &in, &f, 0, gdt, got3) == QKV_OK);
             for (int x = 0; x < 3; x++) {
                 CHECK_TENSOR(got[x], want[x], n[x], tol, "%s %s %s: %s in %s", c->name,
-                             qkv_dtype_name(dt), isa_names[isa - 1], names[x],
+                             qkv_dtype_name(dt), qkv_isa_name((qkv_isa)isa), names[x],
                              qkv_dtype_name(gdt));
                 CHECK(same_bits(got[x], got3[x], n[x]));
                 free(got[x]), free(got3[x]);
@@ -276,6 +294,60 @@ static void check_backward(const dcase *c, qkv_dtype dt)
     fwd_free(&f);
     qkv_context_free(ref);
     inputs_free(&in);
+}
+
+/* The pairs layout's other roads, on the sets that take it (the
+ * emulation, and AVX512-BF16 where the CPU has it): K and V not
+ * contiguous along their last dim (K copied, V paired element by element)
+ * against the reference on the same views; and an infinite V row behind
+ * the causal mask, which the rows that may not see it never read (the
+ * careful product), odd key counts and head dims throughout. */
+static void check_pairs_roads(void)
+{
+    enum { B = 1, H = 2, L = 45, E = 17 };
+    test_rng r = test_rng_seed(5);
+    uint16_t *qh, *kh, *vh;
+    float *q = draw(&r, B * H * L * E, -1, 1, QKV_DTYPE_BF16, &qh);
+    float *k = draw(&r, B * H * L * E, -1, 1, QKV_DTYPE_BF16, &kh);
+    float *v = draw(&r, B * H * L * E, -1, 1, QKV_DTYPE_BF16, &vh);
+    free(q), free(k), free(v);
+    /* K and V stored (B, H, E, L): element (b, h, j, d) at d * L + j. */
+    qkv_tensor tq = qkv_tensor_contiguous(qh, QKV_DTYPE_BF16, B, H, L, E);
+    qkv_tensor tk = qkv_tensor_contiguous(kh, QKV_DTYPE_BF16, B, H, L, E);
+    qkv_tensor tv = qkv_tensor_contiguous(vh, QKV_DTYPE_BF16, B, H, L, E);
+    tk.stride[2] = tv.stride[2] = 1;
+    tk.stride[3] = tv.stride[3] = L;
+    float *want = test_malloc(B * H * L * E * sizeof *want), *got = test_malloc(B * H * L * E * sizeof *got);
+    qkv_tensor tw = qkv_tensor_contiguous(want, QKV_DTYPE_F32, B, H, L, E);
+    qkv_tensor tg = qkv_tensor_contiguous(got, QKV_DTYPE_F32, B, H, L, E);
+    qkv_context *ref = test_context(QKV_IMPL_REFERENCE, QKV_ISA_AUTO, 1);
+    qkv_attention_options causal = {0};
+    causal.causal = 1;
+    for (int set = QKV_ISA_AVX512_BF16; set <= PAIRS_SET; set++) {
+        if (!set_runs(set)) continue;
+        qkv_context *ctx = test_context(QKV_IMPL_AUTO, set_enter(set), 2);
+        for (int opt = 0; opt < 2; opt++) {
+            const qkv_attention_options *o = opt ? &causal : NULL;
+            CHECK(qkv_attention_forward(ref, &tw, NULL, NULL, &tq, &tk, &tv, o) == QKV_OK);
+            CHECK(qkv_attention_forward_on("cpu", ctx, &tg, NULL, NULL, &tq, &tk, &tv, o) == QKV_OK);
+            CHECK_TENSOR(got, want, B * H * L * E, 4e-3, "%s: strided K and V%s", set_name(set),
+                         opt ? ", causal" : "");
+        }
+        /* The last key's V row infinite: only the last query sees it. */
+        for (int64_t d = 0; d < E; d++) vh[d * L + L - 1] = 0x7f80;
+        CHECK(qkv_attention_forward(ref, &tw, NULL, NULL, &tq, &tk, &tv, &causal) == QKV_OK);
+        CHECK(qkv_attention_forward_on("cpu", ctx, &tg, NULL, NULL, &tq, &tk, &tv, &causal) == QKV_OK);
+        int finite = 1;
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t x = 0; x < (L - 1) * E; x++) finite &= isfinite(got[h * L * E + x]) != 0;
+        CHECK(finite);
+        CHECK_TENSOR(got, want, (L - 1) * E, 4e-3, "%s: rows before an infinite V row", set_name(set));
+        for (int64_t d = 0; d < E; d++) vh[d * L + L - 1] = qkv_f32_to_bf16(0.5f);
+        qkv_cpu_kernels_force(NULL);
+        qkv_context_free(ctx);
+    }
+    qkv_context_free(ref);
+    free(qh), free(kh), free(vh), free(want), free(got);
 }
 
 /* Dtypes outside the table are refused, naming the tensor. */
@@ -339,15 +411,16 @@ int main(void)
         {"decode bottom-right, 4 queries", {2, 4, 1, 4, 700, 32, 32}, causal_br, 0, 0, {0}},
     };
     const qkv_dtype dts[2] = {QKV_DTYPE_BF16, QKV_DTYPE_F16};
-    for (int isa = QKV_ISA_GENERIC; isa <= QKV_ISA_AVX512; isa++)
+    for (int isa = QKV_ISA_GENERIC; isa <= QKV_ISA_AVX512_BF16; isa++)
         if (!qkv_isa_supported((qkv_isa)isa))
             fprintf(stderr, "test_dtypes: %s kernels skipped: this build or CPU lacks them\n",
-                    isa_names[isa - 1]);
+                    qkv_isa_name((qkv_isa)isa));
     for (size_t x = 0; x < sizeof cases / sizeof cases[0]; x++)
         for (int d = 0; d < 2; d++) {
             check_forward(&cases[x], dts[d]);
             check_backward(&cases[x], dts[d]);
         }
+    check_pairs_roads();
     check_rules();
     return test_finish("test_dtypes");
 }

@@ -29,7 +29,8 @@
 #endif
 #endif
 
-static const qkv_isa isas[] = {QKV_ISA_GENERIC, QKV_ISA_AVX2, QKV_ISA_AVX512};
+static const qkv_isa isas[] = {QKV_ISA_GENERIC, QKV_ISA_AVX2, QKV_ISA_AVX512,
+                               QKV_ISA_AVX512_BF16};
 
 static const qkv_cpu_kernels *kernels_of(qkv_isa isa)
 {
@@ -37,6 +38,7 @@ static const qkv_cpu_kernels *kernels_of(qkv_isa isa)
 #ifdef QKV_HAVE_X86_KERNELS
     case QKV_ISA_AVX2: return &qkv_kernels_avx2;
     case QKV_ISA_AVX512: return &qkv_kernels_avx512;
+    case QKV_ISA_AVX512_BF16: return &qkv_kernels_avx512bf16;
 #endif
     case QKV_ISA_GENERIC: return &qkv_kernels_generic;
     default: return NULL;
@@ -620,6 +622,174 @@ static void check_widen_narrow(qkv_isa isa)
     free(h), free(f), free(x), free(got);
 }
 
+/* ------------------------------------------------------------ bf16 pairs */
+
+static uint16_t bf(float x) { return qkv_f32_to_bf16(x); }
+static double wide(uint32_t pair, int hi) { return qkv_bf16_to_f32((uint16_t)(hi ? pair >> 16 : pair)); }
+/* 64-byte aligned, as the driver's buffers are (a multiple of 64 bytes,
+ * as aligned_alloc wants). */
+static void *aligned(size_t bytes)
+{
+    void *p = aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+    if (!p) abort();
+    return p;
+}
+
+/* qk_pairs on one tile of 16 rows, one key and e = 2 * np, every row the
+ * same: the queries' pairs q, the key's patterns kr. */
+static float qk_one(const qkv_cpu_kernels *k, const uint32_t *q, const uint16_t *kr, int np)
+{
+    uint32_t *qp = aligned((size_t)np * 16 * sizeof *qp);
+    float *st = aligned(16 * sizeof *st);
+    for (int x = 0; x < np; x++)
+        for (int i = 0; i < 16; i++) qp[x * 16 + i] = q[x];
+    k->qk_pairs(qp, 16, kr, 2 * np, st, 16, 16, 1, 2 * np, 1.0f);
+    const float r = st[5];
+    free(qp), free(st);
+    return r;
+}
+
+/* The pair kernels of k (a set that has them). VDPBF16PS by hand, as
+ * Intel's manual gives it: the high products first, each step rounded
+ * (1 + 2^-24 + 2^-23 gives 1 + 2^-23 in that order, 1 + 2^-22 in the
+ * other or summed exactly), and a denormal input read as zero. The
+ * emulation (spec) is held to both; a real set (spec 0) is reported if it
+ * differs, not failed: the manual, not this test, is its authority, and
+ * the random tiles below hold it to the exact sums. Then random tiles of
+ * every kernel against sums in double: qk_pairs and pv_pairs within the
+ * rounding of an f32 sum of their terms, pack_pairs and pair_rows bit for
+ * bit (pack_pairs as half.h rounds, the lone key of an odd n paired with
+ * 0); a real set is also compared with the emulation, bit for bit, and a
+ * difference reported. */
+static void check_pairs(const qkv_cpu_kernels *k, int spec)
+{
+    const uint32_t one = bf(1.0f), tiny = bf(0x1p-12f);
+    const uint32_t q_order[2] = {one, tiny | tiny << 16};
+    const uint16_t k_order[4] = {bf(1.0f), 0, bf(0x1p-11f), bf(0x1p-12f)};
+    const float order = qk_one(k, q_order, k_order, 2);
+    const uint32_t q_daz[1] = {0x0001u}; /* 2^-133, a denormal */
+    const uint16_t k_daz[2] = {bf(0x1p100f), 0};
+    const float daz = qk_one(k, q_daz, k_daz, 1);
+    const int order_ok = order == 1.0f + 0x1p-23f, daz_ok = daz == 0.0f;
+    if (spec) {
+        CHECK(order_ok);
+        CHECK(daz_ok);
+    }
+    if (!order_ok || !daz_ok)
+        fprintf(stderr, "  %s pairs: %s (1 + 2^-24 + 2^-23 gave 1 + %a; 2^-133 * 2^100 gave %a)\n",
+                k->name, spec ? "differ from the manual" : "note: the CPU differs from the manual",
+                (double)order - 1.0, (double)daz);
+
+    test_rng r = test_rng_seed(77);
+    const qkv_cpu_kernels *emu = &qkv_kernels_generic_pairs;
+    static const int64_t ms[] = {16, 48, 64, 80}, ns[] = {1, 2, 3, 5, 6, 7, 12, 13, 127, 128},
+                         es[] = {1, 2, 3, 17, 64, 80};
+    int64_t differ = 0, worst_qk = 0, worst_pv = 0;
+    for (size_t a = 0; a < sizeof ms / sizeof ms[0]; a++)
+        for (size_t b = 0; b < sizeof ns / sizeof ns[0]; b++)
+            for (size_t c = 0; c < sizeof es / sizeof es[0]; c++) {
+                const int64_t m = ms[a], n = ns[b], e = es[c], ev = e, np = (e + 1) / 2,
+                              nk = (n + 1) / 2;
+                uint32_t *qp = aligned((size_t)(np * m) * 4);
+                uint16_t *kh = test_malloc((size_t)(n * e) * 2);
+                float *st = aligned((size_t)(n * m) * 4), *st2 = aligned((size_t)(n * m) * 4);
+                for (int64_t x = 0; x < np; x++)
+                    for (int64_t i = 0; i < m; i++) {
+                        const uint32_t lo = bf((float)test_rand(&r) * 2 - 1);
+                        const uint32_t hi = 2 * x + 1 < e ? bf((float)test_rand(&r) * 2 - 1) : 0;
+                        qp[x * m + i] = lo | hi << 16;
+                    }
+                for (int64_t x = 0; x < n * e; x++) kh[x] = bf((float)test_rand(&r) * 2 - 1);
+                k->qk_pairs(qp, m, kh, e, st, m, m, n, e, 0.37f);
+                for (int64_t j = 0; j < n; j++)
+                    for (int64_t i = 0; i < m; i++) {
+                        double want = 0, mag = 0;
+                        for (int64_t d = 0; d < e; d++) {
+                            const double t = wide(qp[d / 2 * m + i], d % 2) *
+                                             qkv_bf16_to_f32(kh[j * e + d]);
+                            want += t;
+                            mag += fabs(t);
+                        }
+                        want *= 0.37f;
+                        if (fabs(st[j * m + i] - want) > (2.0 * (double)e + 2) * 0x1p-24 * mag * 0.37f + 1e-30)
+                            worst_qk++;
+                    }
+                if (!spec) {
+                    emu->qk_pairs(qp, m, kh, e, st2, m, m, n, e, 0.37f);
+                    differ += memcmp(st, st2, (size_t)(n * m) * 4) != 0;
+                }
+                /* The weights: values in [0, 1] as a softmax leaves them. */
+                for (int64_t x = 0; x < n * m; x++) st[x] = (float)test_rand(&r);
+                uint32_t *pp = aligned((size_t)(nk * m) * 4);
+                k->pack_pairs(pp, m, st, m, m, n);
+                int64_t bad_pack = 0;
+                for (int64_t x = 0; x < nk; x++)
+                    for (int64_t i = 0; i < m; i++) {
+                        const uint32_t want = bf(st[2 * x * m + i]) |
+                                              (2 * x + 1 < n ? (uint32_t)bf(st[(2 * x + 1) * m + i]) << 16 : 0u);
+                        bad_pack += pp[x * m + i] != want;
+                    }
+                CHECK(bad_pack == 0);
+                /* V as pairs of keys, by pair_rows (the lone key by hand). */
+                uint16_t *vh = test_malloc((size_t)(n * ev) * 2);
+                for (int64_t x = 0; x < n * ev; x++) vh[x] = bf((float)test_rand(&r) * 2 - 1);
+                uint32_t *vp = test_malloc((size_t)(nk * ev) * 4);
+                int64_t bad_rows = 0;
+                for (int64_t x = 0; x < nk; x++) {
+                    if (2 * x + 1 < n) {
+                        k->pair_rows(vp + x * ev, vh + 2 * x * ev, vh + (2 * x + 1) * ev, ev);
+                        for (int64_t cc = 0; cc < ev; cc++)
+                            bad_rows += vp[x * ev + cc] !=
+                                        ((uint32_t)vh[2 * x * ev + cc] | (uint32_t)vh[(2 * x + 1) * ev + cc] << 16);
+                    } else {
+                        for (int64_t cc = 0; cc < ev; cc++) vp[x * ev + cc] = vh[2 * x * ev + cc];
+                    }
+                }
+                CHECK(bad_rows == 0);
+                float *ot = aligned((size_t)(ev * m) * 4), *ot0 = test_malloc((size_t)(ev * m) * 4);
+                float *ot2 = aligned((size_t)(ev * m) * 4), *al = aligned((size_t)m * 4);
+                for (int64_t x = 0; x < ev * m; x++) ot0[x] = ot[x] = ot2[x] = (float)test_rand(&r) * 4 - 2;
+                for (int64_t i = 0; i < m; i++) al[i] = (float)test_rand(&r);
+                k->pv_pairs(pp, m, vp, ev, ot, m, al, m, n, ev);
+                for (int64_t cc = 0; cc < ev; cc++)
+                    for (int64_t i = 0; i < m; i++) {
+                        double want = (double)(ot0[cc * m + i] * al[i]), mag = fabs(want);
+                        for (int64_t j = 0; j < n; j++) {
+                            const double t = wide(pp[j / 2 * m + i], j % 2) * wide(vp[j / 2 * ev + cc], j % 2);
+                            want += t;
+                            mag += fabs(t);
+                        }
+                        if (fabs(ot[cc * m + i] - want) > (2.0 * (double)n + 4) * 0x1p-24 * mag + 1e-30)
+                            worst_pv++;
+                    }
+                if (!spec) {
+                    emu->pv_pairs(pp, m, vp, ev, ot2, m, al, m, n, ev);
+                    differ += memcmp(ot, ot2, (size_t)(ev * m) * 4) != 0;
+                }
+                free(qp), free(kh), free(st), free(st2), free(pp), free(vh), free(vp);
+                free(ot), free(ot0), free(ot2), free(al);
+            }
+    CHECK(worst_qk == 0);
+    CHECK(worst_pv == 0);
+    if (worst_qk || worst_pv)
+        fprintf(stderr, "  %s pairs: %lld scores and %lld outputs off their exact sums\n", k->name,
+                (long long)worst_qk, (long long)worst_pv);
+    if (differ)
+        fprintf(stderr, "  %s pairs: note: %lld tiles differ from the emulation's bits\n", k->name,
+                (long long)differ);
+    /* pair_rows at odd addresses and lengths (vector bodies, scalar tails). */
+    uint16_t a[80], b2[80];
+    uint32_t d[80];
+    for (int i = 0; i < 80; i++) a[i] = (uint16_t)(i * 977u), b2[i] = (uint16_t)(i * 31u + 7u);
+    int64_t bad = 0;
+    for (int len = 0; len < 70; len++) {
+        k->pair_rows(d + 1, a + 1, b2 + 3, len);
+        for (int i = 0; i < len; i++) bad += d[1 + i] != ((uint32_t)a[1 + i] | (uint32_t)b2[3 + i] << 16);
+    }
+    CHECK(bad == 0);
+    printf("  %s: bf16 pair kernels checked\n", k->name);
+}
+
 int main(void)
 {
     for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
@@ -630,6 +800,10 @@ int main(void)
         else
             printf("  %s: not in this build or CPU, skipped\n", qkv_isa_name(isas[i]));
     }
+    check_pairs(&qkv_kernels_generic_pairs, 1);
+#ifdef QKV_HAVE_X86_KERNELS
+    if (qkv_isa_supported(QKV_ISA_AVX512_BF16)) check_pairs(&qkv_kernels_avx512bf16, 0);
+#endif
     check_sweep("sweep", 150, 0);
     check_sweep("decode sweep", 4, 5000);
     check_large_logits();

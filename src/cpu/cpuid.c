@@ -11,6 +11,15 @@ static int has_f16c(void)
     unsigned a, b, c, d;
     return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
 }
+
+/* AVX512_BF16: leaf 7 subleaf 1, EAX bit 5 (after leaf 7's maximum
+ * subleaf, in EAX of subleaf 0, says subleaf 1 exists). */
+static int has_avx512_bf16(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || a < 1) return 0;
+    return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5)) != 0;
+}
 #endif
 
 int qkv_cpu_runs(qkv_isa isa)
@@ -25,9 +34,13 @@ int qkv_cpu_runs(qkv_isa isa)
     case QKV_ISA_AVX512:
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx512f");
+    case QKV_ISA_AVX512_BF16:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && has_avx512_bf16();
 #else
     case QKV_ISA_AVX2:
-    case QKV_ISA_AVX512: return 0;
+    case QKV_ISA_AVX512:
+    case QKV_ISA_AVX512_BF16: return 0;
 #endif
     }
     return 0;

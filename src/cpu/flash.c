@@ -6,10 +6,12 @@
  * strides, packing and threads live here; the arithmetic of a tile is the
  * kernels' (kernels/kernels.h).
  *
- * A unit's rows are laid out one of two ways, each a set of functions
+ * A unit's rows are laid out one of three ways, each a set of functions
  * (struct layout): the tiled walk (rows down the columns of a
- * QKV_TILE_ROWS tile, the qk/softmax/pv kernels) and the row-major walk of
- * decode-shaped calls (dot_rows/softmax_rows/axpy_rows). And a call runs
+ * QKV_TILE_ROWS tile, the qk/softmax/pv kernels), the same walk on bf16
+ * pairs where the kernels have bf16 dot products (qk_pairs/pv_pairs), and
+ * the row-major walk of decode-shaped calls (dot_rows/softmax_rows/
+ * axpy_rows). And a call runs
  * one of two paths: every unit over all its keys (forward_units), or,
  * when there are too few units for the threads, every unit's keys in
  * chunks merged afterwards (forward_split). qkv_flash_attention_forward
@@ -63,6 +65,7 @@ typedef struct plan {
     int64_t chunk;     /* keys per chunk, a multiple of BLOCK_KEYS */
     int64_t ev;        /* Ev, at least 1 (buffer sizes) */
     int pack_k, pack_v; /* K or V not contiguous along d / c: copy blocks */
+    int pairs;         /* the pairs layout (layout_pairs says when) */
     int64_t narrow;    /* 0, or G * bq, the real rows of a unit, when
                           Lq <= NARROW_QUERIES: the row-major layout */
     int nthreads;      /* workers: num_threads, at most one per item */
@@ -79,6 +82,11 @@ typedef struct scratch {
     /* The tiled layout only: */
     float *qt;         /* E x rows: the unit's queries times scale, transposed */
     float *st;         /* BLOCK_KEYS x rows: scores, then weights, transposed */
+    /* The pairs layout, besides st (its qt unused): */
+    uint32_t *qp;      /* ceil(E/2) x rows: the queries' bf16 pairs, not scaled */
+    uint32_t *pp;      /* BLOCK_KEYS/2 x rows: the weights rounded to bf16 pairs */
+    uint32_t *vp;      /* BLOCK_KEYS/2 x Ev: the block's V as pairs of keys */
+    uint16_t *kh;      /* BLOCK_KEYS x E: a strided K block's bf16 rows */
     /* The row-major layout only: */
     float *qr;         /* narrow x E: the queries times scale */
     float *sr;         /* narrow x BLOCK_KEYS: scores, then weights */
@@ -197,14 +205,41 @@ static int any_nonfinite(const float *v, int64_t ldv, int64_t n, int64_t ev)
     return 0;
 }
 
+/* The bf16 pattern at (a, b, c, d) of a 16-bit view. */
+static uint16_t bits_at(const qkv_tensor *t, int64_t a, int64_t b, int64_t c, int64_t d)
+{
+    return ((const uint16_t *)t->data)[qkv_view_offset(t, a, b, c, d)];
+}
+
+/* The pairs layout's K rows jb.. of kv head hk: bf16 patterns in place
+ * when contiguous along d, else copied into sc->kh. */
+static const uint16_t *key_bits(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t jb,
+                                int64_t n, int64_t *ld)
+{
+    const qkv_tensor *t = pl->p->k;
+    const int64_t E = pl->p->E;
+    if (t->stride[3] == 1) {
+        *ld = t->stride[2];
+        return (const uint16_t *)t->data + qkv_view_offset(t, b, hk, jb, 0);
+    }
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t d = 0; d < E; d++) sc->kh[j * E + d] = bits_at(t, b, hk, jb + j, d);
+    *ld = E;
+    return sc->kh;
+}
+
 /* The block of keys from jb to at most last of kv head (b, hk): its
- * length, its K rows in *k and, unless v is NULL, its V rows in *v. */
+ * length, its K rows in *k (floats, or the pairs layout's bf16 patterns)
+ * and, unless v is NULL, its V rows in *v (floats). */
 static int64_t block_at(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t jb,
-                        int64_t last, const float **k, int64_t *ldk, const float **v, int64_t *ldv)
+                        int64_t last, const void **k, int64_t *ldk, const float **v, int64_t *ldv)
 {
     const qkv_fwd_problem *p = pl->p;
     const int64_t n = block_len(jb, last);
-    *k = key_rows(pl, p->k, pl->pack_k, sc->kb, b, hk, jb, n, p->E, ldk);
+    if (pl->pairs)
+        *k = key_bits(pl, sc, b, hk, jb, n, ldk);
+    else
+        *k = key_rows(pl, p->k, pl->pack_k, sc->kb, b, hk, jb, n, p->E, ldk);
     if (v) *v = key_rows(pl, p->v, pl->pack_v, sc->vb, b, hk, jb, n, p->Ev, ldv);
     return n;
 }
@@ -226,14 +261,17 @@ static void walk_start(const plan *pl, scratch *sc, int64_t from, int64_t to, in
 /* ------------------------------------------------------------ tiled */
 
 /* Scores of the unit's rows against the n keys from jb, in sc->st: scaled
- * (via the packed queries), softcapped, masked. Returns whether a real
- * row has a forbidden (-inf) position in the block. */
-static int block_scores(const plan *pl, scratch *sc, int64_t b, const float *k, int64_t ldk,
+ * (via the packed queries, or by qk_pairs), softcapped, masked. Returns
+ * whether a real row has a forbidden (-inf) position in the block. */
+static int block_scores(const plan *pl, scratch *sc, int64_t b, const void *k, int64_t ldk,
                         int64_t jb, int64_t n)
 {
     const qkv_fwd_problem *p = pl->p;
     const int64_t R = pl->rows;
-    pl->k->qk(sc->qt, R, k, ldk, sc->st, R, R, n, p->E);
+    if (pl->pairs)
+        pl->k->qk_pairs(sc->qp, R, k, ldk, sc->st, R, R, n, p->E, (float)p->scale);
+    else
+        pl->k->qk(sc->qt, R, k, ldk, sc->st, R, R, n, p->E);
     if (p->softcap > 0)
         for (int64_t j = 0; j < n; j++) pl->k->softcap(sc->st + j * R, R, (float)p->softcap);
     const int bmask = p->mask && p->mask->dtype == QKV_DTYPE_BOOL;
@@ -304,7 +342,8 @@ static void walk_tiled(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64
     int64_t first, last;
     walk_start(pl, sc, key_from, key_to, &first, &last);
     for (int64_t jb = first, n; jb <= last; jb += n) {
-        const float *k, *v;
+        const void *k;
+        const float *v;
         int64_t ldk, ldv;
         n = block_at(pl, sc, b, hk, jb, last, &k, &ldk, &v, &ldv);
         const int careful =
@@ -328,7 +367,7 @@ static void weights_tiled(const plan *pl, scratch *sc, int64_t b, int64_t hk)
     int64_t first, last;
     unit_key_range(pl, sc, 0, p->Lk - 1, &first, &last);
     for (int64_t jb = first, n; jb <= last; jb += n) {
-        const float *k;
+        const void *k;
         int64_t ldk;
         n = block_at(pl, sc, b, hk, jb, last, &k, &ldk, NULL, NULL);
         block_scores(pl, sc, b, k, ldk, jb, n);
@@ -348,6 +387,104 @@ static void weights_tiled(const plan *pl, scratch *sc, int64_t b, int64_t hk)
 
 static const layout layout_tiled = {load_tiled, walk_tiled, weights_tiled};
 
+/* ------------------------------------------------------------ pairs */
+
+/* The tiled layout on bf16 dot products, for bf16 Q, K and V when the
+ * kernels have them (AVX512-BF16): the products read pairs of bf16
+ * patterns, two multiply-adds a lane, into the same f32 scores, softmax
+ * and output as the tiled walk.
+ *   Scores: the queries are their own bf16 patterns in pairs along the
+ *   rows (not scaled, so no rounding before the product); each key's pair
+ *   is read from K where it is; qk_pairs scales the f32 sums.
+ *   Output: the weights are rounded to bf16 in pairs of keys (pack_pairs)
+ *   and V's block is repacked as pairs of keys (pair_rows).
+ * Rounding the weights is the one rounding the tiled walk does not make:
+ * each weight's relative error is at most 2^-9, unbiased, so the output's
+ * relative L2 error grows by about that over the rounding of a bf16 O
+ * (within the contract, 4e-3: tests/test_dtypes.c measures it through
+ * the generic emulation of these kernels and, where the CPU has them, the
+ * real ones). The weights output and the row sums stay f32: the rounded
+ * weights feed only the product with V. */
+
+/* Row r's query as pairs down column r of sc->qp; zeros for padding. */
+static void load_pairs(const plan *pl, scratch *sc, int64_t b)
+{
+    const qkv_fwd_problem *p = pl->p;
+    const int64_t R = pl->rows, E = p->E;
+    for (int64_t r = 0; r < R; r++) {
+        const int64_t h = sc->head[r], i = sc->qi[r];
+        for (int64_t x = 0; 2 * x < E; x++) {
+            uint32_t lo = 0, hi = 0;
+            if (h >= 0) {
+                lo = bits_at(p->q, b, h, i, 2 * x);
+                if (2 * x + 1 < E) hi = bits_at(p->q, b, h, i, 2 * x + 1);
+            }
+            sc->qp[x * R + r] = lo | hi << 16;
+        }
+    }
+}
+
+/* V's keys jb .. jb + n - 1 of kv head hk as pairs of keys in sc->vp
+ * (ld Ev; an odd n's last pair (v, 0)). */
+static void value_pairs(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t jb, int64_t n)
+{
+    const qkv_tensor *t = pl->p->v;
+    const int64_t Ev = pl->p->Ev;
+    for (int64_t x = 0; 2 * x < n; x++) {
+        uint32_t *dst = sc->vp + x * Ev;
+        const int64_t j = jb + 2 * x;
+        if (t->stride[3] == 1 && 2 * x + 1 < n) {
+            const uint16_t *base = t->data;
+            pl->k->pair_rows(dst, base + qkv_view_offset(t, b, hk, j, 0),
+                             base + qkv_view_offset(t, b, hk, j + 1, 0), Ev);
+            continue;
+        }
+        for (int64_t c = 0; c < Ev; c++)
+            dst[c] = (uint32_t)bits_at(t, b, hk, j, c) |
+                     (2 * x + 1 < n ? (uint32_t)bits_at(t, b, hk, j + 1, c) << 16 : 0u);
+    }
+}
+
+/* Whether one of the n words of pairs holds a bf16 that is not finite
+ * (an exponent of all ones). */
+static int pairs_nonfinite(const uint32_t *w, int64_t n)
+{
+    const uint32_t lo = 0x7f80u, hi = 0x7f800000u;
+    uint32_t bad = 0;
+    for (int64_t x = 0; x < n; x++) bad |= ((w[x] & lo) == lo) | ((w[x] & hi) == hi);
+    return bad != 0;
+}
+
+static void walk_pairs(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t key_from,
+                       int64_t key_to)
+{
+    const qkv_fwd_problem *p = pl->p;
+    const int64_t R = pl->rows;
+    int64_t first, last;
+    walk_start(pl, sc, key_from, key_to, &first, &last);
+    for (int64_t jb = first, n; jb <= last; jb += n) {
+        const void *k;
+        int64_t ldk;
+        n = block_at(pl, sc, b, hk, jb, last, &k, &ldk, NULL, NULL);
+        value_pairs(pl, sc, b, hk, jb, n);
+        const int careful = block_scores(pl, sc, b, k, ldk, jb, n) &&
+                            pairs_nonfinite(sc->vp, (n + 1) / 2 * p->Ev);
+        if (careful) /* the f32 walk's careful product, on V widened */
+            for (int64_t x = 0; x < n * R; x++) sc->forbid[x] = sc->st[x] == -INFINITY;
+        pl->k->softmax(sc->st, R, R, n, sc->mx, sc->l, sc->alpha);
+        if (careful) {
+            for (int64_t j = 0; j < n; j++)
+                qkv_cpu_row_widen(pl->k, p->v, b, hk, jb + j, p->Ev, sc->vb + j * pl->ev);
+            careful_pv(pl, sc, sc->vb, pl->ev, n);
+        } else {
+            pl->k->pack_pairs(sc->pp, R, sc->st, R, R, n);
+            pl->k->pv_pairs(sc->pp, R, sc->vp, p->Ev, sc->o, R, sc->alpha, R, n, p->Ev);
+        }
+    }
+}
+
+static const layout layout_pairs = {load_pairs, walk_pairs, weights_tiled};
+
 /* ------------------------------------------------------------ row-major */
 
 /* The row-major layout, for calls with at most NARROW_QUERIES queries
@@ -361,7 +498,7 @@ static const layout layout_tiled = {load_tiled, walk_tiled, weights_tiled};
 /* The scores of the unit's pl->narrow rows against the n keys from jb, row
  * by row in sc->sr: scaled, softcapped, limited to each row's interval,
  * masked. Returns whether some row has a forbidden position. */
-static int narrow_scores(const plan *pl, scratch *sc, int64_t b, const float *k, int64_t ldk,
+static int narrow_scores(const plan *pl, scratch *sc, int64_t b, const void *k, int64_t ldk,
                          int64_t jb, int64_t n)
 {
     const qkv_fwd_problem *p = pl->p;
@@ -424,7 +561,8 @@ static void walk_rows(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_
     walk_start(pl, sc, key_from, key_to, &first, &last);
     memset(sc->orr, 0, (size_t)(m * pl->ev) * sizeof *sc->orr);
     for (int64_t jb = first, n; jb <= last; jb += n) {
-        const float *k, *v;
+        const void *k;
+        const float *v;
         int64_t ldk, ldv;
         n = block_at(pl, sc, b, hk, jb, last, &k, &ldk, &v, &ldv);
         const int careful =
@@ -449,7 +587,7 @@ static void weights_rows(const plan *pl, scratch *sc, int64_t b, int64_t hk)
     int64_t first, last;
     unit_key_range(pl, sc, 0, p->Lk - 1, &first, &last);
     for (int64_t jb = first, n; jb <= last; jb += n) {
-        const float *k;
+        const void *k;
         int64_t ldk;
         n = block_at(pl, sc, b, hk, jb, last, &k, &ldk, NULL, NULL);
         narrow_scores(pl, sc, b, k, ldk, jb, n);
@@ -754,18 +892,24 @@ static void plan_split(plan *pl)
     pl->chunks = (p->Lk + pl->chunk - 1) / pl->chunk;
 }
 
-/* The plan of a call with something to compute (B, H, Lq > 0): units,
- * layout, split and threads; everything but the kernels. */
-static void plan_init(plan *pl, const qkv_fwd_problem *p)
+/* The plan of a call with something to compute (B, H, Lq > 0) on the
+ * kernels k: units, layout, split and threads. */
+static void plan_init(plan *pl, const qkv_fwd_problem *p, const qkv_cpu_kernels *k)
 {
     memset(pl, 0, sizeof *pl);
     pl->p = p;
+    pl->k = k;
     pl->G = p->H / p->Hkv;
     pl->bq = UNIT_ROWS / pl->G > 1 ? UNIT_ROWS / pl->G : 1;
     if (pl->bq > p->Lq) pl->bq = p->Lq;
     pl->rows = round_up(pl->G * pl->bq, QKV_TILE_ROWS);
     pl->narrow = p->Lq <= NARROW_QUERIES ? pl->G * pl->bq : 0;
-    pl->lay = pl->narrow ? &layout_rows : &layout_tiled;
+    /* Pairs for bf16 Q, K and V on kernels with bf16 dot products, except
+     * decode's row-major walk (it reads the cache's bytes once whatever
+     * the products cost). */
+    pl->pairs = !pl->narrow && k->qk_pairs && p->q->dtype == QKV_DTYPE_BF16 &&
+                p->k->dtype == QKV_DTYPE_BF16 && p->v->dtype == QKV_DTYPE_BF16;
+    pl->lay = pl->narrow ? &layout_rows : pl->pairs ? &layout_pairs : &layout_tiled;
     pl->qtiles = (p->Lq + pl->bq - 1) / pl->bq;
     pl->units = p->B * p->Hkv * pl->qtiles;
     pl->ev = p->Ev > 0 ? p->Ev : 1;
@@ -788,12 +932,19 @@ static void scratch_carve(const plan *pl, qkv_carver *c, scratch *sc)
         sc->qr = qkv_carve(c, m * e * f);
         sc->sr = qkv_carve(c, m * bk * f);
         sc->orr = qkv_carve(c, m * ev * f);
+    } else if (pl->pairs) {
+        const size_t u = sizeof(uint32_t);
+        sc->st = qkv_carve(c, bk * rows * f);
+        sc->qp = qkv_carve(c, (e + 1) / 2 * rows * u);
+        sc->pp = qkv_carve(c, bk / 2 * rows * u);
+        sc->vp = qkv_carve(c, bk / 2 * ev * u);
+        if (pl->p->k->stride[3] != 1) sc->kh = qkv_carve(c, bk * e * sizeof(uint16_t));
     } else {
         sc->qt = qkv_carve(c, e * rows * f);
         sc->st = qkv_carve(c, bk * rows * f);
     }
     sc->o = qkv_carve(c, rows * ev * f);
-    if (pl->pack_k) sc->kb = qkv_carve(c, bk * e * f);
+    if (pl->pack_k && !pl->pairs) sc->kb = qkv_carve(c, bk * e * f);
     if (pl->pack_v) sc->vb = qkv_carve(c, bk * ev * f);
     sc->orow = qkv_carve(c, ev * f);
     sc->mx = qkv_carve(c, rows * f);
@@ -833,10 +984,12 @@ static size_t workspace_carve(plan *pl, void *base, scratch **sc)
 
 size_t qkv_flash_forward_workspace(const qkv_fwd_problem *p)
 {
-    if (p->B == 0 || p->H == 0 || p->Lq == 0) return 0;
+    const qkv_cpu_kernels *k;
+    /* An isa that cannot run: the call itself fails, before the workspace. */
+    if (p->B == 0 || p->H == 0 || p->Lq == 0 || qkv_cpu_kernels_get(p->isa, &k) != QKV_OK) return 0;
     plan pl;
     scratch *sc;
-    plan_init(&pl, p);
+    plan_init(&pl, p, k);
     return workspace_carve(&pl, NULL, &sc);
 }
 
@@ -847,8 +1000,7 @@ qkv_status qkv_flash_attention_forward(const qkv_fwd_problem *p, void *ws)
     if (st != QKV_OK) return st;
     if (p->B == 0 || p->H == 0 || p->Lq == 0) return QKV_OK;
     plan pl;
-    plan_init(&pl, p);
-    pl.k = k;
+    plan_init(&pl, p, k);
     _Atomic int out_of_memory = 0;
     pl.out_of_memory = &out_of_memory;
     scratch *sc;

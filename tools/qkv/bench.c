@@ -54,7 +54,7 @@ static const char bench_usage[] =
     "  --quick            the suite at L = 1024 and Lk = 4096 only, SGEMM NT only,\n"
     "                     the layer at context 4096 and L = D = 1024\n"
     "  --threads N        worker threads (default: all CPUs)\n"
-    "  --isa NAME         generic, avx2 or avx512 (default: the best here)\n"
+    "  --isa NAME         generic, avx2, avx512 or avx512bf16 (default: the best here)\n"
     "  --backward         time the forward and the backward together (FLOPs:\n"
     "                     3.5 times the forward's)\n"
     "  --reference        time the reference kernel instead\n"
@@ -131,10 +131,10 @@ static int parse_args(int argc, char **argv, bench_plan *p)
     if (threads && !cli_parse_threads("bench", threads, &p->bo.threads)) return CLI_USAGE;
     if (isa) {
         qkv_isa found = QKV_ISA_AUTO;
-        for (qkv_isa x = QKV_ISA_GENERIC; x <= QKV_ISA_AVX512; x++)
+        for (qkv_isa x = QKV_ISA_GENERIC; x <= QKV_ISA_AVX512_BF16; x++)
             if (strcmp(isa, qkv_isa_name(x)) == 0) found = x;
         if (found == QKV_ISA_AUTO) {
-            cli_error("bench", "--isa: '%s', expected generic, avx2 or avx512", isa);
+            cli_error("bench", "--isa: '%s', expected generic, avx2, avx512 or avx512bf16", isa);
             return CLI_USAGE;
         }
         if (!qkv_isa_supported(found)) {

@@ -101,8 +101,9 @@ static void softcap(float *x, int64_t n, float c)
  * numbers are broadcast, the queries' columns loaded. */
 #define DEFINE_QK_TILE(NAME, RJ, NV)                                                         \
     static inline void NAME(const float *qt, int64_t ldq, const float *k, int64_t ldk,      \
-                            float *st, int64_t lds, int64_t e)                              \
+                            float *st, int64_t lds, int64_t e, float scale)                 \
     {                                                                                        \
+        (void)scale; /* the driver scaled the queries */                                     \
         VF acc[RJ][NV];                                                                      \
         _Pragma("GCC unroll 8") for (int r = 0; r < RJ; r++)                                \
             _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) acc[r][c] = vzero();       \
@@ -122,38 +123,49 @@ static void softcap(float *x, int64_t n, float c)
                 vst(st + r * lds + c * VL, acc[r][c]);                                       \
     }
 
-/* Every tile shape the drivers below use: QK_RJ keys, then 4, 2, 1 for the
- * tail, times QK_NV or 1 vectors of rows. */
-#define DEFINE_QK_TILES(NV, SUFFIX)                                                          \
-    DEFINE_QK_TILE(qk_##SUFFIX, QK_RJ, NV)                                                   \
-    DEFINE_QK_TILE(qk_##SUFFIX##_4, 4, NV)                                                   \
-    DEFINE_QK_TILE(qk_##SUFFIX##_2, 2, NV)                                                   \
-    DEFINE_QK_TILE(qk_##SUFFIX##_1, 1, NV)                                                   \
-    static void qk_cols_##SUFFIX(const float *qt, int64_t ldq, const float *k, int64_t ldk,  \
-                                 float *st, int64_t lds, int64_t n, int64_t e)               \
+/* Every tile shape the drivers below use, from TILE (DEFINE_QK_TILE or
+ * the pairs' DEFINE_QKP_TILE): QK_RJ keys, then 4, 2, 1 for the tail,
+ * times QK_NV vectors of rows (SUFFIX wide) or 1 (one); PRE##_all walks m
+ * rows and n keys with them. */
+#define DEFINE_QK_TILES_NV(TILE, PRE, NV, SUFFIX, QT, KT)                                    \
+    TILE(PRE##_##SUFFIX, QK_RJ, NV)                                                          \
+    TILE(PRE##_##SUFFIX##_4, 4, NV)                                                          \
+    TILE(PRE##_##SUFFIX##_2, 2, NV)                                                          \
+    TILE(PRE##_##SUFFIX##_1, 1, NV)                                                          \
+    static void PRE##_cols_##SUFFIX(const QT *qt, int64_t ldq, const KT *k, int64_t ldk,     \
+                                    float *st, int64_t lds, int64_t n, int64_t e, float scale) \
     {                                                                                         \
         int64_t j = 0;                                                                        \
-        for (; j + QK_RJ <= n; j += QK_RJ) qk_##SUFFIX(qt, ldq, k + j * ldk, ldk, st + j * lds, lds, e); \
+        for (; j + QK_RJ <= n; j += QK_RJ)                                                    \
+            PRE##_##SUFFIX(qt, ldq, k + j * ldk, ldk, st + j * lds, lds, e, scale);           \
         if (QK_RJ > 4 && j + 4 <= n) {                                                        \
-            qk_##SUFFIX##_4(qt, ldq, k + j * ldk, ldk, st + j * lds, lds, e);                 \
+            PRE##_##SUFFIX##_4(qt, ldq, k + j * ldk, ldk, st + j * lds, lds, e, scale);       \
             j += 4;                                                                           \
         }                                                                                     \
         if (j + 2 <= n) {                                                                     \
-            qk_##SUFFIX##_2(qt, ldq, k + j * ldk, ldk, st + j * lds, lds, e);                 \
+            PRE##_##SUFFIX##_2(qt, ldq, k + j * ldk, ldk, st + j * lds, lds, e, scale);       \
             j += 2;                                                                           \
         }                                                                                     \
-        if (j < n) qk_##SUFFIX##_1(qt, ldq, k + j * ldk, ldk, st + j * lds, lds, e);         \
+        if (j < n) PRE##_##SUFFIX##_1(qt, ldq, k + j * ldk, ldk, st + j * lds, lds, e, scale); \
+    }
+#define DEFINE_QK_TILES(TILE, PRE, QT, KT)                                                   \
+    DEFINE_QK_TILES_NV(TILE, PRE, QK_NV, wide, QT, KT)                                       \
+    DEFINE_QK_TILES_NV(TILE, PRE, 1, one, QT, KT)                                            \
+    static void PRE##_all(const QT *qt, int64_t ldq, const KT *k, int64_t ldk, float *st,    \
+                          int64_t lds, int64_t m, int64_t n, int64_t e, float scale)          \
+    {                                                                                         \
+        int64_t i0 = 0;                                                                       \
+        for (; i0 + QK_NV * VL <= m; i0 += QK_NV * VL)                                        \
+            PRE##_cols_wide(qt + i0, ldq, k, ldk, st + i0, lds, n, e, scale);                 \
+        for (; i0 < m; i0 += VL) PRE##_cols_one(qt + i0, ldq, k, ldk, st + i0, lds, n, e, scale); \
     }
 
-DEFINE_QK_TILES(QK_NV, wide)
-DEFINE_QK_TILES(1, one)
+DEFINE_QK_TILES(DEFINE_QK_TILE, qk, float, float)
 
 static void qk(const float *qt, int64_t ldq, const float *k, int64_t ldk, float *st, int64_t lds,
                int64_t m, int64_t n, int64_t e)
 {
-    int64_t i0 = 0;
-    for (; i0 + QK_NV * VL <= m; i0 += QK_NV * VL) qk_cols_wide(qt + i0, ldq, k, ldk, st + i0, lds, n, e);
-    for (; i0 < m; i0 += VL) qk_cols_one(qt + i0, ldq, k, ldk, st + i0, lds, n, e);
+    qk_all(qt, ldq, k, ldk, st, lds, m, n, e, 1.0f);
 }
 
 /* ------------------------------------------------------------ softmax */
@@ -218,40 +230,164 @@ static void softmax(float *st, int64_t lds, int64_t m, int64_t n, float *mx, dou
                 vst(ot + r * ldo + c * VL, acc[r][c]);                                        \
     }
 
-/* The same tile shapes as the scores, over value columns. */
-#define DEFINE_PV_TILES(NV, SUFFIX)                                                          \
-    DEFINE_PV_TILE(pv_##SUFFIX, QK_RJ, NV)                                                   \
-    DEFINE_PV_TILE(pv_##SUFFIX##_4, 4, NV)                                                   \
-    DEFINE_PV_TILE(pv_##SUFFIX##_2, 2, NV)                                                   \
-    DEFINE_PV_TILE(pv_##SUFFIX##_1, 1, NV)                                                   \
-    static void pv_cols_##SUFFIX(const float *pt, int64_t ldp, const float *v, int64_t ldv,  \
-                                 float *ot, int64_t ldo, const float *alpha, int64_t n,      \
-                                 int64_t ev)                                                 \
+/* The same tile shapes as the scores, over value columns, from TILE
+ * (DEFINE_PV_TILE or the pairs' DEFINE_PVP_TILE); PRE##_all walks m rows
+ * and ev columns with them. */
+#define DEFINE_PV_TILES_NV(TILE, PRE, NV, SUFFIX, PT, VT)                                    \
+    TILE(PRE##_##SUFFIX, QK_RJ, NV)                                                          \
+    TILE(PRE##_##SUFFIX##_4, 4, NV)                                                          \
+    TILE(PRE##_##SUFFIX##_2, 2, NV)                                                          \
+    TILE(PRE##_##SUFFIX##_1, 1, NV)                                                          \
+    static void PRE##_cols_##SUFFIX(const PT *pt, int64_t ldp, const VT *v, int64_t ldv,     \
+                                    float *ot, int64_t ldo, const float *alpha, int64_t n,   \
+                                    int64_t ev)                                              \
     {                                                                                         \
         int64_t c = 0;                                                                        \
-        for (; c + QK_RJ <= ev; c += QK_RJ) pv_##SUFFIX(pt, ldp, v + c, ldv, ot + c * ldo, ldo, alpha, n); \
+        for (; c + QK_RJ <= ev; c += QK_RJ)                                                   \
+            PRE##_##SUFFIX(pt, ldp, v + c, ldv, ot + c * ldo, ldo, alpha, n);                 \
         if (QK_RJ > 4 && c + 4 <= ev) {                                                       \
-            pv_##SUFFIX##_4(pt, ldp, v + c, ldv, ot + c * ldo, ldo, alpha, n);                \
+            PRE##_##SUFFIX##_4(pt, ldp, v + c, ldv, ot + c * ldo, ldo, alpha, n);             \
             c += 4;                                                                           \
         }                                                                                     \
         if (c + 2 <= ev) {                                                                    \
-            pv_##SUFFIX##_2(pt, ldp, v + c, ldv, ot + c * ldo, ldo, alpha, n);                \
+            PRE##_##SUFFIX##_2(pt, ldp, v + c, ldv, ot + c * ldo, ldo, alpha, n);             \
             c += 2;                                                                           \
         }                                                                                     \
-        if (c < ev) pv_##SUFFIX##_1(pt, ldp, v + c, ldv, ot + c * ldo, ldo, alpha, n);       \
+        if (c < ev) PRE##_##SUFFIX##_1(pt, ldp, v + c, ldv, ot + c * ldo, ldo, alpha, n);     \
+    }
+#define DEFINE_PV_TILES(TILE, PRE, PT, VT)                                                   \
+    DEFINE_PV_TILES_NV(TILE, PRE, QK_NV, wide, PT, VT)                                       \
+    DEFINE_PV_TILES_NV(TILE, PRE, 1, one, PT, VT)                                            \
+    static void PRE(const PT *pt, int64_t ldp, const VT *v, int64_t ldv, float *ot,          \
+                    int64_t ldo, const float *alpha, int64_t m, int64_t n, int64_t ev)        \
+    {                                                                                         \
+        int64_t i0 = 0;                                                                       \
+        for (; i0 + QK_NV * VL <= m; i0 += QK_NV * VL)                                        \
+            PRE##_cols_wide(pt + i0, ldp, v, ldv, ot + i0, ldo, alpha + i0, n, ev);           \
+        for (; i0 < m; i0 += VL)                                                              \
+            PRE##_cols_one(pt + i0, ldp, v, ldv, ot + i0, ldo, alpha + i0, n, ev);            \
     }
 
-DEFINE_PV_TILES(QK_NV, wide)
-DEFINE_PV_TILES(1, one)
+DEFINE_PV_TILES(DEFINE_PV_TILE, pv, float, float)
 
-static void pv(const float *pt, int64_t ldp, const float *v, int64_t ldv, float *ot, int64_t ldo,
-               const float *alpha, int64_t m, int64_t n, int64_t ev)
+/* ------------------------------------------------------------ bf16 pairs */
+
+/* The bf16 dot-product kernels of kernels.h, for a vocabulary with pairs
+ * (VPAIRS defined):
+ *   VP                a vector of VL pairs (two bf16 patterns in 32 bits)
+ *   vpld(p)           load VL pairs from 64-byte-aligned p;  vpst(p, x) store
+ *   vpstu(p, x)       store anywhere
+ *   vpset1(u)         broadcast one pair
+ *   vdpbf16(acc, a, b)  VDPBF16PS: lane i of acc plus a.hi * b.hi, then
+ *                     plus a.lo * b.lo, each a rounded fused step,
+ *                     denormals as zero
+ *   vpair_bf16(lo, hi)  the pairs (bf16(lo[i]), bf16(hi[i])), rounded as
+ *                     vnarrow_bf16 rounds
+ *   vpjoin(a, b)      the pairs (a[i], b[i]) of VL bf16 patterns at a and
+ *                     b, any alignment
+ * Same tiles as the f32 products: the queries' (or weights') pairs along
+ * the vector, the keys' (or values') pairs broadcast. */
+#ifdef VPAIRS
+
+/* Two bf16 patterns at kr (2-byte aligned) as one pair, kr[0] low. */
+static inline uint32_t load_pair(const uint16_t *kr)
 {
-    int64_t i0 = 0;
-    for (; i0 + QK_NV * VL <= m; i0 += QK_NV * VL)
-        pv_cols_wide(pt + i0, ldp, v, ldv, ot + i0, ldo, alpha + i0, n, ev);
-    for (; i0 < m; i0 += VL) pv_cols_one(pt + i0, ldp, v, ldv, ot + i0, ldo, alpha + i0, n, ev);
+    return (uint32_t)kr[0] | (uint32_t)kr[1] << 16;
 }
+
+/* One pair x of the tile's queries times RJ keys' pairs, each read from
+ * its row by PAIR: load_pair, or lone_pair for the last element of an odd
+ * head dim (the pair (k, 0); the element after it is not read). */
+static inline uint32_t lone_pair(const uint16_t *kr) { return (uint32_t)kr[0]; }
+#define QKP_STEP(RJ, NV, x, PAIR)                                                             \
+    do {                                                                                      \
+        VP qv[NV];                                                                            \
+        _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) qv[c] =                         \
+            vpld(qp + (x) * ldq + c * VL);                                                    \
+        _Pragma("GCC unroll 8") for (int r = 0; r < RJ; r++)                                 \
+        {                                                                                     \
+            const VP kb = vpset1(PAIR(k + r * ldk + 2 * (x)));                                \
+            _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) acc[r][c] =                 \
+                vdpbf16(acc[r][c], qv[c], kb);                                                \
+        }                                                                                     \
+    } while (0)
+
+/* st[j0 + r][..] = scale * sum over pairs x of dp(qp[x][..], key r's pair
+ * x), the scale applied once to the f32 sums. */
+#define DEFINE_QKP_TILE(NAME, RJ, NV)                                                        \
+    static inline void NAME(const uint32_t *qp, int64_t ldq, const uint16_t *k, int64_t ldk, \
+                            float *st, int64_t lds, int64_t e, float scale)                 \
+    {                                                                                        \
+        VF acc[RJ][NV];                                                                      \
+        _Pragma("GCC unroll 8") for (int r = 0; r < RJ; r++)                                \
+            _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) acc[r][c] = vzero();       \
+        const int64_t full = e / 2;                                                          \
+        for (int64_t x = 0; x < full; x++) QKP_STEP(RJ, NV, x, load_pair);                   \
+        if (e % 2) QKP_STEP(RJ, NV, full, lone_pair);                                        \
+        const VF vs = vset1(scale);                                                          \
+        _Pragma("GCC unroll 8") for (int r = 0; r < RJ; r++)                                \
+            _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++)                            \
+                vst(st + r * lds + c * VL, vmul(acc[r][c], vs));                             \
+    }
+
+DEFINE_QK_TILES(DEFINE_QKP_TILE, qkp, uint32_t, uint16_t)
+
+static void qk_pairs(const uint32_t *qp, int64_t ldq, const uint16_t *k, int64_t ldk, float *st,
+                     int64_t lds, int64_t m, int64_t n, int64_t e, float scale)
+{
+    qkp_all(qp, ldq, k, ldk, st, lds, m, n, e, scale);
+}
+
+/* ot[c0 + r][..] = ot * alpha + sum over pairs x of dp(pp[x][..],
+ * vp[x][c0 + r]). */
+#define DEFINE_PVP_TILE(NAME, RC, NV)                                                         \
+    static inline void NAME(const uint32_t *pp, int64_t ldp, const uint32_t *vp, int64_t ldv, \
+                            float *ot, int64_t ldo, const float *alpha, int64_t n)           \
+    {                                                                                         \
+        VF acc[RC][NV], a[NV];                                                                \
+        _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) a[c] = vld(alpha + c * VL);     \
+        _Pragma("GCC unroll 8") for (int r = 0; r < RC; r++)                                 \
+            _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) acc[r][c] =                 \
+                vmul(vld(ot + r * ldo + c * VL), a[c]);                                       \
+        for (int64_t x = 0; x < (n + 1) / 2; x++) {                                           \
+            VP pv[NV];                                                                        \
+            _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) pv[c] =                     \
+                vpld(pp + x * ldp + c * VL);                                                  \
+            _Pragma("GCC unroll 8") for (int r = 0; r < RC; r++)                             \
+            {                                                                                 \
+                const VP vb = vpset1(vp[x * ldv + r]);                                        \
+                _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) acc[r][c] =             \
+                    vdpbf16(acc[r][c], pv[c], vb);                                            \
+            }                                                                                 \
+        }                                                                                     \
+        _Pragma("GCC unroll 8") for (int r = 0; r < RC; r++)                                 \
+            _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++)                             \
+                vst(ot + r * ldo + c * VL, acc[r][c]);                                        \
+    }
+
+DEFINE_PV_TILES(DEFINE_PVP_TILE, pv_pairs, uint32_t, uint32_t)
+
+static void pack_pairs(uint32_t *pp, int64_t ldp, const float *st, int64_t lds, int64_t m,
+                       int64_t n)
+{
+    for (int64_t x = 0; x < (n + 1) / 2; x++) {
+        const float *lo = st + 2 * x * lds, *hi = lo + lds;
+        const int lone = 2 * x + 1 == n;
+        for (int64_t i = 0; i < m; i += VL)
+            vpst(pp + x * ldp + i, vpair_bf16(vld(lo + i), lone ? vzero() : vld(hi + i)));
+    }
+}
+
+static void pair_rows(uint32_t *dst, const uint16_t *a, const uint16_t *b, int64_t n)
+{
+    int64_t c = 0;
+    for (; c + VL <= n; c += VL) vpstu(dst + c, vpjoin(a + c, b + c));
+    for (; c < n; c++) dst[c] = (uint32_t)a[c] | (uint32_t)b[c] << 16;
+}
+
+#define KERNEL_PAIRS                                                                          \
+    .qk_pairs = qk_pairs, .pack_pairs = pack_pairs, .pv_pairs = pv_pairs, .pair_rows = pair_rows
+#endif
 
 /* ------------------------------------------------------------ rows */
 
@@ -554,21 +690,21 @@ static void narrow_bf16(uint16_t *dst, const float *src, int64_t n)
     for (; x < n; x++) dst[x] = qkv_f32_to_bf16(src[x]);
 }
 
-const qkv_cpu_kernels KNAME = {.name = KNAME_STRING,
-                               .qk = qk,
-                               .softmax = softmax,
-                               .pv = pv,
-                               .exp_inplace = exp_inplace,
-                               .softcap = softcap,
-                               .gemm_mr = GEMM_MR,
-                               .gemm_nr = GEMM_NR,
-                               .gemm = gemm,
-                               .dot_rows = dot_rows,
-                               .dot_rows_f16 = dot_rows_f16,
-                               .dot_rows_bf16 = dot_rows_bf16,
-                               .softmax_rows = softmax_rows,
-                               .axpy_rows = axpy_rows,
-                               .widen_f16 = widen_f16,
-                               .widen_bf16 = widen_bf16,
-                               .narrow_f16 = narrow_f16,
-                               .narrow_bf16 = narrow_bf16};
+/* The table: every set's f32 kernels; the pairs where the vocabulary has
+ * them, in KNAME unless the file asks for them in a second table
+ * (KNAME_PAIRS: generic.c's emulation, kernels.h says why). */
+#define KERNEL_F32                                                                            \
+    .qk = qk, .softmax = softmax, .pv = pv, .exp_inplace = exp_inplace, .softcap = softcap,   \
+    .gemm_mr = GEMM_MR, .gemm_nr = GEMM_NR, .gemm = gemm, .dot_rows = dot_rows,               \
+    .dot_rows_f16 = dot_rows_f16, .dot_rows_bf16 = dot_rows_bf16,                             \
+    .softmax_rows = softmax_rows, .axpy_rows = axpy_rows, .widen_f16 = widen_f16,             \
+    .widen_bf16 = widen_bf16, .narrow_f16 = narrow_f16, .narrow_bf16 = narrow_bf16
+
+#if defined(VPAIRS) && !defined(KNAME_PAIRS)
+const qkv_cpu_kernels KNAME = {.name = KNAME_STRING, KERNEL_F32, KERNEL_PAIRS};
+#else
+const qkv_cpu_kernels KNAME = {.name = KNAME_STRING, KERNEL_F32};
+#endif
+#ifdef KNAME_PAIRS
+const qkv_cpu_kernels KNAME_PAIRS = {.name = KNAME_STRING "-pairs", KERNEL_F32, KERNEL_PAIRS};
+#endif

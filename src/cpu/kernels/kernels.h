@@ -103,14 +103,51 @@ typedef struct qkv_cpu_kernels {
      * round (NaN stays NaN). */
     void (*narrow_f16)(uint16_t *dst, const float *src, int64_t n);
     void (*narrow_bf16)(uint16_t *dst, const float *src, int64_t n);
+
+    /* bf16 dot products, in the sets that have them (NULL elsewhere: those
+     * compute bf16 calls with widen_bf16 and the f32 kernels above). A
+     * pair is two bf16 patterns in one uint32_t, the element of lower
+     * index in the low half; dp(acc, a, b) is one lane of VDPBF16PS:
+     * acc + a.hi * b.hi rounded to f32, then + a.lo * b.lo rounded, each
+     * step one fused multiply-add (to nearest even), denormal inputs and
+     * results read and written as zero. The tile layout is the f32
+     * kernels', with pairs in the place of floats:
+     *   qk_pairs:   st[j][i] = scale * sum_x dp(qp[x][i], (k[j][2x], k[j][2x+1]))
+     *               for j < n, i < m, x < ceil(e/2) in order from 0: the
+     *               queries' pairs along the vector, each key's pair
+     *               broadcast (for odd e its last pair is (k[j][e-1], 0)
+     *               and k[j][e] is not read). qp (ceil(e/2), m) ld ldq,
+     *               64-byte aligned; k (n, e) bf16 ld ldk, 2-byte aligned.
+     *   pack_pairs: pp[x][i] = (bf16(st[2x][i]), bf16(st[2x+1][i])) for
+     *               x < ceil(n/2), i < m, rounded as narrow_bf16 rounds;
+     *               the high half 0 where 2x + 1 = n. pp ld ldp, 64-byte
+     *               aligned.
+     *   pv_pairs:   ot[c][i] = ot[c][i] * alpha[i] + sum_x dp(pp[x][i], vp[x][c])
+     *               for c < ev, i < m, x < ceil(n/2) in order; vp
+     *               (ceil(n/2), ev) ld ldv, 4-byte aligned.
+     *   pair_rows:  dst[c] = a[c] | b[c] << 16 for c < n: two bf16 rows
+     *               (keys 2x and 2x + 1 of V) as the pairs pv_pairs reads. */
+    void (*qk_pairs)(const uint32_t *qp, int64_t ldq, const uint16_t *k, int64_t ldk, float *st,
+                     int64_t lds, int64_t m, int64_t n, int64_t e, float scale);
+    void (*pack_pairs)(uint32_t *pp, int64_t ldp, const float *st, int64_t lds, int64_t m,
+                       int64_t n);
+    void (*pv_pairs)(const uint32_t *pp, int64_t ldp, const uint32_t *vp, int64_t ldv, float *ot,
+                     int64_t ldo, const float *alpha, int64_t m, int64_t n, int64_t ev);
+    void (*pair_rows)(uint32_t *dst, const uint16_t *a, const uint16_t *b, int64_t n);
 } qkv_cpu_kernels;
 
 /* Every set this build has: generic always; the x86 sets when the build
- * compiled them (CMake defines QKV_HAVE_X86_KERNELS then). */
+ * compiled them (CMake defines QKV_HAVE_X86_KERNELS then). The generic
+ * set computes bf16 in f32; qkv_kernels_generic_pairs is the same set with
+ * the pair kernels above in plain C, VDPBF16PS emulated lane by lane: not
+ * an isa anyone picks (it is slow), but how the tests hold the bf16 pair
+ * path (its packing, pairing and tails) to the reference on every machine. */
 extern const qkv_cpu_kernels qkv_kernels_generic;
+extern const qkv_cpu_kernels qkv_kernels_generic_pairs;
 #ifdef QKV_HAVE_X86_KERNELS
 extern const qkv_cpu_kernels qkv_kernels_avx2;
 extern const qkv_cpu_kernels qkv_kernels_avx512;
+extern const qkv_cpu_kernels qkv_kernels_avx512bf16;
 #endif
 
 #endif
