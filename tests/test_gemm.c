@@ -6,11 +6,16 @@
  * bitwise determinism over thread counts, and every error case. Then
  * qkv_gemm with f16 and bf16 operands: bit for bit qkv_sgemm on the
  * widened matrices, on both paths (blocked and few rows), every transpose
- * and every set, its workspace query exact, and its dtype errors. */
+ * and every set, its workspace query exact, and its dtype errors; except
+ * bf16 x bf16 blocked on the sets with bf16 dot products (AVX512-BF16,
+ * and the generic emulation of its kernels, forced), which sum pairs in
+ * another order: held to the double loop and to the same bits for 1 and
+ * 3 threads instead. */
 #define _XOPEN_SOURCE 700 /* fork, setenv */
 #include "test.h"
 #include "util.h"
 
+#include "cpu/dispatch.h"
 #include "half.h"
 #include "qkv.h"
 
@@ -21,7 +26,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static const qkv_isa isas[] = {QKV_ISA_GENERIC, QKV_ISA_AVX2, QKV_ISA_AVX512};
+static const qkv_isa isas[] = {QKV_ISA_GENERIC, QKV_ISA_AVX2, QKV_ISA_AVX512,
+                               QKV_ISA_AVX512_BF16};
 
 /* A stored matrix: rows x cols inside ld columns, the gaps NaN. */
 static float *stored(test_rng *rng, int64_t rows, int64_t cols, int64_t ld)
@@ -411,12 +417,40 @@ static uint16_t *narrowed(const float *x, int64_t n, qkv_dtype dt, float **wide)
     return h;
 }
 
-static void check_dtypes(qkv_isa isa)
+/* c (m x n, ld n) against alpha op(A) op(B) + beta c0 in double, each
+ * element within the rounding of an f32 sum of its terms. */
+static int near_double(const float *c, const float *c0, const float *a, int64_t lda, int ta,
+                       const float *b, int64_t ldb, int tb, int64_t m, int64_t n, int64_t k,
+                       float alpha, float beta)
+{
+    int bad = 0;
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double sum = 0, mag = 0;
+            for (int64_t p = 0; p < k; p++) {
+                const double x = ta ? a[p * lda + i] : a[i * lda + p];
+                const double y = tb ? b[j * ldb + p] : b[p * ldb + j];
+                sum += x * y;
+                mag += fabs(x * y);
+            }
+            const double want = alpha * sum + beta * (double)c0[i * n + j];
+            mag = fabs(alpha) * mag + fabs(beta * (double)c0[i * n + j]);
+            bad += !(fabs(c[i * n + j] - want) <= 3e-7 * (2 + sqrt((double)k)) * (mag > 0 ? mag : 1));
+        }
+    return bad;
+}
+
+/* pairs: the set has bf16 dot products (qkv_isa_name(isa) or the forced
+ * emulation, named by `name`). */
+static void check_dtypes(qkv_isa isa, int pairs, const char *name)
 {
     test_rng rng = test_rng_seed(41);
     qkv_context *ctx = test_context(QKV_IMPL_AUTO, isa, 3);
-    /* Blocked (m > 4) and few-rows shapes; leading dims wider than rows. */
-    const int64_t shapes[][3] = {{37, 29, 53}, {70, 140, 600}, {3, 150, 70}, {1, 65, 9}};
+    qkv_context *one = test_context(QKV_IMPL_AUTO, isa, 1);
+    /* Blocked (m > 4) and few-rows shapes; leading dims wider than rows;
+     * depths odd, past one pass (512) and both. */
+    const int64_t shapes[][3] = {{37, 29, 53}, {70, 140, 600}, {20, 40, 1031}, {3, 150, 70},
+                                 {1, 65, 9}};
     const qkv_dtype dts[3] = {QKV_DTYPE_F32, QKV_DTYPE_F16, QKV_DTYPE_BF16};
     for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++)
         for (int t = 0; t < 4; t++)
@@ -435,7 +469,9 @@ static void check_dtypes(qkv_isa isa)
                     if (da) ah = narrowed(a, ar * lda, dts[da], &aw);
                     if (db) bh = narrowed(b, br * ldb, dts[db], &bw);
                     float *c0 = stored(&rng, m, n, n), *c1 = test_malloc((size_t)(m * n) * 4);
+                    float *cinit = test_malloc((size_t)(m * n) * 4);
                     memcpy(c1, c0, (size_t)(m * n) * 4);
+                    memcpy(cinit, c0, (size_t)(m * n) * 4);
                     CHECK(qkv_sgemm(ctx, ta, tb, m, n, k, 0.75f, aw, lda, bw, ldb, 0.5f, c0, n) ==
                           QKV_OK);
                     size_t bytes = 0;
@@ -447,18 +483,32 @@ static void check_dtypes(qkv_isa isa)
                                    dts[da], lda, db ? (const void *)bh : b, dts[db], ldb, 0.5f,
                                    c1, n) == QKV_OK);
                     CHECK(qkv_context_set_workspace(ctx, NULL, 0) == QKV_OK);
-                    if (memcmp(c0, c1, (size_t)(m * n) * 4) != 0) {
+                    if (pairs && da == 2 && db == 2 && m > 4) { /* the pairs microkernel */
+                        float *c3 = test_malloc((size_t)(m * n) * 4);
+                        memcpy(c3, cinit, (size_t)(m * n) * 4);
+                        CHECK(qkv_gemm(one, ta, tb, m, n, k, 0.75f, ah, dts[da], lda, bh, dts[db],
+                                       ldb, 0.5f, c3, n) == QKV_OK);
+                        const int bad = near_double(c1, cinit, aw, lda, ta, bw, ldb, tb, m, n, k,
+                                                    0.75f, 0.5f);
+                        CHECK(bad == 0);
+                        CHECK(memcmp(c1, c3, (size_t)(m * n) * 4) == 0);
+                        if (bad)
+                            fprintf(stderr, "  %s pairs %lldx%lldx%lld %c%c: %d elements off\n",
+                                    name, (long long)m, (long long)n, (long long)k,
+                                    ta ? 'T' : 'N', tb ? 'T' : 'N', bad);
+                        free(c3);
+                    } else if (memcmp(c0, c1, (size_t)(m * n) * 4) != 0) {
                         CHECK(!"qkv_gemm on 16-bit operands is qkv_sgemm on them widened");
-                        fprintf(stderr, "  %s %lldx%lldx%lld %c%c a %s b %s\n", qkv_isa_name(isa),
+                        fprintf(stderr, "  %s %lldx%lldx%lld %c%c a %s b %s\n", name,
                                 (long long)m, (long long)n, (long long)k, ta ? 'T' : 'N',
                                 tb ? 'T' : 'N', qkv_dtype_name(dts[da]), qkv_dtype_name(dts[db]));
                     }
                     qkv_free(ws);
                     if (da) free(aw), free(ah);
                     if (db) free(bw), free(bh);
-                    free(a), free(b), free(c0), free(c1);
+                    free(a), free(b), free(c0), free(c1), free(cinit);
                 }
-    qkv_context_free(ctx);
+    qkv_context_free(ctx), qkv_context_free(one);
 }
 
 static void check_dtype_errors(void)
@@ -494,9 +544,12 @@ int main(void)
         }
         check_zeros(isas[i]);
         check_shapes(isas[i]);
-        check_dtypes(isas[i]);
+        check_dtypes(isas[i], isas[i] == QKV_ISA_AVX512_BF16, qkv_isa_name(isas[i]));
         check_determinism(isas[i]);
     }
+    qkv_cpu_kernels_force(&qkv_kernels_generic_pairs);
+    check_dtypes(QKV_ISA_GENERIC, 1, "generic-pairs");
+    qkv_cpu_kernels_force(NULL);
     /* the defaults: all CPUs, AUTO (or the system BLAS) */
     test_rng rng = test_rng_seed(3);
     double worst = 0;

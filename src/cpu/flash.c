@@ -87,6 +87,7 @@ typedef struct scratch {
     uint32_t *pp;      /* BLOCK_KEYS/2 x rows: the weights rounded to bf16 pairs */
     uint32_t *vp;      /* BLOCK_KEYS/2 x Ev: the block's V as pairs of keys */
     uint16_t *kh;      /* BLOCK_KEYS x E: a strided K block's bf16 rows */
+    uint16_t *vh;      /* BLOCK_KEYS x Ev: a strided V block's */
     /* The row-major layout only: */
     float *qr;         /* narrow x E: the queries times scale */
     float *sr;         /* narrow x BLOCK_KEYS: scores, then weights */
@@ -205,29 +206,6 @@ static int any_nonfinite(const float *v, int64_t ldv, int64_t n, int64_t ev)
     return 0;
 }
 
-/* The bf16 pattern at (a, b, c, d) of a 16-bit view. */
-static uint16_t bits_at(const qkv_tensor *t, int64_t a, int64_t b, int64_t c, int64_t d)
-{
-    return ((const uint16_t *)t->data)[qkv_view_offset(t, a, b, c, d)];
-}
-
-/* The pairs layout's K rows jb.. of kv head hk: bf16 patterns in place
- * when contiguous along d, else copied into sc->kh. */
-static const uint16_t *key_bits(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t jb,
-                                int64_t n, int64_t *ld)
-{
-    const qkv_tensor *t = pl->p->k;
-    const int64_t E = pl->p->E;
-    if (t->stride[3] == 1) {
-        *ld = t->stride[2];
-        return (const uint16_t *)t->data + qkv_view_offset(t, b, hk, jb, 0);
-    }
-    for (int64_t j = 0; j < n; j++)
-        for (int64_t d = 0; d < E; d++) sc->kh[j * E + d] = bits_at(t, b, hk, jb + j, d);
-    *ld = E;
-    return sc->kh;
-}
-
 /* The block of keys from jb to at most last of kv head (b, hk): its
  * length, its K rows in *k (floats, or the pairs layout's bf16 patterns)
  * and, unless v is NULL, its V rows in *v (floats). */
@@ -237,7 +215,7 @@ static int64_t block_at(const plan *pl, scratch *sc, int64_t b, int64_t hk, int6
     const qkv_fwd_problem *p = pl->p;
     const int64_t n = block_len(jb, last);
     if (pl->pairs)
-        *k = key_bits(pl, sc, b, hk, jb, n, ldk);
+        *k = qkv_cpu_rows_bits(p->k, sc->kh, b, hk, jb, n, p->E, ldk);
     else
         *k = key_rows(pl, p->k, pl->pack_k, sc->kb, b, hk, jb, n, p->E, ldk);
     if (v) *v = key_rows(pl, p->v, pl->pack_v, sc->vb, b, hk, jb, n, p->Ev, ldv);
@@ -410,38 +388,12 @@ static const layout layout_tiled = {load_tiled, walk_tiled, weights_tiled};
 static void load_pairs(const plan *pl, scratch *sc, int64_t b)
 {
     const qkv_fwd_problem *p = pl->p;
-    const int64_t R = pl->rows, E = p->E;
+    const int64_t R = pl->rows;
     for (int64_t r = 0; r < R; r++) {
-        const int64_t h = sc->head[r], i = sc->qi[r];
-        for (int64_t x = 0; 2 * x < E; x++) {
-            uint32_t lo = 0, hi = 0;
-            if (h >= 0) {
-                lo = bits_at(p->q, b, h, i, 2 * x);
-                if (2 * x + 1 < E) hi = bits_at(p->q, b, h, i, 2 * x + 1);
-            }
-            sc->qp[x * R + r] = lo | hi << 16;
-        }
-    }
-}
-
-/* V's keys jb .. jb + n - 1 of kv head hk as pairs of keys in sc->vp
- * (ld Ev; an odd n's last pair (v, 0)). */
-static void value_pairs(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t jb, int64_t n)
-{
-    const qkv_tensor *t = pl->p->v;
-    const int64_t Ev = pl->p->Ev;
-    for (int64_t x = 0; 2 * x < n; x++) {
-        uint32_t *dst = sc->vp + x * Ev;
-        const int64_t j = jb + 2 * x;
-        if (t->stride[3] == 1 && 2 * x + 1 < n) {
-            const uint16_t *base = t->data;
-            pl->k->pair_rows(dst, base + qkv_view_offset(t, b, hk, j, 0),
-                             base + qkv_view_offset(t, b, hk, j + 1, 0), Ev);
-            continue;
-        }
-        for (int64_t c = 0; c < Ev; c++)
-            dst[c] = (uint32_t)bits_at(t, b, hk, j, c) |
-                     (2 * x + 1 < n ? (uint32_t)bits_at(t, b, hk, j + 1, c) << 16 : 0u);
+        if (sc->head[r] >= 0)
+            qkv_cpu_row_pairs(p->q, b, sc->head[r], sc->qi[r], p->E, sc->qp + r, R);
+        else
+            for (int64_t x = 0; 2 * x < p->E; x++) sc->qp[x * R + r] = 0;
     }
 }
 
@@ -466,7 +418,9 @@ static void walk_pairs(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64
         const void *k;
         int64_t ldk;
         n = block_at(pl, sc, b, hk, jb, last, &k, &ldk, NULL, NULL);
-        value_pairs(pl, sc, b, hk, jb, n);
+        int64_t ldv;
+        const uint16_t *v = qkv_cpu_rows_bits(p->v, sc->vh, b, hk, jb, n, p->Ev, &ldv);
+        qkv_cpu_join_rows(pl->k, v, ldv, n, p->Ev, sc->vp, p->Ev);
         const int careful = block_scores(pl, sc, b, k, ldk, jb, n) &&
                             pairs_nonfinite(sc->vp, (n + 1) / 2 * p->Ev);
         if (careful) /* the f32 walk's careful product, on V widened */
@@ -939,6 +893,7 @@ static void scratch_carve(const plan *pl, qkv_carver *c, scratch *sc)
         sc->pp = qkv_carve(c, bk / 2 * rows * u);
         sc->vp = qkv_carve(c, bk / 2 * ev * u);
         if (pl->p->k->stride[3] != 1) sc->kh = qkv_carve(c, bk * e * sizeof(uint16_t));
+        if (pl->p->v->stride[3] != 1) sc->vh = qkv_carve(c, bk * ev * sizeof(uint16_t));
     } else {
         sc->qt = qkv_carve(c, e * rows * f);
         sc->st = qkv_carve(c, bk * rows * f);

@@ -41,6 +41,58 @@ static inline void qkv_cpu_row_widen(const qkv_cpu_kernels *k, const qkv_tensor 
     qkv_cpu_widen(k, t->dtype, dst, (const uint16_t *)t->data + qkv_view_offset(t, a, b, c, 0), n);
 }
 
+/* The bf16 pairs layouts (forward and backward, on kernels with bf16 dot
+ * products; kernels.h says what a pair is). */
+
+/* n elements of row (a, b, c) of a bf16 view as pairs, dst[x * step] =
+ * (t[2x], t[2x+1]), the high half 0 past n: a query row of the forward's
+ * tile, a key or value row of the backward's. */
+static inline void qkv_cpu_row_pairs(const qkv_tensor *t, int64_t a, int64_t b, int64_t c,
+                                     int64_t n, uint32_t *dst, int64_t step)
+{
+    const uint16_t *base = (const uint16_t *)t->data;
+    for (int64_t x = 0; 2 * x < n; x++) {
+        const uint32_t lo = base[qkv_view_offset(t, a, b, c, 2 * x)];
+        const uint32_t hi = 2 * x + 1 < n ? base[qkv_view_offset(t, a, b, c, 2 * x + 1)] : 0u;
+        dst[x * step] = lo | hi << 16;
+    }
+}
+
+/* Rows r0 .. r0 + n - 1 (width elements each) of a bf16 view's (a, b)
+ * slice as bf16 patterns: in place when the rows are contiguous, else
+ * copied into buf (ld width); *ld their leading dimension. */
+static inline const uint16_t *qkv_cpu_rows_bits(const qkv_tensor *t, uint16_t *buf, int64_t a,
+                                                int64_t b, int64_t r0, int64_t n, int64_t width,
+                                                int64_t *ld)
+{
+    const uint16_t *base = (const uint16_t *)t->data;
+    if (t->stride[3] == 1) {
+        *ld = t->stride[2];
+        return base + qkv_view_offset(t, a, b, r0, 0);
+    }
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t d = 0; d < width; d++)
+            buf[r * width + d] = base[qkv_view_offset(t, a, b, r0 + r, d)];
+    *ld = width;
+    return buf;
+}
+
+/* n bf16 rows (ld ld, width elements) joined in pairs of rows, dst[x][c]
+ * = (rows[2x][c], rows[2x+1][c]) with leading dimension ldd, an odd n's
+ * last row paired with 0: the operand a pairs product broadcasts across
+ * the rows it sums over (the forward's V, the backward's dO and Q). */
+static inline void qkv_cpu_join_rows(const qkv_cpu_kernels *k, const uint16_t *rows, int64_t ld,
+                                     int64_t n, int64_t width, uint32_t *dst, int64_t ldd)
+{
+    for (int64_t x = 0; 2 * x < n; x++) {
+        const uint16_t *r0 = rows + 2 * x * ld;
+        if (2 * x + 1 < n)
+            k->pair_rows(dst + x * ldd, r0, r0 + ld, width);
+        else
+            for (int64_t c = 0; c < width; c++) dst[x * ldd + c] = r0[c];
+    }
+}
+
 /* x[j * xs] += the float mask m at (b, h, i, jb + j) for j in [from, to]:
  * an f32 mask's row by pointer, a 16-bit one's element by element. The
  * forward's scores and the backward's recomputed ones take it alike. */

@@ -5,7 +5,17 @@
  * stream by in blocks (tile() says how dQ's sums keep one order). Blocks
  * that causal, the window or padding keep entirely from a tile are
  * skipped (but still passed through dQ's turn counter). The float mask's
- * gradient is left to the reference. */
+ * gradient is left to the reference.
+ *
+ * bf16 Q, K, V and dO on kernels with bf16 dot products (AVX512-BF16)
+ * take four of the five products on pairs, as the forward's pairs layout
+ * does (flash.c): S and dP from the tile's keys and values as pairs along
+ * their dims (not scaled: qk_pairs scales S) against the streamed rows'
+ * pairs read in place; dV and dK from the weights and dU rounded to bf16
+ * pairs of query rows against dO's and Q's rows joined in pairs. dQ = dU K
+ * stays f32 (K widened), since its sums are the ones shared across tiles
+ * in turn. Rounding P and dU adds about what it adds to the forward's O
+ * (tests/test_dtypes.c holds dK and dV to twice the forward's bound). */
 #include "cpu/flash.h"
 
 #include "common.h"
@@ -34,6 +44,11 @@ typedef struct bscratch {
     float *rowbuf; /* STREAM x max(E, Ev): packed rows when a view is strided */
     float *rowbuf2;
     float *kbuf;   /* TILE x E: the tile's keys when K is strided */
+    /* The pairs path only: */
+    uint32_t *atp, *btp; /* ceil(E/2), ceil(Ev/2) x TILE: K's and V's pairs, keys along */
+    uint32_t *sp, *dpp;  /* STREAM/2 x TILE: P and dU as bf16 pairs of query rows */
+    uint32_t *qj, *doj;  /* STREAM/2 x E, x Ev: Q's and dO's rows joined in pairs */
+    uint16_t *qh, *doh;  /* STREAM x E, x Ev: strided Q and dO rows as bf16 */
 } bscratch;
 
 typedef struct bplan {
@@ -51,6 +66,7 @@ typedef struct bplan {
     int64_t ktiles;       /* ceil(Lk / TILE) */
     int64_t items;        /* B x Hkv x ktiles: the tiles, in key order per kv head */
     int in_place;         /* dq is the output itself */
+    int pairs;            /* four products on bf16 pairs (the file's head says when) */
     int nthreads;         /* workers: num_threads, at most one per item */
     bscratch *w;          /* nthreads of them */
 } bplan;
@@ -142,6 +158,46 @@ static int block_sees(const qkv_fwd_problem *p, int64_t b, int64_t i0, int64_t n
     return 0;
 }
 
+/* A block's scores, weights and dU (left in w->s and w->dp), and its
+ * share of dV and dK, for queries i0 .. i0 + n - 1 of head h against the
+ * tile's keys j0 .. j0 + nk - 1: in f32, or on bf16 pairs. */
+static void block_f32(const bplan *bl, bscratch *w, int64_t b, int64_t h, int64_t i0, int64_t n,
+                      int64_t j0, int64_t nk)
+{
+    const qkv_fwd_problem *p = bl->p;
+    int64_t ldq, ldo;
+    const float *q = rows_of(bl, p->q, w->rowbuf, b, h, i0, n, p->E, &ldq);
+    const float *dout = rows_of(bl, bl->bp->dout, w->rowbuf2, b, h, i0, n, p->Ev, &ldo);
+    /* s[i][j] = scale <q_i, k_j>, dp[i][j] = <dO_i, v_j> (keys along the vector) */
+    bl->k->qk(w->at, TILE, q, ldq, w->s, TILE, TILE, n, p->E);
+    bl->k->qk(w->bt, TILE, dout, ldo, w->dp, TILE, TILE, n, p->Ev);
+    for (int64_t r = 0; r < n; r++)
+        weights_keys(bl, w->s + r * TILE, w->dp + r * TILE, w->tmp, b, h, i0 + r, j0, TILE, nk);
+    /* dV^T[c][j] += sum_i dO[i][c] P[i][j];  dK^T[d][j] += sum_i Q[i][d] scale dU[i][j] */
+    bl->k->pv(w->s, TILE, dout, ldo, w->g2, TILE, w->ones, TILE, n, p->Ev);
+    bl->k->pv(w->dp, TILE, q, ldq, w->g1, TILE, w->ones, TILE, n, p->E);
+}
+
+static void block_pairs(const bplan *bl, bscratch *w, int64_t b, int64_t h, int64_t i0, int64_t n,
+                        int64_t j0, int64_t nk)
+{
+    const qkv_fwd_problem *p = bl->p;
+    const qkv_cpu_kernels *k = bl->k;
+    int64_t ldq, ldo;
+    const uint16_t *q = qkv_cpu_rows_bits(p->q, w->qh, b, h, i0, n, p->E, &ldq);
+    const uint16_t *dout = qkv_cpu_rows_bits(bl->bp->dout, w->doh, b, h, i0, n, p->Ev, &ldo);
+    k->qk_pairs(w->atp, TILE, q, ldq, w->s, TILE, TILE, n, p->E, (float)p->scale);
+    k->qk_pairs(w->btp, TILE, dout, ldo, w->dp, TILE, TILE, n, p->Ev, 1.0f);
+    for (int64_t r = 0; r < n; r++)
+        weights_keys(bl, w->s + r * TILE, w->dp + r * TILE, w->tmp, b, h, i0 + r, j0, TILE, nk);
+    k->pack_pairs(w->sp, TILE, w->s, TILE, TILE, n);
+    qkv_cpu_join_rows(k, dout, ldo, n, p->Ev, w->doj, p->Ev);
+    k->pv_pairs(w->sp, TILE, w->doj, p->Ev, w->g2, TILE, w->ones, TILE, n, p->Ev);
+    k->pack_pairs(w->dpp, TILE, w->dp, TILE, TILE, n);
+    qkv_cpu_join_rows(k, q, ldq, n, p->E, w->qj, p->E);
+    k->pv_pairs(w->dpp, TILE, w->qj, p->E, w->g1, TILE, w->ones, TILE, n, p->E);
+}
+
 /* Waits until `want` key tiles have added to the dQ block behind *cnt. */
 static void wait_turn(_Atomic int64_t *cnt, int64_t want)
 {
@@ -168,8 +224,20 @@ static void tile(const bplan *bl, bscratch *w, int64_t b, int64_t hk, int64_t t,
     const qkv_fwd_problem *p = bl->p;
     const qkv_bwd_problem *bp = bl->bp;
     const float scale = (float)p->scale;
-    pack_t(p->k, w->at, b, hk, j0, nk, p->E, scale); /* scores come out scaled */
-    pack_t(p->v, w->bt, b, hk, j0, nk, p->Ev, 1.0f);
+    if (bl->pairs)
+        for (int64_t j = 0; j < TILE; j++) {
+            if (j < nk) {
+                qkv_cpu_row_pairs(p->k, b, hk, j0 + j, p->E, w->atp + j, TILE);
+                qkv_cpu_row_pairs(p->v, b, hk, j0 + j, p->Ev, w->btp + j, TILE);
+                continue;
+            }
+            for (int64_t x = 0; 2 * x < p->E; x++) w->atp[x * TILE + j] = 0;
+            for (int64_t x = 0; 2 * x < p->Ev; x++) w->btp[x * TILE + j] = 0;
+        }
+    else {
+        pack_t(p->k, w->at, b, hk, j0, nk, p->E, scale); /* scores come out scaled */
+        pack_t(p->v, w->bt, b, hk, j0, nk, p->Ev, 1.0f);
+    }
     int64_t ldkr;
     const float *krows = rows_of(bl, p->k, w->kbuf, b, hk, j0, nk, p->E, &ldkr);
     memset(w->g1, 0, (size_t)(p->E * TILE) * sizeof(float));
@@ -183,18 +251,10 @@ static void tile(const bplan *bl, bscratch *w, int64_t b, int64_t hk, int64_t t,
                 atomic_store_explicit(cnt, t + 1, memory_order_release);
                 continue;
             }
-            int64_t ldq, ldo;
-            const float *q = rows_of(bl, p->q, w->rowbuf, b, h, i0, n, p->E, &ldq);
-            const float *dout = rows_of(bl, bp->dout, w->rowbuf2, b, h, i0, n, p->Ev, &ldo);
-            /* s[i][j] = scale <q_i, k_j>, dp[i][j] = <dO_i, v_j> (keys along the vector) */
-            bl->k->qk(w->at, TILE, q, ldq, w->s, TILE, TILE, n, p->E);
-            bl->k->qk(w->bt, TILE, dout, ldo, w->dp, TILE, TILE, n, p->Ev);
-            for (int64_t r = 0; r < n; r++)
-                weights_keys(bl, w->s + r * TILE, w->dp + r * TILE, w->tmp, b, h, i0 + r, j0, TILE,
-                             nk);
-            /* dV^T[c][j] += sum_i dO[i][c] P[i][j];  dK^T[d][j] += sum_i Q[i][d] scale dU[i][j] */
-            bl->k->pv(w->s, TILE, dout, ldo, w->g2, TILE, w->ones, TILE, n, p->Ev);
-            bl->k->pv(w->dp, TILE, q, ldq, w->g1, TILE, w->ones, TILE, n, p->E);
+            if (bl->pairs)
+                block_pairs(bl, w, b, h, i0, n, j0, nk);
+            else
+                block_f32(bl, w, b, h, i0, n, j0, nk);
             /* dQ[i][d] += sum_j scale dU[i][j] K[j][d], after the tile before. */
             float *dq = bl->dq + b * bl->dq_s[0] + h * bl->dq_s[1] + i0 * bl->dq_s[2];
             wait_turn(cnt, t);
@@ -218,14 +278,17 @@ static void tile_item(void *vctx, int tid, int64_t it)
     tile(bl, &bl->w[tid], g / p->Hkv, g % p->Hkv, t, j0, p->Lk - j0 < TILE ? p->Lk - j0 : TILE);
 }
 
-/* The plan of a call with something to compute (B, Hkv > 0), but for
- * the kernels and the workspace. */
-static void bplan_init(bplan *bl, const qkv_bwd_problem *bp)
+/* The plan of a call with something to compute (B, Hkv > 0) on the
+ * kernels k, but for the workspace. */
+static void bplan_init(bplan *bl, const qkv_bwd_problem *bp, const qkv_cpu_kernels *k)
 {
     const qkv_fwd_problem *p = &bp->f;
     memset(bl, 0, sizeof *bl);
     bl->bp = bp;
     bl->p = p;
+    bl->k = k;
+    bl->pairs = k->qk_pairs && p->q->dtype == QKV_DTYPE_BF16 && p->k->dtype == QKV_DTYPE_BF16 &&
+                p->v->dtype == QKV_DTYPE_BF16 && bp->dout->dtype == QKV_DTYPE_BF16;
     bl->G = p->H / p->Hkv;
     bl->qblocks = (p->Lq + STREAM - 1) / STREAM;
     bl->ktiles = (p->Lk + TILE - 1) / TILE;
@@ -241,16 +304,29 @@ static void bscratch_carve(const bplan *bl, qkv_carver *c, bscratch *w)
     const qkv_fwd_problem *p = bl->p;
     const size_t f = sizeof(float), keys = TILE, queries = STREAM;
     const size_t wide = (size_t)(p->E > p->Ev ? p->E : p->Ev);
-    w->at = qkv_carve(c, wide * keys * f);
-    w->bt = qkv_carve(c, wide * keys * f);
+    if (bl->pairs) {
+        const size_t u = sizeof(uint32_t), h = sizeof(uint16_t);
+        const size_t e = (size_t)p->E, ev = (size_t)p->Ev;
+        w->atp = qkv_carve(c, (e + 1) / 2 * keys * u);
+        w->btp = qkv_carve(c, (ev + 1) / 2 * keys * u);
+        w->sp = qkv_carve(c, queries / 2 * keys * u);
+        w->dpp = qkv_carve(c, queries / 2 * keys * u);
+        w->qj = qkv_carve(c, queries / 2 * e * u);
+        w->doj = qkv_carve(c, queries / 2 * ev * u);
+        if (p->q->stride[3] != 1) w->qh = qkv_carve(c, queries * e * h);
+        if (bl->bp->dout->stride[3] != 1) w->doh = qkv_carve(c, queries * ev * h);
+    } else {
+        w->at = qkv_carve(c, wide * keys * f);
+        w->bt = qkv_carve(c, wide * keys * f);
+        w->rowbuf = qkv_carve(c, queries * wide * f);
+        w->rowbuf2 = qkv_carve(c, queries * wide * f);
+    }
     w->s = qkv_carve(c, queries * keys * f);
     w->dp = qkv_carve(c, queries * keys * f);
     w->g1 = qkv_carve(c, wide * keys * f);
     w->g2 = qkv_carve(c, wide * keys * f);
     w->ones = qkv_carve(c, keys * f);
     w->tmp = qkv_carve(c, keys * f);
-    w->rowbuf = qkv_carve(c, queries * wide * f);
-    w->rowbuf2 = qkv_carve(c, queries * wide * f);
     w->kbuf = qkv_carve(c, keys * (size_t)p->E * f);
 }
 
@@ -279,9 +355,11 @@ static size_t workspace_carve(bplan *bl, void *base)
 
 size_t qkv_flash_backward_workspace(const qkv_bwd_problem *bp)
 {
-    if (bp->f.B == 0 || bp->f.Hkv == 0) return 0;
+    const qkv_cpu_kernels *k;
+    /* An isa that cannot run: the call itself fails, before the workspace. */
+    if (bp->f.B == 0 || bp->f.Hkv == 0 || qkv_cpu_kernels_get(bp->f.isa, &k) != QKV_OK) return 0;
     bplan bl;
-    bplan_init(&bl, bp);
+    bplan_init(&bl, bp, k);
     return workspace_carve(&bl, NULL);
 }
 
@@ -293,8 +371,7 @@ qkv_status qkv_flash_attention_backward(const qkv_bwd_problem *bp, void *ws)
     if (st != QKV_OK) return st;
     if (p->B == 0 || p->Hkv == 0) return QKV_OK;
     bplan bl;
-    bplan_init(&bl, bp);
-    bl.k = k;
+    bplan_init(&bl, bp, k);
     workspace_carve(&bl, ws);
     for (int t = 0; t < bl.nthreads; t++)
         for (int64_t x = 0; x < TILE; x++) bl.w[t].ones[x] = 1.0f;

@@ -2,7 +2,9 @@
  * Blocks of op(A) and op(B) are packed into contiguous micro-panels, which
  * takes care of the transposes, so that one register-tile microkernel per
  * instruction set (kernels.h, chosen as for attention) serves all four
- * cases. Threads take rectangles of C. */
+ * cases. Threads take rectangles of C. A bf16 x bf16 product on kernels
+ * with bf16 dot products (AVX512-BF16) packs pairs of bf16 along k
+ * instead of floats and runs the pairs microkernel (gemm_pairs). */
 #include "common.h"
 #include "context.h"
 #include "cpu/dispatch.h"
@@ -48,6 +50,7 @@ typedef struct gemm_job {
     float **pa, **pb; /* each thread's packing buffers */
     float **pw;       /* each thread's widened rows of a 16-bit A or B (NULL: both f32) */
     int64_t pw_floats;
+    int pairs;        /* bf16 pairs: the panels hold uint32_t pairs along k */
 } gemm_job;
 
 /* n elements of a 16-bit matrix from element `at` of src, widened into
@@ -161,6 +164,71 @@ static void pack_b(const gemm_job *g, float *dst, int64_t p0, int64_t kc, int64_
                         min64(nr, cols - j), kc, buf);
 }
 
+/* ------------------------------------------------------------ pairs */
+
+/* A micro-panel of pairs from h stored bf16 rows contiguous along k:
+ * dst[x * w + r] = (s[r][2x], s[r][2x+1]) for x < ceil(kc/2), the high
+ * half 0 past kc, rows h..w-1 zero. */
+static void pack_pairs_across(uint32_t *dst, int64_t w, const uint16_t *src, int64_t ld, int64_t h,
+                              int64_t kc)
+{
+    const int64_t kp = (kc + 1) / 2;
+    for (int64_t r = 0; r < h; r++) {
+        const uint16_t *s = src + r * ld;
+        for (int64_t x = 0; x < kp; x++)
+            dst[x * w + r] = (uint32_t)s[2 * x] | (2 * x + 1 < kc ? (uint32_t)s[2 * x + 1] << 16 : 0u);
+    }
+    for (int64_t x = 0; h < w && x < kp; x++)
+        for (int64_t r = h; r < w; r++) dst[x * w + r] = 0;
+}
+
+/* Micro-panels of pairs from kc stored bf16 rows of len numbers, pairs of
+ * rows joined: panel q, pair row x = (s[2x][q * w + j], s[2x+1][q * w + j]),
+ * zero-padded (and the high half 0 for the lone last row of an odd kc). */
+static void pack_pairs_along(const qkv_cpu_kernels *kern, uint32_t *dst, int64_t w,
+                             const uint16_t *src, int64_t ld, int64_t len, int64_t kc)
+{
+    const int64_t kp = (kc + 1) / 2, stride = panel_stride(w, kp);
+    for (int64_t x = 0; x < kp; x++) {
+        const uint16_t *s0 = src + 2 * x * ld, *s1 = s0 + ld;
+        const int lone = 2 * x + 1 == kc;
+        for (int64_t j = 0, q = 0; j < len; j += w, q++) {
+            uint32_t *d = dst + q * stride + x * w;
+            const int64_t n = min64(w, len - j);
+            if (lone)
+                for (int64_t t = 0; t < n; t++) d[t] = s0[j + t];
+            else
+                kern->pair_rows(d, s0 + j, s1 + j, n);
+            for (int64_t t = n; t < w; t++) d[t] = 0;
+        }
+    }
+}
+
+/* pack_a and pack_b for pairs: the same panels, pairs along k. */
+static void pack_a_pairs(const gemm_job *g, uint32_t *dst, int64_t i0, int64_t rows, int64_t p0,
+                         int64_t kc)
+{
+    const int64_t mr = g->kern->gemm_mr, stride = panel_stride(mr, (kc + 1) / 2);
+    const uint16_t *a = g->a;
+    if (g->ta == QKV_GEMM_NO_TRANS)
+        for (int64_t i = 0; i < rows; i += mr, dst += stride)
+            pack_pairs_across(dst, mr, a + (i0 + i) * g->lda + p0, g->lda, min64(mr, rows - i), kc);
+    else
+        pack_pairs_along(g->kern, dst, mr, a + p0 * g->lda + i0, g->lda, rows, kc);
+}
+
+static void pack_b_pairs(const gemm_job *g, uint32_t *dst, int64_t p0, int64_t kc, int64_t j0,
+                         int64_t cols)
+{
+    const int64_t nr = g->kern->gemm_nr, stride = panel_stride(nr, (kc + 1) / 2);
+    const uint16_t *b = g->b;
+    if (g->tb == QKV_GEMM_NO_TRANS)
+        pack_pairs_along(g->kern, dst, nr, b + p0 * g->ldb + j0, g->ldb, cols, kc);
+    else
+        for (int64_t j = 0; j < cols; j += nr, dst += stride)
+            pack_pairs_across(dst, nr, b + (j0 + j) * g->ldb + p0, g->ldb, min64(nr, cols - j), kc);
+}
+
 /* The block size that cuts len into equal pieces (multiples of unit, at
  * most `most`, itself a multiple of unit), so that no thin last block pays
  * for a whole packing. */
@@ -183,18 +251,32 @@ static void gemm_rect(const gemm_job *g, float *pa, float *pb, float *pw, int64_
         for (int64_t pc = 0; pc < g->k; pc += g->kc) {
             const int64_t kc = min64(g->kc, g->k - pc);
             const float beta = pc == 0 ? g->beta : 1.0f; /* later passes add */
-            const int64_t sa = panel_stride(mr, kc), sb = panel_stride(nr, kc);
-            pack_a(g, pa, ic, mc, pc, kc, pw);
+            /* A panel's depth: kc numbers, or ceil(kc / 2) pairs. */
+            const int64_t depth = g->pairs ? (kc + 1) / 2 : kc;
+            const int64_t sa = panel_stride(mr, depth), sb = panel_stride(nr, depth);
+            if (g->pairs)
+                pack_a_pairs(g, (uint32_t *)pa, ic, mc, pc, kc);
+            else
+                pack_a(g, pa, ic, mc, pc, kc, pw);
             for (int64_t jc = j0; jc < j1; jc += ncb) {
                 const int64_t nc = min64(ncb, j1 - jc);
-                pack_b(g, pb, pc, kc, jc, nc, pw);
+                if (g->pairs)
+                    pack_b_pairs(g, (uint32_t *)pb, pc, kc, jc, nc);
+                else
+                    pack_b(g, pb, pc, kc, jc, nc, pw);
                 for (int64_t ir = 0; ir < mc; ir += mr) {
                     float *crow = g->c + (ic + ir) * g->ldc + jc;
-                    const float *a = pa + ir / mr * sa;
                     const int rows = (int)min64(mr, mc - ir);
-                    for (int64_t jr = 0; jr < nc; jr += nr)
-                        kern->gemm(kc, a, pb + jr / nr * sb, g->alpha, beta, crow + jr, g->ldc,
-                                   rows, (int)min64(nr, nc - jr));
+                    for (int64_t jr = 0; jr < nc; jr += nr) {
+                        const int cols = (int)min64(nr, nc - jr);
+                        if (g->pairs)
+                            kern->gemm_pairs(depth, (const uint32_t *)pa + ir / mr * sa,
+                                             (const uint32_t *)pb + jr / nr * sb, g->alpha, beta,
+                                             crow + jr, g->ldc, rows, cols);
+                        else
+                            kern->gemm(kc, pa + ir / mr * sa, pb + jr / nr * sb, g->alpha, beta,
+                                       crow + jr, g->ldc, rows, cols);
+                    }
                 }
             }
         }
@@ -413,14 +495,16 @@ static qkv_status gemm_plan(const qkv_context *cx, qkv_gemm_transpose ta, qkv_ge
     choose_grid(g, t);
     *nt = (int)(g->gm * g->gn);
     const int64_t mr = g->kern->gemm_mr, nr = g->kern->gemm_nr;
-    g->kc = even_block(k, GEMM_KC, 1);
+    g->pairs = adt == QKV_DTYPE_BF16 && bdt == QKV_DTYPE_BF16 && g->kern->gemm_pairs;
+    /* Passes of whole pairs (only the last may end on a lone number). */
+    g->kc = even_block(k, GEMM_KC, g->pairs ? 2 : 1);
     g->mc = min64(round_up(GEMM_MC, mr), round_up((m + g->gm - 1) / g->gm + mr, mr));
     g->nc = min64(round_up(GEMM_NC, nr), round_up((n + g->gn - 1) / g->gn + nr, nr));
     /* A 16-bit operand is widened through a buffer as it is packed: rows
      * of a panel (at most mr or nr of kc) or a row of a block (mc or nc). */
     const int64_t across = (mr > nr ? mr : nr) * g->kc, along = g->mc > g->nc ? g->mc : g->nc;
     const int both_f32 = adt == QKV_DTYPE_F32 && bdt == QKV_DTYPE_F32;
-    g->pw_floats = both_f32 ? 0 : across > along ? across : along;
+    g->pw_floats = both_f32 || g->pairs ? 0 : across > along ? across : along;
     *route = ROUTE_BLOCKED;
     return QKV_OK;
 }

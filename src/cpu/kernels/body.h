@@ -386,7 +386,8 @@ static void pair_rows(uint32_t *dst, const uint16_t *a, const uint16_t *b, int64
 }
 
 #define KERNEL_PAIRS                                                                          \
-    .qk_pairs = qk_pairs, .pack_pairs = pack_pairs, .pv_pairs = pv_pairs, .pair_rows = pair_rows
+    .qk_pairs = qk_pairs, .pack_pairs = pack_pairs, .pv_pairs = pv_pairs,                    \
+    .pair_rows = pair_rows, .gemm_pairs = gemm_pairs
 #endif
 
 /* ------------------------------------------------------------ rows */
@@ -609,30 +610,22 @@ static void axpy_rows(const float *p, int64_t ldp, int64_t m, const float *v, in
  * element goes through the same vector instructions as in a whole one. */
 #define GEMM_NR (GEMM_NV * VL)
 
-static void gemm(int64_t kc, const float *a, const float *b, float alpha, float beta, float *c,
-                 int64_t ldc, int rows, int cols)
+/* C's rows of the tile about to be written: fetched while the products
+ * run (whole tiles only). */
+static inline void gemm_prefetch(float *c, int64_t ldc, int rows)
 {
-    VF acc[GEMM_MR][GEMM_NV];
-    _Pragma("GCC unroll 16") for (int r = 0; r < GEMM_MR; r++)
-        _Pragma("GCC unroll 8") for (int v = 0; v < GEMM_NV; v++) acc[r][v] = vzero();
     if (rows == GEMM_MR)
         _Pragma("GCC unroll 16") for (int r = 0; r < GEMM_MR; r++)
         {
             __builtin_prefetch(c + r * ldc, 1, 3);
             __builtin_prefetch(c + r * ldc + GEMM_NR - 1, 1, 3);
         }
-    for (int64_t p = 0; p < kc; p++) {
-        VF bv[GEMM_NV];
-        _Pragma("GCC unroll 8") for (int v = 0; v < GEMM_NV; v++) bv[v] =
-            vld(b + p * GEMM_NR + v * VL);
-        _Pragma("GCC unroll 16") for (int r = 0; r < GEMM_MR; r++)
-        {
-            VF ar = vset1(a[p * GEMM_MR + r]);
-            _Pragma("GCC unroll 8") for (int v = 0; v < GEMM_NV; v++) acc[r][v] =
-                vfma(ar, bv[v], acc[r][v]);
-        }
-    }
+}
 
+/* c = alpha * acc + beta * c for the tile's rows x cols (kernels.h). */
+static inline void gemm_store(VF acc[GEMM_MR][GEMM_NV], float alpha, float beta, float *c,
+                              int64_t ldc, int rows, int cols)
+{
     _Alignas(64) float tile[GEMM_MR * GEMM_NR];
     float *d = c;
     int64_t ldd = ldc;
@@ -661,6 +654,52 @@ static void gemm(int64_t kc, const float *a, const float *b, float alpha, float 
         for (int r = 0; r < rows; r++)
             for (int j = 0; j < cols; j++) c[r * ldc + j] = tile[r * GEMM_NR + j];
 }
+
+static void gemm(int64_t kc, const float *a, const float *b, float alpha, float beta, float *c,
+                 int64_t ldc, int rows, int cols)
+{
+    VF acc[GEMM_MR][GEMM_NV];
+    _Pragma("GCC unroll 16") for (int r = 0; r < GEMM_MR; r++)
+        _Pragma("GCC unroll 8") for (int v = 0; v < GEMM_NV; v++) acc[r][v] = vzero();
+    gemm_prefetch(c, ldc, rows);
+    for (int64_t p = 0; p < kc; p++) {
+        VF bv[GEMM_NV];
+        _Pragma("GCC unroll 8") for (int v = 0; v < GEMM_NV; v++) bv[v] =
+            vld(b + p * GEMM_NR + v * VL);
+        _Pragma("GCC unroll 16") for (int r = 0; r < GEMM_MR; r++)
+        {
+            VF ar = vset1(a[p * GEMM_MR + r]);
+            _Pragma("GCC unroll 8") for (int v = 0; v < GEMM_NV; v++) acc[r][v] =
+                vfma(ar, bv[v], acc[r][v]);
+        }
+    }
+    gemm_store(acc, alpha, beta, c, ldc, rows, cols);
+}
+
+#ifdef VPAIRS
+/* The microkernel on bf16 pairs: the same tile, B's pairs loaded, A's
+ * broadcast. */
+static void gemm_pairs(int64_t kp, const uint32_t *a, const uint32_t *b, float alpha, float beta,
+                       float *c, int64_t ldc, int rows, int cols)
+{
+    VF acc[GEMM_MR][GEMM_NV];
+    _Pragma("GCC unroll 16") for (int r = 0; r < GEMM_MR; r++)
+        _Pragma("GCC unroll 8") for (int v = 0; v < GEMM_NV; v++) acc[r][v] = vzero();
+    gemm_prefetch(c, ldc, rows);
+    for (int64_t x = 0; x < kp; x++) {
+        VP bv[GEMM_NV];
+        _Pragma("GCC unroll 8") for (int v = 0; v < GEMM_NV; v++) bv[v] =
+            vpld(b + x * GEMM_NR + v * VL);
+        _Pragma("GCC unroll 16") for (int r = 0; r < GEMM_MR; r++)
+        {
+            const VP ar = vpset1(a[x * GEMM_MR + r]);
+            _Pragma("GCC unroll 8") for (int v = 0; v < GEMM_NV; v++) acc[r][v] =
+                vdpbf16(acc[r][v], bv[v], ar);
+        }
+    }
+    gemm_store(acc, alpha, beta, c, ldc, rows, cols);
+}
+#endif
 
 static void widen_f16(float *dst, const uint16_t *src, int64_t n)
 {

@@ -134,6 +134,13 @@ typedef struct qkv_cpu_kernels {
     void (*pv_pairs)(const uint32_t *pp, int64_t ldp, const uint32_t *vp, int64_t ldv, float *ot,
                      int64_t ldo, const float *alpha, int64_t m, int64_t n, int64_t ev);
     void (*pair_rows)(uint32_t *dst, const uint16_t *a, const uint16_t *b, int64_t n);
+    /* The SGEMM microkernel on pairs: gemm's contract with
+     *   acc[i][j] = sum_{x < kp} dp(b[x * gemm_nr + j], a[x * gemm_mr + i])
+     * from 0, in order of x: a and b packed panels of kp pairs, a's
+     * (op(A)[i][2x], op(A)[i][2x+1]), b's (op(B)[2x][j], op(B)[2x+1][j]),
+     * zero-padded; b 64-byte aligned; kp >= 1. */
+    void (*gemm_pairs)(int64_t kp, const uint32_t *a, const uint32_t *b, float alpha, float beta,
+                       float *c, int64_t ldc, int rows, int cols);
 } qkv_cpu_kernels;
 
 /* Every set this build has: generic always; the x86 sets when the build
