@@ -175,7 +175,12 @@ QKV_API const char *qkv_dtype_name(qkv_dtype dtype);
  *
  * Whatever the dtypes, every score, maximum, sum and accumulator is kept in
  * f32 or wider: f16 and bf16 inputs are widened exactly and each result is
- * rounded once, to its own dtype, when it is stored. A tensor outside the
+ * rounded once, to its own dtype, when it is stored. One exception, on
+ * QKV_ISA_AVX512_BF16 with bf16 Q, K and V (more than 4 queries in the
+ * forward; dO bf16 too in the backward): the products run on bf16 dot
+ * products, so the attention weights (and the backward's dS) are rounded
+ * to bf16 where they meet V (dO, Q); the error stays within the same
+ * bounds (README). A tensor outside the
  * table is QKV_ERR_DTYPE with a detail naming it ("K: dtype f32, expected
  * bf16 as Q has (Q, K and V share one dtype)"). */
 
@@ -935,7 +940,10 @@ QKV_API qkv_status qkv_sgemm(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_t
  *  widened exactly as they are packed (or, for a C of at most 4 rows, as
  *  each slice of B is read) and every product and sum is F32, by the same
  *  microkernels as qkv_sgemm: the result equals qkv_sgemm's on the
- *  widened matrices, bit for bit, with one instruction set. A weight
+ *  widened matrices, bit for bit, with one instruction set; except that
+ *  with QKV_ISA_AVX512_BF16 a BF16 x BF16 product of more than 4 rows
+ *  runs on bf16 dot products (the same exact products, summed two at a
+ *  time in another order). A weight
  *  matrix kept in bf16 is read at half its F32 bytes (the layer's decode
  *  projections). Two F32 operands are qkv_sgemm exactly (the system BLAS
  *  too, where it is used).
