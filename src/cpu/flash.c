@@ -304,6 +304,59 @@ static void careful_pv(const plan *pl, scratch *sc, const float *v, int64_t ldv,
     }
 }
 
+/* ------------------------------------------------------------ pairs */
+
+/* The tiled layout on bf16 dot products, for bf16 Q, K and V when the
+ * kernels have them (AVX512-BF16): the products read pairs of bf16
+ * patterns, two multiply-adds a lane, into the same f32 scores, softmax
+ * and output as the tiled layout, by the same walk (walk_tiled and
+ * weights_tiled branch on pl->pairs where the products are taken).
+ *   Scores: the queries are their own bf16 patterns in pairs along the
+ *   rows (not scaled, so no rounding before the product); each key's pair
+ *   is read from K where it is; qk_pairs scales the f32 sums.
+ *   Output: the weights are rounded to bf16 in pairs of keys (pack_pairs)
+ *   and V's block is repacked as pairs of keys (pair_rows).
+ * Rounding the weights is the one rounding the tiled walk does not make:
+ * each weight's relative error is at most 2^-9, unbiased, so the output's
+ * relative L2 error grows by about that over the rounding of a bf16 O
+ * (within the contract, 4e-3: tests/test_dtypes.c measures it through
+ * the generic emulation of these kernels and, where the CPU has them, the
+ * real ones). The weights output and the row sums stay f32: the rounded
+ * weights feed only the product with V. */
+
+/* Row r's query as pairs down column r of sc->qp; zeros for padding. */
+static void load_pairs(const plan *pl, scratch *sc, int64_t b)
+{
+    const qkv_fwd_problem *p = pl->p;
+    const int64_t R = pl->rows;
+    for (int64_t r = 0; r < R; r++) {
+        if (sc->head[r] >= 0)
+            qkv_cpu_row_pairs(p->q, b, sc->head[r], sc->qi[r], p->E, sc->qp + r, R);
+        else
+            for (int64_t x = 0; 2 * x < p->E; x++) sc->qp[x * R + r] = 0;
+    }
+}
+
+/* V's keys jb .. jb + n - 1 of kv head hk as pairs of keys in sc->vp (ld
+ * Ev). */
+static void value_pairs(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t jb, int64_t n)
+{
+    const qkv_fwd_problem *p = pl->p;
+    int64_t ldv;
+    const uint16_t *v = qkv_cpu_rows_bits(p->v, sc->vh, b, hk, jb, n, p->Ev, &ldv);
+    qkv_cpu_join_rows(pl->k, v, ldv, n, p->Ev, sc->vp, p->Ev);
+}
+
+/* Whether one of the n words of pairs holds a bf16 that is not finite
+ * (an exponent of all ones). */
+static int pairs_nonfinite(const uint32_t *w, int64_t n)
+{
+    const uint32_t lo = 0x7f80u, hi = 0x7f800000u;
+    uint32_t bad = 0;
+    for (int64_t x = 0; x < n; x++) bad |= ((w[x] & lo) == lo) | ((w[x] & hi) == hi);
+    return bad != 0;
+}
+
 /* Row r down column r of sc->qt. */
 static void load_tiled(const plan *pl, scratch *sc, int64_t b)
 {
@@ -311,7 +364,8 @@ static void load_tiled(const plan *pl, scratch *sc, int64_t b)
 }
 
 /* The tiled walk: a block's scores are a BLOCK_KEYS x rows tile, keys
- * along the rows so that the kernels' vectors run down the query rows. */
+ * along the rows so that the kernels' vectors run down the query rows.
+ * The pairs layout walks the same way, its V block as pairs (sc->vp). */
 static void walk_tiled(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t key_from,
                        int64_t key_to)
 {
@@ -321,18 +375,30 @@ static void walk_tiled(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64
     walk_start(pl, sc, key_from, key_to, &first, &last);
     for (int64_t jb = first, n; jb <= last; jb += n) {
         const void *k;
-        const float *v;
-        int64_t ldk, ldv;
-        n = block_at(pl, sc, b, hk, jb, last, &k, &ldk, &v, &ldv);
-        const int careful =
-            block_scores(pl, sc, b, k, ldk, jb, n) && any_nonfinite(v, ldv, n, p->Ev);
+        const float *v = NULL;
+        int64_t ldk, ldv = 0;
+        n = block_at(pl, sc, b, hk, jb, last, &k, &ldk, pl->pairs ? NULL : &v, &ldv);
+        if (pl->pairs) value_pairs(pl, sc, b, hk, jb, n);
+        const int careful = block_scores(pl, sc, b, k, ldk, jb, n) &&
+                            (pl->pairs ? pairs_nonfinite(sc->vp, (n + 1) / 2 * p->Ev)
+                                       : any_nonfinite(v, ldv, n, p->Ev));
         if (careful)
             for (int64_t x = 0; x < n * R; x++) sc->forbid[x] = sc->st[x] == -INFINITY;
         pl->k->softmax(sc->st, R, R, n, sc->mx, sc->l, sc->alpha);
-        if (careful)
+        if (careful && pl->pairs) { /* the careful product reads V widened */
+            for (int64_t j = 0; j < n; j++)
+                qkv_cpu_row_widen(pl->k, p->v, b, hk, jb + j, p->Ev, sc->vb + j * pl->ev);
+            v = sc->vb;
+            ldv = pl->ev;
+        }
+        if (careful) {
             careful_pv(pl, sc, v, ldv, n);
-        else
+        } else if (pl->pairs) {
+            pl->k->pack_pairs(sc->pp, R, sc->st, R, R, n);
+            pl->k->pv_pairs(sc->pp, R, sc->vp, p->Ev, sc->o, R, sc->alpha, R, n, p->Ev);
+        } else {
             pl->k->pv(sc->st, R, v, ldv, sc->o, R, sc->alpha, R, n, p->Ev);
+        }
     }
 }
 
@@ -365,79 +431,7 @@ static void weights_tiled(const plan *pl, scratch *sc, int64_t b, int64_t hk)
 
 static const layout layout_tiled = {load_tiled, walk_tiled, weights_tiled};
 
-/* ------------------------------------------------------------ pairs */
-
-/* The tiled layout on bf16 dot products, for bf16 Q, K and V when the
- * kernels have them (AVX512-BF16): the products read pairs of bf16
- * patterns, two multiply-adds a lane, into the same f32 scores, softmax
- * and output as the tiled walk.
- *   Scores: the queries are their own bf16 patterns in pairs along the
- *   rows (not scaled, so no rounding before the product); each key's pair
- *   is read from K where it is; qk_pairs scales the f32 sums.
- *   Output: the weights are rounded to bf16 in pairs of keys (pack_pairs)
- *   and V's block is repacked as pairs of keys (pair_rows).
- * Rounding the weights is the one rounding the tiled walk does not make:
- * each weight's relative error is at most 2^-9, unbiased, so the output's
- * relative L2 error grows by about that over the rounding of a bf16 O
- * (within the contract, 4e-3: tests/test_dtypes.c measures it through
- * the generic emulation of these kernels and, where the CPU has them, the
- * real ones). The weights output and the row sums stay f32: the rounded
- * weights feed only the product with V. */
-
-/* Row r's query as pairs down column r of sc->qp; zeros for padding. */
-static void load_pairs(const plan *pl, scratch *sc, int64_t b)
-{
-    const qkv_fwd_problem *p = pl->p;
-    const int64_t R = pl->rows;
-    for (int64_t r = 0; r < R; r++) {
-        if (sc->head[r] >= 0)
-            qkv_cpu_row_pairs(p->q, b, sc->head[r], sc->qi[r], p->E, sc->qp + r, R);
-        else
-            for (int64_t x = 0; 2 * x < p->E; x++) sc->qp[x * R + r] = 0;
-    }
-}
-
-/* Whether one of the n words of pairs holds a bf16 that is not finite
- * (an exponent of all ones). */
-static int pairs_nonfinite(const uint32_t *w, int64_t n)
-{
-    const uint32_t lo = 0x7f80u, hi = 0x7f800000u;
-    uint32_t bad = 0;
-    for (int64_t x = 0; x < n; x++) bad |= ((w[x] & lo) == lo) | ((w[x] & hi) == hi);
-    return bad != 0;
-}
-
-static void walk_pairs(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t key_from,
-                       int64_t key_to)
-{
-    const qkv_fwd_problem *p = pl->p;
-    const int64_t R = pl->rows;
-    int64_t first, last;
-    walk_start(pl, sc, key_from, key_to, &first, &last);
-    for (int64_t jb = first, n; jb <= last; jb += n) {
-        const void *k;
-        int64_t ldk;
-        n = block_at(pl, sc, b, hk, jb, last, &k, &ldk, NULL, NULL);
-        int64_t ldv;
-        const uint16_t *v = qkv_cpu_rows_bits(p->v, sc->vh, b, hk, jb, n, p->Ev, &ldv);
-        qkv_cpu_join_rows(pl->k, v, ldv, n, p->Ev, sc->vp, p->Ev);
-        const int careful = block_scores(pl, sc, b, k, ldk, jb, n) &&
-                            pairs_nonfinite(sc->vp, (n + 1) / 2 * p->Ev);
-        if (careful) /* the f32 walk's careful product, on V widened */
-            for (int64_t x = 0; x < n * R; x++) sc->forbid[x] = sc->st[x] == -INFINITY;
-        pl->k->softmax(sc->st, R, R, n, sc->mx, sc->l, sc->alpha);
-        if (careful) {
-            for (int64_t j = 0; j < n; j++)
-                qkv_cpu_row_widen(pl->k, p->v, b, hk, jb + j, p->Ev, sc->vb + j * pl->ev);
-            careful_pv(pl, sc, sc->vb, pl->ev, n);
-        } else {
-            pl->k->pack_pairs(sc->pp, R, sc->st, R, R, n);
-            pl->k->pv_pairs(sc->pp, R, sc->vp, p->Ev, sc->o, R, sc->alpha, R, n, p->Ev);
-        }
-    }
-}
-
-static const layout layout_pairs = {load_pairs, walk_pairs, weights_tiled};
+static const layout layout_pairs = {load_pairs, walk_tiled, weights_tiled};
 
 /* ------------------------------------------------------------ row-major */
 
