@@ -1391,8 +1391,29 @@ QKV_API qkv_status qkv_mha_backward(qkv_context *ctx, const qkv_mha *m, qkv_mha 
 
 /* Keys and values (after RoPE) of a batch of sequences for one layer,
  * each sequence up to max_len tokens, for incremental decoding. Memory:
- * B x Hkv x max_len x (E + Ev) floats, allocated once. Opaque. */
+ * B x Hkv x max_len x (E + Ev) elements of its format, allocated once.
+ * Opaque. */
 typedef struct qkv_kv_cache qkv_kv_cache;
+
+/* How a cache stores its keys and values. F32 keeps what the layer
+ * computes; F16 and BF16 round each appended element once (to nearest
+ * even) and halve the bytes a decode step reads. */
+typedef enum qkv_kv_format {
+    QKV_KV_F32 = 0,
+    QKV_KV_F16,
+    QKV_KV_BF16
+} qkv_kv_format;
+
+/* Options for qkv_kv_cache_create_with; zero-initialised (or NULL) means
+ * an F32 cache, what qkv_kv_cache_create makes. Versioned as
+ * qkv_attention_options is (struct_size). */
+typedef struct qkv_kv_cache_options {
+    size_t struct_size; /* 0, or sizeof(qkv_kv_cache_options) */
+    /* The keys' and the values' format. For now both must be the same:
+     * a decode step's attention takes K and V of one dtype (and rounds
+     * its queries to it: qkv_mha_decode). */
+    qkv_kv_format k_format, v_format;
+} qkv_kv_cache_options;
 
 /*! qkv_kv_cache_create() :
  *  Creates an empty cache for `batch` sequences of layer m's shape (the
@@ -1412,6 +1433,23 @@ typedef struct qkv_kv_cache qkv_kv_cache;
  *           qkv_kv_cache_free. */
 QKV_API qkv_status qkv_kv_cache_create(qkv_kv_cache **out, const qkv_mha *m, int64_t batch,
                                        int64_t max_len);
+
+/*! qkv_kv_cache_create_with() :
+ *  qkv_kv_cache_create with options: the format of the keys and values.
+ *
+ *    out, m, batch, max_len  as qkv_kv_cache_create
+ *    opts     in, optional: NULL (or zeros) for F32
+ *
+ *  Errors:  those of qkv_kv_cache_create; QKV_ERR_INVALID_ARGUMENT for a
+ *           format outside qkv_kv_format ("opts.k_format: 7 is not a
+ *           qkv_kv_format"), for k_format and v_format that differ, and
+ *           for a struct_size below the struct's; QKV_ERR_UNSUPPORTED for
+ *           a newer caller's field this library does not know.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe.
+ *  Memory:  as qkv_kv_cache_create. */
+QKV_API qkv_status qkv_kv_cache_create_with(qkv_kv_cache **out, const qkv_mha *m, int64_t batch,
+                                            int64_t max_len, const qkv_kv_cache_options *opts);
 
 /*! qkv_kv_cache_free() :
  *  Frees a cache and its storage; its views are then invalid.
@@ -1461,7 +1499,7 @@ QKV_API size_t qkv_kv_cache_bytes(const qkv_kv_cache *c);
  *  Appends n tokens' keys and values to one sequence as they are to be
  *  stored, i.e. already rotated by RoPE where the layer has it: for keys
  *  computed elsewhere (a prompt processed by another program, a saved
- *  cache).
+ *  cache). A 16-bit cache stores each element rounded to its format.
  *
  *    c  in/out: the cache
  *    b  in: the sequence, 0 <= b < B
@@ -1470,9 +1508,9 @@ QKV_API size_t qkv_kv_cache_bytes(const qkv_kv_cache *c);
  *    v  in, F32 (n, Hkv, Ev) row-major: the values, likewise
  *    n  in: the tokens, >= 0
  *
- *  k and v may be read from the cache itself (a view of another sequence,
- *  to copy it) but must not overlap the rows they are stored to (sequence
- *  b's from its length on).
+ *  k and v may be read from an F32 cache itself (a view of another
+ *  sequence, to copy it) but must not overlap the rows they are stored to
+ *  (sequence b's from its length on).
  *  Errors:  QKV_ERR_INVALID_ARGUMENT, changing nothing, when the sequence
  *           would pass max_len, for such an overlap, for k or v not aligned
  *           to 4 bytes (the detail naming them), or b or n out of range;
@@ -1487,8 +1525,9 @@ QKV_API qkv_status qkv_kv_cache_append(qkv_kv_cache *c, int64_t b, const float *
  *
  *    c  in: the cache
  *    b  in: the sequence, 0 <= b < B
- *    k  out, optional (NULL), F32 (1, Hkv, len, E): the keys
- *    v  out, optional (NULL), F32 (1, Hkv, len, Ev): the values
+ *    k  out, optional (NULL), (1, Hkv, len, E): the keys, in the cache's
+ *       format (QKV_DTYPE_F32, _F16 or _BF16)
+ *    v  out, optional (NULL), (1, Hkv, len, Ev): the values, likewise
  *
  *  Errors:  QKV_ERR_INVALID_ARGUMENT for b out of range;
  *           QKV_ERR_NULL_ARGUMENT.
@@ -1505,7 +1544,12 @@ QKV_API qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, 
  *  tokens with causal bottom-right alignment (token t sees positions up to
  *  len_b + t), and y is written. The same output as the full sequence
  *  through qkv_mha_forward with opts->causal set (to rounding of the
- *  attention's key splitting).
+ *  attention's key splitting). With an F16 or BF16 cache the attention
+ *  runs in that dtype: the step's queries are rounded to it as the new
+ *  keys and values are, the attention's output and weights stay F32, and
+ *  the result differs from the F32 layer's by those roundings (within
+ *  the dtype's unit roundoff, 2^-8 for BF16 and 2^-11 for F16, in
+ *  relative L2; measured 6e-4 and 9e-5 at most: tests/test_mha.c).
  *
  *    ctx      in, optional: how the call runs (threads, isa, backend,
  *             progress); NULL for the default context
@@ -1531,7 +1575,8 @@ QKV_API qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, 
  *  @return  QKV_OK, or the error.
  *  Threads: not thread-safe on one cache.
  *  Memory:  scratch: the step's Q, K, V and A, B x n x (H E + Hkv (E + Ev) +
- *           H Ev) floats, plus the attention's. */
+ *           H Ev) floats (and for a 16-bit cache the queries rounded, B x
+ *           n x H E halves), plus the attention's. */
 QKV_API qkv_status qkv_mha_decode(qkv_context *ctx, const qkv_mha *m, qkv_kv_cache *c, float *y,
                                   float *weights, const float *x, int64_t n,
                                   const qkv_attention_options *opts);

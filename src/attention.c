@@ -196,23 +196,7 @@ static qkv_status resolve_mask(const qkv_tensor *m, qkv_dtype in, const int64_t 
 
 qkv_status qkv_options_read(const qkv_attention_options *opts, qkv_attention_options *out)
 {
-    memset(out, 0, sizeof *out);
-    if (!opts) return QKV_OK;
-    const size_t known = sizeof *out, given = opts->struct_size ? opts->struct_size : known;
-    if (given < known)
-        return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
-                        "opts.struct_size: %zu, expected 0 or sizeof(qkv_attention_options) "
-                        "(%zu or more)", given, known);
-    /* A newer caller's fields past ours must be unset for us to know what
-     * it asks. */
-    for (size_t x = known; x < given; x++)
-        if (((const unsigned char *)opts)[x] != 0)
-            return qkv_fail(QKV_ERR_UNSUPPORTED,
-                            "opts: a field at byte %zu is set, which this libqkv (options of "
-                            "%zu bytes) does not know", x, known);
-    memcpy(out, opts, known);
-    out->struct_size = known;
-    return QKV_OK;
+    return qkv_struct_read(opts, out, sizeof *out, "opts", "qkv_attention_options");
 }
 
 /* The most a position may be: with Lq and Lk below 2^61 (their tensors'

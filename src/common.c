@@ -93,3 +93,27 @@ qkv_tensor qkv_tensor_contiguous(void *data, qkv_dtype dtype, int64_t n0, int64_
         t.stride[0] = INT64_MAX;
     return t;
 }
+
+qkv_status qkv_struct_read(const void *in, void *out, size_t known, const char *name,
+                           const char *type)
+{
+    memset(out, 0, known);
+    if (!in) return QKV_OK;
+    size_t given;
+    memcpy(&given, in, sizeof given);
+    if (given == 0) given = known;
+    if (given < known)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
+                        "%s.struct_size: %zu, expected 0 or sizeof(%s) (%zu or more)", name, given,
+                        type, known);
+    /* A newer caller's fields past ours must be unset for us to know what
+     * it asks. */
+    for (size_t x = known; x < given; x++)
+        if (((const unsigned char *)in)[x] != 0)
+            return qkv_fail(QKV_ERR_UNSUPPORTED,
+                            "%s: a field at byte %zu is set, which this libqkv (%s of %zu "
+                            "bytes) does not know", name, x, type, known);
+    memcpy(out, in, known);
+    memcpy(out, &known, sizeof known);
+    return QKV_OK;
+}

@@ -38,9 +38,15 @@ qkv_status qkv_fail(qkv_status st, const char *fmt, ...) QKV_PRINTF(2, 3);
  * runnable). */
 qkv_status qkv_isa_resolve(qkv_isa isa, qkv_isa *out);
 
-/* The caller's options as this library's struct (attention.c): NULL gives
- * the defaults; struct_size 0 means ours; a smaller size is refused, a
- * larger one taken when the bytes past ours are zero. */
+/* A caller's versioned struct (one that begins with size_t struct_size)
+ * as this library's, `known` bytes, into out: NULL gives the defaults
+ * (zeros); struct_size 0 means ours; a smaller size is refused, a larger
+ * one taken when the bytes past ours are zero. `name` names the argument
+ * in the details ("opts"), `type` the struct ("qkv_attention_options"). */
+qkv_status qkv_struct_read(const void *in, void *out, size_t known, const char *name,
+                           const char *type);
+
+/* qkv_struct_read for the attention's options (attention.c). */
 qkv_status qkv_options_read(const qkv_attention_options *opts, qkv_attention_options *out);
 
 /* Clears the calling thread's detail; every public entry point calls it. */

@@ -601,6 +601,105 @@ static void test_cache_append(void)
     qkv_mha_free(m);
 }
 
+/* 16-bit caches: the same steps through an f32, an f16 and a bf16 cache
+ * of one layer. The 16-bit caches hold the f32 cache's keys and values
+ * rounded, bit for bit (their views, in their dtype); their steps' outputs
+ * differ from the f32 cache's by the rounding of K, V and the queries:
+ * relative L2 within each dtype's unit roundoff (2^-11 for f16, 2^-8
+ * for bf16; measured 4e-5 to 9e-5 and 2.5e-4 to 6e-4); a cache holds
+ * about half the f32 bytes; appended rows are rounded as they are
+ * stored; and the options' errors. */
+static void test_cache_formats(void)
+{
+    test_rng r = test_rng_seed(0xf16);
+    qkv_mha_config cfg = {.d_model = 32, .heads = 4, .kv_heads = 2, .bias = 1,
+                          .rope = QKV_ROPE_HALF, .rope_base = 100};
+    qkv_mha *m = make_layer(&cfg, &r);
+    const int64_t B = 2, max_len = 40, D = 32, Hkv = 2, E = 8;
+    const qkv_kv_format fmts[3] = {QKV_KV_F32, QKV_KV_F16, QKV_KV_BF16};
+    const qkv_dtype dts[3] = {QKV_DTYPE_F32, QKV_DTYPE_F16, QKV_DTYPE_BF16};
+    const double tol[3] = {0, 0x1p-11, 0x1p-8}; /* each dtype's unit roundoff */
+    qkv_kv_cache *c[3];
+    for (int f = 0; f < 3; f++) {
+        qkv_kv_cache_options o = {sizeof o, fmts[f], fmts[f]};
+        CHECK(qkv_kv_cache_create_with(&c[f], m, B, max_len, &o) == QKV_OK);
+    }
+    const size_t storage = (size_t)(B * Hkv * max_len * 2 * E);
+    CHECK(qkv_kv_cache_bytes(c[0]) >= storage * 4 && qkv_kv_cache_bytes(c[2]) >= storage * 2 &&
+          qkv_kv_cache_bytes(c[2]) < storage * 2 + (qkv_kv_cache_bytes(c[0]) - storage * 4) + 1);
+    const int64_t steps[] = {6, 1, 1, 3, 1};
+    for (size_t s = 0; s < sizeof steps / sizeof steps[0]; s++) {
+        const int64_t n = steps[s];
+        float *x = test_rand_f32(&r, B * n * D, -1, 1);
+        float *y[3];
+        for (int f = 0; f < 3; f++) {
+            y[f] = test_malloc(sizeof(float) * (size_t)(B * n * D));
+            CHECK(qkv_mha_decode(NULL, m, c[f], y[f], NULL, x, n, NULL) == QKV_OK);
+        }
+        for (int f = 1; f < 3; f++)
+            CHECK_TENSOR(y[f], y[0], B * n * D, tol[f], "decode step %zu, %s cache", s,
+                         qkv_dtype_name(dts[f]));
+        for (int f = 0; f < 3; f++) free(y[f]);
+        free(x);
+    }
+    /* The views: the f32 cache's elements rounded, in the cache's dtype. */
+    for (int f = 1; f < 3; f++)
+        for (int64_t b = 0; b < B; b++) {
+            qkv_tensor k32, v32, k16, v16;
+            CHECK(qkv_kv_cache_view(c[0], b, &k32, &v32) == QKV_OK);
+            CHECK(qkv_kv_cache_view(c[f], b, &k16, &v16) == QKV_OK);
+            CHECK(k16.dtype == dts[f] && v16.dtype == dts[f] && k16.shape[2] == k32.shape[2]);
+            int64_t bad = 0;
+            for (int64_t g = 0; g < Hkv; g++)
+                for (int64_t t = 0; t < k32.shape[2]; t++)
+                    for (int64_t e = 0; e < E; e++) {
+                        const int64_t at = g * k32.stride[1] + t * k32.stride[2] + e;
+                        const float kf = ((const float *)k32.data)[at], vf = ((const float *)v32.data)[at];
+                        const uint16_t kh = ((const uint16_t *)k16.data)[at], vh = ((const uint16_t *)v16.data)[at];
+                        const uint16_t kw = f == 1 ? qkv_f32_to_f16(kf) : qkv_f32_to_bf16(kf);
+                        const uint16_t vw = f == 1 ? qkv_f32_to_f16(vf) : qkv_f32_to_bf16(vf);
+                        bad += kh != kw || vh != vw;
+                    }
+            CHECK(bad == 0);
+        }
+    /* Appending rounds too. */
+    float k[2 * 8], v[2 * 8];
+    for (int i = 0; i < 16; i++) k[i] = 1.0f + (float)i / 1024.0f, v[i] = -k[i];
+    CHECK(qkv_kv_cache_truncate(c[2], 1, 0) == QKV_OK);
+    CHECK(qkv_kv_cache_append(c[2], 1, k, v, 1) == QKV_OK);
+    qkv_tensor tk, tv;
+    CHECK(qkv_kv_cache_view(c[2], 1, &tk, &tv) == QKV_OK);
+    CHECK(tk.shape[2] == 1 && ((const uint16_t *)tk.data)[3] == qkv_f32_to_bf16(k[3]) &&
+          ((const uint16_t *)tv.data)[tv.stride[1] + 2] == qkv_f32_to_bf16(v[8 + 2]));
+    for (int f = 0; f < 3; f++) qkv_kv_cache_free(c[f]);
+    /* The options' errors. */
+    qkv_kv_cache *bad = (qkv_kv_cache *)1;
+    qkv_kv_cache_options o = {0, (qkv_kv_format)7, QKV_KV_F32};
+    CHECK(qkv_kv_cache_create_with(&bad, m, 1, 4, &o) == QKV_ERR_INVALID_ARGUMENT && bad == NULL);
+    CHECK(detail_has("opts.k_format: 7 is not a qkv_kv_format"));
+    o = (qkv_kv_cache_options){0, QKV_KV_F32, QKV_KV_BF16};
+    CHECK(qkv_kv_cache_create_with(&bad, m, 1, 4, &o) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_has("opts.v_format: bf16 differs from k_format f32"));
+    o = (qkv_kv_cache_options){4, QKV_KV_F32, QKV_KV_F32};
+    CHECK(qkv_kv_cache_create_with(&bad, m, 1, 4, &o) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_has("opts.struct_size: 4"));
+    struct {
+        qkv_kv_cache_options o;
+        int later;
+    } newer;
+    memset(&newer, 0, sizeof newer); /* the padding too: it is read */
+    newer.o = (qkv_kv_cache_options){sizeof newer, QKV_KV_BF16, QKV_KV_BF16};
+    newer.later = 1;
+    CHECK(qkv_kv_cache_create_with(&bad, m, 1, 4, &newer.o) == QKV_ERR_UNSUPPORTED);
+    newer.later = 0;
+    CHECK(qkv_kv_cache_create_with(&bad, m, 1, 4, &newer.o) == QKV_OK);
+    qkv_kv_cache_free(bad);
+    CHECK(qkv_kv_cache_create_with(&bad, m, 1, 4, NULL) == QKV_OK);
+    CHECK(qkv_kv_cache_view(bad, 0, &tk, NULL) == QKV_OK && tk.dtype == QKV_DTYPE_F32);
+    qkv_kv_cache_free(bad);
+    qkv_mha_free(m);
+}
+
 /* --------------------------------------------------------------- errors */
 
 static int detail_has(const char *s)
@@ -1168,6 +1267,7 @@ int main(void)
     test_backward();
     test_decode();
     test_cache_append();
+    test_cache_formats();
     test_decode_long();
     test_save_load();
     test_weight_dtypes();

@@ -1,7 +1,7 @@
 /* The KV cache and the layer's decode step (qkv.h). The cache stores each
  * sequence's keys as (Hkv, max_len, E) and values as (Hkv, max_len, Ev),
- * so that the attention of a step reads every kv head's keys as one
- * contiguous run and the views need no copy. */
+ * in its format (f32, f16 or bf16), so that the attention of a step reads
+ * every kv head's keys as one contiguous run and the views need no copy. */
 #include "layer/mha.h"
 
 #include "common.h"
@@ -12,16 +12,52 @@
 struct qkv_kv_cache {
     int64_t batch, max_len, kv_heads, head_dim, v_head_dim;
     int64_t *len; /* tokens held per sequence */
-    float *k, *v; /* (B, Hkv, max_len, E), (B, Hkv, max_len, Ev) */
+    qkv_dtype dtype; /* the elements' (the format's) */
+    size_t es;       /* their bytes */
+    void *k, *v;     /* (B, Hkv, max_len, E), (B, Hkv, max_len, Ev) */
     size_t bytes;
 };
+
+/* Element `at` of a cache's storage (k or v). */
+static void *elem(const qkv_kv_cache *c, void *base, int64_t at)
+{
+    return (char *)base + at * (int64_t)c->es;
+}
+
+/* The dtype a format stores, or an error naming the field. */
+static qkv_status format_dtype(qkv_kv_format f, const char *name, qkv_dtype *dt)
+{
+    switch (f) {
+    case QKV_KV_F32: *dt = QKV_DTYPE_F32; return QKV_OK;
+    case QKV_KV_F16: *dt = QKV_DTYPE_F16; return QKV_OK;
+    case QKV_KV_BF16: *dt = QKV_DTYPE_BF16; return QKV_OK;
+    }
+    return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "opts.%s: %d is not a qkv_kv_format", name, (int)f);
+}
 
 qkv_status qkv_kv_cache_create(qkv_kv_cache **out, const qkv_mha *m, int64_t batch,
                                int64_t max_len)
 {
+    return qkv_kv_cache_create_with(out, m, batch, max_len, NULL);
+}
+
+qkv_status qkv_kv_cache_create_with(qkv_kv_cache **out, const qkv_mha *m, int64_t batch,
+                                    int64_t max_len, const qkv_kv_cache_options *opts)
+{
     qkv_clear_error();
     if (!out) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "out: is NULL");
     *out = NULL;
+    qkv_kv_cache_options o;
+    QKV_TRY(qkv_struct_read(opts, &o, sizeof o, "opts", "qkv_kv_cache_options"));
+    qkv_dtype kdt = QKV_DTYPE_F32, vdt = QKV_DTYPE_F32;
+    QKV_TRY(format_dtype(o.k_format, "k_format", &kdt));
+    QKV_TRY(format_dtype(o.v_format, "v_format", &vdt));
+    if (kdt != vdt)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
+                        "opts.v_format: %s differs from k_format %s; the keys and values of a "
+                        "cache share one format (a decode step's attention takes one dtype)",
+                        qkv_dtype_name(vdt), qkv_dtype_name(kdt));
+    const size_t es = qkv_dtype_size(kdt);
     if (!m) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "m: is NULL");
     if (batch < 1) return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "batch: %lld is not >= 1", (long long)batch);
     if (max_len < 1)
@@ -30,7 +66,7 @@ qkv_status qkv_kv_cache_create(qkv_kv_cache **out, const qkv_mha *m, int64_t bat
     int64_t per, nk, nv;
     if (!qkv_mul_ok(batch, cfg->kv_heads, &per) || !qkv_mul_ok(per, max_len, &per) ||
         !qkv_mul_ok(per, cfg->head_dim, &nk) || !qkv_mul_ok(per, cfg->v_head_dim, &nv) ||
-        !qkv_add_ok(nk, nv, &per) || (uint64_t)per > SIZE_MAX / sizeof(float) / 2)
+        !qkv_add_ok(nk, nv, &per) || (uint64_t)per > SIZE_MAX / es / 2)
         return qkv_fail(QKV_ERR_OVERFLOW, "max_len: a cache of %lld x %lld tokens overflows",
                         (long long)batch, (long long)max_len);
     qkv_kv_cache *c = calloc(1, sizeof *c);
@@ -40,17 +76,19 @@ qkv_status qkv_kv_cache_create(qkv_kv_cache **out, const qkv_mha *m, int64_t bat
     c->kv_heads = cfg->kv_heads;
     c->head_dim = cfg->head_dim;
     c->v_head_dim = cfg->v_head_dim;
+    c->dtype = kdt;
+    c->es = es;
     c->len = calloc((size_t)batch, sizeof *c->len);
     /* Not zeroed: a position is read only once a step has written it. On
      * huge pages where the OS gives them: decode streams the whole cache. */
-    c->k = qkv_alloc((size_t)nk * sizeof(float));
-    c->v = qkv_alloc((size_t)nv * sizeof(float));
+    c->k = qkv_alloc((size_t)nk * es);
+    c->v = qkv_alloc((size_t)nv * es);
     if (!c->len || !c->k || !c->v) {
         qkv_kv_cache_free(c);
-        return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "cache: %lld floats do not fit in memory",
-                        (long long)per);
+        return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "cache: %lld elements of %s do not fit in memory",
+                        (long long)per, qkv_dtype_name(kdt));
     }
-    c->bytes = sizeof *c + (size_t)batch * sizeof *c->len + (size_t)per * sizeof(float);
+    c->bytes = sizeof *c + (size_t)batch * sizeof *c->len + (size_t)per * es;
     *out = c;
     return QKV_OK;
 }
@@ -78,6 +116,17 @@ static qkv_status check_sequence(const qkv_kv_cache *c, int64_t b)
     return QKV_OK;
 }
 
+/* n floats of src into the cache's storage from element `at`, in its
+ * format (rounded once for a 16-bit one). */
+static void store_row(const qkv_kv_cache *c, void *base, int64_t at, const float *src, int64_t n)
+{
+    if (c->dtype == QKV_DTYPE_F32) {
+        memcpy(elem(c, base, at), src, (size_t)n * sizeof(float));
+        return;
+    }
+    for (int64_t x = 0; x < n; x++) qkv_elem_put(base, c->dtype, at + x, src[x]);
+}
+
 /* Copies n tokens' rows k (n, Hkv, E) and v (n, Hkv, Ev) into sequence b
  * from position pos on. */
 static void store_tokens(qkv_kv_cache *c, int64_t b, int64_t pos, const float *k, const float *v,
@@ -86,10 +135,8 @@ static void store_tokens(qkv_kv_cache *c, int64_t b, int64_t pos, const float *k
     const int64_t Hkv = c->kv_heads, E = c->head_dim, Ev = c->v_head_dim, L = c->max_len;
     for (int64_t t = 0; t < n; t++)
         for (int64_t g = 0; g < Hkv; g++) {
-            memcpy(c->k + ((b * Hkv + g) * L + pos + t) * E, k + (t * Hkv + g) * E,
-                   (size_t)E * sizeof(float));
-            memcpy(c->v + ((b * Hkv + g) * L + pos + t) * Ev, v + (t * Hkv + g) * Ev,
-                   (size_t)Ev * sizeof(float));
+            store_row(c, c->k, ((b * Hkv + g) * L + pos + t) * E, k + (t * Hkv + g) * E, E);
+            store_row(c, c->v, ((b * Hkv + g) * L + pos + t) * Ev, v + (t * Hkv + g) * Ev, Ev);
         }
 }
 
@@ -130,8 +177,8 @@ qkv_status qkv_kv_cache_append(qkv_kv_cache *c, int64_t b, const float *k, const
     const int64_t Hkv = c->kv_heads, E = c->head_dim, Ev = c->v_head_dim, L = c->max_len;
     const int64_t first = b * Hkv * L + c->len[b], span = (Hkv - 1) * L + n;
     const qkv_byte_range outs[2] = {
-        qkv_range("the cache's keys", c->k + first * E, n > 0 ? span * E : 0, sizeof(float)),
-        qkv_range("the cache's values", c->v + first * Ev, n > 0 ? span * Ev : 0, sizeof(float))};
+        qkv_range("the cache's keys", elem(c, c->k, first * E), n > 0 ? span * E : 0, c->es),
+        qkv_range("the cache's values", elem(c, c->v, first * Ev), n > 0 ? span * Ev : 0, c->es)};
     const qkv_byte_range ins[2] = {qkv_range("k", k, n * Hkv * E, sizeof(float)),
                                    qkv_range("v", v, n * Hkv * Ev, sizeof(float))};
     QKV_TRY(qkv_check_buffers(outs, 2, ins, 2, sizeof(float)));
@@ -146,12 +193,12 @@ qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, qkv_tens
     QKV_TRY(check_sequence(c, b));
     const int64_t Hkv = c->kv_heads, E = c->head_dim, Ev = c->v_head_dim, L = c->max_len;
     if (k) {
-        qkv_tensor t = {c->k + b * Hkv * L * E, QKV_DTYPE_F32, {1, Hkv, c->len[b], E},
+        qkv_tensor t = {elem(c, c->k, b * Hkv * L * E), c->dtype, {1, Hkv, c->len[b], E},
                         {Hkv * L * E, L * E, E, 1}};
         *k = t;
     }
     if (v) {
-        qkv_tensor t = {c->v + b * Hkv * L * Ev, QKV_DTYPE_F32, {1, Hkv, c->len[b], Ev},
+        qkv_tensor t = {elem(c, c->v, b * Hkv * L * Ev), c->dtype, {1, Hkv, c->len[b], Ev},
                         {Hkv * L * Ev, L * Ev, Ev, 1}};
         *v = t;
     }
@@ -235,17 +282,20 @@ qkv_status qkv_mha_decode(qkv_context *ctx, const qkv_mha *m, qkv_kv_cache *c, f
     const qkv_byte_range outs[4] = {
         qkv_range("y", y, B * n * D, sizeof(float)),
         qkv_range("weights", weights, B * H * n * Lw, sizeof(float)),
-        qkv_range("the cache's keys", c->k, B * Hkv * L * E, sizeof(float)),
-        qkv_range("the cache's values", c->v, B * Hkv * L * Ev, sizeof(float))};
+        qkv_range("the cache's keys", c->k, B * Hkv * L * E, c->es),
+        qkv_range("the cache's values", c->v, B * Hkv * L * Ev, c->es)};
     const qkv_byte_range ins[2] = {
         qkv_range("x", x, B * n * D, sizeof(float)),
         qkv_mha_param_range("the layer's parameters", m)};
     QKV_TRY(qkv_check_buffers(outs, 4, ins, 2, sizeof(float)));
     float *block = malloc((size_t)(nq + nk + nv + na + 1) * sizeof(float));
     int64_t *pos = malloc((size_t)(2 * B) * sizeof(int64_t));
-    if (!block || !pos) {
+    /* A 16-bit cache: the attention takes its queries in the cache's dtype. */
+    uint16_t *q16 = c->dtype == QKV_DTYPE_F32 ? NULL : malloc((size_t)(nq + 1) * sizeof *q16);
+    if (!block || !pos || (c->dtype != QKV_DTYPE_F32 && !q16)) {
         free(block);
         free(pos);
+        free(q16);
         return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "decode: buffers do not fit in memory");
     }
     float *q = block, *k = q + nq, *v = k + nk, *a = v + nv;
@@ -282,9 +332,14 @@ qkv_status qkv_mha_decode(qkv_context *ctx, const qkv_mha *m, qkv_kv_cache *c, f
         for (int64_t b = 0; b < B; b++)
             store_tokens(c, b, c->len[b], k + b * n * Hkv * E, v + b * n * Hkv * Ev, n);
         qkv_tensor tq = qkv_mha_heads_view(q, B, n, H, E);
+        if (q16) { /* the same layout in the cache's dtype */
+            for (int64_t e = 0; e < nq; e++) qkv_elem_put(q16, c->dtype, e, q[e]);
+            tq.data = q16;
+            tq.dtype = c->dtype;
+        }
         qkv_tensor ta = qkv_mha_heads_view(a, B, n, H, Ev);
-        qkv_tensor tk = {c->k, QKV_DTYPE_F32, {B, Hkv, Lw, E}, {Hkv * L * E, L * E, E, 1}};
-        qkv_tensor tv = {c->v, QKV_DTYPE_F32, {B, Hkv, Lw, Ev}, {Hkv * L * Ev, L * Ev, Ev, 1}};
+        qkv_tensor tk = {c->k, c->dtype, {B, Hkv, Lw, E}, {Hkv * L * E, L * E, E, 1}};
+        qkv_tensor tv = {c->v, c->dtype, {B, Hkv, Lw, Ev}, {Hkv * L * Ev, L * Ev, Ev, 1}};
         qkv_tensor tw = qkv_tensor_contiguous(weights, QKV_DTYPE_F32, B, H, n, Lw);
         st = qkv_attention_forward(ctx, &ta, weights ? &tw : NULL, NULL, &tq, &tk, &tv, &o);
     }
@@ -295,5 +350,6 @@ qkv_status qkv_mha_decode(qkv_context *ctx, const qkv_mha *m, qkv_kv_cache *c, f
         for (int64_t b = 0; b < B; b++) c->len[b] += n;
     free(block);
     free(pos);
+    free(q16);
     return st;
 }

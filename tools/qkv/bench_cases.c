@@ -401,7 +401,7 @@ static int run_layer_forward(void *vctx)
 }
 
 /* A layer with random parameters, its weights kept in dt, and, for
- * decode, a cache holding `len` tokens of random keys and values
+ * decode, a cache in dt holding `len` tokens of random keys and values
  * (appended in pieces). */
 static int layer_setup(const lcase *c, qkv_dtype dt, layer_ctx *l)
 {
@@ -433,7 +433,11 @@ static int layer_setup(const lcase *c, qkv_dtype dt, layer_ctx *l)
     l->y = qkv_alloc((size_t)(rows * c->D) * sizeof(float));
     if (!l->x || !l->y) return 0;
     if (!c->decode) return 1;
-    if (qkv_kv_cache_create(&l->cache, l->m, 1, c->len + 1) != QKV_OK) return 0;
+    const qkv_kv_format f = dt == QKV_DTYPE_BF16  ? QKV_KV_BF16
+                            : dt == QKV_DTYPE_F16 ? QKV_KV_F16
+                                                  : QKV_KV_F32;
+    const qkv_kv_cache_options co = {sizeof co, f, f};
+    if (qkv_kv_cache_create_with(&l->cache, l->m, 1, c->len + 1, &co) != QKV_OK) return 0;
     const int64_t piece = 512;
     float *kv = random_floats(2 * piece * c->Hkv * c->E, 21);
     int ok = kv != NULL;
@@ -511,7 +515,7 @@ static void layer_forward_report(const lcase *c, const bench_opts *bo, const bla
 /* The layer's fastest run against its ceiling's, called in turn
  * (bench_time_pair): a copy for decode, an SGEMM of the projections' size
  * for the forward. */
-/* A layer case with 16-bit weights (--dtype) against its f32 twin, each
+/* A layer case with 16-bit weights and cache (--dtype) against its f32 twin, each
  * side's fastest run: tokens per second for decode, GFLOP/s for the
  * forward. */
 static int layer_twin_case(const lcase *c, const bench_opts *bo)
