@@ -958,9 +958,9 @@ QKV_API qkv_status qkv_sgemm(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_t
  *  @return  QKV_OK, or the error.
  *  Threads: safe; bitwise the same for any thread count with one
  *           instruction set.
- *  Memory:  as qkv_sgemm, plus for a 16-bit operand a widening buffer per
- *           thread (a block's row or a panel's rows; for a C of at most 4
- *           rows and a 16-bit B, 64 x k floats per thread). */
+ *  Memory:  as qkv_sgemm, plus for a 16-bit operand of a C of more than 4
+ *           rows a widening buffer per thread (a block's row or a panel's
+ *           rows; none for the pairs of BF16 x BF16 on AVX512_BF16). */
 QKV_API qkv_status qkv_gemm(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose tb,
                             int64_t m, int64_t n, int64_t k, float alpha, const void *a,
                             qkv_dtype a_dtype, int64_t lda, const void *b, qkv_dtype b_dtype,

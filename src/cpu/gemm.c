@@ -363,10 +363,11 @@ static void scale_c(float *c, int64_t ldc, int64_t m, int64_t n, float beta)
 
 /* A C of at most GEMM_SMALL_M rows (the projections of a decode step) is
  * a matrix-vector product: packing B would cost as much as the whole
- * product, so B is read where it lies. op(A)'s rows are made contiguous
- * (m x k, small); each thread takes a run of column slices of C and sums
- * with dot_rows (B stored n x k: dot products along k) or axpy_rows (B
- * stored k x n: rows of B scaled and added). An element's sum runs over k
+ * product, so B is read where it lies (a 16-bit B widened in registers).
+ * op(A)'s rows are made contiguous (m x k, small); each thread takes a
+ * run of column slices of C and sums with dot_rows (B stored n x k: dot
+ * products along k) or axpy_rows (B stored k x n: rows of B scaled and
+ * added). An element's sum runs over k
  * in an order fixed by k, so the thread count does not change it. */
 #define GEMM_SMALL_M 4
 #define SMALL_COLS 64 /* columns of C per slice */
@@ -383,7 +384,6 @@ typedef struct small_job {
     float *c;
     int64_t ldc;
     float *tmp; /* per thread: m x SMALL_COLS */
-    float *wb;  /* per thread, for a 16-bit B: its slice widened, SMALL_COLS x k */
 } small_job;
 
 static void small_worker(void *ctx, int tid, int64_t begin, int64_t end)
@@ -393,28 +393,14 @@ static void small_worker(void *ctx, int tid, int64_t begin, int64_t end)
     static const float zeros[GEMM_SMALL_M];
     for (int64_t s = begin; s < end; s++) {
         const int64_t j0 = s * SMALL_COLS, w = min64(SMALL_COLS, g->n - j0);
-        if (g->tb) { /* B's rows j0.., read where they lie (16-bit: widened in registers) */
-            const int64_t at = j0 * g->ldb;
-            if (g->bdt == QKV_DTYPE_F32)
-                g->kern->dot_rows(g->a, g->k, g->m, (const float *)g->b + at, g->ldb, t,
-                                  SMALL_COLS, w, g->k);
-            else
-                (g->bdt == QKV_DTYPE_F16 ? g->kern->dot_rows_f16 : g->kern->dot_rows_bf16)(
-                    g->a, g->k, g->m, (const uint16_t *)g->b + at, g->ldb, t, SMALL_COLS, w, g->k);
-        } else { /* B's columns j0.., in place, or a 16-bit B's widened into wb (ld w) */
-            const float *b;
-            int64_t ldb = g->ldb;
-            if (g->bdt == QKV_DTYPE_F32) {
-                b = (const float *)g->b + j0;
-            } else {
-                float *wb = g->wb + (int64_t)tid * SMALL_COLS * g->k;
-                for (int64_t p = 0; p < g->k; p++)
-                    widen(g->kern, g->bdt, g->b, p * g->ldb + j0, w, wb + p * w);
-                b = wb;
-                ldb = w;
-            }
+        const size_t es = qkv_dtype_size(g->bdt);
+        if (g->tb) { /* B's rows j0.. */
+            const char *b = (const char *)g->b + (size_t)(j0 * g->ldb) * es;
+            qkv_cpu_dot_rows(g->kern, g->bdt, g->a, g->k, g->m, b, g->ldb, t, SMALL_COLS, w, g->k);
+        } else { /* B's columns j0.. */
             memset(t, 0, (size_t)(g->m * SMALL_COLS) * sizeof *t);
-            g->kern->axpy_rows(g->a, g->k, g->m, b, ldb, t, SMALL_COLS, zeros, g->k, w);
+            qkv_cpu_axpy_rows(g->kern, g->bdt, g->a, g->k, g->m, (const char *)g->b + (size_t)j0 * es,
+                              g->ldb, t, SMALL_COLS, zeros, g->k, w);
         }
         for (int64_t r = 0; r < g->m; r++) {
             float *cr = g->c + r * g->ldc + j0;
@@ -510,21 +496,16 @@ static qkv_status gemm_plan(const qkv_context *cx, qkv_gemm_transpose ta, qkv_ge
 }
 
 /* The scratch of a small or blocked call, carved from cv (only counted
- * while cv->base is NULL): the small path's copy of A's rows (*rows),
- * each worker's tile of results (s->tmp) and, for a 16-bit B, its slice
- * widened (s->wb); the blocked path's tables of panels, each worker's A
- * and B panels and, for a 16-bit operand, its widening buffer. */
+ * while cv->base is NULL): the small path's copy of A's rows (*rows) and
+ * each worker's tile of results (s->tmp); the blocked path's tables of
+ * panels, each worker's A and B panels and, for a 16-bit operand, its
+ * widening buffer. */
 static void gemm_layout(gemm_route route, gemm_job *g, int nt, qkv_carver *cv, small_job *s,
                         float **rows)
 {
     if (route == ROUTE_SMALL) {
         *rows = qkv_carve(cv, (size_t)(g->m * g->k) * sizeof(float));
         s->tmp = qkv_carve(cv, (size_t)(nt * g->m * SMALL_COLS) * sizeof(float));
-        /* A 16-bit B stored k x n: the slice's k rows of SMALL_COLS
-         * widened (stored n x k, dot_rows_f16 / _bf16 read it in place). */
-        s->wb = g->bdt == QKV_DTYPE_F32 || g->tb
-                    ? NULL
-                    : qkv_carve(cv, (size_t)nt * SMALL_COLS * (size_t)g->k * sizeof(float));
     } else if (route == ROUTE_BLOCKED) {
         const size_t pa_bytes =
             (size_t)(g->mc / g->kern->gemm_mr * panel_stride(g->kern->gemm_mr, g->kc)) *
@@ -649,7 +630,7 @@ qkv_status qkv_gemm(qkv_context *ctx, qkv_gemm_transpose ta, qkv_gemm_transpose 
         return QKV_OK;
     }
 #endif
-    small_job sm = {g.kern, tb, m, n, k, NULL, b, b_dtype, ldb, alpha, beta, c, ldc, NULL, NULL};
+    small_job sm = {g.kern, tb, m, n, k, NULL, b, b_dtype, ldb, alpha, beta, c, ldc, NULL};
     float *rows = NULL;
     qkv_carver cv = {NULL, 0};
     gemm_layout(route, &g, nt, &cv, &sm, &rows);

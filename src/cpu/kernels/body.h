@@ -524,10 +524,11 @@ static void softmax_rows(float *s, int64_t lds, int64_t m, int64_t n, float *mx,
 }
 
 /* o[r][c0 ..] = o * alpha[r] + sum_j p[r][j] v[j][c0 ..] for MR rows and NV
- * whole vectors of columns: each v row loaded once for all MR rows. */
-#define DEFINE_AXPY_TILE(NAME, MR, NV)                                                        \
-    static inline void NAME(const float *p, int64_t ldp, const float *v, int64_t ldv,        \
-                            float *o, int64_t ldo, const float *alpha, int64_t n)            \
+ * whole vectors of columns: each v row loaded once for all MR rows. V's
+ * elements are T, read by LOAD (vldu, or a 16-bit widening). */
+#define DEFINE_AXPY_TILE(NAME, MR, NV, T, LOAD)                                               \
+    static inline void NAME(const float *p, int64_t ldp, const T *v, int64_t ldv, float *o,  \
+                            int64_t ldo, const float *alpha, int64_t n)                      \
     {                                                                                         \
         VF acc[MR][NV];                                                                       \
         _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)                                 \
@@ -536,7 +537,7 @@ static void softmax_rows(float *s, int64_t lds, int64_t m, int64_t n, float *mx,
         for (int64_t j = 0; j < n; j++) {                                                     \
             VF vv[NV];                                                                        \
             _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) vv[c] =                     \
-                vldu(v + j * ldv + c * VL);                                                   \
+                LOAD(v + j * ldv + c * VL);                                                   \
             _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)                             \
             {                                                                                 \
                 const VF pb = vset1(p[r * ldp + j]);                                          \
@@ -553,54 +554,63 @@ static void softmax_rows(float *s, int64_t lds, int64_t m, int64_t n, float *mx,
  * ISA may set it above QK_NV), so that each line of V is read from memory
  * by one pass, then QK_NV and single vectors take what is left. Each
  * column's sum runs over j in the same order in every tile, so the tiling
- * does not change the result. */
+ * does not change the result; nor does V's type: ELEM(v, i) widens one
+ * element exactly, as LOAD does a vector. */
 #ifndef AXPY_NV
 #define AXPY_NV QK_NV
 #endif
-DEFINE_AXPY_TILE(axpy_4x, 4, AXPY_NV)
-DEFINE_AXPY_TILE(axpy_4w, 4, QK_NV)
-DEFINE_AXPY_TILE(axpy_4n, 4, 1)
-DEFINE_AXPY_TILE(axpy_1x, 1, AXPY_NV)
-DEFINE_AXPY_TILE(axpy_1w, 1, QK_NV)
-DEFINE_AXPY_TILE(axpy_1n, 1, 1)
-
-static void axpy_rows(const float *p, int64_t ldp, int64_t m, const float *v, int64_t ldv,
-                      float *o, int64_t ldo, const float *alpha, int64_t n, int64_t ev)
-{
-    int64_t r = 0;
-    for (; r < m; r += r + 4 <= m ? 4 : 1) {
-        const int four = r + 4 <= m;
-        const float *pr = p + r * ldp;
-        float *orow = o + r * ldo;
-        int64_t c = 0;
-        for (; c + AXPY_NV * VL <= ev; c += AXPY_NV * VL) {
-            if (four)
-                axpy_4x(pr, ldp, v + c, ldv, orow + c, ldo, alpha + r, n);
-            else
-                axpy_1x(pr, ldp, v + c, ldv, orow + c, ldo, alpha + r, n);
-        }
-        for (; c + QK_NV * VL <= ev; c += QK_NV * VL) {
-            if (four)
-                axpy_4w(pr, ldp, v + c, ldv, orow + c, ldo, alpha + r, n);
-            else
-                axpy_1w(pr, ldp, v + c, ldv, orow + c, ldo, alpha + r, n);
-        }
-        for (; c + VL <= ev; c += VL) {
-            if (four)
-                axpy_4n(pr, ldp, v + c, ldv, orow + c, ldo, alpha + r, n);
-            else
-                axpy_1n(pr, ldp, v + c, ldv, orow + c, ldo, alpha + r, n);
-        }
-        /* The last columns, fewer than a vector, one by one in the same
-         * order of j. */
-        for (int64_t i = 0; i < (four ? 4 : 1); i++)
-            for (int64_t cc = c; cc < ev; cc++) {
-                float acc = orow[i * ldo + cc] * alpha[r + i];
-                for (int64_t j = 0; j < n; j++) acc = fmaf(pr[i * ldp + j], v[j * ldv + cc], acc);
-                orow[i * ldo + cc] = acc;
-            }
+#define DEFINE_AXPY_ROWS(NAME, T, LOAD, ELEM)                                                 \
+    DEFINE_AXPY_TILE(NAME##_4x, 4, AXPY_NV, T, LOAD)                                          \
+    DEFINE_AXPY_TILE(NAME##_4w, 4, QK_NV, T, LOAD)                                            \
+    DEFINE_AXPY_TILE(NAME##_4n, 4, 1, T, LOAD)                                                \
+    DEFINE_AXPY_TILE(NAME##_1x, 1, AXPY_NV, T, LOAD)                                          \
+    DEFINE_AXPY_TILE(NAME##_1w, 1, QK_NV, T, LOAD)                                            \
+    DEFINE_AXPY_TILE(NAME##_1n, 1, 1, T, LOAD)                                                \
+    static void NAME(const float *p, int64_t ldp, int64_t m, const T *v, int64_t ldv,        \
+                     float *o, int64_t ldo, const float *alpha, int64_t n, int64_t ev)       \
+    {                                                                                         \
+        int64_t r = 0;                                                                        \
+        for (; r < m; r += r + 4 <= m ? 4 : 1) {                                              \
+            const int four = r + 4 <= m;                                                      \
+            const float *pr = p + r * ldp;                                                    \
+            float *orow = o + r * ldo;                                                        \
+            int64_t c = 0;                                                                    \
+            for (; c + AXPY_NV * VL <= ev; c += AXPY_NV * VL) {                               \
+                if (four)                                                                     \
+                    NAME##_4x(pr, ldp, v + c, ldv, orow + c, ldo, alpha + r, n);              \
+                else                                                                          \
+                    NAME##_1x(pr, ldp, v + c, ldv, orow + c, ldo, alpha + r, n);              \
+            }                                                                                 \
+            for (; c + QK_NV * VL <= ev; c += QK_NV * VL) {                                   \
+                if (four)                                                                     \
+                    NAME##_4w(pr, ldp, v + c, ldv, orow + c, ldo, alpha + r, n);              \
+                else                                                                          \
+                    NAME##_1w(pr, ldp, v + c, ldv, orow + c, ldo, alpha + r, n);              \
+            }                                                                                 \
+            for (; c + VL <= ev; c += VL) {                                                   \
+                if (four)                                                                     \
+                    NAME##_4n(pr, ldp, v + c, ldv, orow + c, ldo, alpha + r, n);              \
+                else                                                                          \
+                    NAME##_1n(pr, ldp, v + c, ldv, orow + c, ldo, alpha + r, n);              \
+            }                                                                                 \
+            /* The last columns, fewer than a vector, one by one in the same                  \
+             * order of j. */                                                                 \
+            for (int64_t i = 0; i < (four ? 4 : 1); i++)                                      \
+                for (int64_t cc = c; cc < ev; cc++) {                                         \
+                    float acc = orow[i * ldo + cc] * alpha[r + i];                            \
+                    for (int64_t j = 0; j < n; j++)                                           \
+                        acc = fmaf(pr[i * ldp + j], ELEM(v, j * ldv + cc), acc);              \
+                    orow[i * ldo + cc] = acc;                                                 \
+                }                                                                             \
+        }                                                                                     \
     }
-}
+
+#define ELEM_F32(v, i) ((v)[i])
+#define ELEM_F16(v, i) qkv_f16_to_f32((v)[i])
+#define ELEM_BF16(v, i) qkv_bf16_to_f32((v)[i])
+DEFINE_AXPY_ROWS(axpy_rows, float, vldu, ELEM_F32)
+DEFINE_AXPY_ROWS(axpy_rows_f16, uint16_t, vwiden_f16, ELEM_F16)
+DEFINE_AXPY_ROWS(axpy_rows_bf16, uint16_t, vwiden_bf16, ELEM_BF16)
 
 /* ------------------------------------------------------------ gemm */
 
@@ -736,7 +746,8 @@ static void narrow_bf16(uint16_t *dst, const float *src, int64_t n)
     .qk = qk, .softmax = softmax, .pv = pv, .exp_inplace = exp_inplace, .softcap = softcap,   \
     .gemm_mr = GEMM_MR, .gemm_nr = GEMM_NR, .gemm = gemm, .dot_rows = dot_rows,               \
     .dot_rows_f16 = dot_rows_f16, .dot_rows_bf16 = dot_rows_bf16,                             \
-    .softmax_rows = softmax_rows, .axpy_rows = axpy_rows, .widen_f16 = widen_f16,             \
+    .softmax_rows = softmax_rows, .axpy_rows = axpy_rows, .axpy_rows_f16 = axpy_rows_f16,      \
+    .axpy_rows_bf16 = axpy_rows_bf16, .widen_f16 = widen_f16,                                 \
     .widen_bf16 = widen_bf16, .narrow_f16 = narrow_f16, .narrow_bf16 = narrow_bf16
 
 #if defined(VPAIRS) && !defined(KNAME_PAIRS)

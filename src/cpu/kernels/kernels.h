@@ -91,6 +91,14 @@ typedef struct qkv_cpu_kernels {
                          float *alpha);
     void (*axpy_rows)(const float *p, int64_t ldp, int64_t m, const float *v, int64_t ldv,
                       float *o, int64_t ldo, const float *alpha, int64_t n, int64_t ev);
+    /* axpy_rows with v of f16 or bf16 patterns, widened in registers: the
+     * bits axpy_rows gives on v's widened copy (how decode reads a 16-bit
+     * cache's values in place). */
+    void (*axpy_rows_f16)(const float *p, int64_t ldp, int64_t m, const uint16_t *v, int64_t ldv,
+                          float *o, int64_t ldo, const float *alpha, int64_t n, int64_t ev);
+    void (*axpy_rows_bf16)(const float *p, int64_t ldp, int64_t m, const uint16_t *v,
+                           int64_t ldv, float *o, int64_t ldo, const float *alpha, int64_t n,
+                           int64_t ev);
 
     /* dst[x] = src[x] widened to float (exactly), x < n, any alignment:
      * IEEE binary16 (widen_f16) or bfloat16 (widen_bf16) patterns. How the
