@@ -1547,9 +1547,12 @@ QKV_API qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, 
  *  attention's key splitting). With an F16 or BF16 cache the attention
  *  runs in that dtype: the step's queries are rounded to it as the new
  *  keys and values are, the attention's output and weights stay F32, and
- *  the result differs from the F32 layer's by those roundings (within
- *  the dtype's unit roundoff, 2^-8 for BF16 and 2^-11 for F16, in
- *  relative L2; measured 6e-4 and 9e-5 at most: tests/test_mha.c).
+ *  the result differs from the F32 layer's by those roundings: each
+ *  score moves by about the dtype's unit roundoff (2^-8 for BF16, 2^-11
+ *  for F16) times the size of its terms, and each weight by as much in
+ *  relative terms, so with scores of order one the output stays within
+ *  that unit roundoff in relative L2 (tests/test_mha.c and the Python
+ *  tests measure it), larger scores moving it more.
  *
  *    ctx      in, optional: how the call runs (threads, isa, backend,
  *             progress); NULL for the default context

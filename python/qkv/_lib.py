@@ -46,6 +46,12 @@ class Options(ctypes.Structure):
         self.struct_size = ctypes.sizeof(Options)
 
 
+class KvCacheOptions(ctypes.Structure):
+    """qkv_kv_cache_options."""
+    _fields_ = [("struct_size", ctypes.c_size_t), ("k_format", ctypes.c_int),
+                ("v_format", ctypes.c_int)]
+
+
 class MhaConfig(ctypes.Structure):
     """qkv_mha_config; a 0 field means its default (see qkv.h)."""
     _fields_ = [
@@ -161,6 +167,8 @@ def _declare_layer(lib):
         "qkv_mha_forward": ([P, P, FP, FP, FP, I64, I64, FP, I64, pOpt], ctypes.c_int),
         "qkv_mha_backward": ([P, P, P, FP, FP, FP, FP, I64, I64, FP, I64, pOpt], ctypes.c_int),
         "qkv_kv_cache_create": ([ctypes.POINTER(P), P, I64, I64], ctypes.c_int),
+        "qkv_kv_cache_create_with": ([ctypes.POINTER(P), P, I64, I64,
+                                      ctypes.POINTER(KvCacheOptions)], ctypes.c_int),
         "qkv_kv_cache_free": ([P], None),
         "qkv_kv_cache_length": ([P, I64], I64),
         "qkv_kv_cache_truncate": ([P, I64, I64], ctypes.c_int),

@@ -61,12 +61,13 @@ class _Owned:
 
 class _Memory:
     """Lends libqkv's memory to numpy: np.asarray(_Memory(...)) is a view
-    whose .base keeps `owner` (and so the C object) alive."""
+    whose .base keeps `owner` (and so the C object) alive; typestr "<f4"
+    (float32), "<f2" (float16) or "<u2" (bfloat16's bits)."""
 
-    def __init__(self, owner, addr, shape, strides=None):
+    def __init__(self, owner, addr, shape, strides=None, typestr="<f4"):
         self._owner = owner
         self.__array_interface__ = {"version": 3, "shape": tuple(int(n) for n in shape),
-                                    "typestr": "<f4", "data": (addr, False),
+                                    "typestr": typestr, "data": (addr, False),
                                     "strides": None if strides is None else tuple(strides)}
 
 
@@ -663,24 +664,37 @@ class MultiheadAttention:
         return (y, w) if need_weights else y
 
 
+# A cache's formats: qkv_kv_format's value, the element's bytes and typestr.
+_CACHE_FORMATS = {"f32": (0, 4, "<f4"), "f16": (1, 2, "<f2"), "bf16": (2, 2, "<u2")}
+
+
 class KVCache:
     """Keys and values (after RoPE) of `batch` sequences of up to max_len
     tokens for one layer, for MultiheadAttention.decode. Memory is taken
-    once: batch x num_kv_heads x max_len x (head_dim + v_head_dim) floats."""
+    once: batch x num_kv_heads x max_len x (head_dim + v_head_dim)
+    elements of `format`: "f32" (float32, the default), "f16" or "bf16",
+    which round each stored element once and halve the bytes a decode step
+    reads (the step then attends in that dtype, its queries rounded to it
+    too)."""
 
-    def __init__(self, layer, batch, max_len):
+    def __init__(self, layer, batch, max_len, format="f32"):
         if not isinstance(layer, MultiheadAttention):
             raise TypeError("layer: %s, expected a qkv.MultiheadAttention"
                             % type(layer).__name__)
         batch = _args.integer("batch", batch)
         max_len = _args.integer("max_len", max_len)
+        if not isinstance(format, str) or format not in _CACHE_FORMATS:
+            raise ValueError("format: %r, expected 'f32', 'f16' or 'bf16'" % (format,))
+        code = _CACHE_FORMATS[format][0]
+        opts = _lib.KvCacheOptions(ctypes.sizeof(_lib.KvCacheOptions), code, code)
         ptr = ctypes.c_void_p()
-        _check(_LIB.qkv_kv_cache_create(ctypes.byref(ptr), layer._handle.ptr, batch, max_len),
-               "KVCache")
+        _check(_LIB.qkv_kv_cache_create_with(ctypes.byref(ptr), layer._handle.ptr, batch, max_len,
+                                             ctypes.byref(opts)), "KVCache")
         self._handle = _Owned(ptr.value, _LIB.qkv_kv_cache_free)
         self.layer = layer
         self.batch = batch
         self.max_len = max_len
+        self.format = format
 
     def _seq(self, b):
         b = _args.integer("b", b, -float("inf"), float("inf"))  # the range is the IndexError's
@@ -725,20 +739,33 @@ class KVCache:
 
     def view(self, b):
         """Writable views (keys (num_kv_heads, length, head_dim), values
-        (num_kv_heads, length, v_head_dim)) of sequence b's cached tokens;
-        valid while the cache lives (they keep it alive)."""
+        (num_kv_heads, length, v_head_dim)) of sequence b's cached tokens,
+        in the cache's format (float32, float16, or ml_dtypes.bfloat16,
+        which a "bf16" cache's view needs installed); valid while the cache
+        lives (they keep it alive)."""
+        _, size, typestr = _CACHE_FORMATS[self.format]
+        bf16 = None
+        if self.format == "bf16":
+            try:
+                import ml_dtypes
+            except ImportError:
+                raise TypeError("KVCache.view: a bf16 cache's view is an ml_dtypes.bfloat16 "
+                                "array, and ml_dtypes is not installed (pip install "
+                                "ml_dtypes)") from None
+            bf16 = ml_dtypes.bfloat16
         tk, tv = _lib.Tensor(), _lib.Tensor()
         _check(_LIB.qkv_kv_cache_view(self._handle.ptr, self._seq(b), ctypes.byref(tk),
                                       ctypes.byref(tv)), "KVCache.view")
         out = []
         for t in (tk, tv):
-            out.append(np.asarray(_Memory(self._handle, t.data, tuple(t.shape)[1:],
-                                          tuple(s * 4 for s in tuple(t.stride)[1:]))))
+            a = np.asarray(_Memory(self._handle, t.data, tuple(t.shape)[1:],
+                                   tuple(s * size for s in tuple(t.stride)[1:]), typestr))
+            out.append(a.view(bf16) if bf16 is not None else a)
         return tuple(out)
 
     def __repr__(self):
-        return "qkv.KVCache(batch=%d, max_len=%d, lengths=%s)" % (self.batch, self.max_len,
-                                                                  self.lengths())
+        return "qkv.KVCache(batch=%d, max_len=%d, format=%r, lengths=%s)" % (
+            self.batch, self.max_len, self.format, self.lengths())
 
 
 def _size(name, x):

@@ -632,6 +632,31 @@ def test_decode_equals_causal_forward(kw):
     assert cache.lengths() == [T] * B
 
 
+@pytest.mark.parametrize("fmt,tol", [("f16", 2.0 ** -11), ("bf16", 2.0 ** -8)])
+def test_cache_formats(fmt, tol):
+    """A 16-bit cache holds the f32 cache's keys and values rounded, and its
+    steps stay within the dtype's unit roundoff of the f32 cache's."""
+    # weights of standard deviation 0.15: scores of order one, where
+    # rounding q and k by u moves each weight by about u (larger scores
+    # move it more; measured 1.2e-4 to 2.6e-4 for f16, 1.1e-3 to 1.5e-3
+    # for bf16)
+    m = randomize(qkv.MultiheadAttention(16, 4, batch_first=True, num_kv_heads=2, rope="half"),
+                  scale=0.15)
+    B, T = 2, 7
+    x = rand(B, T, 16)
+    c32, c16 = qkv.KVCache(m, B, T), qkv.KVCache(m, B, T, format=fmt)
+    assert c16.format == fmt and c16.nbytes < c32.nbytes and fmt in repr(c16)
+    for a, b in ((0, 5), (5, 6), (6, 7)):
+        y32, y16 = m.decode(c32, x[:, a:b]), m.decode(c16, x[:, a:b])
+        assert y16.dtype == np.float32 and rel(y16, y32) <= tol, rel(y16, y32)
+    (k32, v32), (k16, v16) = c32.view(1), c16.view(1)
+    want = np.float16 if fmt == "f16" else pytest.importorskip("ml_dtypes").bfloat16
+    assert k16.dtype == want and k16.shape == k32.shape
+    assert np.array_equal(k16, k32.astype(want)) and np.array_equal(v16, v32.astype(want))
+    with pytest.raises(ValueError, match="format: 'f8'"):
+        qkv.KVCache(m, 1, 4, format="f8")
+
+
 def test_cache_truncate_and_append():
     m = randomize(qkv.MultiheadAttention(8, 2, batch_first=True, num_kv_heads=1, rope="half"))
     B, T = 2, 6
