@@ -1,0 +1,41 @@
+/* The block formats of the quantized KV cache: llama.cpp's q8_0 and q4_0,
+ * byte for byte, so that a cache's numbers can be compared with its. A
+ * block holds 32 consecutive values (along a row: a head's dims) and
+ * starts with its scale d, an IEEE binary16 (little-endian):
+ *
+ *   q8_0, 34 bytes: d, then 32 signed bytes q[j];  x[j] = q[j] * d,
+ *         d = max |x| / 127 and q[j] = round(x[j] / d), halves away from 0.
+ *   q4_0, 18 bytes: d, then 16 bytes; byte j holds value j in its low
+ *         nibble and value j + 16 in its high one, each as n = q + 8 in
+ *         0..15;  x[j] = (n[j] - 8) * d, d = -m / 8 where m is the value
+ *         of largest magnitude (m maps to n = 0, that is -8 d), and
+ *         n[j] = min(15, trunc(x[j] / d + 8.5)).
+ *
+ * As in llama.cpp, the quotients use 1 / d in f32 before d is rounded to
+ * binary16 (a block of zeros has d = 0 and every q 0).
+ *
+ * What the formats cannot hold is never turned into numbers silently: a
+ * block with a NaN or an infinity, or whose d overflows binary16 (|x|
+ * above 65504 * 127 for q8_0, 65504 * 8 for q4_0), is stored with d = NaN
+ * and q = 0, so that all its 32 values read back as NaN; the quantizers
+ * count such blocks for the caller to report. */
+#ifndef QKV_QUANT_H
+#define QKV_QUANT_H
+
+#include <stdint.h>
+
+#define QKV_QBLOCK 32      /* values a block */
+#define QKV_Q8_0_BYTES 34  /* bytes a q8_0 block */
+#define QKV_Q4_0_BYTES 18  /* bytes a q4_0 block */
+
+/* blocks x 32 values of x into blocks at dst (any alignment). Returns
+ * the blocks stored as NaN (see above), 0 when every value fit. */
+int64_t qkv_q8_0_quantize(unsigned char *dst, const float *x, int64_t blocks);
+int64_t qkv_q4_0_quantize(unsigned char *dst, const float *x, int64_t blocks);
+
+/* And back: blocks x 32 values, each exactly q * d (or (n - 8) * d), the
+ * products of a small integer and a binary16 exact in f32. */
+void qkv_q8_0_dequantize(float *dst, const unsigned char *src, int64_t blocks);
+void qkv_q4_0_dequantize(float *dst, const unsigned char *src, int64_t blocks);
+
+#endif
