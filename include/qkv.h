@@ -261,8 +261,10 @@ typedef enum qkv_impl {
 /* Instruction sets of the fast path. QKV_ISA_AUTO picks the one named by
  * the environment variable QKV_ISA ("generic", "avx2", "avx512",
  * "avx512bf16"; read once per process) or else the best the CPU supports.
- * Every set computes every dtype; AVX512_BF16 differs from AVX512 in bf16
- * attention forwards only (its dot products; README, DESIGN.md section 2). */
+ * Every set computes every dtype; AVX512_BF16 differs from AVX512 only
+ * where bf16 meets bf16 (attention of more than 4 queries, its backward
+ * with a bf16 dO, qkv_gemm of bf16 x bf16), which it takes on bf16 dot
+ * products (README, DESIGN.md section 2). */
 typedef enum qkv_isa {
     QKV_ISA_AUTO = 0,
     QKV_ISA_GENERIC, /* plain C, every build and CPU */

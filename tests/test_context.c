@@ -130,7 +130,7 @@ static void check_settings_reach_the_call(void)
     float *g = run(&b, gen, &opt), *g3 = run(&b, gen3, &opt);
     CHECK(same(g, g3, &b));
     /* An isa this CPU or build lacks is refused at the call. */
-    for (qkv_isa isa = QKV_ISA_AVX2; isa <= QKV_ISA_AVX512; isa++) {
+    for (qkv_isa isa = QKV_ISA_AVX2; isa <= QKV_ISA_AVX512_BF16; isa++) {
         if (qkv_isa_supported(isa)) continue;
         qkv_context *no = test_context(QKV_IMPL_AUTO, isa, 1);
         CHECK(qkv_attention_forward(no, &b.to, NULL, NULL, &b.tq, &b.tk, &b.tv, &opt) ==

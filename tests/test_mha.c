@@ -2,6 +2,7 @@
  * layer written out here from the formulas of qkv.h, backward against
  * central finite differences of that double layer, decoding with the KV
  * cache against the full sequence, save/load round trips, and the errors. */
+#include "cpu/dispatch.h"
 #include "half.h"
 #include "qkv.h"
 #include "test.h"
@@ -606,9 +607,11 @@ static void test_cache_append(void)
  * rounded, bit for bit (their views, in their dtype); their steps' outputs
  * differ from the f32 cache's by the rounding of K, V and the queries:
  * relative L2 within each dtype's unit roundoff (2^-11 for f16, 2^-8
- * for bf16; measured 4e-5 to 9e-5 and 2.5e-4 to 6e-4); a cache holds
- * about half the f32 bytes; appended rows are rounded as they are
- * stored; and the options' errors. */
+ * for bf16; measured 4e-5 to 9e-5 and 2.5e-4 to 6e-4), and so does a
+ * second bf16 cache decoded on the emulated bf16 pair kernels (the
+ * AVX512-BF16 set's arithmetic: its 6-query step rounds the weights too);
+ * a cache holds about half the f32 bytes; appended rows are rounded as
+ * they are stored; and the options' errors. */
 static void test_cache_formats(void)
 {
     test_rng r = test_rng_seed(0xf16);
@@ -616,11 +619,12 @@ static void test_cache_formats(void)
                           .rope = QKV_ROPE_HALF, .rope_base = 100};
     qkv_mha *m = make_layer(&cfg, &r);
     const int64_t B = 2, max_len = 40, D = 32, Hkv = 2, E = 8;
-    const qkv_kv_format fmts[3] = {QKV_KV_F32, QKV_KV_F16, QKV_KV_BF16};
-    const qkv_dtype dts[3] = {QKV_DTYPE_F32, QKV_DTYPE_F16, QKV_DTYPE_BF16};
-    const double tol[3] = {0, 0x1p-11, 0x1p-8}; /* each dtype's unit roundoff */
-    qkv_kv_cache *c[3];
-    for (int f = 0; f < 3; f++) {
+    /* the last: bf16 on the pairs (forced below) */
+    const qkv_kv_format fmts[4] = {QKV_KV_F32, QKV_KV_F16, QKV_KV_BF16, QKV_KV_BF16};
+    const qkv_dtype dts[4] = {QKV_DTYPE_F32, QKV_DTYPE_F16, QKV_DTYPE_BF16, QKV_DTYPE_BF16};
+    const double tol[4] = {0, 0x1p-11, 0x1p-8, 0x1p-8}; /* each dtype's unit roundoff */
+    qkv_kv_cache *c[4];
+    for (int f = 0; f < 4; f++) {
         qkv_kv_cache_options o = {sizeof o, fmts[f], fmts[f]};
         CHECK(qkv_kv_cache_create_with(&c[f], m, B, max_len, &o) == QKV_OK);
     }
@@ -631,15 +635,17 @@ static void test_cache_formats(void)
     for (size_t s = 0; s < sizeof steps / sizeof steps[0]; s++) {
         const int64_t n = steps[s];
         float *x = test_rand_f32(&r, B * n * D, -1, 1);
-        float *y[3];
-        for (int f = 0; f < 3; f++) {
+        float *y[4];
+        for (int f = 0; f < 4; f++) {
             y[f] = test_malloc(sizeof(float) * (size_t)(B * n * D));
+            if (f == 3) qkv_cpu_kernels_force(&qkv_kernels_generic_pairs);
             CHECK(qkv_mha_decode(NULL, m, c[f], y[f], NULL, x, n, NULL) == QKV_OK);
+            qkv_cpu_kernels_force(NULL);
         }
-        for (int f = 1; f < 3; f++)
-            CHECK_TENSOR(y[f], y[0], B * n * D, tol[f], "decode step %zu, %s cache", s,
-                         qkv_dtype_name(dts[f]));
-        for (int f = 0; f < 3; f++) free(y[f]);
+        for (int f = 1; f < 4; f++)
+            CHECK_TENSOR(y[f], y[0], B * n * D, tol[f], "decode step %zu, %s cache%s", s,
+                         qkv_dtype_name(dts[f]), f == 3 ? " on pairs" : "");
+        for (int f = 0; f < 4; f++) free(y[f]);
         free(x);
     }
     /* The views: the f32 cache's elements rounded, in the cache's dtype. */
@@ -671,7 +677,7 @@ static void test_cache_formats(void)
     CHECK(qkv_kv_cache_view(c[2], 1, &tk, &tv) == QKV_OK);
     CHECK(tk.shape[2] == 1 && ((const uint16_t *)tk.data)[3] == qkv_f32_to_bf16(k[3]) &&
           ((const uint16_t *)tv.data)[tv.stride[1] + 2] == qkv_f32_to_bf16(v[8 + 2]));
-    for (int f = 0; f < 3; f++) qkv_kv_cache_free(c[f]);
+    for (int f = 0; f < 4; f++) qkv_kv_cache_free(c[f]);
     /* The options' errors. */
     qkv_kv_cache *bad = (qkv_kv_cache *)1;
     qkv_kv_cache_options o = {0, (qkv_kv_format)7, QKV_KV_F32};

@@ -36,7 +36,9 @@ int qkv_cpu_runs(qkv_isa isa)
         return __builtin_cpu_supports("avx512f");
     case QKV_ISA_AVX512_BF16:
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx512f") && has_avx512_bf16();
+        /* -mavx512bf16 implies AVX512BW, which the compiler may use too */
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               has_avx512_bf16();
 #else
     case QKV_ISA_AVX2:
     case QKV_ISA_AVX512:

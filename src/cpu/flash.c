@@ -317,7 +317,7 @@ static void careful_pv(const plan *pl, scratch *sc, const float *v, int64_t ldv,
  *   Output: the weights are rounded to bf16 in pairs of keys (pack_pairs)
  *   and V's block is repacked as pairs of keys (pair_rows).
  * Rounding the weights is the one rounding the tiled walk does not make:
- * each weight's relative error is at most 2^-9, unbiased, so the output's
+ * each weight's relative error is at most 2^-8, unbiased, so the output's
  * relative L2 error grows by about that over the rounding of a bf16 O
  * (within the contract, 4e-3: tests/test_dtypes.c measures it through
  * the generic emulation of these kernels and, where the CPU has them, the

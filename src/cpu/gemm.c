@@ -190,7 +190,7 @@ static void pack_pairs_along(const qkv_cpu_kernels *kern, uint32_t *dst, int64_t
 {
     const int64_t kp = (kc + 1) / 2, stride = panel_stride(w, kp);
     for (int64_t x = 0; x < kp; x++) {
-        const uint16_t *s0 = src + 2 * x * ld, *s1 = s0 + ld;
+        const uint16_t *s0 = src + 2 * x * ld;
         const int lone = 2 * x + 1 == kc;
         for (int64_t j = 0, q = 0; j < len; j += w, q++) {
             uint32_t *d = dst + q * stride + x * w;
@@ -198,7 +198,7 @@ static void pack_pairs_along(const qkv_cpu_kernels *kern, uint32_t *dst, int64_t
             if (lone)
                 for (int64_t t = 0; t < n; t++) d[t] = s0[j + t];
             else
-                kern->pair_rows(d, s0 + j, s1 + j, n);
+                kern->pair_rows(d, s0 + j, s0 + ld + j, n);
             for (int64_t t = n; t < w; t++) d[t] = 0;
         }
     }
