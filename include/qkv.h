@@ -137,7 +137,19 @@ typedef enum qkv_dtype {
     QKV_DTYPE_BF16,    /* bfloat16 */
     QKV_DTYPE_BOOL,    /* one byte, 0 = false, anything else = true */
     QKV_DTYPE_I32,
-    QKV_DTYPE_I64
+    QKV_DTYPE_I64,
+    /* Block formats (llama.cpp's, byte for byte), for K and V only: 32
+     * consecutive values of a row share one binary16 scale d at the start
+     * of their block. Q8_0: 34-byte blocks, d then 32 signed bytes q,
+     * x = q d. Q4_0: 18-byte blocks, d then 16 bytes whose low nibbles are
+     * values 0..15 and high nibbles values 16..31, each n in 0..15,
+     * x = (n - 8) d. A view in a block format has stride[3] = 1, a last
+     * dim and other strides that are multiples of 32 (rows start at a
+     * block), non-negative strides, and data aligned to 2 bytes; its
+     * strides count values, so block b of a row is at byte b * 34 (18)
+     * from the row's start, and the row of offset s at byte s / 32 * 34. */
+    QKV_DTYPE_Q8_0,
+    QKV_DTYPE_Q4_0
 } qkv_dtype;
 
 /*! qkv_dtype_size() :
@@ -146,12 +158,14 @@ typedef enum qkv_dtype {
  *    dtype  in: any value, inside the enum or not
  *
  *  Errors:  none.
- *  @return  bytes per element; 0 for a value outside the enum.
+ *  @return  bytes per element; 0 for a value outside the enum and for the
+ *           block formats Q8_0 and Q4_0, whose values have no bytes of
+ *           their own (a block of 32 is 34 or 18 bytes).
  *  Threads: safe. */
 QKV_API size_t qkv_dtype_size(qkv_dtype dtype);
 
 /*! qkv_dtype_name() :
- *  The lower-case name of a dtype ("f32", "bool").
+ *  The lower-case name of a dtype ("f32", "bool", "q8_0").
  *
  *    dtype  in: any value, inside the enum or not
  *
@@ -166,6 +180,8 @@ QKV_API const char *qkv_dtype_name(qkv_dtype dtype);
  *
  *   tensor                      dtype
  *   Q, K, V                     one of f32, f16, bf16, the same for all three
+ *   K, V (forward only)         or each on its own q8_0 or q4_0, with Q
+ *                               in any of the three (a quantized KV cache)
  *   O, weights (forward)        in or f32
  *   lse (forward and backward)  f32
  *   mask                        bool, or a float mask in f32 or in
@@ -174,7 +190,8 @@ QKV_API const char *qkv_dtype_name(qkv_dtype dtype);
  *   qkv_attention_merge         f32 throughout
  *
  * Whatever the dtypes, every score, maximum, sum and accumulator is kept in
- * f32 or wider: f16 and bf16 inputs are widened exactly and each result is
+ * f32 or wider: f16 and bf16 inputs are widened exactly (q8_0 and q4_0
+ * dequantized exactly: q d is a float) and each result is
  * rounded once, to its own dtype, when it is stored. One exception, on
  * QKV_ISA_AVX512_BF16 with bf16 Q, K and V (more than 4 queries in the
  * forward; dO bf16 too in the backward): the products run on bf16 dot

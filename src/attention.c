@@ -15,9 +15,33 @@
 
 /* Dims must be non-negative, the furthest element's offset must fit in
  * int64_t bytes, and data may be NULL only for an empty tensor. */
+/* A view in a block format (qkv.h): values contiguous along rows that
+ * start at blocks, strides not negative. Its strides count values, which
+ * check_view bounds as elements of 1 byte (a block is at least 18 bytes
+ * for 32 values). */
+static qkv_status check_block_view(const char *name, const qkv_tensor *t)
+{
+    const char *fmt = qkv_dtype_name(t->dtype);
+    if (t->shape[3] % QKV_QBLOCK != 0)
+        return qkv_fail(QKV_ERR_SHAPE, "%s: last dim %lld is not a multiple of %s's blocks of %d",
+                        name, (long long)t->shape[3], fmt, QKV_QBLOCK);
+    if (t->stride[3] != 1 && t->shape[3] > 1)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
+                        "%s: stride 3 is %lld; a %s view's values are contiguous along its rows",
+                        name, (long long)t->stride[3], fmt);
+    for (int d = 0; d < 3; d++)
+        if (t->stride[d] < 0 || t->stride[d] % QKV_QBLOCK != 0)
+            return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
+                            "%s: stride %d is %lld, expected a non-negative multiple of %d (%s "
+                            "rows start at a block)", name, d, (long long)t->stride[d], QKV_QBLOCK,
+                            fmt);
+    return QKV_OK;
+}
+
 static qkv_status check_view(const char *name, const qkv_tensor *t, int64_t *numel)
 {
-    size_t es = qkv_dtype_size(t->dtype);
+    const int block = qkv_block_dtype(t->dtype);
+    size_t es = block ? 1 : qkv_dtype_size(t->dtype);
     if (es == 0) return qkv_fail(QKV_ERR_DTYPE, "%s: dtype %d is not a qkv_dtype", name, (int)t->dtype);
     int64_t n = 1, reach = 0;
     for (int d = 0; d < 4; d++) {
@@ -40,7 +64,8 @@ static qkv_status check_view(const char *name, const qkv_tensor *t, int64_t *num
     if (!qkv_mul_ok(reach, (int64_t)es, &reach))
         return qkv_fail(QKV_ERR_OVERFLOW, "%s: strides reach past int64 byte offsets", name);
     if (!t->data) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "%s: data is NULL", name);
-    QKV_TRY(qkv_check_aligned(name, t->data, es));
+    if (block) QKV_TRY(check_block_view(name, t));
+    QKV_TRY(qkv_check_aligned(name, t->data, block ? 2 : es));
     *numel = n;
     return QKV_OK;
 }
@@ -60,6 +85,11 @@ static qkv_byte_range view_range(const char *name, const qkv_tensor *t)
         const int64_t span = t->stride[d] * (t->shape[d] - 1);
         if (span < 0) first += span;
         else last += span;
+    }
+    if (qkv_block_dtype(t->dtype)) { /* strides >= 0: blocks from data to the last one's end */
+        r.lo = (uintptr_t)t->data;
+        r.hi = r.lo + (uintptr_t)((last / QKV_QBLOCK + 1) * qkv_block_bytes(t->dtype));
+        return r;
     }
     const int64_t es = (int64_t)qkv_dtype_size(t->dtype);
     r.lo = (uintptr_t)t->data + (uintptr_t)(first * es); /* wraps as pointer arithmetic would */
@@ -141,16 +171,34 @@ static qkv_status check_dtype(const char *name, const qkv_tensor *t, qkv_dtype i
                     qkv_dtype_name(t->dtype), qkv_dtype_name(in));
 }
 
-/* Q, K and V: one float dtype. The detail names the odd one out. */
+/* Q, K and V: one float dtype, or K and V each in a block format (the
+ * forward only: `blocks`). The detail names the odd one out. */
 static qkv_status check_input_dtypes(const qkv_tensor *q, const qkv_tensor *k,
-                                     const qkv_tensor *v)
+                                     const qkv_tensor *v, int blocks)
 {
     const qkv_tensor *t[3] = {q, k, v};
     const char *name[3] = {"Q", "K", "V"};
-    for (int x = 0; x < 3; x++)
-        if (!qkv_float_dtype(t[x]->dtype))
-            return qkv_fail(QKV_ERR_DTYPE, "%s: dtype %s, expected f32, f16 or bf16", name[x],
+    for (int x = 0; x < 3; x++) {
+        if (x > 0 && qkv_block_dtype(t[x]->dtype)) {
+            if (blocks) continue;
+            return qkv_fail(QKV_ERR_DTYPE,
+                            "%s: dtype %s; the backward takes f32, f16 or bf16 (the block "
+                            "formats are for a forward's K and V)", name[x],
                             qkv_dtype_name(t[x]->dtype));
+        }
+        if (!qkv_float_dtype(t[x]->dtype))
+            return qkv_fail(QKV_ERR_DTYPE, "%s: dtype %s, expected f32, f16 or bf16%s", name[x],
+                            qkv_dtype_name(t[x]->dtype), x > 0 ? ", or q8_0 or q4_0" : "");
+    }
+    /* A block-format K or V stands beside Q of any float dtype; the
+     * float ones among K and V still share Q's. */
+    const int kb = qkv_block_dtype(k->dtype), vb = qkv_block_dtype(v->dtype);
+    if ((kb || q->dtype == k->dtype) && (vb || q->dtype == v->dtype)) return QKV_OK;
+    if (kb || vb) {
+        const int odd = kb ? 2 : 1;
+        return qkv_fail(QKV_ERR_DTYPE, "%s: dtype %s, expected %s as Q has (or q8_0 or q4_0)",
+                        name[odd], qkv_dtype_name(t[odd]->dtype), qkv_dtype_name(q->dtype));
+    }
     if (q->dtype == k->dtype && q->dtype == v->dtype) return QKV_OK;
     const int odd = k->dtype == v->dtype ? 0 : q->dtype == k->dtype ? 2 : 1;
     const int other = odd == 0 ? 1 : 0;
@@ -220,16 +268,17 @@ static qkv_status resolve_positions(const char *name, const int64_t *pos, int64_
 
 /* Q, K, V and the options, checked and resolved into p (outputs not yet:
  * the forward and the backward each check their own). `mask` is storage
- * for the broadcast-resolved mask view that p->mask points to. */
+ * for the broadcast-resolved mask view that p->mask points to; `blocks`
+ * says whether K and V may be in a block format (the forward). */
 static qkv_status resolve_inputs(const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
                                  const qkv_attention_options *opts, const qkv_context *cx,
-                                 qkv_fwd_problem *p, qkv_tensor *mask)
+                                 int blocks, qkv_fwd_problem *p, qkv_tensor *mask)
 {
     if (!q) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "Q: NULL tensor");
     if (!k) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "K: NULL tensor");
     if (!v) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "V: NULL tensor");
     int64_t n;
-    QKV_TRY(check_input_dtypes(q, k, v));
+    QKV_TRY(check_input_dtypes(q, k, v, blocks));
     QKV_TRY(check_view("Q", q, &n));
     QKV_TRY(check_view("K", k, &n));
     QKV_TRY(check_view("V", v, &n));
@@ -357,7 +406,7 @@ static qkv_status forward_prepare(const char *backend, const qkv_context *ctx, c
                                   qkv_fwd_problem *p, qkv_tensor *mask, const qkv_backend **be)
 {
     QKV_TRY(qkv_options_read(opts, op));
-    QKV_TRY(resolve_inputs(q, k, v, op, qkv_context_get(ctx), p, mask));
+    QKV_TRY(resolve_inputs(q, k, v, op, qkv_context_get(ctx), 1, p, mask));
     if (!o) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "O: NULL tensor");
     if (weights && !weights->data) weights = NULL;
     if (lse && !lse->data) lse = NULL;
@@ -448,7 +497,7 @@ static qkv_status backward_prepare(const char *backend, const qkv_context *ctx,
     QKV_TRY(qkv_options_read(opts, op));
     opts = op;
     qkv_fwd_problem *p = &bp->f;
-    QKV_TRY(resolve_inputs(q, k, v, opts, qkv_context_get(ctx), p, mask));
+    QKV_TRY(resolve_inputs(q, k, v, opts, qkv_context_get(ctx), 0, p, mask));
     const qkv_dtype in = q->dtype;
     QKV_TRY(check_input("dO", dout, in, p->B, p->H, p->Lq, p->Ev, "(B, H, Lq, Ev)"));
     QKV_TRY(check_input("O", o, in, p->B, p->H, p->Lq, p->Ev, "(B, H, Lq, Ev)"));

@@ -58,6 +58,8 @@ size_t qkv_dtype_size(qkv_dtype dtype)
     case QKV_DTYPE_BOOL: return 1;
     case QKV_DTYPE_I32: return 4;
     case QKV_DTYPE_I64: return 8;
+    case QKV_DTYPE_Q8_0:
+    case QKV_DTYPE_Q4_0: return 0; /* blocks, not elements */
     }
     return 0;
 }
@@ -72,6 +74,8 @@ const char *qkv_dtype_name(qkv_dtype dtype)
     case QKV_DTYPE_BOOL: return "bool";
     case QKV_DTYPE_I32: return "i32";
     case QKV_DTYPE_I64: return "i64";
+    case QKV_DTYPE_Q8_0: return "q8_0";
+    case QKV_DTYPE_Q4_0: return "q4_0";
     }
     return "unknown";
 }

@@ -5,6 +5,7 @@
 
 #include "half.h"
 #include "qkv.h"
+#include "quant.h"
 
 #include <float.h>
 #include <math.h>
@@ -200,13 +201,38 @@ static inline int qkv_float_dtype(qkv_dtype d)
     return d == QKV_DTYPE_F32 || d == QKV_DTYPE_F16 || d == QKV_DTYPE_BF16;
 }
 
-/* Element i of an array of one of those dtypes, widened to float (exactly),
- * and v stored there, rounded to nearest even for a 16-bit one. */
+/* The block formats (qkv.h's Q8_0, Q4_0; quant.h) and a block's bytes. */
+static inline int qkv_block_dtype(qkv_dtype d)
+{
+    return d == QKV_DTYPE_Q8_0 || d == QKV_DTYPE_Q4_0;
+}
+
+static inline int64_t qkv_block_bytes(qkv_dtype d)
+{
+    return d == QKV_DTYPE_Q8_0 ? QKV_Q8_0_BYTES : QKV_Q4_0_BYTES;
+}
+
+/* Value i (counted in values) of a block-format array, dequantized. */
+static inline float qkv_block_get(const void *p, qkv_dtype dt, int64_t i)
+{
+    const unsigned char *b = (const unsigned char *)p + i / QKV_QBLOCK * qkv_block_bytes(dt);
+    const int j = (int)(i % QKV_QBLOCK);
+    const float d = qkv_f16_to_f32((uint16_t)(b[0] | b[1] << 8));
+    if (dt == QKV_DTYPE_Q8_0) return (float)(int8_t)b[2 + j] * d;
+    const int n = j < QKV_QBLOCK / 2 ? b[2 + j] & 0x0f : b[2 + j - QKV_QBLOCK / 2] >> 4;
+    return (float)(n - 8) * d;
+}
+
+/* Element i of an array of one of those dtypes (or a block format),
+ * widened to float (exactly), and v stored there, rounded to nearest
+ * even for a 16-bit one (never a block format: those are only read). */
 static inline float qkv_elem_get(const void *p, qkv_dtype dt, int64_t i)
 {
     switch (dt) {
     case QKV_DTYPE_F16: return qkv_f16_to_f32(((const uint16_t *)p)[i]);
     case QKV_DTYPE_BF16: return qkv_bf16_to_f32(((const uint16_t *)p)[i]);
+    case QKV_DTYPE_Q8_0:
+    case QKV_DTYPE_Q4_0: return qkv_block_get(p, dt, i);
     default: return ((const float *)p)[i];
     }
 }

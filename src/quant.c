@@ -9,14 +9,14 @@
 /* The binary16 NaN a block that cannot be stored gets as its scale. */
 #define NAN_SCALE 0x7e00u
 
-static void put_scale(unsigned char *b, uint16_t h) { memcpy(b, &h, sizeof h); }
-
-static float get_scale(const unsigned char *b)
+/* The scale's binary16, little-endian at the block's start. */
+static void put_scale(unsigned char *b, uint16_t h)
 {
-    uint16_t h;
-    memcpy(&h, b, sizeof h);
-    return qkv_f16_to_f32(h);
+    b[0] = (unsigned char)(h & 0xff);
+    b[1] = (unsigned char)(h >> 8);
 }
+
+static float get_scale(const unsigned char *b) { return qkv_f16_to_f32((uint16_t)(b[0] | b[1] << 8)); }
 
 /* Whether the 32 values at x are all finite. */
 static int finite_block(const float *x)

@@ -28,12 +28,19 @@ size_t qkv_flash_backward_workspace(const qkv_bwd_problem *bp);
 
 /* n elements of row (a, b, c) of t into dst, contiguous, widened to
  * float: by k's vector widening when t is a 16-bit view with contiguous
- * rows, else element by element. How both paths pack the f16 and bf16
+ * rows, by blocks for a block format (whose rows are whole blocks), else
+ * element by element. How both paths pack the f16, bf16, q8_0 and q4_0
  * rows their f32 kernels read. */
 static inline void qkv_cpu_row_widen(const qkv_cpu_kernels *k, const qkv_tensor *t, int64_t a,
                                      int64_t b, int64_t c, int64_t n, float *dst)
 {
     if (n <= 0) return;
+    if (qkv_block_dtype(t->dtype)) {
+        const int64_t at = qkv_view_offset(t, a, b, c, 0) / QKV_QBLOCK * qkv_block_bytes(t->dtype);
+        (t->dtype == QKV_DTYPE_Q8_0 ? qkv_q8_0_dequantize : qkv_q4_0_dequantize)(
+            dst, (const unsigned char *)t->data + at, n / QKV_QBLOCK);
+        return;
+    }
     if (t->stride[3] != 1 || t->dtype == QKV_DTYPE_F32) {
         qkv_row_get(t, a, b, c, n, 1.0f, dst, 1);
         return;
