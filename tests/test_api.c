@@ -68,7 +68,8 @@ static void check_dtypes(void)
         const char *name;
     } want[] = {{QKV_DTYPE_F32, 4, "f32"},   {QKV_DTYPE_F64, 8, "f64"}, {QKV_DTYPE_F16, 2, "f16"},
                 {QKV_DTYPE_BF16, 2, "bf16"}, {QKV_DTYPE_BOOL, 1, "bool"},
-                {QKV_DTYPE_I32, 4, "i32"},   {QKV_DTYPE_I64, 8, "i64"}};
+                {QKV_DTYPE_I32, 4, "i32"},   {QKV_DTYPE_I64, 8, "i64"},
+                {QKV_DTYPE_Q8_0, 0, "q8_0"}, {QKV_DTYPE_Q4_0, 0, "q4_0"}}; /* blocks: no size */
     for (size_t x = 0; x < sizeof want / sizeof want[0]; x++) {
         CHECK(qkv_dtype_size(want[x].t) == want[x].size);
         const char *nm = qkv_dtype_name(want[x].t);
@@ -77,7 +78,7 @@ static void check_dtypes(void)
                     nm ? nm : "(null)", want[x].name);
         CHECK(nm && strcmp(nm, want[x].name) == 0);
     }
-    const qkv_dtype bad[] = {(qkv_dtype)7, (qkv_dtype)-1, (qkv_dtype)1000};
+    const qkv_dtype bad[] = {(qkv_dtype)9, (qkv_dtype)-1, (qkv_dtype)1000};
     for (size_t x = 0; x < sizeof bad / sizeof bad[0]; x++) {
         CHECK(qkv_dtype_size(bad[x]) == 0);
         const char *nm = qkv_dtype_name(bad[x]);
