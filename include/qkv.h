@@ -1416,11 +1416,16 @@ typedef struct qkv_kv_cache qkv_kv_cache;
 
 /* How a cache stores its keys and values. F32 keeps what the layer
  * computes; F16 and BF16 round each appended element once (to nearest
- * even) and halve the bytes a decode step reads. */
+ * even) and halve the bytes a decode step reads; Q8_0 and Q4_0 (the block
+ * formats of QKV_DTYPE_Q8_0 and _Q4_0, llama.cpp's) quantize each row of
+ * the head dim in blocks of 32 as it is appended, about 1.06 and 0.56
+ * bytes a value, and need a head dim that is a multiple of 32. */
 typedef enum qkv_kv_format {
     QKV_KV_F32 = 0,
     QKV_KV_F16,
-    QKV_KV_BF16
+    QKV_KV_BF16,
+    QKV_KV_Q8_0,
+    QKV_KV_Q4_0
 } qkv_kv_format;
 
 /* Options for qkv_kv_cache_create_with; zero-initialised (or NULL) means
@@ -1428,9 +1433,10 @@ typedef enum qkv_kv_format {
  * qkv_attention_options is (struct_size). */
 typedef struct qkv_kv_cache_options {
     size_t struct_size; /* 0, or sizeof(qkv_kv_cache_options) */
-    /* The keys' and the values' format. For now both must be the same:
-     * a decode step's attention takes K and V of one dtype (and rounds
-     * its queries to it: qkv_mha_decode). */
+    /* The keys' and the values' format, each on its own (K in Q8_0 and
+     * V in Q4_0, say), except that two float formats must be the same: a
+     * decode step's attention takes K and V in one float dtype (and
+     * rounds its queries to it: qkv_mha_decode) or a block format. */
     qkv_kv_format k_format, v_format;
 } qkv_kv_cache_options;
 
@@ -1461,9 +1467,11 @@ QKV_API qkv_status qkv_kv_cache_create(qkv_kv_cache **out, const qkv_mha *m, int
  *
  *  Errors:  those of qkv_kv_cache_create; QKV_ERR_INVALID_ARGUMENT for a
  *           format outside qkv_kv_format ("opts.k_format: 7 is not a
- *           qkv_kv_format"), for k_format and v_format that differ, and
- *           for a struct_size below the struct's; QKV_ERR_UNSUPPORTED for
- *           a newer caller's field this library does not know.
+ *           qkv_kv_format"), for two float formats that differ, and for a
+ *           struct_size below the struct's; QKV_ERR_SHAPE for a block
+ *           format on a head dim that is not a multiple of 32;
+ *           QKV_ERR_UNSUPPORTED for a newer caller's field this library
+ *           does not know.
  *  @return  QKV_OK, or the error.
  *  Threads: safe.
  *  Memory:  as qkv_kv_cache_create. */
@@ -1518,7 +1526,10 @@ QKV_API size_t qkv_kv_cache_bytes(const qkv_kv_cache *c);
  *  Appends n tokens' keys and values to one sequence as they are to be
  *  stored, i.e. already rotated by RoPE where the layer has it: for keys
  *  computed elsewhere (a prompt processed by another program, a saved
- *  cache). A 16-bit cache stores each element rounded to its format.
+ *  cache). A 16-bit cache stores each element rounded to its format, a
+ *  Q8_0 or Q4_0 one each row quantized (quant: a NaN or an infinity turns
+ *  its block of 32 to NaN; a finite value too large for the format, |x|
+ *  above about 8.3e6 for Q8_0 or 5.2e5 for Q4_0, is an error).
  *
  *    c  in/out: the cache
  *    b  in: the sequence, 0 <= b < B
@@ -1531,7 +1542,9 @@ QKV_API size_t qkv_kv_cache_bytes(const qkv_kv_cache *c);
  *  sequence, to copy it) but must not overlap the rows they are stored to
  *  (sequence b's from its length on).
  *  Errors:  QKV_ERR_INVALID_ARGUMENT, changing nothing, when the sequence
- *           would pass max_len, for such an overlap, for k or v not aligned
+ *           would pass max_len, for a value a block format cannot hold
+ *           ("k: 1 blocks of 32 hold values too large for the cache's
+ *           q8_0 ..."), for such an overlap, for k or v not aligned
  *           to 4 bytes (the detail naming them), or b or n out of range;
  *           QKV_ERR_NULL_ARGUMENT.
  *  @return  QKV_OK, or the error.
@@ -1563,7 +1576,9 @@ QKV_API qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, 
  *  tokens with causal bottom-right alignment (token t sees positions up to
  *  len_b + t), and y is written. The same output as the full sequence
  *  through qkv_mha_forward with opts->causal set (to rounding of the
- *  attention's key splitting). With an F16 or BF16 cache the attention
+ *  attention's key splitting). With a Q8_0 or Q4_0 side the attention
+ *  reads its keys (values) dequantized exactly, the queries as they are.
+ *  With an F16 or BF16 cache the attention
  *  runs in that dtype: the step's queries are rounded to it as the new
  *  keys and values are, the attention's output and weights stay F32, and
  *  the result differs from the F32 layer's by those roundings: each
@@ -1587,7 +1602,8 @@ QKV_API qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, 
  *             is implied; the step's one attention call reports progress
  *
  *  Errors:  QKV_ERR_INVALID_ARGUMENT, leaving the cache as it was, for a
- *           step that would pass max_len; for buffers that break the
+ *           step that would pass max_len or whose keys or values a block
+ *           format cannot hold; for buffers that break the
  *           section's rule (y, weights and the cache's storage are the
  *           outputs; x and the layer's parameters the inputs); for a mask,
  *           kv_lens or positions in opts

@@ -50,10 +50,11 @@ int64_t qkv_q8_0_quantize(unsigned char *dst, const float *x, int64_t blocks)
         for (int j = 0; j < QKV_QBLOCK; j++) amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
         const float d = amax / 127.0f, id = inverse(d);
         uint16_t h;
-        if (!finite_block(x) || !scale_fits(d, &h)) {
+        const int finite = finite_block(x);
+        if (!finite || !scale_fits(d, &h)) {
             put_scale(dst, NAN_SCALE);
             memset(dst + 2, 0, QKV_QBLOCK);
-            bad++;
+            bad += finite;
             continue;
         }
         put_scale(dst, h);
@@ -78,10 +79,11 @@ int64_t qkv_q4_0_quantize(unsigned char *dst, const float *x, int64_t blocks)
             }
         const float d = m / -8.0f, id = inverse(d);
         uint16_t h;
-        if (!finite_block(x) || !scale_fits(d, &h)) {
+        const int finite = finite_block(x);
+        if (!finite || !scale_fits(d, &h)) {
             put_scale(dst, NAN_SCALE);
             memset(dst + 2, 0x88, QKV_QBLOCK / 2); /* n = 8: q = 0 */
-            bad++;
+            bad += finite;
             continue;
         }
         put_scale(dst, h);

@@ -16,9 +16,11 @@
  *
  * What the formats cannot hold is never turned into numbers silently: a
  * block with a NaN or an infinity, or whose d overflows binary16 (|x|
- * above 65504 * 127 for q8_0, 65504 * 8 for q4_0), is stored with d = NaN
- * and q = 0, so that all its 32 values read back as NaN; the quantizers
- * count such blocks for the caller to report. */
+ * from about 65504 * 127 for q8_0, 65504 * 8 for q4_0), is stored with
+ * d = NaN and q = 0, so that all its 32 values read back as NaN; the
+ * quantizers count the blocks of finite values too large for the format,
+ * which the caller reports as an error (a NaN or infinity read back as
+ * NaN is the input's own). */
 #ifndef QKV_QUANT_H
 #define QKV_QUANT_H
 
@@ -29,7 +31,8 @@
 #define QKV_Q4_0_BYTES 18  /* bytes a q4_0 block */
 
 /* blocks x 32 values of x into blocks at dst (any alignment). Returns
- * the blocks stored as NaN (see above), 0 when every value fit. */
+ * the blocks of finite values too large for the format (stored as NaN,
+ * see above): 0 when every finite value fit. */
 int64_t qkv_q8_0_quantize(unsigned char *dst, const float *x, int64_t blocks);
 int64_t qkv_q4_0_quantize(unsigned char *dst, const float *x, int64_t blocks);
 

@@ -9,20 +9,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* One side of the cache: the keys (width E) or the values (width Ev). */
+typedef struct side {
+    qkv_dtype dt;      /* the format's: F32, F16, BF16, Q8_0 or Q4_0 */
+    int64_t width;     /* values a row */
+    int64_t row_bytes; /* bytes a row */
+    void *data;        /* (B, Hkv, max_len) rows */
+} side;
+
 struct qkv_kv_cache {
     int64_t batch, max_len, kv_heads, head_dim, v_head_dim;
     int64_t *len; /* tokens held per sequence */
-    qkv_dtype dtype; /* the elements' (the format's) */
-    size_t es;       /* their bytes */
-    void *k, *v;     /* (B, Hkv, max_len, E), (B, Hkv, max_len, Ev) */
+    side k, v;
+    qkv_dtype qdt; /* the step's query dtype: K's or V's float format, else F32 */
     size_t bytes;
 };
 
-/* Element `at` of a cache's storage (k or v). */
-static void *elem(const qkv_kv_cache *c, void *base, int64_t at)
-{
-    return (char *)base + at * (int64_t)c->es;
-}
+/* Row r (counted from the side's start, b * Hkv * L + g * L + t) of a side. */
+static char *row_at(const side *s, int64_t r) { return (char *)s->data + r * s->row_bytes; }
 
 /* The dtype a format stores, or an error naming the field. */
 static qkv_status format_dtype(qkv_kv_format f, const char *name, qkv_dtype *dt)
@@ -31,8 +35,29 @@ static qkv_status format_dtype(qkv_kv_format f, const char *name, qkv_dtype *dt)
     case QKV_KV_F32: *dt = QKV_DTYPE_F32; return QKV_OK;
     case QKV_KV_F16: *dt = QKV_DTYPE_F16; return QKV_OK;
     case QKV_KV_BF16: *dt = QKV_DTYPE_BF16; return QKV_OK;
+    case QKV_KV_Q8_0: *dt = QKV_DTYPE_Q8_0; return QKV_OK;
+    case QKV_KV_Q4_0: *dt = QKV_DTYPE_Q4_0; return QKV_OK;
     }
     return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "opts.%s: %d is not a qkv_kv_format", name, (int)f);
+}
+
+/* A side of format f for rows of `width` values: its dtype and row bytes. */
+static qkv_status side_init(side *s, qkv_kv_format f, const char *name, int64_t width,
+                            const char *dim)
+{
+    QKV_TRY(format_dtype(f, name, &s->dt));
+    s->width = width;
+    if (qkv_block_dtype(s->dt)) {
+        if (width % QKV_QBLOCK != 0)
+            return qkv_fail(QKV_ERR_SHAPE,
+                            "opts.%s: %s's rows are blocks of %d values, and the layer's %s %lld "
+                            "is not a multiple of %d", name, qkv_dtype_name(s->dt), QKV_QBLOCK, dim,
+                            (long long)width, QKV_QBLOCK);
+        s->row_bytes = width / QKV_QBLOCK * qkv_block_bytes(s->dt);
+    } else {
+        s->row_bytes = width * (int64_t)qkv_dtype_size(s->dt);
+    }
+    return QKV_OK;
 }
 
 qkv_status qkv_kv_cache_create(qkv_kv_cache **out, const qkv_mha *m, int64_t batch,
@@ -49,24 +74,24 @@ qkv_status qkv_kv_cache_create_with(qkv_kv_cache **out, const qkv_mha *m, int64_
     *out = NULL;
     qkv_kv_cache_options o;
     QKV_TRY(qkv_struct_read(opts, &o, sizeof o, "opts", "qkv_kv_cache_options"));
-    qkv_dtype kdt = QKV_DTYPE_F32, vdt = QKV_DTYPE_F32;
-    QKV_TRY(format_dtype(o.k_format, "k_format", &kdt));
-    QKV_TRY(format_dtype(o.v_format, "v_format", &vdt));
-    if (kdt != vdt)
-        return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
-                        "opts.v_format: %s differs from k_format %s; the keys and values of a "
-                        "cache share one format (a decode step's attention takes one dtype)",
-                        qkv_dtype_name(vdt), qkv_dtype_name(kdt));
-    const size_t es = qkv_dtype_size(kdt);
     if (!m) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "m: is NULL");
+    const qkv_mha_config *cfg = &m->cfg;
+    side ks, vs;
+    QKV_TRY(side_init(&ks, o.k_format, "k_format", cfg->head_dim, "head_dim"));
+    QKV_TRY(side_init(&vs, o.v_format, "v_format", cfg->v_head_dim, "v_head_dim"));
+    /* The attention takes K and V in Q's float dtype or a block format. */
+    if (!qkv_block_dtype(ks.dt) && !qkv_block_dtype(vs.dt) && ks.dt != vs.dt)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
+                        "opts.v_format: %s differs from k_format %s; two float formats of a "
+                        "cache must be one (a decode step's attention takes one float dtype "
+                        "beside q8_0 and q4_0)", qkv_dtype_name(vs.dt), qkv_dtype_name(ks.dt));
     if (batch < 1) return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "batch: %lld is not >= 1", (long long)batch);
     if (max_len < 1)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "max_len: %lld is not >= 1", (long long)max_len);
-    const qkv_mha_config *cfg = &m->cfg;
-    int64_t per, nk, nv;
-    if (!qkv_mul_ok(batch, cfg->kv_heads, &per) || !qkv_mul_ok(per, max_len, &per) ||
-        !qkv_mul_ok(per, cfg->head_dim, &nk) || !qkv_mul_ok(per, cfg->v_head_dim, &nv) ||
-        !qkv_add_ok(nk, nv, &per) || (uint64_t)per > SIZE_MAX / es / 2)
+    int64_t rows, nk, nv, total;
+    if (!qkv_mul_ok(batch, cfg->kv_heads, &rows) || !qkv_mul_ok(rows, max_len, &rows) ||
+        !qkv_mul_ok(rows, ks.row_bytes, &nk) || !qkv_mul_ok(rows, vs.row_bytes, &nv) ||
+        !qkv_add_ok(nk, nv, &total) || (uint64_t)total > SIZE_MAX / 2)
         return qkv_fail(QKV_ERR_OVERFLOW, "max_len: a cache of %lld x %lld tokens overflows",
                         (long long)batch, (long long)max_len);
     qkv_kv_cache *c = calloc(1, sizeof *c);
@@ -76,19 +101,20 @@ qkv_status qkv_kv_cache_create_with(qkv_kv_cache **out, const qkv_mha *m, int64_
     c->kv_heads = cfg->kv_heads;
     c->head_dim = cfg->head_dim;
     c->v_head_dim = cfg->v_head_dim;
-    c->dtype = kdt;
-    c->es = es;
+    c->k = ks;
+    c->v = vs;
+    c->qdt = !qkv_block_dtype(ks.dt) ? ks.dt : !qkv_block_dtype(vs.dt) ? vs.dt : QKV_DTYPE_F32;
     c->len = calloc((size_t)batch, sizeof *c->len);
     /* Not zeroed: a position is read only once a step has written it. On
      * huge pages where the OS gives them: decode streams the whole cache. */
-    c->k = qkv_alloc((size_t)nk * es);
-    c->v = qkv_alloc((size_t)nv * es);
-    if (!c->len || !c->k || !c->v) {
+    c->k.data = qkv_alloc((size_t)nk);
+    c->v.data = qkv_alloc((size_t)nv);
+    if (!c->len || !c->k.data || !c->v.data) {
         qkv_kv_cache_free(c);
-        return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "cache: %lld elements of %s do not fit in memory",
-                        (long long)per, qkv_dtype_name(kdt));
+        return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "cache: %lld bytes do not fit in memory",
+                        (long long)total);
     }
-    c->bytes = sizeof *c + (size_t)batch * sizeof *c->len + (size_t)per * es;
+    c->bytes = sizeof *c + (size_t)batch * sizeof *c->len + (size_t)total;
     *out = c;
     return QKV_OK;
 }
@@ -97,8 +123,8 @@ void qkv_kv_cache_free(qkv_kv_cache *c)
 {
     if (!c) return;
     free(c->len);
-    qkv_free(c->k);
-    qkv_free(c->v);
+    qkv_free(c->k.data);
+    qkv_free(c->v.data);
     free(c);
 }
 
@@ -116,28 +142,44 @@ static qkv_status check_sequence(const qkv_kv_cache *c, int64_t b)
     return QKV_OK;
 }
 
-/* n floats of src into the cache's storage from element `at`, in its
- * format (rounded once for a 16-bit one). */
-static void store_row(const qkv_kv_cache *c, void *base, int64_t at, const float *src, int64_t n)
+/* A row of floats into row r of a side, in its format (rounded once for a
+ * 16-bit one, quantized for a block one). Returns the blocks of finite
+ * values too large for a block format (stored as NaN: quant.h). */
+static int64_t store_row(const side *s, int64_t r, const float *src)
 {
-    if (c->dtype == QKV_DTYPE_F32) {
-        memcpy(elem(c, base, at), src, (size_t)n * sizeof(float));
-        return;
+    char *dst = row_at(s, r);
+    switch (s->dt) {
+    case QKV_DTYPE_F32: memcpy(dst, src, (size_t)s->width * sizeof(float)); return 0;
+    case QKV_DTYPE_Q8_0: return qkv_q8_0_quantize((unsigned char *)dst, src, s->width / QKV_QBLOCK);
+    case QKV_DTYPE_Q4_0: return qkv_q4_0_quantize((unsigned char *)dst, src, s->width / QKV_QBLOCK);
+    default:
+        for (int64_t x = 0; x < s->width; x++) qkv_elem_put(dst, s->dt, x, src[x]);
+        return 0;
     }
-    for (int64_t x = 0; x < n; x++) qkv_elem_put(base, c->dtype, at + x, src[x]);
 }
 
 /* Copies n tokens' rows k (n, Hkv, E) and v (n, Hkv, Ev) into sequence b
- * from position pos on. */
-static void store_tokens(qkv_kv_cache *c, int64_t b, int64_t pos, const float *k, const float *v,
-                         int64_t n)
+ * from position pos on; the rows past the sequence's length only, so that
+ * a failure leaves what the cache holds as it was. QKV_ERR_INVALID_ARGUMENT
+ * when a block format cannot hold a value (the detail names k or v). */
+static qkv_status store_tokens(qkv_kv_cache *c, int64_t b, int64_t pos, const float *k,
+                               const float *v, int64_t n)
 {
     const int64_t Hkv = c->kv_heads, E = c->head_dim, Ev = c->v_head_dim, L = c->max_len;
+    int64_t kbad = 0, vbad = 0;
     for (int64_t t = 0; t < n; t++)
         for (int64_t g = 0; g < Hkv; g++) {
-            store_row(c, c->k, ((b * Hkv + g) * L + pos + t) * E, k + (t * Hkv + g) * E, E);
-            store_row(c, c->v, ((b * Hkv + g) * L + pos + t) * Ev, v + (t * Hkv + g) * Ev, Ev);
+            const int64_t r = (b * Hkv + g) * L + pos + t;
+            kbad += store_row(&c->k, r, k + (t * Hkv + g) * E);
+            vbad += store_row(&c->v, r, v + (t * Hkv + g) * Ev);
         }
+    if (kbad || vbad)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
+                        "%s: %lld blocks of 32 hold values too large for the cache's %s (|x| up "
+                        "to about %g); nothing was added", kbad ? "k" : "v",
+                        (long long)(kbad ? kbad : vbad), qkv_dtype_name(kbad ? c->k.dt : c->v.dt),
+                        (kbad ? c->k.dt : c->v.dt) == QKV_DTYPE_Q8_0 ? 65504.0 * 127 : 65504.0 * 8);
+    return QKV_OK;
 }
 
 qkv_status qkv_kv_cache_truncate(qkv_kv_cache *c, int64_t b, int64_t len)
@@ -174,15 +216,15 @@ qkv_status qkv_kv_cache_append(qkv_kv_cache *c, int64_t b, const float *k, const
      * fork it), but not from the bytes they are copied to: sequence b's
      * rows from position len on, in its first kv head, to len + n in its
      * last (a run inside sequence b's block). */
-    const int64_t Hkv = c->kv_heads, E = c->head_dim, Ev = c->v_head_dim, L = c->max_len;
+    const int64_t Hkv = c->kv_heads, L = c->max_len;
     const int64_t first = b * Hkv * L + c->len[b], span = (Hkv - 1) * L + n;
     const qkv_byte_range outs[2] = {
-        qkv_range("the cache's keys", elem(c, c->k, first * E), n > 0 ? span * E : 0, c->es),
-        qkv_range("the cache's values", elem(c, c->v, first * Ev), n > 0 ? span * Ev : 0, c->es)};
-    const qkv_byte_range ins[2] = {qkv_range("k", k, n * Hkv * E, sizeof(float)),
-                                   qkv_range("v", v, n * Hkv * Ev, sizeof(float))};
+        qkv_range("the cache's keys", row_at(&c->k, first), n > 0 ? span * c->k.row_bytes : 0, 1),
+        qkv_range("the cache's values", row_at(&c->v, first), n > 0 ? span * c->v.row_bytes : 0, 1)};
+    const qkv_byte_range ins[2] = {qkv_range("k", k, n * Hkv * c->head_dim, sizeof(float)),
+                                   qkv_range("v", v, n * Hkv * c->v_head_dim, sizeof(float))};
     QKV_TRY(qkv_check_buffers(outs, 2, ins, 2, sizeof(float)));
-    store_tokens(c, b, c->len[b], k, v, n);
+    QKV_TRY(store_tokens(c, b, c->len[b], k, v, n));
     c->len[b] += n;
     return QKV_OK;
 }
@@ -193,12 +235,12 @@ qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, qkv_tens
     QKV_TRY(check_sequence(c, b));
     const int64_t Hkv = c->kv_heads, E = c->head_dim, Ev = c->v_head_dim, L = c->max_len;
     if (k) {
-        qkv_tensor t = {elem(c, c->k, b * Hkv * L * E), c->dtype, {1, Hkv, c->len[b], E},
+        qkv_tensor t = {row_at(&c->k, b * Hkv * L), c->k.dt, {1, Hkv, c->len[b], E},
                         {Hkv * L * E, L * E, E, 1}};
         *k = t;
     }
     if (v) {
-        qkv_tensor t = {elem(c, c->v, b * Hkv * L * Ev), c->dtype, {1, Hkv, c->len[b], Ev},
+        qkv_tensor t = {row_at(&c->v, b * Hkv * L), c->v.dt, {1, Hkv, c->len[b], Ev},
                         {Hkv * L * Ev, L * Ev, Ev, 1}};
         *v = t;
     }
@@ -282,8 +324,8 @@ qkv_status qkv_mha_decode(qkv_context *ctx, const qkv_mha *m, qkv_kv_cache *c, f
     const qkv_byte_range outs[4] = {
         qkv_range("y", y, B * n * D, sizeof(float)),
         qkv_range("weights", weights, B * H * n * Lw, sizeof(float)),
-        qkv_range("the cache's keys", c->k, B * Hkv * L * E, c->es),
-        qkv_range("the cache's values", c->v, B * Hkv * L * Ev, c->es)};
+        qkv_range("the cache's keys", c->k.data, B * Hkv * L * c->k.row_bytes, 1),
+        qkv_range("the cache's values", c->v.data, B * Hkv * L * c->v.row_bytes, 1)};
     const qkv_byte_range ins[2] = {
         qkv_range("x", x, B * n * D, sizeof(float)),
         qkv_mha_param_range("the layer's parameters", m)};
@@ -291,8 +333,8 @@ qkv_status qkv_mha_decode(qkv_context *ctx, const qkv_mha *m, qkv_kv_cache *c, f
     float *block = malloc((size_t)(nq + nk + nv + na + 1) * sizeof(float));
     int64_t *pos = malloc((size_t)(2 * B) * sizeof(int64_t));
     /* A 16-bit cache: the attention takes its queries in the cache's dtype. */
-    uint16_t *q16 = c->dtype == QKV_DTYPE_F32 ? NULL : malloc((size_t)(nq + 1) * sizeof *q16);
-    if (!block || !pos || (c->dtype != QKV_DTYPE_F32 && !q16)) {
+    uint16_t *q16 = c->qdt == QKV_DTYPE_F32 ? NULL : malloc((size_t)(nq + 1) * sizeof *q16);
+    if (!block || !pos || (c->qdt != QKV_DTYPE_F32 && !q16)) {
         free(block);
         free(pos);
         free(q16);
@@ -329,17 +371,19 @@ qkv_status qkv_mha_decode(qkv_context *ctx, const qkv_mha *m, qkv_kv_cache *c, f
     if (st == QKV_OK) {
         /* Append the new tokens past each sequence's end; lengths move
          * only once the whole step has succeeded. */
-        for (int64_t b = 0; b < B; b++)
-            store_tokens(c, b, c->len[b], k + b * n * Hkv * E, v + b * n * Hkv * Ev, n);
+        for (int64_t b = 0; b < B && st == QKV_OK; b++)
+            st = store_tokens(c, b, c->len[b], k + b * n * Hkv * E, v + b * n * Hkv * Ev, n);
+    }
+    if (st == QKV_OK) {
         qkv_tensor tq = qkv_mha_heads_view(q, B, n, H, E);
         if (q16) { /* the same layout in the cache's dtype */
-            for (int64_t e = 0; e < nq; e++) qkv_elem_put(q16, c->dtype, e, q[e]);
+            for (int64_t e = 0; e < nq; e++) qkv_elem_put(q16, c->qdt, e, q[e]);
             tq.data = q16;
-            tq.dtype = c->dtype;
+            tq.dtype = c->qdt;
         }
         qkv_tensor ta = qkv_mha_heads_view(a, B, n, H, Ev);
-        qkv_tensor tk = {c->k, c->dtype, {B, Hkv, Lw, E}, {Hkv * L * E, L * E, E, 1}};
-        qkv_tensor tv = {c->v, c->dtype, {B, Hkv, Lw, Ev}, {Hkv * L * Ev, L * Ev, Ev, 1}};
+        qkv_tensor tk = {c->k.data, c->k.dt, {B, Hkv, Lw, E}, {Hkv * L * E, L * E, E, 1}};
+        qkv_tensor tv = {c->v.data, c->v.dt, {B, Hkv, Lw, Ev}, {Hkv * L * Ev, L * Ev, Ev, 1}};
         qkv_tensor tw = qkv_tensor_contiguous(weights, QKV_DTYPE_F32, B, H, n, Lw);
         st = qkv_attention_forward(ctx, &ta, weights ? &tw : NULL, NULL, &tq, &tk, &tv, &o);
     }
