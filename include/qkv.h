@@ -152,6 +152,11 @@ typedef enum qkv_dtype {
     QKV_DTYPE_Q4_0
 } qkv_dtype;
 
+/* The block formats' sizes: values a block, bytes a block. */
+#define QKV_BLOCK_VALUES 32
+#define QKV_Q8_0_BLOCK_BYTES 34
+#define QKV_Q4_0_BLOCK_BYTES 18
+
 /*! qkv_dtype_size() :
  *  The size of one element of a dtype.
  *
@@ -163,6 +168,41 @@ typedef enum qkv_dtype {
  *           their own (a block of 32 is 34 or 18 bytes).
  *  Threads: safe. */
 QKV_API size_t qkv_dtype_size(qkv_dtype dtype);
+
+/*! qkv_quantize() :
+ *  n floats into the blocks of QKV_DTYPE_Q8_0 or _Q4_0 (the layout above;
+ *  llama.cpp's arithmetic), as a quantized KV cache stores its rows: for
+ *  K and V views of attention in a block format.
+ *
+ *    dst  out: n / 32 blocks of 34 (Q8_0) or 18 (Q4_0) bytes, any alignment
+ *    fmt  in: QKV_DTYPE_Q8_0 or QKV_DTYPE_Q4_0
+ *    src  in: n floats
+ *    n    in: >= 0, a multiple of 32
+ *
+ *  A block holding a NaN or an infinity is stored as NaN (its 32 values
+ *  read back as NaN).
+ *  Errors:  QKV_ERR_DTYPE for another fmt; QKV_ERR_INVALID_ARGUMENT, dst
+ *           untouched, for n, for a finite value too large for the format
+ *           ("src: block 3 holds values too large for q8_0 (|x| up to about
+ *           8.3e6)"); QKV_ERR_NULL_ARGUMENT.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe. */
+QKV_API qkv_status qkv_quantize(void *dst, qkv_dtype fmt, const float *src, int64_t n);
+
+/*! qkv_dequantize() :
+ *  And back: n values of blocks of QKV_DTYPE_Q8_0 or _Q4_0 into floats,
+ *  each exactly q d (or (n - 8) d).
+ *
+ *    dst  out: n floats
+ *    fmt  in: QKV_DTYPE_Q8_0 or QKV_DTYPE_Q4_0
+ *    src  in: n / 32 blocks, any alignment
+ *    n    in: >= 0, a multiple of 32
+ *
+ *  Errors:  QKV_ERR_DTYPE for another fmt; QKV_ERR_INVALID_ARGUMENT for n;
+ *           QKV_ERR_NULL_ARGUMENT.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe. */
+QKV_API qkv_status qkv_dequantize(float *dst, qkv_dtype fmt, const void *src, int64_t n);
 
 /*! qkv_dtype_name() :
  *  The lower-case name of a dtype ("f32", "bool", "q8_0").

@@ -1,6 +1,7 @@
 /* q8_0 and q4_0 blocks (quant.h). */
 #include "quant.h"
 
+#include "common.h"
 #include "half.h"
 
 #include <math.h>
@@ -114,4 +115,44 @@ void qkv_q4_0_dequantize(float *dst, const unsigned char *src, int64_t blocks)
             dst[j + 16] = (float)((src[2 + j] >> 4) - 8) * d;
         }
     }
+}
+
+/* ------------------------------------------------------------ public */
+
+static qkv_status check_call(const void *dst, qkv_dtype fmt, const void *src, int64_t n)
+{
+    if (fmt != QKV_DTYPE_Q8_0 && fmt != QKV_DTYPE_Q4_0)
+        return qkv_fail(QKV_ERR_DTYPE, "fmt: %s is not a block format (q8_0 or q4_0)",
+                        qkv_dtype_name(fmt));
+    if (n < 0 || n % QKV_QBLOCK != 0)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "n: %lld is not a non-negative multiple of %d",
+                        (long long)n, QKV_QBLOCK);
+    if (n > 0 && !dst) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "dst: is NULL");
+    if (n > 0 && !src) return qkv_fail(QKV_ERR_NULL_ARGUMENT, "src: is NULL");
+    return QKV_OK;
+}
+
+qkv_status qkv_quantize(void *dst, qkv_dtype fmt, const float *src, int64_t n)
+{
+    qkv_clear_error();
+    QKV_TRY(check_call(dst, fmt, src, n));
+    const int q8 = fmt == QKV_DTYPE_Q8_0;
+    /* Each block through a scratch block first: dst is written only when
+     * every finite value fits. */
+    unsigned char tmp[QKV_Q8_0_BYTES];
+    for (int64_t b = 0; b < n / QKV_QBLOCK; b++)
+        if ((q8 ? qkv_q8_0_quantize : qkv_q4_0_quantize)(tmp, src + b * QKV_QBLOCK, 1))
+            return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
+                            "src: block %lld holds values too large for %s (|x| up to about %g)",
+                            (long long)b, qkv_dtype_name(fmt), q8 ? 65504.0 * 127 : 65504.0 * 8);
+    (q8 ? qkv_q8_0_quantize : qkv_q4_0_quantize)(dst, src, n / QKV_QBLOCK);
+    return QKV_OK;
+}
+
+qkv_status qkv_dequantize(float *dst, qkv_dtype fmt, const void *src, int64_t n)
+{
+    qkv_clear_error();
+    QKV_TRY(check_call(dst, fmt, src, n));
+    (fmt == QKV_DTYPE_Q8_0 ? qkv_q8_0_dequantize : qkv_q4_0_dequantize)(dst, src, n / QKV_QBLOCK);
+    return QKV_OK;
 }

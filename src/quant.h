@@ -26,9 +26,12 @@
 
 #include <stdint.h>
 
-#define QKV_QBLOCK 32      /* values a block */
-#define QKV_Q8_0_BYTES 34  /* bytes a q8_0 block */
-#define QKV_Q4_0_BYTES 18  /* bytes a q4_0 block */
+#include "qkv.h"
+
+/* qkv.h's sizes, by shorter names */
+#define QKV_QBLOCK QKV_BLOCK_VALUES
+#define QKV_Q8_0_BYTES QKV_Q8_0_BLOCK_BYTES
+#define QKV_Q4_0_BYTES QKV_Q4_0_BLOCK_BYTES
 
 /* blocks x 32 values of x into blocks at dst (any alignment). Returns
  * the blocks of finite values too large for the format (stored as NaN,

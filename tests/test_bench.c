@@ -93,6 +93,25 @@ static void check_dtype_json(void)
     }
 }
 
+/* --kv q8_0 / q4_0: K and V (the layer's cache) in the block format
+ * beside the f32 twin, named in the JSON. */
+static void check_kv_json(void)
+{
+    const char *fmts[2] = {"q8_0", "q4_0"};
+    for (int f = 0; f < 2; f++) {
+        char *argv[] = {"qkv", "bench", f ? "--layer-shape" : "--shape",
+                        f ? "decode,64,2,1,32,8" : "1,2,2,16,64,32", "--kv", (char *)fmts[f],
+                        "--threads", "1", "--json", NULL};
+        CHECK(test_run_qkv(argv, out, sizeof out, err, sizeof err) == 0);
+        char want[32];
+        snprintf(want, sizeof want, "\"kv\": \"%s\"", fmts[f]);
+        CHECK(strstr(out, want) != NULL);
+        const double s = field(out, "seconds"), s32 = field(out, "f32_seconds");
+        CHECK(s > 0 && s32 > 0);
+        CHECK(fabs(field(out, "vs_f32") - s32 / s) <= 0.01 * s32 / s + 1e-4);
+    }
+}
+
 static void check_decode_json(void)
 {
     char *argv[] = {"qkv", "bench", "--shape", "1,4,1,1,256,8", "--json", NULL};
@@ -236,6 +255,8 @@ static void check_errors(void)
         {"--quick", "--layer-shape", "forward,8,1,1,8,8", NULL, NULL, NULL, NULL, "--quick"},
         {"--dtype", "f64", TINY, NULL, NULL, NULL, "--dtype"},
         {"--dtype", "f16", "--dtype", "f16", TINY, NULL, "--dtype"},
+        {"--kv", "q5", TINY, NULL, NULL, NULL, "--kv"},
+        {"--kv", "q8_0", "--backward", TINY, NULL, NULL, "--kv"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char *argv[10] = {"qkv", "bench"};
@@ -257,6 +278,7 @@ int main(void)
     check_backward_json();
     check_decode_json();
     check_dtype_json();
+    check_kv_json();
     check_gemm_json();
     check_layer_json();
     check_equals_forms();

@@ -292,6 +292,38 @@ static void check_attention(void)
     free(q), free(k), free(v), free(exact), free(got), free(want), free(ref);
 }
 
+/* The public qkv_quantize / qkv_dequantize: the blocks above, and their
+ * argument errors, dst untouched by a refused call. */
+static void check_public(void)
+{
+    float x[64], back[64];
+    for (int j = 0; j < 64; j++) x[j] = 0.1f * (float)(j - 30);
+    unsigned char want[2 * QKV_Q8_0_BYTES], got[2 * QKV_Q8_0_BYTES];
+    for (int fmt = 0; fmt < 2; fmt++) {
+        const qkv_dtype dt = fmt ? QKV_DTYPE_Q4_0 : QKV_DTYPE_Q8_0;
+        const size_t bytes = 2 * (size_t)(fmt ? QKV_Q4_0_BYTES : QKV_Q8_0_BYTES);
+        (fmt ? qkv_q4_0_quantize : qkv_q8_0_quantize)(want, x, 2);
+        CHECK(qkv_quantize(got, dt, x, 64) == QKV_OK && memcmp(got, want, bytes) == 0);
+        CHECK(qkv_dequantize(back, dt, got, 64) == QKV_OK);
+        float ref[64];
+        (fmt ? qkv_q4_0_dequantize : qkv_q8_0_dequantize)(ref, want, 2);
+        CHECK(memcmp(back, ref, sizeof ref) == 0);
+        x[40] = 1e9f; /* too large: refused, got untouched */
+        CHECK(qkv_quantize(got, dt, x, 64) == QKV_ERR_INVALID_ARGUMENT);
+        CHECK(test_starts_with(qkv_error_detail(), "src: block 1 holds values too large for"));
+        CHECK(memcmp(got, want, bytes) == 0);
+        x[40] = 0.1f * 10;
+        CHECK(qkv_quantize(got, dt, x, 33) == QKV_ERR_INVALID_ARGUMENT);
+        CHECK(test_starts_with(qkv_error_detail(), "n: 33 is not a non-negative multiple of 32"));
+        CHECK(qkv_quantize(NULL, dt, x, 32) == QKV_ERR_NULL_ARGUMENT);
+        CHECK(qkv_dequantize(back, dt, NULL, 32) == QKV_ERR_NULL_ARGUMENT);
+        CHECK(qkv_quantize(NULL, dt, NULL, 0) == QKV_OK);
+    }
+    CHECK(qkv_quantize(got, QKV_DTYPE_BF16, x, 32) == QKV_ERR_DTYPE);
+    CHECK(test_starts_with(qkv_error_detail(), "fmt: bf16 is not a block format"));
+    CHECK(qkv_dequantize(back, (qkv_dtype)99, got, 32) == QKV_ERR_DTYPE);
+}
+
 int main(void)
 {
     CHECK(QKV_Q8_0_BYTES == 2 + 32 && QKV_Q4_0_BYTES == 2 + 16);
@@ -300,5 +332,6 @@ int main(void)
     check_random();
     check_edges();
     check_attention();
+    check_public();
     return test_finish("test_quant");
 }

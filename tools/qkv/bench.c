@@ -63,6 +63,9 @@ static const char bench_usage[] =
     "                     the layer's weights in that dtype, each case timed in\n"
     "                     turn with its f32 twin (each side's fastest run) and\n"
     "                     printed beside it with the ratio of their rates\n"
+    "  --kv NAME          q8_0 or q4_0: attention's K and V (the layer's KV\n"
+    "                     cache) in that block format, Q in --dtype, against the\n"
+    "                     f32 twin as --dtype is (forward and layer cases only)\n"
     "  --json             one JSON object per case and line, nothing else\n"
     "  -h, --help         show this help\n";
 
@@ -84,14 +87,14 @@ static int parse_args(int argc, char **argv, bench_plan *p)
 {
     /* Each option once, the three kinds of shape as often as there is
      * room for them (the suite adds its cases only when none is given). */
-    const char *threads = NULL, *isa = NULL, *dtype = NULL;
+    const char *threads = NULL, *isa = NULL, *dtype = NULL, *kv = NULL;
     const char *shape_args[32], *gemm_args[32], *layer_args[32];
     const cli_opt opts[] = {
         {"--json", NULL, &p->bo.json, 0},         {"--quick", NULL, &p->quick, 0},
         {"--gemm", NULL, &p->gemm_only, 0},       {"--layer", NULL, &p->layer_only, 0},
         {"--backward", NULL, &p->bo.backward, 0}, {"--reference", NULL, &p->bo.reference, 0},
         {"--threads", &threads, NULL, 0},         {"--isa", &isa, NULL, 0},
-        {"--dtype", &dtype, NULL, 0},
+        {"--dtype", &dtype, NULL, 0},             {"--kv", &kv, NULL, 0},
     };
     const cli_list lists[] = {
         {"--shape", shape_args, 32, &p->nshape_args},
@@ -145,6 +148,17 @@ static int parse_args(int argc, char **argv, bench_plan *p)
     }
     p->bo.dtype = QKV_DTYPE_F32;
     if (dtype && !cli_parse_dtype("bench", "--dtype", dtype, &p->bo.dtype)) return CLI_USAGE;
+    p->bo.kv = QKV_DTYPE_F32;
+    if (kv) {
+        if (strcmp(kv, "q8_0") == 0) {
+            p->bo.kv = QKV_DTYPE_Q8_0;
+        } else if (strcmp(kv, "q4_0") == 0) {
+            p->bo.kv = QKV_DTYPE_Q4_0;
+        } else {
+            cli_error("bench", "--kv: '%s', expected q8_0 or q4_0", kv);
+            return CLI_USAGE;
+        }
+    }
     return CLI_OK;
 }
 
@@ -179,6 +193,11 @@ static int check_combinations(const bench_plan *p)
         cli_error("bench", "--layer times the layer's forward and decode; it does not combine "
                            "with %s",
                   bo->backward ? "--backward" : "--reference");
+        return CLI_USAGE;
+    }
+    if (bo->kv != QKV_DTYPE_F32 && (bo->backward || p->gemm_only || ngemm)) {
+        cli_error("bench", "--kv times forwards and the layer; it does not combine with %s",
+                  bo->backward ? "--backward" : p->gemm_only ? "--gemm" : "--gemm-shape");
         return CLI_USAGE;
     }
     if ((p->gemm_only || ngemm) && (bo->backward || bo->reference)) {

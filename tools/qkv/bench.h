@@ -111,6 +111,7 @@ typedef struct bench_opts {
     int threads, json, reference, backward;
     qkv_isa isa;
     qkv_dtype dtype; /* attention's inputs and outputs: F32, or F16 / BF16 beside an f32 twin */
+    qkv_dtype kv;    /* F32, or attention's K and V (the layer's cache) in Q8_0 / Q4_0 */
 } bench_opts;
 
 /* The threads a case runs on (bo->threads, or all CPUs) and the

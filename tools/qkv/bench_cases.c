@@ -86,12 +86,23 @@ static int narrowed(const float *x, int64_t n, qkv_dtype dt, qkv_array *out)
     return qkv_array_convert(out, &src, dt) == QKV_OK;
 }
 
+/* What a --dtype / --kv case is called beside its f32 twin: "bf16",
+ * "q8_0 K V", "bf16, q8_0 K V". */
+static const char *variant(const bench_opts *bo)
+{
+    static _Thread_local char name[32];
+    if (bo->kv == QKV_DTYPE_F32) return qkv_dtype_name(bo->dtype);
+    snprintf(name, sizeof name, "%s%s%s K V", bo->dtype != QKV_DTYPE_F32 ? qkv_dtype_name(bo->dtype) : "",
+             bo->dtype != QKV_DTYPE_F32 ? ", " : "", qkv_dtype_name(bo->kv));
+    return name;
+}
+
 /* The text line under a --dtype case: its f32 twin's time and rate, and
  * the case's rate over the twin's. */
 static void twin_line(const bench_opts *bo, double t, double t32, double rate32, const char *unit)
 {
     printf("%-24s %9.4f s %8.1f %s   %s / f32 %.3f\n", "  its f32 twin", t32, rate32, unit,
-           qkv_dtype_name(bo->dtype), t32 / t);
+           variant(bo), t32 / t);
 }
 
 /* A case run in a 16-bit --dtype beside its f32 twin (the SGEMM and layer
@@ -104,14 +115,14 @@ static void twin_report(const char *name, const char *kind, const bench_opts *bo
     const double rate = work / t / scale, rate32 = work / t32 / scale;
     if (bo->json) {
         printf("{\"name\": \"%s\", \"kind\": \"%s\", \"threads\": %d, \"impl\": \"%s\", "
-               "\"dtype\": \"%s\", \"seconds\": %.6g, \"f32_seconds\": %.6g, \"%s\": %.4g, "
-               "\"f32_%s\": %.4g, \"vs_f32\": %.4f}\n",
+               "\"dtype\": \"%s\", \"kv\": \"%s\", \"seconds\": %.6g, \"f32_seconds\": %.6g, "
+               "\"%s\": %.4g, \"f32_%s\": %.4g, \"vs_f32\": %.4f}\n",
                name, kind, bench_threads(bo), qkv_isa_name(bench_isa(bo)), qkv_dtype_name(bo->dtype),
-               t, t32, scale > 1 ? "gflops" : "tokens_per_s", rate,
+               qkv_dtype_name(bo->kv), t, t32, scale > 1 ? "gflops" : "tokens_per_s", rate,
                scale > 1 ? "gflops" : "tokens_per_s", rate32, t32 / t);
     } else {
         char label[80];
-        snprintf(label, sizeof label, "%s %s", name, qkv_dtype_name(bo->dtype));
+        snprintf(label, sizeof label, "%s %s", name, variant(bo));
         printf("%-24s %9.4f s %8.1f %s\n", label, t, rate, unit);
         twin_line(bo, t, t32, rate32, unit);
     }
@@ -127,6 +138,7 @@ typedef struct attention_ctx {
     qkv_attention_options opt;
     qkv_context *ctx;
     qkv_array half[8]; /* with a 16-bit dtype: the tensors' 16-bit data (lse stays f32) */
+    void *blocks[2];   /* with --kv: K's and V's blocks */
 } attention_ctx;
 
 /* One timed step: the forward, or the forward (with lse) and the backward. */
@@ -179,16 +191,34 @@ static void attention_free(attention_ctx *a)
     qkv_context_free(a->ctx);
     for (int i = 0; i < 5; i++) qkv_free(a->data[i]);
     for (int i = 0; i < 8; i++) qkv_array_free(&a->half[i]);
+    for (int i = 0; i < 2; i++) qkv_free(a->blocks[i]);
+}
+
+/* K and V quantized to the block format dt (--kv) from their f32 values. */
+static int attention_quantize(attention_ctx *a, qkv_dtype dt)
+{
+    qkv_tensor *t[2] = {&a->k, &a->v};
+    for (int i = 0; i < 2; i++) {
+        const int64_t n = t[i]->shape[0] * t[i]->shape[1] * t[i]->shape[2] * t[i]->shape[3];
+        const int64_t bytes = n / QKV_BLOCK_VALUES *
+                              (dt == QKV_DTYPE_Q8_0 ? QKV_Q8_0_BLOCK_BYTES : QKV_Q4_0_BLOCK_BYTES);
+        a->blocks[i] = qkv_alloc((size_t)(bytes > 0 ? bytes : 1));
+        if (!a->blocks[i] || qkv_quantize(a->blocks[i], dt, a->data[1 + i], n) != QKV_OK) return 0;
+        t[i]->data = a->blocks[i];
+        t[i]->dtype = dt;
+    }
+    return 1;
 }
 
 /* The case's tensors in dtype dt instead of f32: the inputs' values
  * rounded, the outputs written in dt (lse stays f32, as the library
- * keeps it); 0 when out of memory. */
+ * keeps it), K and V left as they are when in a block format; 0 when out
+ * of memory. */
 static int attention_narrow(attention_ctx *a, qkv_dtype dt)
 {
     qkv_tensor *t[8] = {&a->q, &a->k, &a->v, &a->dout, &a->o, &a->dq, &a->dk, &a->dv};
     for (int i = 0; i < 8; i++) {
-        if (!t[i]->data) continue;
+        if (!t[i]->data || t[i]->dtype != QKV_DTYPE_F32) continue;
         const int64_t n = t[i]->shape[0] * t[i]->shape[1] * t[i]->shape[2] * t[i]->shape[3];
         if (!narrowed(t[i]->data, n, dt, &a->half[i])) return 0;
         t[i]->data = a->half[i].data;
@@ -210,7 +240,11 @@ static void attention_report(const bcase *c, const bench_opts *bo, const blas *b
     if (bo->backward) flops *= 3.5; /* the forward, and the backward counted as 2.5 of it */
     const double gflops = flops / t / 1e9;
     const double nk = (double)(c->B * c->Hkv * c->Lk * c->E);
-    const double bytes = 2.0 * nk * (double)qkv_dtype_size(bo->dtype); /* K and V, read once */
+    /* K and V, read once: their dtype's bytes a value, or a block's over 32 */
+    const double per = bo->kv == QKV_DTYPE_Q8_0   ? (double)QKV_Q8_0_BLOCK_BYTES / QKV_BLOCK_VALUES
+                       : bo->kv == QKV_DTYPE_Q4_0 ? (double)QKV_Q4_0_BLOCK_BYTES / QKV_BLOCK_VALUES
+                                                  : (double)qkv_dtype_size(bo->dtype);
+    const double bytes = 2.0 * nk * per;
     const double gbps = bytes / t / 1e9;
     double ceiling, ratio;
     if (decode) {
@@ -224,13 +258,13 @@ static void attention_report(const bcase *c, const bench_opts *bo, const blas *b
     if (bo->json) {
         printf("{\"name\": \"%s\", \"B\": %lld, \"H\": %lld, \"Hkv\": %lld, \"Lq\": %lld, "
                "\"Lk\": %lld, \"E\": %lld, \"causal\": %s, \"backward\": %s, \"threads\": %d, "
-               "\"impl\": \"%s\", \"dtype\": \"%s\", "
+               "\"impl\": \"%s\", \"dtype\": \"%s\", \"kv\": \"%s\", "
                "\"seconds\": %.6g, \"gflops\": %.4g, ",
                c->name, (long long)c->B, (long long)c->H, (long long)c->Hkv, (long long)c->Lq,
                (long long)c->Lk, (long long)c->E, c->causal ? "true" : "false",
                bo->backward ? "true" : "false", bench_threads(bo),
                bo->reference ? "reference" : qkv_isa_name(bench_isa(bo)),
-               qkv_dtype_name(bo->dtype), t, gflops);
+               qkv_dtype_name(bo->dtype), qkv_dtype_name(bo->kv), t, gflops);
         if (t32 > 0)
             printf("\"f32_seconds\": %.6g, \"f32_gflops\": %.4g, \"vs_f32\": %.4f, ", t32,
                    flops / t32 / 1e9, t32 / t);
@@ -245,7 +279,7 @@ static void attention_report(const bcase *c, const bench_opts *bo, const blas *b
     } else {
         char name[80];
         snprintf(name, sizeof name, "%s%s%s", c->name, t32 > 0 ? " " : "",
-                 t32 > 0 ? qkv_dtype_name(bo->dtype) : "");
+                 t32 > 0 ? variant(bo) : "");
         if (!decode) {
             text_gflops_line(name, t, gflops, peak, ceiling, ratio);
         } else {
@@ -262,11 +296,13 @@ int bench_attention_case(const bcase *c, const bench_opts *bo, const blas *bl, d
                          double peak)
 {
     attention_ctx a, twin;
-    const int narrow = bo->dtype != QKV_DTYPE_F32;
+    const int narrow = bo->dtype != QKV_DTYPE_F32 || bo->kv != QKV_DTYPE_F32;
     int ok = 0;
     memset(&twin, 0, sizeof twin);
-    if (!attention_setup(c, bo, &a) || (narrow && (!attention_setup(c, bo, &twin) ||
-                                                   !attention_narrow(&a, bo->dtype)))) {
+    if (!attention_setup(c, bo, &a) ||
+        (narrow && (!attention_setup(c, bo, &twin) ||
+                    (bo->kv != QKV_DTYPE_F32 && !attention_quantize(&a, bo->kv)) ||
+                    (bo->dtype != QKV_DTYPE_F32 && !attention_narrow(&a, bo->dtype))))) {
         cli_error("bench", "%s: cannot allocate the inputs", c->name);
     } else {
         cli_progress prog;
@@ -401,9 +437,9 @@ static int run_layer_forward(void *vctx)
 }
 
 /* A layer with random parameters, its weights kept in dt, and, for
- * decode, a cache in dt holding `len` tokens of random keys and values
- * (appended in pieces). */
-static int layer_setup(const lcase *c, qkv_dtype dt, layer_ctx *l)
+ * decode, a cache in kvf (a block format) or dt holding `len` tokens of
+ * random keys and values (appended in pieces). */
+static int layer_setup(const lcase *c, qkv_dtype dt, qkv_dtype kvf, layer_ctx *l)
 {
     qkv_mha_config cfg = {.d_model = c->D,
                           .heads = c->H,
@@ -433,9 +469,11 @@ static int layer_setup(const lcase *c, qkv_dtype dt, layer_ctx *l)
     l->y = qkv_alloc((size_t)(rows * c->D) * sizeof(float));
     if (!l->x || !l->y) return 0;
     if (!c->decode) return 1;
-    const qkv_kv_format f = dt == QKV_DTYPE_BF16  ? QKV_KV_BF16
-                            : dt == QKV_DTYPE_F16 ? QKV_KV_F16
-                                                  : QKV_KV_F32;
+    const qkv_kv_format f = kvf == QKV_DTYPE_Q8_0   ? QKV_KV_Q8_0
+                            : kvf == QKV_DTYPE_Q4_0 ? QKV_KV_Q4_0
+                            : dt == QKV_DTYPE_BF16 ? QKV_KV_BF16
+                            : dt == QKV_DTYPE_F16  ? QKV_KV_F16
+                                                   : QKV_KV_F32;
     const qkv_kv_cache_options co = {sizeof co, f, f};
     if (qkv_kv_cache_create_with(&l->cache, l->m, 1, c->len + 1, &co) != QKV_OK) return 0;
     const int64_t piece = 512;
@@ -530,7 +568,8 @@ static int layer_twin_case(const lcase *c, const bench_opts *bo)
     if (!(l.ctx = cli_context("bench", bo->threads, 0, bo->isa)) ||
         !(twin.ctx = cli_context("bench", bo->threads, 0, bo->isa))) {
         /* cli_context said why */
-    } else if (!layer_setup(c, bo->dtype, &l) || !layer_setup(c, QKV_DTYPE_F32, &twin)) {
+    } else if (!layer_setup(c, bo->dtype, bo->kv, &l) ||
+               !layer_setup(c, QKV_DTYPE_F32, QKV_DTYPE_F32, &twin)) {
         cli_error("bench", "%s: %s", c->name,
                   *qkv_error_detail() ? qkv_error_detail() : "cannot allocate the layer");
     } else if (!bench_time_pair(c->decode ? run_layer_decode : run_layer_forward, &l,
@@ -552,7 +591,7 @@ static int layer_twin_case(const lcase *c, const bench_opts *bo)
 
 int bench_layer_case(const lcase *c, const bench_opts *bo, const blas *bl, double peak)
 {
-    if (bo->dtype != QKV_DTYPE_F32) return layer_twin_case(c, bo);
+    if (bo->dtype != QKV_DTYPE_F32 || bo->kv != QKV_DTYPE_F32) return layer_twin_case(c, bo);
     layer_ctx l;
     memset(&l, 0, sizeof l);
     copy_ctx cp = {NULL, NULL, 0, 1};
@@ -563,7 +602,7 @@ int bench_layer_case(const lcase *c, const bench_opts *bo, const blas *bl, doubl
     int ok = 0;
     if (!(l.ctx = cli_context("bench", bo->threads, 0, bo->isa))) {
         /* cli_context said why */
-    } else if (!layer_setup(c, QKV_DTYPE_F32, &l)) {
+    } else if (!layer_setup(c, QKV_DTYPE_F32, QKV_DTYPE_F32, &l)) {
         cli_error("bench", "%s: %s", c->name,
                   *qkv_error_detail() ? qkv_error_detail() : "cannot allocate the layer");
     } else if (c->decode ? !copy_alloc(&cp, bench_threads(bo)) : bl->sgemm && !gemm_alloc(&g)) {
