@@ -13,6 +13,7 @@
 #include "cpu/kernels/kernels.h"
 #include "half.h"
 #include "qkv.h"
+#include "quant.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -622,6 +623,35 @@ static void check_widen_narrow(qkv_isa isa)
     free(h), free(f), free(x), free(got);
 }
 
+/* The block formats' dequantization: every set's kernels give quant.c's
+ * bits, for random blocks of every scale at odd addresses (NaN blocks
+ * included). */
+static void check_dequant(qkv_isa isa)
+{
+    const qkv_cpu_kernels *k = kernels_of(isa);
+    if (!k) return;
+    enum { BLOCKS = 300 };
+    test_rng r = test_rng_seed(9);
+    float *x = test_malloc(BLOCKS * 32 * sizeof *x);
+    for (int i = 0; i < BLOCKS; i++)
+        for (int j = 0; j < 32; j++)
+            x[i * 32 + j] = i == 7 && j == 3 ? NAN : ldexpf((float)(2 * test_rand(&r) - 1), i % 30 - 15);
+    unsigned char *b = test_malloc(BLOCKS * QKV_Q8_0_BYTES + 1);
+    float *want = test_malloc(BLOCKS * 32 * sizeof *want), *got = test_malloc((BLOCKS * 32 + 1) * sizeof *got);
+    for (int fmt = 0; fmt < 2; fmt++) {
+        (fmt ? qkv_q4_0_quantize : qkv_q8_0_quantize)(b + 1, x, BLOCKS);
+        (fmt ? qkv_q4_0_dequantize : qkv_q8_0_dequantize)(want, b + 1, BLOCKS);
+        (fmt ? k->dequant_q4_0 : k->dequant_q8_0)(got + 1, b + 1, BLOCKS);
+        int64_t bad = 0;
+        for (int i = 0; i < BLOCKS * 32; i++)
+            bad += memcmp(&want[i], &got[i + 1], sizeof(float)) != 0 && !(isnan(want[i]) && isnan(got[i + 1]));
+        CHECK(bad == 0);
+        if (bad) fprintf(stderr, "  %s dequant %s: %lld values differ\n", qkv_isa_name(isa),
+                         fmt ? "q4_0" : "q8_0", (long long)bad);
+    }
+    free(x), free(b), free(want), free(got);
+}
+
 /* ------------------------------------------------------------ bf16 pairs */
 
 static uint16_t bf(float x) { return qkv_f32_to_bf16(x); }
@@ -793,8 +823,10 @@ static void check_pairs(const qkv_cpu_kernels *k, int spec)
 int main(void)
 {
     for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
-        if (qkv_isa_supported(isas[i]))
+        if (qkv_isa_supported(isas[i])) {
             check_widen_narrow(isas[i]);
+            check_dequant(isas[i]);
+        }
         if (qkv_isa_supported(isas[i]))
             check_exp_softcap(isas[i]);
         else

@@ -37,7 +37,7 @@ static inline void qkv_cpu_row_widen(const qkv_cpu_kernels *k, const qkv_tensor 
     if (n <= 0) return;
     if (qkv_block_dtype(t->dtype)) {
         const int64_t at = qkv_view_offset(t, a, b, c, 0) / QKV_QBLOCK * qkv_block_bytes(t->dtype);
-        (t->dtype == QKV_DTYPE_Q8_0 ? qkv_q8_0_dequantize : qkv_q4_0_dequantize)(
+        (t->dtype == QKV_DTYPE_Q8_0 ? k->dequant_q8_0 : k->dequant_q4_0)(
             dst, (const unsigned char *)t->data + at, n / QKV_QBLOCK);
         return;
     }

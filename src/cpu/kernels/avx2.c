@@ -88,4 +88,14 @@ static inline void vnarrow_bf16(uint16_t *p, __m256 x)
     _mm_storeu_si128((__m128i *)(void *)p, _mm256_castsi256_si128(packed));
 }
 
+/* 8 signed bytes (q8_0's q), and 8 nibbles (q4_0's n, the low or high
+ * ones of 8 bytes) less 8, as floats. */
+#define vq8(p) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p))))
+static inline __m256 vq4(const unsigned char *p, int high)
+{
+    const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p));
+    const __m256i n = high ? _mm256_srli_epi32(b, 4) : _mm256_and_si256(b, _mm256_set1_epi32(15));
+    return _mm256_cvtepi32_ps(_mm256_sub_epi32(n, _mm256_set1_epi32(8)));
+}
+
 #include "cpu/kernels/body.h"

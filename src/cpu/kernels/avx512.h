@@ -90,4 +90,14 @@ static inline void vnarrow_bf16(uint16_t *p, __m512 x)
     _mm256_storeu_si256((__m256i *)(void *)p, _mm512_cvtepi32_epi16(vbf16_bits(x)));
 }
 
+/* 16 signed bytes (q8_0's q), and 16 nibbles (q4_0's n, the low or high
+ * ones of 16 bytes) less 8, as floats. */
+#define vq8(p) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))))
+static inline __m512 vq4(const unsigned char *p, int high)
+{
+    const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)p));
+    const __m512i n = high ? _mm512_srli_epi32(b, 4) : _mm512_and_si512(b, _mm512_set1_epi32(15));
+    return _mm512_cvtepi32_ps(_mm512_sub_epi32(n, _mm512_set1_epi32(8)));
+}
+
 #endif

@@ -24,6 +24,9 @@
  *                     alignment) widened to floats
  *   vnarrow_f16(p, x), vnarrow_bf16(p, x)   x rounded to VL 16-bit
  *                     patterns stored at p, as half.h rounds
+ *   vq8(p)            VL signed bytes at p (any alignment) as floats
+ *   vq4(p, high)      the low (high = 0) or high nibbles of VL bytes at p,
+ *                     less 8, as floats
  *
  * Layout (kernels.h): scores and output are kept transposed, st[j][i] for
  * key j and row i, ot[c][i] for value column c, so that the rows of a tile
@@ -32,6 +35,7 @@
 
 #include "cpu/kernels/kernels.h"
 #include "half.h"
+#include "quant.h"
 
 #include <math.h>
 
@@ -739,6 +743,27 @@ static void narrow_bf16(uint16_t *dst, const float *src, int64_t n)
     for (; x < n; x++) dst[x] = qkv_f32_to_bf16(src[x]);
 }
 
+/* q8_0 and q4_0 blocks (quant.h's layout) into floats: q d, (n - 8) d,
+ * each product exact, so the bits of quant.c's scalar loops. */
+static void dequant_q8_0(float *dst, const unsigned char *src, int64_t blocks)
+{
+    for (int64_t b = 0; b < blocks; b++, src += QKV_Q8_0_BYTES, dst += QKV_QBLOCK) {
+        const VF d = vset1(qkv_f16_to_f32((uint16_t)(src[0] | src[1] << 8)));
+        for (int j = 0; j < QKV_QBLOCK; j += VL) vstu(dst + j, vmul(vq8(src + 2 + j), d));
+    }
+}
+
+static void dequant_q4_0(float *dst, const unsigned char *src, int64_t blocks)
+{
+    for (int64_t b = 0; b < blocks; b++, src += QKV_Q4_0_BYTES, dst += QKV_QBLOCK) {
+        const VF d = vset1(qkv_f16_to_f32((uint16_t)(src[0] | src[1] << 8)));
+        for (int j = 0; j < QKV_QBLOCK / 2; j += VL) {
+            vstu(dst + j, vmul(vq4(src + 2 + j, 0), d));
+            vstu(dst + QKV_QBLOCK / 2 + j, vmul(vq4(src + 2 + j, 1), d));
+        }
+    }
+}
+
 /* The table: every set's f32 kernels; the pairs where the vocabulary has
  * them, in KNAME unless the file asks for them in a second table
  * (KNAME_PAIRS: generic.c's emulation, kernels.h says why). */
@@ -748,7 +773,8 @@ static void narrow_bf16(uint16_t *dst, const float *src, int64_t n)
     .dot_rows_f16 = dot_rows_f16, .dot_rows_bf16 = dot_rows_bf16,                             \
     .softmax_rows = softmax_rows, .axpy_rows = axpy_rows, .axpy_rows_f16 = axpy_rows_f16,      \
     .axpy_rows_bf16 = axpy_rows_bf16, .widen_f16 = widen_f16,                                 \
-    .widen_bf16 = widen_bf16, .narrow_f16 = narrow_f16, .narrow_bf16 = narrow_bf16
+    .widen_bf16 = widen_bf16, .narrow_f16 = narrow_f16, .narrow_bf16 = narrow_bf16,          \
+    .dequant_q8_0 = dequant_q8_0, .dequant_q4_0 = dequant_q4_0
 
 #if defined(VPAIRS) && !defined(KNAME_PAIRS)
 const qkv_cpu_kernels KNAME = {.name = KNAME_STRING, KERNEL_F32, KERNEL_PAIRS};

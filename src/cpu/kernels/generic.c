@@ -124,6 +124,20 @@ static inline void vnarrow_bf16(uint16_t *p, VF x)
     for (int i = 0; i < VL; i++) p[i] = qkv_f32_to_bf16(x.f[i]);
 }
 
+/* q8_0's signed bytes and q4_0's nibbles less 8, one at a time. */
+static inline VF vq8(const unsigned char *p)
+{
+    VF r;
+    for (int i = 0; i < VL; i++) r.f[i] = (float)(int8_t)p[i];
+    return r;
+}
+static inline VF vq4(const unsigned char *p, int high)
+{
+    VF r;
+    for (int i = 0; i < VL; i++) r.f[i] = (float)((high ? p[i] >> 4 : p[i] & 15) - 8);
+    return r;
+}
+
 /* The bf16 pairs, for the second table (kernels.h says why): VDPBF16PS
  * lane by lane, as Intel's manual gives it. The odd (high) products
  * first, each step one fmaf rounded to nearest; a denormal input or sum

@@ -111,6 +111,12 @@ typedef struct qkv_cpu_kernels {
      * round (NaN stays NaN). */
     void (*narrow_f16)(uint16_t *dst, const float *src, int64_t n);
     void (*narrow_bf16)(uint16_t *dst, const float *src, int64_t n);
+    /* blocks of q8_0 or q4_0 (quant.h) at src, any alignment, into
+     * blocks x 32 floats at dst, any alignment: the bits of quant.h's
+     * qkv_q8_0_dequantize / _q4_0_ (how the driver reads K and V views
+     * in a block format). */
+    void (*dequant_q8_0)(float *dst, const unsigned char *src, int64_t blocks);
+    void (*dequant_q4_0)(float *dst, const unsigned char *src, int64_t blocks);
 
     /* bf16 dot products, in the sets that have them (NULL elsewhere: those
      * compute bf16 calls with widen_bf16 and the f32 kernels above). A
