@@ -69,7 +69,8 @@ class MhaConfig(ctypes.Structure):
 
 
 # enum values of qkv.h
-DTYPE_F32, DTYPE_F64, DTYPE_F16, DTYPE_BF16, DTYPE_BOOL, DTYPE_I32, DTYPE_I64 = range(7)
+(DTYPE_F32, DTYPE_F64, DTYPE_F16, DTYPE_BF16, DTYPE_BOOL, DTYPE_I32, DTYPE_I64, DTYPE_Q8_0,
+ DTYPE_Q4_0) = range(9)
 ALIGN_TOP_LEFT, ALIGN_BOTTOM_RIGHT = 0, 1
 ROPE_NONE, ROPE_INTERLEAVED, ROPE_HALF = range(3)
 MHA_WQ, MHA_WK, MHA_WV, MHA_WO, MHA_BQ, MHA_BK, MHA_BV, MHA_BO = range(8)
@@ -169,6 +170,7 @@ def _declare_layer(lib):
         "qkv_kv_cache_create": ([ctypes.POINTER(P), P, I64, I64], ctypes.c_int),
         "qkv_kv_cache_create_with": ([ctypes.POINTER(P), P, I64, I64,
                                       ctypes.POINTER(KvCacheOptions)], ctypes.c_int),
+        "qkv_dequantize": ([FP, ctypes.c_int, P, I64], ctypes.c_int),
         "qkv_kv_cache_free": ([P], None),
         "qkv_kv_cache_length": ([P, I64], I64),
         "qkv_kv_cache_truncate": ([P, I64, I64], ctypes.c_int),

@@ -664,8 +664,11 @@ class MultiheadAttention:
         return (y, w) if need_weights else y
 
 
-# A cache's formats: qkv_kv_format's value, the element's bytes and typestr.
-_CACHE_FORMATS = {"f32": (0, 4, "<f4"), "f16": (1, 2, "<f2"), "bf16": (2, 2, "<u2")}
+# A cache's formats: qkv_kv_format's value, the element's bytes and typestr
+# (the block formats: qkv_dtype's code and a block's bytes instead).
+_CACHE_FORMATS = {"f32": (0, 4, "<f4"), "f16": (1, 2, "<f2"), "bf16": (2, 2, "<u2"),
+                  "q8_0": (3, 34, None), "q4_0": (4, 18, None)}
+_BLOCK_DTYPE = {"q8_0": _lib.DTYPE_Q8_0, "q4_0": _lib.DTYPE_Q4_0}
 
 
 class KVCache:
@@ -675,18 +678,24 @@ class KVCache:
     elements of `format`: "f32" (float32, the default), "f16" or "bf16",
     which round each stored element once and halve the bytes a decode step
     reads (the step then attends in that dtype, its queries rounded to it
-    too)."""
+    too), or "q8_0" / "q4_0", llama.cpp's blocks of 32 (about 1.06 and
+    0.56 bytes a value; head dims must be multiples of 32). `v_format`
+    gives the values another format than the keys (two float formats must
+    be the same)."""
 
-    def __init__(self, layer, batch, max_len, format="f32"):
+    def __init__(self, layer, batch, max_len, format="f32", *, v_format=None):
         if not isinstance(layer, MultiheadAttention):
             raise TypeError("layer: %s, expected a qkv.MultiheadAttention"
                             % type(layer).__name__)
         batch = _args.integer("batch", batch)
         max_len = _args.integer("max_len", max_len)
-        if not isinstance(format, str) or format not in _CACHE_FORMATS:
-            raise ValueError("format: %r, expected 'f32', 'f16' or 'bf16'" % (format,))
-        code = _CACHE_FORMATS[format][0]
-        opts = _lib.KvCacheOptions(ctypes.sizeof(_lib.KvCacheOptions), code, code)
+        v_format = format if v_format is None else v_format
+        for name, f in (("format", format), ("v_format", v_format)):
+            if not isinstance(f, str) or f not in _CACHE_FORMATS:
+                raise ValueError("%s: %r, expected 'f32', 'f16', 'bf16', 'q8_0' or 'q4_0'"
+                                 % (name, f))
+        opts = _lib.KvCacheOptions(ctypes.sizeof(_lib.KvCacheOptions), _CACHE_FORMATS[format][0],
+                                   _CACHE_FORMATS[v_format][0])
         ptr = ctypes.c_void_p()
         _check(_LIB.qkv_kv_cache_create_with(ctypes.byref(ptr), layer._handle.ptr, batch, max_len,
                                              ctypes.byref(opts)), "KVCache")
@@ -695,6 +704,7 @@ class KVCache:
         self.batch = batch
         self.max_len = max_len
         self.format = format
+        self.v_format = v_format
 
     def _seq(self, b):
         b = _args.integer("b", b, -float("inf"), float("inf"))  # the range is the IndexError's
@@ -738,34 +748,47 @@ class KVCache:
                "KVCache.append")
 
     def view(self, b):
-        """Writable views (keys (num_kv_heads, length, head_dim), values
-        (num_kv_heads, length, v_head_dim)) of sequence b's cached tokens,
-        in the cache's format (float32, float16, or ml_dtypes.bfloat16,
-        which a "bf16" cache's view needs installed); valid while the cache
-        lives (they keep it alive)."""
-        _, size, typestr = _CACHE_FORMATS[self.format]
-        bf16 = None
-        if self.format == "bf16":
-            try:
-                import ml_dtypes
-            except ImportError:
-                raise TypeError("KVCache.view: a bf16 cache's view is an ml_dtypes.bfloat16 "
-                                "array, and ml_dtypes is not installed (pip install "
-                                "ml_dtypes)") from None
-            bf16 = ml_dtypes.bfloat16
+        """Sequence b's cached keys (num_kv_heads, length, head_dim) and
+        values (num_kv_heads, length, v_head_dim): writable views in a
+        float format (float32, float16, or ml_dtypes.bfloat16, which a
+        "bf16" side's view needs installed), valid while the cache lives
+        (they keep it alive); for "q8_0" / "q4_0" float32 copies,
+        dequantized exactly."""
         tk, tv = _lib.Tensor(), _lib.Tensor()
         _check(_LIB.qkv_kv_cache_view(self._handle.ptr, self._seq(b), ctypes.byref(tk),
                                       ctypes.byref(tv)), "KVCache.view")
         out = []
-        for t in (tk, tv):
-            a = np.asarray(_Memory(self._handle, t.data, tuple(t.shape)[1:],
+        for t, fmt in ((tk, self.format), (tv, self.v_format)):
+            shape = tuple(t.shape)[1:]
+            _, size, typestr = _CACHE_FORMATS[fmt]
+            if typestr is None:  # a block format: rows of whole blocks, one run per head
+                heads, length, width = shape
+                a = np.empty(shape, np.float32)
+                per_head = int(t.stride[1]) // 32 * size
+                for h in range(heads):
+                    if length:
+                        _check(_LIB.qkv_dequantize(_ptr(a[h]), _BLOCK_DTYPE[fmt],
+                                                   t.data + h * per_head, length * width),
+                               "KVCache.view")
+                out.append(a)
+                continue
+            a = np.asarray(_Memory(self._handle, t.data, shape,
                                    tuple(s * size for s in tuple(t.stride)[1:]), typestr))
-            out.append(a.view(bf16) if bf16 is not None else a)
+            if fmt == "bf16":
+                try:
+                    import ml_dtypes
+                except ImportError:
+                    raise TypeError("KVCache.view: a bf16 cache's view is an "
+                                    "ml_dtypes.bfloat16 array, and ml_dtypes is not installed "
+                                    "(pip install ml_dtypes)") from None
+                a = a.view(ml_dtypes.bfloat16)
+            out.append(a)
         return tuple(out)
 
     def __repr__(self):
-        return "qkv.KVCache(batch=%d, max_len=%d, format=%r, lengths=%s)" % (
-            self.batch, self.max_len, self.format, self.lengths())
+        vf = "" if self.v_format == self.format else ", v_format=%r" % self.v_format
+        return "qkv.KVCache(batch=%d, max_len=%d, format=%r%s, lengths=%s)" % (
+            self.batch, self.max_len, self.format, vf, self.lengths())
 
 
 def _size(name, x):

@@ -653,8 +653,34 @@ def test_cache_formats(fmt, tol):
     want = np.float16 if fmt == "f16" else pytest.importorskip("ml_dtypes").bfloat16
     assert k16.dtype == want and k16.shape == k32.shape
     assert np.array_equal(k16, k32.astype(want)) and np.array_equal(v16, v32.astype(want))
-    with pytest.raises(ValueError, match="format: 'f8'"):
+    with pytest.raises(ValueError, match="^format: 'f8'"):
         qkv.KVCache(m, 1, 4, format="f8")
+
+
+@pytest.mark.parametrize("fmt,vfmt,tol", [("q8_0", "q8_0", 1e-2), ("q8_0", "q4_0", 1e-1),
+                                          ("bf16", "q8_0", 1e-2)])
+def test_cache_block_formats(fmt, vfmt, tol):
+    """q8_0 / q4_0 caches (K and V each their own): steps within what the
+    format costs of the f32 cache's, and views dequantized within half a
+    block step of the f32 cache's keys."""
+    m = randomize(qkv.MultiheadAttention(64, 2, batch_first=True, num_kv_heads=1, rope="half"),
+                  scale=0.15)
+    B, T = 2, 7
+    x = rand(B, T, 64)
+    c32, cq = qkv.KVCache(m, B, T), qkv.KVCache(m, B, T, fmt, v_format=vfmt)
+    assert cq.nbytes < c32.nbytes and repr(cq).count(vfmt) >= 1
+    for a, b in ((0, 5), (5, 7)):
+        assert rel(m.decode(cq, x[:, a:b]), m.decode(c32, x[:, a:b])) <= tol
+    (k32, v32), (kq, vq) = c32.view(0), cq.view(0)
+    assert kq.dtype == (np.float32 if fmt != "bf16" else kq.dtype) and kq.shape == k32.shape
+    if fmt == "q8_0":  # each block's step d is max|k| / 127 over its 32 values: half a step,
+        # plus up to 127 times the binary16 rounding of d (2^-11 of it)
+        step = np.abs(k32).reshape(*k32.shape[:2], -1, 32).max(-1, keepdims=True) / 127
+        err = np.abs(kq - k32).reshape(*k32.shape[:2], -1, 32)
+        assert (err <= (0.5 + 127 * 2.0 ** -11) * step + 1e-6).all()
+    assert vq.dtype == np.float32 and vq.shape == v32.shape
+    with pytest.raises(ValueError, match="v_format: 'q2'"):
+        qkv.KVCache(m, 1, 4, v_format="q2")
 
 
 def test_cache_truncate_and_append():
