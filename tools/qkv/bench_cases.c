@@ -591,7 +591,9 @@ static int layer_twin_case(const lcase *c, const bench_opts *bo)
 
 int bench_layer_case(const lcase *c, const bench_opts *bo, const blas *bl, double peak)
 {
-    if (bo->dtype != QKV_DTYPE_F32 || bo->kv != QKV_DTYPE_F32) return layer_twin_case(c, bo);
+    /* --kv is the decode's cache: a forward has none */
+    if (bo->dtype != QKV_DTYPE_F32 || (bo->kv != QKV_DTYPE_F32 && c->decode))
+        return layer_twin_case(c, bo);
     layer_ctx l;
     memset(&l, 0, sizeof l);
     copy_ctx cp = {NULL, NULL, 0, 1};
