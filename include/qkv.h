@@ -1659,6 +1659,41 @@ QKV_API qkv_status qkv_mha_decode(qkv_context *ctx, const qkv_mha *m, qkv_kv_cac
                                   float *weights, const float *x, int64_t n,
                                   const qkv_attention_options *opts);
 
+/*! qkv_mha_kv_cost() :
+ *  What a KV cache format costs each head: the layer's causal
+ *  self-attention over x, its keys and values once as the layer computes
+ *  them (f32) and once as a cache of `fmt`'s formats holds them (rounded
+ *  or quantized on append; the queries rounded too where a format is F16
+ *  or BF16, as decode does), compared head by head.
+ *
+ *    ctx    in, optional: how the attention calls run
+ *    m      in: the layer (self-attention: d_context = d_model)
+ *    x      in, F32 (B, L, D): the tokens, from position 0
+ *    batch  in: B >= 1;  len: L >= 1
+ *    fmt    in, optional: the formats (NULL or zeros: F32, which costs 0)
+ *    kl     out, H + 1 doubles: for each head the mean over its B x L
+ *           queries of the KL divergence of the weights, sum_j p_j
+ *           log(p_j / p~_j) in nats (p the f32 cache's, p~ the format's;
+ *           INFINITY where a weight the f32 cache gives is 0 in p~), then
+ *           the mean over heads
+ *    err    out, H + 1 doubles: for each head the relative L2 error of its
+ *           attention output (B x L x Ev, before W_o), then over all heads
+ *
+ *  Errors:  those of qkv_kv_cache_create_with for fmt (a block format on
+ *           a head dim that is not a multiple of 32, say) and of the
+ *           attention; QKV_ERR_INVALID_ARGUMENT for batch or len < 1, or a
+ *           value a block format cannot hold; QKV_ERR_SHAPE for a
+ *           cross-attention layer; QKV_ERR_NULL_ARGUMENT;
+ *           QKV_ERR_OUT_OF_MEMORY.
+ *  @return  QKV_OK, or the error.
+ *  Threads: safe (the attention's threads as ctx says).
+ *  Memory:  a cache of B x L tokens in fmt, the f32 projections, and per
+ *           block of queries two weight tiles of H x rows x L floats
+ *           (rows chosen to keep them near 64 MB). */
+QKV_API qkv_status qkv_mha_kv_cost(qkv_context *ctx, const qkv_mha *m, const float *x,
+                                   int64_t batch, int64_t len, const qkv_kv_cache_options *fmt,
+                                   double *kl, double *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -793,6 +793,79 @@ static void test_cache_quantized(void)
     qkv_mha_free(ms);
 }
 
+/* qkv_mha_kv_cost: zero for an f32 cache, bit for bit; for q8_0 and q4_0
+ * the per-head KL divergences equal those computed here from the weights
+ * of a one-step decode through such a cache against the f32 forward's
+ * (the same attention, reached through the public calls), their mean is
+ * the last entry, q4_0 costs more than q8_0, the output errors are
+ * within the formats' bounds; and the argument errors. */
+static void test_kv_cost(void)
+{
+    test_rng r = test_rng_seed(0xc057);
+    qkv_mha_config cfg = {.d_model = 64, .heads = 4, .kv_heads = 2, .head_dim = 32, .bias = 1,
+                          .rope = QKV_ROPE_HALF};
+    qkv_mha *m = make_layer(&cfg, &r);
+    const int64_t B = 2, L = 20, H = 4, D = 64;
+    float *x = test_rand_f32(&r, B * L * D, -1, 1);
+    double kl[5], err[5];
+    CHECK(qkv_mha_kv_cost(NULL, m, x, B, L, NULL, kl, err) == QKV_OK);
+    for (int h = 0; h <= H; h++) CHECK(kl[h] == 0.0 && err[h] == 0.0);
+    /* the f32 forward's weights, once */
+    float *y = test_malloc(sizeof(float) * (size_t)(B * L * D));
+    float *w32 = test_malloc(sizeof(float) * (size_t)(B * H * L * L));
+    float *wq = test_malloc(sizeof(float) * (size_t)(B * H * L * L));
+    qkv_attention_options causal = {0};
+    causal.causal = 1;
+    CHECK(qkv_mha_forward(NULL, m, y, w32, x, B, L, NULL, L, &causal) == QKV_OK);
+    const qkv_kv_format fmts[2] = {QKV_KV_Q8_0, QKV_KV_Q4_0};
+    double mean[2];
+    for (int f = 0; f < 2; f++) {
+        const qkv_kv_cache_options o = {sizeof o, fmts[f], fmts[f]};
+        CHECK(qkv_mha_kv_cost(NULL, m, x, B, L, &o, kl, err) == QKV_OK);
+        qkv_kv_cache *c = NULL;
+        CHECK(qkv_kv_cache_create_with(&c, m, B, L, &o) == QKV_OK);
+        CHECK(qkv_mha_decode(NULL, m, c, y, wq, x, L, NULL) == QKV_OK);
+        double sum = 0;
+        for (int64_t h = 0; h < H; h++) {
+            double want = 0;
+            for (int64_t b = 0; b < B; b++)
+                for (int64_t i = 0; i < L; i++)
+                    for (int64_t j = 0; j < L; j++) {
+                        const double p = w32[((b * H + h) * L + i) * L + j];
+                        const double q = wq[((b * H + h) * L + i) * L + j];
+                        if (p > 0) want += p * log(p / q);
+                    }
+            want /= (double)(B * L);
+            CHECK(fabs(kl[h] - want) <= 1e-6 * want + 1e-12);
+            if (!(fabs(kl[h] - want) <= 1e-6 * want + 1e-12))
+                fprintf(stderr, "  kv cost %d head %lld: KL %.9g, want %.9g\n", f, (long long)h,
+                        kl[h], want);
+            CHECK(kl[h] > 0 && err[h] > 0 && err[h] < (f ? 0.2 : 2e-2));
+            sum += kl[h];
+        }
+        CHECK(fabs(kl[H] - sum / (double)H) <= 1e-12 * sum);
+        mean[f] = kl[H];
+        CHECK(err[H] > 0 && err[H] < (f ? 0.2 : 2e-2));
+        qkv_kv_cache_free(c);
+    }
+    CHECK(mean[1] > mean[0]);
+    /* errors */
+    const qkv_kv_cache_options bad = {0, (qkv_kv_format)9, QKV_KV_F32};
+    CHECK(qkv_mha_kv_cost(NULL, m, x, B, L, &bad, kl, err) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_has("opts.k_format: 9 is not a qkv_kv_format"));
+    CHECK(qkv_mha_kv_cost(NULL, m, x, 0, L, NULL, kl, err) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_has("batch: 0 is not >= 1"));
+    CHECK(qkv_mha_kv_cost(NULL, m, x, B, L, NULL, NULL, err) == QKV_ERR_NULL_ARGUMENT);
+    CHECK(qkv_mha_kv_cost(NULL, NULL, x, B, L, NULL, kl, err) == QKV_ERR_NULL_ARGUMENT);
+    qkv_mha_free(m);
+    qkv_mha_config cross = {.d_model = 8, .d_context = 6, .heads = 2};
+    qkv_mha *mc = make_layer(&cross, &r);
+    CHECK(qkv_mha_kv_cost(NULL, mc, x, 1, 2, NULL, kl, err) == QKV_ERR_SHAPE);
+    CHECK(detail_has("m: the cost view is self-attention"));
+    qkv_mha_free(mc);
+    free(x), free(y), free(w32), free(wq);
+}
+
 /* --------------------------------------------------------------- errors */
 
 static int detail_has(const char *s)
@@ -1362,6 +1435,7 @@ int main(void)
     test_cache_append();
     test_cache_formats();
     test_cache_quantized();
+    test_kv_cost();
     test_decode_long();
     test_save_load();
     test_weight_dtypes();

@@ -128,6 +128,8 @@ void qkv_kv_cache_free(qkv_kv_cache *c)
     free(c);
 }
 
+qkv_dtype qkv_kv_cache_query_dtype(const qkv_kv_cache *c) { return c->qdt; }
+
 int64_t qkv_kv_cache_length(const qkv_kv_cache *c, int64_t b)
 {
     return c && b >= 0 && b < c->batch ? c->len[b] : -1;

@@ -250,6 +250,29 @@ static qkv_status check_call(const qkv_mha *m, const float *x, int64_t batch, in
     return QKV_OK;
 }
 
+qkv_status qkv_mha_project(qkv_context *ctx, const qkv_mha *m, float *q, float *k, float *v,
+                           const float *x, int64_t batch, int64_t lq, const float *context,
+                           int64_t lk)
+{
+    const qkv_mha_config *c = &m->cfg;
+    const int64_t H = c->heads, Hkv = c->kv_heads, E = c->head_dim, Ev = c->v_head_dim;
+    const float *cin = context ? context : x;
+    const int64_t dkv = c->d_context;
+    qkv_status st = qkv_mha_linear(ctx, q, x, batch * lq, m->param[QKV_MHA_WQ],
+                                   m->dtype[QKV_MHA_WQ], H * E, c->d_model, m->param[QKV_MHA_BQ]);
+    if (st == QKV_OK)
+        st = qkv_mha_linear(ctx, k, cin, batch * lk, m->param[QKV_MHA_WK], m->dtype[QKV_MHA_WK],
+                            Hkv * E, dkv, m->param[QKV_MHA_BK]);
+    if (st == QKV_OK)
+        st = qkv_mha_linear(ctx, v, cin, batch * lk, m->param[QKV_MHA_WV], m->dtype[QKV_MHA_WV],
+                            Hkv * Ev, dkv, m->param[QKV_MHA_BV]);
+    for (int64_t b = 0; b < batch && st == QKV_OK; b++) {
+        st = qkv_rope_apply(c, q + b * lq * H * E, lq, H * E, H, 0, 0);
+        if (st == QKV_OK) st = qkv_rope_apply(c, k + b * lk * Hkv * E, lk, Hkv * E, Hkv, 0, 0);
+    }
+    return st;
+}
+
 /* Projects and rotates Q, K, V, runs the attention into act->a and
  * act->lse, and writes the weights when asked. */
 static qkv_status forward_core(qkv_context *ctx, const qkv_mha *m, activations *act,
@@ -272,22 +295,7 @@ static qkv_status forward_core(qkv_context *ctx, const qkv_mha *m, activations *
     act->a = act->v + nv;
     act->lse = act->a + na;
 
-    const float *cin = context ? context : x;
-    const int64_t dkv = c->d_context;
-    qkv_status st = qkv_mha_linear(ctx, act->q, x, batch * lq, m->param[QKV_MHA_WQ],
-                                   m->dtype[QKV_MHA_WQ], H * E, c->d_model, m->param[QKV_MHA_BQ]);
-    if (st == QKV_OK)
-        st = qkv_mha_linear(ctx, act->k, cin, batch * lk, m->param[QKV_MHA_WK],
-                            m->dtype[QKV_MHA_WK], Hkv * E, dkv, m->param[QKV_MHA_BK]);
-    if (st == QKV_OK)
-        st = qkv_mha_linear(ctx, act->v, cin, batch * lk, m->param[QKV_MHA_WV],
-                            m->dtype[QKV_MHA_WV], Hkv * Ev, dkv, m->param[QKV_MHA_BV]);
-    if (st != QKV_OK) return st;
-    for (int64_t b = 0; b < batch && st == QKV_OK; b++) {
-        st = qkv_rope_apply(c, act->q + b * lq * H * E, lq, H * E, H, 0, 0);
-        if (st == QKV_OK) st = qkv_rope_apply(c, act->k + b * lk * Hkv * E, lk, Hkv * E, Hkv, 0, 0);
-    }
-    if (st != QKV_OK) return st;
+    QKV_TRY(qkv_mha_project(ctx, m, act->q, act->k, act->v, x, batch, lq, context, lk));
     qkv_tensor tq = qkv_mha_heads_view(act->q, batch, lq, H, E);
     qkv_tensor tk = qkv_mha_heads_view(act->k, batch, lk, Hkv, E);
     qkv_tensor tv = qkv_mha_heads_view(act->v, batch, lk, Hkv, Ev);

@@ -25,6 +25,14 @@ qkv_status qkv_mha_resolve_config(const qkv_mha_config *cfg, qkv_mha_config *out
 qkv_status qkv_mha_linear(qkv_context *ctx, float *y, const float *x, int64_t rows, const void *w,
                           qkv_dtype wdt, int64_t out, int64_t in, const float *b);
 
+/* The layer's queries q (B, lq, H, E), keys k (B, lk, Hkv, E) and values
+ * v (B, lk, Hkv, Ev) from x (B, lq, D) and context (B, lk, Dkv; NULL for
+ * x itself), q and k rotated by RoPE from position 0: the forward's first
+ * step, and the cost view's (cost.c). */
+qkv_status qkv_mha_project(qkv_context *ctx, const qkv_mha *m, float *q, float *k, float *v,
+                           const float *x, int64_t batch, int64_t lq, const float *context,
+                           int64_t lk);
+
 /* Rotates the `heads` heads of head dim E in each of n rows of width
  * `row_stride` (the heads are the first heads*E columns) by RoPE, row r
  * being at position pos0 + r (pos_step 1). inverse != 0 rotates by the
@@ -40,6 +48,10 @@ qkv_byte_range qkv_mha_param_range(const char *name, const qkv_mha *m);
 /* Whether n buffers of counts[i] floats (each count already known not to
  * overflow) fit in one allocation together, with one float more. */
 int qkv_floats_fit(int n, const int64_t *counts);
+
+/* The dtype a cache's decode step gives its queries: its float side's
+ * (F16, BF16), or F32 (cache.c). */
+qkv_dtype qkv_kv_cache_query_dtype(const qkv_kv_cache *c);
 
 /* A (B, L, heads, dim) buffer seen as the attention's (B, heads, L, dim). */
 qkv_tensor qkv_mha_heads_view(float *data, int64_t batch, int64_t len, int64_t heads,
