@@ -444,7 +444,7 @@ static void test_help_and_successes(void)
     static const char *const flags[] = {
         "--params", "--heads", "--kv-heads", "--query", "--context", "-o", "--weights",
         "--causal", "--kv-lens", "--rope", "--rope-style", "--prefix", "--reference",
-        "--threads", "--help",
+        "--threads", "--kv-cost", "--help",
     };
     set_ctx("qkv --help lists mha");
     EXPECT(RUN("--help") == 0);
@@ -461,6 +461,18 @@ static void test_help_and_successes(void)
         EXPECT(found);
     }
     EXPECT(RUN("mha", "-h") == 0 && strstr(g_stdout, "usage: qkv mha") != NULL);
+    expect_out_files(0);
+
+    /* --kv-cost: a table per head on stdout, no file; f32 costs nothing. */
+    set_ctx("--kv-cost bf16 and f32");
+    EXPECT(RUN("mha", "--params", "@p.safetensors", "--heads", "2", "--query", "@x.npy",
+               "--kv-cost", "bf16") == 0);
+    EXPECT(strstr(g_stdout, "kv cost: keys bf16, values bf16, against f32") != NULL);
+    EXPECT(strstr(g_stdout, "\n     0  ") != NULL && strstr(g_stdout, "\n     1  ") != NULL &&
+           strstr(g_stdout, "\n   all  ") != NULL && g_stderr[0] == '\0');
+    EXPECT(RUN("mha", "--params", "@p.safetensors", "--heads", "2", "--query", "@x.npy",
+               "--kv-cost", "f32,f32") == 0);
+    EXPECT(strstr(g_stdout, "   all               0               0\n") != NULL);
     expect_out_files(0);
 
     /* float32, float64 and float16 X holding the same values: same bytes. */
@@ -618,6 +630,11 @@ static const err_case err_cases[] = {
     {"--weights in a missing directory", 1, {"--weights", "nodir"},
      {"mha", GOOD, "--weights", "%nodir/w.npy"}},
     {"-o is a directory", 1, {"-o", "isdir"}, {"mha", P, HD, X, "-o", "%isdir"}},
+    {"--kv-cost of no format", 2, {"--kv-cost", "'q9'"}, {"mha", P, HD, X, "--kv-cost", "q9"}},
+    {"--kv-cost q8_0 on head dim 4", 1, {"--kv-cost q8_0", "multiple of 32"},
+     {"mha", P, HD, X, "--kv-cost", "q8_0"}},
+    {"--kv-cost with --context", 2, {"--kv-cost", "--context"},
+     {"mha", "--params", "@p_cross.safetensors", HD, X, "--context", "@c.npy", "--kv-cost", "bf16"}},
 };
 
 static void test_errors(void)

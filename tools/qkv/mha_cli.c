@@ -12,6 +12,7 @@
 
 static const char mha_usage[] =
     "usage: qkv mha --params LAYER.safetensors --heads H --query X.npy -o Y.npy [options]\n"
+    "       qkv mha --params LAYER.safetensors --heads H --query X.npy --kv-cost FORMAT[,VFORMAT]\n"
     "\n"
     "Runs a multi-head attention layer: Q = X Wq^T + bq, K = C Wk^T + bk,\n"
     "V = C Wv^T + bv, attention per head, Y = A Wo^T + bo. X is (B, Lq, D) or\n"
@@ -47,6 +48,12 @@ static const char mha_usage[] =
     "  --threads N             worker threads (default: all CPUs)\n"
     "  --weight-dtype D        keep the projection weights in f32 (the default),\n"
     "                          f16 or bf16 (a bf16 file's exactly, half the bytes)\n"
+    "  --kv-cost K[,V]         print what a KV cache in format K (f32, f16, bf16,\n"
+    "                          q8_0, q4_0; the values in V, default K) costs each\n"
+    "                          head of X's causal self-attention: the mean KL\n"
+    "                          divergence of its weights and the relative L2\n"
+    "                          error of its output against an f32 cache (-o is\n"
+    "                          then optional)\n"
     "  -h, --help              show this help\n"
     "\n"
     "Exit status: 0 success, 1 error, 2 usage error. On error no output file\n"
@@ -54,10 +61,25 @@ static const char mha_usage[] =
 
 typedef struct mha_args {
     const char *params, *heads, *kv_heads, *query, *context, *out, *weights, *kv_lens;
-    const char *rope, *rope_style, *prefix, *threads, *weight_dtype;
+    const char *rope, *rope_style, *prefix, *threads, *weight_dtype, *kv_cost;
     int causal, reference;
     int num_threads; /* --threads parsed by check_args; 0 = all CPUs */
+    qkv_kv_cache_options cost; /* --kv-cost parsed by check_args */
 } mha_args;
+
+/* The cache formats by qkv_kv_format, in qkv_dtype_name's spelling. */
+static const char *const format_names[5] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
+
+/* The format the n characters at s name; 0 for none. */
+static int parse_format(const char *s, size_t n, qkv_kv_format *f)
+{
+    for (int i = 0; i < 5; i++)
+        if (strlen(format_names[i]) == n && strncmp(s, format_names[i], n) == 0) {
+            *f = (qkv_kv_format)i;
+            return 1;
+        }
+    return 0;
+}
 
 /* Usage checks: what is wrong whatever the files hold. Fills cfg's heads,
  * kv_heads and rope, opt, and a->num_threads. Prints and returns 0 on an
@@ -66,7 +88,7 @@ static int check_args(mha_args *a, qkv_mha_config *cfg, qkv_attention_options *o
 {
     const char *req[4][2] = {
         {"--params", a->params}, {"--heads", a->heads}, {"--query", a->query}, {"-o", a->out}};
-    for (int r = 0; r < 4; r++)
+    for (int r = 0; r < (a->kv_cost ? 3 : 4); r++)
         if (!req[r][1]) {
             cli_error("mha", "%s is required (see 'qkv mha --help')", req[r][0]);
             return 0;
@@ -112,6 +134,23 @@ static int check_args(mha_args *a, qkv_mha_config *cfg, qkv_attention_options *o
     if (a->weight_dtype &&
         !cli_parse_dtype("mha", "--weight-dtype", a->weight_dtype, &cfg->weight_dtype))
         return 0;
+    if (a->kv_cost) {
+        const char *comma = strchr(a->kv_cost, ',');
+        const size_t kn = comma ? (size_t)(comma - a->kv_cost) : strlen(a->kv_cost);
+        a->cost.struct_size = sizeof a->cost;
+        if (!parse_format(a->kv_cost, kn, &a->cost.k_format) ||
+            !parse_format(comma ? comma + 1 : a->kv_cost, comma ? strlen(comma + 1) : kn,
+                          &a->cost.v_format)) {
+            cli_error("mha", "--kv-cost: '%s', expected K or K,V with each f32, f16, bf16, "
+                             "q8_0 or q4_0", a->kv_cost);
+            return 0;
+        }
+        if (a->context || a->kv_lens) {
+            cli_error("mha", "--kv-cost measures X's causal self-attention; it does not "
+                             "combine with %s", a->context ? "--context" : "--kv-lens");
+            return 0;
+        }
+    }
     opt->causal = a->causal;
     opt->align = QKV_ALIGN_TOP_LEFT;
     return 1;
@@ -211,7 +250,7 @@ static int parse_args(int argc, char **argv, mha_args *a)
         {"--rope", &a->rope, NULL, 0},         {"--rope-style", &a->rope_style, NULL, 0},
         {"--prefix", &a->prefix, NULL, 1},     {"--threads", &a->threads, NULL, 0},
         {"--causal", NULL, &a->causal, 0},     {"--reference", NULL, &a->reference, 0},
-        {"--weight-dtype", &a->weight_dtype, NULL, 0},
+        {"--weight-dtype", &a->weight_dtype, NULL, 0}, {"--kv-cost", &a->kv_cost, NULL, 0},
     };
     return cli_parse_args("mha", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL);
 }
@@ -316,6 +355,35 @@ static int run_layer(const mha_args *a, const qkv_attention_options *opt, mha_ru
     return 1;
 }
 
+/* --kv-cost: the table of qkv_mha_kv_cost. 0 after printing. */
+static int print_cost(const mha_args *a, mha_run *r)
+{
+    const int64_t H = qkv_mha_get_config(r->m).heads;
+    double *kl = malloc((size_t)(H + 1) * sizeof *kl), *err = malloc((size_t)(H + 1) * sizeof *err);
+    qkv_context *ctx = kl && err ? cli_context("mha", a->num_threads, a->reference, QKV_ISA_AUTO)
+                                 : NULL;
+    qkv_status s = ctx ? qkv_mha_kv_cost(ctx, r->m, r->x.data, r->B, r->Lq, &a->cost, kl, err)
+                       : QKV_ERR_OUT_OF_MEMORY;
+    qkv_context_free(ctx);
+    if (s != QKV_OK) {
+        cli_error("mha", "--kv-cost %s: %s", a->kv_cost,
+                  kl && err ? qkv_error_detail() : "out of memory");
+    } else {
+        const char *kf = format_names[a->cost.k_format], *vf = format_names[a->cost.v_format];
+        printf("kv cost: keys %s, values %s, against f32; %lld x %lld queries, causal\n", kf, vf,
+               (long long)r->B, (long long)r->Lq);
+        printf("%6s  %14s  %14s\n", "head", "KL(weights)", "rel L2(output)");
+        for (int64_t h = 0; h <= H; h++) {
+            char name[24];
+            snprintf(name, sizeof name, h < H ? "%lld" : "all", (long long)h);
+            printf("%6s  %14.4g  %14.4g\n", name, kl[h], err[h]);
+        }
+    }
+    free(kl);
+    free(err);
+    return s == QKV_OK;
+}
+
 int cmd_mha(int argc, char **argv)
 {
     mha_args a;
@@ -339,8 +407,13 @@ int cmd_mha(int argc, char **argv)
     memset(&r, 0, sizeof r);
     cli_outputs outs = {0};
     cli_warnings warn = {0};
-    if (!load_inputs(&a, &r) || !load_layer(&a, &cfg, &opt, &r) || !run_layer(&a, &opt, &r))
+    if (!load_inputs(&a, &r) || !load_layer(&a, &cfg, &opt, &r)) goto done;
+    if (a.kv_cost && !print_cost(&a, &r)) goto done;
+    if (!a.out) { /* --kv-cost alone */
+        rc = CLI_OK;
         goto done;
+    }
+    if (!run_layer(&a, &opt, &r)) goto done;
     /* Counted before the commit: nothing reads the mapped inputs after it. */
     cli_warnings_nonfinite(&warn, "mha", "--query", a.query, &r.x, 1);
     if (a.context) cli_warnings_nonfinite(&warn, "mha", "--context", a.context, &r.c, 1);
