@@ -73,6 +73,9 @@ static void check_dtype_json(void)
         CHECK(s > 0 && s32 > 0 && gf > 0 && gf32 > 0);
         CHECK(fabs(field(out, "vs_f32") - s32 / s) <= 0.01 * s32 / s + 1e-4);
         CHECK(fabs(gf / gf32 - s32 / s) <= 0.01 * s32 / s + 1e-4);
+        /* the output's distance from the twin's: the dtype's rounding */
+        const double e = field(out, "rel_l2_vs_f32");
+        CHECK(e > 0 && e < (d ? 1e-2 : 2e-2));
     }
     /* The SGEMM (qkv_gemm on bf16 A and B) and the layer (bf16 weights)
      * beside their f32 twins. */
@@ -109,6 +112,10 @@ static void check_kv_json(void)
         const double s = field(out, "seconds"), s32 = field(out, "f32_seconds");
         CHECK(s > 0 && s32 > 0);
         CHECK(fabs(field(out, "vs_f32") - s32 / s) <= 0.01 * s32 / s + 1e-4);
+        if (!f) { /* the attention case: its output's distance from the twin's */
+            const double e = field(out, "rel_l2_vs_f32");
+            CHECK(e > 0 && e < 2e-2);
+        }
     }
 }
 

@@ -227,12 +227,30 @@ static int attention_narrow(attention_ctx *a, qkv_dtype dt)
     return 1;
 }
 
+/* The relative L2 distance of a --dtype / --kv case's output from its f32
+ * twin's: what the dtype or format costs the result, beside its speed. */
+static double output_error(const attention_ctx *a, const attention_ctx *twin)
+{
+    const int64_t n = a->o.shape[0] * a->o.shape[1] * a->o.shape[2] * a->o.shape[3];
+    qkv_array src = {a->o.data, a->o.dtype, 1, {n}}, wide = {0};
+    if (a->o.dtype != QKV_DTYPE_F32 && qkv_array_convert(&wide, &src, QKV_DTYPE_F32) != QKV_OK)
+        return NAN;
+    const float *got = a->o.dtype == QKV_DTYPE_F32 ? a->o.data : wide.data, *want = twin->o.data;
+    double num = 0, den = 0;
+    for (int64_t x = 0; x < n; x++) {
+        num += ((double)got[x] - want[x]) * ((double)got[x] - want[x]);
+        den += (double)want[x] * want[x];
+    }
+    qkv_array_free(&wide);
+    return den > 0 ? sqrt(num / den) : 0.0;
+}
+
 /* Case c's rates for its time t, against its ceiling: the copy's
  * copy_gbps for decode (Lq = 1), else an SGEMM of min(L, 2048) squared
  * by E, measured here. With a 16-bit --dtype, t32 is the f32 twin's time
  * (timed in turn with it), reported beside it with the ratio of rates. */
 static void attention_report(const bcase *c, const bench_opts *bo, const blas *bl, double t,
-                             double t32, double copy_gbps, double peak)
+                             double t32, double error, double copy_gbps, double peak)
 {
     const int decode = c->Lq == 1;
     double flops = 4.0 * (double)c->B * (double)c->H * (double)c->Lq * (double)c->Lk * (double)c->E;
@@ -266,8 +284,8 @@ static void attention_report(const bcase *c, const bench_opts *bo, const blas *b
                bo->reference ? "reference" : qkv_isa_name(bench_isa(bo)),
                qkv_dtype_name(bo->dtype), qkv_dtype_name(bo->kv), t, gflops);
         if (t32 > 0)
-            printf("\"f32_seconds\": %.6g, \"f32_gflops\": %.4g, \"vs_f32\": %.4f, ", t32,
-                   flops / t32 / 1e9, t32 / t);
+            printf("\"f32_seconds\": %.6g, \"f32_gflops\": %.4g, \"vs_f32\": %.4f, "
+                   "\"rel_l2_vs_f32\": %.4g, ", t32, flops / t32 / 1e9, t32 / t, error);
         if (!decode) {
             json_gflops_tail(gflops, peak, ceiling, bl->sgemm != NULL, ratio);
             return;
@@ -288,7 +306,10 @@ static void attention_report(const bcase *c, const bench_opts *bo, const blas *b
             if (!isnan(ratio)) printf("   ratio %.3f", ratio);
             printf("\n");
         }
-        if (t32 > 0) twin_line(bo, t, t32, flops / t32 / 1e9, "GFLOP/s");
+        if (t32 > 0) {
+            twin_line(bo, t, t32, flops / t32 / 1e9, "GFLOP/s");
+            printf("%-24s %.3g relative L2 from the f32 twin's\n", "  its output", error);
+        }
     }
 }
 
@@ -319,7 +340,8 @@ int bench_attention_case(const bcase *c, const bench_opts *bo, const blas *bl, d
         if (t < 0 || (narrow && t32 <= 0)) {
             cli_error("bench", "%s: %s", c->name, qkv_error_detail());
         } else {
-            attention_report(c, bo, bl, t, t32, copy_gbps, peak);
+            attention_report(c, bo, bl, t, t32, narrow ? output_error(&a, &twin) : 0.0, copy_gbps,
+                             peak);
             fflush(stdout);
             ok = 1;
         }
