@@ -1478,6 +1478,15 @@ typedef struct qkv_kv_cache_options {
      * decode step's attention takes K and V in one float dtype (and
      * rounds its queries to it: qkv_mha_decode) or a block format. */
     qkv_kv_format k_format, v_format;
+    /* A rolling cache (StreamingLLM's, and a sliding-window layer's):
+     * nonzero keeps, of every sequence, its first `sinks` tokens and its
+     * last max_len - sinks, in max_len rows, however long it runs; a new
+     * token takes the row of the oldest one past the sinks. Its length
+     * (qkv_kv_cache_length) counts every token appended, so RoPE's
+     * positions stay right, and a decode step attends to the kept tokens
+     * only. 0: the cache holds max_len tokens and refuses more. */
+    int rolling;
+    int64_t sinks; /* 0 <= sinks < max_len; a rolling cache's only */
 } qkv_kv_cache_options;
 
 /*! qkv_kv_cache_create() :
@@ -1540,7 +1549,8 @@ QKV_API void qkv_kv_cache_free(qkv_kv_cache *c);
 QKV_API int64_t qkv_kv_cache_length(const qkv_kv_cache *c, int64_t b);
 
 /*! qkv_kv_cache_truncate() :
- *  Keeps the first len tokens of one sequence; len = 0 resets it.
+ *  Keeps the first len tokens of one sequence; len = 0 resets it. A
+ *  rolling cache that has let tokens go truncates only to 0.
  *
  *    c    in/out: the cache
  *    b    in: the sequence, 0 <= b < B
@@ -1582,7 +1592,8 @@ QKV_API size_t qkv_kv_cache_bytes(const qkv_kv_cache *c);
  *  sequence, to copy it) but must not overlap the rows they are stored to
  *  (sequence b's from its length on).
  *  Errors:  QKV_ERR_INVALID_ARGUMENT, changing nothing, when the sequence
- *           would pass max_len, for a value a block format cannot hold
+ *           would pass max_len (never for a rolling cache, whose oldest
+ *           rows past the sinks go), for a value a block format cannot hold
  *           ("k: 1 blocks of 32 hold values too large for the cache's
  *           q8_0 ..."), for such an overlap, for k or v not aligned
  *           to 4 bytes (the detail naming them), or b or n out of range;
@@ -1616,7 +1627,10 @@ QKV_API qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, 
  *  tokens with causal bottom-right alignment (token t sees positions up to
  *  len_b + t), and y is written. The same output as the full sequence
  *  through qkv_mha_forward with opts->causal set (to rounding of the
- *  attention's key splitting). With a Q8_0 or Q4_0 side the attention
+ *  attention's key splitting). A rolling cache takes the step token by
+ *  token, each attending to the rows the cache holds after storing it
+ *  (its sinks and the latest tokens): the forward under the mask that
+ *  keeps those. With a Q8_0 or Q4_0 side the attention
  *  reads its keys (values) dequantized exactly, the queries as they are.
  *  With an F16 or BF16 cache the attention
  *  runs in that dtype: the step's queries are rounded to it as the new
@@ -1635,7 +1649,8 @@ QKV_API qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, 
  *    y        out, F32 (B, n, D)
  *    weights  out, optional (NULL), F32 (B, H, n, len_max + n), with len_max
  *             the longest sequence before the step: zero beyond each
- *             sequence's own length
+ *             sequence's own length; for a rolling cache (B, H, n,
+ *             max_len), one weight per row it holds (zero past them)
  *    x        in, F32 (B, n, D): n new tokens per sequence (B is the cache's)
  *    n        in: >= 1
  *    opts     in, optional: may set scale, softcap and the window; causal

@@ -626,7 +626,7 @@ static void test_cache_formats(void)
     const double tol[4] = {0, 0x1p-11, 0x1p-8, 0x1p-8}; /* each dtype's unit roundoff */
     qkv_kv_cache *c[4];
     for (int f = 0; f < 4; f++) {
-        qkv_kv_cache_options o = {sizeof o, fmts[f], fmts[f]};
+        qkv_kv_cache_options o = {.struct_size = sizeof o, .k_format = fmts[f], .v_format = fmts[f]};
         CHECK(qkv_kv_cache_create_with(&c[f], m, B, max_len, &o) == QKV_OK);
     }
     const size_t storage = (size_t)(B * Hkv * max_len * 2 * E);
@@ -681,13 +681,13 @@ static void test_cache_formats(void)
     for (int f = 0; f < 4; f++) qkv_kv_cache_free(c[f]);
     /* The options' errors. */
     qkv_kv_cache *bad = (qkv_kv_cache *)1;
-    qkv_kv_cache_options o = {0, (qkv_kv_format)7, QKV_KV_F32};
+    qkv_kv_cache_options o = {.struct_size = 0, .k_format = (qkv_kv_format)7, .v_format = QKV_KV_F32};
     CHECK(qkv_kv_cache_create_with(&bad, m, 1, 4, &o) == QKV_ERR_INVALID_ARGUMENT && bad == NULL);
     CHECK(detail_has("opts.k_format: 7 is not a qkv_kv_format"));
-    o = (qkv_kv_cache_options){0, QKV_KV_F32, QKV_KV_BF16};
+    o = (qkv_kv_cache_options){.struct_size = 0, .k_format = QKV_KV_F32, .v_format = QKV_KV_BF16};
     CHECK(qkv_kv_cache_create_with(&bad, m, 1, 4, &o) == QKV_ERR_INVALID_ARGUMENT);
     CHECK(detail_has("opts.v_format: bf16 differs from k_format f32"));
-    o = (qkv_kv_cache_options){4, QKV_KV_F32, QKV_KV_F32};
+    o = (qkv_kv_cache_options){.struct_size = 4, .k_format = QKV_KV_F32, .v_format = QKV_KV_F32};
     CHECK(qkv_kv_cache_create_with(&bad, m, 1, 4, &o) == QKV_ERR_INVALID_ARGUMENT);
     CHECK(detail_has("opts.struct_size: 4"));
     struct {
@@ -695,7 +695,7 @@ static void test_cache_formats(void)
         int later;
     } newer;
     memset(&newer, 0, sizeof newer); /* the padding too: it is read */
-    newer.o = (qkv_kv_cache_options){sizeof newer, QKV_KV_BF16, QKV_KV_BF16};
+    newer.o = (qkv_kv_cache_options){.struct_size = sizeof newer, .k_format = QKV_KV_BF16, .v_format = QKV_KV_BF16};
     newer.later = 1;
     CHECK(qkv_kv_cache_create_with(&bad, m, 1, 4, &newer.o) == QKV_ERR_UNSUPPORTED);
     newer.later = 0;
@@ -730,7 +730,7 @@ static void test_cache_quantized(void)
     const double tol[N] = {0, 1e-2, 1e-1, 1e-1, 1e-2, 1e-2};
     qkv_kv_cache *c[N];
     for (int f = 0; f < N; f++) {
-        qkv_kv_cache_options o = {sizeof o, kf[f], vf[f]};
+        qkv_kv_cache_options o = {.struct_size = sizeof o, .k_format = kf[f], .v_format = vf[f]};
         CHECK(qkv_kv_cache_create_with(&c[f], m, B, max_len, &o) == QKV_OK);
     }
     CHECK(qkv_kv_cache_bytes(c[3]) < qkv_kv_cache_bytes(c[1]) &&
@@ -784,10 +784,10 @@ static void test_cache_quantized(void)
     qkv_mha_config small = {.d_model = 16, .heads = 2, .bias = 1};
     qkv_mha *ms = make_layer(&small, &r);
     qkv_kv_cache *bad = (qkv_kv_cache *)1;
-    qkv_kv_cache_options o = {0, QKV_KV_F32, QKV_KV_Q4_0};
+    qkv_kv_cache_options o = {.struct_size = 0, .k_format = QKV_KV_F32, .v_format = QKV_KV_Q4_0};
     CHECK(qkv_kv_cache_create_with(&bad, ms, 1, 4, &o) == QKV_ERR_SHAPE && bad == NULL);
     CHECK(detail_has("opts.v_format: q4_0's rows are blocks of 32 values, and the layer's v_head_dim 8"));
-    o = (qkv_kv_cache_options){0, QKV_KV_BF16, QKV_KV_F16};
+    o = (qkv_kv_cache_options){.struct_size = 0, .k_format = QKV_KV_BF16, .v_format = QKV_KV_F16};
     CHECK(qkv_kv_cache_create_with(&bad, ms, 1, 4, &o) == QKV_ERR_INVALID_ARGUMENT);
     CHECK(detail_has("opts.v_format: f16 differs from k_format bf16"));
     qkv_mha_free(ms);
@@ -820,7 +820,7 @@ static void test_kv_cost(void)
     const qkv_kv_format fmts[2] = {QKV_KV_Q8_0, QKV_KV_Q4_0};
     double mean[2];
     for (int f = 0; f < 2; f++) {
-        const qkv_kv_cache_options o = {sizeof o, fmts[f], fmts[f]};
+        const qkv_kv_cache_options o = {.struct_size = sizeof o, .k_format = fmts[f], .v_format = fmts[f]};
         CHECK(qkv_mha_kv_cost(NULL, m, x, B, L, &o, kl, err) == QKV_OK);
         qkv_kv_cache *c = NULL;
         CHECK(qkv_kv_cache_create_with(&c, m, B, L, &o) == QKV_OK);
@@ -850,7 +850,7 @@ static void test_kv_cost(void)
     }
     CHECK(mean[1] > mean[0]);
     /* errors */
-    const qkv_kv_cache_options bad = {0, (qkv_kv_format)9, QKV_KV_F32};
+    const qkv_kv_cache_options bad = {.struct_size = 0, .k_format = (qkv_kv_format)9, .v_format = QKV_KV_F32};
     CHECK(qkv_mha_kv_cost(NULL, m, x, B, L, &bad, kl, err) == QKV_ERR_INVALID_ARGUMENT);
     CHECK(detail_has("opts.k_format: 9 is not a qkv_kv_format"));
     CHECK(qkv_mha_kv_cost(NULL, m, x, 0, L, NULL, kl, err) == QKV_ERR_INVALID_ARGUMENT);
@@ -864,6 +864,79 @@ static void test_kv_cost(void)
     CHECK(detail_has("m: the cost view is self-attention"));
     qkv_mha_free(mc);
     free(x), free(y), free(w32), free(wq);
+}
+
+/* A rolling cache (2 sinks, 6 more rows): steps of every size through 20
+ * tokens, each step's outputs against the whole sequence through
+ * qkv_mha_forward under the mask that keeps a query's sinks and its last
+ * 6 tokens (causal); lengths count every token, views hold 8 rows,
+ * weights are per row and sum to 1; the rolling cache truncates only to
+ * 0 once it has let tokens go; q8_0 keys roll too; the options' errors. */
+static void test_cache_rolling(void)
+{
+    test_rng r = test_rng_seed(0x5011);
+    qkv_mha_config cfg = {.d_model = 64, .heads = 4, .kv_heads = 2, .head_dim = 32, .bias = 1,
+                          .rope = QKV_ROPE_HALF, .rope_base = 100};
+    qkv_mha *m = make_layer(&cfg, &r);
+    enum { B = 2, T = 20, D = 64, H = 4, S = 2, CAP = 8 };
+    float *x = test_rand_f32(&r, B * T * D, -1, 1);
+    /* the reference: the whole sequence, each query seeing its sinks and
+     * its last CAP - S tokens */
+    float *mask = test_malloc(sizeof(float) * T * T), *yf = test_malloc(sizeof(float) * B * T * D);
+    for (int i = 0; i < T; i++)
+        for (int j = 0; j < T; j++)
+            mask[i * T + j] = j <= i && (j < S || j > i - (CAP - S)) ? 0.0f : -INFINITY;
+    qkv_attention_options mo = {0};
+    mo.mask = qkv_tensor_contiguous(mask, QKV_DTYPE_F32, 1, 1, T, T);
+    CHECK(qkv_mha_forward(NULL, m, yf, NULL, x, B, T, NULL, T, &mo) == QKV_OK);
+    for (int f = 0; f < 2; f++) {
+        const qkv_kv_format kf = f ? QKV_KV_Q8_0 : QKV_KV_F32;
+        const qkv_kv_cache_options o = {.struct_size = sizeof o, .k_format = kf, .v_format = kf,
+                                        .rolling = 1, .sinks = S};
+        qkv_kv_cache *c = NULL;
+        CHECK(qkv_kv_cache_create_with(&c, m, B, CAP, &o) == QKV_OK);
+        const int64_t steps[] = {3, 1, 1, 5, 2, 1, 7};
+        int64_t done = 0;
+        for (size_t st = 0; st < sizeof steps / sizeof steps[0]; st++) {
+            const int64_t n = steps[st];
+            float *xs = test_malloc(sizeof(float) * B * n * D), *y = test_malloc(sizeof(float) * B * n * D);
+            float *w = test_malloc(sizeof(float) * B * H * n * CAP);
+            for (int b = 0; b < B; b++)
+                memcpy(xs + b * n * D, x + (b * T + done) * D, sizeof(float) * (size_t)(n * D));
+            CHECK(qkv_mha_decode(NULL, m, c, y, w, xs, n, NULL) == QKV_OK);
+            for (int b = 0; b < B; b++) {
+                CHECK_TENSOR(y + b * n * D, yf + (b * T + done) * D, n * D, f ? 1e-2 : 1e-5,
+                             "rolling %s, step %zu, sequence %d", f ? "q8_0" : "f32", st, b);
+                CHECK(qkv_kv_cache_length(c, b) == done + n);
+                for (int64_t h = 0; h < H; h++)
+                    for (int64_t t = 0; t < n; t++) {
+                        const float *row = w + ((b * H + h) * n + t) * CAP;
+                        const int64_t held = done + t + 1 < CAP ? done + t + 1 : CAP;
+                        double sum = 0;
+                        for (int64_t j = 0; j < CAP; j++) sum += row[j];
+                        CHECK(fabs(sum - 1) < 1e-5);
+                        for (int64_t j = held; j < CAP; j++) CHECK(row[j] == 0.0f);
+                    }
+            }
+            done += n;
+            free(xs), free(y), free(w);
+        }
+        qkv_tensor tk;
+        CHECK(qkv_kv_cache_view(c, 1, &tk, NULL) == QKV_OK && tk.shape[2] == CAP);
+        CHECK(qkv_kv_cache_truncate(c, 0, 5) == QKV_ERR_INVALID_ARGUMENT);
+        CHECK(detail_has("truncates only to 0"));
+        CHECK(qkv_kv_cache_truncate(c, 0, 0) == QKV_OK && qkv_kv_cache_length(c, 0) == 0);
+        qkv_kv_cache_free(c);
+    }
+    qkv_kv_cache *bad = (qkv_kv_cache *)1;
+    qkv_kv_cache_options o = {.rolling = 1, .sinks = CAP};
+    CHECK(qkv_kv_cache_create_with(&bad, m, 1, CAP, &o) == QKV_ERR_INVALID_ARGUMENT && bad == NULL);
+    CHECK(detail_has("opts.sinks: 8 is not in 0 .. max_len - 1 = 7"));
+    o = (qkv_kv_cache_options){.sinks = 1};
+    CHECK(qkv_kv_cache_create_with(&bad, m, 1, CAP, &o) == QKV_ERR_INVALID_ARGUMENT);
+    CHECK(detail_has("sinks are a rolling cache's"));
+    qkv_mha_free(m);
+    free(x), free(mask), free(yf);
 }
 
 /* --------------------------------------------------------------- errors */
@@ -1436,6 +1509,7 @@ int main(void)
     test_cache_formats();
     test_cache_quantized();
     test_kv_cost();
+    test_cache_rolling();
     test_decode_long();
     test_save_load();
     test_weight_dtypes();

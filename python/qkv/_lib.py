@@ -49,7 +49,8 @@ class Options(ctypes.Structure):
 class KvCacheOptions(ctypes.Structure):
     """qkv_kv_cache_options."""
     _fields_ = [("struct_size", ctypes.c_size_t), ("k_format", ctypes.c_int),
-                ("v_format", ctypes.c_int)]
+                ("v_format", ctypes.c_int), ("rolling", ctypes.c_int),
+                ("sinks", ctypes.c_int64)]
 
 
 class MhaConfig(ctypes.Structure):

@@ -656,7 +656,8 @@ class MultiheadAttention:
         w = None
         if need_weights:
             longest = max(cache.length(b) for b in range(cache.batch))
-            w = np.empty((cache.batch, self.num_heads, n, longest + n), np.float32)
+            width = cache.max_len if cache.rolling else longest + n  # a rolling cache's rows
+            w = np.empty((cache.batch, self.num_heads, n, width), np.float32)
         run = _run_context(self.threads, "MultiheadAttention.decode")
         opt = _options()
         _check(_LIB.qkv_mha_decode(run, self._handle.ptr, cache._handle.ptr, _ptr(y), _ptr(w),
@@ -681,9 +682,13 @@ class KVCache:
     too), or "q8_0" / "q4_0", llama.cpp's blocks of 32 (about 1.06 and
     0.56 bytes a value; head dims must be multiples of 32). `v_format`
     gives the values another format than the keys (two float formats must
-    be the same)."""
+    be the same). `rolling=True` keeps of each sequence its first `sinks`
+    tokens and its last max_len - sinks however long it runs (StreamingLLM,
+    sliding-window layers): lengths count every token, decode attends to
+    the kept ones, and its weights are per row (max_len of them)."""
 
-    def __init__(self, layer, batch, max_len, format="f32", *, v_format=None):
+    def __init__(self, layer, batch, max_len, format="f32", *, v_format=None, rolling=False,
+                 sinks=0):
         if not isinstance(layer, MultiheadAttention):
             raise TypeError("layer: %s, expected a qkv.MultiheadAttention"
                             % type(layer).__name__)
@@ -694,8 +699,10 @@ class KVCache:
             if not isinstance(f, str) or f not in _CACHE_FORMATS:
                 raise ValueError("%s: %r, expected 'f32', 'f16', 'bf16', 'q8_0' or 'q4_0'"
                                  % (name, f))
+        rolling = _args.flag("rolling", rolling)
+        sinks = _args.integer("sinks", sinks, 0, expected="0 .. max_len - 1")
         opts = _lib.KvCacheOptions(ctypes.sizeof(_lib.KvCacheOptions), _CACHE_FORMATS[format][0],
-                                   _CACHE_FORMATS[v_format][0])
+                                   _CACHE_FORMATS[v_format][0], int(rolling), sinks)
         ptr = ctypes.c_void_p()
         _check(_LIB.qkv_kv_cache_create_with(ctypes.byref(ptr), layer._handle.ptr, batch, max_len,
                                              ctypes.byref(opts)), "KVCache")
@@ -705,6 +712,8 @@ class KVCache:
         self.max_len = max_len
         self.format = format
         self.v_format = v_format
+        self.rolling = rolling
+        self.sinks = sinks
 
     def _seq(self, b):
         b = _args.integer("b", b, -float("inf"), float("inf"))  # the range is the IndexError's

@@ -683,6 +683,28 @@ def test_cache_block_formats(fmt, vfmt, tol):
         qkv.KVCache(m, 1, 4, v_format="q2")
 
 
+def test_cache_rolling():
+    """A rolling cache (2 sinks, 4 more rows) through 12 tokens: each step
+    equals the causal forward under the mask that keeps the sinks and the
+    last 4 tokens; lengths count every token; weights are per row."""
+    m = randomize(qkv.MultiheadAttention(16, 4, batch_first=True, num_kv_heads=2, rope="half"))
+    B, T, S, CAP = 2, 12, 2, 6
+    x = rand(B, T, 16)
+    i, j = np.arange(T)[:, None], np.arange(T)[None, :]
+    keep = (j <= i) & ((j < S) | (j > i - (CAP - S)))
+    full, _ = m(x, attn_mask=~keep)
+    cache = qkv.KVCache(m, B, CAP, rolling=True, sinks=S)
+    done = 0
+    for n in (3, 1, 5, 1, 2):
+        y, w = m.decode(cache, x[:, done:done + n], need_weights=True)
+        assert rel(y, full[:, done:done + n]) <= 1e-5
+        assert w.shape == (B, 4, n, CAP) and np.allclose(w.sum(-1), 1, atol=1e-5)
+        done += n
+    assert cache.lengths() == [T, T] and cache.view(0)[0].shape == (2, CAP, m.head_dim)
+    with pytest.raises(ValueError, match="sinks"):
+        qkv.KVCache(m, 1, CAP, rolling=True, sinks=CAP)
+
+
 def test_cache_truncate_and_append():
     m = randomize(qkv.MultiheadAttention(8, 2, batch_first=True, num_kv_heads=1, rope="half"))
     B, T = 2, 6

@@ -19,11 +19,27 @@ typedef struct side {
 
 struct qkv_kv_cache {
     int64_t batch, max_len, kv_heads, head_dim, v_head_dim;
-    int64_t *len; /* tokens held per sequence */
+    int64_t *len; /* tokens appended per sequence (held: kept()) */
+    int rolling;    /* keep the first `sinks` and the last max_len - sinks */
+    int64_t sinks;
     side k, v;
     qkv_dtype qdt; /* the step's query dtype: K's or V's float format, else F32 */
     size_t bytes;
 };
+
+/* The row of a sequence that token `pos` takes: pos itself, or in a
+ * rolling cache past max_len, the oldest row past the sinks. */
+static int64_t slot(const qkv_kv_cache *c, int64_t pos)
+{
+    if (!c->rolling || pos < c->max_len) return pos;
+    return c->sinks + (pos - c->sinks) % (c->max_len - c->sinks);
+}
+
+/* The tokens sequence b holds: all of them, or a rolling cache's at most max_len. */
+static int64_t kept(const qkv_kv_cache *c, int64_t b)
+{
+    return c->len[b] < c->max_len ? c->len[b] : c->max_len;
+}
 
 /* Row r (counted from the side's start, b * Hkv * L + g * L + t) of a side. */
 static char *row_at(const side *s, int64_t r) { return (char *)s->data + r * s->row_bytes; }
@@ -88,6 +104,11 @@ qkv_status qkv_kv_cache_create_with(qkv_kv_cache **out, const qkv_mha *m, int64_
     if (batch < 1) return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "batch: %lld is not >= 1", (long long)batch);
     if (max_len < 1)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "max_len: %lld is not >= 1", (long long)max_len);
+    if (o.rolling ? o.sinks < 0 || o.sinks >= max_len : o.sinks != 0)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
+                        o.rolling ? "opts.sinks: %lld is not in 0 .. max_len - 1 = %lld"
+                                  : "opts.sinks: %lld, but sinks are a rolling cache's (opts.rolling 0)",
+                        (long long)o.sinks, (long long)max_len - 1);
     int64_t rows, nk, nv, total;
     if (!qkv_mul_ok(batch, cfg->kv_heads, &rows) || !qkv_mul_ok(rows, max_len, &rows) ||
         !qkv_mul_ok(rows, ks.row_bytes, &nk) || !qkv_mul_ok(rows, vs.row_bytes, &nv) ||
@@ -103,6 +124,8 @@ qkv_status qkv_kv_cache_create_with(qkv_kv_cache **out, const qkv_mha *m, int64_
     c->v_head_dim = cfg->v_head_dim;
     c->k = ks;
     c->v = vs;
+    c->rolling = o.rolling != 0;
+    c->sinks = o.sinks;
     c->qdt = !qkv_block_dtype(ks.dt) ? ks.dt : !qkv_block_dtype(vs.dt) ? vs.dt : QKV_DTYPE_F32;
     c->len = calloc((size_t)batch, sizeof *c->len);
     /* Not zeroed: a position is read only once a step has written it. On
@@ -160,6 +183,29 @@ static int64_t store_row(const side *s, int64_t r, const float *src)
     }
 }
 
+/* The blocks of a row of floats a side's block format cannot hold (0 for
+ * a float format), found by quantizing into scratch. */
+static int64_t rows_unfit(const side *s, const float *src)
+{
+    if (!qkv_block_dtype(s->dt)) return 0;
+    unsigned char tmp[QKV_Q8_0_BYTES];
+    int64_t bad = 0;
+    for (int64_t x = 0; x < s->width; x += QKV_QBLOCK)
+        bad += (s->dt == QKV_DTYPE_Q8_0 ? qkv_q8_0_quantize : qkv_q4_0_quantize)(tmp, src + x, 1);
+    return bad;
+}
+
+/* The error for kbad / vbad blocks too large for the cache's formats. */
+static qkv_status unfit_error(const qkv_kv_cache *c, int64_t kbad, int64_t vbad)
+{
+    const qkv_dtype dt = kbad ? c->k.dt : c->v.dt;
+    return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
+                    "%s: %lld blocks of 32 hold values too large for the cache's %s (|x| up "
+                    "to about %g); nothing was added", kbad ? "k" : "v",
+                    (long long)(kbad ? kbad : vbad), qkv_dtype_name(dt),
+                    dt == QKV_DTYPE_Q8_0 ? 65504.0 * 127 : 65504.0 * 8);
+}
+
 /* Copies n tokens' rows k (n, Hkv, E) and v (n, Hkv, Ev) into sequence b
  * from position pos on; the rows past the sequence's length only, so that
  * a failure leaves what the cache holds as it was. QKV_ERR_INVALID_ARGUMENT
@@ -169,19 +215,21 @@ static qkv_status store_tokens(qkv_kv_cache *c, int64_t b, int64_t pos, const fl
 {
     const int64_t Hkv = c->kv_heads, E = c->head_dim, Ev = c->v_head_dim, L = c->max_len;
     int64_t kbad = 0, vbad = 0;
+    /* A rolling cache past max_len overwrites rows it holds: what a block
+     * format cannot hold is refused before anything is written. */
+    if (c->rolling && pos + n > L)
+        for (int64_t t = 0; t < n * Hkv; t++) {
+            kbad += rows_unfit(&c->k, k + t * E);
+            vbad += rows_unfit(&c->v, v + t * Ev);
+        }
+    if (kbad || vbad) return unfit_error(c, kbad, vbad);
     for (int64_t t = 0; t < n; t++)
         for (int64_t g = 0; g < Hkv; g++) {
-            const int64_t r = (b * Hkv + g) * L + pos + t;
+            const int64_t r = (b * Hkv + g) * L + slot(c, pos + t);
             kbad += store_row(&c->k, r, k + (t * Hkv + g) * E);
             vbad += store_row(&c->v, r, v + (t * Hkv + g) * Ev);
         }
-    if (kbad || vbad)
-        return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
-                        "%s: %lld blocks of 32 hold values too large for the cache's %s (|x| up "
-                        "to about %g); nothing was added", kbad ? "k" : "v",
-                        (long long)(kbad ? kbad : vbad), qkv_dtype_name(kbad ? c->k.dt : c->v.dt),
-                        (kbad ? c->k.dt : c->v.dt) == QKV_DTYPE_Q8_0 ? 65504.0 * 127 : 65504.0 * 8);
-    return QKV_OK;
+    return kbad || vbad ? unfit_error(c, kbad, vbad) : QKV_OK;
 }
 
 qkv_status qkv_kv_cache_truncate(qkv_kv_cache *c, int64_t b, int64_t len)
@@ -192,6 +240,12 @@ qkv_status qkv_kv_cache_truncate(qkv_kv_cache *c, int64_t b, int64_t len)
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
                         "len: %lld is not between 0 and sequence %lld's length %lld",
                         (long long)len, (long long)b, (long long)c->len[b]);
+    /* A rolling cache that has let tokens go cannot take them back. */
+    if (c->rolling && c->len[b] > c->max_len && len != 0)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
+                        "len: %lld; sequence %lld's rolling cache has let tokens before its "
+                        "last %lld go, so it truncates only to 0",
+                        (long long)len, (long long)b, (long long)(c->max_len - c->sinks));
     c->len[b] = len;
     return QKV_OK;
 }
@@ -207,7 +261,7 @@ qkv_status qkv_kv_cache_append(qkv_kv_cache *c, int64_t b, const float *k, const
     qkv_clear_error();
     QKV_TRY(check_sequence(c, b));
     if (n < 0) return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "n: %lld is negative", (long long)n);
-    if (n > c->max_len - c->len[b])
+    if (!c->rolling && n > c->max_len - c->len[b])
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
                         "n: %lld tokens would take sequence %lld past the cache's max_len %lld "
                         "(it holds %lld)",
@@ -219,7 +273,9 @@ qkv_status qkv_kv_cache_append(qkv_kv_cache *c, int64_t b, const float *k, const
      * rows from position len on, in its first kv head, to len + n in its
      * last (a run inside sequence b's block). */
     const int64_t Hkv = c->kv_heads, L = c->max_len;
-    const int64_t first = b * Hkv * L + c->len[b], span = (Hkv - 1) * L + n;
+    /* A rolling cache may write any of the sequence's rows. */
+    const int64_t first = b * Hkv * L + (c->rolling ? 0 : c->len[b]);
+    const int64_t span = c->rolling ? Hkv * L : (Hkv - 1) * L + n;
     const qkv_byte_range outs[2] = {
         qkv_range("the cache's keys", row_at(&c->k, first), n > 0 ? span * c->k.row_bytes : 0, 1),
         qkv_range("the cache's values", row_at(&c->v, first), n > 0 ? span * c->v.row_bytes : 0, 1)};
@@ -237,16 +293,77 @@ qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, qkv_tens
     QKV_TRY(check_sequence(c, b));
     const int64_t Hkv = c->kv_heads, E = c->head_dim, Ev = c->v_head_dim, L = c->max_len;
     if (k) {
-        qkv_tensor t = {row_at(&c->k, b * Hkv * L), c->k.dt, {1, Hkv, c->len[b], E},
+        qkv_tensor t = {row_at(&c->k, b * Hkv * L), c->k.dt, {1, Hkv, kept(c, b), E},
                         {Hkv * L * E, L * E, E, 1}};
         *k = t;
     }
     if (v) {
-        qkv_tensor t = {row_at(&c->v, b * Hkv * L), c->v.dt, {1, Hkv, c->len[b], Ev},
+        qkv_tensor t = {row_at(&c->v, b * Hkv * L), c->v.dt, {1, Hkv, kept(c, b), Ev},
                         {Hkv * L * Ev, L * Ev, Ev, 1}};
         *v = t;
     }
     return QKV_OK;
+}
+
+/* A rolling cache's step, token by token: token t of every sequence is
+ * stored (taking the oldest row past the sinks once the cache is full),
+ * then its query attends to every row the sequence holds, which are its
+ * sinks and its last max_len - sinks tokens, in whatever order the rows
+ * hold them (attention does not depend on it; the keys carry their
+ * positions through RoPE). q (B, n, H, E) in tq's dtype, k and v the
+ * step's rows, a (B, n, H, Ev) out, weights (B, H, n, max_len) per row. A
+ * row the rolling refused leaves the cache as it was; the lengths move
+ * once every token is in. */
+static qkv_status rolling_steps(qkv_context *ctx, qkv_kv_cache *c, const qkv_tensor *tq,
+                                const float *k, const float *v, float *a, float *weights,
+                                int64_t n, const qkv_attention_options *opts)
+{
+    const int64_t B = c->batch, H = tq->shape[1], Hkv = c->kv_heads, E = c->head_dim,
+                  Ev = c->v_head_dim, L = c->max_len;
+    int64_t *held = malloc((size_t)B * sizeof *held);
+    if (!held) return qkv_fail(QKV_ERR_OUT_OF_MEMORY, "decode: buffers do not fit in memory");
+    if (weights) memset(weights, 0, (size_t)(B * H * n * L) * sizeof *weights);
+    qkv_attention_options o = *opts;
+    o.causal = 0; /* every held row is before the query or is its own */
+    o.kv_lens = held;
+    qkv_status st = QKV_OK;
+    const int64_t *start = c->len; /* each sequence's length before the step */
+    int64_t *before = malloc((size_t)B * sizeof *before);
+    if (!before) st = qkv_fail(QKV_ERR_OUT_OF_MEMORY, "decode: buffers do not fit in memory");
+    for (int64_t b = 0; b < B && st == QKV_OK; b++) before[b] = start[b];
+    /* Every row of the step checked before the first is stored: the rows
+     * it will replace are the cache's. */
+    int64_t kbad = 0, vbad = 0;
+    for (int64_t r = 0; r < B * n * Hkv && st == QKV_OK; r++) {
+        kbad += rows_unfit(&c->k, k + r * E);
+        vbad += rows_unfit(&c->v, v + r * Ev);
+    }
+    if (st == QKV_OK && (kbad || vbad)) st = unfit_error(c, kbad, vbad);
+    for (int64_t t = 0; t < n && st == QKV_OK; t++) {
+        int64_t most = 0;
+        for (int64_t b = 0; b < B && st == QKV_OK; b++) {
+            st = store_tokens(c, b, before[b] + t, k + (b * n + t) * Hkv * E,
+                              v + (b * n + t) * Hkv * Ev, 1);
+            const int64_t seen = before[b] + t + 1;
+            held[b] = seen < L ? seen : L;
+            most = held[b] > most ? held[b] : most;
+        }
+        if (st != QKV_OK) break;
+        const size_t qs = tq->dtype == QKV_DTYPE_F32 ? sizeof(float) : sizeof(uint16_t);
+        qkv_tensor q1 = *tq, a1 = qkv_mha_heads_view(a, B, n, H, Ev);
+        q1.data = (char *)tq->data + (size_t)(t * H * E) * qs;
+        q1.shape[2] = 1;
+        a1.data = a + t * H * Ev;
+        a1.shape[2] = 1;
+        const qkv_tensor tk = {c->k.data, c->k.dt, {B, Hkv, most, E}, {Hkv * L * E, L * E, E, 1}};
+        const qkv_tensor tv = {c->v.data, c->v.dt, {B, Hkv, most, Ev}, {Hkv * L * Ev, L * Ev, Ev, 1}};
+        const qkv_tensor tw = {weights ? weights + t * L : NULL, QKV_DTYPE_F32, {B, H, 1, most},
+                               {H * n * L, n * L, L, 1}};
+        st = qkv_attention_forward(ctx, &a1, weights ? &tw : NULL, NULL, &q1, &tk, &tv, &o);
+    }
+    free(held);
+    free(before);
+    return st;
 }
 
 /* Checks a decode call; *lmax receives the longest sequence before it. */
@@ -284,7 +401,7 @@ static qkv_status check_decode(const qkv_mha *m, const qkv_kv_cache *c, const fl
                         "knows them)", opts->q_offsets ? "q_offsets" : "k_offsets");
     *lmax = 0;
     for (int64_t b = 0; b < c->batch; b++) {
-        if (n > c->max_len - c->len[b])
+        if (!c->rolling && n > c->max_len - c->len[b])
             return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
                             "n: %lld new tokens would take sequence %lld past the cache's "
                             "max_len %lld (it holds %lld)",
@@ -315,8 +432,11 @@ qkv_status qkv_mha_decode(qkv_context *ctx, const qkv_mha *m, qkv_kv_cache *c, f
     QKV_TRY(check_decode(m, c, y, x, n, &o, &lmax));
     qkv_status st = QKV_OK;
     const qkv_mha_config *cfg = &m->cfg;
+    /* The weights' last dim: positions up to the longest sequence, or a
+     * rolling cache's rows. */
     const int64_t B = c->batch, H = cfg->heads, Hkv = cfg->kv_heads, E = cfg->head_dim,
-                  Ev = cfg->v_head_dim, D = cfg->d_model, L = c->max_len, Lw = lmax + n;
+                  Ev = cfg->v_head_dim, D = cfg->d_model, L = c->max_len,
+                  Lw = c->rolling ? L : lmax + n;
     const int64_t nq = B * n * H * E, nk = B * n * Hkv * E, nv = B * n * Hkv * Ev,
                   na = B * n * H * Ev;
     if (!qkv_floats_fit(4, (int64_t[]){nq, nk, nv, na}))
@@ -370,19 +490,21 @@ qkv_status qkv_mha_decode(qkv_context *ctx, const qkv_mha *m, qkv_kv_cache *c, f
         if (st == QKV_OK)
             st = qkv_rope_apply(cfg, k + b * n * Hkv * E, n, Hkv * E, Hkv, c->len[b], 0);
     }
-    if (st == QKV_OK) {
+    if (st == QKV_OK && !c->rolling) {
         /* Append the new tokens past each sequence's end; lengths move
          * only once the whole step has succeeded. */
         for (int64_t b = 0; b < B && st == QKV_OK; b++)
             st = store_tokens(c, b, c->len[b], k + b * n * Hkv * E, v + b * n * Hkv * Ev, n);
     }
-    if (st == QKV_OK) {
-        qkv_tensor tq = qkv_mha_heads_view(q, B, n, H, E);
-        if (q16) { /* the same layout in the cache's dtype */
-            for (int64_t e = 0; e < nq; e++) qkv_elem_put(q16, c->qdt, e, q[e]);
-            tq.data = q16;
-            tq.dtype = c->qdt;
-        }
+    qkv_tensor tq = qkv_mha_heads_view(q, B, n, H, E);
+    if (st == QKV_OK && q16) { /* the same layout in the cache's dtype */
+        for (int64_t e = 0; e < nq; e++) qkv_elem_put(q16, c->qdt, e, q[e]);
+        tq.data = q16;
+        tq.dtype = c->qdt;
+    }
+    if (st == QKV_OK && c->rolling) {
+        st = rolling_steps(ctx, c, &tq, k, v, a, weights, n, &o);
+    } else if (st == QKV_OK) {
         qkv_tensor ta = qkv_mha_heads_view(a, B, n, H, Ev);
         qkv_tensor tk = {c->k.data, c->k.dt, {B, Hkv, Lw, E}, {Hkv * L * E, L * E, E, 1}};
         qkv_tensor tv = {c->v.data, c->v.dt, {B, Hkv, Lw, Ev}, {Hkv * L * Ev, L * Ev, Ev, 1}};

@@ -496,7 +496,7 @@ static int layer_setup(const lcase *c, qkv_dtype dt, qkv_dtype kvf, layer_ctx *l
                             : dt == QKV_DTYPE_BF16 ? QKV_KV_BF16
                             : dt == QKV_DTYPE_F16  ? QKV_KV_F16
                                                    : QKV_KV_F32;
-    const qkv_kv_cache_options co = {sizeof co, f, f};
+    const qkv_kv_cache_options co = {.struct_size = sizeof co, .k_format = f, .v_format = f};
     if (qkv_kv_cache_create_with(&l->cache, l->m, 1, c->len + 1, &co) != QKV_OK) return 0;
     const int64_t piece = 512;
     float *kv = random_floats(2 * piece * c->Hkv * c->E, 21);
