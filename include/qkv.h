@@ -1661,7 +1661,7 @@ QKV_API qkv_status qkv_kv_cache_view(qkv_kv_cache *c, int64_t b, qkv_tensor *k, 
  *           format cannot hold; for buffers that break the
  *           section's rule (y, weights and the cache's storage are the
  *           outputs; x and the layer's parameters the inputs); for a mask,
- *           kv_lens or positions in opts
+ *           kv_lens or positions in opts, or a window with a rolling cache
  *           (the cache knows the lengths). QKV_ERR_SHAPE for a cache of
  *           another shape; QKV_ERR_NULL_ARGUMENT; QKV_ERR_OVERFLOW;
  *           QKV_ERR_OUT_OF_MEMORY; the attention's and qkv_sgemm's.

@@ -925,6 +925,11 @@ static void test_cache_rolling(void)
         CHECK(qkv_kv_cache_view(c, 1, &tk, NULL) == QKV_OK && tk.shape[2] == CAP);
         CHECK(qkv_kv_cache_truncate(c, 0, 5) == QKV_ERR_INVALID_ARGUMENT);
         CHECK(detail_has("truncates only to 0"));
+        qkv_attention_options win = {0};
+        win.use_window = 1;
+        float y1[B * D];
+        CHECK(qkv_mha_decode(NULL, m, c, y1, NULL, x, 1, &win) == QKV_ERR_INVALID_ARGUMENT);
+        CHECK(detail_has("a rolling cache is its own window"));
         CHECK(qkv_kv_cache_truncate(c, 0, 0) == QKV_OK && qkv_kv_cache_length(c, 0) == 0);
         qkv_kv_cache_free(c);
     }

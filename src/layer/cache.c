@@ -399,6 +399,10 @@ static qkv_status check_decode(const qkv_mha *m, const qkv_kv_cache *c, const fl
     if (opts && (opts->q_offsets || opts->k_offsets))
         return qkv_fail(QKV_ERR_INVALID_ARGUMENT, "opts.%s: decode takes no positions (the cache "
                         "knows them)", opts->q_offsets ? "q_offsets" : "k_offsets");
+    if (opts && opts->use_window && c->rolling)
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
+                        "opts.use_window: a rolling cache is its own window (its sinks and "
+                        "last max_len - sinks tokens)");
     *lmax = 0;
     for (int64_t b = 0; b < c->batch; b++) {
         if (!c->rolling && n > c->max_len - c->len[b])
