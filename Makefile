@@ -53,7 +53,7 @@ test-sanitize:
 # this kernel's address layout needs it.
 TSAN_TESTS = test_threads test_properties test_backward test_gemm test_mha test_progress \
              test_api test_options test_oracle test_backends test_merge test_positions test_context \
-             test_dtypes
+             test_dtypes test_quant
 empty :=
 space := $(empty) $(empty)
 
@@ -70,7 +70,7 @@ test-generic:
 	    $(CMAKE_FLAGS)
 	cmake --build build/generic -j $(JOBS)
 	cd build/generic && ctest --output-on-failure -j $(JOBS) \
-	    -R 'test_(kernels|options|properties|oracle|api|worked_example|progress|gemm|backends|merge|positions|context|dtypes)'
+	    -R 'test_(kernels|options|properties|oracle|api|worked_example|progress|gemm|backends|merge|positions|context|dtypes|quant)'
 
 # The Python binding: pytest on the build tree's library, then a pip install
 # into a fresh virtual environment and an import from elsewhere.
