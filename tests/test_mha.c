@@ -797,7 +797,8 @@ static void test_cache_quantized(void)
  * the per-head KL divergences equal those computed here from the weights
  * of a one-step decode through such a cache against the f32 forward's
  * (the same attention, reached through the public calls), their mean is
- * the last entry, q4_0 costs more than q8_0, the output errors are
+ * the last entry, q4_0 costs more than q8_0, q8_0's mean KL is within
+ * issue 15's 1e-3 (measured 4.0e-7; q4_0 9.4e-5), the output errors are
  * within the formats' bounds; and the argument errors. */
 static void test_kv_cost(void)
 {
@@ -849,6 +850,9 @@ static void test_kv_cost(void)
         qkv_kv_cache_free(c);
     }
     CHECK(mean[1] > mean[0]);
+    CHECK(mean[0] <= 1e-3); /* issue 15's contract for q8_0: mean weight KL */
+    if (getenv("QKV_TEST_VERBOSE"))
+        printf("  kv cost: mean KL q8_0 %.3g, q4_0 %.3g\n", mean[0], mean[1]);
     /* errors */
     const qkv_kv_cache_options bad = {.struct_size = 0, .k_format = (qkv_kv_format)9, .v_format = QKV_KV_F32};
     CHECK(qkv_mha_kv_cost(NULL, m, x, B, L, &bad, kl, err) == QKV_ERR_INVALID_ARGUMENT);
