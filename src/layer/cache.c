@@ -325,6 +325,7 @@ static qkv_status rolling_steps(qkv_context *ctx, qkv_kv_cache *c, const qkv_ten
     if (weights) memset(weights, 0, (size_t)(B * H * n * L) * sizeof *weights);
     qkv_attention_options o = *opts;
     o.causal = 0; /* every held row is before the query or is its own */
+    o.q_offsets = NULL;
     o.kv_lens = held;
     qkv_status st = QKV_OK;
     const int64_t *start = c->len; /* each sequence's length before the step */
