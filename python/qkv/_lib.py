@@ -180,5 +180,8 @@ def _declare_layer(lib):
         "qkv_kv_cache_view": ([P, I64, ctypes.POINTER(Tensor), ctypes.POINTER(Tensor)],
                               ctypes.c_int),
         "qkv_mha_decode": ([P, P, P, FP, FP, FP, I64, pOpt], ctypes.c_int),
+        "qkv_mha_kv_cost": ([P, P, FP, I64, I64, ctypes.POINTER(KvCacheOptions),
+                             ctypes.POINTER(ctypes.c_double), ctypes.POINTER(ctypes.c_double)],
+                            ctypes.c_int),
     }
     _set_types(lib, decl)

@@ -664,12 +664,43 @@ class MultiheadAttention:
                                    _ptr(x), n, ctypes.byref(opt)), "MultiheadAttention.decode")
         return (y, w) if need_weights else y
 
+    def kv_cost(self, x, format, v_format=None):
+        """What a KV cache of `format` (and `v_format` for the values)
+        costs each head of the causal self-attention over x (B, L,
+        embed_dim, batch first): (kl, err), each (num_heads + 1,) float64,
+        per head the mean KL divergence of the attention weights (nats) and
+        the relative L2 error of the head's output against an f32 cache,
+        the last entry over all heads (qkv_mha_kv_cost)."""
+        x = _f32("x", x)
+        if x.ndim != 3 or x.shape[2] != self.embed_dim:
+            raise ValueError("x: shape %s, expected (batch, L, embed_dim) with embed_dim %d"
+                             % (x.shape, self.embed_dim))
+        opts = _cache_options(format, v_format, False, 0)
+        kl = np.empty(self.num_heads + 1, np.float64)
+        err = np.empty(self.num_heads + 1, np.float64)
+        dp = ctypes.POINTER(ctypes.c_double)
+        run = _run_context(self.threads, "MultiheadAttention.kv_cost")
+        _check(_LIB.qkv_mha_kv_cost(run, self._handle.ptr, _ptr(x), x.shape[0], x.shape[1],
+                                    ctypes.byref(opts), kl.ctypes.data_as(dp),
+                                    err.ctypes.data_as(dp)), "MultiheadAttention.kv_cost")
+        return kl, err
+
 
 # A cache's formats: qkv_kv_format's value, the element's bytes and typestr
 # (the block formats: qkv_dtype's code and a block's bytes instead).
 _CACHE_FORMATS = {"f32": (0, 4, "<f4"), "f16": (1, 2, "<f2"), "bf16": (2, 2, "<u2"),
                   "q8_0": (3, 34, None), "q4_0": (4, 18, None)}
 _BLOCK_DTYPE = {"q8_0": _lib.DTYPE_Q8_0, "q4_0": _lib.DTYPE_Q4_0}
+
+
+def _cache_options(format, v_format, rolling, sinks):
+    """qkv_kv_cache_options from the formats' names (v_format None: format's)."""
+    v_format = format if v_format is None else v_format
+    for name, f in (("format", format), ("v_format", v_format)):
+        if not isinstance(f, str) or f not in _CACHE_FORMATS:
+            raise ValueError("%s: %r, expected 'f32', 'f16', 'bf16', 'q8_0' or 'q4_0'" % (name, f))
+    return _lib.KvCacheOptions(ctypes.sizeof(_lib.KvCacheOptions), _CACHE_FORMATS[format][0],
+                               _CACHE_FORMATS[v_format][0], int(rolling), sinks)
 
 
 class KVCache:
@@ -694,15 +725,10 @@ class KVCache:
                             % type(layer).__name__)
         batch = _args.integer("batch", batch)
         max_len = _args.integer("max_len", max_len)
-        v_format = format if v_format is None else v_format
-        for name, f in (("format", format), ("v_format", v_format)):
-            if not isinstance(f, str) or f not in _CACHE_FORMATS:
-                raise ValueError("%s: %r, expected 'f32', 'f16', 'bf16', 'q8_0' or 'q4_0'"
-                                 % (name, f))
         rolling = _args.flag("rolling", rolling)
         sinks = _args.integer("sinks", sinks, 0, expected="0 .. max_len - 1")
-        opts = _lib.KvCacheOptions(ctypes.sizeof(_lib.KvCacheOptions), _CACHE_FORMATS[format][0],
-                                   _CACHE_FORMATS[v_format][0], int(rolling), sinks)
+        opts = _cache_options(format, v_format, rolling, sinks)
+        v_format = format if v_format is None else v_format
         ptr = ctypes.c_void_p()
         _check(_LIB.qkv_kv_cache_create_with(ctypes.byref(ptr), layer._handle.ptr, batch, max_len,
                                              ctypes.byref(opts)), "KVCache")

@@ -705,6 +705,27 @@ def test_cache_rolling():
         qkv.KVCache(m, 1, CAP, rolling=True, sinks=CAP)
 
 
+def test_kv_cost():
+    """kv_cost: zero for f32; for bf16 small and equal to the KL computed
+    here from a bf16 cache's decode weights against the f32 forward's."""
+    m = randomize(qkv.MultiheadAttention(16, 4, batch_first=True, num_kv_heads=2, rope="half"))
+    x = rand(2, 6, 16)
+    kl, err = m.kv_cost(x, "f32")
+    assert kl.shape == (5,) and not kl.any() and not err.any()
+    kl, err = m.kv_cost(x, "bf16")
+    _, p = m(x, is_causal=True, average_attn_weights=False)
+    cache = qkv.KVCache(m, 2, 6, "bf16")
+    _, q = m.decode(cache, x, need_weights=True)
+    p, q = p.astype(np.float64), q.astype(np.float64)  # the library sums in double
+    want = np.where(p > 0, p * np.log(np.where(p > 0, p, 1) / np.where(q > 0, q, 1)), 0)
+    want = want.sum(-1).mean(axis=(0, 2))
+    assert np.allclose(kl[:4], want, rtol=1e-6, atol=1e-15)
+    assert abs(kl[4] - kl[:4].mean()) <= 1e-15
+    assert (err > 0).all() and (err < 1e-2).all()
+    with pytest.raises(ValueError, match="format"):
+        m.kv_cost(x, "q3")
+
+
 def test_cache_truncate_and_append():
     m = randomize(qkv.MultiheadAttention(8, 2, batch_first=True, num_kv_heads=1, rope="half"))
     B, T = 2, 6
