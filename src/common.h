@@ -201,23 +201,13 @@ static inline int qkv_float_dtype(qkv_dtype d)
     return d == QKV_DTYPE_F32 || d == QKV_DTYPE_F16 || d == QKV_DTYPE_BF16;
 }
 
-/* The block formats (qkv.h's Q8_0, Q4_0; quant.h) and a block's bytes. */
-static inline int qkv_block_dtype(qkv_dtype d)
-{
-    return d == QKV_DTYPE_Q8_0 || d == QKV_DTYPE_Q4_0;
-}
-
-static inline int64_t qkv_block_bytes(qkv_dtype d)
-{
-    return d == QKV_DTYPE_Q8_0 ? QKV_Q8_0_BYTES : QKV_Q4_0_BYTES;
-}
-
-/* Value i (counted in values) of a block-format array, dequantized. */
+/* Value i (counted in values) of a block-format array (quant.h),
+ * dequantized. */
 static inline float qkv_block_get(const void *p, qkv_dtype dt, int64_t i)
 {
     const unsigned char *b = (const unsigned char *)p + i / QKV_QBLOCK * qkv_block_bytes(dt);
     const int j = (int)(i % QKV_QBLOCK);
-    const float d = qkv_f16_to_f32((uint16_t)(b[0] | b[1] << 8));
+    const float d = qkv_block_scale(b);
     if (dt == QKV_DTYPE_Q8_0) return (float)(int8_t)b[2 + j] * d;
     const int n = j < QKV_QBLOCK / 2 ? b[2 + j] & 0x0f : b[2 + j - QKV_QBLOCK / 2] >> 4;
     return (float)(n - 8) * d;

@@ -17,7 +17,6 @@ static void put_scale(unsigned char *b, uint16_t h)
     b[1] = (unsigned char)(h >> 8);
 }
 
-static float get_scale(const unsigned char *b) { return qkv_f16_to_f32((uint16_t)(b[0] | b[1] << 8)); }
 
 /* Whether the 32 values at x are all finite. */
 static int finite_block(const float *x)
@@ -101,7 +100,7 @@ int64_t qkv_q4_0_quantize(unsigned char *dst, const float *x, int64_t blocks)
 void qkv_q8_0_dequantize(float *dst, const unsigned char *src, int64_t blocks)
 {
     for (int64_t i = 0; i < blocks; i++, dst += QKV_QBLOCK, src += QKV_Q8_0_BYTES) {
-        const float d = get_scale(src);
+        const float d = qkv_block_scale(src);
         for (int j = 0; j < QKV_QBLOCK; j++) dst[j] = (float)(int8_t)src[2 + j] * d;
     }
 }
@@ -109,7 +108,7 @@ void qkv_q8_0_dequantize(float *dst, const unsigned char *src, int64_t blocks)
 void qkv_q4_0_dequantize(float *dst, const unsigned char *src, int64_t blocks)
 {
     for (int64_t i = 0; i < blocks; i++, dst += QKV_QBLOCK, src += QKV_Q4_0_BYTES) {
-        const float d = get_scale(src);
+        const float d = qkv_block_scale(src);
         for (int j = 0; j < QKV_QBLOCK / 2; j++) {
             dst[j] = (float)((src[2 + j] & 0x0f) - 8) * d;
             dst[j + 16] = (float)((src[2 + j] >> 4) - 8) * d;
@@ -132,20 +131,30 @@ static qkv_status check_call(const void *dst, qkv_dtype fmt, const void *src, in
     return QKV_OK;
 }
 
+int64_t qkv_block_unfit(qkv_dtype fmt, const float *x, int64_t blocks, int64_t *first)
+{
+    unsigned char tmp[QKV_Q8_0_BYTES];
+    int64_t bad = 0;
+    if (first) *first = -1;
+    for (int64_t b = 0; b < blocks; b++)
+        if (qkv_block_quantize(fmt, tmp, x + b * QKV_QBLOCK, 1)) {
+            if (first && bad == 0) *first = b;
+            bad++;
+        }
+    return bad;
+}
+
 qkv_status qkv_quantize(void *dst, qkv_dtype fmt, const float *src, int64_t n)
 {
     qkv_clear_error();
     QKV_TRY(check_call(dst, fmt, src, n));
-    const int q8 = fmt == QKV_DTYPE_Q8_0;
-    /* Each block through a scratch block first: dst is written only when
-     * every finite value fits. */
-    unsigned char tmp[QKV_Q8_0_BYTES];
-    for (int64_t b = 0; b < n / QKV_QBLOCK; b++)
-        if ((q8 ? qkv_q8_0_quantize : qkv_q4_0_quantize)(tmp, src + b * QKV_QBLOCK, 1))
-            return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
-                            "src: block %lld holds values too large for %s (|x| up to about %g)",
-                            (long long)b, qkv_dtype_name(fmt), q8 ? 65504.0 * 127 : 65504.0 * 8);
-    (q8 ? qkv_q8_0_quantize : qkv_q4_0_quantize)(dst, src, n / QKV_QBLOCK);
+    /* dst is written only when every finite value fits. */
+    int64_t first;
+    if (qkv_block_unfit(fmt, src, n / QKV_QBLOCK, &first))
+        return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
+                        "src: block %lld holds values too large for %s (|x| up to about %g)",
+                        (long long)first, qkv_dtype_name(fmt), qkv_block_limit(fmt));
+    qkv_block_quantize(fmt, dst, src, n / QKV_QBLOCK);
     return QKV_OK;
 }
 
@@ -153,6 +162,6 @@ qkv_status qkv_dequantize(float *dst, qkv_dtype fmt, const void *src, int64_t n)
 {
     qkv_clear_error();
     QKV_TRY(check_call(dst, fmt, src, n));
-    (fmt == QKV_DTYPE_Q8_0 ? qkv_q8_0_dequantize : qkv_q4_0_dequantize)(dst, src, n / QKV_QBLOCK);
+    qkv_block_dequantize(fmt, dst, src, n / QKV_QBLOCK);
     return QKV_OK;
 }

@@ -26,6 +26,7 @@
 
 #include <stdint.h>
 
+#include "half.h"
 #include "qkv.h"
 
 /* qkv.h's sizes, by shorter names */
@@ -43,5 +44,48 @@ int64_t qkv_q4_0_quantize(unsigned char *dst, const float *x, int64_t blocks);
  * products of a small integer and a binary16 exact in f32. */
 void qkv_q8_0_dequantize(float *dst, const unsigned char *src, int64_t blocks);
 void qkv_q4_0_dequantize(float *dst, const unsigned char *src, int64_t blocks);
+
+/* The blocks of x (blocks x 32 values) whose finite values are too large
+ * for fmt (QKV_DTYPE_Q8_0 or _Q4_0), found by quantizing each into
+ * scratch (nothing is written); *first, unless NULL, the first of them
+ * (-1: none). How a caller refuses a row before it writes anything. */
+int64_t qkv_block_unfit(qkv_dtype fmt, const float *x, int64_t blocks, int64_t *first);
+
+/* Whether a dtype is a block format, and a block's bytes. */
+static inline int qkv_block_dtype(qkv_dtype d)
+{
+    return d == QKV_DTYPE_Q8_0 || d == QKV_DTYPE_Q4_0;
+}
+
+static inline int64_t qkv_block_bytes(qkv_dtype d)
+{
+    return d == QKV_DTYPE_Q8_0 ? QKV_Q8_0_BYTES : QKV_Q4_0_BYTES;
+}
+
+/* A block's scale d (the binary16 at its start, little-endian) as a float. */
+static inline float qkv_block_scale(const unsigned char *b)
+{
+    return qkv_f16_to_f32((uint16_t)(b[0] | b[1] << 8));
+}
+
+/* About the largest |x| fmt holds: 127 (Q8_0) or 8 (Q4_0) steps of the
+ * largest binary16 scale, for the details that name it. */
+static inline double qkv_block_limit(qkv_dtype fmt)
+{
+    return 65504.0 * (fmt == QKV_DTYPE_Q8_0 ? 127 : 8);
+}
+
+/* fmt's quantizer and dequantizer above, chosen by dtype. */
+static inline int64_t qkv_block_quantize(qkv_dtype fmt, unsigned char *dst, const float *x,
+                                         int64_t blocks)
+{
+    return (fmt == QKV_DTYPE_Q8_0 ? qkv_q8_0_quantize : qkv_q4_0_quantize)(dst, x, blocks);
+}
+
+static inline void qkv_block_dequantize(qkv_dtype fmt, float *dst, const unsigned char *src,
+                                        int64_t blocks)
+{
+    (fmt == QKV_DTYPE_Q8_0 ? qkv_q8_0_dequantize : qkv_q4_0_dequantize)(dst, src, blocks);
+}
 
 #endif

@@ -927,6 +927,23 @@ static void test_cache_rolling(void)
         }
         qkv_tensor tk;
         CHECK(qkv_kv_cache_view(c, 1, &tk, NULL) == QKV_OK && tk.shape[2] == CAP);
+        if (f) { /* full: a row q8_0 cannot hold is refused before a held row is replaced */
+            const size_t bytes = (size_t)(2 * CAP) * QKV_Q8_0_BYTES; /* 2 kv heads, 1 block a row */
+            unsigned char *was = test_malloc(bytes);
+            memcpy(was, tk.data, bytes);
+            float kr[2 * 32], vr[2 * 32];
+            for (int i = 0; i < 64; i++) kr[i] = vr[i] = 0.5f;
+            kr[40] = 1e7f;
+            CHECK(qkv_kv_cache_append(c, 1, kr, vr, 1) == QKV_ERR_INVALID_ARGUMENT);
+            CHECK(detail_has("k: 1 blocks of 32 hold values too large for the cache's q8_0"));
+            CHECK(qkv_kv_cache_length(c, 1) == T && memcmp(was, tk.data, bytes) == 0);
+            float xb[B * D], yb[B * D];
+            for (int i = 0; i < B * D; i++) xb[i] = 1e9f;
+            CHECK(qkv_mha_decode(NULL, m, c, yb, NULL, xb, 1, NULL) == QKV_ERR_INVALID_ARGUMENT);
+            CHECK(detail_has("too large for the cache's q8_0"));
+            CHECK(qkv_kv_cache_length(c, 1) == T && memcmp(was, tk.data, bytes) == 0);
+            free(was);
+        }
         CHECK(qkv_kv_cache_truncate(c, 0, 5) == QKV_ERR_INVALID_ARGUMENT);
         CHECK(detail_has("truncates only to 0"));
         qkv_attention_options win = {0};

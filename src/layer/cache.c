@@ -1,6 +1,6 @@
 /* The KV cache and the layer's decode step (qkv.h). The cache stores each
  * sequence's keys as (Hkv, max_len, E) and values as (Hkv, max_len, Ev),
- * in its format (f32, f16 or bf16), so that the attention of a step reads
+ * in its format (f32, f16, bf16, q8_0 or q4_0), so that the attention of a step reads
  * every kv head's keys as one contiguous run and the views need no copy. */
 #include "layer/mha.h"
 
@@ -173,26 +173,13 @@ static qkv_status check_sequence(const qkv_kv_cache *c, int64_t b)
 static int64_t store_row(const side *s, int64_t r, const float *src)
 {
     char *dst = row_at(s, r);
-    switch (s->dt) {
-    case QKV_DTYPE_F32: memcpy(dst, src, (size_t)s->width * sizeof(float)); return 0;
-    case QKV_DTYPE_Q8_0: return qkv_q8_0_quantize((unsigned char *)dst, src, s->width / QKV_QBLOCK);
-    case QKV_DTYPE_Q4_0: return qkv_q4_0_quantize((unsigned char *)dst, src, s->width / QKV_QBLOCK);
-    default:
+    if (qkv_block_dtype(s->dt))
+        return qkv_block_quantize(s->dt, (unsigned char *)dst, src, s->width / QKV_QBLOCK);
+    if (s->dt == QKV_DTYPE_F32)
+        memcpy(dst, src, (size_t)s->width * sizeof(float));
+    else
         for (int64_t x = 0; x < s->width; x++) qkv_elem_put(dst, s->dt, x, src[x]);
-        return 0;
-    }
-}
-
-/* The blocks of a row of floats a side's block format cannot hold (0 for
- * a float format), found by quantizing into scratch. */
-static int64_t rows_unfit(const side *s, const float *src)
-{
-    if (!qkv_block_dtype(s->dt)) return 0;
-    unsigned char tmp[QKV_Q8_0_BYTES];
-    int64_t bad = 0;
-    for (int64_t x = 0; x < s->width; x += QKV_QBLOCK)
-        bad += (s->dt == QKV_DTYPE_Q8_0 ? qkv_q8_0_quantize : qkv_q4_0_quantize)(tmp, src + x, 1);
-    return bad;
+    return 0;
 }
 
 /* The error for kbad / vbad blocks too large for the cache's formats. */
@@ -202,27 +189,33 @@ static qkv_status unfit_error(const qkv_kv_cache *c, int64_t kbad, int64_t vbad)
     return qkv_fail(QKV_ERR_INVALID_ARGUMENT,
                     "%s: %lld blocks of 32 hold values too large for the cache's %s (|x| up "
                     "to about %g); nothing was added", kbad ? "k" : "v",
-                    (long long)(kbad ? kbad : vbad), qkv_dtype_name(dt),
-                    dt == QKV_DTYPE_Q8_0 ? 65504.0 * 127 : 65504.0 * 8);
+                    (long long)(kbad ? kbad : vbad), qkv_dtype_name(dt), qkv_block_limit(dt));
+}
+
+/* Whether `rows` rows of k (E values each) and of v (Ev) fit the cache's
+ * formats, checked before anything is written: how a store that replaces
+ * rows the cache holds (a rolling cache's, once full) is refused whole. */
+static qkv_status check_fit(const qkv_kv_cache *c, const float *k, const float *v, int64_t rows)
+{
+    const int64_t kbad = qkv_block_dtype(c->k.dt)
+                             ? qkv_block_unfit(c->k.dt, k, rows * c->head_dim / QKV_QBLOCK, NULL)
+                             : 0;
+    const int64_t vbad = qkv_block_dtype(c->v.dt)
+                             ? qkv_block_unfit(c->v.dt, v, rows * c->v_head_dim / QKV_QBLOCK, NULL)
+                             : 0;
+    return kbad || vbad ? unfit_error(c, kbad, vbad) : QKV_OK;
 }
 
 /* Copies n tokens' rows k (n, Hkv, E) and v (n, Hkv, Ev) into sequence b
- * from position pos on; the rows past the sequence's length only, so that
- * a failure leaves what the cache holds as it was. QKV_ERR_INVALID_ARGUMENT
- * when a block format cannot hold a value (the detail names k or v). */
+ * from position pos on. QKV_ERR_INVALID_ARGUMENT when a block format
+ * cannot hold a value (the detail names k or v): harmless to what the
+ * cache holds when the rows are past the sequence's length; a store that
+ * replaces held rows (a full rolling cache) is checked first (check_fit). */
 static qkv_status store_tokens(qkv_kv_cache *c, int64_t b, int64_t pos, const float *k,
                                const float *v, int64_t n)
 {
     const int64_t Hkv = c->kv_heads, E = c->head_dim, Ev = c->v_head_dim, L = c->max_len;
     int64_t kbad = 0, vbad = 0;
-    /* A rolling cache past max_len overwrites rows it holds: what a block
-     * format cannot hold is refused before anything is written. */
-    if (c->rolling && pos + n > L)
-        for (int64_t t = 0; t < n * Hkv; t++) {
-            kbad += rows_unfit(&c->k, k + t * E);
-            vbad += rows_unfit(&c->v, v + t * Ev);
-        }
-    if (kbad || vbad) return unfit_error(c, kbad, vbad);
     for (int64_t t = 0; t < n; t++)
         for (int64_t g = 0; g < Hkv; g++) {
             const int64_t r = (b * Hkv + g) * L + slot(c, pos + t);
@@ -282,6 +275,7 @@ qkv_status qkv_kv_cache_append(qkv_kv_cache *c, int64_t b, const float *k, const
     const qkv_byte_range ins[2] = {qkv_range("k", k, n * Hkv * c->head_dim, sizeof(float)),
                                    qkv_range("v", v, n * Hkv * c->v_head_dim, sizeof(float))};
     QKV_TRY(qkv_check_buffers(outs, 2, ins, 2, sizeof(float)));
+    if (c->rolling && c->len[b] + n > L) QKV_TRY(check_fit(c, k, v, n * Hkv));
     QKV_TRY(store_tokens(c, b, c->len[b], k, v, n));
     c->len[b] += n;
     return QKV_OK;
@@ -327,25 +321,16 @@ static qkv_status rolling_steps(qkv_context *ctx, qkv_kv_cache *c, const qkv_ten
     o.causal = 0; /* every held row is before the query or is its own */
     o.q_offsets = NULL;
     o.kv_lens = held;
-    qkv_status st = QKV_OK;
-    const int64_t *start = c->len; /* each sequence's length before the step */
-    int64_t *before = malloc((size_t)B * sizeof *before);
-    if (!before) st = qkv_fail(QKV_ERR_OUT_OF_MEMORY, "decode: buffers do not fit in memory");
-    for (int64_t b = 0; b < B && st == QKV_OK; b++) before[b] = start[b];
     /* Every row of the step checked before the first is stored: the rows
-     * it will replace are the cache's. */
-    int64_t kbad = 0, vbad = 0;
-    for (int64_t r = 0; r < B * n * Hkv && st == QKV_OK; r++) {
-        kbad += rows_unfit(&c->k, k + r * E);
-        vbad += rows_unfit(&c->v, v + r * Ev);
-    }
-    if (st == QKV_OK && (kbad || vbad)) st = unfit_error(c, kbad, vbad);
+     * it will replace are the cache's. The lengths (c->len) move only
+     * after the step. */
+    qkv_status st = check_fit(c, k, v, B * n * Hkv);
     for (int64_t t = 0; t < n && st == QKV_OK; t++) {
         int64_t most = 0;
         for (int64_t b = 0; b < B && st == QKV_OK; b++) {
-            st = store_tokens(c, b, before[b] + t, k + (b * n + t) * Hkv * E,
+            st = store_tokens(c, b, c->len[b] + t, k + (b * n + t) * Hkv * E,
                               v + (b * n + t) * Hkv * Ev, 1);
-            const int64_t seen = before[b] + t + 1;
+            const int64_t seen = c->len[b] + t + 1;
             held[b] = seen < L ? seen : L;
             most = held[b] > most ? held[b] : most;
         }
@@ -363,7 +348,6 @@ static qkv_status rolling_steps(qkv_context *ctx, qkv_kv_cache *c, const qkv_ten
         st = qkv_attention_forward(ctx, &a1, weights ? &tw : NULL, NULL, &q1, &tk, &tv, &o);
     }
     free(held);
-    free(before);
     return st;
 }
 

@@ -31,6 +31,12 @@ static void add_block(const float *w32, const float *wq, const float *o32, const
         }
 }
 
+/* sqrt(num / den): a relative L2 error from its two sums (0 / 0 is 0). */
+static double rel_l2(double num, double den)
+{
+    return den > 0 ? sqrt(num / den) : num > 0 ? INFINITY : 0.0;
+}
+
 qkv_status qkv_mha_kv_cost(qkv_context *ctx, const qkv_mha *m, const float *x, int64_t batch,
                            int64_t len, const qkv_kv_cache_options *fmt, double *kl, double *err)
 {
@@ -100,13 +106,13 @@ qkv_status qkv_mha_kv_cost(qkv_context *ctx, const qkv_mha *m, const float *x, i
         double kl_all = 0, num_all = 0, den_all = 0;
         for (int64_t h = 0; h < H; h++) {
             kl[h] = klh[h] / (double)(batch * len);
-            err[h] = den[h] > 0 ? sqrt(num[h] / den[h]) : num[h] > 0 ? INFINITY : 0.0;
+            err[h] = rel_l2(num[h], den[h]);
             kl_all += kl[h];
             num_all += num[h];
             den_all += den[h];
         }
         kl[H] = kl_all / (double)H;
-        err[H] = den_all > 0 ? sqrt(num_all / den_all) : num_all > 0 ? INFINITY : 0.0;
+        err[H] = rel_l2(num_all, den_all);
     }
     free(block);
     free(q16);

@@ -748,7 +748,7 @@ static void narrow_bf16(uint16_t *dst, const float *src, int64_t n)
 static void dequant_q8_0(float *dst, const unsigned char *src, int64_t blocks)
 {
     for (int64_t b = 0; b < blocks; b++, src += QKV_Q8_0_BYTES, dst += QKV_QBLOCK) {
-        const VF d = vset1(qkv_f16_to_f32((uint16_t)(src[0] | src[1] << 8)));
+        const VF d = vset1(qkv_block_scale(src));
         for (int j = 0; j < QKV_QBLOCK; j += VL) vstu(dst + j, vmul(vq8(src + 2 + j), d));
     }
 }
@@ -756,7 +756,7 @@ static void dequant_q8_0(float *dst, const unsigned char *src, int64_t blocks)
 static void dequant_q4_0(float *dst, const unsigned char *src, int64_t blocks)
 {
     for (int64_t b = 0; b < blocks; b++, src += QKV_Q4_0_BYTES, dst += QKV_QBLOCK) {
-        const VF d = vset1(qkv_f16_to_f32((uint16_t)(src[0] | src[1] << 8)));
+        const VF d = vset1(qkv_block_scale(src));
         for (int j = 0; j < QKV_QBLOCK / 2; j += VL) {
             vstu(dst + j, vmul(vq4(src + 2 + j, 0), d));
             vstu(dst + QKV_QBLOCK / 2 + j, vmul(vq4(src + 2 + j, 1), d));
