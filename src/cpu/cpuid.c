@@ -1,6 +1,8 @@
 /* cpuid through the compiler's builtins; see cpuid.h. */
 #include "cpu/cpuid.h"
 
+#include <stdatomic.h>
+
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
 
@@ -22,7 +24,7 @@ static int has_avx512_bf16(void)
 }
 #endif
 
-int qkv_cpu_runs(qkv_isa isa)
+static int ask_cpu(qkv_isa isa)
 {
     switch (isa) {
     case QKV_ISA_AUTO:
@@ -46,4 +48,20 @@ int qkv_cpu_runs(qkv_isa isa)
 #endif
     }
     return 0;
+}
+
+/* The answers, asked once per isa: cpuid can trap to the hypervisor in a
+ * virtual machine (tens of microseconds), and every call resolves its isa.
+ * 0: not asked yet; else 1 + the answer. */
+static _Atomic int answers[QKV_ISA_AVX512_BF16 + 1];
+
+int qkv_cpu_runs(qkv_isa isa)
+{
+    if (isa < 0 || isa > QKV_ISA_AVX512_BF16) return 0;
+    int a = atomic_load_explicit(&answers[isa], memory_order_relaxed);
+    if (a == 0) {
+        a = 1 + ask_cpu(isa);
+        atomic_store_explicit(&answers[isa], a, memory_order_relaxed);
+    }
+    return a - 1;
 }

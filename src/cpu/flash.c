@@ -65,6 +65,8 @@ typedef struct plan {
     int64_t chunk;     /* keys per chunk, a multiple of BLOCK_KEYS */
     int64_t ev;        /* Ev, at least 1 (buffer sizes) */
     int pack_k, pack_v; /* K or V not contiguous along d / c: copy blocks */
+    qkv_dtype rk, rv;  /* the row-major layout: what its kernels read K and V
+                          as (row_dtype says) */
     int pairs;         /* the pairs layout (layout_pairs says when) */
     int64_t narrow;    /* 0, or G * bq, the real rows of a unit, when
                           Lq <= NARROW_QUERIES: the row-major layout */
@@ -157,14 +159,17 @@ static void load_query(const plan *pl, const scratch *sc, int64_t b, int64_t r, 
 }
 
 /* Where keys jb.. of kv head hk are, with the leading dimension to step
- * through them: in place when the tensor is f32 and contiguous along its
- * last dim, else copied into buf (widened to f32: the kernels read f32). */
-static const float *key_rows(const plan *pl, const qkv_tensor *t, int pack, float *buf, int64_t b,
-                             int64_t hk, int64_t jb, int64_t n, int64_t width, int64_t *ld)
+ * through them: in place when the tensor's rows are contiguous and of a
+ * dtype the kernels read (f32; f16 and bf16 for the row-major layout),
+ * else copied into buf (widened to f32). */
+static const void *key_rows(const plan *pl, const qkv_tensor *t, int pack, float *buf, int64_t b,
+                            int64_t hk, int64_t jb, int64_t n, int64_t width, int64_t *ld)
 {
     if (!pack) {
         *ld = t->stride[2];
-        return qkv_view_at(t, b, hk, jb, 0);
+        return t->data ? (const unsigned char *)t->data +
+                             qkv_view_offset(t, b, hk, jb, 0) * (int64_t)qkv_dtype_size(t->dtype)
+                       : NULL;
     }
     for (int64_t j = 0; j < n; j++) qkv_cpu_row_widen(pl->k, t, b, hk, jb + j, width, buf + j * width);
     *ld = width;
@@ -207,10 +212,11 @@ static int any_nonfinite(const float *v, int64_t ldv, int64_t n, int64_t ev)
 }
 
 /* The block of keys from jb to at most last of kv head (b, hk): its
- * length, its K rows in *k (floats, or the pairs layout's bf16 patterns)
- * and, unless v is NULL, its V rows in *v (floats). */
+ * length, its K rows in *k (floats; the pairs layout's bf16 patterns; the
+ * row-major layout's pl->rk) and, unless v is NULL, its V rows in *v
+ * (floats; the row-major layout's pl->rv). */
 static int64_t block_at(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_t jb,
-                        int64_t last, const void **k, int64_t *ldk, const float **v, int64_t *ldv)
+                        int64_t last, const void **k, int64_t *ldk, const void **v, int64_t *ldv)
 {
     const qkv_fwd_problem *p = pl->p;
     const int64_t n = block_len(jb, last);
@@ -374,10 +380,10 @@ static void walk_tiled(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64
     int64_t first, last;
     walk_start(pl, sc, key_from, key_to, &first, &last);
     for (int64_t jb = first, n; jb <= last; jb += n) {
-        const void *k;
-        const float *v = NULL;
+        const void *k, *vrows = NULL;
         int64_t ldk, ldv = 0;
-        n = block_at(pl, sc, b, hk, jb, last, &k, &ldk, pl->pairs ? NULL : &v, &ldv);
+        n = block_at(pl, sc, b, hk, jb, last, &k, &ldk, pl->pairs ? NULL : &vrows, &ldv);
+        const float *v = vrows;
         if (pl->pairs) value_pairs(pl, sc, b, hk, jb, n);
         const int careful = block_scores(pl, sc, b, k, ldk, jb, n) &&
                             (pl->pairs ? pairs_nonfinite(sc->vp, (n + 1) / 2 * p->Ev)
@@ -451,7 +457,7 @@ static int narrow_scores(const plan *pl, scratch *sc, int64_t b, const void *k, 
 {
     const qkv_fwd_problem *p = pl->p;
     const int64_t m = pl->narrow;
-    pl->k->dot_rows(sc->qr, p->E, m, k, ldk, sc->sr, BLOCK_KEYS, n, p->E);
+    qkv_cpu_dot_rows(pl->k, pl->rk, sc->qr, p->E, m, k, ldk, sc->sr, BLOCK_KEYS, n, p->E);
     const int bmask = p->mask && p->mask->dtype == QKV_DTYPE_BOOL;
     const int fmask = p->mask && !bmask;
     int forbidden = fmask || bmask;
@@ -509,19 +515,27 @@ static void walk_rows(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_
     walk_start(pl, sc, key_from, key_to, &first, &last);
     memset(sc->orr, 0, (size_t)(m * pl->ev) * sizeof *sc->orr);
     for (int64_t jb = first, n; jb <= last; jb += n) {
-        const void *k;
-        const float *v;
+        const void *k, *v;
         int64_t ldk, ldv;
         n = block_at(pl, sc, b, hk, jb, last, &k, &ldk, &v, &ldv);
-        const int careful =
-            narrow_scores(pl, sc, b, k, ldk, jb, n) && any_nonfinite(v, ldv, n, p->Ev);
+        qkv_dtype vdt = pl->rv;
+        const int forbidden = narrow_scores(pl, sc, b, k, ldk, jb, n);
+        if (forbidden && vdt != QKV_DTYPE_F32) { /* the check and careful_rows read floats */
+            for (int64_t j = 0; j < n; j++)
+                qkv_cpu_row_widen(pl->k, p->v, b, hk, jb + j, p->Ev, sc->vb + j * pl->ev);
+            v = sc->vb;
+            ldv = pl->ev;
+            vdt = QKV_DTYPE_F32;
+        }
+        const int careful = forbidden && any_nonfinite(v, ldv, n, p->Ev);
         if (careful)
             for (int64_t x = 0; x < m * BLOCK_KEYS; x++) sc->forbid[x] = sc->sr[x] == -INFINITY;
         pl->k->softmax_rows(sc->sr, BLOCK_KEYS, m, n, sc->mx, sc->l, sc->alpha);
         if (careful)
             careful_rows(pl, sc, v, ldv, n);
         else
-            pl->k->axpy_rows(sc->sr, BLOCK_KEYS, m, v, ldv, sc->orr, pl->ev, sc->alpha, n, p->Ev);
+            qkv_cpu_axpy_rows(pl->k, vdt, sc->sr, BLOCK_KEYS, m, v, ldv, sc->orr, pl->ev,
+                              sc->alpha, n, p->Ev);
     }
     for (int64_t r = 0; r < m; r++)
         for (int64_t c = 0; c < p->Ev; c++) sc->o[c * R + r] = sc->orr[r * pl->ev + c];
@@ -840,6 +854,17 @@ static void plan_split(plan *pl)
     pl->chunks = (p->Lk + pl->chunk - 1) / pl->chunk;
 }
 
+/* What the row-major layout's kernels read t as: an f16 or bf16 view
+ * with contiguous rows as itself, widened in registers (each element once
+ * for four query rows: dot_rows), so decode reads a 16-bit cache's bytes
+ * once and computes on them as they arrive; anything else as f32 (a
+ * widened block copy). The tiled layouts read f32. */
+static qkv_dtype row_dtype(const plan *pl, const qkv_tensor *t)
+{
+    const int half = t->dtype == QKV_DTYPE_F16 || t->dtype == QKV_DTYPE_BF16;
+    return pl->narrow && half && t->stride[3] == 1 ? t->dtype : QKV_DTYPE_F32;
+}
+
 /* The plan of a call with something to compute (B, H, Lq > 0) on the
  * kernels k: units, layout, split and threads. */
 static void plan_init(plan *pl, const qkv_fwd_problem *p, const qkv_cpu_kernels *k)
@@ -861,8 +886,10 @@ static void plan_init(plan *pl, const qkv_fwd_problem *p, const qkv_cpu_kernels 
     pl->qtiles = (p->Lq + pl->bq - 1) / pl->bq;
     pl->units = p->B * p->Hkv * pl->qtiles;
     pl->ev = p->Ev > 0 ? p->Ev : 1;
-    pl->pack_k = p->k->stride[3] != 1 || p->k->dtype != QKV_DTYPE_F32;
-    pl->pack_v = p->v->stride[3] != 1 || p->v->dtype != QKV_DTYPE_F32;
+    pl->rk = row_dtype(pl, p->k);
+    pl->rv = row_dtype(pl, p->v);
+    pl->pack_k = p->k->stride[3] != 1 || p->k->dtype != pl->rk;
+    pl->pack_v = p->v->stride[3] != 1 || p->v->dtype != pl->rv;
     plan_split(pl);
     const int64_t items = pl->units * pl->chunks;
     pl->nthreads = p->num_threads < items ? p->num_threads : (int)items;
@@ -894,7 +921,7 @@ static void scratch_carve(const plan *pl, qkv_carver *c, scratch *sc)
     }
     sc->o = qkv_carve(c, rows * ev * f);
     if (pl->pack_k && !pl->pairs) sc->kb = qkv_carve(c, bk * e * f);
-    if (pl->pack_v) sc->vb = qkv_carve(c, bk * ev * f);
+    if (pl->pack_v || pl->rv != QKV_DTYPE_F32) sc->vb = qkv_carve(c, bk * ev * f);
     sc->orow = qkv_carve(c, ev * f);
     sc->mx = qkv_carve(c, rows * f);
     sc->alpha = qkv_carve(c, rows * f);

@@ -461,14 +461,68 @@ DEFINE_DOT_BLOCK(dot_block, float, vldu, vldu_n)
 DEFINE_DOT_BLOCK(dot_block_f16, uint16_t, vwiden_f16, vwiden_f16_n)
 DEFINE_DOT_BLOCK(dot_block_bf16, uint16_t, vwiden_bf16, vwiden_bf16_n)
 
-/* dot_rows for b of type T through BLOCK (one of the above). */
-#define DEFINE_DOT_ROWS(NAME, T, BLOCK)                                                     \
+/* Four rows of a at once against DOT4_KEYS rows of b: lane r * DOT4_KEYS
+ * + j is row r's sum with row j of b, for the first nj <= DOT4_KEYS rows
+ * of b (the other lanes 0). Each element of b is loaded (and widened)
+ * once for the four rows, where the one-row block above loads it once a
+ * row: decode's query heads of one kv head read a 16-bit key once. Each
+ * lane's sum runs along d in the order the one-row block's does and goes
+ * through the same vsum_each, so the two give the same bits. */
+#define DOT4_KEYS (VL / 4)
+#define DEFINE_DOT4_BLOCK(NAME, T, LOAD, LOADN)                                             \
+    static inline VF NAME(const float *a, int64_t lda, const T *b, int64_t ldb, int nj,     \
+                          int64_t k)                                                        \
+    {                                                                                       \
+        VF acc[VL];                                                                         \
+        _Pragma("GCC unroll 16") for (int j = 0; j < VL; j++) acc[j] = vzero();             \
+        int64_t d = 0;                                                                      \
+        for (; d + VL <= k; d += VL) {                                                      \
+            VF av[4];                                                                       \
+            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) av[r] = vldu(a + r * lda + d); \
+            _Pragma("GCC unroll 4") for (int j = 0; j < DOT4_KEYS; j++) {                   \
+                if (j >= nj) break;                                                         \
+                const VF bv = LOAD(b + j * ldb + d);                                        \
+                _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) acc[r * DOT4_KEYS + j] = \
+                    vfma(av[r], bv, acc[r * DOT4_KEYS + j]);                                \
+            }                                                                               \
+        }                                                                                   \
+        if (d < k) {                                                                        \
+            const int t = (int)(k - d);                                                     \
+            VF av[4];                                                                       \
+            for (int r = 0; r < 4; r++) av[r] = vldu_n(a + r * lda + d, t);                 \
+            for (int j = 0; j < nj; j++) {                                                  \
+                const VF bv = LOADN(b + j * ldb + d, t);                                    \
+                for (int r = 0; r < 4; r++) acc[r * DOT4_KEYS + j] =                        \
+                    vfma(av[r], bv, acc[r * DOT4_KEYS + j]);                                \
+            }                                                                               \
+        }                                                                                   \
+        return vsum_each(acc);                                                              \
+    }
+
+DEFINE_DOT4_BLOCK(dot4_block, float, vldu, vldu_n)
+DEFINE_DOT4_BLOCK(dot4_block_f16, uint16_t, vwiden_f16, vwiden_f16_n)
+DEFINE_DOT4_BLOCK(dot4_block_bf16, uint16_t, vwiden_bf16, vwiden_bf16_n)
+
+/* dot_rows for b of type T through BLOCK4 (rows four at a time) and BLOCK
+ * (the rows left over), two of the above. */
+#define DEFINE_DOT_ROWS(NAME, T, BLOCK, BLOCK4)                                             \
     static void NAME(const float *a, int64_t lda, int64_t m, const T *b, int64_t ldb, float *c, \
                      int64_t ldc, int64_t n, int64_t k)                                     \
     {                                                                                       \
+        const int64_t m4 = m - m % 4;                                                       \
         for (int64_t j0 = 0; j0 < n; j0 += VL) {                                            \
             const int nj = n - j0 < VL ? (int)(n - j0) : VL;                                \
-            for (int64_t r = 0; r < m; r++) {                                               \
+            for (int jq = 0; jq < nj && m4 > 0; jq += DOT4_KEYS) {                          \
+                const int nq = nj - jq < DOT4_KEYS ? nj - jq : DOT4_KEYS;                   \
+                for (int64_t r = 0; r < m4; r += 4) {                                       \
+                    _Alignas(64) float buf[VL];                                             \
+                    vst(buf, BLOCK4(a + r * lda, lda, b + (j0 + jq) * ldb, ldb, nq, k));    \
+                    for (int i = 0; i < 4; i++)                                             \
+                        for (int j = 0; j < nq; j++)                                        \
+                            c[(r + i) * ldc + j0 + jq + j] = buf[i * DOT4_KEYS + j];        \
+                }                                                                           \
+            }                                                                               \
+            for (int64_t r = m4; r < m; r++) {                                              \
                 const VF s = BLOCK(a + r * lda, b + j0 * ldb, ldb, nj, k);                  \
                 if (nj == VL) {                                                             \
                     vstu(c + r * ldc + j0, s);                                              \
@@ -481,9 +535,9 @@ DEFINE_DOT_BLOCK(dot_block_bf16, uint16_t, vwiden_bf16, vwiden_bf16_n)
         }                                                                                   \
     }
 
-DEFINE_DOT_ROWS(dot_rows, float, dot_block)
-DEFINE_DOT_ROWS(dot_rows_f16, uint16_t, dot_block_f16)
-DEFINE_DOT_ROWS(dot_rows_bf16, uint16_t, dot_block_bf16)
+DEFINE_DOT_ROWS(dot_rows, float, dot_block, dot4_block)
+DEFINE_DOT_ROWS(dot_rows_f16, uint16_t, dot_block_f16, dot4_block_f16)
+DEFINE_DOT_ROWS(dot_rows_bf16, uint16_t, dot_block_bf16, dot4_block_bf16)
 
 /* The online softmax step of softmax() for row-major scores: row r is
  * s[r * lds ..], n long. The maximum and the sum run along the vector;
