@@ -412,23 +412,19 @@ static void pair_rows(uint32_t *dst, const uint16_t *a, const uint16_t *b, int64
         _Pragma("GCC unroll 16") for (int j = 0; j < VL; j++) acc[j] = vzero();             \
         int64_t d = 0;                                                                      \
         if (nj == VL) {                                                                     \
-            /* Eight vectors of the row at a time, kept in registers, against each row   \
-             * of b in turn: b is read in the order it is stored (the prefetchers see   \
-             * one stream), and each accumulator still sums along d in order. */        \
-            for (; d + 8 * VL <= k; d += 8 * VL) {                                          \
-                VF av[8];                                                                   \
-                _Pragma("GCC unroll 8") for (int v = 0; v < 8; v++) av[v] =                 \
-                    vldu(ar + d + v * VL);                                                  \
-                const T *pj = b + d;                                                        \
-                _Pragma("GCC unroll 16") for (int j = 0; j < VL; j++, pj += ldb)            \
-                    _Pragma("GCC unroll 8") for (int v = 0; v < 8; v++) acc[j] =            \
-                        vfma(av[v], LOAD(pj + v * VL), acc[j]);                             \
+            /* Four rows of b at a time along all of d: four streams the prefetchers    \
+             * follow (a GEMV's rows are long), each element of ar loaded once for the  \
+             * four; each accumulator still sums along d in order. */                   \
+            const int64_t dv = k - k % VL;                                                  \
+            _Pragma("GCC unroll 1") for (int j0 = 0; j0 < VL; j0 += 4) {                    \
+                const T *p0 = b + j0 * ldb;                                                 \
+                _Pragma("GCC unroll 4") for (int64_t e = 0; e < dv; e += VL) {              \
+                    const VF av = vldu(ar + e);                                             \
+                    _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) acc[j0 + j] =       \
+                        vfma(av, LOAD(p0 + j * ldb + e), acc[j0 + j]);                      \
+                }                                                                           \
             }                                                                               \
-            for (; d + VL <= k; d += VL) {                                                  \
-                const VF av = vldu(ar + d);                                                 \
-                _Pragma("GCC unroll 16") for (int j = 0; j < VL; j++) acc[j] =              \
-                    vfma(av, LOAD(b + j * ldb + d), acc[j]);                                \
-            }                                                                               \
+            d = dv;                                                                         \
         } else {                                                                            \
             for (; d + VL <= k; d += VL) {                                                  \
                 const VF av = vldu(ar + d);                                                 \
