@@ -106,21 +106,6 @@ static void softcap_row(const bplan *bl, float *srow, float *tmp, int64_t n)
     for (int64_t x = 0; x < n; x++) tmp[x] = 1.0f - (srow[x] / c) * (srow[x] / c);
 }
 
-/* P = exp(s - lse) is in srow; dprow (dP) becomes scale dU =
- * scale P (dP - D) times the softcap's derivative. Weights of exactly 0
- * give 0 (no 0 * NaN from a value nobody may read). */
-static void grad_row(const bplan *bl, const float *srow, float *dprow, float *tmp, float d,
-                     int64_t n)
-{
-    const float scale = (float)bl->p->scale;
-    if (bl->p->softcap <= 0)
-        for (int64_t x = 0; x < n; x++) tmp[x] = 1.0f;
-    for (int64_t x = 0; x < n; x++) {
-        const float g = srow[x] * (dprow[x] - d) * tmp[x] * scale;
-        dprow[x] = srow[x] == 0.0f ? 0.0f : g;
-    }
-}
-
 /* A row of a block: query i against keys j0 .. j0+n-1 (nk of them real). */
 static void weights_keys(const bplan *bl, float *srow, float *dprow, float *tmp, int64_t b,
                          int64_t h, int64_t i, int64_t j0, int64_t n, int64_t nk)
@@ -139,9 +124,11 @@ static void weights_keys(const bplan *bl, float *srow, float *dprow, float *tmp,
     } else if (p->mask) {
         qkv_cpu_mask_add(p->mask, b, h, i, j0, xlo, xhi, srow, 1);
     }
-    for (int64_t x = 0; x < n; x++) srow[x] = x >= xlo && x <= xhi ? srow[x] - lse : -INFINITY;
-    bl->k->exp_inplace(srow, n);
-    grad_row(bl, srow, dprow, tmp, D, n);
+    /* P = exp(s - lse) in srow; dprow (dP) becomes scale dU = scale P (dP - D)
+     * times the softcap's derivative. Weights of exactly 0 give 0 (no 0 * NaN
+     * from a value nobody may read). */
+    bl->k->grad_row(srow, dprow, p->softcap > 0 ? tmp : NULL, lse, D, (float)p->scale, xlo, xhi,
+                    n);
 }
 
 /* ------------------------------------------------------------ one tile */

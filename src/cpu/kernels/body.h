@@ -76,6 +76,48 @@ static void exp_inplace(float *x, int64_t n)
     }
 }
 
+/* grad_row on VL lanes from x0 (idx: the lanes' x, as floats). */
+static inline void grad_lanes(float *s, float *g, const float *c, VF lse, VF d, VF scale, VF lo,
+                              VF hi, VF idx)
+{
+    const VF ninf = vset1(-INFINITY);
+    VF t = vsel_lt(idx, lo, ninf, vsub(vldu(s), lse));
+    t = vexp(vsel_lt(hi, idx, ninf, t));
+    VF r = vmul(t, vsub(vldu(g), d));
+    if (c) r = vmul(r, vldu(c));
+    r = vmul(r, scale);
+    vstu(s, t);
+    vstu(g, vsel_eq(t, vzero(), vzero(), r));
+}
+
+static void grad_row(float *s, float *g, const float *c, float lse, float d, float scale,
+                     int64_t lo, int64_t hi, int64_t n)
+{
+    _Alignas(64) float iota[VL];
+    for (int i = 0; i < VL; i++) iota[i] = (float)i;
+    const VF vl = vset1(lse), vd = vset1(d), vs = vset1(scale);
+    /* lo and hi clamped to [-1, n], exact as floats for any n a block has */
+    const VF vlo = vset1((float)(lo < 0 ? -1 : lo > n ? n : lo));
+    const VF vhi = vset1((float)(hi < -1 ? -1 : hi > n ? n : hi));
+    int64_t x = 0;
+    for (; x + VL <= n; x += VL)
+        grad_lanes(s + x, g + x, c ? c + x : NULL, vl, vd, vs, vlo, vhi,
+                   vadd(vld(iota), vset1((float)x)));
+    if (x < n) { /* the last lanes staged, so they go through the same steps */
+        _Alignas(64) float bs[VL] = {0}, bg[VL] = {0}, bc[VL] = {0};
+        for (int64_t i = 0; x + i < n; i++) {
+            bs[i] = s[x + i];
+            bg[i] = g[x + i];
+            bc[i] = c ? c[x + i] : 0.0f;
+        }
+        grad_lanes(bs, bg, c ? bc : NULL, vl, vd, vs, vlo, vhi, vadd(vld(iota), vset1((float)x)));
+        for (int64_t i = 0; x + i < n; i++) {
+            s[x + i] = bs[i];
+            g[x + i] = bg[i];
+        }
+    }
+}
+
 /* c * tanh(y / c) as c * sign(y) * (1 - e) / (1 + e), e = exp(-2|y/c|):
  * exp only ever sees arguments <= 0, so nothing overflows. */
 static inline VF vsoftcap(VF y, VF c, VF inv_c)
@@ -819,6 +861,7 @@ static void dequant_q4_0(float *dst, const unsigned char *src, int64_t blocks)
  * (KNAME_PAIRS: generic.c's emulation, kernels.h says why). */
 #define KERNEL_F32                                                                            \
     .qk = qk, .softmax = softmax, .pv = pv, .exp_inplace = exp_inplace, .softcap = softcap,   \
+    .grad_row = grad_row,                                                                     \
     .gemm_mr = GEMM_MR, .gemm_nr = GEMM_NR, .gemm = gemm, .dot_rows = dot_rows,               \
     .dot_rows_f16 = dot_rows_f16, .dot_rows_bf16 = dot_rows_bf16,                             \
     .softmax_rows = softmax_rows, .axpy_rows = axpy_rows, .axpy_rows_f16 = axpy_rows_f16,      \

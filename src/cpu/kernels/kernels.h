@@ -48,6 +48,13 @@ typedef struct qkv_cpu_kernels {
      * gives exactly 0, NaN stays NaN, results below e^-87 flush to 0. */
     void (*exp_inplace)(float *x, int64_t n);
 
+    /* The backward's row of a block (n any): s[x] = exp(s[x] - lse), the
+     * weight, for lo <= x <= hi and 0 elsewhere, by exp_inplace's exp;
+     * then g[x] = ((s[x] * (g[x] - d)) * c[x]) * scale (c NULL: no c[x]
+     * factor), or 0 where s[x] is 0, every step rounded as written. */
+    void (*grad_row)(float *s, float *g, const float *c, float lse, float d, float scale,
+                     int64_t lo, int64_t hi, int64_t n);
+
     /* x[i] = c * tanh(x[i] / c) in place (n any), absolute error below
      * 3e-7 * c. */
     void (*softcap)(float *x, int64_t n, float c);
