@@ -391,12 +391,8 @@ static void walk_tiled(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64
         if (careful)
             for (int64_t x = 0; x < n * R; x++) sc->forbid[x] = sc->st[x] == -INFINITY;
         pl->k->softmax(sc->st, R, R, n, sc->mx, sc->l, sc->alpha);
-        if (careful && pl->pairs) { /* the careful product reads V widened */
-            for (int64_t j = 0; j < n; j++)
-                qkv_cpu_row_widen(pl->k, p->v, b, hk, jb + j, p->Ev, sc->vb + j * pl->ev);
-            v = sc->vb;
-            ldv = pl->ev;
-        }
+        if (careful && pl->pairs) /* the careful product reads V widened */
+            v = key_rows(pl, p->v, 1, sc->vb, b, hk, jb, n, p->Ev, &ldv);
         if (careful) {
             careful_pv(pl, sc, v, ldv, n);
         } else if (pl->pairs) {
@@ -521,10 +517,7 @@ static void walk_rows(const plan *pl, scratch *sc, int64_t b, int64_t hk, int64_
         qkv_dtype vdt = pl->rv;
         const int forbidden = narrow_scores(pl, sc, b, k, ldk, jb, n);
         if (forbidden && vdt != QKV_DTYPE_F32) { /* the check and careful_rows read floats */
-            for (int64_t j = 0; j < n; j++)
-                qkv_cpu_row_widen(pl->k, p->v, b, hk, jb + j, p->Ev, sc->vb + j * pl->ev);
-            v = sc->vb;
-            ldv = pl->ev;
+            v = key_rows(pl, p->v, 1, sc->vb, b, hk, jb, n, p->Ev, &ldv);
             vdt = QKV_DTYPE_F32;
         }
         const int careful = forbidden && any_nonfinite(v, ldv, n, p->Ev);

@@ -76,7 +76,7 @@ static void exp_inplace(float *x, int64_t n)
     }
 }
 
-/* grad_row on VL lanes from x0 (idx: the lanes' x, as floats). */
+/* grad_row on the VL lanes at s, g and c (idx: the lanes' x, as floats). */
 static inline void grad_lanes(float *s, float *g, const float *c, VF lse, VF d, VF scale, VF lo,
                               VF hi, VF idx)
 {
