@@ -4,8 +4,9 @@
  * that are multiples of no vector or block width, GQA, every mask, weights
  * and lse), bitwise determinism over thread counts, large logits, fully
  * masked blocks and rows, the decode split, the memory the fast path
- * takes for a long sequence, and the f16 / bf16 widening and narrowing
- * against half.h's scalar conversions. */
+ * takes for a long sequence, the backward's grad_row against its scalar
+ * steps, and the f16 / bf16 widening and narrowing against half.h's
+ * scalar conversions. */
 #define _XOPEN_SOURCE 700 /* getrusage, fork */
 #include "test.h"
 #include "util.h"
@@ -86,6 +87,53 @@ static void check_exp_softcap(qkv_isa isa)
     CHECK(worst < 3e-7 * c);
     free(x);
     free(y);
+}
+
+/* grad_row against its contract written out in scalar steps (the set's own
+ * exp_inplace for the exp, so the bits must agree), for lengths that are
+ * and are not multiples of the vector, intervals that start before 0, end
+ * past n or are empty, with and without the softcap factor, and a NaN
+ * score inside the interval and one outside it. */
+static void check_grad_row(qkv_isa isa)
+{
+    const qkv_cpu_kernels *k = kernels_of(isa);
+    if (!k) return;
+    static const int64_t lens[] = {1, 5, 8, 16, 17, 64, 70};
+    static const int64_t ivals[][2] = {{0, 1000}, {-5, 3}, {2, 4}, {3, 2}, {-1, -1}, {4, 69}};
+    enum { MAXN = 70 };
+    test_rng rng = test_rng_seed(7);
+    int mismatches = 0, cases = 0;
+    for (size_t a = 0; a < sizeof lens / sizeof lens[0]; a++)
+        for (size_t b = 0; b < sizeof ivals / sizeof ivals[0]; b++)
+            for (int withc = 0; withc < 2; withc++) {
+                const int64_t n = lens[a], lo = ivals[b][0], hi = ivals[b][1];
+                float s[MAXN], g[MAXN], c[MAXN], ws[MAXN], wg[MAXN];
+                for (int64_t x = 0; x < n; x++) {
+                    s[x] = (float)(8.0 * test_rand(&rng) - 4.0);
+                    g[x] = (float)(2.0 * test_rand(&rng) - 1.0);
+                    c[x] = (float)(0.5 + 0.5 * test_rand(&rng));
+                }
+                if (n > 4) s[3] = NAN, s[n - 1] = NAN;
+                const float lse = 3.25f, d = 0.125f, scale = 0.375f;
+                for (int64_t x = 0; x < n; x++) ws[x] = x >= lo && x <= hi ? s[x] - lse : -INFINITY;
+                k->exp_inplace(ws, n);
+                for (int64_t x = 0; x < n; x++) {
+                    float r = ws[x] * (g[x] - d);
+                    if (withc) r = r * c[x];
+                    r = r * scale;
+                    wg[x] = ws[x] == 0.0f ? 0.0f : r;
+                }
+                k->grad_row(s, g, withc ? c : NULL, lse, d, scale, lo, hi, n);
+                cases++;
+                for (int64_t x = 0; x < n; x++) {
+                    const int same_s = isnan(ws[x]) ? isnan(s[x]) : memcmp(&ws[x], &s[x], 4) == 0;
+                    const int same_g = isnan(wg[x]) ? isnan(g[x]) : memcmp(&wg[x], &g[x], 4) == 0;
+                    if (!same_s || !same_g) mismatches++;
+                }
+            }
+    printf("  %s grad_row: %d rows, %d elements differ from the scalar steps\n", k->name, cases,
+           mismatches);
+    CHECK(mismatches == 0);
 }
 
 typedef struct problem {
@@ -827,9 +875,10 @@ int main(void)
             check_widen_narrow(isas[i]);
             check_dequant(isas[i]);
         }
-        if (qkv_isa_supported(isas[i]))
+        if (qkv_isa_supported(isas[i])) {
             check_exp_softcap(isas[i]);
-        else
+            check_grad_row(isas[i]);
+        } else
             printf("  %s: not in this build or CPU, skipped\n", qkv_isa_name(isas[i]));
     }
     check_pairs(&qkv_kernels_generic_pairs, 1);
